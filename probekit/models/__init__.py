@@ -1,0 +1,18 @@
+"""Checkpoints -> Backbones (network + noise schedule + layer registry)."""
+
+from .backbone import Backbone, LayerInfo, state_dict_sha256
+from .layers import select_layers
+from .loaders import FORMATS, load_backbone
+from .pixels import PixelsBackbone
+from .unet import UNetBackbone
+
+__all__ = [
+    "Backbone",
+    "FORMATS",
+    "LayerInfo",
+    "PixelsBackbone",
+    "UNetBackbone",
+    "load_backbone",
+    "select_layers",
+    "state_dict_sha256",
+]

@@ -1,0 +1,42 @@
+"""The ``pixels`` baseline: the input image itself, flattened, as a one-layer Backbone."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import torch
+
+from ..errors import ProbekitError
+from ..pooling import Pooling
+from ..schedule import CleanSchedule, GridPoint, NoiseSchedule
+from .backbone import Backbone, LayerInfo
+
+
+class PixelsBackbone(Backbone):
+    """Raw pixels in [0, 1] at the data's native size; pooling does not apply (the vector is the image)."""
+
+    framework = "pixels"
+    model_id = "pixels"
+    input_size = None
+    input_channels = None
+    value_range = (0.0, 1.0)
+
+    def __init__(self, schedule: NoiseSchedule | None = None) -> None:
+        self.schedule = schedule or CleanSchedule()
+
+    def layers(self) -> list[LayerInfo]:
+        return [LayerInfo(name="pixels", stage="input", depth=0, channels=0, resolution="native")]
+
+    def features(
+        self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling
+    ) -> dict[str, torch.Tensor]:
+        if list(layers) != ["pixels"]:
+            raise ProbekitError(f"the pixels model has one layer, 'pixels'; got {list(layers)}")
+        return {"pixels": x_noisy.flatten(1)}
+
+    def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:
+        return x_noisy
+
+    def weights_sha256(self) -> str:
+        return hashlib.sha256(b"pixels").hexdigest()

@@ -1,0 +1,58 @@
+"""Pooling of a layer's activation into one vector per image.
+
+``gap`` is global average pooling (the DDAE paper). ``avgK`` is K x K adaptive average pooling,
+flattened channel-major to ``C * K * K`` values. Token sequences ``(B, N, C)`` are pooled over
+tokens (``gap``) or over their square token grid (``avgK``). Vectors ``(B, D)`` pass unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ProbekitError
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """``k == 1`` is global average pooling; ``k > 1`` keeps a coarse k x k spatial layout."""
+
+    k: int = 1
+
+    @property
+    def name(self) -> str:
+        return "gap" if self.k == 1 else f"avg{self.k}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Pooling":
+        """``gap`` or ``avgK`` (for example ``avg2``)."""
+        if text == "gap":
+            return cls(1)
+        match = re.fullmatch(r"avg([1-9][0-9]*)", text)
+        if not match:
+            raise ProbekitError(f"unknown pooling {text!r}: use gap or avgK (for example avg2)")
+        return cls(int(match.group(1)))
+
+    def width(self, channels: int, *, spatial: bool) -> int:
+        """Length of the pooled vector for a layer with ``channels`` channels."""
+        return channels * self.k * self.k if spatial else channels
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        if activation.dim() == 2:
+            return activation
+        if activation.dim() == 3:  # (B, N, C) tokens
+            if self.k == 1:
+                return activation.mean(dim=1)
+            side = math.isqrt(activation.shape[1])
+            if side * side != activation.shape[1]:
+                raise ProbekitError(f"avg{self.k} pooling needs a square token grid, got {activation.shape[1]} tokens: use gap")
+            activation = activation.transpose(1, 2).reshape(activation.shape[0], -1, side, side)
+        if activation.dim() != 4:
+            raise ProbekitError(f"cannot pool an activation of shape {tuple(activation.shape)}")
+        if self.k == 1:
+            return activation.mean(dim=(2, 3))
+        return F.adaptive_avg_pool2d(activation, self.k).flatten(1)

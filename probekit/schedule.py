@@ -1,0 +1,172 @@
+"""Noise schedules: what a grid point means for a given diffusion framework.
+
+A grid point is addressed by ``t``, the framework's *own* timestep index (for diffusers DDPM models
+an integer in ``0 .. T-1``, where larger ``t`` means more noise). Each point also records the
+numbers that make grids of different frameworks comparable:
+
+* ``alpha_bar`` -- signal fraction of the variance-preserving form, ``x_t = sqrt(ab) x0 + sqrt(1-ab) eps``
+* ``sigma`` -- the equivalent variance-exploding noise level, ``sqrt((1 - ab) / ab)`` (EDM's sigma)
+* ``logsnr`` -- ``log(ab / (1 - ab)) = -2 log(sigma)``; ``+inf`` for a clean input
+* ``model_input`` -- the timestep value the network itself receives
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import ProbekitError
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One noise level. ``t`` is the framework's index; the other fields are derived from it."""
+
+    t: int
+    model_input: float
+    alpha_bar: float
+    sigma: float
+    logsnr: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+class NoiseSchedule(ABC):
+    """Maps a timestep index to a :class:`GridPoint` and noises clean inputs at that point."""
+
+    name: str
+
+    @abstractmethod
+    def point(self, t: int) -> GridPoint:
+        """The grid point for timestep index ``t``; raises :class:`ProbekitError` when out of range."""
+
+    @abstractmethod
+    def default_grid(self) -> list[int]:
+        """A grid spanning low to high noise, denser at low noise, where DDAE finds the best cells."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line saying what ``t`` means for this schedule (shown by ``probekit layers``)."""
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, point: GridPoint) -> torch.Tensor:
+        """Variance-preserving noising: ``sqrt(ab) * x0 + sqrt(1 - ab) * noise``."""
+        if point.alpha_bar >= 1.0:
+            return x0
+        return math.sqrt(point.alpha_bar) * x0 + math.sqrt(1.0 - point.alpha_bar) * noise
+
+    def points(self, timesteps: Sequence[int]) -> list[GridPoint]:
+        return [self.point(t) for t in timesteps]
+
+
+def _derived(alpha_bar: float) -> tuple[float, float]:
+    """(sigma, logsnr) of a variance-preserving signal fraction."""
+    if alpha_bar >= 1.0:
+        return 0.0, math.inf
+    return math.sqrt((1.0 - alpha_bar) / alpha_bar), math.log(alpha_bar / (1.0 - alpha_bar))
+
+
+def betas_for(beta_schedule: str, beta_start: float, beta_end: float, num_steps: int) -> np.ndarray:
+    """Betas of the DDPM schedules diffusers names ``linear``, ``scaled_linear`` and ``squaredcos_cap_v2``."""
+    if beta_schedule == "linear":
+        return np.linspace(beta_start, beta_end, num_steps, dtype=np.float64)
+    if beta_schedule == "scaled_linear":
+        return np.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=np.float64) ** 2
+    if beta_schedule == "squaredcos_cap_v2":
+        # Nichol & Dhariwal's cosine schedule, betas capped at 0.999 as in diffusers.
+        def f(u: float) -> float:
+            return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        return np.array(
+            [min(1 - f((i + 1) / num_steps) / f(i / num_steps), 0.999) for i in range(num_steps)],
+            dtype=np.float64,
+        )
+    raise ProbekitError(
+        f"unknown beta_schedule {beta_schedule!r}: use linear, scaled_linear or squaredcos_cap_v2"
+    )
+
+
+class DDPMSchedule(NoiseSchedule):
+    """Discrete DDPM schedule with diffusers' indexing: ``t`` in ``0 .. T-1``, ``alpha_bar = prod(1 - beta[:t+1])``.
+
+    The network receives the integer ``t`` itself (``model_input = t``), as ``UNet2DModel`` expects.
+    """
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+    ) -> None:
+        self.num_train_timesteps = int(num_train_timesteps)
+        self.beta_schedule = beta_schedule
+        self.beta_start, self.beta_end = float(beta_start), float(beta_end)
+        betas = betas_for(beta_schedule, beta_start, beta_end, self.num_train_timesteps)
+        self.alphas_cumprod = np.cumprod(1.0 - betas)
+        self.name = f"ddpm-{beta_schedule}"
+
+    @classmethod
+    def from_config(cls, config: dict) -> "DDPMSchedule":
+        """Build from a diffusers scheduler config dict (missing keys take DDPM's defaults)."""
+        return cls(
+            num_train_timesteps=config.get("num_train_timesteps", 1000),
+            beta_start=config.get("beta_start", 1e-4),
+            beta_end=config.get("beta_end", 0.02),
+            beta_schedule=config.get("beta_schedule", "linear"),
+        )
+
+    def point(self, t: int) -> GridPoint:
+        if isinstance(t, bool) or int(t) != t:
+            raise ProbekitError(f"timestep {t!r} is not an integer: give integer indices 0..{self.num_train_timesteps - 1}")
+        t = int(t)
+        if not 0 <= t < self.num_train_timesteps:
+            raise ProbekitError(
+                f"timestep {t} is out of range for this {self.num_train_timesteps}-step DDPM schedule: "
+                f"use 0..{self.num_train_timesteps - 1}"
+            )
+        alpha_bar = float(self.alphas_cumprod[t])
+        sigma, logsnr = _derived(alpha_bar)
+        return GridPoint(t=t, model_input=float(t), alpha_bar=alpha_bar, sigma=sigma, logsnr=logsnr)
+
+    def default_grid(self) -> list[int]:
+        # Fractions of T, dense at low noise: DDAE's best DDPM cells sit around t ~ 10..100 of 1000.
+        fractions = [0.0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 0.8]
+        steps = sorted({min(round(f * self.num_train_timesteps), self.num_train_timesteps - 1) for f in fractions})
+        return steps
+
+    def describe(self) -> str:
+        return (
+            f"DDPM ({self.beta_schedule} betas {self.beta_start:g}..{self.beta_end:g}), "
+            f"t = diffusers index 0..{self.num_train_timesteps - 1}, larger t = more noise"
+        )
+
+    def config(self) -> dict[str, object]:
+        return {
+            "num_train_timesteps": self.num_train_timesteps,
+            "beta_start": self.beta_start,
+            "beta_end": self.beta_end,
+            "beta_schedule": self.beta_schedule,
+        }
+
+
+class CleanSchedule(NoiseSchedule):
+    """No noise at all: the single point ``t = 0`` is the clean input (used by the ``pixels`` baseline)."""
+
+    name = "clean"
+
+    def point(self, t: int) -> GridPoint:
+        if isinstance(t, bool) or int(t) != t or int(t) != 0:
+            raise ProbekitError(f"timestep {t!r} is not available: this model sees clean inputs only, use --timesteps 0")
+        return GridPoint(t=0, model_input=0.0, alpha_bar=1.0, sigma=0.0, logsnr=math.inf)
+
+    def default_grid(self) -> list[int]:
+        return [0]
+
+    def describe(self) -> str:
+        return "clean inputs only: t = 0 means no noise"

@@ -1,0 +1,63 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from probekit.errors import ProbekitError
+from probekit.schedule import CleanSchedule, DDPMSchedule
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02},
+        {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+        {"num_train_timesteps": 500, "beta_schedule": "squaredcos_cap_v2"},
+    ],
+)
+def test_alpha_bar_matches_diffusers_scheduler(config):
+    ours = DDPMSchedule.from_config(config)
+    reference = DDPMScheduler(**config).alphas_cumprod.double().numpy()
+    for t in (0, 1, 10, 100, config["num_train_timesteps"] - 1):
+        assert ours.point(t).alpha_bar == pytest.approx(reference[t], rel=1e-5)
+
+
+def test_linear_defaults_are_ddpm_and_derived_numbers_hold():
+    schedule = DDPMSchedule()
+    alpha_bar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    point = schedule.point(99)
+    assert point.alpha_bar == pytest.approx(alpha_bar[99])
+    assert point.sigma == pytest.approx(math.sqrt((1 - alpha_bar[99]) / alpha_bar[99]))
+    assert point.logsnr == pytest.approx(-2 * math.log(point.sigma))
+    assert point.model_input == 99
+
+
+def test_add_noise_is_variance_preserving_form():
+    schedule = DDPMSchedule()
+    point = schedule.point(500)
+    x0, noise = torch.randn(4, 3), torch.randn(4, 3)
+    expected = math.sqrt(point.alpha_bar) * x0.numpy() + math.sqrt(1 - point.alpha_bar) * noise.numpy()
+    np.testing.assert_allclose(schedule.add_noise(x0, noise, point).numpy(), expected, rtol=1e-6)
+
+
+def test_default_grid_spans_noise_and_is_denser_at_low_noise():
+    grid = DDPMSchedule().default_grid()
+    assert len(grid) >= 8 and grid == sorted(grid) and len(set(grid)) == len(grid)
+    assert grid[0] <= 10 and grid[-1] >= 700
+    gaps = np.diff(grid)
+    assert gaps[: len(gaps) // 2].mean() < gaps[len(gaps) // 2 :].mean()
+
+
+@pytest.mark.parametrize("bad", [-1, 1000, 2.5, True])
+def test_out_of_range_or_non_integer_timesteps_are_refused(bad):
+    with pytest.raises(ProbekitError, match="timestep"):
+        DDPMSchedule().point(bad)
+
+
+def test_clean_schedule_has_only_t0():
+    point = CleanSchedule().point(0)
+    assert point.alpha_bar == 1.0 and point.sigma == 0.0 and point.logsnr == math.inf
+    with pytest.raises(ProbekitError, match="clean"):
+        CleanSchedule().point(5)
