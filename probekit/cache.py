@@ -1,0 +1,302 @@
+"""FeatureCache: the one on-disk format between extraction and probing (HDF5).
+
+Layout (format ``probekit-features``, version 1)::
+
+    /                       attrs: format, format_version, probekit_version, created, command,
+                                   model_id, model_sha256, framework, schedule, dataset, dataset_info,
+                                   fit, seed, pooling, draws, dtype, complete
+    /grid/{t, model_input, alpha_bar, sigma, logsnr}          (T,)
+    /layers/{name, stage, depth, channels, resolution, aliases, width}   (L,)
+    /{split}/labels (N,) int64, /{split}/index (N,) int64     attrs: class_names
+    /{split}/feats/{layer}  (T, K, N, D) float32|float16, chunked along N
+    /{split}/done           (N,) uint8: 1 once every (t, draw, layer) of that sample is written
+
+``complete`` is set only after every sample of every split is done; readers refuse an incomplete
+cache unless asked to show progress. ``D`` is the pooled width (``width`` in /layers).
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .errors import ProbekitError
+from .models.backbone import LayerInfo
+from .schedule import GridPoint
+
+FORMAT = "probekit-features"
+FORMAT_VERSION = 1
+_GRID_FIELDS = ("t", "model_input", "alpha_bar", "sigma", "logsnr")
+_STR = h5py.string_dtype()
+
+
+@dataclass
+class SplitLabels:
+    labels: np.ndarray  # int64 (N,)
+    index: np.ndarray  # int64 (N,) sample ids in the original split
+
+
+@dataclass
+class CacheLayout:
+    """Everything needed to create an empty cache."""
+
+    attrs: dict[str, object]
+    grid: list[GridPoint]
+    layers: list[LayerInfo]
+    widths: dict[str, int]
+    splits: dict[str, SplitLabels]
+    class_names: list[str]
+    draws: int
+    dtype: str = "float32"
+
+
+class CacheWriter:
+    """Creates the file and writes whole batches on a background thread while the next batch computes.
+
+    At most ``max_pending`` batches wait in memory; an error in the writer thread surfaces on the
+    next :meth:`write_batch` or on :meth:`close`.
+    """
+
+    def __init__(self, path: str | Path, layout: CacheLayout, *, max_pending: int = 2) -> None:
+        self.path = Path(path)
+        self.layout = layout
+        if layout.dtype not in ("float32", "float16"):
+            raise ProbekitError(f"unsupported --dtype {layout.dtype!r}: use float32 or float16")
+        try:
+            self.file = h5py.File(self.path, "w")
+        except OSError as err:
+            raise ProbekitError(f"cannot create {self.path}: {err.strerror or err}; choose a writable --out") from err
+        self._create(layout)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probekit-writer")
+        self._pending: list[Future] = []
+        self._max_pending = max_pending
+
+    def _create(self, layout: CacheLayout) -> None:
+        f = self.file
+        attrs = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "probekit_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "draws": layout.draws,
+            "dtype": layout.dtype,
+            **layout.attrs,
+            "complete": False,
+        }
+        for key, value in attrs.items():
+            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        grid = f.create_group("grid")
+        for field in _GRID_FIELDS:
+            values = [getattr(point, field) for point in layout.grid]
+            grid.create_dataset(field, data=np.asarray(values, dtype=np.int64 if field == "t" else np.float64))
+        group = f.create_group("layers")
+        layers = layout.layers
+        group.create_dataset("name", data=[layer.name for layer in layers], dtype=_STR)
+        group.create_dataset("stage", data=[layer.stage for layer in layers], dtype=_STR)
+        group.create_dataset("depth", data=np.asarray([layer.depth for layer in layers], dtype=np.int64))
+        group.create_dataset("channels", data=np.asarray([layer.channels for layer in layers], dtype=np.int64))
+        group.create_dataset("resolution", data=[layer.resolution for layer in layers], dtype=_STR)
+        group.create_dataset("aliases", data=[",".join(layer.aliases) for layer in layers], dtype=_STR)
+        group.create_dataset("width", data=np.asarray([layout.widths[layer.name] for layer in layers], dtype=np.int64))
+        for split, split_labels in layout.splits.items():
+            n = len(split_labels.labels)
+            g = f.create_group(split)
+            g.attrs["class_names"] = json.dumps(layout.class_names)
+            g.create_dataset("labels", data=np.asarray(split_labels.labels, dtype=np.int64))
+            g.create_dataset("index", data=np.asarray(split_labels.index, dtype=np.int64))
+            g.create_dataset("done", data=np.zeros(n, dtype=np.uint8))
+            feats = g.create_group("feats")
+            for layer in layers:
+                width = layout.widths[layer.name]
+                shape = (len(layout.grid), layout.draws, n, width)
+                # One chunk holds a block of samples of one (t, draw): a cell reads contiguously.
+                rows = max(1, min(n, (1 << 20) // (4 * width)))
+                feats.create_dataset(layer.name, shape=shape, dtype=layout.dtype, chunks=(1, 1, rows, width))
+
+    def write_batch(self, split: str, start: int, feats: Mapping[str, np.ndarray]) -> None:
+        """Queue ``feats[layer]`` of shape (T, K, B, D) for samples ``start .. start+B``."""
+        self._pending = [future for future in self._pending if not _finished(future)]
+        while len(self._pending) >= self._max_pending:
+            self._pending.pop(0).result()
+        self._pending.append(self._executor.submit(self._write, split, start, dict(feats)))
+
+    def _write(self, split: str, start: int, feats: Mapping[str, np.ndarray]) -> None:
+        group = self.file[split]
+        stop = start
+        for layer, values in feats.items():
+            stop = start + values.shape[2]
+            group["feats"][layer][:, :, start:stop, :] = values
+        group["done"][start:stop] = 1
+
+    def close(self, *, complete: bool) -> None:
+        """Wait for every queued write, mark the cache complete if asked, and close the file."""
+        try:
+            for future in self._pending:
+                future.result()
+            if complete:
+                missing = {s: int((self.file[s]["done"][:] == 0).sum()) for s in self.layout.splits}
+                if any(missing.values()):
+                    raise RuntimeError(f"samples left unwritten: {missing}")
+                self.file.attrs["complete"] = True
+        finally:
+            self._executor.shutdown(wait=True)
+            self.file.close()
+
+
+def _finished(future: Future) -> bool:
+    if future.done():
+        future.result()  # re-raise a writer error here, in the caller's thread
+        return True
+    return False
+
+
+class FeatureCache:
+    """Read-only view of a cache file. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ProbekitError(f"cache {self.path} not found: run `probekit extract ... --out {self.path}` first")
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as err:
+            raise ProbekitError(f"{self.path} is not a readable HDF5 file ({err}); re-run the extraction") from err
+        if self.file.attrs.get("format") != FORMAT:
+            self.file.close()
+            raise ProbekitError(f"{self.path} is not a probekit feature cache: make one with `probekit extract`")
+        version = int(self.file.attrs["format_version"])
+        if version > FORMAT_VERSION:
+            self.file.close()
+            raise ProbekitError(f"{self.path} has cache format {version}; this probekit reads up to {FORMAT_VERSION}: upgrade probekit")
+
+    def __enter__(self) -> "FeatureCache":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+    @property
+    def attrs(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for key, value in self.file.attrs.items():
+            if isinstance(value, (np.generic,)):
+                value = value.item()
+            if isinstance(value, str) and value[:1] in "[{":
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    pass
+            out[key] = value
+        return out
+
+    @property
+    def grid(self) -> list[GridPoint]:
+        columns = {field: self.file["grid"][field][:] for field in _GRID_FIELDS}
+        return [
+            GridPoint(**{field: (int if field == "t" else float)(columns[field][i]) for field in _GRID_FIELDS})
+            for i in range(len(columns["t"]))
+        ]
+
+    @property
+    def timesteps(self) -> list[int]:
+        return [int(t) for t in self.file["grid"]["t"][:]]
+
+    @property
+    def layers(self) -> list[LayerInfo]:
+        g = self.file["layers"]
+        names = g["name"].asstr()[:]
+        return [
+            LayerInfo(
+                name=str(names[i]),
+                stage=str(g["stage"].asstr()[i]),
+                depth=int(g["depth"][i]),
+                channels=int(g["channels"][i]),
+                resolution=str(g["resolution"].asstr()[i]),
+                aliases=tuple(a for a in str(g["aliases"].asstr()[i]).split(",") if a),
+            )
+            for i in range(len(names))
+        ]
+
+    @property
+    def splits(self) -> list[str]:
+        return [name for name in ("train", "test") if name in self.file] + sorted(
+            name for name in self.file if name not in ("train", "test", "grid", "layers")
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        return json.loads(self.file[self.splits[0]].attrs["class_names"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.file.attrs.get("complete", False))
+
+    def progress(self, split: str) -> tuple[int, int]:
+        """(samples written, samples in split)."""
+        done = self.file[split]["done"][:]
+        return int(done.sum()), int(done.size)
+
+    def require_complete(self) -> None:
+        if self.complete:
+            return
+        parts = ", ".join(f"{split} {done}/{total}" for split in self.splits for done, total in [self.progress(split)])
+        raise ProbekitError(
+            f"{self.path} is unfinished ({parts} samples written): re-run its extract command "
+            f"(`probekit info {self.path}` shows it) to finish it before probing"
+        )
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.file[split]["labels"][:]
+
+    def index(self, split: str) -> np.ndarray:
+        return self.file[split]["index"][:]
+
+    def features(self, split: str, layer: str, t: int) -> np.ndarray:
+        """(N, D) float32 features of one cell, averaged over the noise draws."""
+        try:
+            t_index = self.timesteps.index(int(t))
+        except ValueError:
+            raise ProbekitError(f"timestep {t} is not in {self.path} (its grid: {self.timesteps})") from None
+        names = [layer.name for layer in self.layers]
+        if layer not in names:
+            raise ProbekitError(f"layer {layer!r} is not in {self.path} (its layers: {', '.join(names)})")
+        block = self.file[split]["feats"][layer][t_index]  # (K, N, D)
+        return block.astype(np.float32).mean(axis=0) if block.shape[0] > 1 else block[0].astype(np.float32)
+
+    def summary(self) -> str:
+        """Human-readable description for ``probekit info``."""
+        a = self.attrs
+        lines = [
+            f"{self.path}  ({self.path.stat().st_size / 2**20:.1f} MiB, format {a['format']} v{a['format_version']})",
+            f"status: {'complete' if self.complete else 'INCOMPLETE'}",
+            f"model: {a.get('model_id')}  [{a.get('framework')}]  sha256 {str(a.get('model_sha256'))[:16]}...",
+            f"dataset: {a.get('dataset')}  fit: {a.get('fit')}",
+            f"pooling: {a.get('pooling')}  draws: {a.get('draws')}  dtype: {a.get('dtype')}  seed: {a.get('seed')}",
+            f"created: {a.get('created')} by probekit {a.get('probekit_version')}",
+            f"command: {a.get('command')}",
+            "splits: " + ", ".join(f"{s} {d}/{n}" for s in self.splits for d, n in [self.progress(s)]),
+            f"grid ({len(self.grid)} points):",
+        ]
+        lines += [
+            f"  t={p.t:<5d} sigma={p.sigma:<10.4g} logsnr={p.logsnr:<8.3g} alpha_bar={p.alpha_bar:.5f}" for p in self.grid
+        ]
+        widths = dict(zip(self.file["layers"]["name"].asstr()[:], self.file["layers"]["width"][:]))
+        lines.append(f"layers ({len(self.layers)}):")
+        lines += [
+            f"  {l.depth:>3d} {l.name:<34s} {l.stage:<6s} C={l.channels:<5d} {l.resolution:<8s} D={int(widths[l.name])}"
+            + (f"  (= {', '.join(l.aliases)})" if l.aliases else "")
+            for l in self.layers
+        ]
+        return "\n".join(lines)
+

@@ -1,0 +1,101 @@
+import h5py
+import numpy as np
+import pytest
+
+from probekit.cache import CacheLayout, CacheWriter, FeatureCache, SplitLabels
+from probekit.errors import ProbekitError
+from probekit.models import LayerInfo
+from probekit.schedule import DDPMSchedule
+
+
+def _layout(dtype="float32", draws=2):
+    schedule = DDPMSchedule()
+    return CacheLayout(
+        attrs={"model_id": "m", "model_sha256": "ab" * 32, "dataset": "toy", "fit": {"fit": "pad"}, "seed": 0, "pooling": "gap"},
+        grid=schedule.points([1, 50]),
+        layers=[LayerInfo("a", "down", 0, 3, "4x4"), LayerInfo("b", "mid", 1, 5, "2x2", aliases=("mid_block",))],
+        widths={"a": 3, "b": 5},
+        splits={"train": SplitLabels(np.array([0, 1, 1, 0, 2]), np.arange(5) + 10), "test": SplitLabels(np.array([2, 0]), np.array([7, 3]))},
+        class_names=["x", "y", "z"],
+        draws=draws,
+        dtype=dtype,
+    )
+
+
+def _fill(path, layout, rng, batch=2):
+    writer = CacheWriter(path, layout)
+    written = {}
+    for split, labels in layout.splits.items():
+        n = len(labels.labels)
+        full = {name: rng.normal(size=(2, layout.draws, n, layout.widths[name])).astype(np.float32) for name in layout.widths}
+        written[split] = full
+        for start in range(0, n, batch):
+            writer.write_batch(split, start, {name: values[:, :, start : start + batch] for name, values in full.items()})
+    writer.close(complete=True)
+    return written
+
+
+def test_round_trip_of_features_labels_grid_and_layers(tmp_path):
+    layout = _layout()
+    written = _fill(tmp_path / "c.h5", layout, np.random.default_rng(0))
+    with FeatureCache(tmp_path / "c.h5") as cache:
+        assert cache.complete
+        assert cache.timesteps == [1, 50]
+        assert cache.grid[1].alpha_bar == pytest.approx(DDPMSchedule().point(50).alpha_bar)
+        assert [(l.name, l.depth, l.channels, l.aliases) for l in cache.layers] == [("a", 0, 3, ()), ("b", 1, 5, ("mid_block",))]
+        assert cache.class_names == ["x", "y", "z"]
+        np.testing.assert_array_equal(cache.labels("train"), [0, 1, 1, 0, 2])
+        np.testing.assert_array_equal(cache.index("test"), [7, 3])
+        # a cell is the mean over the noise draws
+        np.testing.assert_allclose(cache.features("train", "b", 50), written["train"]["b"][1].mean(axis=0), rtol=1e-6)
+        assert cache.attrs["fit"] == {"fit": "pad"} and cache.attrs["draws"] == 2
+        assert "complete" in cache.summary() and "mid_block" in cache.summary()
+
+
+def test_float16_storage(tmp_path):
+    layout = _layout(dtype="float16", draws=1)
+    written = _fill(tmp_path / "c.h5", layout, np.random.default_rng(1))
+    with h5py.File(tmp_path / "c.h5") as f:
+        assert f["train/feats/a"].dtype == np.float16
+    with FeatureCache(tmp_path / "c.h5") as cache:
+        got = cache.features("test", "a", 1)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, written["test"]["a"][0, 0], rtol=1e-3, atol=1e-3)
+
+
+def test_unfinished_cache_is_refused_with_progress(tmp_path):
+    layout = _layout()
+    writer = CacheWriter(tmp_path / "c.h5", layout)
+    writer.write_batch("train", 0, {name: np.zeros((2, 2, 2, w), np.float32) for name, w in layout.widths.items()})
+    writer.close(complete=False)
+    with FeatureCache(tmp_path / "c.h5") as cache:
+        assert not cache.complete and cache.progress("train") == (2, 5)
+        with pytest.raises(ProbekitError, match="unfinished.*train 2/5"):
+            cache.require_complete()
+        assert "INCOMPLETE" in cache.summary()
+
+
+def test_claiming_complete_with_missing_samples_fails(tmp_path):
+    writer = CacheWriter(tmp_path / "c.h5", _layout())
+    with pytest.raises(RuntimeError, match="unwritten"):
+        writer.close(complete=True)
+    with FeatureCache(tmp_path / "c.h5") as cache:
+        assert not cache.complete
+
+
+def test_unknown_cell_and_non_cache_files(tmp_path):
+    _fill(tmp_path / "c.h5", _layout(), np.random.default_rng(0))
+    with FeatureCache(tmp_path / "c.h5") as cache:
+        with pytest.raises(ProbekitError, match="timestep 7 is not in"):
+            cache.features("train", "a", 7)
+        with pytest.raises(ProbekitError, match="layer 'zz' is not in"):
+            cache.features("train", "zz", 1)
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ProbekitError, match="not a readable HDF5"):
+        FeatureCache(tmp_path / "junk.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f.attrs["x"] = 1
+    with pytest.raises(ProbekitError, match="not a probekit feature cache"):
+        FeatureCache(tmp_path / "other.h5")
+    with pytest.raises(ProbekitError, match="not found"):
+        FeatureCache(tmp_path / "missing.h5")
