@@ -1,0 +1,126 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from probekit.cache import FeatureCache
+from probekit.data.base import ImageDataset, ImageSplit
+from probekit.errors import ProbekitError
+from probekit.extract import ExtractConfig, extract
+from probekit.models import load_backbone
+from probekit.noise import sample_noise
+
+
+def _dataset(n_train=20, n_test=9, size=12, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def split(n, offset):
+        return ImageSplit(
+            images=rng.integers(0, 256, size=(n, size, size, 1), dtype=np.uint8),
+            labels=(np.arange(n) % 3).astype(np.int64),
+            index=np.arange(n, dtype=np.int64) + offset,
+        )
+
+    return ImageDataset("toy", {"train": split(n_train, 100), "test": split(n_test, 0)}, ["a", "b", "c"], "memory")
+
+
+LAYERS = ["down_blocks.0.resnets.0", "mid_block", "up_blocks.1.resnets.1"]
+
+
+def test_cache_shapes_and_metadata(tiny_unet_dir, tmp_path):
+    backbone = load_backbone(str(tiny_unet_dir))
+    config = ExtractConfig(timesteps=[0, 10, 150], layers=LAYERS, draws=2, batch_size=8)
+    extract(backbone, _dataset(), tmp_path / "f.h5", config, command="probekit extract ...", progress=False)
+    with FeatureCache(tmp_path / "f.h5") as cache:
+        assert cache.complete
+        attrs = cache.attrs
+        assert attrs["model_sha256"] == backbone.weights_sha256() and attrs["command"] == "probekit extract ..."
+        assert attrs["fit"]["fit"] == "pad" and attrs["fit"]["to_size"] == [16, 16]
+        assert attrs["draws"] == 2 and attrs["pooling"] == "gap" and attrs["dataset"] == "toy"
+        assert cache.timesteps == [0, 10, 150]
+        p = cache.grid[1]
+        assert p.sigma == pytest.approx(math.sqrt((1 - p.alpha_bar) / p.alpha_bar)) and p.model_input == 10
+        assert [l.name for l in cache.layers] == ["down_blocks.0.resnets.0", "mid_block.resnets.1", "up_blocks.1.resnets.1"]
+        assert cache.file["train/feats/mid_block.resnets.1"].shape == (3, 2, 20, 16)
+        assert cache.file["test/feats/down_blocks.0.resnets.0"].shape == (3, 2, 9, 8)
+        np.testing.assert_array_equal(cache.index("train"), np.arange(20) + 100)
+
+
+def test_features_identical_for_batch_sizes_7_and_32(tiny_unet_dir, tmp_path):
+    backbone = load_backbone(str(tiny_unet_dir))
+    data = _dataset()
+    for batch in (7, 32):
+        extract(backbone, data, tmp_path / f"b{batch}.h5", ExtractConfig(timesteps=[5, 60], layers=LAYERS, batch_size=batch), progress=False)
+    with FeatureCache(tmp_path / "b7.h5") as small, FeatureCache(tmp_path / "b32.h5") as large:
+        for split in ("train", "test"):
+            for layer in small.layers:
+                a = small.file[split]["feats"][layer.name][:]
+                b = large.file[split]["feats"][layer.name][:]
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_one_cell_equals_a_hand_noised_forward(tiny_unet_dir, tmp_path):
+    backbone = load_backbone(str(tiny_unet_dir))
+    data = _dataset()
+    extract(backbone, data, tmp_path / "f.h5", ExtractConfig(timesteps=[30], layers=["mid_block"], seed=4), progress=False)
+    # Independent path: pad 12 -> 16 and scale to [-1, 1] by hand, noise sample 2 with its own id.
+    image = data.splits["test"].images[2, :, :, 0].astype(np.float64) / 255 * 2 - 1
+    x0 = torch.full((1, 1, 16, 16), -1.0)
+    x0[0, 0, 2:14, 2:14] = torch.from_numpy(image).float()
+    alpha_bar = backbone.schedule.point(30).alpha_bar
+    eps = sample_noise((1, 16, 16), [2], seed=4, t=30, draw=0)
+    x_t = math.sqrt(alpha_bar) * x0 + math.sqrt(1 - alpha_bar) * eps
+    captured = {}
+    handle = backbone.net.mid_block.register_forward_hook(lambda _m, _a, out: captured.update(out=out))
+    with torch.no_grad():
+        backbone.net(x_t, torch.tensor([30.0]))
+    handle.remove()
+    expected = captured["out"].mean(dim=(2, 3)).numpy()[0]
+    with FeatureCache(tmp_path / "f.h5") as cache:
+        np.testing.assert_allclose(cache.features("test", "mid_block.resnets.1", 30)[2], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_pixels_cache_is_the_scaled_image(tmp_path):
+    data = _dataset()
+    extract(load_backbone("pixels"), data, tmp_path / "p.h5", ExtractConfig(), progress=False)
+    with FeatureCache(tmp_path / "p.h5") as cache:
+        assert cache.timesteps == [0]
+        np.testing.assert_allclose(cache.features("train", "pixels", 0), data.splits["train"].images.reshape(20, -1) / 255, rtol=1e-6)
+
+
+def test_bad_requests_leave_no_file(tiny_unet_dir, tmp_path):
+    backbone = load_backbone(str(tiny_unet_dir))
+    for config, message in [
+        (ExtractConfig(timesteps=[200]), "out of range"),
+        (ExtractConfig(timesteps=[-3]), "out of range"),
+        (ExtractConfig(layers="mid_blok"), "close matches: mid_block"),
+        (ExtractConfig(draws=0), "draws"),
+        (ExtractConfig(timesteps=[3, 3]), "repeated"),
+    ]:
+        with pytest.raises(ProbekitError, match=message):
+            extract(backbone, _dataset(), tmp_path / "x.h5", config, progress=False)
+        assert not (tmp_path / "x.h5").exists()
+    (tmp_path / "x.h5").write_bytes(b"")
+    with pytest.raises(ProbekitError, match="already exists"):
+        extract(backbone, _dataset(), tmp_path / "x.h5", ExtractConfig(timesteps=[1]), progress=False)
+
+
+def test_error_mid_extraction_leaves_an_incomplete_cache(tiny_unet_dir, tmp_path, monkeypatch):
+    backbone = load_backbone(str(tiny_unet_dir))
+    calls = {"n": 0}
+    original = backbone.features
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("device lost")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(backbone, "features", flaky)
+    with pytest.raises(RuntimeError, match="device lost"):
+        extract(backbone, _dataset(), tmp_path / "f.h5", ExtractConfig(timesteps=[1], batch_size=8), progress=False)
+    with FeatureCache(tmp_path / "f.h5") as cache:
+        assert not cache.complete
+        with pytest.raises(ProbekitError, match="unfinished"):
+            cache.require_complete()
