@@ -1,7 +1,8 @@
 """Backbone x dataset x noise grid -> pooled features -> FeatureCache.
 
 For each batch of clean images and each (grid point, draw), one forward captures every requested
-layer. Noise comes from :mod:`probekit.noise`, so features do not depend on the batch size.
+layer. Noise comes from :mod:`probekit.noise` keyed by (split seed, sample id, t, draw), so features
+do not depend on the batch size or order.
 Writes happen on a background thread while the next batch computes.
 """
 
@@ -11,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from .data import ImageDataset, fit_images
 from .errors import ProbekitError
 from .models.backbone import Backbone
 from .models.layers import select_layers
-from .noise import sample_noise
+from .noise import sample_noise, split_seed
 from .pooling import Pooling
 from .schedule import GridPoint
 
@@ -70,23 +71,32 @@ def plan_extraction(backbone: Backbone, config: ExtractConfig) -> ExtractPlan:
 
 
 def _batch_features(
-    backbone: Backbone, x0: torch.Tensor, ids: np.ndarray, plan: ExtractPlan, config: ExtractConfig, on_forward=None
+    backbone: Backbone,
+    x0: torch.Tensor,
+    ids: np.ndarray,
+    plan: ExtractPlan,
+    draws: int,
+    seed: int,
+    on_forward: Callable[[int], object] | None = None,
 ) -> dict[str, np.ndarray]:
-    """{layer: (T, K, B, D)} for one batch of clean inputs ``x0`` (already on the device)."""
+    """{layer: (T, K, B, D)} for one batch of clean inputs ``x0`` (already on the device).
+
+    ``seed`` is the split's noise seed (:func:`probekit.noise.split_seed`).
+    """
     per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in plan.layers}
     for point in plan.grid:
-        for draw in range(config.draws):
+        for draw in range(draws):
             if point.alpha_bar >= 1.0:
                 x_noisy = x0
             else:
-                noise = sample_noise(x0.shape[1:], ids, seed=config.seed, t=point.t, draw=draw, device=x0.device)
+                noise = sample_noise(x0.shape[1:], ids, seed=seed, t=point.t, draw=draw, device=x0.device)
                 x_noisy = backbone.schedule.add_noise(x0, noise, point)
             feats = backbone.features(x_noisy, point, plan.layers, plan.pooling)
             for name in plan.layers:
                 per_layer[name].append(feats[name].float())
             if on_forward is not None:
                 on_forward(len(ids))
-    shape = (len(plan.grid), config.draws)
+    shape = (len(plan.grid), draws)
     return {
         name: torch.stack(values).reshape(*shape, *values[0].shape).cpu().numpy() for name, values in per_layer.items()
     }
@@ -125,11 +135,11 @@ def extract(
     if not out.parent.exists():
         raise ProbekitError(f"output folder {out.parent} does not exist: create it or choose another --out")
 
-    # One blank-free probe forward on a real sample gives the pooled widths and the fit record.
+    # One forward of one real sample gives the pooled widths and the record of how images were fitted.
     first = next(iter(splits.values()))
     x_probe, fit_record = _prepare(backbone, first.images[:1], config.fit)
     probe_feats = _batch_features(
-        backbone, x_probe, first.index[:1], ExtractPlan(plan.grid[:1], plan.layers, plan.pooling), ExtractConfig(draws=1)
+        backbone, x_probe, first.index[:1], ExtractPlan(plan.grid[:1], plan.layers, plan.pooling), draws=1, seed=0
     )
     widths = {name: int(values.shape[-1]) for name, values in probe_feats.items()}
     layer_infos = [layer for layer in backbone.layers() if layer.name in plan.layers]
@@ -169,10 +179,11 @@ def extract(
         with tqdm(total=total, unit="fwd", desc="extract", disable=not progress, smoothing=0.1) as bar:
             for split_name, split in splits.items():
                 bar.set_postfix_str(split_name)
+                seed = split_seed(config.seed, split_name)
                 for start in range(0, len(split.labels), config.batch_size):
                     stop = min(start + config.batch_size, len(split.labels))
                     x0, _ = _prepare(backbone, split.images[start:stop], config.fit)
-                    feats = _batch_features(backbone, x0, split.index[start:stop], plan, config, on_forward=bar.update)
+                    feats = _batch_features(backbone, x0, split.index[start:stop], plan, config.draws, seed, bar.update)
                     writer.write_batch(split_name, start, feats)
         complete = True
     finally:

@@ -1,6 +1,9 @@
 """Deterministic noise: the Gaussian noise of one image is a pure function of
 ``(seed, sample id, timestep t, draw)``.
 
+Sample ids restart at 0 in each split of most datasets, so the extractor folds the split name
+into the seed (:func:`split_seed`): train image 5 and test image 5 get unrelated noise.
+
 Features then do not depend on batch size, order, shard or resume point. Each sample gets its own
 ``torch.Generator`` seeded by a 64-bit hash of the four numbers; the noise is drawn on the CPU
 (bit-identical everywhere) and then moved to the compute device.
@@ -8,6 +11,7 @@ Features then do not depend on batch size, order, shard or resume point. Each sa
 
 from __future__ import annotations
 
+import zlib
 from typing import Sequence
 
 import numpy as np
@@ -29,6 +33,11 @@ def noise_seed(seed: int, sample_id: int, t: int, draw: int) -> int:
     for value in (seed, sample_id, t, draw):
         h = _splitmix64(h ^ (int(value) & _MASK64))
     return h >> 1  # torch.Generator.manual_seed takes values below 2**63 without wrapping
+
+
+def split_seed(seed: int, split: str) -> int:
+    """The noise seed of one split: ``seed`` mixed with a stable hash of the split's name."""
+    return noise_seed(seed, zlib.crc32(split.encode()), 0, 0)
 
 
 def sample_noise(

@@ -9,7 +9,7 @@ from probekit.data.base import ImageDataset, ImageSplit
 from probekit.errors import ProbekitError
 from probekit.extract import ExtractConfig, extract
 from probekit.models import load_backbone
-from probekit.noise import sample_noise
+from probekit.noise import sample_noise, split_seed
 
 
 def _dataset(n_train=20, n_test=9, size=12, seed=0):
@@ -69,7 +69,7 @@ def test_one_cell_equals_a_hand_noised_forward(tiny_unet_dir, tmp_path):
     x0 = torch.full((1, 1, 16, 16), -1.0)
     x0[0, 0, 2:14, 2:14] = torch.from_numpy(image).float()
     alpha_bar = backbone.schedule.point(30).alpha_bar
-    eps = sample_noise((1, 16, 16), [2], seed=4, t=30, draw=0)
+    eps = sample_noise((1, 16, 16), [2], seed=split_seed(4, "test"), t=30, draw=0)
     x_t = math.sqrt(alpha_bar) * x0 + math.sqrt(1 - alpha_bar) * eps
     captured = {}
     handle = backbone.net.mid_block.register_forward_hook(lambda _m, _a, out: captured.update(out=out))

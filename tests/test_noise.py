@@ -21,3 +21,11 @@ def test_each_of_the_four_numbers_changes_the_noise():
 def test_noise_is_standard_normal():
     noise = sample_noise((1, 32, 32), range(200), seed=0, t=1, draw=0)
     assert abs(noise.mean().item()) < 0.01 and abs(noise.std().item() - 1) < 0.01
+
+
+def test_splits_get_unrelated_noise_streams():
+    from probekit.noise import split_seed
+
+    assert split_seed(0, "train") != split_seed(0, "test")
+    assert not torch.allclose(sample_noise((8,), [0], seed=split_seed(0, "train"), t=1, draw=0),
+                              sample_noise((8,), [0], seed=split_seed(0, "test"), t=1, draw=0))
