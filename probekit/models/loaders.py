@@ -75,9 +75,13 @@ def _read_scheduler_config(spec: str) -> dict:
 
 def _load_diffusers_unet(spec: str, options: LoadOptions) -> Backbone:
     from diffusers import UNet2DModel
+    from diffusers.utils import logging as diffusers_logging
 
     where, subfolder = _unet_folder(spec)
     kwargs = {"subfolder": subfolder} if subfolder else {}
+    verbosity = diffusers_logging.get_verbosity()
+    # diffusers warns on every load that `accelerate` is absent; probekit does not need it.
+    diffusers_logging.set_verbosity_error()
     try:
         if options.random_init:
             config = UNet2DModel.load_config(where, **kwargs)
@@ -94,6 +98,8 @@ def _load_diffusers_unet(spec: str, options: LoadOptions) -> Backbone:
             f"cannot load a UNet2DModel from {spec!r}: {first_line}; give a diffusers model folder "
             "(config.json + weights) or a hub id, with --random-init if it holds only a config"
         ) from err
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
     schedule = DDPMSchedule.from_config(_read_scheduler_config(spec))
     model_id = f"{spec} (random init, seed {options.seed})" if options.random_init else spec
     return UNetBackbone(net, schedule, model_id=model_id)
