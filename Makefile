@@ -1,0 +1,32 @@
+# The two entry points: `make demo` (set up + main job) and `make test` (set up + tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROBEKIT := $(VENV)/bin/probekit
+
+.PHONY: setup data demo test bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the CPU wheel, rather than a CUDA build pulled in as a dependency
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+data:
+	sh experiments/fetch_fashion_mnist.sh
+
+demo: setup data
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" sh experiments/demo.sh
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup data
+	$(PY) experiments/bench_core.py
+
+clean:
+	rm -rf $(VENV) out

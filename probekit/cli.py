@@ -1,0 +1,230 @@
+"""Command line: argument parsing only; every command is a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import ProbekitError
+
+
+def _int_list(text: str) -> list[int]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return [int(item) for item in items]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers (e.g. 1,11,21)") from None
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ProbekitError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu or auto")
+    return name
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model folder, hub id (owner/name), or 'pixels'")
+    p.add_argument("--random-init", action="store_true", help="same architecture, freshly initialised weights (control)")
+    p.add_argument("--init-seed", type=int, default=0, help="seed of --random-init weights (default 0)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def cmd_layers(args: argparse.Namespace) -> None:
+    from .models import load_backbone
+
+    backbone = load_backbone(args.model, random_init=args.random_init, seed=args.init_seed, device=_device(args.device))
+    print(f"model: {backbone.model_id}  [{backbone.framework}]")
+    print(f"noise: {backbone.schedule.describe()}")
+    print(f"default grid: {','.join(map(str, backbone.schedule.default_grid()))}")
+    print(f"{'depth':>5}  {'name':<34} {'stage':<6} {'channels':>8}  {'resolution':<10} aliases")
+    for layer in backbone.layers():
+        print(f"{layer.depth:>5}  {layer.name:<34} {layer.stage:<6} {layer.channels:>8}  {layer.resolution:<10} {','.join(layer.aliases)}")
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from .data import load_dataset, stratified_subset
+    from .extract import ExtractConfig, extract
+    from .models import load_backbone
+
+    if args.timesteps is not None and args.grid:
+        raise ProbekitError("give either --timesteps or --grid, not both")
+    backbone = load_backbone(args.model, random_init=args.random_init, seed=args.init_seed, device=_device(args.device))
+    dataset = load_dataset(args.data, download=not args.no_download, seed=args.seed)
+    for split, limit in (("train", args.train_limit), ("test", args.test_limit)):
+        if limit is not None:
+            if limit < 1:
+                raise ProbekitError(f"--{split}-limit must be a positive number of images, got {limit}")
+            dataset.splits[split] = stratified_subset(dataset.splits[split], limit, seed=args.seed)
+    config = ExtractConfig(
+        timesteps=args.timesteps,
+        layers=args.layers,
+        draws=args.draws,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        pooling=args.pooling,
+        dtype=args.dtype,
+        fit=args.fit,
+    )
+    command = "probekit " + " ".join(shlex.quote(a) for a in args.argv)
+    out = extract(backbone, dataset, args.out, config, command=command, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {out}")
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from .probes.run import ProbeRunConfig, run_probes
+    from .results import format_summary, write_table
+
+    config = ProbeRunConfig(
+        probes=[p.strip() for p in args.probes.split(",") if p.strip()],
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        knn_k=args.k,
+        knn_temperature=args.temperature,
+        device=_device(args.device),
+        seed=args.seed,
+    )
+    table = run_probes(args.cache, config, progress=not args.quiet)
+    write_table(table, args.out)
+    print(format_summary(table))
+    print(f"wrote {args.out}")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .plots import plot_all
+    from .results import read_table
+
+    table = pd.concat([read_table(path) for path in args.results], ignore_index=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    for path in plot_all(table, args.out, x=args.x):
+        print(f"wrote {path}")
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .results import format_summary, read_table
+
+    print(format_summary(pd.concat([read_table(path) for path in args.results], ignore_index=True)))
+
+
+def cmd_tsne(args: argparse.Namespace) -> None:
+    from .probes.run import tsne_of_cell
+
+    path = tsne_of_cell(args.cache, args.out, t=args.timestep, layer=args.layer, results=args.results, split=args.split,
+                        max_points=args.max_points, seed=args.seed)
+    print(f"wrote {path}")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from .cache import FeatureCache
+
+    with FeatureCache(args.cache) as cache:
+        print(cache.summary())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="probekit", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("layers", help="list a model's readable layers")
+    _add_model_args(p)
+    p.set_defaults(run=cmd_layers)
+
+    p = sub.add_parser("extract", help="extract pooled features over layers x noise grid into an HDF5 cache")
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="dataset name (fashion-mnist, mnist, cifar10, cifar100, tiny-imagenet, digits) or path")
+    p.add_argument("--out", required=True, help="HDF5 cache to write")
+    grid = p.add_mutually_exclusive_group()
+    grid.add_argument("--timesteps", type=_int_list, help="comma-separated timestep indices of the model's schedule")
+    grid.add_argument("--grid", action="store_true", help="the model's default grid (the default when --timesteps is absent)")
+    p.add_argument("--layers", help="names, aliases, globs or indices, comma-separated (default: every layer)")
+    p.add_argument("--draws", type=int, default=1, help="independent noise draws per image (features averaged by probes)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise and of the subsets (default 0)")
+    p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
+    p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--pooling", default="gap", help="gap (global average, default) or avgK, e.g. avg2")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument("--fit", default="auto", choices=["auto", "pad", "resize", "center-crop"],
+                   help="how images meet the model's resolution (auto: pad when smaller, else resize)")
+    p.add_argument("--no-download", action="store_true", help="never download missing datasets")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_extract)
+
+    p = sub.add_parser("probe", help="probe every (timestep, layer) cell of a cache")
+    p.add_argument("--cache", required=True)
+    p.add_argument("--out", required=True, help="results CSV (tidy: one row per cell, probe, metric)")
+    p.add_argument("--probes", default="linear,knn", help="comma-separated: linear, logreg, knn (default linear,knn)")
+    p.add_argument("--epochs", type=int, help="linear probe epochs")
+    p.add_argument("--lr", type=float, help="linear probe learning rate")
+    p.add_argument("--weight-decay", type=float, help="linear probe weight decay")
+    p.add_argument("--batch-size", type=int, help="linear probe batch size")
+    p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
+    p.add_argument("--temperature", type=float, default=0.07, help="kNN temperature (default 0.07)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_probe)
+
+    p = sub.add_parser("plot", help="heatmaps and accuracy-vs-noise curves from results tables")
+    p.add_argument("--results", required=True, nargs="+", help="one or more results CSVs")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--x", default="t", choices=["t", "sigma", "logsnr"], help="noise axis of the curves")
+    p.set_defaults(run=cmd_plot)
+
+    p = sub.add_parser("summary", help="best cell per model and probe, from results tables")
+    p.add_argument("--results", required=True, nargs="+", help="one or more results CSVs")
+    p.set_defaults(run=cmd_summary)
+
+    p = sub.add_parser("tsne", help="t-SNE of one cell, coloured by class")
+    p.add_argument("--cache", required=True)
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--timestep", type=int, help="default: the best linear-probe cell")
+    p.add_argument("--layer", help="default: the best linear-probe cell")
+    p.add_argument("--results", help="results CSV to take the best cell from (else a linear probe is run)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-points", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_tsne)
+
+    p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
+    p.add_argument("cache")
+    p.set_defaults(run=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    run: Callable[[argparse.Namespace], None] = args.run
+    try:
+        run(args)
+    except ProbekitError as err:
+        if args.debug:
+            raise
+        print(f"probekit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("probekit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

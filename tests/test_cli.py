@@ -1,0 +1,88 @@
+"""End to end through the command line, on a tiny .npz dataset and a tiny saved UNet."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from probekit.cache import FeatureCache
+from probekit.cli import main
+
+
+@pytest.fixture(scope="module")
+def npz_data(tmp_path_factory) -> str:
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "toy.npz"
+    y = np.arange(60) % 3
+    # class-dependent brightness so there is something to find
+    x = (rng.integers(0, 120, size=(60, 12, 12)) + 60 * y[:, None, None]).astype(np.uint8)
+    y_test = np.arange(30) % 3
+    x_test = (rng.integers(0, 120, size=(30, 12, 12)) + 60 * y_test[:, None, None]).astype(np.uint8)
+    np.savez(path, x=x, y=y, x_test=x_test, y_test=y_test, class_names=np.array(["dark", "mid", "bright"]))
+    return str(path)
+
+
+def test_layers_lists_the_registry(tiny_unet_dir, capsys):
+    assert main(["layers", "--model", str(tiny_unet_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "mid_block.resnets.1" in out and "down_blocks.0.resnets.0" in out and "t = diffusers index 0..199" in out
+
+
+def test_extract_probe_plot_tsne_info(tiny_unet_dir, npz_data, tmp_path, capsys):
+    cache = tmp_path / "f.h5"
+    assert main(["extract", "--model", str(tiny_unet_dir), "--data", npz_data, "--timesteps", "2,20,120",
+                 "--layers", "down_blocks.*,mid_block", "--train-limit", "45", "--out", str(cache), "--quiet"]) == 0
+    with FeatureCache(cache) as c:
+        assert c.complete and c.timesteps == [2, 20, 120] and len(c.labels("train")) == 45
+        assert np.bincount(c.labels("train")).tolist() == [15, 15, 15]
+        assert c.class_names == ["dark", "mid", "bright"]
+        assert c.attrs["command"].startswith("probekit extract --model")
+        n_layers = len(c.layers)
+    assert main(["info", str(cache)]) == 0
+    assert "complete" in capsys.readouterr().out
+
+    results = tmp_path / "r.csv"
+    assert main(["probe", "--cache", str(cache), "--probes", "linear,logreg,knn", "--epochs", "5", "--out", str(results), "--quiet"]) == 0
+    table = pd.read_csv(results)
+    assert len(table) == 3 * n_layers * 3 * 2  # t x layers x probes x metrics
+    assert set(table["probe"]) == {"linear", "logreg", "knn"}
+
+    figures = tmp_path / "figs"
+    assert main(["plot", "--results", str(results), "--out", str(figures)]) == 0
+    pngs = sorted(p.name for p in figures.glob("*.png"))
+    assert any(name.startswith("heatmap") for name in pngs) and any(name.startswith("acc_vs_t") for name in pngs)
+    assert main(["tsne", "--cache", str(cache), "--results", str(results), "--out", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["summary", "--results", str(results)]) == 0
+
+
+def test_pixels_baseline(npz_data, tmp_path):
+    assert main(["extract", "--model", "pixels", "--data", npz_data, "--out", str(tmp_path / "p.h5"), "--quiet"]) == 0
+    assert main(["probe", "--cache", str(tmp_path / "p.h5"), "--probes", "logreg", "--out", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    table = pd.read_csv(tmp_path / "p.csv")
+    top1 = table[(table.metric == "top1")]["value"].item()
+    assert top1 > 0.9  # the classes differ in brightness
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["layers", "--model", "/nope/model"], "not found"),
+        (["extract", "--model", "pixels", "--data", "/nope/data.npz", "--out", "x.h5"], "error"),
+        (["extract", "--model", "pixels", "--data", "digits", "--timesteps", "5", "--out", "{tmp}/x.h5"], "clean inputs only"),
+        (["probe", "--cache", "/nope/f.h5", "--out", "r.csv"], "not found"),
+        (["info", "/nope/f.h5"], "not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("probekit: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_timesteps_must_be_integers(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["extract", "--model", "pixels", "--data", "digits", "--timesteps", "1,a", "--out", "x.h5"])
+    assert exit_info.value.code == 2
+    assert "comma-separated list of integers" in capsys.readouterr().err
