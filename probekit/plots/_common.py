@@ -1,0 +1,80 @@
+"""Helpers shared by the figures: picking one probe's rows, labels, and atomic PNG writes."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from probekit.errors import ProbekitError
+from probekit.results import check_columns
+
+METRIC_LABELS = {"top1": "top-1 accuracy", "mean_class_recall": "mean class recall"}
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure drawn by the Agg canvas directly.
+
+    Going through ``matplotlib.figure.Figure`` instead of pyplot never touches the interactive
+    backend (no display needed) and leaves no global figure state behind to leak memory.
+    """
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, out_path: str | os.PathLike) -> Path:
+    """Write ``fig`` as PNG to ``out_path`` atomically (temp file in the same folder, renamed)."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".png", dir=out_path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=150)
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out_path
+
+
+def select_rows(
+    table: pd.DataFrame,
+    probe: str,
+    metric: str,
+    *,
+    model: str | None = None,
+    dataset: str | None = None,
+) -> pd.DataFrame:
+    """The rows of one (model, dataset, probe, metric), one per cell.
+
+    ``model`` / ``dataset`` may be omitted when the table holds only one of them.
+    """
+    check_columns(table)
+    rows = table[(table["probe"] == probe) & (table["metric"] == metric)]
+    if rows.empty:
+        have = sorted(set(zip(table["probe"], table["metric"])))
+        raise ProbekitError(f"no rows for probe={probe!r}, metric={metric!r}; the table has {have}")
+    for column, wanted in (("model", model), ("dataset", dataset)):
+        present = sorted(rows[column].unique())
+        if wanted is None and len(present) > 1:
+            raise ProbekitError(f"the table holds several {column}s {present}; pass {column}=...")
+        if wanted is not None:
+            if wanted not in present:
+                raise ProbekitError(f"{column} {wanted!r} not in the table; it has {present}")
+            rows = rows[rows[column] == wanted]
+    if rows.duplicated(["t", "layer"]).any():
+        raise ProbekitError(
+            "the table has several rows for the same (t, layer) cell; merge or filter it first"
+        )
+    return rows
+
+
+def sanitise(name: str) -> str:
+    """A file-name-safe version of ``name`` (letters, digits, '.', '_', '-')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"

@@ -1,0 +1,212 @@
+"""The results table: one tidy row per (cell, probe, metric), on disk as CSV.
+
+Columns (in this order), units:
+
+========== ==========================================================================
+model      model id (free text, e.g. "ddpm-cifar10")
+dataset    dataset id
+t          the framework's own timestep index (DDPM: 0..T-1 with 0 least noisy)
+sigma      noise std relative to signal, sqrt((1 - alpha_bar) / alpha_bar); 0 = clean
+logsnr     log(alpha_bar / (1 - alpha_bar)), natural log; +inf for clean input
+alpha_bar  cumulative signal fraction, in [0, 1]
+layer      layer name as the backbone registry lists it
+stage      "down" / "mid" / "up" / "block" / ...
+depth      position of the layer in forward order (0 = first)
+probe      "linear" / "logreg" / "knn" / ...
+metric     "top1" or "mean_class_recall"
+value      the metric as a fraction in [0, 1] (not percent)
+ci_low     Wilson 95 % interval for top1; NaN for mean_class_recall
+ci_high    idem
+n_train    train samples the probe saw
+n_test     test samples it was scored on
+========== ==========================================================================
+
+Plots read only this table, so anything a figure needs lives in a column.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from probekit.errors import ProbekitError
+from probekit.probes.metrics import CellScore, wilson_interval
+
+COLUMNS: tuple[str, ...] = (
+    "model", "dataset", "t", "sigma", "logsnr", "alpha_bar", "layer", "stage", "depth",
+    "probe", "metric", "value", "ci_low", "ci_high", "n_train", "n_test",
+)  # fmt: skip
+METRICS: tuple[str, ...] = ("top1", "mean_class_recall")
+
+_DTYPES = {
+    "model": str, "dataset": str, "t": "int64", "sigma": "float64", "logsnr": "float64",
+    "alpha_bar": "float64", "layer": str, "stage": str, "depth": "int64", "probe": str,
+    "metric": str, "value": "float64", "ci_low": "float64", "ci_high": "float64",
+    "n_train": "int64", "n_test": "int64",
+}  # fmt: skip
+
+# pandas < 3 parses floats with a fast, not always exact, parser unless asked; pandas 3 is exact
+# by default and deprecates the option.
+_EXACT_FLOATS = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+
+
+@dataclass(frozen=True)
+class CellInfo:
+    """Metadata of one (timestep, layer) cell; units as in the module docstring."""
+
+    t: int
+    sigma: float
+    logsnr: float
+    alpha_bar: float
+    layer: str
+    stage: str
+    depth: int
+
+
+def scores_to_table(
+    scores: Mapping[str, Mapping[Hashable, CellScore]],
+    cells: Mapping[Hashable, CellInfo],
+    *,
+    model: str,
+    dataset: str,
+    n_train: int,
+) -> pd.DataFrame:
+    """Flatten ``{probe name: {cell key: CellScore}}`` into the tidy results table.
+
+    ``cells`` maps every cell key used in ``scores`` to its :class:`CellInfo`. The result has
+    one row per (probe, cell, metric), in the order of ``scores`` then of each probe's cells.
+    """
+    rows = []
+    for probe, per_cell in scores.items():
+        for key, score in per_cell.items():
+            if key not in cells:
+                raise KeyError(f"probe {probe!r} scored cell {key!r} that has no CellInfo")
+            info = cells[key]
+            correct = round(score.top1 * score.n_test)
+            ci = {
+                "top1": wilson_interval(correct, score.n_test),
+                "mean_class_recall": (math.nan, math.nan),
+            }
+            for metric in METRICS:
+                rows.append(
+                    {
+                        "model": model,
+                        "dataset": dataset,
+                        "t": info.t,
+                        "sigma": info.sigma,
+                        "logsnr": info.logsnr,
+                        "alpha_bar": info.alpha_bar,
+                        "layer": info.layer,
+                        "stage": info.stage,
+                        "depth": info.depth,
+                        "probe": probe,
+                        "metric": metric,
+                        "value": getattr(score, metric),
+                        "ci_low": ci[metric][0],
+                        "ci_high": ci[metric][1],
+                        "n_train": n_train,
+                        "n_test": score.n_test,
+                    }
+                )
+    return pd.DataFrame(rows, columns=list(COLUMNS)).astype(_DTYPES)
+
+
+def best_cells(table: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
+    """The best cell per (model, dataset, probe) for ``metric``.
+
+    Best = highest value; ties go to the lower t (less noise), then the lower depth (shallower
+    layer), so the choice is deterministic. Returns the winning rows (all table columns), sorted
+    by model, dataset, probe, with a fresh index.
+    """
+    rows = table[(table["metric"] == metric) & table["value"].notna()]
+    if rows.empty:
+        raise ProbekitError(f"the results table has no {metric!r} values to rank")
+    ranked = rows.sort_values(
+        ["value", "t", "depth"], ascending=[False, True, True], kind="mergesort"
+    )
+    best = ranked.groupby(["model", "dataset", "probe"], sort=True).head(1)
+    return best.sort_values(["model", "dataset", "probe"], kind="mergesort").reset_index(drop=True)
+
+
+def format_summary(table: pd.DataFrame, metric: str = "top1") -> str:
+    """Plain-text lines naming the best cell per probe, grouped under each (model, dataset).
+
+    Example line::
+
+        linear  best t=100 (sigma=0.34) layer=up_blocks.1.resnets.0  top1=87.3 % [86.6, 88.0]
+    """
+    best = best_cells(table, metric)
+    width = max(len(p) for p in best["probe"])
+    lines: list[str] = []
+    for (model, dataset), group in best.groupby(["model", "dataset"], sort=False):
+        lines.append(f"{model} on {dataset}")
+        for row in group.itertuples(index=False):
+            ci = ""
+            if not (math.isnan(row.ci_low) or math.isnan(row.ci_high)):
+                ci = f" [{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]"
+            lines.append(
+                f"  {row.probe:<{width}}  best t={row.t} (sigma={row.sigma:.3g}) "
+                f"layer={row.layer}  {metric}={100 * row.value:.1f} %{ci}"
+            )
+    return "\n".join(lines)
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``table`` as CSV atomically (a reader never sees a half-written file)."""
+    check_columns(table, where="the table to write")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            # Full float precision; +inf logsnr is written as "inf" and NaN as an empty field.
+            table.to_csv(f, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a results CSV written by :func:`write_table`; columns are checked and typed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProbekitError(f"results file {path} does not exist; run `probekit probe` first")
+    try:
+        # Only an empty field is missing: a layer or model called "NA" or "null" stays a name.
+        table = pd.read_csv(
+            path,
+            keep_default_na=False,
+            na_values=[""],
+            dtype={column: str for column, dtype in _DTYPES.items() if dtype is str},
+            **_EXACT_FLOATS,
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ProbekitError(
+            f"{path} is not a probekit results table (unreadable CSV: {err})"
+        ) from err
+    check_columns(table, where=str(path))
+    try:
+        table = table.astype(_DTYPES)
+    except (ValueError, TypeError) as err:
+        raise ProbekitError(
+            f"{path} has a column of the wrong type ({err}); is it a probekit results table?"
+        ) from err
+    extra = [c for c in table.columns if c not in COLUMNS]
+    return table[list(COLUMNS) + extra]
+
+
+def check_columns(table: pd.DataFrame, *, where: str = "the table") -> None:
+    """Raise :class:`ProbekitError` naming the required columns that ``table`` lacks."""
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise ProbekitError(
+            f"{where} lacks column(s) {', '.join(missing)}: it is not a probekit results table"
+        )
