@@ -49,7 +49,7 @@ def test_extract_probe_plot_tsne_info(tiny_unet_dir, npz_data, tmp_path, capsys)
     figures = tmp_path / "figs"
     assert main(["plot", "--results", str(results), "--out", str(figures)]) == 0
     pngs = sorted(p.name for p in figures.glob("*.png"))
-    assert any(name.startswith("heatmap") for name in pngs) and any(name.startswith("acc_vs_t") for name in pngs)
+    assert any(name.startswith("heatmap") for name in pngs) and any(name.startswith("acc_vs_t_") for name in pngs)
     assert main(["tsne", "--cache", str(cache), "--results", str(results), "--out", str(tmp_path / "t.png")]) == 0
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["summary", "--results", str(results)]) == 0
