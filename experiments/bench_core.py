@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from probekit.data import fit_images, load_dataset, stratified_subset
-from probekit.extract import ExtractConfig, extract, plan_extraction
+from probekit.extraction import ExtractConfig, extract, plan_extraction
 from probekit.models import load_backbone
 from probekit.noise import sample_noise
 from probekit.probes import run_probe

@@ -3,6 +3,53 @@
 A toolkit for the DDAE probing method (Xiang et al., ICCV 2023): wrap a diffusion checkpoint in a
 layer x timestep hook registry, cache pooled features to HDF5, probe every (timestep, layer) cell,
 and plot accuracy over noise level and depth.
+
+The public API is re-exported here and imported on first use, so ``import probekit`` (and the
+CLI) stays fast::
+
+    backbone = probekit.load_backbone("path/to/unet")
+    data = probekit.load_dataset("fashion-mnist")
+    probekit.extract(backbone, data, "feats.h5", probekit.ExtractConfig(timesteps=[10, 100]))
+    table = probekit.run_probes("feats.h5")
+    probekit.plot_all(table, "figures/")
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "ProbekitError": "probekit.errors",
+    "load_backbone": "probekit.models",
+    "select_layers": "probekit.models",
+    "Backbone": "probekit.models",
+    "LayerInfo": "probekit.models",
+    "load_dataset": "probekit.data",
+    "stratified_subset": "probekit.data",
+    "ImageDataset": "probekit.data",
+    "extract": "probekit.extraction",
+    "ExtractConfig": "probekit.extraction",
+    "FeatureCache": "probekit.cache",
+    "run_probes": "probekit.probes.run",
+    "ProbeRunConfig": "probekit.probes.run",
+    "tsne_of_cell": "probekit.probes.run",
+    "read_table": "probekit.results",
+    "write_table": "probekit.results",
+    "best_cells": "probekit.results",
+    "format_summary": "probekit.results",
+    "plot_all": "probekit.plots",
+    "plot_heatmap": "probekit.plots",
+    "plot_accuracy_vs_t": "probekit.plots",
+    "plot_tsne": "probekit.plots",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'probekit' has no attribute {name!r}")

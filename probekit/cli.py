@@ -51,7 +51,7 @@ def cmd_layers(args: argparse.Namespace) -> None:
 
 def cmd_extract(args: argparse.Namespace) -> None:
     from .data import load_dataset, stratified_subset
-    from .extract import ExtractConfig, extract
+    from .extraction import ExtractConfig, extract
     from .models import load_backbone
 
     if args.timesteps is not None and args.grid:

@@ -67,7 +67,7 @@ def test_pixels_baseline(npz_data, tmp_path):
     "argv, message",
     [
         (["layers", "--model", "/nope/model"], "not found"),
-        (["extract", "--model", "pixels", "--data", "/nope/data.npz", "--out", "x.h5"], "error"),
+        (["extract", "--model", "pixels", "--data", "/nope/data.npz", "--out", "x.h5"], "no such path"),
         (["extract", "--model", "pixels", "--data", "digits", "--timesteps", "5", "--out", "{tmp}/x.h5"], "clean inputs only"),
         (["probe", "--cache", "/nope/f.h5", "--out", "r.csv"], "not found"),
         (["info", "/nope/f.h5"], "not found"),

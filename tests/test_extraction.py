@@ -7,7 +7,7 @@ import torch
 from probekit.cache import FeatureCache
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.errors import ProbekitError
-from probekit.extract import ExtractConfig, extract
+from probekit.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
 from probekit.noise import sample_noise, split_seed
 
