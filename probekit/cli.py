@@ -127,6 +127,17 @@ def cmd_tsne(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, train
+
+    overrides = {"data": args.data, "total_steps": args.total_steps, "train_limit": args.train_limit,
+                 "batch_size": args.batch_size, "precision": args.precision, "checkpoint_every": args.checkpoint_every}
+    config = TrainConfig.from_yaml(args.config, **overrides) if args.config else TrainConfig.from_dict(
+        {k: v for k, v in overrides.items() if v is not None})
+    model = train(config, args.out, device=_device(args.device), progress=not args.quiet)
+    print(f"wrote {model} (probe it with: probekit extract --model {model} ...)")
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     from .cache import FeatureCache
 
@@ -200,6 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-points", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_tsne)
+
+    p = sub.add_parser("train", help="pretrain a diffusers UNet2DModel to denoise (DDPM, labels unused); resumes")
+    p.add_argument("--out", required=True, help="run folder; an existing run there is resumed")
+    p.add_argument("--config", help="YAML recipe (see experiments/train/); settings below override it")
+    p.add_argument("--data", help="dataset name or path (default fashion-mnist)")
+    p.add_argument("--total-steps", type=int)
+    p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--precision", choices=["fp32", "bf16"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
     p.add_argument("cache")

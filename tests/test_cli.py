@@ -86,3 +86,22 @@ def test_timesteps_must_be_integers(capsys):
         main(["extract", "--model", "pixels", "--data", "digits", "--timesteps", "1,a", "--out", "x.h5"])
     assert exit_info.value.code == 2
     assert "comma-separated list of integers" in capsys.readouterr().err
+
+
+def test_train_then_probe_the_checkpoint(npz_data, tmp_path, capsys):
+    import yaml
+
+    recipe = {
+        "unet": {"sample_size": 16, "in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16],
+                 "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+                 "layers_per_block": 1, "norm_num_groups": 4, "attention_head_dim": 8},
+        "batch_size": 8, "warmup_steps": 1, "sample_count": 4, "sample_steps": 2, "num_train_timesteps": 100,
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "recipe.yaml"), "--data", npz_data, "--total-steps", "2",
+                 "--checkpoint-every", "1", "--out", str(run), "--quiet"]) == 0
+    assert "probekit extract --model" in capsys.readouterr().out
+    assert main(["extract", "--model", str(run / "model"), "--data", npz_data, "--timesteps", "5,50",
+                 "--out", str(tmp_path / "f.h5"), "--quiet"]) == 0
+    assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(run)]) == 2

@@ -1,0 +1,104 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from probekit.errors import ProbekitError
+from probekit.extraction import ExtractConfig, extract
+from probekit.cache import FeatureCache
+from probekit.data.base import ImageDataset, ImageSplit
+from probekit.models import load_backbone
+from probekit.train import TrainConfig, train
+
+TINY_UNET = {
+    "sample_size": 16, "in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16],
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+    "layers_per_block": 1, "norm_num_groups": 4, "attention_head_dim": 8,
+}
+
+
+@pytest.fixture()
+def tiny_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x=rng.integers(0, 256, size=(40, 12, 12), dtype=np.uint8), y=np.arange(40) % 4,
+             x_test=rng.integers(0, 256, size=(8, 12, 12), dtype=np.uint8), y_test=np.arange(8) % 4)
+    return str(path)
+
+
+def _config(data, **overrides):
+    settings = dict(data=data, unet=TINY_UNET, batch_size=8, total_steps=6, checkpoint_every=3, warmup_steps=2,
+                    ema_decay=0.9, log_every=1, sample_count=4, sample_steps=2, num_train_timesteps=100)
+    settings.update(overrides)
+    return TrainConfig.from_dict(settings)
+
+
+def _weights(folder):
+    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+def test_a_few_steps_write_model_samples_record_and_loss(tiny_npz, tmp_path):
+    model_dir = train(_config(tiny_npz), tmp_path / "run", progress=False)
+    assert (model_dir / "config.json").is_file() and (model_dir / "scheduler_config.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-0000003", "step-0000006"]
+    assert (tmp_path / "run" / "samples" / "step-0000006.png").read_bytes()[:4] == b"\x89PNG"
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["steps"] == 6 and record["images_seen"] == 48 and record["train_images"] == 40
+    rows = list(csv.DictReader((tmp_path / "run" / "loss.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    # the model moved away from its initialisation
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    assert state["step"] == 6
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_npz, tmp_path):
+    config = _config(tiny_npz)
+    train(config, tmp_path / "straight", progress=False)
+    train(config, tmp_path / "resumed", progress=False, stop_at=3)  # interrupted after the step-3 checkpoint
+    assert torch.load(tmp_path / "resumed" / "state.pt", weights_only=True)["step"] == 3
+    train(config, tmp_path / "resumed", progress=False)
+    straight, resumed = _weights(tmp_path / "straight" / "model"), _weights(tmp_path / "resumed" / "model")
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0)
+    rows = list(csv.DictReader((tmp_path / "resumed" / "loss.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_different_recipe_in_the_same_folder_is_refused(tiny_npz, tmp_path):
+    train(_config(tiny_npz, total_steps=3), tmp_path / "run", progress=False)
+    with pytest.raises(ProbekitError, match="different recipe"):
+        train(_config(tiny_npz, lr=1e-3), tmp_path / "run", progress=False)
+
+
+def test_saved_checkpoint_loads_through_model_and_gives_the_same_features(tiny_npz, tmp_path):
+    model_dir = train(_config(tiny_npz, total_steps=3), tmp_path / "run", progress=False)
+    backbone = load_backbone(str(model_dir))
+    assert backbone.schedule.num_train_timesteps == 100
+    # the same weights built by hand from the safetensors file, as an independent reference
+    from diffusers import UNet2DModel
+
+    reference = UNet2DModel(**TINY_UNET)
+    reference.load_state_dict(_weights(model_dir))
+    x = torch.randn(3, 1, 16, 16)
+    captured = {}
+    handle = reference.mid_block.register_forward_hook(lambda _m, _a, out: captured.update(out=out))
+    with torch.no_grad():
+        reference(x, torch.full((3,), 10.0))
+    handle.remove()
+    from probekit.pooling import Pooling
+
+    feats = backbone.features(x, backbone.schedule.point(10), ["mid_block"], Pooling())
+    torch.testing.assert_close(feats["mid_block"], captured["out"].mean(dim=(2, 3)))
+
+
+def test_bad_recipes_are_refused(tiny_npz, tmp_path):
+    with pytest.raises(ProbekitError, match="unknown training setting"):
+        TrainConfig.from_dict({"learning_rate": 1.0})
+    with pytest.raises(ProbekitError, match="precision"):
+        TrainConfig.from_dict({"precision": "fp8"})
+    with pytest.raises(ProbekitError, match="fewer than one batch"):
+        train(_config(tiny_npz, batch_size=64), tmp_path / "run", progress=False)
