@@ -81,7 +81,7 @@ def model_card(record: dict, loss_csv: Path, intermediate_steps: Sequence[int]) 
         f"| machine | {record['machine']} |",
         f"| final training loss (mean of the last {len(last_losses)} logged) | {sum(last_losses) / len(last_losses):.4f} |",
         "",
-        "DDIM samples of these weights (50 steps, eta 0):",
+        f"DDIM samples of these weights ({recipe['sample_steps']} steps, eta 0):",
         "",
         "![samples](samples.png)",
         "",
