@@ -176,6 +176,9 @@ class FeatureCache:
         if version > FORMAT_VERSION:
             self.file.close()
             raise ProbekitError(f"{self.path} has cache format {version}; this probekit reads up to {FORMAT_VERSION}: upgrade probekit")
+        # The file is opened read-only, so the grid and layer names can be read once, not per cell.
+        self._timesteps = [int(t) for t in self.file["grid"]["t"][:]]
+        self._layer_names = [str(name) for name in self.file["layers"]["name"].asstr()[:]]
 
     def __enter__(self) -> "FeatureCache":
         return self
@@ -210,7 +213,7 @@ class FeatureCache:
 
     @property
     def timesteps(self) -> list[int]:
-        return [int(t) for t in self.file["grid"]["t"][:]]
+        return list(self._timesteps)
 
     @property
     def layers(self) -> list[LayerInfo]:
@@ -265,12 +268,11 @@ class FeatureCache:
     def features(self, split: str, layer: str, t: int) -> np.ndarray:
         """(N, D) float32 features of one cell, averaged over the noise draws."""
         try:
-            t_index = self.timesteps.index(int(t))
+            t_index = self._timesteps.index(int(t))
         except ValueError:
-            raise ProbekitError(f"timestep {t} is not in {self.path} (its grid: {self.timesteps})") from None
-        names = [layer.name for layer in self.layers]
-        if layer not in names:
-            raise ProbekitError(f"layer {layer!r} is not in {self.path} (its layers: {', '.join(names)})")
+            raise ProbekitError(f"timestep {t} is not in {self.path} (its grid: {self._timesteps})") from None
+        if layer not in self._layer_names:
+            raise ProbekitError(f"layer {layer!r} is not in {self.path} (its layers: {', '.join(self._layer_names)})")
         block = self.file[split]["feats"][layer][t_index]  # (K, N, D)
         return block.astype(np.float32).mean(axis=0) if block.shape[0] > 1 else block[0].astype(np.float32)
 
