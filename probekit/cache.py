@@ -17,7 +17,11 @@ cache unless asked to show progress. ``D`` is the pooled width (``width`` in /la
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
+import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -65,19 +69,33 @@ class CacheWriter:
     next :meth:`write_batch` or on :meth:`close`.
     """
 
-    def __init__(self, path: str | Path, layout: CacheLayout, *, max_pending: int = 2) -> None:
+    def __init__(self, path: str | Path, layout: CacheLayout, *, resume: bool = False, max_pending: int = 2) -> None:
         self.path = Path(path)
         self.layout = layout
         if layout.dtype not in ("float32", "float16"):
             raise ProbekitError(f"unsupported --dtype {layout.dtype!r}: use float32 or float16")
-        try:
-            self.file = h5py.File(self.path, "w")
-        except OSError as err:
-            raise ProbekitError(f"cannot create {self.path}: {err.strerror or err}; choose a writable --out") from err
-        self._create(layout)
+        if resume and self.path.exists():
+            self.file = _open_for_resume(self.path, layout)
+        else:
+            try:
+                self.file = h5py.File(self.path, "w")
+            except OSError as err:
+                raise _write_error(self.path, layout, err, action="create") from err
+            try:
+                self._create(layout)
+                # Everything but raw feature bytes and done flags is now on disk; later writes touch no metadata.
+                self.file.flush()
+            except OSError as err:
+                _close_after_error(self.file)
+                self.path.unlink(missing_ok=True)  # a half-created file holds nothing to resume
+                raise _write_error(self.path, layout, err, action="create") from err
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probekit-writer")
         self._pending: list[Future] = []
         self._max_pending = max_pending
+
+    def done(self, split: str) -> np.ndarray:
+        """(N,) bool: samples of ``split`` whose every (t, draw, layer) is on disk (read at open/resume time)."""
+        return self.file[split]["done"][:].astype(bool)
 
     def _create(self, layout: CacheLayout) -> None:
         f = self.file
@@ -89,6 +107,7 @@ class CacheWriter:
             "draws": layout.draws,
             "dtype": layout.dtype,
             **layout.attrs,
+            "plan": layout_plan(layout),
             "complete": False,
         }
         for key, value in attrs.items():
@@ -112,29 +131,42 @@ class CacheWriter:
             g.attrs["class_names"] = json.dumps(layout.class_names)
             g.create_dataset("labels", data=np.asarray(split_labels.labels, dtype=np.int64))
             g.create_dataset("index", data=np.asarray(split_labels.index, dtype=np.int64))
-            g.create_dataset("done", data=np.zeros(n, dtype=np.uint8))
+            g.create_dataset("done", shape=(n,), dtype=np.uint8, fillvalue=0, dcpl=_early_allocation(fill=True))
             feats = g.create_group("feats")
             for layer in layers:
                 width = layout.widths[layer.name]
                 shape = (len(layout.grid), layout.draws, n, width)
                 # One chunk holds a block of samples of one (t, draw): a cell reads contiguously.
                 rows = max(1, min(n, (1 << 20) // (4 * width)))
-                feats.create_dataset(layer.name, shape=shape, dtype=layout.dtype, chunks=(1, 1, rows, width))
+                feats.create_dataset(
+                    layer.name, shape=shape, dtype=layout.dtype, chunks=(1, 1, rows, width), dcpl=_early_allocation()
+                )
 
     def write_batch(self, split: str, start: int, feats: Mapping[str, np.ndarray]) -> None:
         """Queue ``feats[layer]`` of shape (T, K, B, D) for samples ``start .. start+B``."""
         self._pending = [future for future in self._pending if not _finished(future)]
         while len(self._pending) >= self._max_pending:
             self._pending.pop(0).result()
-        self._pending.append(self._executor.submit(self._write, split, start, dict(feats)))
+        self._pending.append(self._executor.submit(self._write_or_explain, split, start, dict(feats)))
+
+    def _write_or_explain(self, split: str, start: int, feats: Mapping[str, np.ndarray]) -> None:
+        """:meth:`_write`, with an OS error (disk full, I/O error) turned into a one-line ProbekitError."""
+        try:
+            self._write(split, start, feats)
+        except OSError as err:
+            raise _write_error(self.path, self.layout, err) from err
 
     def _write(self, split: str, start: int, feats: Mapping[str, np.ndarray]) -> None:
+        # Features reach the file before their done flags, each followed by a flush, so a process
+        # killed at any instant leaves flags that only ever cover samples whose bytes are written.
         group = self.file[split]
         stop = start
         for layer, values in feats.items():
             stop = start + values.shape[2]
             group["feats"][layer][:, :, start:stop, :] = values
+        self.file.flush()
         group["done"][start:stop] = 1
+        self.file.flush()
 
     def close(self, *, complete: bool) -> None:
         """Wait for every queued write, mark the cache complete if asked, and close the file."""
@@ -146,9 +178,109 @@ class CacheWriter:
                 if any(missing.values()):
                     raise RuntimeError(f"samples left unwritten: {missing}")
                 self.file.attrs["complete"] = True
+        except OSError as err:
+            raise _write_error(self.path, self.layout, err) from err
         finally:
             self._executor.shutdown(wait=True)
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError as err:  # closing flushes, which fails the same way on a full disk
+                raise _write_error(self.path, self.layout, err) from err
+
+
+def layout_plan(layout: CacheLayout) -> dict[str, object]:
+    """What makes two extractions the same work: resuming requires an identical plan."""
+    splits = {}
+    for name, split in layout.splits.items():
+        digest = hashlib.sha256(np.asarray(split.labels, dtype=np.int64).tobytes())
+        digest.update(np.asarray(split.index, dtype=np.int64).tobytes())
+        splits[name] = {"n": int(len(split.labels)), "labels_and_index_sha256": digest.hexdigest()}
+    keys = ("model_sha256", "framework", "schedule", "dataset", "fit", "seed", "pooling", "precision", "value_range")
+    return {
+        **{key: layout.attrs.get(key) for key in keys},
+        "draws": layout.draws,
+        "dtype": layout.dtype,
+        "grid": [point.t for point in layout.grid],
+        "layers": {layer.name: layout.widths[layer.name] for layer in layout.layers},
+        "splits": splits,
+    }
+
+
+def _early_allocation(fill: bool = False) -> h5py.h5p.PropDCID:
+    """Dataset creation properties that allocate all chunks at creation time.
+
+    Chunk addresses are then fixed before the first feature is written, so later writes change
+    raw bytes only and a killed process cannot leave the file's metadata half-updated. Feature
+    chunks are not pre-filled (the done flags say which bytes are real); done flags are.
+    """
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_ALLOC if fill else h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
+
+
+def _open_for_resume(path: Path, layout: CacheLayout) -> h5py.File:
+    """Open an unfinished cache to continue it; refuse one that holds different work."""
+    try:
+        file = h5py.File(path, "r+")
+    except OSError as err:
+        raise ProbekitError(
+            f"{path} exists but cannot be opened to resume ({err}): pass --overwrite to start it over"
+        ) from err
+    try:
+        if file.attrs.get("format") != FORMAT:
+            raise ProbekitError(f"{path} exists and is not a probekit feature cache: choose another --out or pass --overwrite")
+        if bool(file.attrs.get("complete", False)):
+            raise ProbekitError(f"{path} is already a complete cache: pass --overwrite to redo it or choose another --out")
+        stored = json.loads(file.attrs.get("plan", "{}"))
+        wanted = json.loads(json.dumps(layout_plan(layout)))
+        differing = [key for key in wanted if stored.get(key) != wanted[key]]
+        if differing:
+            raise ProbekitError(
+                f"{path} holds an unfinished extraction with a different {', '.join(differing)}: re-run its own "
+                f"command (`probekit info {path}`), or pass --overwrite to start over"
+            )
+    except BaseException:
+        file.close()
+        raise
+    return file
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _write_error(path: Path, layout: CacheLayout, err: OSError, action: str = "write") -> ProbekitError:
+    """One line for an OS error while creating or writing a cache: disk full (with sizes) or the reason."""
+    if err.errno in _DISK_FULL or "No space left on device" in str(err):
+        itemsize = np.dtype(layout.dtype).itemsize
+        samples = sum(len(split.labels) for split in layout.splits.values())
+        width = sum(layout.widths[layer.name] for layer in layout.layers)
+        need = len(layout.grid) * layout.draws * samples * width * itemsize
+        try:
+            free = f", {_size(shutil.disk_usage(path.parent).free)} is free there"
+        except OSError:
+            free = ""
+        return ProbekitError(
+            f"disk full while writing {path}: its features need about {_size(need)}{free}; free some space "
+            f"and run the same command again to resume, or choose another --out"
+        )
+    reason = os.strerror(err.errno) if err.errno else (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return ProbekitError(f"cannot {action} {path}: {reason}; choose a writable --out")
+
+
+def _size(num_bytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:.1f} {unit}"
+    return f"{num_bytes} bytes"
+
+
+def _close_after_error(file: h5py.File) -> None:
+    """Close a file whose creation failed; a second error while closing adds nothing for the user."""
+    try:
+        file.close()
+    except OSError:
+        pass
 
 
 def _finished(future: Future) -> bool:
@@ -166,7 +298,8 @@ class FeatureCache:
         if not self.path.is_file():
             raise ProbekitError(f"cache {self.path} not found: run `probekit extract ... --out {self.path}` first")
         try:
-            self.file = h5py.File(self.path, "r")
+            # No file lock: `probekit info` may read progress while an extraction is writing.
+            self.file = h5py.File(self.path, "r", locking=False)
         except OSError as err:
             raise ProbekitError(f"{self.path} is not a readable HDF5 file ({err}); re-run the extraction") from err
         if self.file.attrs.get("format") != FORMAT:
@@ -262,6 +395,10 @@ class FeatureCache:
     def labels(self, split: str) -> np.ndarray:
         return self.file[split]["labels"][:]
 
+    def width(self, layer: str) -> int:
+        """Pooled feature width D of ``layer``."""
+        return int(self.file["layers"]["width"][self._layer_names.index(layer)])
+
     def index(self, split: str) -> np.ndarray:
         return self.file[split]["index"][:]
 
@@ -284,7 +421,8 @@ class FeatureCache:
             f"status: {'complete' if self.complete else 'INCOMPLETE'}",
             f"model: {a.get('model_id')}  [{a.get('framework')}]  sha256 {str(a.get('model_sha256'))[:16]}...",
             f"dataset: {a.get('dataset')}  fit: {a.get('fit')}",
-            f"pooling: {a.get('pooling')}  draws: {a.get('draws')}  dtype: {a.get('dtype')}  seed: {a.get('seed')}",
+            f"pooling: {a.get('pooling')}  draws: {a.get('draws')}  dtype: {a.get('dtype')}  "
+            f"precision: {a.get('precision', 'fp32')}  seed: {a.get('seed')}",
             f"created: {a.get('created')} by probekit {a.get('probekit_version')}",
             f"command: {a.get('command')}",
             "splits: " + ", ".join(f"{s} {d}/{n}" for s in self.splits for d, n in [self.progress(s)]),

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import shlex
+import signal
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from .errors import ProbekitError
 
@@ -24,10 +27,31 @@ def _device(name: str) -> str:
     import torch
 
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ProbekitError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu or auto")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"  # one GPU per torchrun process
     return name
+
+
+def _memory_budget(text: str) -> int:
+    """Bytes from '4G', '512M', '1.5T' or a plain byte count; 'auto' is half the physical memory."""
+    if text == "auto":
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)i?B?\s*", text, flags=re.IGNORECASE)
+    if not match or float(match.group(1)) <= 0:
+        raise ProbekitError(f"--max-memory {text!r} is not a size: write e.g. 4G, 500M or auto")
+    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[match.group(2).upper()]
+    return int(float(match.group(1)) * scale)
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM, with what the user can do about it."""
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -51,6 +75,7 @@ def cmd_layers(args: argparse.Namespace) -> None:
 
 def cmd_extract(args: argparse.Namespace) -> None:
     from .data import load_dataset, stratified_subset
+    from .distributed import barrier, current_rank, init_process_group, shard_dataset, shard_path, write_master
     from .extraction import ExtractConfig, extract
     from .models import load_backbone
 
@@ -72,9 +97,32 @@ def cmd_extract(args: argparse.Namespace) -> None:
         pooling=args.pooling,
         dtype=args.dtype,
         fit=args.fit,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
     )
     command = "probekit " + " ".join(shlex.quote(a) for a in args.argv)
-    out = extract(backbone, dataset, args.out, config, command=command, overwrite=args.overwrite, progress=not args.quiet)
+    # SIGTERM (a scheduler's preemption) unwinds like Ctrl-C: queued writes finish, the cache stays resumable.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    rank = current_rank()
+    target, progress = Path(args.out), not args.quiet
+    if rank is not None:
+        # Under torchrun: this rank writes its shard; rank 0 stitches the master file at the end.
+        init_process_group(backbone.device.type)
+        dataset = shard_dataset(dataset, rank.rank, rank.world_size)
+        target, progress = shard_path(args.out, rank.rank, rank.world_size), progress and rank.rank == 0
+    try:
+        out = extract(backbone, dataset, target, config, command=command, overwrite=args.overwrite, progress=progress)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{target} is unfinished: run the same command again to resume it") from None
+    if rank is not None:
+        barrier()
+        if rank.rank == 0:
+            shards = [shard_path(args.out, r, rank.world_size) for r in range(rank.world_size)]
+            out = write_master(args.out, shards, command=command)
+            print(f"wrote {out} over {rank.world_size} shards")
+        barrier()
+        return
     print(f"wrote {out}")
 
 
@@ -93,7 +141,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         device=_device(args.device),
         seed=args.seed,
     )
-    table = run_probes(args.cache, config, progress=not args.quiet)
+    table = run_probes(args.cache, config, progress=not args.quiet, max_memory=_memory_budget(args.max_memory))
     write_table(table, args.out)
     print(format_summary(table))
     print(f"wrote {args.out}")
@@ -145,8 +193,20 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(cache.summary())
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with probekit's one-line errors, and negative timestep lists read as values."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # `--timesteps -5,10` is a (bad) value, not an option: let it reach the range check.
+        self._negative_number_matcher = re.compile(r"^-\d+(,-?\d+)*$|^-\d*\.\d+$")
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"probekit: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="probekit", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="probekit", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -168,7 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--pooling", default="gap", help="gap (global average, default) or avgK, e.g. avg2")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the features")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="compute precision: fp32, or bf16/fp16 autocast (default fp32)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (often faster on GPUs)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network's layers (slow start, faster after)")
     p.add_argument("--fit", default="auto", choices=["auto", "pad", "resize", "center-crop"],
                    help="how images meet the model's resolution (auto: pad when smaller, else resize)")
     p.add_argument("--no-download", action="store_true", help="never download missing datasets")
@@ -177,8 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_extract)
 
     p = sub.add_parser("probe", help="probe every (timestep, layer) cell of a cache")
-    p.add_argument("--cache", required=True)
+    p.add_argument("--cache", required=True, nargs="+",
+                   help="cache file, or several caches of one extraction (e.g. train and test extracted apart)")
     p.add_argument("--out", required=True, help="results CSV (tidy: one row per cell, probe, metric)")
+    p.add_argument("--max-memory", default="auto",
+                   help="feature memory budget, e.g. 4G or 500M; cells are streamed from the cache in groups "
+                        "that fit (default auto: half the machine's memory)")
     p.add_argument("--probes", default="linear,knn", help="comma-separated: linear, logreg, knn (default linear,knn)")
     p.add_argument("--epochs", type=int, help="linear probe epochs")
     p.add_argument("--lr", type=float, help="linear probe learning rate")
@@ -235,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Progress messages go to stdout, so stderr carries errors only (one line each).
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     run: Callable[[argparse.Namespace], None] = args.run
     try:
         run(args)
@@ -244,6 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"probekit: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        print(f"probekit: interrupted: {err}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("probekit: interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ Writes happen on a background thread while the next batch computes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,13 @@ class ExtractConfig:
     dtype: str = "float32"
     fit: str = "auto"
     splits: Sequence[str] = field(default=("train", "test"))
+    #: fp32, or bf16 / fp16 autocast around each forward (features are stored as float32/16 either way)
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -60,6 +68,8 @@ def plan_extraction(backbone: Backbone, config: ExtractConfig) -> ExtractPlan:
         raise ProbekitError(f"--draws must be at least 1, got {config.draws}")
     if config.batch_size < 1:
         raise ProbekitError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if config.precision not in PRECISIONS:
+        raise ProbekitError(f"unknown --precision {config.precision!r}: use {', '.join(PRECISIONS)}")
     timesteps = list(config.timesteps) if config.timesteps is not None else backbone.schedule.default_grid()
     if not timesteps:
         raise ProbekitError("empty timestep list: give --timesteps t1,t2,... or --grid")
@@ -78,11 +88,14 @@ def _batch_features(
     draws: int,
     seed: int,
     on_forward: Callable[[int], object] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, np.ndarray]:
     """{layer: (T, K, B, D)} for one batch of clean inputs ``x0`` (already on the device).
 
-    ``seed`` is the split's noise seed (:func:`probekit.noise.split_seed`).
+    ``seed`` is the split's noise seed (:func:`probekit.noise.split_seed`). The batch is encoded
+    once (:meth:`Backbone.encode`) and the encoding is noised at every grid point.
     """
+    x0 = backbone.encode(x0)
     per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in plan.layers}
     for point in plan.grid:
         for draw in range(draws):
@@ -91,7 +104,8 @@ def _batch_features(
             else:
                 noise = sample_noise(x0.shape[1:], ids, seed=seed, t=point.t, draw=draw, device=x0.device)
                 x_noisy = backbone.schedule.add_noise(x0, noise, point)
-            feats = backbone.features(x_noisy, point, plan.layers, plan.pooling)
+            with _autocast(x0.device, precision):
+                feats = backbone.features(x_noisy, point, plan.layers, plan.pooling)
             for name in plan.layers:
                 per_layer[name].append(feats[name].float())
             if on_forward is not None:
@@ -102,11 +116,57 @@ def _batch_features(
     }
 
 
-def _prepare(backbone: Backbone, images: np.ndarray, fit: str) -> tuple[torch.Tensor, dict]:
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    try:
+        return torch.autocast(device_type=device.type, dtype=dtype)
+    except RuntimeError as err:
+        raise ProbekitError(f"--precision {precision} is not supported on {device.type} ({err}); use fp32") from err
+
+
+def _prepare(backbone: Backbone, images: np.ndarray, fit: str, channels_last: bool = False) -> tuple[torch.Tensor, dict]:
     x, how = fit_images(
         images, size=backbone.input_size, channels=backbone.input_channels, value_range=backbone.value_range, fit=fit
     )
-    return x.to(backbone.device), how
+    x = x.to(backbone.device)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, how
+
+
+def _features_halving_on_oom(
+    backbone: Backbone, x0: torch.Tensor, ids: np.ndarray, plan: ExtractPlan, config: ExtractConfig, seed: int, bar: tqdm
+) -> dict[str, np.ndarray]:
+    """Features of one batch; on out-of-memory the batch is split in halves (recursively) and retried.
+
+    Noise is keyed per sample, so the halves give the same features as the whole batch would.
+    """
+    counted = 0
+
+    def on_forward(n: int) -> None:
+        nonlocal counted
+        counted += n
+        bar.update(n)
+
+    try:
+        return _batch_features(backbone, x0, ids, plan, config.draws, seed, on_forward, config.precision)
+    except torch.OutOfMemoryError:
+        bar.update(-counted)
+        if x0.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(ids) == 1:
+            raise ProbekitError(
+                "out of memory even at batch size 1: select fewer --layers, use --precision bf16, or a larger device"
+            ) from None
+        half = (len(ids) + 1) // 2
+        log.warning("out of memory at batch size %d: retrying in halves of %d", len(ids), half)
+        parts = [
+            _features_halving_on_oom(backbone, x0[:half], ids[:half], plan, config, seed, bar),
+            _features_halving_on_oom(backbone, x0[half:], ids[half:], plan, config, seed, bar),
+        ]
+        return {name: np.concatenate([part[name] for part in parts], axis=2) for name in parts[0]}
 
 
 def extract(
@@ -122,7 +182,10 @@ def extract(
     """Extract features of every requested layer at every grid point for ``dataset`` into ``out``.
 
     Returns the path of the finished cache. The file carries ``complete=True`` only when every
-    sample was written; an interrupted run leaves ``complete=False`` behind.
+    sample was written; an interrupted run (Ctrl-C, SIGTERM, ``kill -9``) leaves ``complete=False``
+    behind, and calling ``extract`` again with the same arguments continues it: samples already
+    written are skipped and the finished file equals an uninterrupted run's. ``overwrite`` starts
+    over instead; an existing *complete* cache is only replaced with ``overwrite``.
     """
     out = Path(out)
     plan = plan_extraction(backbone, config)
@@ -130,16 +193,20 @@ def extract(
     for name, split in splits.items():
         if len(split.labels) == 0:
             raise ProbekitError(f"the {name} split of {dataset.name} is empty: check the data path or the --*-limit options")
-    if out.exists() and not overwrite:
-        raise ProbekitError(f"{out} already exists: pass --overwrite or choose another --out")
+    if out.is_dir():
+        raise ProbekitError(f"--out {out} is a folder: give the path of an .h5 file to write")
     if not out.parent.exists():
         raise ProbekitError(f"output folder {out.parent} does not exist: create it or choose another --out")
 
     # One forward of one real sample gives the pooled widths and the record of how images were fitted.
     first = next(iter(splits.values()))
-    x_probe, fit_record = _prepare(backbone, first.images[:1], config.fit)
+    applied = backbone.speed_up(channels_last=config.channels_last, compile=config.compile)
+    if applied:
+        log.info("speed-ups: %s", ", ".join(applied))
+    x_probe, fit_record = _prepare(backbone, first.images[:1], config.fit, config.channels_last)
     probe_feats = _batch_features(
-        backbone, x_probe, first.index[:1], ExtractPlan(plan.grid[:1], plan.layers, plan.pooling), draws=1, seed=0
+        backbone, x_probe, first.index[:1], ExtractPlan(plan.grid[:1], plan.layers, plan.pooling), draws=1, seed=0,
+        precision=config.precision,
     )
     widths = {name: int(values.shape[-1]) for name, values in probe_feats.items()}
     layer_infos = [layer for layer in backbone.layers() if layer.name in plan.layers]
@@ -157,6 +224,7 @@ def extract(
             "fit": fit_record,
             "seed": config.seed,
             "pooling": plan.pooling.name,
+            "precision": config.precision,
             "value_range": list(backbone.value_range),
         },
         grid=plan.grid,
@@ -172,7 +240,11 @@ def extract(
         "extracting %d layers x %d grid points x %d draws for %s -> %s",
         len(plan.layers), len(plan.grid), config.draws, ", ".join(f"{k}={len(v.labels)}" for k, v in splits.items()), out,
     )
-    writer = CacheWriter(out, layout)
+    writer = CacheWriter(out, layout, resume=not overwrite)
+    done = {name: writer.done(name) for name in splits}
+    already = sum(int(flags.sum()) for flags in done.values())
+    if already:
+        log.info("resuming %s: %d of %d samples already written", out, already, sum(len(f) for f in done.values()))
     complete = False
     started = time.perf_counter()
     try:
@@ -182,8 +254,11 @@ def extract(
                 seed = split_seed(config.seed, split_name)
                 for start in range(0, len(split.labels), config.batch_size):
                     stop = min(start + config.batch_size, len(split.labels))
-                    x0, _ = _prepare(backbone, split.images[start:stop], config.fit)
-                    feats = _batch_features(backbone, x0, split.index[start:stop], plan, config.draws, seed, bar.update)
+                    if done[split_name][start:stop].all():
+                        bar.update((stop - start) * len(plan.grid) * config.draws)
+                        continue
+                    x0, _ = _prepare(backbone, split.images[start:stop], config.fit, config.channels_last)
+                    feats = _features_halving_on_oom(backbone, x0, split.index[start:stop], plan, config, seed, bar)
                     writer.write_batch(split_name, start, feats)
         complete = True
     finally:

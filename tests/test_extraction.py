@@ -102,7 +102,7 @@ def test_bad_requests_leave_no_file(tiny_unet_dir, tmp_path):
             extract(backbone, _dataset(), tmp_path / "x.h5", config, progress=False)
         assert not (tmp_path / "x.h5").exists()
     (tmp_path / "x.h5").write_bytes(b"")
-    with pytest.raises(ProbekitError, match="already exists"):
+    with pytest.raises(ProbekitError, match="exists .*--overwrite"):
         extract(backbone, _dataset(), tmp_path / "x.h5", ExtractConfig(timesteps=[1]), progress=False)
 
 
@@ -124,3 +124,112 @@ def test_error_mid_extraction_leaves_an_incomplete_cache(tiny_unet_dir, tmp_path
         assert not cache.complete
         with pytest.raises(ProbekitError, match="unfinished"):
             cache.require_complete()
+
+
+def _all_features(path):
+    with FeatureCache(path) as cache:
+        return {
+            (split, layer.name): cache.file[split]["feats"][layer.name][:] for split in cache.splits for layer in cache.layers
+        }
+
+
+def _interrupt_after(backbone, monkeypatch, forwards):
+    """Make ``backbone.features`` raise KeyboardInterrupt on forward number ``forwards`` + 1."""
+    calls = {"n": 0}
+    original = backbone.features
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > forwards:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(backbone, "features", interrupted)
+    return lambda: monkeypatch.setattr(backbone, "features", original)
+
+
+def test_interrupted_extraction_resumes_to_the_uninterrupted_result(tiny_unet_dir, tmp_path, monkeypatch):
+    backbone = load_backbone(str(tiny_unet_dir))
+    config = ExtractConfig(timesteps=[0, 30], layers=LAYERS, draws=2, batch_size=4)
+    extract(backbone, _dataset(), tmp_path / "whole.h5", config, progress=False)
+
+    restore = _interrupt_after(backbone, monkeypatch, forwards=1 + 4 * 2 * 2)  # width probe + 4 batches x 2 t x 2 draws
+    with pytest.raises(KeyboardInterrupt):
+        extract(backbone, _dataset(), tmp_path / "part.h5", config, progress=False)
+    with FeatureCache(tmp_path / "part.h5") as cache:
+        assert not cache.complete and cache.progress("train") == (16, 20) and cache.progress("test") == (0, 9)
+    restore()
+
+    calls = {"n": 0}
+    original = backbone.features
+    monkeypatch.setattr(backbone, "features", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), original(*a, **k))[1])
+    extract(backbone, _dataset(), tmp_path / "part.h5", config, progress=False)
+    # Only the 4 train samples and 9 test samples left: 1 + 3 batches, x 2 t x 2 draws, plus the width probe.
+    assert calls["n"] == 1 + (1 + 3) * 2 * 2
+    whole, resumed = _all_features(tmp_path / "whole.h5"), _all_features(tmp_path / "part.h5")
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        np.testing.assert_array_equal(whole[key], resumed[key])
+    with FeatureCache(tmp_path / "part.h5") as cache:
+        assert cache.complete
+
+
+def test_resume_refuses_different_work_and_complete_caches(tiny_unet_dir, tmp_path, monkeypatch):
+    backbone = load_backbone(str(tiny_unet_dir))
+    config = ExtractConfig(timesteps=[0, 30], layers=LAYERS, batch_size=4)
+    restore = _interrupt_after(backbone, monkeypatch, forwards=3)
+    with pytest.raises(KeyboardInterrupt):
+        extract(backbone, _dataset(), tmp_path / "part.h5", config, progress=False)
+    restore()
+    with pytest.raises(ProbekitError, match="different grid"):
+        extract(backbone, _dataset(), tmp_path / "part.h5", ExtractConfig(timesteps=[0, 31], layers=LAYERS), progress=False)
+    with pytest.raises(ProbekitError, match="different seed"):
+        extract(backbone, _dataset(), tmp_path / "part.h5", ExtractConfig(timesteps=[0, 30], layers=LAYERS, seed=1), progress=False)
+    with pytest.raises(ProbekitError, match="different splits"):
+        extract(backbone, _dataset(n_train=21), tmp_path / "part.h5", config, progress=False)
+    other = load_backbone(str(tiny_unet_dir), random_init=True, seed=5)
+    with pytest.raises(ProbekitError, match="different model_sha256"):
+        extract(other, _dataset(), tmp_path / "part.h5", config, progress=False)
+    extract(backbone, _dataset(), tmp_path / "part.h5", config, progress=False)
+    with pytest.raises(ProbekitError, match="already a complete cache.*--overwrite"):
+        extract(backbone, _dataset(), tmp_path / "part.h5", config, progress=False)
+    extract(backbone, _dataset(), tmp_path / "part.h5", config, overwrite=True, progress=False)
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_features(tiny_unet_dir, tmp_path, monkeypatch, caplog):
+    backbone = load_backbone(str(tiny_unet_dir))
+    config = ExtractConfig(timesteps=[0, 30], layers=LAYERS, batch_size=16)
+    extract(backbone, _dataset(), tmp_path / "whole.h5", config, progress=False)
+    original = backbone.features
+    sizes = []
+
+    def small_memory(x, *args, **kwargs):
+        sizes.append(x.shape[0])
+        if x.shape[0] > 5:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(x, *args, **kwargs)
+
+    monkeypatch.setattr(backbone, "features", small_memory)
+    with caplog.at_level("WARNING"):
+        extract(backbone, _dataset(), tmp_path / "halved.h5", config, progress=False)
+    assert "out of memory at batch size 16: retrying in halves of 8" in caplog.text
+    assert max(size for size in sizes[1:] if size <= 5) <= 5 and 16 in sizes and 8 in sizes
+    whole, halved = _all_features(tmp_path / "whole.h5"), _all_features(tmp_path / "halved.h5")
+    for key in whole:
+        np.testing.assert_allclose(whole[key], halved[key], rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_moves_features_a_little_and_is_recorded(tiny_unet_dir, tmp_path):
+    backbone = load_backbone(str(tiny_unet_dir))
+    for precision in ("fp32", "bf16"):
+        config = ExtractConfig(timesteps=[10], layers=LAYERS, precision=precision, channels_last=True)
+        extract(backbone, _dataset(), tmp_path / f"{precision}.h5", config, progress=False)
+    fp32, bf16 = _all_features(tmp_path / "fp32.h5"), _all_features(tmp_path / "bf16.h5")
+    for key in fp32:
+        scale = np.abs(fp32[key]).max()
+        difference = np.abs(fp32[key] - bf16[key]).max()
+        assert 0 < difference < 0.1 * scale  # bf16 has an 8-bit mantissa: visible but small changes
+    with FeatureCache(tmp_path / "bf16.h5") as cache:
+        assert cache.attrs["precision"] == "bf16"
+    with pytest.raises(ProbekitError, match="precision"):
+        extract(backbone, _dataset(), tmp_path / "x.h5", ExtractConfig(precision="int8"), progress=False)

@@ -52,6 +52,15 @@ class Backbone(ABC):
     def default_layers(self) -> list[str]:
         return [layer.name for layer in self.layers()]
 
+    def encode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Clean inputs -> the space the diffusion runs in (identity for pixel-space models).
+
+        Latent models (DiT + VAE) encode here. Extraction calls it once per batch of clean
+        images and reuses the result for every grid point and noise draw, so an expensive encoder
+        runs once per image, not once per (image, t).
+        """
+        return x0
+
     @abstractmethod
     def features(
         self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling
@@ -70,6 +79,30 @@ class Backbone(ABC):
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    def speed_up(self, *, channels_last: bool = False, compile: bool = False) -> list[str]:
+        """Optional speed-ups of the wrapped network (``self.net``); returns what was applied.
+
+        ``channels_last`` converts the weights (extraction converts inputs to match).
+        ``compile`` runs ``torch.compile`` on the readable layers that contain no other readable
+        layer: hooks sit on module calls outside the compiled code, so capture and early stop
+        keep working, at the price of graph breaks between those layers.
+        """
+        net = getattr(self, "net", None)
+        if not isinstance(net, nn.Module):
+            return []
+        applied = []
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+            applied.append("channels_last")
+        if compile:
+            names = [layer.name for layer in self.layers()]
+            leaves = [name for name in names if not any(other.startswith(name + ".") for other in names)]
+            for name in leaves:
+                module = net.get_submodule(name)
+                module.forward = torch.compile(module.forward, dynamic=False)  # type: ignore[method-assign]
+            applied.append(f"torch.compile on {len(leaves)} layers")
+        return applied
+
     def to(self, device: torch.device | str) -> "Backbone":
         return self
 
@@ -83,8 +116,10 @@ def state_dict_sha256(module: nn.Module) -> str:
     digest = hashlib.sha256()
     state = module.state_dict()
     for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
+        # Logical element order, whatever the memory format (channels_last weights hash the same).
+        tensor = state[name].detach().cpu()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        tensor = tensor.clone(memory_format=torch.contiguous_format).reshape(-1)
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 

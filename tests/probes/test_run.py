@@ -1,0 +1,93 @@
+"""run_probes over caches: memory-bounded groups, NaN cells, several caches of one extraction."""
+
+import logging
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from probekit.data.base import ImageDataset, ImageSplit
+from probekit.errors import ProbekitError
+from probekit.extraction import ExtractConfig, extract
+from probekit.models import load_backbone
+from probekit.probes.run import ProbeRunConfig, plan_groups, run_probes
+
+LAYERS = ["down_blocks.0.resnets.0", "mid_block", "up_blocks.1.resnets.1"]
+
+
+def _dataset(n_train=48, n_test=24):
+    rng = np.random.default_rng(3)
+
+    def split(n, offset):
+        labels = (np.arange(n) % 3).astype(np.int64)
+        images = (rng.integers(0, 100, size=(n, 12, 12, 1)) + 70 * labels[:, None, None, None]).astype(np.uint8)
+        return ImageSplit(images=images, labels=labels, index=np.arange(n, dtype=np.int64) + offset)
+
+    return ImageDataset("toy", {"train": split(n_train, 0), "test": split(n_test, 1000)}, ["a", "b", "c"], "memory")
+
+
+@pytest.fixture(scope="module")
+def caches(tiny_unet_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("caches")
+    backbone = load_backbone(str(tiny_unet_dir))
+    paths = {}
+    for name, splits, timesteps in [("both", ("train", "test"), [0, 40]), ("train", ("train",), [0, 40]),
+                                    ("test", ("test",), [0, 40]), ("other_grid", ("test",), [0, 41])]:
+        paths[name] = root / f"{name}.h5"
+        config = ExtractConfig(timesteps=timesteps, layers=LAYERS, splits=splits, batch_size=16)
+        extract(backbone, _dataset(), paths[name], config, progress=False)
+    return paths
+
+
+CONFIG = ProbeRunConfig(probes=("linear", "knn"), epochs=3)
+
+
+def _values(table: pd.DataFrame) -> pd.Series:
+    return table.set_index(["probe", "t", "layer", "metric"])["value"].sort_index()
+
+
+def test_plan_groups_packs_cells_within_half_the_budget():
+    sizes = {(0, "a"): 100, (0, "b"): 300, (5, "a"): 100, (5, "b"): 300}
+    assert plan_groups(sizes, None) == [list(sizes)]
+    # budget 900 -> features up to 450 bytes per group
+    assert plan_groups(sizes, 900) == [[(0, "a"), (0, "b")], [(5, "a"), (5, "b")]]
+    assert plan_groups(sizes, 600) == [[(0, "a")], [(0, "b")], [(5, "a")], [(5, "b")]]
+    with pytest.raises(ProbekitError, match="raise --max-memory"):
+        plan_groups(sizes, 500)
+
+
+def test_streamed_groups_give_the_same_table(caches, caplog):
+    whole = run_probes(caches["both"], CONFIG, progress=False)
+    one_cell = 2 * 4 * 16 * (48 + 24)  # widest layer: 16 channels, float32, train + test, doubled
+    with caplog.at_level(logging.INFO):
+        streamed = run_probes(caches["both"], CONFIG, progress=False, max_memory=one_cell + 10)
+    # cells in order have widths 8,16,8 | 8,16,8: the two 8-wide cells between the 16-wide ones share a group
+    assert "probing 6 cells in 5 groups" in caplog.text
+    pd.testing.assert_series_equal(_values(whole), _values(streamed))
+
+
+def test_nan_cell_is_skipped_and_reported_others_probed(caches, tmp_path, caplog):
+    path = tmp_path / "nan.h5"
+    path.write_bytes(caches["both"].read_bytes())
+    with h5py.File(path, "r+") as f:
+        f["train/feats/mid_block.resnets.1"][1, 0, 5, 3] = np.nan  # t=40 only
+    with caplog.at_level(logging.WARNING):
+        table = run_probes(path, CONFIG, progress=False)
+    assert "cell t=40 mid_block.resnets.1 skipped: NaN/inf features in 1 train and 0 test samples" in caplog.text
+    cells = set(zip(table["t"], table["layer"]))
+    assert (40, "mid_block.resnets.1") not in cells and len(cells) == 5
+    reference = _values(run_probes(caches["both"], CONFIG, progress=False))
+    kept = _values(table)
+    pd.testing.assert_series_equal(reference.loc[kept.index], kept)
+
+
+def test_train_and_test_caches_combine_and_mismatches_are_refused(caches):
+    combined = run_probes([caches["train"], caches["test"]], CONFIG, progress=False)
+    pd.testing.assert_series_equal(_values(run_probes(caches["both"], CONFIG, progress=False)), _values(combined))
+    with pytest.raises(ProbekitError, match=r"differ in grid \(\[0, 40\] vs \[0, 41\]\)"):
+        run_probes([caches["train"], caches["other_grid"]], CONFIG, progress=False)
+    with pytest.raises(ProbekitError, match="overlapping samples"):
+        run_probes([caches["both"], caches["test"]], CONFIG, progress=False)
+    with pytest.raises(ProbekitError, match="need a train and a test split"):
+        run_probes([caches["train"]], CONFIG, progress=False)

@@ -1,0 +1,92 @@
+"""Sharded extraction: shard slices, the virtual master file, and a real 2-process torchrun (gloo)."""
+
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from probekit.cache import FeatureCache
+from probekit.cli import main
+from probekit.distributed import shard_bounds, shard_dataset, shard_path, write_master
+from probekit.extraction import ExtractConfig, extract
+from probekit.models import load_backbone
+
+from .test_extraction import LAYERS, _dataset
+
+
+def test_shard_bounds_cover_every_sample_once():
+    for n, world in [(10, 3), (7, 7), (1000, 4)]:
+        ranges = [shard_bounds(n, r, world) for r in range(world)]
+        covered = np.concatenate([np.arange(a, b) for a, b in ranges])
+        np.testing.assert_array_equal(covered, np.arange(n))
+    assert shard_path("out/feats.h5", 1, 4).name == "feats.rank1-of-4.h5"
+
+
+def _read_all(path):
+    with FeatureCache(path) as cache:
+        return cache.complete, {
+            (s, name): cache.file[s][name][:]
+            for s in cache.splits
+            for name in ["labels", "index", "done", *[f"feats/{l.name}" for l in cache.layers]]
+        }
+
+
+def test_master_over_shards_reads_like_one_cache(tiny_unet_dir, tmp_path, monkeypatch):
+    backbone = load_backbone(str(tiny_unet_dir))
+    config = ExtractConfig(timesteps=[0, 25], layers=LAYERS, draws=2, batch_size=8)
+    extract(backbone, _dataset(), tmp_path / "single.h5", config, progress=False)
+    shards = [tmp_path / "shards" / f"s{r}.h5" for r in range(3)]
+    shards[0].parent.mkdir()
+    for r, path in enumerate(shards):
+        extract(backbone, shard_dataset(_dataset(), r, 3), path, config, progress=False)
+    write_master(tmp_path / "shards" / "master.h5", shards)
+
+    monkeypatch.chdir(tmp_path)  # shard names are relative to the master file, not the working folder
+    complete, merged = _read_all(tmp_path / "shards" / "master.h5")
+    single_complete, single = _read_all(tmp_path / "single.h5")
+    assert complete and single_complete and merged.keys() == single.keys()
+    for key in single:
+        np.testing.assert_allclose(merged[key], single[key], rtol=1e-5, atol=1e-6)
+    with h5py.File(tmp_path / "shards" / "master.h5", "r") as f:
+        assert f["train/feats/mid_block.resnets.1"].is_virtual
+
+
+def test_master_of_an_unfinished_shard_is_not_complete(tiny_unet_dir, tmp_path):
+    backbone = load_backbone(str(tiny_unet_dir))
+    config = ExtractConfig(timesteps=[0], layers=LAYERS)
+    shards = [tmp_path / f"s{r}.h5" for r in range(2)]
+    for r, path in enumerate(shards):
+        extract(backbone, shard_dataset(_dataset(), r, 2), path, config, progress=False)
+    with h5py.File(shards[1], "r+") as f:
+        f.attrs["complete"] = False
+        f["test/done"][0] = 0
+    write_master(tmp_path / "m.h5", shards)
+    with FeatureCache(tmp_path / "m.h5") as cache:
+        assert not cache.complete and cache.progress("test")[0] == 8
+
+
+def test_torchrun_two_processes_equal_one(tiny_unet_dir, tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "toy.npz"
+    np.savez(data, x=rng.integers(0, 256, (30, 12, 12), dtype=np.uint8), y=np.arange(30) % 3,
+             x_test=rng.integers(0, 256, (11, 12, 12), dtype=np.uint8), y_test=np.arange(11) % 3)
+    argv = ["extract", "--model", str(tiny_unet_dir), "--data", str(data), "--timesteps", "3,60",
+            "--layers", "0,mid_block,-1", "--batch-size", "4", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "single.h5")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "probekit", *argv, "--device", "cpu", "--out", str(tmp_path / "multi.h5")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "wrote" in done.stdout and "over 2 shards" in done.stdout
+    assert sorted(p.name for p in tmp_path.glob("multi*")) == ["multi.h5", "multi.rank0-of-2.h5", "multi.rank1-of-2.h5"]
+    complete, merged = _read_all(tmp_path / "multi.h5")
+    _, single = _read_all(tmp_path / "single.h5")
+    assert complete and merged.keys() == single.keys()
+    for key in single:
+        np.testing.assert_allclose(merged[key], single[key], rtol=1e-5, atol=1e-6)
