@@ -75,7 +75,8 @@ class ImageDataset:
             if low < 0 or high >= len(self.class_names):
                 raise ProbekitError(
                     f"dataset {self.name!r}: {split_name!r} labels span {low}..{high} but there are "
-                    f"{len(self.class_names)} class names; the labels do not match the classes"
+                    f"{len(self.class_names)} class names; the labels do not match the classes, fix "
+                    f"one or the other"
                 )
 
     @property

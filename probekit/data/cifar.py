@@ -113,7 +113,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         allowed = _ALLOWED_GLOBALS.get((module, name))
         if allowed is None:
             raise ProbekitError(
-                f"refusing to unpickle {module}.{name} from {self._path}: not a CIFAR batch"
+                f"refusing to unpickle {module}.{name} from {self._path}: not a CIFAR batch, and "
+                f"loading it could run code; replace it with the file from the official archive"
             )
         return allowed
 
@@ -128,9 +129,19 @@ def _load(folder: Path, layout: CifarLayout, name: str) -> ImageDataset:
         raise ProbekitError(
             f"{folder / layout.meta_file} has no {layout.names_key!r}; re-extract the archive"
         )
-    class_names = [_text(label_name) for label_name in meta[layout.names_key]]
-    train = [_read_images_and_labels(folder / f, layout) for f in layout.train_files]
-    test_images, test_labels = _read_images_and_labels(folder / layout.test_file, layout)
+    names = meta[layout.names_key]
+    if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names) or not names:
+        raise ProbekitError(
+            f"{folder / layout.meta_file}: {layout.names_key!r} is not a list of class names; "
+            f"re-extract the archive"
+        )
+    class_names = [_text(label_name) for label_name in names]
+    train = [
+        _read_images_and_labels(folder / f, layout, len(class_names)) for f in layout.train_files
+    ]
+    test_images, test_labels = _read_images_and_labels(
+        folder / layout.test_file, layout, len(class_names)
+    )
     train_images = np.concatenate([images for images, _ in train])
     train_labels = np.concatenate([labels for _, labels in train])
     splits = {
@@ -144,7 +155,9 @@ def _load(folder: Path, layout: CifarLayout, name: str) -> ImageDataset:
     )
 
 
-def _read_images_and_labels(path: Path, layout: CifarLayout) -> tuple[np.ndarray, np.ndarray]:
+def _read_images_and_labels(
+    path: Path, layout: CifarLayout, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     batch = read_batch(path)
     data, labels = batch.get("data"), batch.get(layout.labels_key)
     if (
@@ -156,14 +169,40 @@ def _read_images_and_labels(path: Path, layout: CifarLayout) -> tuple[np.ndarray
         raise ProbekitError(
             f"{path}: 'data' is not a uint8 (N, 3072) array; re-extract the archive"
         )
-    if labels is None or len(labels) != len(data):
+    label_array = _label_array(labels)
+    if label_array is None:
         raise ProbekitError(
-            f"{path}: {len(data)} images but {0 if labels is None else len(labels)} "
-            f"{layout.labels_key!r}; re-extract the archive"
+            f"{path}: {layout.labels_key!r} is not a list of integer class ids; re-extract the archive"
+        )
+    if len(label_array) != len(data):
+        raise ProbekitError(
+            f"{path}: {len(data)} images but {len(label_array)} {layout.labels_key!r}; "
+            f"re-extract the archive"
+        )
+    if len(label_array) and (label_array.min() < 0 or label_array.max() >= num_classes):
+        bad = label_array.max() if label_array.max() >= num_classes else label_array.min()
+        raise ProbekitError(
+            f"{path}: label {bad} is not one of the {num_classes} classes (0..{num_classes - 1}) "
+            f"named in the meta file; re-extract the archive"
         )
     # channel-major rows: (N, 3, 32, 32) then move channels last
     images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-    return images, np.asarray(labels, dtype=np.int64)
+    return images, label_array
+
+
+def _label_array(labels: Any) -> np.ndarray | None:
+    """int64 (N,) from a list (or array) of integer labels; None when it is anything else."""
+    if not isinstance(labels, (list, tuple, np.ndarray)):
+        return None
+    if len(labels) == 0:
+        return np.zeros(0, dtype=np.int64)
+    try:
+        array = np.asarray(labels)
+    except ValueError:  # ragged nested lists
+        return None
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        return None
+    return array.astype(np.int64)
 
 
 def _missing_files(folder: Path, layout: CifarLayout) -> list[str]:

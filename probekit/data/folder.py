@@ -97,7 +97,15 @@ def _holds_class_folders(folder: Path) -> bool:
 
 
 def _class_names(folder: Path) -> list[str]:
-    names = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    children = list(folder.iterdir())
+    names = sorted(d.name for d in children if d.is_dir() and not d.name.startswith("."))
+    loose = sorted(c.name for c in children if is_image_file(c))
+    if names and loose:
+        # Images beside the class folders would be silently left out of the dataset.
+        raise ProbekitError(
+            f"{folder} has {len(loose)} image(s) directly in it (e.g. {loose[0]}) beside its class "
+            f"folders; move each into {folder}/<class>/ or out of the dataset"
+        )
     if not names:
         raise ProbekitError(
             f"{folder} has no class sub-folders; expected {folder}/<class>/<image> "

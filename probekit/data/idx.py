@@ -72,6 +72,7 @@ SPLIT_FILES: dict[str, tuple[str, str]] = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _ALL_FILES = [stem for pair in SPLIT_FILES.values() for stem in pair]
+_REDOWNLOAD = "delete it and run again to re-download it (or put a good copy in its place)"
 
 
 def load_idx(
@@ -93,11 +94,12 @@ def load_idx(
             f"in one of them, or allow download=True"
         )
     splits = {split: _read_split(folder, *stems) for split, stems in SPLIT_FILES.items()}
-    for split in splits.values():
-        if split.labels.max() >= len(source.class_names):
+    for split_name, split in splits.items():
+        if len(split) and split.labels.max() >= len(source.class_names):
+            labels_file = _find_file(folder, SPLIT_FILES[split_name][1])
             raise ProbekitError(
-                f"{folder}: label {split.labels.max()} is not a {name} class "
-                f"(0..{len(source.class_names) - 1}); the files are not {name}"
+                f"{labels_file}: label {split.labels.max()} is not a {name} class "
+                f"(0..{len(source.class_names) - 1}); the file is not {name}'s, {_REDOWNLOAD}"
             )
     return ImageDataset(
         name,
@@ -119,7 +121,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     header_bytes = 4 + 4 * ndim
     if len(raw) < header_bytes:
         raise ProbekitError(
-            f"{path} is truncated ({len(raw)} bytes, no full IDX header); re-download it"
+            f"{path} is truncated: {len(raw)} bytes, not even the {header_bytes}-byte IDX header; "
+            f"{_REDOWNLOAD}"
         )
     magic = int.from_bytes(raw[:4], "big")
     expected_magic = 0x0800 | ndim
@@ -129,11 +132,21 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
             f"0x{expected_magic:08x}); check that it is the right file"
         )
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    payload_bytes = len(raw) - header_bytes
-    if payload_bytes != math.prod(dims):
+    if 0 in dims[1:]:
         raise ProbekitError(
-            f"{path} has {payload_bytes} data bytes but its header says {dims} = {math.prod(dims)}; "
-            f"the file is truncated or corrupt, re-download it"
+            f"{path} has header dimensions {dims}, with an empty item size; the file is corrupt, "
+            f"{_REDOWNLOAD}"
+        )
+    expected = header_bytes + math.prod(dims)
+    if len(raw) < expected:
+        raise ProbekitError(
+            f"{path} is truncated: its header ({dims}) promises {expected} bytes, found {len(raw)}; "
+            f"{_REDOWNLOAD}"
+        )
+    if len(raw) > expected:
+        raise ProbekitError(
+            f"{path} has {len(raw) - expected} bytes more than its header ({dims}) promises; "
+            f"the file is corrupt, {_REDOWNLOAD}"
         )
     # copy(): frombuffer over bytes is read-only, and callers may want to modify the pixels
     return np.frombuffer(raw, dtype=np.uint8, offset=header_bytes).reshape(dims).copy()
@@ -145,7 +158,7 @@ def _read_split(folder: Path, images_stem: str, labels_stem: str) -> ImageSplit:
     if len(images) != len(labels):
         raise ProbekitError(
             f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; "
-            f"the two files do not belong together"
+            f"the two files do not belong together, delete both and run again to re-download them"
         )
     return ImageSplit(
         images[..., np.newaxis], labels.astype(np.int64), np.arange(len(labels), dtype=np.int64)
@@ -165,9 +178,11 @@ def _read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as handle:
                 return handle.read()
         return path.read_bytes()
+    except PermissionError as exc:
+        raise ProbekitError(f"cannot read {path}: permission denied; make it readable") from exc
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise ProbekitError(
-            f"cannot read {path} ({exc}); the file is truncated or corrupt, re-download it"
+            f"cannot read {path} ({exc}); the file is truncated or corrupt, {_REDOWNLOAD}"
         ) from exc
 
 

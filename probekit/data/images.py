@@ -51,6 +51,8 @@ def _decode(path: Path, mode: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert(mode), dtype=np.uint8)
+    except PermissionError as exc:
+        raise _unreadable(path) from exc
     except Exception as exc:  # Pillow signals damaged files with many exception types
         raise ProbekitError(
             f"cannot decode image {path} ({exc}); the file is corrupt, remove or replace it"
@@ -62,7 +64,13 @@ def _header_mode(path: Path) -> str:
     try:
         with Image.open(path) as image:  # lazy: parses the header, decodes no pixels
             return image.mode
+    except PermissionError as exc:
+        raise _unreadable(path) from exc
     except Exception as exc:  # Pillow signals damaged files with many exception types
         raise ProbekitError(
             f"cannot read image {path} ({exc}); the file is corrupt, remove or replace it"
         ) from exc
+
+
+def _unreadable(path: Path) -> ProbekitError:
+    return ProbekitError(f"cannot read image {path}: permission denied; make it readable or remove it")

@@ -66,7 +66,13 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         f"cannot read {path} as an .npz archive; the file is corrupt, re-save it with numpy.savez"
     )
     # Our own handle: numpy leaves its file open when the zip inside is damaged.
-    with open(path, "rb") as handle:
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise ProbekitError(
+            f"cannot read {path}: {exc.strerror or exc}; make it readable or give another file"
+        ) from exc
+    with handle:
         if handle.read(2) != b"PK":  # every zip archive, so every .npz, starts with "PK"
             raise ProbekitError(corrupt)
         handle.seek(0)

@@ -117,6 +117,19 @@ PATH_FORMATS: dict[str, PathFormat] = {
 }
 
 
+def _require_readable(path: Path, spec: str) -> None:
+    """An unreadable folder would look empty or fail deep inside a loader; say so up front."""
+    try:
+        readable = os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0))
+    except PermissionError:
+        readable = False
+    if not readable:
+        raise ProbekitError(
+            f"cannot read {spec}: permission denied; make it readable (chmod -R u+rX {spec}) or copy "
+            f"it somewhere you can read"
+        )
+
+
 def list_datasets() -> list[str]:
     """The dataset names :func:`load_dataset` accepts besides paths."""
     return list(NAMED_DATASETS)
@@ -148,10 +161,15 @@ def load_dataset(
     if spec in NAMED_DATASETS:
         return NAMED_DATASETS[spec](options)
     path = Path(spec).expanduser()
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except PermissionError:  # a parent folder that may not be searched
+        exists = True
+    if not exists:
         raise ProbekitError(
             f"unknown dataset {spec!r}: not a known name ({', '.join(NAMED_DATASETS)}) and no such path"
         )
+    _require_readable(path, spec)
     for path_format in PATH_FORMATS.values():
         if path_format.detect(path):
             return dataclasses.replace(path_format.load(path, options), name=spec)

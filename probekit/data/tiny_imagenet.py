@@ -51,7 +51,7 @@ def _read_wnids(folder: Path) -> list[str]:
     path = folder / "wnids.txt"
     if not path.is_file():
         raise ProbekitError(f"{folder} has no wnids.txt; point at the extracted {FOLDER} folder")
-    wnids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    wnids = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
     if not wnids or len(set(wnids)) != len(wnids):
         raise ProbekitError(f"{path} must list each class wnid once; re-extract the archive")
     return wnids
@@ -62,7 +62,7 @@ def _class_names(folder: Path, wnids: list[str]) -> list[str]:
     names: dict[str, str] = {}
     words = folder / "words.txt"
     if words.is_file():
-        for line in words.read_text(encoding="utf-8").splitlines():
+        for line in _read_text(words).splitlines():
             wnid, _, text = line.partition("\t")
             names[wnid.strip()] = text.split(",")[0].strip()
     return [names.get(wnid) or wnid for wnid in wnids]
@@ -100,7 +100,7 @@ def _val_split(folder: Path, class_ids: dict[str, int]) -> ImageSplit:
         )
     paths: list[Path] = []
     labels: list[int] = []
-    for line_number, line in enumerate(annotations.read_text().splitlines(), start=1):
+    for line_number, line in enumerate(_read_text(annotations).splitlines(), start=1):
         if not line.strip():
             continue
         file_name, _, rest = line.partition("\t")
@@ -128,6 +128,15 @@ def _val_split(folder: Path, class_ids: dict[str, int]) -> ImageSplit:
             f"{image_dir / unlabelled[0]} has no line in {annotations}; labels and images do not match"
         )
     return _split(paths, labels)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProbekitError(
+            f"cannot read {path} as text ({exc}); the file is corrupt or unreadable, re-extract the archive"
+        ) from exc
 
 
 def _split(paths: list[Path], labels: list[int]) -> ImageSplit:

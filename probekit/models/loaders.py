@@ -7,6 +7,8 @@ here; nothing else in probekit branches on the checkpoint format.
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +18,8 @@ import torch
 from ..errors import ProbekitError
 from ..schedule import DDPMSchedule
 from .backbone import Backbone
+from .ddae import is_ddae_spec, load_ddae
+from .dit import load_dit, recognises as recognises_dit
 from .pixels import PixelsBackbone
 from .unet import UNetBackbone
 
@@ -80,8 +84,9 @@ def _load_diffusers_unet(spec: str, options: LoadOptions) -> Backbone:
     where, subfolder = _unet_folder(spec)
     kwargs = {"subfolder": subfolder} if subfolder else {}
     verbosity = diffusers_logging.get_verbosity()
-    # diffusers warns on every load that `accelerate` is absent; probekit does not need it.
-    diffusers_logging.set_verbosity_error()
+    # diffusers warns on every load that `accelerate` is absent (probekit does not need it), and logs
+    # an error line for a folder with .bin weights only; real failures reach us as exceptions.
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
     try:
         if options.random_init:
             config = UNet2DModel.load_config(where, **kwargs)
@@ -89,20 +94,93 @@ def _load_diffusers_unet(spec: str, options: LoadOptions) -> Backbone:
                 torch.manual_seed(options.seed)
                 net = UNet2DModel.from_config(config)
         else:
-            net = UNet2DModel.from_pretrained(where, **kwargs)
+            net, loading_info = UNet2DModel.from_pretrained(where, output_loading_info=True, **kwargs)
+            _require_matching_keys(spec, loading_info)
     except ProbekitError:
         raise
     except Exception as err:  # diffusers raises OSError/ValueError/EnvironmentError variants
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ProbekitError(
-            f"cannot load a UNet2DModel from {spec!r}: {first_line}; give a diffusers model folder "
-            "(config.json + weights) or a hub id, with --random-init if it holds only a config"
-        ) from err
+        raise ProbekitError(_explain_unet_error(spec, err)) from err
     finally:
         diffusers_logging.set_verbosity(verbosity)
     schedule = DDPMSchedule.from_config(_read_scheduler_config(spec))
     model_id = f"{spec} (random init, seed {options.seed})" if options.random_init else spec
     return UNetBackbone(net, schedule, model_id=model_id)
+
+
+_SIZE_MISMATCH = re.compile(
+    r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) from checkpoint, "
+    r"the shape in current model is torch\.Size\(\[([^\]]*)\]\)"
+)
+_MATCH_CONFIG = "use the config.json saved with these weights, or fix its settings to match them"
+
+
+def _require_matching_keys(spec: str, loading_info: dict[str, list[str]]) -> None:
+    """diffusers only warns about absent or extra weights and leaves absent ones random: refuse that."""
+    missing, unexpected = sorted(loading_info.get("missing_keys", [])), sorted(loading_info.get("unexpected_keys", []))
+    if not missing and not unexpected:
+        return
+    parts = [f"{label} {', '.join(keys[:2])}{f' and {len(keys) - 2} more' if len(keys) > 2 else ''}"
+             for label, keys in (("the weights lack", missing), ("the config has no place for", unexpected)) if keys]
+    raise ProbekitError(f"the weights in {spec} do not match its config.json: {'; '.join(parts)}; {_MATCH_CONFIG}")
+
+
+def _error_chain(err: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0].strip() if lines else type(err).__name__
+
+
+def _explain_unet_error(spec: str, err: Exception) -> str:
+    """One line saying why diffusers could not load ``spec`` and what to do about it."""
+    text, chain = str(err), _error_chain(err)
+    if mismatches := _SIZE_MISMATCH.findall(text):
+        shown = ", ".join(f"{key} is [{have}] in the weights but [{want}] by the config" for key, have, want in mismatches[:2])
+        more = f" and {len(mismatches) - 2} more" if len(mismatches) > 2 else ""
+        return f"the weights in {spec} do not match its config.json: {shown}{more}; {_MATCH_CONFIG}"
+    if denied := next((e for e in chain if isinstance(e, PermissionError)), None):
+        return f"cannot read {denied.filename or spec}: permission denied; make the model files readable (chmod -R u+rX)"
+    if "not a valid JSON file" in text:
+        config = re.search(r"config file at '([^']+)'", text)
+        detail = next((_first_line(e) for e in chain if isinstance(e, json.JSONDecodeError)), "")
+        return (f"{config.group(1) if config else spec} is not valid JSON ({detail}); restore the model's "
+                "original config.json")
+    if "Unable to load weights from checkpoint file" in text:
+        found = re.search(r"checkpoint file for '([^']+)'", text)
+        weights = found.group(1) if found else spec
+        blocked = next((re.search(r"GLOBAL (\S+)", str(e)) for e in chain if "Weights only load failed" in str(e)), None)
+        if blocked is not None or any("Weights only load failed" in str(e) for e in chain):
+            what = f"would import {blocked.group(1)}" if blocked else "holds objects other than tensors"
+            return (f"refusing to load {weights}: the pickle in it {what} when loaded, which could run code; "
+                    "use a .safetensors copy of the weights from a source you trust")
+        cause = _first_line(chain[-1]) if len(chain) > 1 else "unreadable"
+        return (f"cannot read the weights {weights} ({cause}): the file is corrupt, truncated or not a weights "
+                "file; re-download or re-export the model")
+    return (
+        f"cannot load a UNet2DModel from {spec!r}: {_first_line(err)}; give a diffusers model folder "
+        "(config.json + weights) or a hub id, with --random-init if it holds only a config"
+    )
+
+
+def _require_readable(spec: str) -> None:
+    """An unreadable folder looks empty to the format tests, so say what is really wrong first."""
+    path = Path(spec)
+    try:
+        readable = not path.exists() or os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0))
+    except PermissionError:  # a parent folder that may not be searched
+        readable = False
+    if not readable:
+        raise ProbekitError(
+            f"cannot read model {spec}: permission denied; make it readable (chmod -R u+rX {spec}) or copy it "
+            "somewhere you can read"
+        )
 
 
 def _load_pixels(spec: str, options: LoadOptions) -> Backbone:
@@ -113,6 +191,17 @@ def _load_pixels(spec: str, options: LoadOptions) -> Backbone:
 
 FORMATS: dict[str, ModelFormat] = {
     "pixels": ModelFormat("pixels", "raw pixels in [0, 1] (baseline)", lambda s: s == "pixels", _load_pixels),
+    # Before the hub entry: ddae:dir/cfg.yaml:ckpt.pth has one '/' and would look like a hub id.
+    "ddae": ModelFormat(
+        "ddae", "DDAE's own checkpoints: ddae:CONFIG.yaml:CHECKPOINT.pth[#EMA|#MODEL]", is_ddae_spec, load_ddae
+    ),
+    # Before the UNet entries: a DiT folder also has a config.json, and dit:OWNER/NAME looks like a hub id.
+    "dit": ModelFormat(
+        "dit",
+        "DiT over VAE latents: dit:PATH.pt[?config=DiT-XL/2&vae=...], dit:OWNER/NAME, or a DiT transformer/pipeline folder",
+        recognises_dit,
+        load_dit,
+    ),
     "diffusers-unet": ModelFormat(
         "diffusers-unet",
         "diffusers UNet2DModel folder (config.json + weights, or a pipeline with unet/ and scheduler/)",
@@ -128,6 +217,7 @@ FORMATS: dict[str, ModelFormat] = {
 def load_backbone(spec: str, *, random_init: bool = False, seed: int = 0, device: str | torch.device = "cpu") -> Backbone:
     """Load ``spec`` with the first format that recognises it and move it to ``device``."""
     options = LoadOptions(random_init=random_init, seed=seed)
+    _require_readable(spec)
     for model_format in FORMATS.values():
         if model_format.recognises(spec):
             return model_format.load(spec, options).to(device)

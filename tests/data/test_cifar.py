@@ -142,3 +142,60 @@ def test_missing_batch_file(tmp_path):
     (folder / "data_batch_5").unlink()
     with pytest.raises(ProbekitError, match="missing data_batch_5"):
         load_cifar10(folder)
+
+
+@pytest.mark.parametrize("payload", [_RunsShell, _RunsPython])
+def test_malicious_training_batch_is_refused_without_running(tmp_path, payload):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, np.random.default_rng(10))
+    marker = tmp_path / "pwned"
+    batch = {"data": payload(marker), "labels": [0, 1, 2]}
+    (folder / "data_batch_2").write_bytes(pickle.dumps(batch, protocol=4))
+    with pytest.raises(ProbekitError, match=r"refusing to unpickle .* from .*data_batch_2: not a CIFAR batch"):
+        load_cifar10(folder)
+    assert not marker.exists()
+
+
+def test_random_bytes_batch(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, np.random.default_rng(11))
+    (folder / "test_batch").write_bytes(np.random.default_rng(12).bytes(4000))
+    with pytest.raises(ProbekitError, match="test_batch"):
+        load_cifar10(folder)
+
+
+@pytest.mark.parametrize("labels", [[b"cat", b"dog"], 7, [[1, 2], [3]], [0.5, 1.0]])
+def test_labels_that_are_not_class_ids(tmp_path, labels):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, np.random.default_rng(13))
+    batch = {b"labels": labels, b"data": np.zeros((2, 3072), np.uint8)}
+    (folder / "test_batch").write_bytes(python2_pickle(batch))
+    with pytest.raises(ProbekitError, match="test_batch: 'labels' is not a list of integer class ids"):
+        load_cifar10(folder)
+
+
+@pytest.mark.parametrize("bad_label", [10, -1])
+def test_labels_outside_the_classes(tmp_path, bad_label):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, np.random.default_rng(14))
+    batch = {b"labels": [3, bad_label], b"data": np.zeros((2, 3072), np.uint8)}
+    (folder / "data_batch_4").write_bytes(python2_pickle(batch))
+    with pytest.raises(ProbekitError, match=rf"data_batch_4: label {bad_label} is not one of the 10 classes \(0..9\)"):
+        load_cifar10(folder)
+
+
+def test_cifar100_fine_label_outside_the_classes(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    write_cifar100(folder, np.random.default_rng(15))
+    batch = {b"fine_labels": [100], b"data": np.zeros((1, 3072), np.uint8)}
+    (folder / "test").write_bytes(python2_pickle(batch))
+    with pytest.raises(ProbekitError, match=r"test: label 100 is not one of the 100 classes \(0..99\)"):
+        load_cifar100(folder)
+
+
+def test_meta_without_a_list_of_names(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder, np.random.default_rng(16))
+    (folder / "batches.meta").write_bytes(python2_pickle({b"label_names": 10}))
+    with pytest.raises(ProbekitError, match="batches.meta: 'label_names' is not a list of class names"):
+        load_cifar10(folder)

@@ -149,3 +149,50 @@ def test_too_few_images_for_a_holdout(tmp_path):
     write_image(tmp_path / "ds" / "b" / "0.png", np.zeros((4, 4), np.uint8))
     with pytest.raises(ProbekitError, match="cannot hold out"):
         load_folder(tmp_path / "ds")
+
+
+def test_images_directly_in_the_root(tmp_path):
+    for i in range(4):
+        write_image(tmp_path / "ds" / f"{i}.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(ProbekitError, match=r"ds has no class sub-folders; expected .*ds/<class>/<image>"):
+        load_folder(tmp_path / "ds")
+
+
+def test_images_beside_class_folders_are_not_dropped_silently(tmp_path):
+    write_pool(tmp_path / "pets", np.random.default_rng(6))
+    write_image(tmp_path / "pets" / "stray.png", np.zeros((6, 7, 3), np.uint8))
+    with pytest.raises(ProbekitError, match=r"pets has 1 image\(s\) directly in it \(e.g. stray.png\)"):
+        load_folder(tmp_path / "pets")
+
+
+def test_images_beside_class_folders_of_a_split(tmp_path):
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            write_image(tmp_path / "ds" / split / name / "0.png", np.zeros((4, 4), np.uint8))
+    write_image(tmp_path / "ds" / "test" / "loose.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(ProbekitError, match=r"test has 1 image\(s\) directly in it \(e.g. loose.png\)"):
+        load_folder(tmp_path / "ds")
+
+
+def test_lone_test_folder(tmp_path):
+    for name in ("a", "b"):
+        write_image(tmp_path / "ds" / "test" / name / "0.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(ProbekitError, match="test holds class folders but its train/test partner"):
+        load_folder(tmp_path / "ds")
+
+
+def test_unreadable_image_says_so(tmp_path, monkeypatch):
+    from probekit.data import images
+
+    write_pool(tmp_path / "pets", np.random.default_rng(7))
+    locked = tmp_path / "pets" / "dog" / "02.png"
+    real_open = images.Image.open
+
+    def open_image(path, *args, **kwargs):
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(images.Image, "open", open_image)
+    with pytest.raises(ProbekitError, match=r"dog/02.png: permission denied"):
+        load_folder(tmp_path / "pets")

@@ -181,3 +181,63 @@ def test_real_fashion_mnist(monkeypatch):
         images, labels = dataset.splits[split].images, dataset.splits[split].labels
         assert images.shape == (n, 28, 28, 1) and images.dtype == np.uint8
         np.testing.assert_array_equal(np.bincount(labels, minlength=10), [n // 10] * 10)
+
+
+def test_truncation_says_expected_and_found_bytes(tmp_path):
+    folder = tmp_path / "mnist"
+    write_idx_folder(folder, np.random.default_rng(14))  # 7 train images of 6x5
+    path = folder / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:100]))
+    # 16 header bytes + 7 * 6 * 5 pixels
+    with pytest.raises(ProbekitError, match=r"truncated: .* 226 bytes, found 100; delete it and run again"):
+        load_dataset("mnist", root=tmp_path)
+
+
+def test_more_bytes_than_the_header_promises(tmp_path):
+    folder = tmp_path / "mnist"
+    write_idx_folder(folder, np.random.default_rng(15), gz=False)
+    path = folder / "t10k-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes() + b"\x00\x01\x02")
+    with pytest.raises(ProbekitError, match=r"t10k-labels-idx1-ubyte has 3 bytes more than its header"):
+        load_dataset("mnist", root=tmp_path)
+
+
+def test_header_cut_short(tmp_path):
+    folder = tmp_path / "mnist"
+    write_idx_folder(folder, np.random.default_rng(16), gz=False)
+    (folder / "train-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3, 0, 0]))
+    with pytest.raises(ProbekitError, match=r"train-images-idx3-ubyte is truncated: 6 bytes"):
+        load_dataset("mnist", root=tmp_path)
+
+
+def test_header_with_empty_images(tmp_path):
+    folder = tmp_path / "mnist"
+    write_idx_folder(folder, np.random.default_rng(17))
+    write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((7, 0, 5), np.uint8))
+    with pytest.raises(ProbekitError, match=r"train-images-idx3-ubyte.gz has header dimensions \[7, 0, 5\]"):
+        load_dataset("mnist", root=tmp_path)
+
+
+def test_file_that_is_not_gzip(tmp_path):
+    folder = tmp_path / "mnist"
+    write_idx_folder(folder, np.random.default_rng(18))
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"<html>mirror error page</html>")
+    with pytest.raises(ProbekitError, match=r"train-labels-idx1-ubyte.gz .*corrupt, delete it"):
+        load_dataset("mnist", root=tmp_path)
+
+
+def test_split_without_images(tmp_path):
+    folder = tmp_path / "mnist"
+    write_idx_folder(folder, np.random.default_rng(19))
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((0, 6, 5), np.uint8))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(0, np.uint8))
+    with pytest.raises(ProbekitError, match="'test' split is empty"):
+        load_dataset("mnist", root=tmp_path)
+
+
+def test_label_error_names_the_labels_file(tmp_path):
+    folder = tmp_path / "mnist"
+    write_idx_folder(folder, np.random.default_rng(20))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3, 4, 5, 255], np.uint8))
+    with pytest.raises(ProbekitError, match=r"train-labels-idx1-ubyte.gz: label 255 is not a mnist class \(0..9\)"):
+        load_dataset("mnist", root=tmp_path)

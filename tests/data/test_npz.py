@@ -137,3 +137,16 @@ def test_corrupt_file(tmp_path, content):
     (tmp_path / "d.npz").write_bytes(content)
     with pytest.raises(ProbekitError, match="d.npz as an .npz archive; the file is corrupt"):
         load_npz(tmp_path / "d.npz")
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    from probekit.data import npz
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2, 2), np.uint8), y=[0, 1, 0, 1])
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(npz, "open", denied, raising=False)  # shadows the builtin inside the module
+    with pytest.raises(ProbekitError, match=r"cannot read .*d.npz: Permission denied"):
+        load_npz(tmp_path / "d.npz")

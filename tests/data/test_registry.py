@@ -75,3 +75,29 @@ def test_holdout_options_reach_the_loader():
     dataset = load_dataset("digits", test_fraction=0.5, seed=3)
     assert dataset.info["test_fraction"] == 0.5 and dataset.info["holdout_seed"] == 3
     assert len(dataset.splits["test"]) == round(1797 * 0.5)
+
+
+def test_unreadable_path_simulated(tmp_path, monkeypatch):
+    import os
+
+    write_image(tmp_path / "ds" / "a" / "0.png", np.zeros((3, 3), np.uint8))
+    real_access = os.access
+    denied = str(tmp_path / "ds")
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == denied else real_access(p, mode, **kw))
+    with pytest.raises(ProbekitError, match=r"cannot read .*ds: permission denied"):
+        load_dataset(denied)
+
+
+def test_unreadable_folder(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads any folder; test_unreadable_path_simulated covers this")
+    for name in ("a", "b"):
+        write_image(tmp_path / "ds" / name / "0.png", np.zeros((3, 3), np.uint8))
+    (tmp_path / "ds").chmod(0)
+    try:
+        with pytest.raises(ProbekitError, match="permission denied"):
+            load_dataset(str(tmp_path / "ds"))
+    finally:
+        (tmp_path / "ds").chmod(0o755)

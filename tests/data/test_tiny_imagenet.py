@@ -72,3 +72,11 @@ def test_class_without_train_images(tmp_path):
         path.unlink()
     with pytest.raises(ProbekitError, match=f"no JPEGs in .*{TINY_WNIDS[2]}"):
         load_tiny_imagenet(folder)
+
+
+@pytest.mark.parametrize("name", ["wnids.txt", "words.txt", "val/val_annotations.txt"])
+def test_binary_text_file(tmp_path, name):
+    folder = write_tiny_imagenet(tmp_path / "tiny-imagenet-200")
+    (folder / name).write_bytes(b"\xff\xfe\x00garbage\x80\x81")
+    with pytest.raises(ProbekitError, match=rf"cannot read .*{name} as text"):
+        load_tiny_imagenet(folder)

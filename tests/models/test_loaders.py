@@ -82,3 +82,150 @@ def test_folder_that_is_not_a_model(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ProbekitError, match="not a model"):
         load_backbone(str(tmp_path))
+
+
+# ------------------------------------------------------------------------------ damaged checkpoints
+
+
+class _TouchesMarker:
+    """Unpickling this would run ``touch marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _copy_of(tiny_unet_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "unet"
+    shutil.copytree(tiny_unet_dir, folder)
+    return folder
+
+
+def _one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_config_that_is_not_json(tiny_unet_dir, tmp_path):
+    folder = _copy_of(tiny_unet_dir, tmp_path)
+    (folder / "config.json").write_text("{ this is not json")
+    with pytest.raises(ProbekitError, match=r"unet/config.json is not valid JSON .*restore") as error:
+        load_backbone(str(folder))
+    _one_line(error)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_damaged_weights_file(damage, tiny_unet_dir, tmp_path):
+    folder = _copy_of(tiny_unet_dir, tmp_path)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    raw = weights.read_bytes()
+    weights.write_bytes({"garbage": np.random.default_rng(0).bytes(800), "truncated": raw[: len(raw) // 3], "empty": b""}[damage])
+    with pytest.raises(ProbekitError, match=r"diffusion_pytorch_model.safetensors .*corrupt.*re-download") as error:
+        load_backbone(str(folder))
+    _one_line(error)
+
+
+def test_channel_counts_that_differ_from_the_weights(tiny_unet_dir, tmp_path):
+    folder = _copy_of(tiny_unet_dir, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["in_channels"] = config["out_channels"] = 3  # the weights were saved for 1 channel
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ProbekitError) as error:
+        load_backbone(str(folder))
+    message = _one_line(error)
+    # conv_in.weight is (out=8, in, 3, 3); conv_out.weight is (out, in=8, 3, 3); conv_out.bias is (out,)
+    assert "conv_in.weight is [8, 1, 3, 3] in the weights but [8, 3, 3, 3]" in message
+    assert "conv_out.weight is [1, 8, 3, 3] in the weights but [3, 8, 3, 3]" in message
+    assert "and 1 more" in message and "config.json" in message
+
+
+def test_weights_missing_or_extra_are_refused_not_randomly_filled(tiny_unet_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy_of(tiny_unet_dir, tmp_path)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    del state["conv_out.bias"]
+    state["head.weight"] = torch.zeros(3)
+    save_file(state, weights)
+    with pytest.raises(ProbekitError, match=r"the weights lack conv_out.bias; the config has no place for head.weight") as error:
+        load_backbone(str(folder))
+    _one_line(error)
+
+
+def test_pickled_bin_weights_that_run_code(tiny_unet_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "unet"
+    folder.mkdir()
+    shutil.copy(tiny_unet_dir / "config.json", folder)
+    marker = tmp_path / "pwned"
+    torch.save({"conv_in.weight": _TouchesMarker(marker)}, folder / "diffusion_pytorch_model.bin")
+    with pytest.raises(ProbekitError, match=r"refusing to load .*diffusion_pytorch_model.bin") as error:
+        load_backbone(str(folder))
+    _one_line(error)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth"])
+def test_pickled_dit_checkpoint_that_runs_code(suffix, tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / f"model{suffix}"
+    torch.save({"x_embedder.proj.weight": _TouchesMarker(marker)}, path)
+    for spec in (f"dit:{path}", str(path)):
+        with pytest.raises(ProbekitError, match=f"model{suffix}") as error:
+            load_backbone(spec)
+        _one_line(error)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"a text file\n", bytes(range(256)) * 4])
+def test_file_that_is_not_a_checkpoint(content, tmp_path):
+    (tmp_path / "model.ckpt").write_bytes(content)
+    with pytest.raises(ProbekitError, match="not a model probekit can read") as error:
+        load_backbone(str(tmp_path / "model.ckpt"))
+    _one_line(error)
+
+
+def test_unreadable_model_folder_simulated(tiny_unet_dir, monkeypatch):
+    import os
+
+    real_access = os.access
+    denied = str(tiny_unet_dir)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == denied else real_access(p, mode, **kw))
+    with pytest.raises(ProbekitError, match=r"cannot read model .*: permission denied; make it readable"):
+        load_backbone(denied)
+
+
+def test_unreadable_model_folder(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads any folder; test_unreadable_model_folder_simulated covers this")
+    make_tiny_unet().save_pretrained(tmp_path / "model")
+    (tmp_path / "model").chmod(0)
+    try:
+        with pytest.raises(ProbekitError, match="permission denied"):
+            load_backbone(str(tmp_path / "model"))
+    finally:
+        (tmp_path / "model").chmod(0o755)
+
+
+def test_pickled_ddae_checkpoint_that_runs_code(tmp_path):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "fixtures" / "ddae" / "ddpm_unet.yaml"
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model_100.pth"
+    torch.save({"EMA": {"ema_model.nn_model.w": _TouchesMarker(marker)}}, path)
+    with pytest.raises(ProbekitError, match="model_100.pth") as error:
+        load_backbone(f"ddae:{config}:{path}")
+    _one_line(error)
+    assert not marker.exists()

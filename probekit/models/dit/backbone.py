@@ -1,0 +1,129 @@
+"""A diffusers ``DiTTransformer2DModel`` plus its VAE as a Backbone.
+
+``encode`` maps images in [-1, 1] to VAE latents (posterior mean, times the VAE's scaling factor);
+the schedule noises those latents; ``features`` reads the token sequence after each transformer
+block, conditioned on the null class (DiT's unconditional branch for classifier-free guidance).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ...errors import ProbekitError
+from ...pooling import Pooling
+from ...schedule import GridPoint, NoiseSchedule
+from ..backbone import Backbone, LayerInfo, StopForward, capture, state_dict_sha256
+
+#: images per VAE encoder call: bounds the encoder's activation memory (about 0.3 GiB per image at 256 px)
+VAE_BATCH = 16
+
+
+def vae_scale_factor(vae: nn.Module) -> int:
+    """Pixels per latent pixel along each side: 2 per downsampling stage (8 for Stable Diffusion's VAE)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+class DiTBackbone(Backbone):
+    """DiT over VAE latents. ``t`` is the DDPM index 0..T-1 and the network receives it as is.
+
+    ``original_temb`` switches every block's sinusoidal timestep embedding to the original DiT's
+    frequencies (``exp(-ln(10^4) i / 128)``); diffusers' DiT uses ``i / 127`` instead, so the same
+    weights give slightly different features under the two.
+    """
+
+    framework = "dit"
+    value_range = (-1.0, 1.0)
+    input_channels = 3
+
+    def __init__(self, net: nn.Module, vae: nn.Module, schedule: NoiseSchedule, model_id: str, *, original_temb: bool) -> None:
+        self.net = net.eval().requires_grad_(False)
+        self.vae = vae.eval().requires_grad_(False)
+        self.schedule = schedule
+        self.model_id = model_id
+        self.original_temb = original_temb
+        config = net.config
+        if vae.config.latent_channels != config.in_channels:
+            raise ProbekitError(
+                f"the VAE makes {vae.config.latent_channels}-channel latents but the DiT reads {config.in_channels}: "
+                "choose the VAE the DiT was trained with (vae=...)"
+            )
+        table = self.net.transformer_blocks[0].norm1.emb.class_embedder.embedding_table
+        self.null_class = int(config.num_embeds_ada_norm)
+        if table.num_embeddings != self.null_class + 1:
+            raise ProbekitError(f"{model_id} has no null-class embedding: probekit probes DiTs trained with label dropout only")
+        for block in self.net.transformer_blocks:
+            block.norm1.emb.time_proj.downscale_freq_shift = 0 if original_temb else 1
+        self.latent_size = int(config.sample_size)
+        side = self.latent_size * vae_scale_factor(vae)
+        self.input_size = (side, side)
+        self.scaling_factor = float(getattr(vae.config, "scaling_factor", None) or 0.18215)
+        self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        self._blocks = {f"transformer_blocks.{i}": block for i, block in enumerate(self.net.transformer_blocks)}
+        tokens = (self.latent_size // int(config.patch_size)) ** 2
+        hidden = int(config.num_attention_heads * config.attention_head_dim)
+        self._layers = [
+            LayerInfo(name, "block", i, hidden, f"{tokens} tokens", aliases=(f"layer-{i}",))
+            for i, name in enumerate(self._blocks)
+        ]
+        self._canonical = {alias: layer.name for layer in self._layers for alias in (layer.name, *layer.aliases)}
+        self._sha256: str | None = None
+
+    def layers(self) -> list[LayerInfo]:
+        return list(self._layers)
+
+    def encode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> latents (B, C, H/f, W/f): ``(mean - shift) * scaling_factor``.
+
+        The posterior mean, not a sample (DiT's training samples), so features are deterministic
+        and no random numbers are drawn outside :mod:`probekit.noise`.
+        """
+        with torch.no_grad():
+            means = [self.vae.encode(part).latent_dist.mean for part in x0.split(VAE_BATCH)]
+        return (torch.cat(means) - self.shift_factor) * self.scaling_factor
+
+    def _run(self, x: torch.Tensor, point: GridPoint) -> torch.Tensor:
+        timesteps = torch.full((x.shape[0],), point.model_input, device=x.device, dtype=torch.float32)
+        labels = torch.full((x.shape[0],), self.null_class, device=x.device, dtype=torch.long)
+        return self.net(x, timestep=timesteps, class_labels=labels).sample
+
+    def features(
+        self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling
+    ) -> dict[str, torch.Tensor]:
+        canonical = {name: self._canonical_name(name) for name in layers}
+        wanted = {name: self._blocks[name] for name in canonical.values()}
+        deepest = max(wanted, key=lambda name: int(name.rsplit(".", 1)[1]))
+        with torch.no_grad(), capture(wanted, pooling, stop_after=deepest) as captured:
+            try:
+                self._run(x_noisy, point)
+            except StopForward:
+                pass
+        return {name: captured[canonical[name]] for name in layers}
+
+    def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:
+        with torch.no_grad():
+            return self._run(x_noisy, point)
+
+    def _canonical_name(self, name: str) -> str:
+        if name not in self._canonical:
+            raise ProbekitError(f"unknown layer {name!r}: DiT layers are transformer_blocks.0..{len(self._layers) - 1} (or layer-i)")
+        return self._canonical[name]
+
+    def weights_sha256(self) -> str:
+        """Hash over the DiT's and the VAE's tensors: both decide the features."""
+        if self._sha256 is None:
+            combined = f"dit:{state_dict_sha256(self.net)}|vae:{state_dict_sha256(self.vae)}"
+            self._sha256 = hashlib.sha256(combined.encode()).hexdigest()
+        return self._sha256
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: torch.device | str) -> "DiTBackbone":
+        self.net.to(device)
+        self.vae.to(device)
+        return self
