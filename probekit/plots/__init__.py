@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from probekit.plots._common import sanitise
+from probekit.plots.compare import comparison_lines, plot_model_comparison
 from probekit.plots.curves import plot_accuracy_vs_t
 from probekit.plots.heatmap import plot_heatmap
 from probekit.plots.tsne import plot_tsne
@@ -21,7 +22,9 @@ from probekit.results import check_columns
 def plot_all(
     table: pd.DataFrame, out_dir: str | os.PathLike, metric: str = "top1", *, x: str = "t"
 ) -> list[Path]:
-    """One heatmap and one accuracy-vs-noise figure per (model, dataset, probe) in ``table``.
+    """One heatmap and one accuracy-vs-noise figure per (model, dataset, probe) in ``table``,
+    and, when it holds several models, ``compare_acc_vs_<x>_<probe>.png`` overlaying each model's
+    best layer on one noise axis.
 
     ``x`` is the noise axis of the curves: "t", "sigma" or "logsnr".
 
@@ -49,7 +52,10 @@ def plot_all(
             plot_accuracy_vs_t(table, probe, metric, out_dir / f"{prefix}acc_vs_{x}_{name}.png",
                                x=x, model=model, dataset=dataset)  # fmt: skip
         )
+    if several_models:
+        for probe in sorted(rows["probe"].unique()):
+            paths.append(plot_model_comparison(table, probe, out_dir / f"compare_acc_vs_{x}_{sanitise(probe)}.png", metric, x=x))
     return paths
 
 
-__all__ = ["plot_accuracy_vs_t", "plot_all", "plot_heatmap", "plot_tsne"]
+__all__ = ["comparison_lines", "plot_accuracy_vs_t", "plot_all", "plot_heatmap", "plot_model_comparison", "plot_tsne"]

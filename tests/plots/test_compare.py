@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from probekit.errors import ProbekitError
+from probekit.plots import comparison_lines, plot_all, plot_model_comparison
+
+from .conftest import assert_png, make_table
+
+
+def test_each_model_gets_its_best_layer_across_noise():
+    table = make_table(models=("ddpm", "edm"), probes=("linear",))
+    lines = comparison_lines(table, "linear", x="t")
+    top1 = table[table["metric"] == "top1"]
+    for model in ("ddpm", "edm"):
+        own = top1[top1["model"] == model]
+        best_layer = own.loc[own["value"].idxmax(), "layer"]
+        line = lines[f"{model} ({best_layer})"]
+        expected = own[own["layer"] == best_layer].sort_values("t")
+        np.testing.assert_array_equal(line["t"].to_numpy(), expected["t"].to_numpy())
+        np.testing.assert_allclose(line["value"].to_numpy(), expected["value"].to_numpy())
+    # sigma axis: the clean point (sigma 0) cannot sit on the log axis
+    assert all(0 not in line["sigma"].to_numpy() for line in comparison_lines(table, "linear", x="sigma").values())
+    with pytest.raises(ProbekitError, match="x must be one of"):
+        comparison_lines(table, "linear", x="snr")
+
+
+def test_overlay_written_by_plot_all_for_several_models(tmp_path):
+    table = make_table(models=("ddpm", "dit"), probes=("linear",))
+    paths = plot_all(table, tmp_path, x="logsnr")
+    assert tmp_path / "compare_acc_vs_logsnr_linear.png" in paths
+    assert_png(tmp_path / "compare_acc_vs_logsnr_linear.png")
+    assert_png(plot_model_comparison(table, "linear", tmp_path / "c.png", x="sigma"))
