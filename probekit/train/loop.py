@@ -127,7 +127,13 @@ def train(
     step, wall_before = 0, 0.0
     state_path = out / STATE_FILE
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
+        try:
+            state = torch.load(state_path, map_location=device, weights_only=True)
+        except Exception as err:  # noqa: BLE001 -- truncated zip, refused pickle, ...: all mean "unusable"
+            raise ProbekitError(
+                f"cannot resume from {state_path} ({str(err).splitlines()[0][:160]}): delete it to start the run "
+                f"over, or choose another --out"
+            ) from err
         saved = {k: v for k, v in state["config"].items() if k != "total_steps"}
         if saved != {k: v for k, v in config.as_dict().items() if k != "total_steps"}:
             raise ProbekitError(f"{out} holds a run with a different recipe: resume with the same config or choose another --out")

@@ -102,3 +102,11 @@ def test_bad_recipes_are_refused(tiny_npz, tmp_path):
         TrainConfig.from_dict({"precision": "fp8"})
     with pytest.raises(ProbekitError, match="fewer than one batch"):
         train(_config(tiny_npz, batch_size=64), tmp_path / "run", progress=False)
+
+
+def test_a_corrupt_state_file_is_one_clear_error(tiny_npz, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "state.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ProbekitError, match=r"cannot resume from .*state\.pt .*delete it to start the run over") as info:
+        train(_config(tiny_npz, total_steps=2), tmp_path / "run", progress=False)
+    assert "\n" not in str(info.value)
