@@ -1,6 +1,8 @@
 """Checkpoints -> Backbones (network + noise schedule + layer registry)."""
 
 from .backbone import Backbone, LayerInfo, state_dict_sha256
+from .ddae import DDAEBackbone
+from .dit import DiTBackbone
 from .layers import select_layers
 from .loaders import FORMATS, load_backbone
 from .pixels import PixelsBackbone
@@ -8,6 +10,8 @@ from .unet import UNetBackbone
 
 __all__ = [
     "Backbone",
+    "DDAEBackbone",
+    "DiTBackbone",
     "FORMATS",
     "LayerInfo",
     "PixelsBackbone",

@@ -222,6 +222,7 @@ def load_backbone(spec: str, *, random_init: bool = False, seed: int = 0, device
         if model_format.recognises(spec):
             return model_format.load(spec, options).to(device)
     if not Path(spec).exists():
-        raise ProbekitError(f"model {spec!r} not found: give a model folder, a hub id (owner/name), or 'pixels'")
+        raise ProbekitError(f"model {spec!r} not found: give a model folder, a hub id (owner/name), "
+                             "ddae:CONFIG.yaml:CHECKPOINT.pth, dit:CHECKPOINT.pt, or 'pixels'")
     known = "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values())
     raise ProbekitError(f"{spec!r} is not a model probekit can read (known formats: {known})")
