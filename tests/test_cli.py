@@ -1,5 +1,9 @@
 """End to end through the command line, on a tiny .npz dataset and a tiny saved UNet."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -105,3 +109,13 @@ def test_train_then_probe_the_checkpoint(npz_data, tmp_path, capsys):
     assert main(["extract", "--model", str(run / "model"), "--data", npz_data, "--timesteps", "5,50",
                  "--out", str(tmp_path / "f.h5"), "--quiet"]) == 0
     assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(run)]) == 2
+
+
+def test_a_closed_stdout_pipe_ends_quietly():
+    # `probekit layers ... | head -1`: the reader has gone; no BrokenPipeError traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    done = subprocess.run([sys.executable, "-m", "probekit", "layers", "--model", "pixels"], stdout=write_end,
+                          stderr=subprocess.PIPE, text=True, timeout=300)
+    os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
