@@ -26,7 +26,7 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup data
-	$(PY) experiments/bench_core.py
+	$(PY) experiments/bench.py
 
 clean:
 	rm -rf $(VENV) out
