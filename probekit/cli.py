@@ -123,8 +123,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
             out = write_master(args.out, shards, command=command)
             print(f"wrote {out} over {rank.world_size} shards")
         barrier()
-        return
-    print(f"wrote {out}")
+    # Single-process: extract() has logged "wrote OUT in N s" already.
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
