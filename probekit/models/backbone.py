@@ -11,7 +11,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -164,3 +164,18 @@ def capture(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def run_and_capture(
+    run: Callable[[], object], modules: Mapping[str, nn.Module], pooling: Pooling, stop_after: str
+) -> dict[str, torch.Tensor]:
+    """Call ``run`` (a forward) without gradients, hooking ``modules``; it stops right after ``stop_after``.
+
+    Returns the pooled output of every module by name.
+    """
+    with torch.no_grad(), capture(modules, pooling, stop_after=stop_after) as captured:
+        try:
+            run()
+        except StopForward:
+            pass
+    return captured

@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import ProbekitError
 from ..pooling import Pooling
 from ..schedule import GridPoint, NoiseSchedule
-from .backbone import Backbone, LayerInfo, StopForward, _primary, capture, state_dict_sha256
+from .backbone import Backbone, LayerInfo, _primary, run_and_capture, state_dict_sha256
 
 _CANDIDATE = re.compile(r"^(down_blocks\.\d+|mid_block|up_blocks\.\d+)(\.(resnets|attentions)\.\d+)?$")
 
@@ -98,11 +98,7 @@ class UNetBackbone(Backbone):
         canonical = {name: self._canonical_name(name) for name in layers}
         wanted = {name: self._modules[name] for name in canonical.values()}
         deepest = max(wanted, key=lambda name: self._depth[name])
-        with torch.no_grad(), capture(wanted, pooling, stop_after=deepest) as captured:
-            try:
-                self._run(x_noisy, point)
-            except StopForward:
-                pass
+        captured = run_and_capture(lambda: self._run(x_noisy, point), wanted, pooling, stop_after=deepest)
         return {name: captured[canonical[name]] for name in layers}
 
     def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from ...errors import ProbekitError
 from ...pooling import Pooling
 from ...schedule import GridPoint
-from ..backbone import Backbone, LayerInfo, StopForward, capture, state_dict_sha256
+from ..backbone import Backbone, LayerInfo, run_and_capture, state_dict_sha256
 from .schedules import DDAESchedule
 from .unet import DDAEUNet, NamedLayer
 
@@ -79,11 +79,7 @@ class DDAEBackbone(Backbone):
         canonical = {name: self._canonical_name(name) for name in layers}
         wanted = {name: self._modules[name] for name in canonical.values()}
         deepest = max(wanted, key=lambda name: self._depth[name])
-        with torch.no_grad(), capture(wanted, pooling, stop_after=deepest) as captured:
-            try:
-                self._raw(x_noisy, point)
-            except StopForward:
-                pass
+        captured = run_and_capture(lambda: self._raw(x_noisy, point), wanted, pooling, stop_after=deepest)
         return {name: captured[canonical[name]] for name in layers}
 
     def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:

@@ -100,26 +100,25 @@ class DDAEUNet(nn.Module):
 
     def named_layers(self) -> list[NamedLayer]:
         """The readable modules in forward order (see the module docstring for the names)."""
-        layers = [NamedLayer("stem", "down", "image_proj")]
-        blocks = samplers = 0
-        for index, module in enumerate(self.down):
-            if isinstance(module, ResAttnBlock):
-                blocks += 1
-                layers.append(NamedLayer(f"in_{blocks}", "down", f"down.{index}"))
-            else:
-                samplers += 1
-                layers.append(NamedLayer(f"downsample_{samplers}", "down", f"down.{index}"))
-        layers += [
+        return [
+            NamedLayer("stem", "down", "image_proj"),
+            *_numbered(self.down, "down", "in", "downsample"),
             NamedLayer("mid_res1", "mid", "middle.res1"),
             NamedLayer("mid_attn", "mid", "middle.attn"),
             NamedLayer("mid", "mid", "middle"),
+            *_numbered(self.up, "up", "out", "upsample"),
         ]
-        blocks = samplers = 0
-        for index, module in enumerate(self.up):
-            if isinstance(module, ResAttnBlock):
-                blocks += 1
-                layers.append(NamedLayer(f"out_{blocks}", "up", f"up.{index}"))
-            else:
-                samplers += 1
-                layers.append(NamedLayer(f"upsample_{samplers}", "up", f"up.{index}"))
-        return layers
+
+
+def _numbered(stage: nn.ModuleList, path: str, block_name: str, sampler_name: str) -> list[NamedLayer]:
+    """``block_name_1, ...`` for the residual blocks and ``sampler_name_1, ...`` for the resamplers of one
+    stage, each counted on its own, as DDAE's code numbers them."""
+    layers, blocks, samplers = [], 0, 0
+    for index, module in enumerate(stage):
+        if isinstance(module, ResAttnBlock):
+            blocks += 1
+            layers.append(NamedLayer(f"{block_name}_{blocks}", path, f"{path}.{index}"))
+        else:
+            samplers += 1
+            layers.append(NamedLayer(f"{sampler_name}_{samplers}", path, f"{path}.{index}"))
+    return layers

@@ -16,7 +16,7 @@ from torch import nn
 from ...errors import ProbekitError
 from ...pooling import Pooling
 from ...schedule import GridPoint, NoiseSchedule
-from ..backbone import Backbone, LayerInfo, StopForward, capture, state_dict_sha256
+from ..backbone import Backbone, LayerInfo, run_and_capture, state_dict_sha256
 
 #: images per VAE encoder call: bounds the encoder's activation memory (about 0.3 GiB per image at 256 px)
 VAE_BATCH = 16
@@ -96,11 +96,7 @@ class DiTBackbone(Backbone):
         canonical = {name: self._canonical_name(name) for name in layers}
         wanted = {name: self._blocks[name] for name in canonical.values()}
         deepest = max(wanted, key=lambda name: int(name.rsplit(".", 1)[1]))
-        with torch.no_grad(), capture(wanted, pooling, stop_after=deepest) as captured:
-            try:
-                self._run(x_noisy, point)
-            except StopForward:
-                pass
+        captured = run_and_capture(lambda: self._run(x_noisy, point), wanted, pooling, stop_after=deepest)
         return {name: captured[canonical[name]] for name in layers}
 
     def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:
