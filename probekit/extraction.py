@@ -203,7 +203,7 @@ def extract(
     applied = backbone.speed_up(channels_last=config.channels_last, compile=config.compile)
     if applied:
         log.info("speed-ups: %s", ", ".join(applied))
-    x_probe, fit_record = _prepare(backbone, first.images[:1], config.fit, config.channels_last)
+    x_probe, fit_record = _prepare(backbone, first.read(slice(0, 1)), config.fit, config.channels_last)
     probe_feats = _batch_features(
         backbone, x_probe, first.index[:1], ExtractPlan(plan.grid[:1], plan.layers, plan.pooling), draws=1, seed=0,
         precision=config.precision,
@@ -257,7 +257,7 @@ def extract(
                     if done[split_name][start:stop].all():
                         bar.update((stop - start) * len(plan.grid) * config.draws)
                         continue
-                    x0, _ = _prepare(backbone, split.images[start:stop], config.fit, config.channels_last)
+                    x0, _ = _prepare(backbone, split.read(slice(start, stop)), config.fit, config.channels_last)
                     feats = _features_halving_on_oom(backbone, x0, split.index[start:stop], plan, config, seed, bar)
                     writer.write_batch(split_name, start, feats)
         complete = True

@@ -114,7 +114,8 @@ def train(
     out, device = Path(out), torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(config.data)
-    images = stratified_subset(dataset.splits["train"], config.train_limit, seed=config.seed).images
+    # Pixels are read per step (lazy datasets decode just the batch), so memory does not grow with N.
+    images = stratified_subset(dataset.splits["train"], config.train_limit, seed=config.seed)
     order = _Order(len(images), config.batch_size, config.seed)
 
     model = _build_unet(config).to(device).train()
@@ -151,7 +152,7 @@ def train(
     with tqdm(total=config.total_steps, initial=step, unit="step", desc="train", disable=not progress) as bar:
         while step < end:
             index = order.batch(step).numpy()
-            x0, _ = fit_images(images[index], size=size, channels=channels, value_range=(-1.0, 1.0))
+            x0, _ = fit_images(images.read(index), size=size, channels=channels, value_range=(-1.0, 1.0))
             timesteps, noise, flips = _step_randomness(config, step, tuple(x0.shape))
             if config.hflip:
                 x0 = torch.where(flips[:, None, None, None], x0.flip(-1), x0)
