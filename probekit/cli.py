@@ -146,6 +146,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         val_fraction=args.val_fraction,
         train_features=args.train_features,
         test_features=args.test_features,
+        use_views=args.use_views,
         settings=ProbeSettings(linear_C=args.C, knn_k=args.k, knn_temperature=args.temperature),
         epochs=args.epochs,
         lr=args.lr,
@@ -283,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "image each epoch (DDAE's protocol), the others train on every (view, draw) row")
     p.add_argument("--test-features", default="mean", choices=["mean", "single"],
                    help="val and test features: mean over noise draws, or a single draw (DDAE) (default mean)")
+    p.add_argument("--use-views", type=int, help="with --train-features sample: draw from the first A augmented views only")
     p.add_argument("--C", type=_float_list, default=[1.0],
                    help="inverse L2 strength(s) of linear and logreg; several are chosen per cell on val (default 1)")
     p.add_argument("--epochs", type=int, help="sgd / mlp epochs (default 15, DDAE's)")
