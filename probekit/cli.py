@@ -15,12 +15,24 @@ from typing import Callable, NoReturn, Sequence
 from .errors import ProbekitError
 
 
-def _int_list(text: str) -> list[int]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    try:
-        return [int(item) for item in items]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers (e.g. 1,11,21)") from None
+_KIND_WORDS = {int: "integers", float: "numbers"}
+
+
+def _number_list(kind: type, example: str) -> Callable[[str], list]:
+    """An argparse type for a comma-separated list of ``kind`` (int or float)."""
+
+    def parse(text: str) -> list:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        try:
+            return [kind(item) for item in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {_KIND_WORDS[kind]} (e.g. {example})") from None
+
+    return parse
+
+
+_int_list = _number_list(int, "1,11,21")
+_float_list = _number_list(float, "0.1,1")
 
 
 def _device(name: str) -> str:
@@ -125,14 +137,6 @@ def cmd_extract(args: argparse.Namespace) -> None:
             print(f"wrote {out} over {rank.world_size} shards")
         barrier()
     # Single-process: extract() has logged "wrote OUT in N s" already.
-
-
-def _float_list(text: str) -> list[float]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    try:
-        return [float(item) for item in items]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers (e.g. 0.1,1)") from None
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
