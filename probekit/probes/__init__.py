@@ -25,6 +25,7 @@ from probekit.probes.linear import (
     predict_linear_grid,
 )
 from probekit.probes.logreg import LogRegConfig, logreg_probe
+from probekit.probes.sgd import SgdProbeConfig, fit_sgd_grid, sgd_probe_grid
 from probekit.probes.metrics import (
     CellScore,
     mean_class_recall,
@@ -78,7 +79,9 @@ __all__ = [
     "LinearProbeConfig",
     "LogRegConfig",
     "ProbeEntry",
+    "SgdProbeConfig",
     "fit_linear_grid",
+    "fit_sgd_grid",
     "knn_probe",
     "linear_probe_grid",
     "logreg_probe",
@@ -86,6 +89,7 @@ __all__ = [
     "predict_linear_grid",
     "run_probe",
     "score_predictions",
+    "sgd_probe_grid",
     "top1_accuracy",
     "wilson_interval",
 ]
