@@ -82,6 +82,9 @@ class LinearProbeConfig:
             relative, so a small ``ftol`` would stop cells on noise rather than on progress.
         max_iter: L-BFGS iteration limit per cell; cells that reach it report converged=False.
         history: number of (step, gradient change) pairs kept per cell (scipy's ``maxcor``, 10).
+        precondition: run L-BFGS in covariance-whitened coordinates (one C x C covariance,
+            eigendecomposition and feature rotation per cell, O(N C^2 + C^3)); False solves on
+            the standardised features directly.
         num_classes: classifier outputs; None means the largest label in y_train / y_test + 1.
         eval_batch_size: test samples per evaluation chunk (bounds evaluation memory).
     """
@@ -91,6 +94,7 @@ class LinearProbeConfig:
     ftol: float = 0.0
     max_iter: int = 1000
     history: int = 10
+    precondition: bool = True
     num_classes: int | None = None
     eval_batch_size: int = 4096
 
@@ -226,7 +230,9 @@ def _fit(
     labels = torch.from_numpy(y_train).to(device)
     heads: dict[K, LinearHead] = {}
     for keys in group_by_width(train).values():
-        problem = _Problem.build(keys, train, labels, num_classes, config.C, device)
+        problem = _Problem.build(
+            keys, train, labels, num_classes, config.C, device, config.precondition
+        )
         heads.update(_lbfgs(problem, config, progress))
         del problem  # free this width's feature copy before stacking the next
     not_converged = [key for key, head in heads.items() if not head.converged]
@@ -276,6 +282,7 @@ class _Problem:
         num_classes: int,
         C: float,
         device: torch.device,
+        precondition: bool = True,
     ) -> _Problem:
         n, width = train[keys[0]].shape
         l2 = 1.0 / (C * n)
@@ -299,6 +306,11 @@ class _Problem:
             constant[i] = s < CONSTANT_STD
             std[i] = torch.where(constant[i], torch.ones_like(s), s)
             xi.div_(std[i])
+            if not precondition:
+                to_weight[i] = torch.eye(width, device=device)
+                to_grad[i] = torch.eye(width, device=device)
+                penalty[i, 0] = l2
+                continue
             cov = (xi.T @ xi).double() / n
             lam, u = torch.linalg.eigh(cov)
             d = (lam.clamp(min=0) / 2 + l2).rsqrt()

@@ -59,9 +59,11 @@ def mixture():
     return overlapping_mixture(0)
 
 
-def test_top1_matches_sklearn_on_mid_accuracy_cells(mixture):
+@pytest.mark.parametrize("precondition", [True, False])
+def test_top1_matches_sklearn_on_mid_accuracy_cells(mixture, precondition):
     train, y_train, test, y_test = mixture
-    scores = linear_probe_grid(train, y_train, test, y_test)
+    config = LinearProbeConfig(precondition=precondition)
+    scores = linear_probe_grid(train, y_train, test, y_test, config)
     diffs = []
     for key in train:
         scaler, model = sklearn_fit(train[key], y_train)
