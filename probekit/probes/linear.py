@@ -19,9 +19,9 @@ Solver: batched L-BFGS with a per-cell backtracking (Armijo) line search. Why L-
 - Newton-CG would need Hessian-vector products (another pass over the data each) and a per-cell
   CG loop whose iteration counts differ across cells; the L-BFGS two-loop recursion is a few
   vector operations on (G, P) tensors with a per-cell scalar per history entry.
-L-BFGS runs in preconditioned coordinates (see :class:`_Problem`): the features of each cell are
-rotated onto their covariance eigenbasis and scaled by Boehning's curvature bound, one C x C
-eigendecomposition per cell, so correlated features do not slow the solver down.
+L-BFGS is preconditioned (see :class:`_Problem`): its initial inverse Hessian is the inverse of
+Boehning's curvature bound built from each cell's feature covariance (one C x C Cholesky factor
+per cell), so correlated features do not slow the solver down.
 Every cell keeps its own history, step length and convergence state; a converged cell leaves the
 active set, and the loss is only evaluated over contiguous runs of still-active cells (views of
 the stacked features, no copies), so it stops costing compute. Cells that reach ``max_iter``, or
@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -64,6 +64,8 @@ CONSTANT_STD = 1e-6
 # Armijo sufficient-decrease constant and the most step halvings tried per iteration.
 _ARMIJO = 1e-4
 _MAX_BACKTRACKS = 30
+# Rows of a cell used to estimate its feature covariance for the preconditioner.
+_PRECONDITION_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,9 @@ class LinearProbeConfig:
             relative, so a small ``ftol`` would stop cells on noise rather than on progress.
         max_iter: L-BFGS iteration limit per cell; cells that reach it report converged=False.
         history: number of (step, gradient change) pairs kept per cell (scipy's ``maxcor``, 10).
-        precondition: run L-BFGS in covariance-whitened coordinates (one C x C covariance,
-            eigendecomposition and feature rotation per cell, O(N C^2 + C^3)); False solves on
-            the standardised features directly.
+        precondition: start L-BFGS's inverse-Hessian estimate from the inverse of
+            ``cov / 2 + I / (C N)`` (cov from at most 4096 rows; one C x C Cholesky per cell,
+            O(4096 C^2 + C^3)) instead of the identity. Same optimum, fewer iterations.
         num_classes: classifier outputs; None means the largest label in y_train / y_test + 1.
         eval_batch_size: test samples per evaluation chunk (bounds evaluation memory).
     """
@@ -247,31 +249,28 @@ def _fit(
 
 @dataclass(eq=False)
 class _Problem:
-    """The G cells of one feature width C, in preconditioned coordinates, and the objective.
+    """The G cells of one feature width C: standardised features, objective and preconditioner.
 
-    Features are standardised, then mapped by ``T = U diag(d)`` where ``U diag(lam) U^T`` is the
-    feature covariance and ``d = (lam / 2 + l2)^(-1/2)``, l2 = 1 / (C N): the Boehning bound
-    ``(I - 11^T/K)/2 (x) cov + l2`` on the Hessian of the objective becomes roughly the identity
-    in the new coordinates V (W = T V), so L-BFGS needs few iterations whatever the features'
-    correlations. The objective is unchanged: the penalty ``l2/2 ||W||^2`` is ``l2/2 sum_c
-    d_c^2 ||V_c||^2`` (U is orthogonal), and the gradient in W, on which the tolerance is
-    checked, is ``U diag(1/d) g_V``.
+    Preconditioner: L-BFGS starts each two-loop recursion from ``H0 = M^-1`` (per class) instead
+    of the identity, with ``M = cov / 2 + l2 I`` (l2 = 1 / (C N)), Boehning's bound on the
+    Hessian of the objective restricted to one class's weights. It undoes the features'
+    correlations, which otherwise make L-BFGS crawl along near-collinear directions. ``cov`` is
+    estimated on at most ``_PRECONDITION_ROWS`` rows (a preconditioner needs no precision) and
+    M is Cholesky-factorised once per cell: O(rows C^2 + C^3) per cell, never O(N C^2).
 
-    Parameters of all cells are one flat (G, P) tensor, P = (C + 1) * K: V^T (K, C) row-major,
-    then the bias (K,). Logits are computed class-major, (G, K, N): the matmuls ``V^T X'^T`` and
-    ``R X'`` are several times faster on CPU than ``X' V`` and ``X'^T R`` with K << C.
+    Parameters of all cells are one flat (G, P) tensor, P = (C + 1) * K: W^T (K, C) row-major,
+    then the bias (K,). Logits are computed class-major, (G, K, N): the matmuls ``W^T X^T`` and
+    ``R X`` are several times faster on CPU than ``X W`` and ``X^T R`` when K << C.
     """
 
     keys: list
-    x: torch.Tensor  # (G, N, C) standardised, preconditioned train features
+    x: torch.Tensor  # (G, N, C) standardised train features
     mean: torch.Tensor  # (G, C)
     std: torch.Tensor  # (G, C)
-    to_weight: torch.Tensor  # (G, C, C): W^T = V^T @ to_weight  (= diag(d) U^T)
-    to_grad: torch.Tensor  # (G, C, C): g_W^T = g_V^T @ to_grad  (= diag(1/d) U^T)
-    penalty: torch.Tensor  # (G, 1, C): l2 * d^2
-    constant: torch.Tensor  # (G, C) bool: zero-variance features
+    chol: torch.Tensor | None  # (G, C, C) lower Cholesky factor of M, or None (no preconditioner)
     labels: torch.Tensor  # (N,) int64
     num_classes: int
+    l2: float
 
     @classmethod
     def build(
@@ -286,15 +285,12 @@ class _Problem:
     ) -> _Problem:
         n, width = train[keys[0]].shape
         l2 = 1.0 / (C * n)
-        # Fill a preallocated stack cell by cell: peak memory is the input plus this one copy
-        # (plus one cell's temporary while it is transformed).
+        # Fill a preallocated stack cell by cell: peak memory is the input plus this one copy.
         x = torch.empty((len(keys), n, width), dtype=torch.float32, device=device)
         mean = torch.empty((len(keys), width), dtype=torch.float32, device=device)
         std = torch.empty_like(mean)
-        to_weight = torch.empty((len(keys), width, width), dtype=torch.float32, device=device)
-        to_grad = torch.empty_like(to_weight)
-        penalty = torch.empty((len(keys), 1, width), dtype=torch.float32, device=device)
-        constant = torch.empty((len(keys), width), dtype=torch.bool, device=device)
+        chol = torch.empty((len(keys), width, width), device=device) if precondition else None
+        rows = torch.linspace(0, n - 1, min(n, _PRECONDITION_ROWS), device=device).long()
         for i, key in enumerate(keys):
             xi = x[i]
             xi.copy_(as_float32_tensor(train[key]))
@@ -303,55 +299,47 @@ class _Problem:
             xi.sub_(mean[i])
             var = torch.square(xi).sum(dim=0, dtype=torch.float64) / n
             s = var.sqrt().float()
-            constant[i] = s < CONSTANT_STD
-            std[i] = torch.where(constant[i], torch.ones_like(s), s)
+            std[i] = torch.where(s < CONSTANT_STD, torch.ones_like(s), s)
             xi.div_(std[i])
-            if not precondition:
-                to_weight[i] = torch.eye(width, device=device)
-                to_grad[i] = torch.eye(width, device=device)
-                penalty[i, 0] = l2
-                continue
-            cov = (xi.T @ xi).double() / n
-            lam, u = torch.linalg.eigh(cov)
-            d = (lam.clamp(min=0) / 2 + l2).rsqrt()
-            to_weight[i] = (d[:, None] * u.T).float()
-            to_grad[i] = (u.T / d[:, None]).float()
-            penalty[i, 0] = (l2 * d * d).float()
-            xi.copy_(xi @ (u * d).float())
-        return cls(
-            list(keys), x, mean, std, to_weight, to_grad, penalty, constant, labels, num_classes
-        )
+            if chol is not None:
+                sample = xi[rows].double()
+                m = sample.T @ sample / (2 * len(rows))
+                m.diagonal().add_(l2)
+                chol[i] = torch.linalg.cholesky(m).float()
+        return cls(list(keys), x, mean, std, chol, labels, num_classes, l2)
 
     @property
     def n_params(self) -> int:
         return (self.x.shape[2] + 1) * self.num_classes
 
     def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(g, P) parameters -> V^T (g, K, C) and bias (g, K, 1) views."""
+        """(g, P) parameters -> W^T (g, K, C) and bias (g, K, 1) views."""
         width = self.x.shape[2]
         weight_t = theta[:, : width * self.num_classes].view(-1, self.num_classes, width)
         bias = theta[:, width * self.num_classes :].view(-1, self.num_classes, 1)
         return weight_t, bias
 
-    def weight_grad_max(self, grad: torch.Tensor) -> torch.Tensor:
-        """max |dF/dW| and |dF/db| per cell (G,), the quantity the tolerance bounds."""
-        g_weight_t, g_bias = self.split(grad)
-        g_w = torch.bmm(g_weight_t, self.to_grad)
-        return torch.maximum(g_w.abs().amax(dim=(1, 2)), g_bias.abs().amax(dim=(1, 2)))
+    def precondition(self, q: torch.Tensor) -> torch.Tensor:
+        """H0 q per cell: the weight part solved against M, the bias part unscaled (G, P)."""
+        if self.chol is None:
+            return q.clone()
+        out = q.clone()
+        q_weight_t, _ = self.split(q)
+        out_weight_t, _ = self.split(out)
+        # (M^-1 Q^T)^T = Q M^-1 for symmetric M; cholesky_solve wants the right-hand side (C, K).
+        out_weight_t.copy_(torch.cholesky_solve(q_weight_t.transpose(1, 2), self.chol)
+                           .transpose(1, 2))  # fmt: skip
+        return out
 
     def weights(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight (G, C, K) and bias (G, K) on standardised features, from parameters."""
         weight_t, bias = self.split(theta)
-        weight = torch.bmm(weight_t, self.to_weight).transpose(1, 2).contiguous()
-        # A constant feature is all zeros once centred: it only enters the penalty, so its
-        # optimal weight is exactly 0 (the rotation would otherwise leak float32 rounding in).
-        weight[self.constant] = 0.0
-        return weight, bias[:, :, 0]
+        return weight_t.transpose(1, 2).contiguous(), bias[:, :, 0]
 
     def evaluate(
         self, theta: torch.Tensor, active: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Objective F (G,) float64 and gradient in V (G, P) float32 of the ``active`` cells.
+        """Objective F (G,) float64 and gradient (G, P) float32 of the ``active`` cells.
 
         F = mean_i CE + ||W||^2 / (2 C N). Rows of inactive cells are returned as NaN (F) and 0.
         Computed over contiguous runs of active cells, which are views of the stacked features.
@@ -367,13 +355,13 @@ class _Problem:
             lse = torch.logsumexp(logits, dim=1, keepdim=True)
             picked = logits.gather(1, index)
             ce = (lse - picked).sum(dim=(1, 2), dtype=torch.float64) / n
-            pen = self.penalty[run]
-            f[run] = ce + 0.5 * (pen * torch.square(weight_t)).sum(dim=(1, 2), dtype=torch.float64)
+            penalty = torch.square(weight_t).sum(dim=(1, 2), dtype=torch.float64) * (self.l2 / 2)
+            f[run] = ce + penalty
             # dCE/dlogits = softmax - onehot, reusing the logits buffer.
             residual = logits.sub_(lse).exp_()
             residual.scatter_add_(1, index, torch.full((len(x), 1, n), -1.0, device=x.device))
             g_weight_t, g_bias = self.split(grad[run])
-            torch.baddbmm(pen * weight_t, residual, x, alpha=1 / n, out=g_weight_t)
+            torch.baddbmm(weight_t, residual, x, beta=self.l2, alpha=1 / n, out=g_weight_t)
             g_bias.copy_(residual.sum(dim=2, keepdim=True) / n)
         return f, grad
 
@@ -408,7 +396,7 @@ def _lbfgs(
 
     active = torch.ones(n_cells, dtype=torch.bool, device=device)
     f, grad = problem.evaluate(theta, active)
-    converged = problem.weight_grad_max(grad) <= config.tol
+    converged = grad.abs().amax(dim=1) <= config.tol
     active &= ~converged
     n_iter = torch.zeros(n_cells, dtype=torch.int64, device=device)
     first = True
@@ -417,7 +405,7 @@ def _lbfgs(
     for _ in range(config.max_iter):
         if not bool(active.any()):
             break
-        direction = -_two_loop(grad, s_hist, y_hist, rho, gamma, slot)
+        direction = -_two_loop(grad, s_hist, y_hist, rho, gamma, slot, problem.precondition)
         slope = (grad * direction).sum(dim=1)
         # A direction that does not descend (numerically): fall back to steepest descent.
         bad = slope >= 0
@@ -426,7 +414,7 @@ def _lbfgs(
             slope = torch.where(bad, -(grad * grad).sum(dim=1), slope)
             rho[:, bad] = 0.0
         step = torch.ones(n_cells, device=device)
-        if first:  # as scipy: a first step of unit length along the gradient
+        if first and problem.chol is None:  # as scipy: a first step of unit length
             step = torch.clamp(1.0 / grad.norm(dim=1), max=1.0)
             first = False
 
@@ -467,7 +455,8 @@ def _lbfgs(
         s_hist[slot] = torch.where(keep[:, None], s, 0.0)
         y_hist[slot] = torch.where(keep[:, None], y, 0.0)
         rho[slot] = torch.where(keep, 1.0 / sy.clamp(min=1e-30), 0.0)
-        gamma = torch.where(keep, sy / yy.clamp(min=1e-30), gamma)
+        y_h0_y = (y * problem.precondition(y)).sum(dim=1)
+        gamma = torch.where(keep, sy / y_h0_y.clamp(min=1e-30), gamma)
         slot = (slot + 1) % m
 
         f_drop = (f - f_try).where(accepted, torch.zeros_like(f))
@@ -476,7 +465,7 @@ def _lbfgs(
         f_scale = torch.maximum(f.abs(), torch.ones_like(f))
         f = torch.where(accepted, f_try, f)
         done = accepted & (
-            (problem.weight_grad_max(grad) <= config.tol) | (f_drop <= config.ftol * f_scale)
+            (grad.abs().amax(dim=1) <= config.tol) | (f_drop <= config.ftol * f_scale)
         )
         converged |= done
         active &= ~done
@@ -507,8 +496,10 @@ def _two_loop(
     rho: torch.Tensor,
     gamma: torch.Tensor,
     slot: int,
+    h0: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
-    """L-BFGS inverse-Hessian times gradient, per cell; pairs with rho = 0 are skipped exactly."""
+    """L-BFGS inverse-Hessian times gradient, per cell, from the initial ``gamma * h0``;
+    pairs with rho = 0 are skipped exactly."""
     m = len(rho)
     order = [(slot - 1 - j) % m for j in range(m)]  # newest first
     q = grad.clone()
@@ -517,7 +508,7 @@ def _two_loop(
         alpha = rho[j] * (s_hist[j] * q).sum(dim=1)
         q -= alpha[:, None] * y_hist[j]
         alphas.append(alpha)
-    r = gamma[:, None] * q
+    r = gamma[:, None] * h0(q)
     for j, alpha in zip(reversed(order), reversed(alphas)):
         beta = rho[j] * (y_hist[j] * r).sum(dim=1)
         r += (alpha - beta)[:, None] * s_hist[j]

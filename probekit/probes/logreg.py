@@ -1,7 +1,7 @@
 """Reference probe: scikit-learn multinomial logistic regression, one cell at a time.
 
 This is the classical linear-probe protocol (standardise, then L2-regularised softmax regression
-solved to convergence with L-BFGS). It is slow on big grids; the batched
+solved to convergence with L-BFGS). It runs on the CPU, one cell at a time; the batched
 :mod:`probekit.probes.linear` probe solves the same problem for all cells at once.
 """
 
