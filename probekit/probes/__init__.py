@@ -20,7 +20,6 @@ from probekit.probes.logreg import LogRegConfig, logreg_probe
 from probekit.probes.minibatch import MinibatchConfig, train_minibatch_heads
 from probekit.probes.protocol import ProbeOutcome, ProbeTask, choose_per_cell
 from probekit.probes.registry import EPOCH_BASED, PROBES, ProbeSettings, run_probe
-from probekit.probes.sgd import SgdProbeConfig, fit_sgd_grid, sgd_probe_grid
 from probekit.evaluate.metrics import (
     CellScore,
     mean_class_recall,
@@ -37,7 +36,6 @@ __all__ = [
     "LinearHead",
     "LinearProbeConfig",
     "LogRegConfig",
-    "SgdProbeConfig",
     "EPOCH_BASED",
     "MinibatchConfig",
     "ProbeOutcome",
@@ -46,7 +44,6 @@ __all__ = [
     "choose_per_cell",
     "train_minibatch_heads",
     "fit_linear_grid",
-    "fit_sgd_grid",
     "knn_probe",
     "linear_probe_grid",
     "logreg_probe",
@@ -54,7 +51,6 @@ __all__ = [
     "predict_linear_grid",
     "run_probe",
     "score_predictions",
-    "sgd_probe_grid",
     "top1_accuracy",
     "wilson_interval",
 ]
