@@ -5,8 +5,8 @@
 2. ``knn_sweep`` over the same cells, k in ``--ks`` and two temperatures, float32 similarities:
    its time over (1). It also normalises rows, orders ties, votes and moves predictions to numpy.
 3. ``knn_sweep`` with the device's native low precision (bf16/fp16 candidates + exact float32
-   re-rank), when it has one: its time over (1), how many predictions differ from (2), and what
-   ``similarity="auto"`` chose by its own measurement.
+   re-rank), when it has one, on the first cell: its time over the float32 path on that cell, how
+   many predictions differ, and what ``similarity="auto"`` chose by its own measurement.
 4. The sweep over three separate single-k runs (float32).
 5. Centring (``centre=True``) on real features: kNN top-1 of every cell of a cache extracted from
    the shipped checkpoint (or ``--cache``), with and without centring.
@@ -14,10 +14,12 @@
 Sections 1-4 use random Gaussian features (only the sizes matter for time) and interleave their
 repeats, reporting medians, so drift in machine load hits every side alike.
 
-Usage (defaults: 12 cells of 20000 train x 5000 queries x 128, about 4 minutes on a 2-core CPU):
-    python experiments/bench_knn.py
-    python experiments/bench_knn.py --cells 2 --train 4000 --queries 1000 --repeats 1 --no-centring   # smoke test
-Writes experiments/results/bench_knn.csv (measure, value, unit, machine, setup) and prints a table.
+Usage (defaults: 6 cells of 20000 train x 5000 queries x 128, about 4 minutes on a 2-core CPU):
+    python experiments/bench_knn.py --sections speed                 # 1-4
+    python experiments/bench_knn.py --sections centring              # 5 (about 2 minutes, mostly extraction)
+    python experiments/bench_knn.py --cells 2 --train 4000 --queries 1000 --repeats 1 --sections speed   # smoke test
+Writes experiments/results/bench_knn_<sections>.csv (measure, value, unit, machine, setup) and prints a table;
+the machine column names the CPU model and torch's CPU capability.
 """
 
 from __future__ import annotations
@@ -95,7 +97,12 @@ def speed_sections(args: argparse.Namespace, rows: list[dict], device: torch.dev
         "separate fp32": lambda: [sweep("fp32", [k]) for k in ks],
     }
     if low is not None:
-        sides[f"sweep {low}"] = lambda: sweep(low, ks)
+        # Low precision on the first cell only, beside float32 on the same cell (it is the slow side here).
+        first = {0: train[0]}, {"test": {0: queries[0]}}
+        sides[f"1 cell {low}"] = lambda: knn_sweep(first[0], y_train, first[1], ks, TEMPERATURES, device=device,
+                                                   chunk_size=args.chunk, similarity=low)
+        sides["1 cell fp32"] = lambda: knn_sweep(first[0], y_train, first[1], ks, TEMPERATURES, device=device,
+                                                 chunk_size=args.chunk, similarity="fp32")
     times: dict[str, list[float]] = {name: [] for name in sides}
     outputs: dict[str, object] = {}
     for repeat in range(args.repeats):
@@ -116,11 +123,11 @@ def speed_sections(args: argparse.Namespace, rows: list[dict], device: torch.dev
     add("knn sweep fp32", med["sweep fp32"], "s")
     add("knn sweep fp32 / bare products", med["sweep fp32"] / med["bare"], "x")
     if low is not None:
-        add(f"knn sweep, {low} candidates + fp32 re-rank", med[f"sweep {low}"], "s")
-        add(f"knn sweep {low} / bare fp32 products", med[f"sweep {low}"] / med["bare"], "x")
-        exact, approx = outputs["sweep fp32"], outputs[f"sweep {low}"]
+        add(f"one cell: {low} candidates + fp32 re-rank", med[f"1 cell {low}"], "s")
+        add(f"one cell: {low} path / fp32 path", med[f"1 cell {low}"] / med["1 cell fp32"], "x")
+        exact, approx = outputs["1 cell fp32"], outputs[f"1 cell {low}"]
         differ = sum(int((exact[kt][c]["test"] != approx[kt][c]["test"]).sum()) for kt in exact for c in exact[kt])
-        add(f"predictions that differ, {low} vs fp32", differ, "count")
+        add(f"one cell: predictions that differ, {low} vs fp32", differ, "count")
     add(f"{len(ks)} separate runs fp32", med["separate fp32"], "s")
     add(f"{len(ks)} separate runs / one sweep", med["separate fp32"] / med["sweep fp32"], "x")
     separate = {kt: cells for run in outputs["separate fp32"] for kt, cells in run.items()}
@@ -166,14 +173,14 @@ def extract_small_cache(out: Path) -> Path:
 
     backbone = load_backbone("checkpoints/fashion-mnist-ddpm", device=torch.device("cpu"))
     dataset = load_dataset("fashion-mnist", download=False, seed=0)
-    dataset.splits["train"] = stratified_subset(dataset.splits["train"], 2000, seed=0)
-    dataset.splits["test"] = stratified_subset(dataset.splits["test"], 1000, seed=0)
+    dataset.splits["train"] = stratified_subset(dataset.splits["train"], 1000, seed=0)
+    dataset.splits["test"] = stratified_subset(dataset.splits["test"], 500, seed=0)
     return extract(backbone, dataset, out, ExtractConfig(timesteps=[10, 100], precision="fp32"), progress=False)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=int, default=12)
+    parser.add_argument("--cells", type=int, default=6)
     parser.add_argument("--train", type=int, default=20000)
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--width", type=int, default=128)
@@ -182,15 +189,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--cache", help="a feature cache for the centring section (default: extract a small one)")
-    parser.add_argument("--no-centring", action="store_true")
-    parser.add_argument("--out", default="experiments/results/bench_knn.csv")
+    parser.add_argument("--sections", default="speed,centring", help="speed (1-4), centring (5), or both")
+    parser.add_argument("--out", help="CSV to write (default experiments/results/bench_knn_<sections>.csv)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     machine = machine_description()
     rows: list[dict] = []
-    speed_sections(args, rows, device)
-    if not args.no_centring:
+    sections = [name.strip() for name in args.sections.split(",")]
+    if "speed" in sections:
+        speed_sections(args, rows, device)
+    if "centring" in sections:
         centring_section(args, rows, device)
+    args.out = args.out or f"experiments/results/bench_knn_{'_'.join(sections)}.csv"
     table = pd.DataFrame(rows)
     table.insert(3, "machine", machine)
     table.to_csv(args.out, index=False)

@@ -23,9 +23,10 @@ one pass of similarity products. The rule, exactly:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -161,17 +162,21 @@ def knn_sweep(
         bank = torch.stack(banks)  # (G, N, C)
         bank_low = bank.to(low) if low is not None else None
         for name, cells in queries.items():
-            chunks: list[dict[tuple[int, float], torch.Tensor]] = []
-            n_query = len(cells[group[0]])
-            for start in range(0, n_query, chunk_size):
+            sims, indices = [], []
+            for start in range(0, len(cells[group[0]]), chunk_size):
                 q = torch.stack([
                     _unit_rows(as_float32_tensor(cells[key][start : start + chunk_size]).to(device), mean)
                     for key, mean in zip(group, means)
                 ])  # (G, B, C)
                 top_sim, top_idx = _top_neighbours(q, bank, bank_low, k_max)
-                chunks.append(_votes(top_sim, labels[top_idx], ks, temperatures, num_classes))
-            for kt in out:
-                predictions = torch.cat([c[kt] for c in chunks], dim=1).cpu().numpy()  # (G, N_q)
+                sims.append(top_sim)
+                indices.append(top_idx)
+            # One vote over the whole query set (G, N_q, k_max): few large ops rather than many
+            # small ones, which on a busy CPU each pay a thread-synchronisation delay.
+            with _one_cpu_thread(device):
+                votes = _votes(torch.cat(sims, dim=1), labels[torch.cat(indices, dim=1)], ks, temperatures, num_classes)
+            for kt, predictions in votes.items():
+                predictions = predictions.cpu().numpy()  # (G, N_q)
                 for g, key in enumerate(group):
                     out[kt].setdefault(key, {})[name] = predictions[g].astype(np.int64)
         bar.update(len(group))
@@ -296,19 +301,20 @@ def _top_neighbours(
     else:
         top_sim, top_idx, unsure = _low_precision_candidates(q, bank, bank_low, m)
         full_row = lambda g, b: bank[g] @ q[g, b]  # noqa: E731
-    # topk returns values in descending order; only rows holding equal values need their tied
-    # entries put in index order, and only a tie at the k-th place can change which rows are in.
-    tied = (top_sim[..., 1:] == top_sim[..., :-1]).any(dim=-1)
-    boundary = top_sim[..., k - 1] == top_sim[..., k] if m > k else torch.zeros_like(tied)
-    if bank_low is not None:
-        boundary |= unsure
-    for g, b in (tied & ~boundary).nonzero().tolist():
-        top_sim[g, b], top_idx[g, b] = _index_order(top_sim[g, b], top_idx[g, b])
-    for g, b in boundary.nonzero().tolist():
-        row = full_row(g, b)
-        order = torch.sort(row, descending=True, stable=True).indices[:m]  # stable: lower index first on ties
-        top_sim[g, b], top_idx[g, b] = row[order], order
-    return top_sim[..., :k].contiguous(), top_idx[..., :k].contiguous()
+    with _one_cpu_thread(q.device):
+        # topk returns values in descending order; only rows holding equal values need their tied
+        # entries put in index order, and only a tie at the k-th place can change which rows are in.
+        tied = (top_sim[..., 1:] == top_sim[..., :-1]).any(dim=-1)
+        boundary = top_sim[..., k - 1] == top_sim[..., k] if m > k else torch.zeros_like(tied)
+        if bank_low is not None:
+            boundary |= unsure
+        for g, b in (tied & ~boundary).nonzero().tolist():
+            top_sim[g, b], top_idx[g, b] = _index_order(top_sim[g, b], top_idx[g, b])
+        for g, b in boundary.nonzero().tolist():
+            row = full_row(g, b)
+            order = torch.sort(row, descending=True, stable=True).indices[:m]  # stable: lower index first on ties
+            top_sim[g, b], top_idx[g, b] = row[order], order
+        return top_sim[..., :k].contiguous(), top_idx[..., :k].contiguous()
 
 
 def _index_order(sim: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -349,6 +355,25 @@ def _low_precision_candidates(
     return top_sim, top_idx, unsure
 
 
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run small elementwise ops (tie checks, votes) on one CPU thread.
+
+    They are memory-bound and short; split over threads, each op waits for every thread, and on a
+    loaded machine (more runnable processes than cores) that wait dominates: measured 14x slower
+    with 2 threads than with 1 on a 2-core machine at load 12.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _votes(
     top_sim: torch.Tensor, top_labels: torch.Tensor, ks: list[int], temperatures: list[float], num_classes: int
 ) -> dict[tuple[int, float], torch.Tensor]:
@@ -358,13 +383,14 @@ def _votes(
     factor ``exp(-s_1 / T)`` leaves the vote unchanged and keeps small temperatures finite.
     """
     shifted = top_sim - top_sim[..., :1]
+    k_used = {k: min(k, top_sim.shape[-1]) for k in ks}
+    # contiguous slices: scatter_add_ on strided views takes a far slower path on the CPU
+    labels = {k: top_labels[..., :k_used[k]].contiguous() for k in ks}
     out = {}
-    for k in ks:
-        k_used = min(k, top_sim.shape[-1])
-        # contiguous slices: scatter_add_ on strided views takes a far slower path on the CPU
-        labels_k, shifted_k = top_labels[..., :k_used].contiguous(), shifted[..., :k_used].contiguous()
-        for t in temperatures:
+    for t in temperatures:
+        weights = (shifted / t).exp()  # the weights of a prefix are the prefix of the weights
+        for k in ks:
             votes = torch.zeros((*top_sim.shape[:2], num_classes), device=top_sim.device)
-            votes.scatter_add_(2, labels_k, (shifted_k / t).exp())
+            votes.scatter_add_(2, labels[k], weights[..., : k_used[k]].contiguous())
             out[(k, t)] = votes.argmax(dim=2)  # the first (lowest) class on ties
     return out
