@@ -142,24 +142,31 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
         raise ProbekitError(f"--precision {precision} is not supported on {device.type} ({err}); use fp32") from err
 
 
-def forward_flops(backbone: Backbone, x0: torch.Tensor, plan: ExtractPlan) -> int | None:
-    """FLOPs of one hooked forward per image, counted by ``torch.utils.flop_counter`` on ``x0``.
+def _probe_forward(
+    backbone: Backbone, x0: torch.Tensor, plan: ExtractPlan, precision: str
+) -> tuple[dict[str, int], int | None]:
+    """Pooled widths per layer, and the forward's FLOPs per image, from one forward of ``x0``.
 
-    The forward is the one extraction runs (it stops after the deepest requested layer) at the
-    first grid point; the count covers matmuls, convolutions and attention, per image (the count
-    of ``x0``'s batch divided by its size). The latent encoder, run once per image, is not counted.
-    None (with a log line) when the counter cannot trace the model.
+    The forward is the one extraction runs (hooked, stopping after the deepest requested layer)
+    at the first grid point, counted by ``torch.utils.flop_counter`` (matmuls, convolutions,
+    attention) and divided by the batch size. The latent encoder, which runs once per image and
+    not per grid point, is not counted. FLOPs are None (with a log line) when the counter cannot
+    trace the model; the widths come from a plain forward then.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    try:
-        x = backbone.encode(x0)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            backbone.features(x, plan.grid[0], plan.layers, plan.pooling)
-        return int(counter.get_total_flops()) // len(x0)
-    except Exception as err:  # noqa: BLE001 -- counting is a report, never a reason to fail extraction
-        log.info("could not count the forward's FLOPs (%s)", str(err).splitlines()[0] if str(err) else type(err).__name__)
-        return None
+    x = backbone.encode(x0)
+    with torch.no_grad(), _autocast(x.device, precision):
+        try:
+            with FlopCounterMode(display=False) as counter:
+                feats = backbone.features(x, plan.grid[0], plan.layers, plan.pooling)
+            flops: int | None = int(counter.get_total_flops()) // len(x0)
+        except (ProbekitError, torch.OutOfMemoryError, KeyboardInterrupt):
+            raise
+        except Exception as err:  # noqa: BLE001 -- counting is a report, never a reason to fail extraction
+            log.info("could not count the forward's FLOPs (%s)", str(err).splitlines()[0] if str(err) else type(err).__name__)
+            feats, flops = backbone.features(x, plan.grid[0], plan.layers, plan.pooling), None
+    return {name: int(values.shape[-1]) for name, values in feats.items()}, flops
 
 
 def _prepare(backbone: Backbone, images: np.ndarray, fit: str, channels_last: bool = False) -> tuple[torch.Tensor, dict]:
@@ -244,12 +251,7 @@ def extract(
     if applied:
         log.info("speed-ups: %s", ", ".join(applied))
     x_probe, fit_record = _prepare(backbone, first.images[:1], config.fit, config.channels_last)
-    probe_feats = _batch_features(
-        backbone, x_probe, first.index[:1], ExtractPlan(plan.grid[:1], plan.layers, plan.pooling), draws=1, seed=0,
-        precision=config.precision,
-    )
-    widths = {name: int(values.shape[-1]) for name, values in probe_feats.items()}
-    flops_per_image = forward_flops(backbone, x_probe, plan)
+    widths, flops_per_image = _probe_forward(backbone, x_probe, plan, config.precision)
     layer_infos = [layer for layer in backbone.layers() if layer.name in plan.layers]
 
     layout = CacheLayout(

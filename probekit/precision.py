@@ -10,13 +10,17 @@
 * anything else: fp32.
 
 An explicit ``bf16`` / ``fp16`` on a device that lacks it natively is honoured, with one warning per
-process that says why it will be slow. The module imports torch only inside its functions.
+process that says why it will be slow. The environment variable ``PROBEKIT_AUTO_PRECISION``
+(fp32, bf16 or fp16) pins what ``auto`` resolves to, for runs that must compute alike on different
+machines (the test suite pins fp32); a pinned low precision is then treated as an explicit one.
+The module imports torch only inside its functions.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from typing import Any
 
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 #: Low precisions in the order ``auto`` tries them.
 LOW_PRECISIONS = ("bf16", "fp16")
+#: environment variable that pins what ``auto`` resolves to
+AUTO_ENV = "PROBEKIT_AUTO_PRECISION"
 #: ``auto`` picks a low precision on the CPU only when its matmul is at least this many times faster.
 MIN_SPEEDUP = 1.2
 
@@ -136,7 +142,12 @@ def resolve_precision(requested: str, device: Any) -> str:
         raise ProbekitError(f"unknown --precision {requested!r}: use one of {', '.join(PRECISION_CHOICES)}")
     device = torch.device(device)
     if requested == "auto":
-        return _auto(device.type, device.index)
+        pinned = os.environ.get(AUTO_ENV, "").strip()
+        if not pinned:
+            return _auto(device.type, device.index)
+        if pinned not in PRECISION_CHOICES[1:]:
+            raise ProbekitError(f"{AUTO_ENV}={pinned!r} is not a precision: set it to fp32, bf16 or fp16, or unset it")
+        requested = pinned
     if requested in LOW_PRECISIONS and requested not in native_precisions(device):
         key = (device.type, requested)
         if key not in _warned:

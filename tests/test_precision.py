@@ -10,8 +10,9 @@ from probekit.precision import resolve_precision
 
 
 @pytest.fixture(autouse=True)
-def auto_precision_is_fp32():
+def auto_precision_is_fp32(monkeypatch):
     """Overrides the suite-wide fixture: here auto itself is under test."""
+    monkeypatch.delenv("PROBEKIT_AUTO_PRECISION", raising=False)
 
 
 @pytest.fixture(autouse=True)
@@ -99,3 +100,13 @@ def test_unknown_precision_is_one_clear_error():
 
 def test_matmul_probe_measures_a_positive_ratio():
     assert precision.matmul_speedup("cpu", "fp32", size=64, repeats=1) > 0
+
+
+def test_the_environment_pins_auto(monkeypatch):
+    calls = simulate_cpu(monkeypatch, avx512_bf16=True, speedup=3.0)
+    monkeypatch.setenv("PROBEKIT_AUTO_PRECISION", "fp32")
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert calls == []
+    monkeypatch.setenv("PROBEKIT_AUTO_PRECISION", "int4")
+    with pytest.raises(ProbekitError, match="PROBEKIT_AUTO_PRECISION"):
+        resolve_precision("auto", "cpu")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -193,7 +194,7 @@ def knn_similarity_precision(similarity: str, device: torch.device, k: int = 20)
     per process and top-``k`` size. On CPUs the top-k over low-precision similarities is slow,
     so float32 usually wins there even where the bf16 product itself is faster.
     """
-    from probekit.precision import native_precisions, resolve_precision, torch_dtype
+    from probekit.precision import AUTO_ENV, native_precisions, resolve_precision, torch_dtype
 
     if similarity not in SIMILARITY_CHOICES:
         raise ProbekitError(f"unknown kNN similarity precision {similarity!r}: use {', '.join(SIMILARITY_CHOICES)}")
@@ -201,6 +202,9 @@ def knn_similarity_precision(similarity: str, device: torch.device, k: int = 20)
         return None
     if similarity != "auto":
         return torch_dtype(resolve_precision(similarity, device))
+    if os.environ.get(AUTO_ENV, "").strip():  # auto pinned for every computation
+        pinned = resolve_precision("auto", device)
+        return None if pinned == "fp32" else torch_dtype(pinned)
     native = native_precisions(device)
     for name in ("bf16", "fp16"):
         if name in native:
