@@ -5,6 +5,9 @@
 2. bf16 over fp32 extraction: time of ``extract`` with ``precision="bf16"`` vs ``"fp32"``, how far
    the bf16 features move (|bf16 - fp32| / max |fp32| of the cell) and what that does to the
    linear-probe top-1 (best cell, and mean |change| over cells).
+   1b. The forward's FLOPs as ``probekit extract`` records them (``torch.utils.flop_counter``) and
+   the achieved FLOP/s of the bare forward and of ``extract``, beside a 2048^2 float32 matmul
+   measured in the same run.
 3. The batched ``linear`` grid probe over the scikit-learn ``logreg`` loop on the same cells.
 4. ``knn`` over all cells.
 5. Cache write and read throughput (MB/s).
@@ -20,7 +23,9 @@ Usage (defaults take about 11 minutes on a 2-core CPU: extraction timings ~6, th
     python experiments/bench.py
     python experiments/bench.py --train 60 --test 30 --timesteps 0,50 --repeats 1   # smoke test
     python experiments/bench.py --model experiments/models/unet-small --random-init
-Writes experiments/results/bench.csv (measure, value, unit, machine, setup) and prints a table.
+    python experiments/bench.py --only-extraction --train 300 --test 100 --timesteps 10,100,400   # sections 1, 2 (~3 min)
+Writes experiments/results/bench.csv (measure, value, unit, machine, setup) and prints a table; the
+machine column names the CPU model and torch's CPU capability, since ratios differ between CPUs.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from probekit.extraction import ExtractConfig, extract, plan_extraction
 from probekit.models import load_backbone
 from probekit.models.backbone import Backbone
 from probekit.noise import sample_noise, split_seed
+from probekit.precision import cpu_description
 from probekit.probes import CellScore, run_probe
 from probekit.probes.run import Cell, ProbeRunConfig, cell_infos, load_cells
 from probekit.schedule import GridPoint
@@ -93,9 +99,9 @@ class Report:
 
 
 def machine_description() -> str:
-    """Platform, CPU count, torch version and threads, and the GPU when CUDA is visible."""
+    """Platform, CPU model and capability, CPU count, torch version and threads, and the GPU when CUDA is visible."""
     text = (
-        f"{platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.platform()}, {cpu_description()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
     if torch.cuda.is_available():
@@ -227,11 +233,47 @@ def extraction_section(
     report.add(s2, timing, "extract bf16", med["bf16"], "s")
     report.add(s2, timing, "speed-up bf16 over fp32 (fp32 time / bf16 time)", med["fp32"] / med["bf16"], "x")
     report.add(s2, timing, "extract bf16 throughput", n_forwards / med["bf16"], "image x grid-point fwd/s")
+    flops_rows(report, f"1b forward FLOP/s beside a float32 matmul ({device})", timing, paths["fp32"], n_forwards,
+               med["bare"], device)
     worst, mean = feature_change(paths["fp32"], paths["bf16"])
     change = f"{setup}; {device}; per cell |bf16 - fp32| / max |fp32| of the cell, train + test"
     report.add(s2, change, "max relative feature change (worst cell)", worst, "fraction")
     report.add(s2, change, "mean relative feature change (mean over cells)", mean, "fraction")
     return paths
+
+
+def matmul_flops(device: str, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a ``size`` x ``size`` float32 matmul on ``device``: median of ``repeats`` after a warm-up."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(device)
+    b = torch.randn(size, size, generator=generator).to(device)
+    times = []
+    for _ in range(repeats + 1):
+        _sync(device)
+        started = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return 2.0 * size**3 / statistics.median(times[1:])
+
+
+def flops_rows(report: Report, section: str, timing: str, fp32_cache: Path, n_forwards: int, bare_seconds: float,
+               device: str) -> None:
+    """The forward's FLOPs as ``probekit extract`` records them, its achieved rate, and a matmul's rate."""
+    with FeatureCache(fp32_cache) as cache:
+        per_image, achieved = cache.attrs.get("flops_per_image"), cache.attrs.get("achieved_flops")
+    matmul = matmul_flops(device)
+    note = timing + "; FLOPs by torch.utils.flop_counter (one forward, per image); matmul 2048^2 float32, median of 5"
+    report.add(section, note, "float32 matmul 2048^2", matmul / 1e9, "GFLOP/s")
+    if per_image is None or achieved is None:
+        report.add(section, note, "forward FLOPs", "not recorded by extract", "")
+        return
+    bare = per_image * n_forwards / bare_seconds
+    report.add(section, note, "forward per image and grid point", per_image / 1e9, "GFLOP")
+    report.add(section, note, "bare forward rate", bare / 1e9, "GFLOP/s")
+    report.add(section, note, "extract fp32 rate (as recorded in the cache, last repeat)", achieved / 1e9, "GFLOP/s")
+    report.add(section, note, "bare forward rate / matmul rate", 100 * bare / matmul, "%")
+    report.add(section, note, "extract fp32 rate / matmul rate", 100 * achieved / matmul, "%")
 
 
 # ---------------------------------------------------------------- 2, 3, 4: probes
@@ -491,6 +533,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each timing (median reported)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="auto: also time extraction on CUDA when a GPU is visible; cpu: CPU only")
+    parser.add_argument("--only-extraction", action="store_true",
+                        help="sections 1 and 2 only (extraction, FLOP/s, bf16), skipping probes, cache and memory")
     parser.add_argument("--out", default="experiments/results/bench.csv")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.train < 1 or args.test < 1 or not args.timesteps:
@@ -520,12 +564,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             caches[device] = extraction_section(report, backbone, dataset, config, args.repeats, workdir, setup)
             del backbone
         cpu = caches["cpu"]
-        print("probes ...", flush=True)
-        probe_sections(report, cpu, setup)
-        print("cache throughput ...", flush=True)
-        cache_section(report, cpu["fp32"], workdir, args.batch_size, args.repeats, setup)
-        print("peak memory ...", flush=True)
-        memory_section(report, args, cpu["fp32"], workdir, setup)
+        if not args.only_extraction:
+            print("probes ...", flush=True)
+            probe_sections(report, cpu, setup)
+            print("cache throughput ...", flush=True)
+            cache_section(report, cpu["fp32"], workdir, args.batch_size, args.repeats, setup)
+            print("peak memory ...", flush=True)
+            memory_section(report, args, cpu["fp32"], workdir, setup)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,8 @@ extract() {  # a finished cache is kept; an unfinished one is resumed
     if probekit info "$1" 2>/dev/null | grep -q "status: complete"; then return; fi
     shift; probekit extract "$@"
 }
-extract "$OUT/ddpm.h5" --model "$MODEL" --data fashion-mnist --grid --dtype float16 --quiet --out "$OUT/ddpm.h5"
-extract "$OUT/random-init.h5" --model "$MODEL" --random-init --data fashion-mnist --timesteps "$RANDOM_T" --dtype float16 --quiet --out "$OUT/random-init.h5"
+extract "$OUT/ddpm.h5" --model "$MODEL" --data fashion-mnist --grid --dtype float16 --precision fp32 --quiet --out "$OUT/ddpm.h5"
+extract "$OUT/random-init.h5" --model "$MODEL" --random-init --data fashion-mnist --timesteps "$RANDOM_T" --dtype float16 --precision fp32 --quiet --out "$OUT/random-init.h5"
 extract "$OUT/pixels.h5" --model pixels --data fashion-mnist --quiet --out "$OUT/pixels.h5"
 probekit probe --cache "$OUT/pixels.h5" --probes linear,logreg --C "$C_GRID" --quiet --out "$RES/fmnist_full_pixels.csv"
 probekit probe --cache "$OUT/random-init.h5" --probes linear --C "$C_GRID" --quiet --out "$RES/fmnist_full_random-init.csv"

@@ -178,8 +178,12 @@ class CacheWriter:
         group["done"][start:stop] = 1
         self.file.flush()
 
-    def close(self, *, complete: bool) -> None:
-        """Wait for every queued write, mark the cache complete if asked, and close the file."""
+    def close(self, *, complete: bool, attrs: Mapping[str, object] | None = None) -> None:
+        """Wait for every queued write, mark the cache complete if asked, and close the file.
+
+        ``attrs`` (numbers or strings known only at the end, e.g. the achieved FLOP/s) are written
+        to the root together with the completion mark, and only with it.
+        """
         try:
             for future in self._pending:
                 future.result()
@@ -187,6 +191,8 @@ class CacheWriter:
                 missing = {s: int((self.file[s]["done"][:] == 0).sum()) for s in self.layout.splits}
                 if any(missing.values()):
                     raise RuntimeError(f"samples left unwritten: {missing}")
+                for key, value in (attrs or {}).items():
+                    self.file.attrs[key] = value
                 self.file.attrs["complete"] = True
         except OSError as err:
             raise _write_error(self.path, self.layout, err) from err

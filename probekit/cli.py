@@ -157,7 +157,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         train_features=args.train_features,
         test_features=args.test_features,
         use_views=args.use_views,
-        settings=ProbeSettings(linear_C=args.C, knn_k=args.k, knn_temperature=args.temperature),
+        settings=ProbeSettings(linear_C=args.C, knn_k=args.k, knn_temperature=args.temperature, knn_centre=args.knn_centre),
         epochs=args.epochs,
         lr=args.lr,
         weight_decay=args.weight_decay,
@@ -268,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--pooling", default="gap", help="gap (global average, default) or avgK, e.g. avg2")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the features")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="compute precision: fp32, or bf16/fp16 autocast (default fp32)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="compute precision (default auto: bf16 autocast only where the device runs it natively "
+                        "and a short measured matmul shows it faster, else fp32); pooling stays float32")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (often faster on GPUs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network's layers (slow start, faster after)")
     p.add_argument("--fit", default="auto", choices=["auto", "pad", "resize", "center-crop"],
@@ -307,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_int_list, default=[20], help="kNN neighbours; several are chosen per cell on val (default 20)")
     p.add_argument("--temperature", type=_float_list, default=[0.07],
                    help="kNN temperature(s); several are chosen per cell on val (default 0.07)")
+    p.add_argument("--knn-centre", action="store_true", help="kNN: subtract the train mean before the cosine")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split and the probes")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true")
@@ -350,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--precision", choices=["fp32", "bf16"])
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="auto (the default): bf16 autocast only where the device runs it natively and faster")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_train)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,6 +27,7 @@ from .models.backbone import Backbone
 from .models.layers import select_layers
 from .noise import sample_noise, split_seed
 from .pooling import Pooling
+from .precision import PRECISION_CHOICES, resolve_precision
 from .schedule import GridPoint
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,9 @@ class ExtractConfig:
     fit: str = "auto"
     #: splits extracted when the dataset has them ("val": a dataset's own validation split)
     splits: Sequence[str] = field(default=("train", "val", "test"))
-    #: fp32, or bf16 / fp16 autocast around each forward (features are stored as float32/16 either way)
-    precision: str = "fp32"
+    #: auto (bf16 only where the device runs it natively and faster, see probekit.precision), fp32,
+    #: or bf16 / fp16 autocast around each forward; pooling stays float32 and so do the stored features
+    precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
 
@@ -74,8 +76,8 @@ def plan_extraction(backbone: Backbone, config: ExtractConfig) -> ExtractPlan:
         raise ProbekitError(f"--views must be 0 (clean images only) or more, got {config.views}")
     if config.batch_size < 1:
         raise ProbekitError(f"--batch-size must be at least 1, got {config.batch_size}")
-    if config.precision not in PRECISIONS:
-        raise ProbekitError(f"unknown --precision {config.precision!r}: use {', '.join(PRECISIONS)}")
+    if config.precision not in PRECISION_CHOICES:
+        raise ProbekitError(f"unknown --precision {config.precision!r}: use {', '.join(PRECISION_CHOICES)}")
     timesteps = list(config.timesteps) if config.timesteps is not None else backbone.schedule.default_grid()
     if not timesteps:
         raise ProbekitError("empty timestep list: give --timesteps t1,t2,... or --grid")
@@ -138,6 +140,33 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
         return torch.autocast(device_type=device.type, dtype=dtype)
     except RuntimeError as err:
         raise ProbekitError(f"--precision {precision} is not supported on {device.type} ({err}); use fp32") from err
+
+
+def _probe_forward(
+    backbone: Backbone, x0: torch.Tensor, plan: ExtractPlan, precision: str
+) -> tuple[dict[str, int], int | None]:
+    """Pooled widths per layer, and the forward's FLOPs per image, from one forward of ``x0``.
+
+    The forward is the one extraction runs (hooked, stopping after the deepest requested layer)
+    at the first grid point, counted by ``torch.utils.flop_counter`` (matmuls, convolutions,
+    attention) and divided by the batch size. The latent encoder, which runs once per image and
+    not per grid point, is not counted. FLOPs are None (with a log line) when the counter cannot
+    trace the model; the widths come from a plain forward then.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = backbone.encode(x0)
+    with torch.no_grad(), _autocast(x.device, precision):
+        try:
+            with FlopCounterMode(display=False) as counter:
+                feats = backbone.features(x, plan.grid[0], plan.layers, plan.pooling)
+            flops: int | None = int(counter.get_total_flops()) // len(x0)
+        except (ProbekitError, torch.OutOfMemoryError, KeyboardInterrupt):
+            raise
+        except Exception as err:  # noqa: BLE001 -- counting is a report, never a reason to fail extraction
+            log.info("could not count the forward's FLOPs (%s)", str(err).splitlines()[0] if str(err) else type(err).__name__)
+            feats, flops = backbone.features(x, plan.grid[0], plan.layers, plan.pooling), None
+    return {name: int(values.shape[-1]) for name, values in feats.items()}, flops
 
 
 def _prepare(backbone: Backbone, images: np.ndarray, fit: str, channels_last: bool = False) -> tuple[torch.Tensor, dict]:
@@ -204,6 +233,9 @@ def extract(
     """
     out = Path(out)
     plan = plan_extraction(backbone, config)
+    # Resolved once; the cache records the precision actually used (never "auto").
+    config = replace(config, precision=resolve_precision(config.precision, backbone.device))
+    log.info("precision: %s", config.precision)
     splits = {name: dataset.splits[name] for name in config.splits if name in dataset.splits}
     for name, split in splits.items():
         if len(split.labels) == 0:
@@ -219,11 +251,7 @@ def extract(
     if applied:
         log.info("speed-ups: %s", ", ".join(applied))
     x_probe, fit_record = _prepare(backbone, first.read(slice(0, 1)), config.fit, config.channels_last)
-    probe_feats = _batch_features(
-        backbone, x_probe, first.index[:1], ExtractPlan(plan.grid[:1], plan.layers, plan.pooling), draws=1, seed=0,
-        precision=config.precision,
-    )
-    widths = {name: int(values.shape[-1]) for name, values in probe_feats.items()}
+    widths, flops_per_image = _probe_forward(backbone, x_probe, plan, config.precision)
     layer_infos = [layer for layer in backbone.layers() if layer.name in plan.layers]
 
     layout = CacheLayout(
@@ -241,6 +269,7 @@ def extract(
             "pooling": plan.pooling.name,
             "precision": config.precision,
             "value_range": list(backbone.value_range),
+            **({"flops_per_image": flops_per_image} if flops_per_image is not None else {}),
         },
         grid=plan.grid,
         layers=layer_infos,
@@ -263,7 +292,8 @@ def extract(
     already = sum(int(flags.sum()) for flags in done.values())
     if already:
         log.info("resuming %s: %d of %d samples already written", out, already, sum(len(f) for f in done.values()))
-    complete = False
+    complete, computed = False, 0  # computed: image x grid point x draw forwards run by this call
+    end_attrs: dict[str, float] = {}
     started = time.perf_counter()
     try:
         with tqdm(total=total, unit="fwd", desc="extract", disable=not progress, smoothing=0.1) as bar:
@@ -288,8 +318,17 @@ def extract(
                         name: np.concatenate([part[name] for part in per_view], axis=1) for name in per_view[0]
                     }
                     writer.write_batch(split_name, start, feats)
+                    computed += (stop - start) * len(plan.grid) * layout.slots(split_name)
         complete = True
+        elapsed = time.perf_counter() - started
+        if flops_per_image is not None and computed:
+            end_attrs["achieved_flops"] = flops_per_image * computed / elapsed
+            log.info(
+                "forward: %.3g GFLOP per image and grid point; achieved %.3g GFLOP/s over %d forwards "
+                "(wall time, including noise, hooks and writes)",
+                flops_per_image / 1e9, end_attrs["achieved_flops"] / 1e9, computed,
+            )
     finally:
-        writer.close(complete=complete)
+        writer.close(complete=complete, attrs=end_attrs)
     log.info("wrote %s in %.1f s", out, time.perf_counter() - started)
     return out

@@ -3,6 +3,9 @@
 ``gap`` is global average pooling (the DDAE paper). ``avgK`` is K x K adaptive average pooling,
 flattened channel-major to ``C * K * K`` values. Token sequences ``(B, N, C)`` are pooled over
 tokens (``gap``) or over their square token grid (``avgK``). Vectors ``(B, D)`` pass unchanged.
+
+Pooling always runs and returns in float32, also on bf16 / fp16 activations under autocast: the
+averages are accumulated and kept at float32 resolution instead of being rounded to 8 or 11 bits.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ class Pooling:
         return channels * self.k * self.k if spatial else channels
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        """Pooled (B, width) float32 vectors of one layer's activation (any float dtype)."""
+        # An explicit cast is not overridden by autocast, and mean / adaptive pooling of a float32
+        # tensor stay float32 under it (a no-op for float32 activations).
+        activation = activation.float()
         if activation.dim() == 2:
             return activation
         if activation.dim() == 3:  # (B, N, C) tokens

@@ -9,6 +9,15 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def auto_precision_is_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--precision auto`` depends on the machine (bf16 where native and faster); tests compare
+    features with float32 references, so auto is pinned to fp32 here, in subprocesses too.
+    tests/test_precision.py tests auto itself (it overrides this fixture)."""
+    monkeypatch.setenv("PROBEKIT_AUTO_PRECISION", "fp32")
+    monkeypatch.setattr("probekit.probes.knn._low_precision_is_faster", lambda *args: False)
+
+
 def make_tiny_unet(in_channels: int = 1, sample_size: int = 16, seed: int = 0):
     from diffusers import UNet2DModel
 

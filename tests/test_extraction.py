@@ -10,6 +10,7 @@ from probekit.errors import ProbekitError
 from probekit.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
 from probekit.noise import sample_noise, split_seed
+from probekit.pooling import Pooling
 
 
 def _dataset(n_train=20, n_test=9, size=12, seed=0):
@@ -233,6 +234,36 @@ def test_bf16_autocast_moves_features_a_little_and_is_recorded(tiny_unet_dir, tm
         assert cache.attrs["precision"] == "bf16"
     with pytest.raises(ProbekitError, match="precision"):
         extract(backbone, _dataset(), tmp_path / "x.h5", ExtractConfig(precision="int8"), progress=False)
+
+
+def test_flops_per_image_and_achieved_rate_are_recorded(tiny_unet_dir, tmp_path, caplog):
+    """The recorded count equals a hand count of every convolution and linear layer that ran
+    (the forward stops after down_blocks.0, before any attention)."""
+    backbone = load_backbone(str(tiny_unet_dir))
+    config = ExtractConfig(timesteps=[10, 50], layers=["down_blocks.0.resnets.0"], batch_size=8, precision="auto")
+    with caplog.at_level("INFO", logger="probekit.extraction"):
+        extract(backbone, _dataset(), tmp_path / "f.h5", config, progress=False)
+    expected = 0
+
+    def count(module, inputs, output):
+        nonlocal expected
+        if isinstance(module, torch.nn.Conv2d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            expected += 2 * output.numel() * per_output
+        elif isinstance(module, torch.nn.Linear):
+            expected += 2 * output.numel() * module.in_features
+
+    handles = [m.register_forward_hook(count) for m in backbone.net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        backbone.features(torch.zeros(1, 1, 16, 16), backbone.schedule.points([10])[0], ["down_blocks.0.resnets.0"], Pooling())
+    finally:
+        for handle in handles:
+            handle.remove()
+    with FeatureCache(tmp_path / "f.h5") as cache:
+        assert cache.attrs["flops_per_image"] == expected > 0
+        assert cache.attrs["precision"] == "fp32"  # auto, resolved (to fp32 in the test suite) and recorded
+        assert cache.attrs["achieved_flops"] > 0
+    assert "GFLOP per image and grid point" in caplog.text and "GFLOP/s" in caplog.text
 
 
 def test_views_are_deterministic_survive_resume_and_match_a_hand_augmented_forward(tiny_unet_dir, tmp_path, monkeypatch):

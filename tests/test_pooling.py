@@ -31,3 +31,25 @@ def test_tokens_pool_over_tokens_or_their_grid():
 def test_unknown_pooling_is_refused(bad):
     with pytest.raises(ProbekitError, match="pooling"):
         Pooling.parse(bad)
+
+
+@pytest.mark.parametrize("name", ["gap", "avg2"])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 16, 5), (2, 7)])
+def test_pooling_under_autocast_is_float32_not_rounded_to_bf16(name, shape):
+    # Values whose means need more than bf16's 8 significant bits.
+    x = (1.0 + torch.arange(int(np.prod(shape)), dtype=torch.float32).reshape(shape) * 2.0**-7).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pooled = Pooling.parse(name)(x)
+    assert pooled.dtype == torch.float32
+    a = x.float().numpy().astype(np.float64)
+    if len(shape) == 2:
+        expected = a
+    else:
+        if len(shape) == 3:
+            a = a.transpose(0, 2, 1).reshape(2, 5, 4, 4)
+        expected = a.mean(axis=(2, 3)) if name == "gap" else a.reshape(*a.shape[:2], 2, 2, 2, 2).mean(axis=(3, 5)).reshape(2, -1)
+    np.testing.assert_allclose(pooled.numpy(), expected, rtol=1e-6)
+    # The same means rounded to bf16 would be off by far more than the tolerance above.
+    rounded = torch.from_numpy(expected).to(torch.bfloat16).double().numpy()
+    if len(shape) > 2:
+        assert np.abs(rounded - expected).max() > 1e-4

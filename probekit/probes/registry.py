@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from probekit.errors import ProbekitError
-from probekit.probes.knn import KnnConfig, knn_probe
+from probekit.probes.knn import knn_sweep
 from probekit.probes.linear import LinearProbeConfig, linear_probe_grid
 from probekit.probes.logreg import LogRegConfig, logreg_probe
 from probekit.probes.minibatch import MinibatchConfig, train_minibatch_heads
@@ -40,6 +40,7 @@ class ProbeSettings:
             searched on val, the first winning ties.
         knn_k: neighbour counts searched by ``knn``.
         knn_temperature: vote temperatures searched by ``knn``.
+        knn_centre: subtract the train mean before the cosine (see :func:`knn_sweep`).
         sgd: recipe of ``sgd`` (default: DDAE's linear.py).
         mlp: recipe of ``mlp`` (default: DDAE's classifier head, epoch chosen on val).
         linear: base config of ``linear`` (its C is replaced by each value of ``linear_C``).
@@ -49,6 +50,7 @@ class ProbeSettings:
     linear_C: Sequence[float] = (1.0,)
     knn_k: Sequence[int] = (20,)
     knn_temperature: Sequence[float] = (0.07,)
+    knn_centre: bool = False
     sgd: MinibatchConfig = field(default_factory=MinibatchConfig.ddae_linear)
     mlp: MinibatchConfig = field(default_factory=MinibatchConfig.ddae_mlp)
     linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
@@ -107,12 +109,14 @@ def _logreg(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: b
 
 
 def _knn(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool) -> dict:
-    candidates = []
-    for k in s.knn_k:
-        for temperature in s.knn_temperature:
-            config = KnnConfig(k=k, temperature=temperature, num_classes=task.num_classes)
-            preds = _joint_predictions(knn_probe, task, config, device=device, progress=progress)
-            candidates.append((f"k={k},T={temperature:g}", preds))
+    # One top-max(k) pass per cell serves every (k, T) and both splits.
+    train, y_train = task.stacked()
+    sweep = knn_sweep(
+        train, y_train, task.evals, list(s.knn_k), list(s.knn_temperature), centre=s.knn_centre,
+        num_classes=task.num_classes, device=device, progress=progress,
+    )
+    centred = ",centred" if s.knn_centre else ""
+    candidates = [(f"k={k},T={t:g}{centred}", sweep[(k, t)]) for k in s.knn_k for t in s.knn_temperature]
     return choose_per_cell(task, candidates)
 
 

@@ -52,7 +52,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     hflip: bool = True
     seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "auto"  # auto (bf16 where native and faster, see probekit.precision) | fp32 | bf16 (autocast)
     checkpoint_every: int = 1000
     sample_steps: int = 50  # DDIM steps for the sample grid written at each checkpoint
     sample_count: int = 64
@@ -79,8 +79,8 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise ProbekitError(f"precision {self.precision!r} is not supported: use fp32 or bf16")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ProbekitError(f"precision {self.precision!r} is not supported: use auto, fp32 or bf16")
         for name in ("batch_size", "total_steps", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ProbekitError(f"training setting {name} must be at least 1, got {getattr(self, name)}")

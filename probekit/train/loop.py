@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -37,6 +38,7 @@ from tqdm.auto import tqdm
 from ..data import fit_images, load_dataset, stratified_subset
 from ..errors import ProbekitError
 from ..noise import noise_seed
+from ..precision import resolve_precision
 from .config import TrainConfig
 from .sampling import ddim_sample_grid
 
@@ -112,6 +114,8 @@ def train(
     """Train (or resume) into ``out``; returns ``out/model``. ``stop_at`` ends the run early at that
     step with a checkpoint, as an interruption would (used to test resume)."""
     out, device = Path(out), torch.device(device)
+    # Resolved once, before the recipe is saved or compared for resume: runs record what they used.
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, device))
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(config.data, image_column=config.image_column, label_column=config.label_column)
     # Pixels are read per step (lazy datasets decode just the batch), so memory does not grow with N.
