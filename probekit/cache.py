@@ -402,14 +402,19 @@ class FeatureCache:
     def index(self, split: str) -> np.ndarray:
         return self.file[split]["index"][:]
 
-    def features(self, split: str, layer: str, t: int) -> np.ndarray:
-        """(N, D) float32 features of one cell, averaged over the noise draws."""
+    def features(self, split: str, layer: str, t: int, draw: int | None = None) -> np.ndarray:
+        """(N, D) float32 features of one cell: averaged over the noise draws, or one ``draw`` (0-based)."""
         try:
             t_index = self._timesteps.index(int(t))
         except ValueError:
             raise ProbekitError(f"timestep {t} is not in {self.path} (its grid: {self._timesteps})") from None
         if layer not in self._layer_names:
             raise ProbekitError(f"layer {layer!r} is not in {self.path} (its layers: {', '.join(self._layer_names)})")
+        if draw is not None:
+            draws = self.file[split]["feats"][layer].shape[1]
+            if not 0 <= draw < draws:
+                raise ProbekitError(f"draw {draw} is not in {self.path}: it holds draws 0..{draws - 1}")
+            return self.file[split]["feats"][layer][t_index, draw].astype(np.float32)
         block = self.file[split]["feats"][layer][t_index]  # (K, N, D)
         return block.astype(np.float32).mean(axis=0) if block.shape[0] > 1 else block[0].astype(np.float32)
 

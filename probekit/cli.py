@@ -193,6 +193,19 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(cache.summary())
 
 
+def cmd_align(args: argparse.Namespace) -> None:
+    from .alignment import METRICS, PROBE, AlignConfig, measure
+    from .plots import plot_heatmap
+    from .results import write_table
+
+    table = measure(args.cache, AlignConfig(split=args.split, max_points=args.max_points, seed=args.seed))
+    write_table(table, args.out)
+    print(f"wrote {args.out}")
+    if args.figures:
+        for metric in METRICS:
+            print(f"wrote {plot_heatmap(table, PROBE, metric, Path(args.figures) / f'heatmap_{metric}.png')}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with probekit's one-line errors, and negative timestep lists read as values."""
 
@@ -292,6 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("align", help="alignment and uniformity (Wang & Isola) of every cell of a cache with --draws >= 2")
+    p.add_argument("--cache", required=True, help="feature cache extracted with --draws 2 or more")
+    p.add_argument("--out", required=True, help="results CSV (probe 'geometry', metrics alignment and uniformity)")
+    p.add_argument("--split", default="test", help="cache split to measure (default test)")
+    p.add_argument("--max-points", type=int, default=4096,
+                   help="images kept (seeded random subset) for uniformity's all-pairs mean (default 4096)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the uniformity subset")
+    p.add_argument("--figures", help="folder for heatmap_alignment.png and heatmap_uniformity.png")
+    p.set_defaults(run=cmd_align)
 
     p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
     p.add_argument("cache")
