@@ -206,6 +206,38 @@ def cmd_align(args: argparse.Namespace) -> None:
             print(f"wrote {plot_heatmap(table, PROBE, metric, Path(args.figures) / f'heatmap_{metric}.png')}")
 
 
+def _load_limited(args: argparse.Namespace):
+    """The --data dataset with --train-limit / --test-limit applied (class-stratified, seeded)."""
+    from .data import load_dataset, stratified_subset
+
+    dataset = load_dataset(args.data, download=not getattr(args, "no_download", False), seed=args.seed)
+    for split, limit in (("train", args.train_limit), ("test", args.test_limit)):
+        if limit is not None:
+            if limit < 1:
+                raise ProbekitError(f"--{split}-limit must be a positive number of images, got {limit}")
+            dataset.splits[split] = stratified_subset(dataset.splits[split], limit, seed=args.seed)
+    return dataset
+
+
+def cmd_noisy_classifier(args: argparse.Namespace) -> None:
+    from .models import load_backbone
+    from .noisy_classifier import NoisyClassifierConfig, run_noisy_classifier
+    from .probes.noise_conditional import NoiseConditionalConfig
+    from .results import format_summary
+
+    device = _device(args.device)
+    backbone = load_backbone(args.model, random_init=args.random_init, seed=args.init_seed, device=device)
+    head = NoiseConditionalConfig(epochs=args.epochs, lr=args.lr, batch_size=args.head_batch_size, seed=args.seed, device=device)
+    config = NoisyClassifierConfig(layer=args.layer, timesteps=args.timesteps, draws=args.draws, seed=args.seed,
+                                   batch_size=args.batch_size, pixels=not args.no_pixels, x=args.x, head=head)  # fmt: skip
+    command = "probekit " + " ".join(shlex.quote(a) for a in args.argv)
+    table = run_noisy_classifier(backbone, _load_limited(args), args.out, config, command=command, progress=not args.quiet)
+    rows = table[table["metric"] == "top1"]
+    for model, group in rows.groupby("model", sort=False):
+        print(f"{model}: " + "  ".join(f"t={r.t}:{100 * r.value:.1f}" for r in group.itertuples()))
+    print(f"wrote {Path(args.out) / 'results.csv'}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with probekit's one-line errors, and negative timestep lists read as values."""
 
@@ -315,6 +347,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the uniformity subset")
     p.add_argument("--figures", help="folder for heatmap_alignment.png and heatmap_uniformity.png")
     p.set_defaults(run=cmd_align)
+
+    p = sub.add_parser("noisy-classifier", help="noise-conditional MLP classifier on one layer at every noise level, vs noisy pixels")
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="dataset name or path")
+    p.add_argument("--layer", required=True, help="one layer: name, alias or index")
+    p.add_argument("--out", required=True, help="run folder: features.h5, results.csv, loss.csv, accuracy_vs_<x>.png")
+    p.add_argument("--timesteps", type=_int_list, help="grid of noise levels (default: the model's default grid)")
+    p.add_argument("--draws", type=int, default=2, help="noise draws per (image, level) to train on (default 2)")
+    p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
+    p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
+    p.add_argument("--epochs", type=int, default=15, help="head epochs (default 15, as DDAE)")
+    p.add_argument("--lr", type=float, default=1e-3, help="head Adam learning rate, cosine-decayed (default 1e-3)")
+    p.add_argument("--head-batch-size", type=int, default=128, help="head minibatch (default 128)")
+    p.add_argument("--batch-size", type=int, default=64, help="extraction batch size")
+    p.add_argument("--no-pixels", action="store_true", help="skip the noisy-pixel baseline")
+    p.add_argument("--x", default="sigma", choices=["sigma", "logsnr"], help="noise axis of the figure")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_noisy_classifier)
 
     p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
     p.add_argument("cache")
