@@ -238,6 +238,39 @@ def cmd_noisy_classifier(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / 'results.csv'}")
 
 
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from .finetune import FinetuneConfig, Finetuner, cell_from_results
+    from .models import load_backbone
+
+    if args.from_results:
+        if args.timestep is not None or args.layer is not None:
+            raise ProbekitError("give either --from-results or --timestep and --layer, not both")
+        timestep, layer = cell_from_results(args.from_results, probe=args.results_probe)
+        print(f"fine-tuning the val-chosen {args.results_probe} cell of {args.from_results}: t={timestep}, {layer}")
+    elif args.timestep is None or args.layer is None:
+        raise ProbekitError("give --timestep and --layer, or --from-results RESULTS.csv")
+    else:
+        timestep, layer = args.timestep, args.layer
+    device = _device(args.device)
+    backbone = load_backbone(args.model, random_init=args.random_init, seed=args.init_seed, device=device)
+    config = FinetuneConfig(timestep=timestep, layer=layer, epochs=args.epochs, batch_size=args.batch_size,
+                            lr_head=args.lr_head, lr_body=args.lr_body, weight_decay=args.weight_decay,
+                            warmup_epochs=args.warmup_epochs, val_fraction=args.val_fraction,
+                            crop_padding=args.crop_padding, hflip=not args.no_flip, seed=args.seed,
+                            precision=args.precision)  # fmt: skip
+    tuner = Finetuner(backbone, _load_limited(args), args.out, config, device=device, random_init=args.random_init)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        table = tuner.run(progress=not args.quiet)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{args.out} holds the last finished epoch: run the same command again to resume") from None
+    assert table is not None
+    top1 = table[table["metric"] == "top1"].iloc[0]
+    print(f"finetune t={top1.t} {top1.layer}: test top-1 {100 * top1.value:.1f} % [{100 * top1.ci_low:.1f}, "
+          f"{100 * top1.ci_high:.1f}] (val-chosen epoch {tuner.chosen_epoch})")
+    print(f"wrote {Path(args.out) / 'results.csv'}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with probekit's one-line errors, and negative timestep lists read as values."""
 
@@ -367,6 +400,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_noisy_classifier)
+
+    p = sub.add_parser("finetune", help="fine-tune the network cut after one layer (+ linear head) at one noise level")
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="dataset name or path")
+    p.add_argument("--out", required=True, help="run folder; an unfinished run there is resumed")
+    p.add_argument("--timestep", type=int, help="noise level: the schedule's own timestep index")
+    p.add_argument("--layer", help="cut after this layer (name, alias or index)")
+    p.add_argument("--from-results", help="results CSV: take --timestep and --layer from its val-chosen best cell")
+    p.add_argument("--results-probe", default="linear", help="probe whose best cell --from-results takes (default linear)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr-head", type=float, default=1e-3, help="peak AdamW learning rate of the head (default 1e-3)")
+    p.add_argument("--lr-body", type=float, default=1e-4, help="peak AdamW learning rate of the network body (default 1e-4)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up, then cosine decay to 0")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="class-stratified validation share of train")
+    p.add_argument("--crop-padding", type=int, default=4, help="random-crop padding in pixels (0: no crop)")
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
+    p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_finetune)
 
     p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
     p.add_argument("cache")
