@@ -271,6 +271,30 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / 'results.csv'}")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .probes.run import ProbeRunConfig
+    from .sweep import SweepConfig, find_checkpoints, run_sweep
+
+    checkpoints = find_checkpoints(args.run, images_per_epoch=args.images_per_epoch)
+    print("checkpoints: " + ", ".join(f"{c.label} ({c.images_seen} images)" for c in checkpoints))
+    device = _device(args.device)
+    config = SweepConfig(timesteps=args.timesteps, layers=args.layers, draws=args.draws, seed=args.seed,
+                         batch_size=args.batch_size, probe=args.probe, align_split=args.align_split,
+                         max_points=args.max_points, images_per_epoch=args.images_per_epoch)  # fmt: skip
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        table = run_sweep(checkpoints, lambda: _load_limited(args), args.out, config, device=device,
+                          progress=not args.quiet,
+                          probe_config=ProbeRunConfig(probes=[args.probe], device=device, seed=args.seed))  # fmt: skip
+    except KeyboardInterrupt:
+        raise Interrupted(f"{args.out} is unfinished: run the same command again to resume it") from None
+    for row in table.itertuples():
+        print(f"{row.label}: {row.images_seen} images, best {row.probe} cell (chosen on {row.chosen_on}) t={row.t} "
+              f"{row.layer}: test top-1 {100 * row.test_top1:.1f} %, alignment {row.alignment:.3f}, "
+              f"uniformity {row.uniformity:.3f}")
+    print(f"wrote {Path(args.out) / 'sweep.csv'} and {Path(args.out) / 'sweep.png'}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with probekit's one-line errors, and negative timestep lists read as values."""
 
@@ -425,6 +449,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_finetune)
+
+    p = sub.add_parser("sweep", help="extract + probe + alignment/uniformity over the checkpoints of one run; resumes")
+    p.add_argument("--run", required=True, help="model folder with intermediate/step-N, a `probekit train` run folder, "
+                   "or ddae:CONFIG.yaml:FOLDER holding model_N.pth")
+    p.add_argument("--data", required=True, help="dataset name or path")
+    p.add_argument("--out", required=True, help="sweep folder: one sub-folder per checkpoint, sweep.csv, sweep.png")
+    p.add_argument("--timesteps", type=_int_list, help="grid (default: the model's default grid)")
+    p.add_argument("--layers", help="layer selection as in extract (default: every layer)")
+    p.add_argument("--draws", type=int, default=2, help="noise draws per image (>= 2 for alignment; default 2)")
+    p.add_argument("--probe", default="linear", help="probe whose best cell is followed (default linear)")
+    p.add_argument("--align-split", default="test", help="cache split for alignment and uniformity (default test)")
+    p.add_argument("--max-points", type=int, default=4096, help="images kept for uniformity (seeded subset)")
+    p.add_argument("--images-per-epoch", type=int, default=50000, help="DDAE model_N.pth only: training images per epoch")
+    p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
+    p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
+    p.add_argument("--batch-size", type=int, default=64, help="extraction batch size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_sweep)
 
     p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
     p.add_argument("cache")
