@@ -10,7 +10,7 @@ Both are computed on L2-normalised features, as DDAE's ``contrastive.py`` does:
   sphere.
 
 Uniformity needs every pair of images. Above ``max_points`` images a seeded random subset of
-``max_points`` images is used (all pairs inside it); the rows then record ``n_test`` as the
+``max_points`` images is used (all pairs inside it); the rows then record ``n_eval`` as the
 subset size. DDAE itself averages per-batch values over batches of 128 images, which is a
 coarser subsample of the same quantity.
 
@@ -39,7 +39,8 @@ _ROW_BLOCK = 1024  # rows of the pairwise-distance matrix held in memory at once
 
 @dataclass
 class AlignConfig:
-    """``split``: the cache split to measure; ``max_points``: images kept for uniformity."""
+    """``split``: the cache split to measure (rows record it in the ``split`` column);
+    ``max_points``: images kept for uniformity."""
 
     split: str = "test"
     max_points: int = 4096
@@ -105,9 +106,10 @@ def cell_metrics(draws: np.ndarray, positions: np.ndarray) -> tuple[float, float
 def measure(cache_path: str | Path, config: AlignConfig = AlignConfig(), *, cells: Iterable[tuple[int, str]] | None = None) -> pd.DataFrame:
     """Alignment and uniformity of every (t, layer) cell of a cache as results-table rows.
 
-    Rows have ``probe`` = ``geometry``, ``metric`` in {alignment, uniformity}, ``value`` in the
-    units of the module docstring, NaN intervals, ``n_train`` = images in the split and
-    ``n_test`` = images in the uniformity subset.
+    Rows have ``probe`` = ``geometry``, ``metric`` in {alignment, uniformity}, ``split`` = the
+    measured split, ``value`` in the units of the module docstring, NaN intervals, ``n_train`` =
+    images in the split and ``n_eval`` = images in the uniformity subset. Only the clean image's
+    noise draws are used (view 0), never augmented views.
     """
     with FeatureCache(cache_path) as cache:
         cache.require_complete()
@@ -115,7 +117,7 @@ def measure(cache_path: str | Path, config: AlignConfig = AlignConfig(), *, cell
             raise ProbekitError(f"split {config.split!r} is not in {cache_path} (its splits: {', '.join(cache.splits)})")
         if config.max_points < 2:
             raise ProbekitError(f"--max-points must be at least 2, got {config.max_points}")
-        draws = int(cache.attrs.get("draws", 1))
+        draws = cache.draws
         if draws < 2:
             raise ProbekitError(
                 f"{cache_path} holds {draws} noise draw per image; alignment needs two: re-extract with --draws 2"
@@ -128,14 +130,15 @@ def measure(cache_path: str | Path, config: AlignConfig = AlignConfig(), *, cell
         wanted = list(cells) if cells is not None else [(t, name) for t in grid for name in layers]
         rows = []
         for t, name in wanted:
-            stack = np.stack([cache.features(config.split, name, t, draw=d) for d in range(draws)])
+            stack = np.stack([cache.draw_features(config.split, name, t, d) for d in range(draws)])
             align, uniform = cell_metrics(stack, positions)
             point, layer = grid[t], layers[name]
             for metric, value in (("alignment", align), ("uniformity", uniform)):
                 rows.append({
                     "model": str(attrs.get("model_id")), "dataset": str(attrs.get("dataset")), "t": t,
                     "sigma": point.sigma, "logsnr": point.logsnr, "alpha_bar": point.alpha_bar,
-                    "layer": name, "stage": layer.stage, "depth": layer.depth, "probe": PROBE, "metric": metric,
-                    "value": value, "ci_low": math.nan, "ci_high": math.nan, "n_train": n, "n_test": len(positions),
+                    "layer": name, "stage": layer.stage, "depth": layer.depth, "probe": PROBE, "params": "",
+                    "metric": metric, "split": config.split, "value": value, "ci_low": math.nan,
+                    "ci_high": math.nan, "n_train": n, "n_eval": len(positions),
                 })  # fmt: skip
     return pd.DataFrame(rows)

@@ -22,7 +22,8 @@ Output folder::
     best.pt        state dict of the val-chosen model (body + head)
     curves.csv     per epoch: step, epoch, images_seen, train_loss, train_top1, val_loss, val_top1, lr_body, lr_head
     curves.png     loss and accuracy against epochs
-    results.csv    the results table: one cell (t, L), probe ``finetune``
+    results.csv    the results table: one cell (t, L), probe ``finetune``, val and test rows
+    results.predictions.npz   its test predictions (the sidecar ``probekit compare`` reads)
     record.json    recipe, chosen epoch, wall time, machine
 """
 
@@ -53,7 +54,8 @@ from .models.backbone import Backbone, StopForward, capture
 from .models.layers import select_layers
 from .noise import noise_seed, sample_noise, split_seed
 from .pooling import Pooling
-from .probes.metrics import score_predictions
+from .evaluate import score_predictions, stratified_val_split
+from .predictions import PredictionSet, predictions_path, write_predictions
 from .results import CellInfo, scores_to_table, write_table
 from .schedule import GridPoint
 
@@ -177,18 +179,6 @@ class _Order:
         return self._perm[position * self.batch_size : (position + 1) * self.batch_size]
 
 
-def val_positions(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted positions of a class-stratified, seeded validation split of ``fraction`` of ``labels``."""
-    from .data.sampling import _stratified_choice
-
-    if not 0.0 < fraction < 1.0:
-        raise ProbekitError(f"--val-fraction must be strictly between 0 and 1, got {fraction}")
-    total = int(round(len(labels) * fraction))
-    if total < 1:
-        raise ProbekitError(f"--val-fraction {fraction} of {len(labels)} images leaves no validation image: raise it")
-    return np.flatnonzero(_stratified_choice(np.asarray(labels), total, seed, keep_one_out=True))
-
-
 def _take(split: ImageSplit, positions: np.ndarray) -> ImageSplit:
     return ImageSplit(split.images[positions], split.labels[positions], split.index[positions])
 
@@ -217,8 +207,10 @@ class Finetuner:
         self.layer = layers[0]
         self.point = backbone.schedule.point(config.timestep)
         train = dataset.splits["train"]
-        held = val_positions(train.labels, config.val_fraction, config.seed)
-        keep = np.setdiff1d(np.arange(len(train)), held)
+        if not 0.0 < config.val_fraction < 1.0:
+            raise ProbekitError(f"--val-fraction must be strictly between 0 and 1 (the epoch is chosen on val), got {config.val_fraction}")
+        # The same split `probekit probe` holds out of the same train images with the same seed.
+        keep, held = stratified_val_split(train.labels, config.val_fraction, config.seed)
         self.splits = {"train": _take(train, keep), "val": _take(train, held), "test": dataset.splits["test"]}
         self.num_classes = len(dataset.class_names)
         backbone.to(self.device)
@@ -324,7 +316,7 @@ class Finetuner:
                     sums = [0.0, 0, 0]
                     bar.set_postfix(loss=f"{curves[-1]['train_loss']:.3f}", val=f"{100 * val_top1:.1f}%")
                     if val_top1 > best["val_top1"]:  # ties keep the earlier epoch
-                        best = {"val_top1": val_top1, "epoch": epoch,
+                        best = {"val_top1": val_top1, "epoch": epoch, "val_predictions": torch.as_tensor(val_pred),
                                 "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}  # fmt: skip
                     wall = wall_before + time.perf_counter() - started
                     _atomic_save(self._state(step, wall, best, curves), state_path)
@@ -359,10 +351,15 @@ class Finetuner:
         info = next(l for l in self.backbone.layers() if l.name == self.layer)
         p = self.point
         cells = {(p.t, self.layer): CellInfo(p.t, p.sigma, p.logsnr, p.alpha_bar, self.layer, info.stage, info.depth)}
-        table = scores_to_table({PROBE: {(p.t, self.layer): score_predictions(y_test, test_pred)}}, cells,
-                                model=self.backbone.model_id, dataset=self.dataset.name,
-                                n_train=len(self.splits["train"]))  # fmt: skip
+        scores = {"val": score_predictions(self.splits["val"].labels, best["val_predictions"].numpy()),
+                  "test": score_predictions(y_test, test_pred)}  # fmt: skip
+        table = scores_to_table({PROBE: {(p.t, self.layer): scores}}, cells, model=self.backbone.model_id,
+                                dataset=self.dataset.name, n_train=len(self.splits["train"]),
+                                params={PROBE: {(p.t, self.layer): f"epoch={best['epoch']}"}})  # fmt: skip
         write_table(table, self.out / "results.csv")
+        write_predictions(predictions_path(self.out / "results.csv"), PredictionSet(
+            model=self.backbone.model_id, dataset=self.dataset.name, index=self.splits["test"].index, labels=y_test,
+            probe=[PROBE], t=[p.t], layer=[self.layer], predictions=test_pred[None].astype(np.int32)))  # fmt: skip
         record = {"recipe": self.config.as_dict(), "model": self.backbone.model_id, "random_init": self.random_init,
                   "layer": self.layer, "point": p.as_dict(), "chosen_epoch": best["epoch"],
                   "val_top1": best["val_top1"], "test_top1": float(np.mean(test_pred == y_test)),
@@ -392,16 +389,16 @@ def _write_curves(curves: list[dict], out: Path) -> None:
 
 
 def cell_from_results(path: str | Path, probe: str = "linear") -> tuple[int, str]:
-    """(t, layer) of the val-chosen best ``probe`` cell of a results table (top-1 on the val split)."""
+    """(t, layer) of the val-chosen best ``probe`` cell of a results table; refuses a table without val rows."""
     from .results import best_cells, read_table
 
     table = read_table(path)
-    if "split" not in table.columns or not (table["split"] == "val").any():
-        raise ProbekitError(f"{path} has no validation rows: probe with a validation split (--val-fraction > 0) first")
-    rows = table[(table["split"] == "val") & (table["probe"] == probe)]
+    rows = table[table["probe"] == probe]
     if rows.empty:
-        raise ProbekitError(f"{path} has no val rows for probe {probe!r} (its probes: {', '.join(sorted(table['probe'].unique()))})")
+        raise ProbekitError(f"{path} has no rows of probe {probe!r} (its probes: {', '.join(sorted(table['probe'].unique()))})")
     if rows["model"].nunique() > 1:
         raise ProbekitError(f"{path} holds several models: give --timestep and --layer")
-    best = best_cells(rows.drop(columns=["split"]), "top1").iloc[0]
+    best = best_cells(rows, "top1").iloc[0]
+    if best["chosen_on"] != "val":
+        raise ProbekitError(f"{path} has no validation rows: probe with a validation split (--val-fraction > 0) first")
     return int(best["t"]), str(best["layer"])

@@ -34,7 +34,7 @@ from .errors import ProbekitError
 from .extraction import ExtractConfig, extract, plan_extraction
 from .models.backbone import Backbone
 from .noise import sample_noise, split_seed
-from .probes.metrics import score_predictions
+from .evaluate import score_predictions
 from .probes.noise_conditional import NoiseConditionalConfig, fit_noise_conditional, predict_per_level
 from .results import CellInfo, scores_to_table, write_table
 
@@ -62,9 +62,9 @@ class NoisyClassifierConfig:
 
 def _layer_features(cache: FeatureCache, split: str, layer: str) -> np.ndarray:
     """(T, K, N, D) float32 of one layer, read draw by draw through the cache's reader."""
-    draws = int(cache.attrs["draws"])
+    draws = cache.draws
     return np.stack(
-        [np.stack([cache.features(split, layer, t, draw=d) for d in range(draws)]) for t in cache.timesteps]
+        [np.stack([cache.draw_features(split, layer, t, d) for d in range(draws)]) for t in cache.timesteps]
     )
 
 
@@ -154,7 +154,7 @@ def run_noisy_classifier(
                               info.depth if name == "layer" else 0)  # fmt: skip
             for point in grid
         }
-        scores = {PROBE: {point.t: score_predictions(y_test, predictions[i]) for i, point in enumerate(grid)}}
+        scores = {PROBE: {point.t: {"test": score_predictions(y_test, predictions[i])} for i, point in enumerate(grid)}}
         tables.append(scores_to_table(scores, cells, model=backbone.model_id if name == "layer" else PIXELS,
                                       dataset=dataset.name, n_train=len(y_train)))  # fmt: skip
     table = pd.concat(tables, ignore_index=True)

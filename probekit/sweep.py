@@ -16,8 +16,8 @@ is skipped, and an interrupted extraction resumes, so the sweep resumes checkpoi
 ``OUT/sweep.csv`` has one row per checkpoint: the best cell of the probe, its accuracy, and
 alignment and uniformity at that cell; ``OUT/sweep.png`` plots them against images seen.
 
-The best cell is chosen on the validation rows of the results when they have a ``split`` column,
-and on test otherwise; the ``chosen_on`` column says which.
+The best cell is chosen on the validation split (``probekit probe``'s protocol); ``chosen_on``
+says "test" only for a probe run without one.
 """
 
 from __future__ import annotations
@@ -109,20 +109,14 @@ def find_checkpoints(source: str, images_per_epoch: int = 50000) -> list[Checkpo
     return sorted(found, key=lambda c: c.step)
 
 
-def best_row(results: pd.DataFrame, probe: str) -> tuple[pd.Series, float, str]:
-    """(best top-1 row on test, its val top-1 or NaN, "val" or "test"): the cell chosen on val when the table has val rows."""
+def best_row(results: pd.DataFrame, probe: str) -> pd.Series:
+    """The chosen ``probe`` cell's test top-1 row, with ``chosen_on`` and ``val_value`` (see :func:`probekit.results.best_cells`)."""
     from .results import best_cells
 
-    rows = results[(results["probe"] == probe) & (results["metric"] == "top1")]
+    rows = results[results["probe"] == probe]
     if rows.empty:
-        raise ProbekitError(f"the results hold no top-1 rows of probe {probe!r}")
-    if "split" in rows.columns and (rows["split"] == "val").any():
-        val = best_cells(rows[rows["split"] == "val"].drop(columns="split")).iloc[0]
-        test = rows[(rows["split"] == "test") & (rows["t"] == val["t"]) & (rows["layer"] == val["layer"])]
-        return test.iloc[0], float(val["value"]), "val"
-    if "split" in rows.columns:
-        rows = rows[rows["split"] == "test"]
-    return best_cells(rows.drop(columns=[c for c in ("split",) if c in rows.columns])).iloc[0], float("nan"), "test"
+        raise ProbekitError(f"the results hold no rows of probe {probe!r}")
+    return best_cells(rows, "top1").iloc[0]
 
 
 def run_sweep(
@@ -164,14 +158,15 @@ def run_sweep(
             write_table(run_probes([cache], run_config, progress=progress), results_path)
             write_table(measure(cache, AlignConfig(split=config.align_split, max_points=config.max_points,
                                                    seed=config.seed)), align_path)  # fmt: skip
-        row, val_top1, chosen_on = best_row(read_table(results_path), config.probe)
+        row = best_row(read_table(results_path), config.probe)
         geometry = read_table(align_path)
         at_cell = geometry[(geometry["t"] == row["t"]) & (geometry["layer"] == row["layer"])]
         metric = dict(zip(at_cell["metric"], at_cell["value"]))
         summary.append({
             "label": checkpoint.label, "step": checkpoint.step, "images_seen": checkpoint.images_seen,
-            "model": checkpoint.spec, "probe": config.probe, "chosen_on": chosen_on, "t": int(row["t"]),
-            "sigma": float(row["sigma"]), "layer": row["layer"], "val_top1": val_top1, "test_top1": float(row["value"]),
+            "model": checkpoint.spec, "probe": config.probe, "chosen_on": row["chosen_on"], "t": int(row["t"]),
+            "sigma": float(row["sigma"]), "layer": row["layer"], "val_top1": float(row["val_value"]),
+            "test_top1": float(row["value"]),
             "test_ci_low": float(row["ci_low"]), "test_ci_high": float(row["ci_high"]),
             "alignment": metric.get("alignment"), "uniformity": metric.get("uniformity"),
         })  # fmt: skip

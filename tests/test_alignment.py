@@ -71,7 +71,7 @@ def test_cache_rows_equal_numpy(two_draw_cache):
             align, u0, u1 = _reference(feats[0], feats[1])
             expected = align if row.metric == "alignment" else (u0 + u1) / 2
             assert row.value == pytest.approx(expected, rel=1e-6, abs=1e-9), (row.t, row.layer, row.metric)
-            assert row.n_test == 30 and row.probe == "geometry" and math.isnan(row.ci_low)
+            assert row.n_eval == 30 and row.split == "test" and row.probe == "geometry" and math.isnan(row.ci_low)
 
 
 def test_subsample_is_seeded_and_used(two_draw_cache):
@@ -83,7 +83,7 @@ def test_subsample_is_seeded_and_used(two_draw_cache):
     with h5py.File(two_draw_cache, "r") as f:
         feats = f["test/feats"][row["layer"]][list(f["grid/t"][:]).index(row["t"])]
     _, u0, u1 = _reference(feats[0][positions], feats[1][positions])
-    assert row["value"] == pytest.approx((u0 + u1) / 2, rel=1e-6) and row["n_test"] == 10
+    assert row["value"] == pytest.approx((u0 + u1) / 2, rel=1e-6) and row["n_eval"] == 10
 
 
 def test_one_draw_is_refused(tiny_unet_dir, tmp_path):
@@ -104,4 +104,4 @@ def test_cli_writes_table_and_heatmaps(two_draw_cache, tmp_path):
     assert sorted(table["metric"].unique()) == ["alignment", "uniformity"]
     assert (tmp_path / "fig" / "heatmap_alignment.png").stat().st_size > 0
     assert (tmp_path / "fig" / "heatmap_uniformity.png").stat().st_size > 0
-    assert main(["align", "--cache", str(two_draw_cache), "--out", str(out), "--split", "val"]) == 2
+    assert main(["align", "--cache", str(two_draw_cache), "--out", str(out), "--max-points", "1"]) == 2

@@ -7,6 +7,7 @@ from probekit.data.base import ImageDataset, ImageSplit
 from probekit.errors import ProbekitError
 from probekit.finetune import FinetuneConfig, Finetuner, TruncatedClassifier, augment, cell_from_results
 from probekit.models import load_backbone
+from probekit.predictions import predictions_path, read_predictions
 from probekit.results import read_table
 
 LAYER = "down_blocks.1.resnets.0"
@@ -36,14 +37,19 @@ def test_loss_goes_down_and_outputs_are_written(tiny_unet_dir, tmp_path):
     curves = pd.read_csv(tmp_path / "ft" / "curves.csv")
     assert list(curves["epoch"]) == [1, 2, 3, 4, 5, 6]
     assert curves["train_loss"].iloc[-1] < 0.7 * curves["train_loss"].iloc[0]
-    row = table[table["metric"] == "top1"].iloc[0]
-    assert row["probe"] == "finetune" and row["t"] == 5 and row["layer"] == LAYER and row["n_test"] == 16
+    top1 = table[table["metric"] == "top1"].set_index("split")
+    row = top1.loc["test"]
+    assert row["probe"] == "finetune" and row["t"] == 5 and row["layer"] == LAYER and row["n_eval"] == 16
+    assert top1.loc["val", "value"] == pytest.approx(curves["val_top1"].max()) and top1.loc["val", "n_eval"] == 12
     assert row["n_train"] == 36  # 48 minus the 25 % validation split
     # The chosen epoch is the best validation epoch (first one on ties).
     assert tuner.chosen_epoch == int(curves["epoch"][curves["val_top1"].idxmax()])
     for name in ("best.pt", "state.pt", "curves.png", "record.json"):
         assert (tmp_path / "ft" / name).stat().st_size > 0
     assert len(read_table(tmp_path / "ft" / "results.csv")) == len(table)
+    sidecar = read_predictions(predictions_path(tmp_path / "ft" / "results.csv"))
+    np.testing.assert_array_equal(sidecar.labels, _dataset().splits["test"].labels)
+    assert sidecar.correct("finetune", 5, LAYER).mean() == pytest.approx(row["value"])
 
 
 def test_resume_is_exact(tiny_unet_dir, tmp_path):
@@ -102,7 +108,8 @@ def test_from_results_needs_validation_rows(tmp_path):
     from probekit.results import COLUMNS
 
     row = dict(model="m", dataset="d", t=5, sigma=0.1, logsnr=4.0, alpha_bar=0.9, layer="L", stage="up", depth=3,
-               probe="linear", metric="top1", value=0.8, ci_low=0.7, ci_high=0.9, n_train=10, n_test=10)
+               probe="linear", params="", metric="top1", split="test", value=0.8, ci_low=0.7, ci_high=0.9,
+               n_train=10, n_eval=10)
     pd.DataFrame([row], columns=list(COLUMNS)).to_csv(tmp_path / "r.csv", index=False)
     with pytest.raises(ProbekitError, match="validation"):
         cell_from_results(tmp_path / "r.csv")

@@ -33,7 +33,7 @@ def test_every_grid_level_is_scored_for_features_and_pixels(tiny_unet_dir, tmp_p
     for model in (backbone.model_id, PIXELS):
         rows = top1[top1["model"] == model]
         assert sorted(rows["t"]) == grid and rows["value"].between(0, 1).all()
-        assert (rows["n_test"] == 12).all() and (rows["probe"] == "noise-conditional").all()
+        assert (rows["n_eval"] == 12).all() and (rows["probe"] == "noise-conditional").all()
     assert set(top1[top1["model"] == PIXELS]["layer"]) == {"pixels"}
     assert (tmp_path / "run" / "accuracy_vs_sigma.png").stat().st_size > 0
     assert len(read_table(tmp_path / "run" / "results.csv")) == len(table)

@@ -44,7 +44,8 @@ def test_sweep_summarises_each_checkpoint_and_resumes(tmp_path, monkeypatch):
     assert list(summary["images_seen"]) == [16, 32]
     for row in summary.itertuples():
         results = read_table(tmp_path / "out" / row.label / "results.csv")
-        chosen, _, _ = best_row(results, "logreg")
+        chosen = best_row(results, "logreg")
+        assert row.chosen_on == "val"
         assert (row.t, row.layer) == (chosen["t"], chosen["layer"])
         align = read_table(tmp_path / "out" / row.label / "align.csv")
         at = align[(align["t"] == row.t) & (align["layer"] == row.layer)].set_index("metric")["value"]
@@ -67,8 +68,8 @@ def test_sweep_summarises_each_checkpoint_and_resumes(tmp_path, monkeypatch):
 
 def test_best_row_prefers_validation():
     base = dict(model="m", dataset="d", sigma=0.1, logsnr=1.0, alpha_bar=0.5, stage="up", depth=1, probe="linear",
-                metric="top1", ci_low=0.0, ci_high=1.0, n_train=1, n_test=1)
+                params="", metric="top1", ci_low=0.0, ci_high=1.0, n_train=1, n_eval=1)
     rows = pd.DataFrame([dict(base, t=1, layer="a", split="val", value=0.9), dict(base, t=1, layer="a", split="test", value=0.6),
                          dict(base, t=2, layer="a", split="val", value=0.5), dict(base, t=2, layer="a", split="test", value=0.95)])
-    row, val, on = best_row(rows, "linear")
-    assert (row["t"], row["value"], val, on) == (1, 0.6, 0.9, "val")
+    row = best_row(rows, "linear")
+    assert (row["t"], row["value"], row["val_value"], row["chosen_on"]) == (1, 0.6, 0.9, "val")

@@ -11,6 +11,8 @@ import seaborn as sns
 from matplotlib.patches import Rectangle
 
 from probekit.plots._common import (
+    chosen_cell,
+    chosen_label,
     METRIC_LABELS,
     PERCENT_METRICS,
     new_figure,
@@ -18,7 +20,6 @@ from probekit.plots._common import (
     save_figure,
     select_rows,
 )
-from probekit.results import best_cells
 
 # Annotating every cell stays readable only on small grids.
 _MAX_ANNOTATED_COLUMNS = 20
@@ -83,14 +84,14 @@ def plot_heatmap(
         first = rows.iloc[0]
         ax.set_title(f"{first['model']} · {first['dataset']} · {METRIC_LABELS.get(metric, metric)}", fontsize=9)
         return save_figure(fig, out_path)
-    best = best_cells(rows, metric).iloc[0]
+    best = chosen_cell(table, probe, metric, model=model, dataset=dataset)
     # seaborn puts cell (row i, column j) on the unit square with corner (j, i).
     row_pos = layer_order.get_loc(best["layer"])
     col_pos = int(np.searchsorted(t_order, best["t"]))
     ax.add_patch(Rectangle((col_pos, row_pos), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
     ax.set_title(
         f"{best['model']} · {best['dataset']} · {probe} probe\n"
-        f"best {METRIC_LABELS.get(metric, metric)} {100 * best['value']:.1f} % at "
+        f"{chosen_label(best)} {METRIC_LABELS.get(metric, metric)} {100 * best['value']:.1f} % at "
         f"t={best['t']} (σ={best['sigma']:.3g}), {best['layer']}",
         fontsize=9,
     )

