@@ -11,7 +11,8 @@ Images seen: step x batch size (``record.json``'s recipe) for the first two; (N 
 ``images_per_epoch`` for DDAE.
 
 Each checkpoint gets a folder ``OUT/<label>/`` holding its cache (``features.h5``), results
-(``results.csv``) and alignment/uniformity rows (``align.csv``). A checkpoint whose two CSVs exist
+(``results.csv`` with its predictions sidecar, for ``probekit compare``) and alignment/uniformity
+rows (``align.csv``). A checkpoint whose two CSVs exist
 is skipped, and an interrupted extraction resumes, so the sweep resumes checkpoint by checkpoint.
 ``OUT/sweep.csv`` has one row per checkpoint: the best cell of the probe, its accuracy, and
 alignment and uniformity at that cell; ``OUT/sweep.png`` plots them against images seen.
@@ -131,7 +132,8 @@ def run_sweep(
     from .alignment import AlignConfig, measure
     from .extraction import ExtractConfig, extract
     from .models import load_backbone
-    from .probes.run import ProbeRunConfig, run_probes
+    from .predictions import predictions_path, write_predictions
+    from .probes.run import ProbeRunConfig, probe_cache
     from .results import read_table, write_table
 
     out = Path(out)
@@ -155,7 +157,9 @@ def run_sweep(
                                       seed=config.seed, batch_size=config.batch_size),
                         command=f"probekit sweep ({checkpoint.spec})", progress=progress)  # fmt: skip
             run_config = probe_config or ProbeRunConfig(probes=[config.probe], device=device, seed=config.seed)
-            write_table(run_probes([cache], run_config, progress=progress), results_path)
+            probed = probe_cache([cache], run_config, progress=progress)
+            write_predictions(predictions_path(results_path), probed.predictions)
+            write_table(probed.table, results_path)  # last: its presence marks the probing done
             write_table(measure(cache, AlignConfig(split=config.align_split, max_points=config.max_points,
                                                    seed=config.seed)), align_path)  # fmt: skip
         row = best_row(read_table(results_path), config.probe)

@@ -51,6 +51,7 @@ def test_sweep_summarises_each_checkpoint_and_resumes(tmp_path, monkeypatch):
         at = align[(align["t"] == row.t) & (align["layer"] == row.layer)].set_index("metric")["value"]
         assert row.alignment == pytest.approx(at["alignment"]) and row.uniformity == pytest.approx(at["uniformity"])
     assert (tmp_path / "out" / "sweep.png").stat().st_size > 0
+    assert (tmp_path / "out" / summary["label"][0] / "results.predictions.npz").is_file()
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "sweep.csv"), summary, check_dtype=False)
 
     # A second run finds every checkpoint done and neither extracts nor probes again.
@@ -61,7 +62,7 @@ def test_sweep_summarises_each_checkpoint_and_resumes(tmp_path, monkeypatch):
         raise AssertionError("re-ran a finished checkpoint")
 
     monkeypatch.setattr(probekit.extraction, "extract", refuse)
-    monkeypatch.setattr(probekit.probes.run, "run_probes", refuse)
+    monkeypatch.setattr(probekit.probes.run, "probe_cache", refuse)
     again = run_sweep(find_checkpoints(str(run)), lambda: _dataset(), tmp_path / "out", config, progress=False)
     pd.testing.assert_frame_equal(again, summary)
 
