@@ -297,7 +297,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from .probes.run import ProbeRunConfig
     from .sweep import SweepConfig, find_checkpoints, run_sweep
 
-    checkpoints = find_checkpoints(args.run, images_per_epoch=args.images_per_epoch)
+    checkpoints = find_checkpoints(args.run_source, images_per_epoch=args.images_per_epoch)
     print("checkpoints: " + ", ".join(f"{c.label} ({c.images_seen} images)" for c in checkpoints))
     device = _device(args.device)
     config = SweepConfig(timesteps=args.timesteps, layers=args.layers, draws=args.draws, seed=args.seed,
@@ -497,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_finetune)
 
     p = sub.add_parser("sweep", help="extract + probe + alignment/uniformity over the checkpoints of one run; resumes")
-    p.add_argument("--run", required=True, help="model folder with intermediate/step-N, a `probekit train` run folder, "
+    p.add_argument("--run", dest="run_source", required=True, help="model folder with intermediate/step-N, a `probekit train` run folder, "
                    "or ddae:CONFIG.yaml:FOLDER holding model_N.pth")
     p.add_argument("--data", required=True, help="dataset name or path")
     p.add_argument("--out", required=True, help="sweep folder: one sub-folder per checkpoint, sweep.csv, sweep.png")

@@ -74,3 +74,10 @@ def test_best_row_prefers_validation():
                          dict(base, t=2, layer="a", split="val", value=0.5), dict(base, t=2, layer="a", split="test", value=0.95)])
     row = best_row(rows, "linear")
     assert (row["t"], row["value"], row["val_value"], row["chosen_on"]) == (1, 0.6, 0.9, "val")
+
+
+def test_cli_names_a_missing_run(tmp_path, capsys):
+    from probekit.cli import main
+
+    code = main(["sweep", "--run", str(tmp_path / "nothing"), "--data", "digits", "--out", str(tmp_path / "o")])
+    assert code == 2 and "not a folder of checkpoints" in capsys.readouterr().err
