@@ -292,7 +292,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         raise Interrupted(f"{args.out} holds the last finished epoch: run the same command again to resume") from None
     assert table is not None
-    top1 = table[table["metric"] == "top1"].iloc[0]
+    top1 = table[(table["metric"] == "top1") & (table["split"] == "test")].iloc[0]
     print(f"finetune t={top1.t} {top1.layer}: test top-1 {100 * top1.value:.1f} % [{100 * top1.ci_low:.1f}, "
           f"{100 * top1.ci_high:.1f}] (val-chosen epoch {tuner.chosen_epoch})")
     print(f"wrote {Path(args.out) / 'results.csv'}")
