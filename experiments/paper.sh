@@ -27,7 +27,7 @@ probekit noisy-classifier --model "$MODEL" --data fashion-mnist --train-limit 20
 # 4. Fine-tuning at the main job's chosen cell (t = 0, up_blocks.0.resnets.2): the shipped weights,
 #    then the same truncated network from scratch (`--from-results RESULTS.csv` takes the cell from
 #    a results table's val-chosen cell instead).
-FT="$SUBSET --timestep 0 --layer up_blocks.0.resnets.2 --epochs 5 --batch-size 32"
+FT="$SUBSET --timestep 0 --layer up_blocks.0.resnets.2 --epochs 2 --batch-size 32"
 probekit finetune --model "$MODEL" $FT --out "$OUT/ft" --quiet
 probekit finetune --model "$MODEL" --random-init $FT --out "$OUT/ft-scratch" --quiet
 probekit compare --results "$OUT/ft/results.csv" "$LAST/results.csv" --probe finetune --probe-b linear
