@@ -449,6 +449,13 @@ class FeatureCache:
         block = data[t_index, :k]  # (k, N, D): view 0 holds slots 0..draws-1
         return block.astype(np.float32).mean(axis=0) if k > 1 else block[0].astype(np.float32)
 
+    def draw_features(self, split: str, layer: str, t: int, draw: int) -> np.ndarray:
+        """(N, D) float32 features of one noise ``draw`` (0-based) of the clean image (view 0)."""
+        if not 0 <= draw < self.draws:
+            raise ProbekitError(f"draw {draw} is not in {self.path}: it holds draws 0..{self.draws - 1}")
+        data, t_index = self._block(split, layer, t)
+        return data[t_index, draw].astype(np.float32)
+
     def train_slots(self, split: str, layer: str, t: int) -> np.ndarray:
         """(S, N, D) float32: the slots a sampling probe draws from, one per (view, draw).
 

@@ -227,6 +227,108 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(cache.summary())
 
 
+def cmd_align(args: argparse.Namespace) -> None:
+    from .alignment import METRICS, PROBE, AlignConfig, measure
+    from .plots import plot_heatmap
+    from .results import write_table
+
+    table = measure(args.cache, AlignConfig(split="test", max_points=args.max_points, seed=args.seed))
+    write_table(table, args.out)
+    print(f"wrote {args.out}")
+    if args.figures:
+        for metric in METRICS:
+            print(f"wrote {plot_heatmap(table, PROBE, metric, Path(args.figures) / f'heatmap_{metric}.png')}")
+
+
+def _load_limited(args: argparse.Namespace):
+    """The --data dataset with --train-limit / --test-limit applied (class-stratified, seeded)."""
+    from .data import load_dataset, stratified_subset
+
+    dataset = load_dataset(args.data, download=not getattr(args, "no_download", False), seed=args.seed)
+    for split, limit in (("train", args.train_limit), ("test", args.test_limit)):
+        if limit is not None:
+            if limit < 1:
+                raise ProbekitError(f"--{split}-limit must be a positive number of images, got {limit}")
+            dataset.splits[split] = stratified_subset(dataset.splits[split], limit, seed=args.seed)
+    return dataset
+
+
+def cmd_noisy_classifier(args: argparse.Namespace) -> None:
+    from .models import load_backbone
+    from .noisy_classifier import NoisyClassifierConfig, run_noisy_classifier
+    from .probes.noise_conditional import NoiseConditionalConfig
+    from .results import format_summary
+
+    device = _device(args.device)
+    backbone = load_backbone(args.model, random_init=args.random_init, seed=args.init_seed, device=device)
+    head = NoiseConditionalConfig(epochs=args.epochs, lr=args.lr, batch_size=args.head_batch_size, seed=args.seed, device=device)
+    config = NoisyClassifierConfig(layer=args.layer, timesteps=args.timesteps, draws=args.draws, seed=args.seed,
+                                   batch_size=args.batch_size, pixels=not args.no_pixels, x=args.x, head=head)  # fmt: skip
+    command = "probekit " + " ".join(shlex.quote(a) for a in args.argv)
+    table = run_noisy_classifier(backbone, _load_limited(args), args.out, config, command=command, progress=not args.quiet)
+    rows = table[table["metric"] == "top1"]
+    for model, group in rows.groupby("model", sort=False):
+        print(f"{model}: " + "  ".join(f"t={r.t}:{100 * r.value:.1f}" for r in group.itertuples()))
+    print(f"wrote {Path(args.out) / 'results.csv'}")
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from .finetune import FinetuneConfig, Finetuner, cell_from_results
+    from .models import load_backbone
+
+    if args.from_results:
+        if args.timestep is not None or args.layer is not None:
+            raise ProbekitError("give either --from-results or --timestep and --layer, not both")
+        timestep, layer = cell_from_results(args.from_results, probe=args.results_probe)
+        print(f"fine-tuning the val-chosen {args.results_probe} cell of {args.from_results}: t={timestep}, {layer}")
+    elif args.timestep is None or args.layer is None:
+        raise ProbekitError("give --timestep and --layer, or --from-results RESULTS.csv")
+    else:
+        timestep, layer = args.timestep, args.layer
+    device = _device(args.device)
+    backbone = load_backbone(args.model, random_init=args.random_init, seed=args.init_seed, device=device)
+    config = FinetuneConfig(timestep=timestep, layer=layer, epochs=args.epochs, batch_size=args.batch_size,
+                            lr_head=args.lr_head, lr_body=args.lr_body, weight_decay=args.weight_decay,
+                            warmup_epochs=args.warmup_epochs, val_fraction=args.val_fraction,
+                            crop_padding=args.crop_padding, hflip=not args.no_flip, seed=args.seed,
+                            precision=args.precision)  # fmt: skip
+    tuner = Finetuner(backbone, _load_limited(args), args.out, config, device=device, random_init=args.random_init)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        table = tuner.run(progress=not args.quiet)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{args.out} holds the last finished epoch: run the same command again to resume") from None
+    assert table is not None
+    top1 = table[(table["metric"] == "top1") & (table["split"] == "test")].iloc[0]
+    print(f"finetune t={top1.t} {top1.layer}: test top-1 {100 * top1.value:.1f} % [{100 * top1.ci_low:.1f}, "
+          f"{100 * top1.ci_high:.1f}] (val-chosen epoch {tuner.chosen_epoch})")
+    print(f"wrote {Path(args.out) / 'results.csv'}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .probes.run import ProbeRunConfig
+    from .sweep import SweepConfig, find_checkpoints, run_sweep
+
+    checkpoints = find_checkpoints(args.run_source, images_per_epoch=args.images_per_epoch)
+    print("checkpoints: " + ", ".join(f"{c.label} ({c.images_seen} images)" for c in checkpoints))
+    device = _device(args.device)
+    config = SweepConfig(timesteps=args.timesteps, layers=args.layers, draws=args.draws, seed=args.seed,
+                         batch_size=args.batch_size, probe=args.probe,
+                         max_points=args.max_points, images_per_epoch=args.images_per_epoch)  # fmt: skip
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        table = run_sweep(checkpoints, lambda: _load_limited(args), args.out, config, device=device,
+                          progress=not args.quiet,
+                          probe_config=ProbeRunConfig(probes=[args.probe], device=device, seed=args.seed))  # fmt: skip
+    except KeyboardInterrupt:
+        raise Interrupted(f"{args.out} is unfinished: run the same command again to resume it") from None
+    for row in table.itertuples():
+        print(f"{row.label}: {row.images_seen} images, best {row.probe} cell (chosen on {row.chosen_on}) t={row.t} "
+              f"{row.layer}: test top-1 {100 * row.test_top1:.1f} %, alignment {row.alignment:.3f}, "
+              f"uniformity {row.uniformity:.3f}")
+    print(f"wrote {Path(args.out) / 'sweep.csv'} and {Path(args.out) / 'sweep.png'}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with probekit's one-line errors, and negative timestep lists read as values."""
 
@@ -357,6 +459,81 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("align", help="alignment and uniformity (Wang & Isola) of every cell of a cache with --draws >= 2")
+    p.add_argument("--cache", required=True, help="feature cache extracted with --draws 2 or more")
+    p.add_argument("--out", required=True, help="results CSV (probe 'geometry', metrics alignment and uniformity, "
+                   "measured on the test split's clean images)")
+    p.add_argument("--max-points", type=int, default=4096,
+                   help="images kept (seeded random subset) for uniformity's all-pairs mean (default 4096)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the uniformity subset")
+    p.add_argument("--figures", help="folder for heatmap_alignment.png and heatmap_uniformity.png")
+    p.set_defaults(run=cmd_align)
+
+    p = sub.add_parser("noisy-classifier", help="noise-conditional MLP classifier on one layer at every noise level, vs noisy pixels")
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="dataset name or path")
+    p.add_argument("--layer", required=True, help="one layer: name, alias or index")
+    p.add_argument("--out", required=True, help="run folder: features.h5, results.csv, loss.csv, accuracy_vs_<x>.png")
+    p.add_argument("--timesteps", type=_int_list, help="grid of noise levels (default: the model's default grid)")
+    p.add_argument("--draws", type=int, default=2, help="noise draws per (image, level) to train on (default 2)")
+    p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
+    p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
+    p.add_argument("--epochs", type=int, default=15, help="head epochs (default 15, as DDAE)")
+    p.add_argument("--lr", type=float, default=1e-3, help="head Adam learning rate, cosine-decayed (default 1e-3)")
+    p.add_argument("--head-batch-size", type=int, default=128, help="head minibatch (default 128)")
+    p.add_argument("--batch-size", type=int, default=64, help="extraction batch size")
+    p.add_argument("--no-pixels", action="store_true", help="skip the noisy-pixel baseline")
+    p.add_argument("--x", default="sigma", choices=["sigma", "logsnr"], help="noise axis of the figure")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_noisy_classifier)
+
+    p = sub.add_parser("finetune", help="fine-tune the network cut after one layer (+ linear head) at one noise level")
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="dataset name or path")
+    p.add_argument("--out", required=True, help="run folder; an unfinished run there is resumed")
+    p.add_argument("--timestep", type=int, help="noise level: the schedule's own timestep index")
+    p.add_argument("--layer", help="cut after this layer (name, alias or index)")
+    p.add_argument("--from-results", help="results CSV: take --timestep and --layer from its val-chosen best cell")
+    p.add_argument("--results-probe", default="linear", help="probe whose best cell --from-results takes (default linear)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr-head", type=float, default=1e-3, help="peak AdamW learning rate of the head (default 1e-3)")
+    p.add_argument("--lr-body", type=float, default=1e-4, help="peak AdamW learning rate of the network body (default 1e-4)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up, then cosine decay to 0")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="class-stratified validation share of train")
+    p.add_argument("--crop-padding", type=int, default=4, help="random-crop padding in pixels (0: no crop)")
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
+    p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_finetune)
+
+    p = sub.add_parser("sweep", help="extract + probe + alignment/uniformity over the checkpoints of one run; resumes")
+    p.add_argument("--run", dest="run_source", required=True, help="model folder with intermediate/step-N, a `probekit train` run folder, "
+                   "or ddae:CONFIG.yaml:FOLDER holding model_N.pth")
+    p.add_argument("--data", required=True, help="dataset name or path")
+    p.add_argument("--out", required=True, help="sweep folder: one sub-folder per checkpoint, sweep.csv, sweep.png")
+    p.add_argument("--timesteps", type=_int_list, help="grid (default: the model's default grid)")
+    p.add_argument("--layers", help="layer selection as in extract (default: every layer)")
+    p.add_argument("--draws", type=int, default=2, help="noise draws per image (>= 2 for alignment; default 2)")
+    p.add_argument("--probe", default="linear", help="probe whose best cell is followed (default linear)")
+    p.add_argument("--max-points", type=int, default=4096, help="images kept for uniformity (seeded subset)")
+    p.add_argument("--images-per-epoch", type=int, default=50000, help="DDAE model_N.pth only: training images per epoch")
+    p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
+    p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
+    p.add_argument("--batch-size", type=int, default=64, help="extraction batch size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_sweep)
 
     p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
     p.add_argument("cache")

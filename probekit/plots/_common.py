@@ -14,7 +14,12 @@ from matplotlib.figure import Figure
 from probekit.errors import ProbekitError
 from probekit.results import best_cells, check_columns
 
-METRIC_LABELS = {"top1": "top-1 accuracy", "mean_class_recall": "mean class recall"}
+METRIC_LABELS = {
+    "top1": "top-1 accuracy", "mean_class_recall": "mean class recall",
+    "alignment": "alignment (lower = more noise-invariant)", "uniformity": "uniformity (lower = more uniform)",
+}  # fmt: skip
+#: metrics that are fractions in [0, 1], drawn in %
+PERCENT_METRICS = ("top1", "mean_class_recall")
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -14,6 +14,7 @@ from probekit.plots._common import (
     chosen_cell,
     chosen_label,
     METRIC_LABELS,
+    PERCENT_METRICS,
     new_figure,
     sanitise,
     save_figure,
@@ -43,12 +44,14 @@ def plot_heatmap(
     """
     out_path = f"heatmap_{sanitise(probe)}.png" if out_path is None else out_path
     rows = select_rows(table, probe, metric, model=model, dataset=dataset)
+    # Accuracies are fractions shown in %; other metrics (alignment, uniformity) in their own units.
+    percent = metric in PERCENT_METRICS
     layer_order = rows.groupby("layer")["depth"].min().sort_values(kind="mergesort").index
     t_order = np.sort(rows["t"].unique())
     grid = (
         rows.pivot(index="layer", columns="t", values="value")
         .reindex(index=layer_order, columns=t_order)
-        .mul(100.0)
+        .mul(100.0 if percent else 1.0)
     )
     sigma_at_t = rows.groupby("t")["sigma"].first()
     column_labels = [f"t={t}\nσ={sigma_at_t[t]:.3g}" for t in t_order]
@@ -66,17 +69,21 @@ def plot_heatmap(
         ax=ax,
         cmap="viridis",
         annot=annotate,
-        fmt=".1f",
+        fmt=".1f" if percent else ".3f",
         annot_kws={"fontsize": 7},
         xticklabels=column_labels,
         yticklabels=[str(layer) for layer in layer_order],
-        cbar_kws={"label": f"{METRIC_LABELS.get(metric, metric)} (%)"},
+        cbar_kws={"label": METRIC_LABELS.get(metric, metric) + (" (%)" if percent else "")},
     )
     ax.set_xlabel("noise level")
     ax.set_ylabel("layer (forward order)")
     ax.tick_params(axis="x", labelrotation=0, labelsize=7)
     ax.tick_params(axis="y", labelsize=7)
 
+    if not percent:  # no "best" cell to outline: lower is not uniformly better for these
+        first = rows.iloc[0]
+        ax.set_title(f"{first['model']} · {first['dataset']} · {METRIC_LABELS.get(metric, metric)}", fontsize=9)
+        return save_figure(fig, out_path)
     best = chosen_cell(table, probe, metric, model=model, dataset=dataset)
     # seaborn puts cell (row i, column j) on the unit square with corner (j, i).
     row_pos = layer_order.get_loc(best["layer"])
