@@ -193,6 +193,23 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(cache.summary())
 
 
+def cmd_similarity(args: argparse.Namespace) -> None:
+    from .results import read_table, write_table
+    from .similarity import SimilarityConfig, similarity_table
+
+    config = SimilarityConfig(k=args.k, samples=args.samples, seed=args.seed, split=args.split, matrix=not args.no_matrix,
+                              max_memory=_memory_budget(args.max_memory), reference_t=args.reference_t,
+                              reference_layer=args.reference_layer)
+    table = similarity_table(args.cache, args.reference, config)
+    write_table(table, args.out)
+    print(f"wrote {args.out} ({len(table)} rows over {int(table['n_test'].iloc[0])} {args.split} images)")
+    if args.figures:
+        from .plots.similarity import plot_similarity
+
+        for path in plot_similarity(read_table(args.out), args.figures):
+            print(f"wrote {path}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with probekit's one-line errors, and negative timestep lists read as values."""
 
@@ -292,6 +309,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("similarity", help="CKA / CKNNA / mutual k-NN of every cell against a reference cache, "
+                       "and the cell x cell CKA matrix")
+    p.add_argument("--cache", required=True, help="feature cache whose cells are compared")
+    p.add_argument("--reference", help="cache of the same images (e.g. pixels or another model) to compare every cell with")
+    p.add_argument("--reference-t", type=int, help="reference cell's timestep, when the reference holds several")
+    p.add_argument("--reference-layer", help="reference cell's layer, when the reference holds several")
+    p.add_argument("--out", required=True, help="results CSV of similarity rows")
+    p.add_argument("--figures", help="folder for the similarity maps and the cell x cell matrix figure")
+    p.add_argument("--split", default="test", help="split whose images are compared (default test)")
+    p.add_argument("--samples", type=int, default=1000,
+                   help="images scored: a seeded subsample bounds memory to samples^2 per kernel (default 1000)")
+    p.add_argument("--k", type=int, default=10, help="neighbours of CKNNA and mutual k-NN (default 10, as REPA)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subsample (default 0)")
+    p.add_argument("--no-matrix", action="store_true", help="skip the cell x cell CKA matrix")
+    p.add_argument("--max-memory", default="1G", help="memory for the cell x cell matrix's kernels (default 1G)")
+    p.set_defaults(run=cmd_similarity)
 
     p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
     p.add_argument("cache")
