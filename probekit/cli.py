@@ -224,7 +224,7 @@ def cmd_similarity(args: argparse.Namespace) -> None:
                               reference_layer=args.reference_layer)
     table = similarity_table(args.cache, args.reference, config)
     write_table(table, args.out)
-    print(f"wrote {args.out} ({len(table)} rows over {int(table['n_test'].iloc[0])} {args.split} images)")
+    print(f"wrote {args.out} ({len(table)} rows over {int(table['n_eval'].iloc[0])} {args.split} images)")
     if args.figures:
         from .plots.similarity import plot_similarity
 

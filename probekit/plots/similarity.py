@@ -78,11 +78,11 @@ def plot_similarity_heatmap(
         ax.add_patch(Rectangle((int(np.searchsorted(t_order, top["t"])), layer_order.get_loc(top["layer"])), 1, 1,
                                fill=False, edgecolor="cyan", linewidth=2.5))  # fmt: skip
         first = rows.iloc[0]
-        k = f", k={int(first['k'])}" if "k" in rows.columns and np.isfinite(first["k"]) else ""
+        k = f", {first['params']}" if first.get("params") else ""
         ref_cell = f"t={first['ref_t']} {first['ref_layer']}"
         ax.set_title(
             f"{first['model']} vs {reference} ({ref_cell}) · {SIMILARITY_LABELS.get(metric, metric)}{k}\n"
-            f"highest {top['value']:.3f} at t={top['t']}, {top['layer']} · {int(first['n_test'])} {first.get('split', '')} images",
+            f"highest {top['value']:.3f} at t={top['t']}, {top['layer']} · {int(first['n_eval'])} {first.get('split', '')} images",
             fontsize=9,
         )
     return save_figure(fig, out_path)
@@ -125,7 +125,7 @@ def plot_cka_matrix(table: pd.DataFrame, out_path: str | os.PathLike, *, model: 
     ax.set_yticks(centres, labels, fontsize=7)
     ax.set_xlabel("cell (noise level, then depth)")
     first = rows.iloc[0]
-    ax.set_title(f"{first['model']} · CKA between cells · {int(first['n_test'])} images", fontsize=9)
+    ax.set_title(f"{first['model']} · CKA between cells · {int(first['n_eval'])} images", fontsize=9)
     return save_figure(fig, out_path)
 
 

@@ -3,7 +3,7 @@
 Memory is bounded by a seeded subsample: at most ``samples`` images of one split (uniformly
 drawn without replacement with ``numpy.random.default_rng(seed)``, kept in their cache order)
 enter every score, so each kernel is ``samples x samples``. The rows record that number in
-``n_test``.
+``n_eval``.
 
 Rows (results-table columns, plus the extra columns below)::
 
@@ -11,10 +11,10 @@ Rows (results-table columns, plus the extra columns below)::
     metric     "cka" (debiased linear CKA), "cknna", "mutual_knn"
     split      the split the images came from
     value      the score (unit-free, 1 = same representation)
-    ci_low/high  empty;  n_train 0;  n_test the number of images scored
+    params     "k=10": the neighbours of cknna / mutual_knn (empty for cka)
+    ci_low/high  empty;  n_train 0;  n_eval the number of images scored
     reference  model id of the reference cache, or "self" for the cell x cell CKA matrix
     ref_t, ref_layer, ref_depth   the reference cell (for "self": the other cell of the cache)
-    k          neighbours of cknna / mutual_knn (empty for cka)
 
 The cell x cell matrix is stored once per unordered pair (the diagonal included).
 """
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 PROBE = "similarity"
 METRICS = ("cka", "cknna", "mutual_knn")
 SELF = "self"
-EXTRA_COLUMNS = ("reference", "ref_t", "ref_layer", "ref_depth", "k")
+EXTRA_COLUMNS = ("reference", "ref_t", "ref_layer", "ref_depth")
 
 
 @dataclass
@@ -154,14 +154,14 @@ def _reference_cell(reference: FeatureCache, config: SimilarityConfig) -> _Cell:
 
 
 def _row(cache_attrs: dict, cell: _Cell, metric: str, value: float, n: int, split: str,
-         reference: str, ref: _Cell, k: float) -> dict[str, object]:  # fmt: skip
+         reference: str, ref: _Cell, k: int | None) -> dict[str, object]:  # fmt: skip
     return {
         "model": str(cache_attrs.get("model_id")), "dataset": str(cache_attrs.get("dataset")),
         "t": cell.t, "sigma": cell.sigma, "logsnr": cell.logsnr, "alpha_bar": cell.alpha_bar,
         "layer": cell.layer, "stage": cell.stage, "depth": cell.depth, "probe": PROBE,
-        "metric": metric, "split": split, "value": value, "ci_low": math.nan, "ci_high": math.nan,
-        "n_train": 0, "n_test": n, "reference": reference, "ref_t": ref.t, "ref_layer": ref.layer,
-        "ref_depth": ref.depth, "k": k,
+        "params": "" if k is None else f"k={k}", "metric": metric, "split": split, "value": value, "ci_low": math.nan, "ci_high": math.nan,
+        "n_train": 0, "n_eval": n, "reference": reference, "ref_t": ref.t, "ref_layer": ref.layer,
+        "ref_depth": ref.depth,
     }  # fmt: skip
 
 
@@ -213,7 +213,7 @@ def similarity_table(
             matrix = cka_matrix([features[(c.t, c.layer)] for c in kept], max_bytes=config.max_memory)
             for i, a in enumerate(kept):
                 for j in range(i, len(kept)):
-                    rows.append(_row(attrs, a, "cka", float(matrix[i, j]), n, config.split, SELF, kept[j], math.nan))
+                    rows.append(_row(attrs, a, "cka", float(matrix[i, j]), n, config.split, SELF, kept[j], None))
     if not rows:
         raise ProbekitError("every cell has NaN/inf features: nothing to compare")
     table = pd.DataFrame(rows)
@@ -244,6 +244,6 @@ def _against_reference(attrs: dict, cells: list[_Cell], features: dict, y: np.nd
         mask = knn_mask(kernel, config.k)
         mutual = float((mask * ref_mask).sum(axis=1).mean() / config.k)
         cknna = cknna_from_masks(kernel, ref_kernel, mask, ref_mask)
-        for metric, value, k in (("cka", cka, math.nan), ("cknna", cknna, config.k), ("mutual_knn", mutual, config.k)):
+        for metric, value, k in (("cka", cka, None), ("cknna", cknna, config.k), ("mutual_knn", mutual, config.k)):
             rows.append(_row(attrs, cell, metric, value, n, config.split, ref_name, ref, k))
     return rows

@@ -58,7 +58,7 @@ def test_rows_match_the_formulas_for_every_cell(caches):
     table = similarity_table(cache, reference, SimilarityConfig(k=5, samples=1000))
     against = table[table["reference"] == "pixels"]
     assert set(against["metric"]) == {"cka", "cknna", "mutual_knn"} and len(against) == 4 * 3
-    assert (against["ref_layer"] == "pixels").all() and (against["n_test"] == 50).all()
+    assert (against["ref_layer"] == "pixels").all() and (against["n_eval"] == 50).all()
     for (t_index, t), layer in [((i, t), l) for i, t in enumerate((1, 50)) for l in ("a", "b")]:
         x = feats[layer][t_index]
         got = against[(against["t"] == t) & (against["layer"] == layer)].set_index("metric")["value"]
@@ -78,7 +78,7 @@ def test_subsample_is_seeded_and_bounded(caches):
     one = similarity_table(cache, reference, SimilarityConfig(k=3, samples=20, seed=1, matrix=False))
     two = similarity_table(cache, reference, SimilarityConfig(k=3, samples=20, seed=1, matrix=False))
     other = similarity_table(cache, reference, SimilarityConfig(k=3, samples=20, seed=2, matrix=False))
-    assert (one["n_test"] == 20).all()
+    assert (one["n_eval"] == 20).all()
     np.testing.assert_array_equal(one["value"], two["value"])
     assert not np.allclose(one["value"], other["value"])
 
@@ -104,7 +104,7 @@ def test_cli_writes_table_and_figures(caches, tmp_path, capsys):
     assert main(["similarity", "--cache", str(cache), "--reference", str(reference), "--k", "4",
                  "--out", str(out), "--figures", str(tmp_path / "fig")]) == 0  # fmt: skip
     table = read_table(out)
-    assert {"reference", "ref_t", "ref_layer", "k"} <= set(table.columns)
+    assert {"reference", "ref_t", "ref_layer", "params"} <= set(table.columns)
     names = sorted(p.name for p in (tmp_path / "fig").iterdir())
     assert names == ["cka_matrix.png", "similarity_cka_pixels.png", "similarity_cknna_pixels.png",
                      "similarity_mutual_knn_pixels.png"]  # fmt: skip
