@@ -232,6 +232,25 @@ def cmd_similarity(args: argparse.Namespace) -> None:
             print(f"wrote {path}")
 
 
+def cmd_fuse(args: argparse.Namespace) -> None:
+    from .predictions import predictions_path, write_predictions
+    from .probes.fusion import FusionConfig, format_fusion, fuse_cache
+    from .results import write_table
+
+    config = FusionConfig(probe=args.probe, top_k=args.top_k, C=args.C, mixture=not args.no_mixture,
+                          mixture_top=args.mixture_top, width=args.width, epochs=args.epochs, lr=args.lr,
+                          val_fraction=args.val_fraction, seed=args.seed, device=_device(args.device))
+    result = fuse_cache(args.cache, args.results, config, progress=not args.quiet)
+    write_table(result.table, args.out)
+    sidecar = write_predictions(predictions_path(args.out), result.predictions)
+    print(format_fusion(result.table))
+    print(f"wrote {args.out} and {sidecar}")
+    if args.figures and result.weights:
+        from .plots.fusion import plot_mixture_weights
+
+        print(f"wrote {plot_mixture_weights(result.table, Path(args.figures) / 'fusion_weights.png')}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with probekit's one-line errors, and negative timestep lists read as values."""
 
@@ -372,6 +391,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-matrix", action="store_true", help="skip the cell x cell CKA matrix")
     p.add_argument("--max-memory", default="1G", help="memory for the cell x cell matrix's kernels (default 1G)")
     p.set_defaults(run=cmd_similarity)
+
+    p = sub.add_parser("fuse", help="fusion probes: the top-k val-ranked cells concatenated, and a learned "
+                       "softmax mixture over every cell; results rows and a predictions sidecar")
+    p.add_argument("--cache", required=True, nargs="+", help="the cache (or caches of one extraction) that was probed")
+    p.add_argument("--results", required=True, help="results CSV of `probekit probe` on that cache (ranks the cells on val)")
+    p.add_argument("--out", required=True, help="results CSV of the fusion probes (sidecar written beside it)")
+    p.add_argument("--figures", help="folder for fusion_weights.png (the mixture weights over noise x depth)")
+    p.add_argument("--probe", default="linear", help="probe whose val top-1 ranks the cells (default linear)")
+    p.add_argument("--top-k", type=_int_list, default=[2, 4, 8], help="cell counts concatenated, chosen on val (default 2,4,8)")
+    p.add_argument("--C", type=_float_list, default=[1.0], help="inverse L2 strengths of the concatenation, chosen on val (default 1)")
+    p.add_argument("--no-mixture", action="store_true", help="skip the learned mixture")
+    p.add_argument("--mixture-top", type=int, help="mix only the best M cells (default: every cell)")
+    p.add_argument("--width", type=int, default=32, help="common projection width of the mixture (default 32)")
+    p.add_argument("--epochs", type=int, default=40, help="mixture training epochs; the best on val is kept (default 40)")
+    p.add_argument("--lr", type=float, default=3e-3, help="mixture Adam learning rate (default 3e-3)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="as given to `probekit probe` (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="as given to `probekit probe` (default 0)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_fuse)
 
     p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
     p.add_argument("cache")
