@@ -251,6 +251,20 @@ def cmd_fuse(args: argparse.Namespace) -> None:
         print(f"wrote {plot_mixture_weights(result.table, Path(args.figures) / 'fusion_weights.png')}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import build_report
+
+    commands: list[str] = []
+    if args.commands:
+        path = Path(args.commands)
+        if not path.is_file():
+            raise ProbekitError(f"--commands {path} does not exist: give a text file with one command per line")
+        commands = [line.rstrip() for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    out = build_report(args.results, args.out, caches=args.cache or (), images=args.images or (), commands=commands,
+                       title=args.title, x=args.x, n_boot=args.n_boot)
+    print(f"wrote {out}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with probekit's one-line errors, and negative timestep lists read as values."""
 
@@ -411,6 +425,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_fuse)
+
+    p = sub.add_parser("report", help="one self-contained HTML page: protocol, val-chosen cells, paired comparisons, "
+                       "figures and commands")
+    p.add_argument("--results", required=True, nargs="+",
+                   help="results CSVs: probe runs (with their sidecars), fusion runs and similarity tables")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument("--cache", nargs="*", help="caches the results came from: their metadata and recorded commands")
+    p.add_argument("--images", nargs="*", help="extra PNG figures to embed (e.g. a t-SNE from `probekit tsne`)")
+    p.add_argument("--commands", help="text file of further commands to list (blank and # lines skipped)")
+    p.add_argument("--title", default="probekit report")
+    p.add_argument("--x", default="t", choices=["t", "sigma", "logsnr"], help="noise axis of the curves")
+    p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples of the paired comparisons")
+    p.set_defaults(run=cmd_report)
 
     p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
     p.add_argument("cache")
