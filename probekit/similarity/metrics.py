@@ -153,12 +153,16 @@ def cknna(x: np.ndarray, y: np.ndarray, topk: int = 10) -> float:
     return cknna_from_masks(k, l, mask_k, mask_l)
 
 
-def cknna_from_masks(k: np.ndarray, l: np.ndarray, mask_k: np.ndarray, mask_l: np.ndarray) -> float:
-    """CKNNA from kernels and their k-NN masks (lets a reference's mask be computed once)."""
+def cknna_from_masks(
+    k: np.ndarray, l: np.ndarray, mask_k: np.ndarray, mask_l: np.ndarray, *, ll: float | None = None
+) -> float:
+    """CKNNA from kernels and their k-NN masks; ``ll`` = ``Align(L, L)`` when already known
+    (a reference's kernel, mask and self-alignment are computed once for every cell)."""
     both = mask_k * mask_l
     kl = hsic_unbiased(both * k, both * l)
     kk = hsic_unbiased(mask_k * k, mask_k * k)
-    ll = hsic_unbiased(mask_l * l, mask_l * l)
+    if ll is None:
+        ll = hsic_unbiased(mask_l * l, mask_l * l)
     return _cosine(kl, kk, ll)
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 from probekit.cache import FeatureCache
 from probekit.errors import ProbekitError
 from probekit.results import COLUMNS
-from probekit.similarity.metrics import cka_matrix, cknna_from_masks, knn_mask, l2_normalise, u_center
+from probekit.similarity.metrics import cka_matrix, cknna_from_masks, hsic_unbiased, knn_mask, l2_normalise, u_center
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,7 @@ def _against_reference(attrs: dict, cells: list[_Cell], features: dict, y: np.nd
     y_unit = l2_normalise(y)
     ref_kernel = y_unit @ y_unit.T
     ref_mask = knn_mask(ref_kernel, config.k)
+    ref_align = hsic_unbiased(ref_mask * ref_kernel, ref_mask * ref_kernel)
     rows = []
     for cell in cells:
         x = features.get((cell.t, cell.layer))
@@ -243,7 +244,7 @@ def _against_reference(attrs: dict, cells: list[_Cell], features: dict, y: np.nd
         kernel = x_unit @ x_unit.T
         mask = knn_mask(kernel, config.k)
         mutual = float((mask * ref_mask).sum(axis=1).mean() / config.k)
-        cknna = cknna_from_masks(kernel, ref_kernel, mask, ref_mask)
+        cknna = cknna_from_masks(kernel, ref_kernel, mask, ref_mask, ll=ref_align)
         for metric, value, k in (("cka", cka, None), ("cknna", cknna, config.k), ("mutual_knn", mutual, config.k)):
             rows.append(_row(attrs, cell, metric, value, n, config.split, ref_name, ref, k))
     return rows
