@@ -15,12 +15,24 @@ from typing import Callable, NoReturn, Sequence
 from .errors import ProbekitError
 
 
-def _int_list(text: str) -> list[int]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    try:
-        return [int(item) for item in items]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers (e.g. 1,11,21)") from None
+_KIND_WORDS = {int: "integers", float: "numbers"}
+
+
+def _number_list(kind: type, example: str) -> Callable[[str], list]:
+    """An argparse type for a comma-separated list of ``kind`` (int or float)."""
+
+    def parse(text: str) -> list:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        try:
+            return [kind(item) for item in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {_KIND_WORDS[kind]} (e.g. {example})") from None
+
+    return parse
+
+
+_int_list = _number_list(int, "1,11,21")
+_float_list = _number_list(float, "0.1,1")
 
 
 def _device(name: str) -> str:
@@ -127,14 +139,6 @@ def cmd_extract(args: argparse.Namespace) -> None:
     # Single-process: extract() has logged "wrote OUT in N s" already.
 
 
-def _float_list(text: str) -> list[float]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    try:
-        return [float(item) for item in items]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers (e.g. 0.1,1)") from None
-
-
 def cmd_probe(args: argparse.Namespace) -> None:
     from .predictions import predictions_path, write_predictions
     from .probes import ProbeSettings
@@ -146,6 +150,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         val_fraction=args.val_fraction,
         train_features=args.train_features,
         test_features=args.test_features,
+        use_views=args.use_views,
         settings=ProbeSettings(linear_C=args.C, knn_k=args.k, knn_temperature=args.temperature),
         epochs=args.epochs,
         lr=args.lr,
@@ -333,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "image each epoch (DDAE's protocol), the others train on every (view, draw) row")
     p.add_argument("--test-features", default="mean", choices=["mean", "single"],
                    help="val and test features: mean over noise draws, or a single draw (DDAE) (default mean)")
+    p.add_argument("--use-views", type=int, help="with --train-features sample: draw from the first A augmented views only")
     p.add_argument("--C", type=_float_list, default=[1.0],
                    help="inverse L2 strength(s) of linear and logreg; several are chosen per cell on val (default 1)")
     p.add_argument("--epochs", type=int, help="sgd / mlp epochs (default 15, DDAE's)")

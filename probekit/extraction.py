@@ -46,7 +46,8 @@ class ExtractConfig:
     pooling: str = "gap"
     dtype: str = "float32"
     fit: str = "auto"
-    splits: Sequence[str] = field(default=("train", "test"))
+    #: splits extracted when the dataset has them ("val": a dataset's own validation split)
+    splits: Sequence[str] = field(default=("train", "val", "test"))
     #: fp32, or bf16 / fp16 autocast around each forward (features are stored as float32/16 either way)
     precision: str = "fp32"
     channels_last: bool = False

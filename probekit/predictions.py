@@ -13,13 +13,16 @@ Format (``numpy.savez_compressed``, read with ``allow_pickle=False``; version 1)
     probe, layer    (M,) str     one entry per kept cell
     t               (M,) int64   the cell's timestep index
     predictions     (M, N) int32 predicted class of each test image, row m for cell m
+    val_index       (V,) int64   train sample ids held out as the validation split (empty when
+                                 the choice was made on test; the dataset's own val ids otherwise)
+    val_fraction    0-d float    the --val-fraction asked for (NaN for a dataset's own val split)
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,8 @@ class PredictionSet:
     t: list[int]
     layer: list[str]
     predictions: np.ndarray  # (M, N) int32
+    val_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    val_fraction: float = float("nan")
 
     def row(self, probe: str, t: int, layer: str) -> np.ndarray:
         """(N,) predictions of one cell; a clear error when the sidecar does not hold it."""
@@ -82,6 +87,7 @@ def write_predictions(path: str | os.PathLike, predictions: PredictionSet) -> Pa
             index=np.asarray(p.index, dtype=np.int64), labels=np.asarray(p.labels, dtype=np.int64),
             probe=np.array(p.probe, dtype=str), t=np.asarray(p.t, dtype=np.int64),
             layer=np.array(p.layer, dtype=str), predictions=np.asarray(p.predictions, dtype=np.int32),
+            val_index=np.asarray(p.val_index, dtype=np.int64), val_fraction=np.array(float(p.val_fraction)),
         )
         os.replace(tmp, path)
     except BaseException:
@@ -111,4 +117,6 @@ def read_predictions(path: str | os.PathLike) -> PredictionSet:
         index=fields["index"].astype(np.int64), labels=fields["labels"].astype(np.int64),
         probe=[str(x) for x in fields["probe"]], t=[int(x) for x in fields["t"]],
         layer=[str(x) for x in fields["layer"]], predictions=fields["predictions"],
+        val_index=fields.get("val_index", np.zeros(0, dtype=np.int64)).astype(np.int64),
+        val_fraction=float(fields.get("val_fraction", np.nan)),
     )

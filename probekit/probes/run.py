@@ -35,6 +35,9 @@ class ProbeRunConfig:
             epoch; the others train on every slot as a row).
         test_features: "mean" over the noise draws of the clean image, or "single" (draw 0),
             for val and test alike.
+        use_views: sample from the first ``use_views`` augmented views only (None: all); views
+            are keyed by their number, so the first A views of a cache with more views are the
+            views a cache extracted with ``--views A`` holds.
         settings: every probe's own settings (see :class:`ProbeSettings`).
         epochs, lr, weight_decay, batch_size: overrides of the epoch-based probes (sgd, mlp).
         device: where probes run.
@@ -45,6 +48,7 @@ class ProbeRunConfig:
     val_fraction: float = 0.1
     train_features: str = "mean"
     test_features: str = "mean"
+    use_views: int | None = None
     settings: ProbeSettings = field(default_factory=ProbeSettings)
     epochs: int | None = None
     lr: float | None = None
@@ -155,16 +159,23 @@ class CacheGroup:
         parts = [c.features(split, cell[1], cell[0], draws=draws) for c in self._parts[split]]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def train_slots(self, split: str, cell: Cell) -> np.ndarray:
-        """(S, N, D) features of every sampled (view, draw) slot of ``split``."""
-        parts = [c.train_slots(split, cell[1], cell[0]) for c in self._parts[split]]
+    def train_slots(self, split: str, cell: Cell, use_views: int | None = None) -> np.ndarray:
+        """(S, N, D) features of every sampled (view, draw) slot of ``split`` (of its first
+        ``use_views`` augmented views when given)."""
+        keep = self.slots(use_views)
+        parts = [c.train_slots(split, cell[1], cell[0])[:keep] for c in self._parts[split]]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
-    @property
-    def slots(self) -> int:
+    def slots(self, use_views: int | None = None) -> int:
         """Slots a sampling probe draws from per train image."""
         first = self.caches[0]
-        return first.draws * (first.views if first.views > 0 else 1)
+        if use_views is not None and not 1 <= use_views <= first.views:
+            raise ProbekitError(
+                f"--use-views {use_views}: {first.path} holds {first.views} augmented views; use 1..{first.views}"
+                if first.views else f"--use-views needs a cache extracted with --views; {first.path} has none"
+            )
+        views = use_views if use_views is not None else first.views
+        return first.draws * (views if views > 0 else 1)
 
     def cell_bytes(self, cell: Cell, train_slots: int = 1) -> int:
         """float32 bytes of one cell's features as probed: ``train_slots`` rows per train image,
@@ -272,7 +283,7 @@ def probe_cache(
         y_fit = y_all[fit_pos]
         num_classes = len(group.class_names)
         sample = config.train_features == "sample"
-        slots = group.slots if sample else 1
+        slots = group.slots(config.use_views) if sample else 1
         cells = group.cells
         groups = plan_groups({cell: group.cell_bytes(cell, slots) for cell in cells}, max_memory)
         if len(groups) > 1:
@@ -286,7 +297,7 @@ def probe_cache(
                 elif val_pos is None:
                     features["val"][cell] = group.features("val", cell, config.test_features)
                 if sample:
-                    features["train"][cell] = group.train_slots("train", cell)[:, fit_pos]
+                    features["train"][cell] = group.train_slots("train", cell, config.use_views)[:, fit_pos]
                 elif config.test_features == "mean":
                     features["train"][cell] = clean[fit_pos]
                 else:
@@ -309,6 +320,10 @@ def probe_cache(
             del features, task
         attrs = group.attrs
         test_index = group.index("test")
+        if val_pos is None:
+            val_index, val_fraction = group.index("val"), float("nan")
+        else:
+            val_index, val_fraction = group.index("train")[val_pos], config.val_fraction
     if not any(outcomes.values()):
         raise ProbekitError("every cell has NaN/inf features: nothing to probe; check the model and --precision")
     model, dataset = str(attrs.get("model_id")), str(attrs.get("dataset"))
@@ -324,6 +339,7 @@ def probe_cache(
         model=model, dataset=dataset, index=test_index, labels=y_evals["test"],
         probe=[name for name, _ in kept], t=[cell[0] for _, cell in kept], layer=[cell[1] for _, cell in kept],
         predictions=np.stack([outcomes[name][cell].predictions["test"] for name, cell in kept]).astype(np.int32),
+        val_index=val_index, val_fraction=val_fraction,
     )
     return ProbeResults(table=table, predictions=predictions)
 
