@@ -141,7 +141,7 @@ def bare_inputs(backbone: Backbone, dataset: ImageDataset, config: ExtractConfig
     for split_name, split in dataset.splits.items():
         seed = split_seed(config.seed, split_name)
         for start in range(0, len(split.labels), config.batch_size):
-            x0, _ = fit_images(split.images[start : start + config.batch_size], size=backbone.input_size,
+            x0, _ = fit_images(split.read(slice(start, start + config.batch_size)), size=backbone.input_size,
                                channels=backbone.input_channels, value_range=backbone.value_range, fit=config.fit)
             x0 = backbone.encode(x0.to(backbone.device))
             ids = split.index[start : start + config.batch_size]

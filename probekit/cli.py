@@ -74,6 +74,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
+def _add_column_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-column", help="hf: data: the image column (default: the one Image column)")
+    p.add_argument("--label-column", help="hf: data: the label column (default: the one ClassLabel column, or 'label')")
+
+
 def cmd_layers(args: argparse.Namespace) -> None:
     from .models import load_backbone
 
@@ -95,7 +100,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
     if args.timesteps is not None and args.grid:
         raise ProbekitError("give either --timesteps or --grid, not both")
     backbone = load_backbone(args.model, random_init=args.random_init, seed=args.init_seed, device=_device(args.device))
-    dataset = load_dataset(args.data, download=not args.no_download, seed=args.seed)
+    dataset = load_dataset(args.data, download=not args.no_download, seed=args.seed,
+                           image_column=args.image_column, label_column=args.label_column)
     for split, limit in (("train", args.train_limit), ("test", args.test_limit)):
         if limit is not None:
             if limit < 1:
@@ -205,7 +211,8 @@ def cmd_tsne(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, train
 
-    overrides = {"data": args.data, "total_steps": args.total_steps, "train_limit": args.train_limit,
+    overrides = {"data": args.data, "image_column": args.image_column, "label_column": args.label_column,
+                 "total_steps": args.total_steps, "train_limit": args.train_limit,
                  "batch_size": args.batch_size, "precision": args.precision, "checkpoint_every": args.checkpoint_every}
     config = TrainConfig.from_yaml(args.config, **overrides) if args.config else TrainConfig.from_dict(
         {k: v for k, v in overrides.items() if v is not None})
@@ -293,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="extract pooled features over layers x noise grid into an HDF5 cache")
     _add_model_args(p)
-    p.add_argument("--data", required=True, help="dataset name (fashion-mnist, mnist, cifar10, cifar100, tiny-imagenet, digits) or path")
+    p.add_argument("--data", required=True, help="dataset name (fashion-mnist, mnist, cifar10, cifar100, tiny-imagenet, digits), "
+                   "path, hf:NAME[:CONFIG] (Hugging Face hub) or hf-disk:PATH (a save_to_disk folder)")
+    _add_column_args(p)
     p.add_argument("--out", required=True, help="HDF5 cache to write")
     grid = p.add_mutually_exclusive_group()
     grid.add_argument("--timesteps", type=_int_list, help="comma-separated timestep indices of the model's schedule")
@@ -385,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="pretrain a diffusers UNet2DModel to denoise (DDPM, labels unused); resumes")
     p.add_argument("--out", required=True, help="run folder; an existing run there is resumed")
     p.add_argument("--config", help="YAML recipe (see experiments/train/); settings below override it")
-    p.add_argument("--data", help="dataset name or path (default fashion-mnist)")
+    p.add_argument("--data", help="dataset name, path, hf:NAME[:CONFIG] or hf-disk:PATH (default fashion-mnist)")
+    _add_column_args(p)
     p.add_argument("--total-steps", type=int)
     p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
     p.add_argument("--batch-size", type=int)

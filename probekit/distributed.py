@@ -20,7 +20,6 @@ import h5py
 import numpy as np
 
 from .data import ImageDataset
-from .data.base import ImageSplit
 from .errors import ProbekitError
 
 
@@ -59,7 +58,7 @@ def shard_dataset(dataset: ImageDataset, rank: int, world_size: int) -> ImageDat
                 f"the {name} split has {len(split.labels)} samples, fewer than the {world_size} processes: use fewer processes"
             )
         start, stop = shard_bounds(len(split.labels), rank, world_size)
-        splits[name] = ImageSplit(images=split.images[start:stop], labels=split.labels[start:stop], index=split.index[start:stop])
+        splits[name] = split.take(slice(start, stop))  # lazy splits stay lazy: no pixels are read here
     return replace(dataset, splits=splits)
 
 

@@ -218,7 +218,7 @@ def extract(
     applied = backbone.speed_up(channels_last=config.channels_last, compile=config.compile)
     if applied:
         log.info("speed-ups: %s", ", ".join(applied))
-    x_probe, fit_record = _prepare(backbone, first.images[:1], config.fit, config.channels_last)
+    x_probe, fit_record = _prepare(backbone, first.read(slice(0, 1)), config.fit, config.channels_last)
     probe_feats = _batch_features(
         backbone, x_probe, first.index[:1], ExtractPlan(plan.grid[:1], plan.layers, plan.pooling), draws=1, seed=0,
         precision=config.precision,
@@ -277,8 +277,9 @@ def extract(
                         continue
                     ids = split.index[start:stop]
                     per_view = []
+                    batch = split.read(slice(start, stop))  # lazy datasets decode just this batch
                     for view in range(layout.slots(split_name) // config.draws):
-                        images = split.images[start:stop]
+                        images = batch
                         if view > 0:
                             images = crop_flip_views(images, ids, seed=config.seed, split=split_name, view=view)
                         x0, _ = _prepare(backbone, images, config.fit, config.channels_last)

@@ -151,3 +151,36 @@ def test_a_closed_stdout_pipe_ends_quietly():
                           stderr=subprocess.PIPE, text=True, timeout=300)
     os.close(write_end)
     assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_extract_from_a_saved_hf_dataset_with_named_columns(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+    import io
+
+    rng = np.random.default_rng(3)
+
+    def table(n):
+        pixels = rng.integers(0, 256, size=(n, 6, 6, 3), dtype=np.uint8)
+        fine, coarse = np.arange(n) % 4, np.arange(n) % 2
+        encoded = []
+        for image in pixels:
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="PNG")
+            encoded.append({"bytes": buffer.getvalue(), "path": None})
+        features = datasets.Features({"img": datasets.Image(), "fine": datasets.ClassLabel(names=list("wxyz")),
+                                      "coarse": datasets.ClassLabel(names=["even", "odd"])})
+        data = {"img": encoded, "fine": fine.tolist(), "coarse": coarse.tolist()}
+        return datasets.Dataset.from_dict(data, features=features), pixels, coarse
+
+    (train, train_px, _), (test, test_px, test_y) = table(9), table(5)
+    datasets.DatasetDict(train=train, test=test).save_to_disk(str(tmp_path / "hfds"))
+    out = tmp_path / "p.h5"
+    assert main(["extract", "--model", "pixels", "--data", f"hf-disk:{tmp_path / 'hfds'}", "--image-column", "img",
+                 "--label-column", "coarse", "--batch-size", "2", "--out", str(out), "--quiet"]) == 0
+    with FeatureCache(out) as cache:
+        assert cache.class_names == ["even", "odd"]
+        np.testing.assert_array_equal(cache.labels("test"), test_y)
+        for split, pixels in (("train", train_px), ("test", test_px)):  # pixel features are (C, H, W) flattened
+            expected = pixels.transpose(0, 3, 1, 2).reshape(len(pixels), -1) / 255
+            np.testing.assert_allclose(cache.features(split, "pixels", 0), expected, rtol=1e-6)

@@ -503,3 +503,14 @@ def test_timesteps_that_are_not_integers_are_refused(value, npz_data, tmp_path, 
 def test_timesteps_that_are_not_integers_give_one_line(value, npz_data, tmp_path, capsys):
     code, err = run_cli(extract_argv("pixels", npz_data, tmp_path / "f.h5", "--timesteps", value), capsys)
     assert_one_line_error(code, err, "--timesteps")
+
+
+def test_hf_dataset_with_a_missing_column(tmp_path, capsys):
+    datasets = pytest.importorskip("datasets")
+    table = datasets.Dataset.from_dict({"label": [0, 1]}, features=datasets.Features({"label": datasets.ClassLabel(names=["a", "b"])}))
+    datasets.DatasetDict(train=table, test=table).save_to_disk(str(tmp_path / "hfds"))
+    capsys.readouterr()  # the progress bars of save_to_disk
+    argv = extract_argv("pixels", f"hf-disk:{tmp_path / 'hfds'}", tmp_path / "f.h5", "--image-column", "photo")
+    code, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, "no column 'photo'", "--image-column")
+    assert not (tmp_path / "f.h5").exists()

@@ -90,3 +90,21 @@ def test_torchrun_two_processes_equal_one(tiny_unet_dir, tmp_path):
     assert complete and merged.keys() == single.keys()
     for key in single:
         np.testing.assert_allclose(merged[key], single[key], rtol=1e-5, atol=1e-6)
+
+
+def test_shards_of_a_folder_dataset_stay_lazy(tmp_path):
+    from probekit.data import load_dataset
+
+    from .data.formats import write_image
+
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, size=(10, 4, 4, 3), dtype=np.uint8)
+    for i, image in enumerate(pixels):  # a/00 .. a/04, b/05 .. b/09: load order is i
+        write_image(tmp_path / "ds" / "train" / "ab"[i // 5] / f"{i:02d}.png", image)
+        write_image(tmp_path / "ds" / "test" / "ab"[i // 5] / f"{i:02d}.png", image)
+    dataset = load_dataset(str(tmp_path / "ds"))
+    parts = [shard_dataset(dataset, r, 3).splits["train"] for r in range(3)]
+    assert all(part.lazy for part in parts)
+    np.testing.assert_array_equal(np.concatenate([p.index for p in parts]), np.arange(10))
+    for part in parts:
+        np.testing.assert_array_equal(part.read(slice(None)), pixels[part.index])

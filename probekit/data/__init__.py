@@ -1,11 +1,12 @@
-"""Datasets as uint8 image arrays with labels and stable sample ids, and per-batch model fitting.
+"""Datasets as uint8 images (in memory, or decoded per batch) with labels and stable sample ids.
 
-``load_dataset("cifar10")`` (or a path) returns an :class:`ImageDataset`; ``stratified_subset``
-takes a seeded, class-balanced subset that keeps sample ids; ``fit_images`` turns a batch into the
-float tensor a network expects.
+``load_dataset("cifar10")`` (or a path, ``hf:NAME``, ``hf-disk:PATH``) returns an
+:class:`ImageDataset`; ``split.read(slice)`` gives a batch of pixels and ``split.take`` a subset
+(lazy splits stay lazy); ``stratified_subset`` takes a seeded, class-balanced subset that keeps
+sample ids; ``fit_images`` turns a batch into the float tensor a network expects.
 """
 
-from probekit.data.base import ImageDataset, ImageSplit
+from probekit.data.base import ImageDataset, ImageSplit, LazyImages
 from probekit.data.registry import list_datasets, load_dataset
 from probekit.data.sampling import holdout_split, stratified_subset
 from probekit.data.transforms import fit_images
@@ -13,6 +14,7 @@ from probekit.data.transforms import fit_images
 __all__ = [
     "ImageDataset",
     "ImageSplit",
+    "LazyImages",
     "fit_images",
     "holdout_split",
     "list_datasets",

@@ -1,55 +1,158 @@
-"""The in-memory form every dataset loader returns: uint8 images, int64 labels, stable sample ids."""
+"""What every dataset loader returns: images (in memory or decoded on demand), int64 labels and
+stable sample ids.
+
+Small formats (IDX, CIFAR pickles, npz, digits) hold their pixels in one uint8 array. Image
+folders, Tiny ImageNet and Hugging Face datasets hold a :class:`LazyImages` instead: where each
+image is, never its pixels, so memory does not grow with the number of images. Consumers read
+pixels per batch with :meth:`ImageSplit.read` and take subsets with :meth:`ImageSplit.take`;
+both work the same for the two kinds.
+"""
 
 from __future__ import annotations
 
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from probekit.errors import ProbekitError
 
+Selection = slice | np.ndarray | Sequence[int]
+
+
+class LazyImages(ABC):
+    """Images decoded when read: ``rows`` locate each image in a store (file list, table).
+
+    A subset shares the store and keeps only its rows, so subsets and shards cost O(rows).
+    Every image must have ``image_shape``; one that does not is an error when it is read.
+    """
+
+    def __init__(self, rows: np.ndarray, image_shape: tuple[int, int, int]) -> None:
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.image_shape = tuple(int(s) for s in image_shape)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read(self, positions: np.ndarray) -> np.ndarray:
+        """Decode the images at ``positions`` (into this object's rows): uint8 (k, H, W, C)."""
+        rows = self.rows[positions]
+        out = np.empty((len(rows), *self.image_shape), dtype=np.uint8)
+        for i, (row, pixels) in enumerate(zip(rows, self.decode(rows), strict=True)):
+            if pixels.shape != self.image_shape:
+                raise ProbekitError(
+                    f"{self.describe(int(row))} is {pixels.shape[1]}x{pixels.shape[0]} but the "
+                    f"dataset's images are {self.image_shape[1]}x{self.image_shape[0]}; all images "
+                    f"of a dataset must have one size, resize them first"
+                )
+            out[i] = pixels
+        return out
+
+    def subset(self, positions: np.ndarray | slice) -> LazyImages:
+        """The images at ``positions``, still lazy (the store is shared, not copied)."""
+        view = copy.copy(self)
+        view.rows = self.rows[positions]
+        return view
+
+    @abstractmethod
+    def decode(self, rows: np.ndarray) -> Iterable[np.ndarray]:
+        """uint8 (H, W, C) pixels of each store row, in order."""
+
+    @abstractmethod
+    def describe(self, row: int) -> str:
+        """Where store row ``row`` comes from, for error messages (a path, a table row)."""
+
+
+def _positions(selection: Selection, n: int) -> np.ndarray:
+    if isinstance(selection, slice):
+        return np.arange(n)[selection]
+    positions = np.asarray(selection, dtype=np.int64)
+    if positions.ndim != 1:
+        raise ProbekitError(f"select images with a slice or a 1-d list of positions, got shape {positions.shape}")
+    return positions
+
 
 @dataclass
 class ImageSplit:
-    """One split (train or test) of an image dataset.
+    """One split (train, test, val) of an image dataset.
 
     Attributes:
-        images: uint8 pixels in 0..255, shape (N, H, W, C) with C in {1, 3}.
+        images: uint8 pixels in 0..255, shape (N, H, W, C) with C in {1, 3}; or a
+            :class:`LazyImages` of N such images, decoded when read.
         labels: int64 class ids in 0..num_classes-1, shape (N,).
         index: int64 position of each image in the *original* split, shape (N,). It is the stable
             sample id: the feature extractor derives each sample's noise from it, so a subset keeps
             the ids of the images it keeps instead of renumbering them.
     """
 
-    images: np.ndarray
+    images: np.ndarray | LazyImages
     labels: np.ndarray
     index: np.ndarray
 
     def __post_init__(self) -> None:
         images, labels, index = self.images, self.labels, self.index
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        if isinstance(images, LazyImages):
+            shape = (len(images), *images.image_shape)
+        elif images.dtype != np.uint8 or images.ndim != 4:
+            shape = None
+        else:
+            shape = images.shape
+        if shape is None or len(shape) != 4 or shape[-1] not in (1, 3):
             raise ProbekitError(
-                f"images must be uint8 (N, H, W, C) with C in {{1, 3}}, got {images.dtype} "
-                f"{images.shape}; convert them before building an ImageSplit"
+                f"images must be uint8 (N, H, W, C) with C in {{1, 3}}, got "
+                f"{getattr(images, 'dtype', type(images).__name__)} {shape or images.shape}; convert "
+                f"them before building an ImageSplit"
             )
         for what, array in (("labels", labels), ("index", index)):
-            if array.dtype != np.int64 or array.shape != (len(images),):
+            if array.dtype != np.int64 or array.shape != (shape[0],):
                 raise ProbekitError(
-                    f"{what} must be int64 of shape ({len(images)},) to match the images, got "
+                    f"{what} must be int64 of shape ({shape[0]},) to match the images, got "
                     f"{array.dtype} {array.shape}"
                 )
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def lazy(self) -> bool:
+        """True when pixels are decoded on read rather than held in memory."""
+        return isinstance(self.images, LazyImages)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of every image, in pixels."""
+        return self.images.image_shape if self.lazy else tuple(self.images.shape[1:])
+
+    def read(self, selection: Selection) -> np.ndarray:
+        """uint8 (k, H, W, C) pixels of the selected images (a slice or positions in this split).
+
+        The one way to get pixels: in-memory splits index their array, lazy ones decode just
+        these images. Read per batch; never select a whole large split at once.
+        """
+        if not self.lazy:
+            return self.images[selection]
+        return self.images.read(_positions(selection, len(self)))
+
+    def take(self, selection: Selection) -> ImageSplit:
+        """The selected images as a split that keeps their labels and sample ids (lazy stays lazy)."""
+        if isinstance(selection, slice):
+            positions: slice | np.ndarray = selection
+        else:
+            positions = _positions(selection, len(self))
+        images = self.images.subset(positions) if self.lazy else self.images[positions]
+        return ImageSplit(images, self.labels[positions], self.index[positions])
+
 
 @dataclass
 class ImageDataset:
-    """A labelled image dataset with a train and a test split.
+    """A labelled image dataset with a train and a test split (and optionally a val split).
 
     Attributes:
         name: what the user asked for, e.g. "fashion-mnist", "cifar10", or the path they gave.
-        splits: always has "train" and "test".
+        splits: always has "train" and "test"; "val" where the source ships its own validation
+            split besides a test split.
         class_names: the name of class id ``i`` is ``class_names[i]``.
         source: where the data was read from (a path, or the library that bundled it).
         info: provenance that feature caches record, e.g. ``{"test_split": "official"}`` or

@@ -3,7 +3,8 @@
 Either ``root/<class>/**/*.png`` (one pool, split into train/test by a stratified seeded holdout)
 or ``root/train/<class>/...`` with ``root/test/<class>/...`` (``val`` is accepted for ``test``).
 Class ids follow the sorted sub-folder names; images are ordered by class, then by path. Images
-are loaded as grayscale (C=1) when every file is grayscale, else as RGB (C=3).
+are read as grayscale (C=1) when every file is grayscale, else as RGB (C=3). Loading reads file
+headers only; pixels are decoded per batch when a split is read (:class:`FileImages`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from probekit.data.base import ImageDataset, ImageSplit
-from probekit.data.images import (
-    IMAGE_SUFFIXES,
-    all_grayscale,
-    is_image_file,
-    read_images,
-)
+from probekit.data.images import IMAGE_SUFFIXES, FileImages, is_image_file, scan_images
 from probekit.data.sampling import holdout_split
 from probekit.errors import ProbekitError
 
@@ -55,15 +51,17 @@ def _load_train_test(root: Path, test_dir: Path) -> ImageDataset:
             f"{test_dir / unknown[0]} is a class with no folder in {root / 'train'}; add or remove it"
         )
     test_paths, test_labels = _scan(test_dir, class_names)
-    mode = "L" if all_grayscale(train_paths + test_paths) else "RGB"
+    mode, shape = scan_images(train_paths + test_paths)
     splits = {
         "train": ImageSplit(
-            read_images(train_paths, mode),
+            FileImages(train_paths, mode, shape),
             train_labels,
             np.arange(len(train_labels), dtype=np.int64),
         ),
         "test": ImageSplit(
-            read_images(test_paths, mode), test_labels, np.arange(len(test_labels), dtype=np.int64)
+            FileImages(test_paths, mode, shape),
+            test_labels,
+            np.arange(len(test_labels), dtype=np.int64),
         ),
     }
     info: dict[str, object] = {
@@ -77,8 +75,8 @@ def _load_train_test(root: Path, test_dir: Path) -> ImageDataset:
 def _load_pool(root: Path, test_fraction: float, seed: int) -> ImageDataset:
     class_names = _class_names(root)
     paths, labels = _scan(root, class_names)
-    images = read_images(paths, "L" if all_grayscale(paths) else "RGB")
-    train, test = holdout_split(images, labels, test_fraction, seed)
+    mode, shape = scan_images(paths)
+    train, test = holdout_split(FileImages(paths, mode, shape), labels, test_fraction, seed)
     info: dict[str, object] = {
         "format": "folder",
         "test_split": "holdout",

@@ -1,13 +1,15 @@
-"""Decode image files with Pillow into one uint8 (N, H, W, C) array."""
+"""Image files decoded with Pillow, on demand: :class:`FileImages` holds paths, never pixels."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
 
+from probekit.data.base import LazyImages
 from probekit.errors import ProbekitError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
@@ -18,59 +20,84 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def all_grayscale(paths: Sequence[Path]) -> bool:
-    """True when every file is a grayscale image (reads headers only, not pixels)."""
-    return all(_header_mode(path) in _GRAYSCALE_MODES for path in paths)
+def scan_images(paths: Sequence[Path]) -> tuple[str, tuple[int, int, int]]:
+    """Pillow mode ("L" when every file is grayscale, else "RGB") and the (H, W, C) all files share.
 
-
-def read_images(paths: Sequence[Path], mode: str) -> np.ndarray:
-    """Decode ``paths`` in Pillow ``mode`` ("L" or "RGB") into uint8 (N, H, W, C).
-
-    All images must have the size of the first; probekit resizes later, per batch, with
-    :func:`probekit.data.transforms.fit_images`, not at load time.
+    Reads headers only (no pixels), so it runs in constant memory; a file of another size is an
+    error here, before any extraction starts. Probekit resizes later, per batch, with
+    :func:`probekit.data.transforms.fit_images`.
     """
     if not paths:
         raise ProbekitError("no image files to read")
-    out: np.ndarray | None = None
-    for i, path in enumerate(paths):
-        pixels = _decode(path, mode)
-        if out is None:
-            # Preallocate from the first image: stacking a list would hold every image twice.
-            out = np.empty((len(paths), *pixels.shape), dtype=np.uint8)
-        elif pixels.shape != out.shape[1:]:
+    grayscale, first_size = True, None
+    for path in paths:
+        mode, size = image_header(path)
+        grayscale = grayscale and mode in _GRAYSCALE_MODES
+        if first_size is None:
+            first_size = size
+        elif size != first_size:
             raise ProbekitError(
-                f"{path} is {pixels.shape[1]}x{pixels.shape[0]} but {paths[0]} is "
-                f"{out.shape[2]}x{out.shape[1]}; all images of a dataset must have one size, "
-                f"resize them first"
+                f"{path} is {size[0]}x{size[1]} but {paths[0]} is {first_size[0]}x{first_size[1]}; "
+                f"all images of a dataset must have one size, resize them first"
             )
-        out[i] = pixels
-    return out
+    width, height = first_size
+    return ("L", (height, width, 1)) if grayscale else ("RGB", (height, width, 3))
 
 
-def _decode(path: Path, mode: str) -> np.ndarray:
+class FileImages(LazyImages):
+    """Image files decoded in Pillow ``mode`` ("L" or "RGB") when read."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        mode: str,
+        image_shape: tuple[int, int, int],
+        rows: np.ndarray | None = None,
+    ) -> None:
+        self.paths = [str(p) for p in paths]  # str: a fraction of a Path's memory, for 10^6 files
+        self.mode = mode
+        super().__init__(np.arange(len(self.paths)) if rows is None else rows, image_shape)
+
+    def decode(self, rows: np.ndarray) -> Iterator[np.ndarray]:
+        return (decode_image(self.paths[row], self.mode) for row in rows)
+
+    def describe(self, row: int) -> str:
+        return self.paths[row]
+
+
+def decode_image(source: str | Path | IO[bytes], mode: str, name: str | None = None) -> np.ndarray:
+    """uint8 (H, W, C) pixels of one image file (a path or an open binary file) in Pillow ``mode``."""
+    name = name or str(source)
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             pixels = np.asarray(image.convert(mode), dtype=np.uint8)
     except PermissionError as exc:
-        raise _unreadable(path) from exc
+        raise _unreadable(name) from exc
     except Exception as exc:  # Pillow signals damaged files with many exception types
         raise ProbekitError(
-            f"cannot decode image {path} ({exc}); the file is corrupt, remove or replace it"
+            f"cannot decode image {name} ({exc}); the file is corrupt, remove or replace it"
         ) from exc
     return pixels if pixels.ndim == 3 else pixels[..., np.newaxis]
 
 
-def _header_mode(path: Path) -> str:
+def image_header(source: str | Path | IO[bytes], name: str | None = None) -> tuple[str, tuple[int, int]]:
+    """(Pillow mode, (width, height)) of one image, from its header; no pixels are decoded."""
+    name = name or str(source)
     try:
-        with Image.open(path) as image:  # lazy: parses the header, decodes no pixels
-            return image.mode
+        with Image.open(source) as image:  # lazy: parses the header, decodes no pixels
+            return image.mode, image.size
     except PermissionError as exc:
-        raise _unreadable(path) from exc
+        raise _unreadable(name) from exc
     except Exception as exc:  # Pillow signals damaged files with many exception types
         raise ProbekitError(
-            f"cannot read image {path} ({exc}); the file is corrupt, remove or replace it"
+            f"cannot read image {name} ({exc}); the file is corrupt, remove or replace it"
         ) from exc
 
 
-def _unreadable(path: Path) -> ProbekitError:
-    return ProbekitError(f"cannot read image {path}: permission denied; make it readable or remove it")
+def is_grayscale_mode(mode: str) -> bool:
+    return mode in _GRAYSCALE_MODES
+
+
+
+def _unreadable(name: str) -> ProbekitError:
+    return ProbekitError(f"cannot read image {name}: permission denied; make it readable or remove it")

@@ -4,6 +4,7 @@
   (:mod:`probekit.data.locations`).
 * ``PATH_FORMATS``: format -> (detector, loader), for a path the user points at. Detectors are
   tried in the dict's order, so the specific layouts come before the generic class-folder one.
+* ``hf:NAME[:CONFIG]`` and ``hf-disk:PATH``: Hugging Face datasets (:mod:`probekit.data.hf`).
 
 A known name wins over a same-named path in the working directory; write ``./mnist`` for the path.
 """
@@ -27,6 +28,7 @@ from probekit.data.cifar import (
 )
 from probekit.data.digits import load_digits
 from probekit.data.folder import load_folder
+from probekit.data.hf import is_hf_spec, load_hf
 from probekit.data.idx import is_idx_folder, load_idx
 from probekit.data.locations import require_dataset_dir
 from probekit.data.npz import is_npz_file, load_npz
@@ -142,21 +144,37 @@ def load_dataset(
     download: bool = True,
     test_fraction: float = 0.2,
     seed: int = 0,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> ImageDataset:
-    """Load a dataset by name (see :func:`list_datasets`) or from a path.
+    """Load a dataset by name (see :func:`list_datasets`), from a path, or from Hugging Face.
 
     Args:
-        spec: a known name, or a path to an ``.npz`` file, a CIFAR-10/100 python folder, a
-            ``tiny-imagenet-200`` folder, or a folder of class sub-folders (detected in that order).
+        spec: a known name; a path to an ``.npz`` file, a CIFAR-10/100 python folder, a
+            ``tiny-imagenet-200`` folder, or a folder of class sub-folders (detected in that order);
+            ``hf:NAME[:CONFIG]`` (hub) or ``hf-disk:PATH`` (a ``save_to_disk`` folder).
         root: for names, a directory holding the dataset folder (or the folder itself) instead of
             the standard search locations; ignored for paths.
         download: for names probekit can download (mnist, fashion-mnist), fetch them when absent.
         test_fraction: share of images held out as test, for data without a test split (folder
             with one pool, npz without ``x_test``, digits).
         seed: seed of that holdout.
+        image_column, label_column: for ``hf:``/``hf-disk:`` data, the columns to read instead of
+            the detected ones.
 
     The returned dataset's ``name`` is the name, or ``spec`` as given for a path.
     """
+    if is_hf_spec(spec):
+        return load_hf(
+            spec,
+            image_column=image_column,
+            label_column=label_column,
+            test_fraction=test_fraction,
+            seed=seed,
+        )
+    for option, value in (("--image-column", image_column), ("--label-column", label_column)):
+        if value is not None:
+            raise ProbekitError(f"{option} applies to hf: and hf-disk: data only, not to {spec!r}; drop it")
     options = LoadOptions(root=root, download=download, test_fraction=test_fraction, seed=seed)
     if spec in NAMED_DATASETS:
         return NAMED_DATASETS[spec](options)
@@ -167,7 +185,8 @@ def load_dataset(
         exists = True
     if not exists:
         raise ProbekitError(
-            f"unknown dataset {spec!r}: not a known name ({', '.join(NAMED_DATASETS)}) and no such path"
+            f"unknown dataset {spec!r}: not a known name ({', '.join(NAMED_DATASETS)}), not hf:NAME or "
+            f"hf-disk:PATH, and no such path"
         )
     _require_readable(path, spec)
     for path_format in PATH_FORMATS.values():

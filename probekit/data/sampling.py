@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probekit.data.base import ImageSplit
+from probekit.data.base import ImageSplit, LazyImages
 from probekit.errors import ProbekitError
 from probekit.stratify import stratified_mask
 
@@ -18,20 +18,21 @@ def stratified_subset(split: ImageSplit, limit: int | None, seed: int) -> ImageS
     """Keep ``limit`` images of ``split``, each class in proportion to its frequency.
 
     ``limit=None`` or ``limit >= len(split)`` returns ``split`` unchanged. The kept images stay in
-    their original order and keep their ``index`` (sample id).
+    their original order and keep their ``index`` (sample id). Chosen from the labels alone: a
+    lazy split stays lazy and no pixels are read.
     """
     if limit is None or limit >= len(split):
         return split
     if limit < 1:
         raise ProbekitError(f"subset limit must be a positive number of images, got {limit}")
     chosen = stratified_mask(split.labels, limit, seed, keep_one_out=False)
-    return _take(split, np.flatnonzero(chosen))
+    return split.take(np.flatnonzero(chosen))
 
 
 def holdout_split(
-    images: np.ndarray, labels: np.ndarray, test_fraction: float, seed: int
+    images: np.ndarray | LazyImages, labels: np.ndarray, test_fraction: float, seed: int
 ) -> tuple[ImageSplit, ImageSplit]:
-    """Split one labelled array into (train, test) for datasets that ship without a test split.
+    """Split one labelled pool into (train, test) for datasets that ship without a test split.
 
     ``round(N * test_fraction)`` images go to test, stratified by class, but every class keeps at
     least one train image. ``index`` of both splits is the position in the original arrays.
@@ -48,8 +49,4 @@ def holdout_split(
         )
     is_test = stratified_mask(labels, num_test, seed, keep_one_out=True)
     everything = ImageSplit(images, labels, np.arange(len(labels), dtype=np.int64))
-    return _take(everything, np.flatnonzero(~is_test)), _take(everything, np.flatnonzero(is_test))
-
-
-def _take(split: ImageSplit, positions: np.ndarray) -> ImageSplit:
-    return ImageSplit(split.images[positions], split.labels[positions], split.index[positions])
+    return everything.take(np.flatnonzero(~is_test)), everything.take(np.flatnonzero(is_test))

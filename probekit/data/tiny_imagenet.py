@@ -10,7 +10,9 @@ Layout::
 
 The train folder is the train split and val is the test split (the official test set has no
 labels). Train images are ordered by class, then by file name; val images follow
-``val_annotations.txt``. Some JPEGs are grayscale, so everything is converted to RGB.
+``val_annotations.txt``. Some JPEGs are grayscale, so everything is converted to RGB. Pixels are
+decoded per batch when a split is read; every image must have the size of the first train image
+(64x64 in the official archive).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from probekit.data.base import ImageDataset, ImageSplit
-from probekit.data.images import read_images
+from probekit.data.images import FileImages, image_header
 from probekit.errors import ProbekitError
 
 FOLDER = "tiny-imagenet-200"
@@ -37,7 +39,13 @@ def load_tiny_imagenet(folder: str | os.PathLike) -> ImageDataset:
     folder = Path(folder)
     wnids = _read_wnids(folder)
     class_ids = {wnid: i for i, wnid in enumerate(wnids)}
-    splits = {"train": _train_split(folder, class_ids), "test": _val_split(folder, class_ids)}
+    train_paths, train_labels = _train_files(folder, class_ids)
+    val_paths, val_labels = _val_files(folder, class_ids)
+    width, height = image_header(train_paths[0])[1]
+    splits = {
+        "train": _split(train_paths, train_labels, (height, width, 3)),
+        "test": _split(val_paths, val_labels, (height, width, 3)),
+    }
     return ImageDataset(
         "tiny-imagenet",
         splits,
@@ -68,7 +76,7 @@ def _class_names(folder: Path, wnids: list[str]) -> list[str]:
     return [names.get(wnid) or wnid for wnid in wnids]
 
 
-def _train_split(folder: Path, class_ids: dict[str, int]) -> ImageSplit:
+def _train_files(folder: Path, class_ids: dict[str, int]) -> tuple[list[Path], list[int]]:
     train = folder / "train"
     unknown = sorted(d.name for d in train.iterdir() if d.is_dir() and d.name not in class_ids)
     if unknown:
@@ -88,10 +96,10 @@ def _train_split(folder: Path, class_ids: dict[str, int]) -> ImageSplit:
             raise ProbekitError(f"no JPEGs in {image_dir} for class {wnid}; re-extract the archive")
         paths += files
         labels += [class_id] * len(files)
-    return _split(paths, labels)
+    return paths, labels
 
 
-def _val_split(folder: Path, class_ids: dict[str, int]) -> ImageSplit:
+def _val_files(folder: Path, class_ids: dict[str, int]) -> tuple[list[Path], list[int]]:
     annotations = folder / "val" / "val_annotations.txt"
     image_dir = folder / "val" / "images"
     if not annotations.is_file():
@@ -127,7 +135,7 @@ def _val_split(folder: Path, class_ids: dict[str, int]) -> ImageSplit:
         raise ProbekitError(
             f"{image_dir / unlabelled[0]} has no line in {annotations}; labels and images do not match"
         )
-    return _split(paths, labels)
+    return paths, labels
 
 
 def _read_text(path: Path) -> str:
@@ -139,9 +147,9 @@ def _read_text(path: Path) -> str:
         ) from exc
 
 
-def _split(paths: list[Path], labels: list[int]) -> ImageSplit:
+def _split(paths: list[Path], labels: list[int], shape: tuple[int, int, int]) -> ImageSplit:
     return ImageSplit(
-        read_images(paths, "RGB"),
+        FileImages(paths, "RGB", shape),
         np.asarray(labels, dtype=np.int64),
         np.arange(len(labels), dtype=np.int64),
     )

@@ -1,29 +1,53 @@
-"""Batched linear probe: every (timestep, layer) cell trained in one computation.
+"""Batched linear probe: scikit-learn's logistic regression, solved for every cell at once.
 
-A grid of T noise levels x L layers is often hundreds of cells. Fitting one scikit-learn
-logistic regression per cell is the reference (:mod:`probekit.probes.logreg`) but slow; here the
-G cells of one feature width C are stacked into one tensor, and their softmax classifiers,
-weights (G, C, K) and biases (G, 1, K), are trained together with batched matmuls
-(``torch.baddbmm``) on one shared minibatch stream.
+Each (timestep, layer) cell gets the classifier that :mod:`probekit.probes.logreg` (scikit-learn
+``StandardScaler`` + ``LogisticRegression``, lbfgs) fits: multinomial logistic regression on
+standardised features minimising
 
-Why batching changes nothing about each cell's result: the loss is the *sum* over cells of each
-cell's mean cross-entropy, so the gradient reaching cell g's parameters is exactly the gradient of
-cell g's own loss; AdamW updates every parameter element-wise, and all cells see the same
-minibatch order. Each cell therefore follows the trajectory it would follow alone (up to float
-rounding in the batched matmul), which ``tests/probes/test_linear.py`` checks.
+    0.5 * ||W||^2 + C * sum_i CE(x_i W + b, y_i)      (the intercept b is not penalised),
+
+solved here in the equivalent scaled form F = mean_i CE + ||W||^2 / (2 C N) whose gradient is
+what the tolerance is checked on (scikit-learn checks the same scaled gradient). The problem is
+strictly convex in W, so two solvers that meet the tolerance land on (almost) the same weights,
+and the top-1 of the two probes agrees by construction, not by tuning.
+
+Solver: batched L-BFGS with a per-cell backtracking (Armijo) line search. Why L-BFGS:
+- it is what scikit-learn runs, with the same stopping rule (max |gradient| <= tol);
+- a step needs only the loss and gradient, i.e. two batched matmuls over the features,
+  ``torch.baddbmm`` over the G cells of one width, which is where the speed comes from: one pass
+  of float32 BLAS serves every cell, instead of a Python/Cython loop of float64 solves;
+- Newton-CG would need Hessian-vector products (another pass over the data each) and a per-cell
+  CG loop whose iteration counts differ across cells; the L-BFGS two-loop recursion is a few
+  vector operations on (G, P) tensors with a per-cell scalar per history entry.
+L-BFGS is preconditioned (see :class:`_Problem`): its initial inverse Hessian is the inverse of
+Boehning's curvature bound built from each cell's feature covariance (one C x C Cholesky factor
+per cell), so correlated features do not slow the solver down.
+Every cell keeps its own history, step length and convergence state; a converged cell leaves the
+active set, and the loss is only evaluated over contiguous runs of still-active cells (views of
+the stacked features, no copies), so it stops costing compute. Cells that reach ``max_iter``, or
+whose line search fails before the tolerance, are reported ``converged=False``.
+
+Precision: features, weights and gradients are float32; per-cell losses are summed in float64 so
+that the line search can still see decreases of order tol^2 near the optimum.
+
+Device: everything runs on ``device``; on "cuda" the same code runs on the GPU. Only the CPU path
+is tested here (no GPU on the test machine); a CUDA test runs where one is present.
+
+Memory: one float32 copy of the train features, (G, N, C) per width, standardised in place, plus
+(G, N, K) logits and the L-BFGS history (``history`` x 2 x G x (C+1) x K floats).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from probekit.errors import ProbekitError
@@ -32,62 +56,55 @@ from probekit.probes.metrics import CellScore, score_predictions
 
 K = TypeVar("K", bound=Hashable)
 
+logger = logging.getLogger(__name__)
+
 # A feature whose train std is below this is treated as constant and left unscaled (divided by
 # 1), as scikit-learn's StandardScaler does; dividing by a tiny std would blow float noise up.
-_CONSTANT_STD = 1e-6
-# Temporary buffer size (floats) when summing squares for the std: 16 Mi floats = 64 MiB.
-_STATS_BLOCK_FLOATS = 1 << 24
+CONSTANT_STD = 1e-6
+# Armijo sufficient-decrease constant and the most step halvings tried per iteration.
+_ARMIJO = 1e-4
+_MAX_BACKTRACKS = 30
+# Rows of a cell used to estimate its feature covariance for the preconditioner.
+_PRECONDITION_ROWS = 4096
 
 
 @dataclass(frozen=True)
 class LinearProbeConfig:
-    """Training recipe shared by every cell of the grid.
+    """The optimisation problem and the solver's stopping rule, shared by every cell.
 
     Attributes:
-        epochs: passes over the training set (at least; see ``min_steps``).
-        min_steps: lower bound on the number of optimiser steps: on small training sets
-            ``epochs`` is raised until the run takes this many steps, because a fixed number of
-            passes over few samples leaves the probe under-trained.
-        batch_size: samples per minibatch (the same minibatch for every cell).
-        lr: peak AdamW learning rate; decays to 0 with a cosine schedule over all steps.
-        weight_decay: decoupled AdamW weight decay on the weights (biases are not decayed, as
-            scikit-learn does not penalise the intercept).
-        warmup_epochs: length of the linear learning-rate warm-up, in epochs (may be fractional).
-        seed: seed of the per-epoch shuffling; the same seed and inputs give the same result on
-            the same device.
+        C: inverse L2 strength, exactly scikit-learn's ``LogisticRegression(C=...)``: the penalty
+            ``||W||^2 / 2`` is weighed against the *summed* cross-entropy times C (so the
+            effective regularisation shrinks as N grows). The intercept is not penalised.
+        tol: stop a cell when the largest absolute entry of the gradient of
+            ``mean CE + ||W||^2 / (2 C N)`` is at most ``tol`` (scikit-learn's ``tol`` for lbfgs,
+            default 1e-4, on the same scaled objective).
+        ftol: also stop a cell when one iteration lowers that objective by less than
+            ``ftol * max(|F|, 1)``. Off (0) by default: float32 losses are noisy at ~1e-8
+            relative, so a small ``ftol`` would stop cells on noise rather than on progress.
+        max_iter: L-BFGS iteration limit per cell; cells that reach it report converged=False.
+        history: number of (step, gradient change) pairs kept per cell (scipy's ``maxcor``, 10).
+        precondition: start L-BFGS's inverse-Hessian estimate from the inverse of
+            ``cov / 2 + I / (C N)`` (cov from at most 4096 rows; one C x C Cholesky per cell,
+            O(4096 C^2 + C^3)) instead of the identity. Same optimum, fewer iterations.
         num_classes: classifier outputs; None means the largest label in y_train / y_test + 1.
         eval_batch_size: test samples per evaluation chunk (bounds evaluation memory).
-
-    The defaults were tuned against :func:`probekit.probes.logreg.logreg_probe` (lbfgs, C=1) on
-    20-cell grids of random ReLU features of augmented digits (widths 64-512, top-1 25-90 %):
-    mean |top-1 difference| 0.35-0.6 points for N_train from 2k to 50k, and ~20-25x faster on
-    2 CPU cores at N_train=50k. Hard many-class problems may want more ``epochs``.
     """
 
-    epochs: int = 5
-    min_steps: int = 500
-    batch_size: int = 256
-    lr: float = 3e-2
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 0.0
-    seed: int = 0
+    C: float = 1.0
+    tol: float = 1e-4
+    ftol: float = 0.0
+    max_iter: int = 1000
+    history: int = 10
+    precondition: bool = True
     num_classes: int | None = None
     eval_batch_size: int = 4096
 
-    def epochs_for(self, n_train: int) -> int:
-        """Epochs actually run on ``n_train`` samples: ``epochs``, raised to reach ``min_steps``."""
-        steps_per_epoch = math.ceil(n_train / self.batch_size)
-        return max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
-
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ProbekitError("linear probe: epochs, batch_size and eval_batch_size must be >= 1")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise ProbekitError(
-                "linear probe: need lr > 0, weight_decay >= 0, warmup_epochs >= 0"
-            )
-        if self.min_steps < 0:
-            raise ProbekitError("linear probe: min_steps must be >= 0")
+        if not (self.C > 0 and self.tol > 0 and self.ftol >= 0):
+            raise ProbekitError("linear probe: need C > 0, tol > 0 and ftol >= 0")
+        if self.max_iter < 1 or self.history < 1 or self.eval_batch_size < 1:
+            raise ProbekitError("linear probe: max_iter, history and eval_batch_size must be >= 1")
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,12 +113,17 @@ class LinearHead:
 
     Tensors are float32 and live on the device the grid was trained on.
     Shapes: mean, std (C,); weight (C, num_classes); bias (num_classes,).
+    ``converged`` says whether the solver met the tolerance, ``n_iter`` after how many L-BFGS
+    iterations, ``objective`` the final ``mean CE + ||W||^2 / (2 C N)`` on the train split.
     """
 
     mean: torch.Tensor
     std: torch.Tensor
     weight: torch.Tensor
     bias: torch.Tensor
+    converged: bool = True
+    n_iter: int = 0
+    objective: float = float("nan")
 
 
 def linear_probe_grid(
@@ -114,26 +136,29 @@ def linear_probe_grid(
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> dict[K, CellScore]:
-    """Train a softmax probe on every cell at once and score it on the test split.
+    """Fit scikit-learn's logistic regression on every cell at once; score it on the test split.
 
     Args:
         train: cell key -> float features, shape (N_train, C_key); widths may differ by cell.
         y_train: int labels 0..num_classes-1, shape (N_train,).
         test: the same cells' test features, shape (N_test, C_key).
         y_test: int labels, shape (N_test,).
-        config: training recipe (see :class:`LinearProbeConfig`).
-        device: where to train ("cpu", "cuda", "cuda:1", ...).
-        progress: show a tqdm bar over epochs.
+        config: problem and stopping rule (see :class:`LinearProbeConfig`).
+        device: where to solve ("cpu", "cuda", "cuda:1", ...).
+        progress: show a tqdm bar over solver iterations.
 
     Returns:
-        cell key -> :class:`CellScore`, in the order of ``train``.
+        cell key -> :class:`CellScore` (``converged`` from the solver), in the order of ``train``.
     """
     y_train, y_test = check_probe_inputs(train, y_train, test, y_test)
     num_classes = resolve_num_classes(config.num_classes, y_train, y_test)
     config = dataclasses.replace(config, num_classes=num_classes)
     heads = _fit(train, y_train, config, torch.device(device), progress)
     predictions = predict_linear_grid(heads, test, eval_batch_size=config.eval_batch_size)
-    return {key: score_predictions(y_test, predictions[key]) for key in train}
+    return {
+        key: score_predictions(y_test, predictions[key], converged=heads[key].converged)
+        for key in train
+    }
 
 
 def fit_linear_grid(
@@ -144,7 +169,7 @@ def fit_linear_grid(
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> dict[K, LinearHead]:
-    """Train one standardised softmax classifier per cell, all cells in one batched loop.
+    """Fit one standardised multinomial logistic regression per cell, all cells batched.
 
     Shapes and units as in :func:`linear_probe_grid`; ``num_classes`` defaults to the largest
     train label + 1. Memory: one float32 copy of the train features on ``device`` beyond the
@@ -152,67 +177,6 @@ def fit_linear_grid(
     """
     y_train, _ = check_probe_inputs(train, y_train, train, y_train)  # no test split here
     return _fit(train, y_train, config, torch.device(device), progress)
-
-
-def _fit(
-    train: Mapping[K, np.ndarray],
-    y_train: np.ndarray,
-    config: LinearProbeConfig,
-    device: torch.device,
-    progress: bool,
-) -> dict[K, LinearHead]:
-    num_classes = resolve_num_classes(config.num_classes, y_train, y_train)
-    n = len(y_train)
-
-    groups = [
-        _TrainGroup.build(keys, train, num_classes, device)
-        for keys in _group_by_width(train).values()
-    ]
-    weights = [g.weight for g in groups]
-    biases = [g.bias for g in groups]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": weights, "weight_decay": config.weight_decay},
-            {"params": biases, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-    )
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    epochs = config.epochs_for(n)
-    schedule = _WarmupCosine(
-        total_steps=epochs * steps_per_epoch,
-        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-    labels = torch.from_numpy(y_train).to(device)
-    # The shuffling generator lives on the CPU so the minibatch order is the same on every device.
-    generator = torch.Generator().manual_seed(config.seed)
-    bar = tqdm(range(epochs), desc="linear probe", unit="epoch", disable=not progress)
-    for _ in bar:
-        order = torch.randperm(n, generator=generator).to(device)
-        epoch_loss = torch.zeros((), device=device)
-        for start in range(0, n, config.batch_size):
-            idx = order[start : start + config.batch_size]
-            loss = sum(g.loss(idx, labels[idx]) for g in groups)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            epoch_loss += loss.detach()  # stays on the device: no sync per step
-        if progress:
-            bar.set_postfix(loss_per_cell=epoch_loss.item() / (steps_per_epoch * len(train)))
-
-    heads: dict[K, LinearHead] = {}
-    for g in groups:
-        for i, key in enumerate(g.keys):
-            heads[key] = LinearHead(
-                mean=g.mean[i, 0],
-                std=g.std[i, 0],
-                weight=g.weight[i].detach(),
-                bias=g.bias[i, 0].detach(),
-            )
-    return {key: heads[key] for key in train}
 
 
 @torch.no_grad()
@@ -229,7 +193,7 @@ def predict_linear_grid(
     """
     out: dict[K, list[np.ndarray]] = {key: [] for key in heads}
     n = len(next(iter(features.values())))
-    for keys in _group_by_width(features).values():
+    for keys in group_by_width(features).values():
         first = heads[keys[0]]
         device = first.weight.device
         mean = torch.stack([heads[k].mean for k in keys])[:, None]  # (G, 1, C)
@@ -248,82 +212,315 @@ def predict_linear_grid(
     return {key: np.concatenate(parts).astype(np.int64) for key, parts in out.items()}
 
 
-@dataclass(eq=False)
-class _TrainGroup:
-    """All cells of one feature width C, stacked and standardised in place.
-
-    Features are stored sample-major, (N, G, C), so that gathering a shuffled minibatch copies
-    B contiguous rows of G*C floats instead of G*B short rows: ~20 % faster epochs on CPU.
-    """
-
-    keys: list
-    x: torch.Tensor  # (N, G, C) standardised train features
-    mean: torch.Tensor  # (G, 1, C)
-    std: torch.Tensor  # (G, 1, C)
-    weight: torch.Tensor  # (G, C, K) trainable
-    bias: torch.Tensor  # (G, 1, K) trainable
-
-    @classmethod
-    def build(
-        cls, keys: list, train: Mapping, num_classes: int, device: torch.device
-    ) -> _TrainGroup:
-        n, width = train[keys[0]].shape
-        # Fill a preallocated stack cell by cell: peak memory is the input plus this one copy.
-        x = torch.empty((n, len(keys), width), dtype=torch.float32, device=device)
-        for i, key in enumerate(keys):
-            x[:, i].copy_(as_float32_tensor(train[key]))
-        mean = x.mean(dim=0, keepdim=True)
-        x.sub_(mean)
-        std = _population_std_of_centred(x)
-        std = torch.where(std < _CONSTANT_STD, torch.ones_like(std), std)
-        x.div_(std)
-        # Zero init: the problem is convex, so the start point only matters for reproducibility,
-        # and zeros make a cell's trajectory independent of which other cells share its group.
-        weight = torch.zeros((len(keys), width, num_classes), device=device, requires_grad=True)
-        bias = torch.zeros((len(keys), 1, num_classes), device=device, requires_grad=True)
-        return cls(list(keys), x, mean.transpose(0, 1), std.transpose(0, 1), weight, bias)
-
-    def loss(self, idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Sum over this group's cells of each cell's mean cross-entropy on minibatch ``idx``."""
-        x = self.x[idx].transpose(0, 1)  # (G, B, C)
-        logits = torch.baddbmm(self.bias, x, self.weight)  # (G, B, K)
-        targets = labels.repeat(len(self.keys))  # cell-major, matching logits.flatten(0, 1)
-        return F.cross_entropy(logits.flatten(0, 1), targets, reduction="sum") / len(idx)
-
-
-@dataclass(frozen=True)
-class _WarmupCosine:
-    """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
-
-    total_steps: int
-    warmup_steps: int = 0
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        decay_steps = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / decay_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _population_std_of_centred(x: torch.Tensor) -> torch.Tensor:
-    """Std over dim 0 of already-centred ``x`` (N, G, C) -> (1, G, C), as StandardScaler's.
-
-    Sums squares over row blocks: bounded temporary memory, and several times faster on CPU
-    than ``torch.std`` / ``vector_norm`` over the leading axis.
-    """
-    rows_per_block = max(1, _STATS_BLOCK_FLOATS // (x.shape[1] * x.shape[2]))
-    sum_sq = torch.zeros((1, *x.shape[1:]), dtype=x.dtype, device=x.device)
-    buffer = torch.empty_like(x[:rows_per_block])  # reused: fresh pages cost as much as the math
-    for start in range(0, x.shape[0], rows_per_block):
-        block = x[start : start + rows_per_block]
-        squares = torch.square(block, out=buffer[: len(block)])
-        sum_sq += squares.sum(dim=0, keepdim=True)
-    return (sum_sq / x.shape[0]).sqrt_()
-
-
-def _group_by_width(cells: Mapping[K, np.ndarray]) -> dict[int, list[K]]:
+def group_by_width(cells: Mapping[K, np.ndarray]) -> dict[int, list[K]]:
+    """Cell keys grouped by feature width (the cells that can share one batched matmul)."""
     groups: dict[int, list[K]] = {}
     for key, x in cells.items():
         groups.setdefault(int(x.shape[1]), []).append(key)
     return groups
+
+
+@torch.no_grad()
+def _fit(
+    train: Mapping[K, np.ndarray],
+    y_train: np.ndarray,
+    config: LinearProbeConfig,
+    device: torch.device,
+    progress: bool,
+) -> dict[K, LinearHead]:
+    num_classes = resolve_num_classes(config.num_classes, y_train, y_train)
+    labels = torch.from_numpy(y_train).to(device)
+    heads: dict[K, LinearHead] = {}
+    for keys in group_by_width(train).values():
+        problem = _Problem.build(
+            keys, train, labels, num_classes, config.C, device, config.precondition
+        )
+        heads.update(_lbfgs(problem, config, progress))
+        del problem  # free this width's feature copy before stacking the next
+    not_converged = [key for key, head in heads.items() if not head.converged]
+    if not_converged:
+        logger.warning(
+            "linear: %d of %d cells did not reach tol=%g within max_iter=%d (first: %r); "
+            "raise LinearProbeConfig.max_iter if their scores matter",
+            len(not_converged), len(heads), config.tol, config.max_iter, not_converged[0],
+        )
+    return {key: heads[key] for key in train}
+
+
+@dataclass(eq=False)
+class _Problem:
+    """The G cells of one feature width C: standardised features, objective and preconditioner.
+
+    Preconditioner: L-BFGS starts each two-loop recursion from ``H0 = M^-1`` (per class) instead
+    of the identity, with ``M = cov / 2 + l2 I`` (l2 = 1 / (C N)), Boehning's bound on the
+    Hessian of the objective restricted to one class's weights. It undoes the features'
+    correlations, which otherwise make L-BFGS crawl along near-collinear directions. ``cov`` is
+    estimated on at most ``_PRECONDITION_ROWS`` rows (a preconditioner needs no precision) and
+    M is Cholesky-factorised once per cell: O(rows C^2 + C^3) per cell, never O(N C^2).
+
+    Parameters of all cells are one flat (G, P) tensor, P = (C + 1) * K: W^T (K, C) row-major,
+    then the bias (K,). Logits are computed class-major, (G, K, N): the matmuls ``W^T X^T`` and
+    ``R X`` are several times faster on CPU than ``X W`` and ``X^T R`` when K << C.
+    """
+
+    keys: list
+    x: torch.Tensor  # (G, N, C) standardised train features
+    mean: torch.Tensor  # (G, C)
+    std: torch.Tensor  # (G, C)
+    chol: torch.Tensor | None  # (G, C, C) lower Cholesky factor of M, or None (no preconditioner)
+    labels: torch.Tensor  # (N,) int64
+    num_classes: int
+    l2: float
+
+    @classmethod
+    def build(
+        cls,
+        keys: list,
+        train: Mapping,
+        labels: torch.Tensor,
+        num_classes: int,
+        C: float,
+        device: torch.device,
+        precondition: bool = True,
+    ) -> _Problem:
+        n, width = train[keys[0]].shape
+        l2 = 1.0 / (C * n)
+        # Fill a preallocated stack cell by cell: peak memory is the input plus this one copy.
+        x = torch.empty((len(keys), n, width), dtype=torch.float32, device=device)
+        mean = torch.empty((len(keys), width), dtype=torch.float32, device=device)
+        std = torch.empty_like(mean)
+        chol = torch.empty((len(keys), width, width), device=device) if precondition else None
+        rows = torch.linspace(0, n - 1, min(n, _PRECONDITION_ROWS), device=device).long()
+        for i, key in enumerate(keys):
+            xi = x[i]
+            xi.copy_(as_float32_tensor(train[key]))
+            # float64 moments: a large offset (50 +- 1) must not eat the variance's digits.
+            mean[i] = xi.mean(dim=0, dtype=torch.float64).float()
+            xi.sub_(mean[i])
+            var = torch.square(xi).sum(dim=0, dtype=torch.float64) / n
+            s = var.sqrt().float()
+            std[i] = torch.where(s < CONSTANT_STD, torch.ones_like(s), s)
+            xi.div_(std[i])
+            if chol is not None:
+                sample = xi[rows].double()
+                m = sample.T @ sample / (2 * len(rows))
+                m.diagonal().add_(l2)
+                chol[i] = torch.linalg.cholesky(m).float()
+        return cls(list(keys), x, mean, std, chol, labels, num_classes, l2)
+
+    @property
+    def n_params(self) -> int:
+        return (self.x.shape[2] + 1) * self.num_classes
+
+    def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(g, P) parameters -> W^T (g, K, C) and bias (g, K, 1) views."""
+        width = self.x.shape[2]
+        weight_t = theta[:, : width * self.num_classes].view(-1, self.num_classes, width)
+        bias = theta[:, width * self.num_classes :].view(-1, self.num_classes, 1)
+        return weight_t, bias
+
+    def precondition(self, q: torch.Tensor) -> torch.Tensor:
+        """H0 q per cell: the weight part solved against M, the bias part unscaled (G, P)."""
+        if self.chol is None:
+            return q.clone()
+        out = q.clone()
+        q_weight_t, _ = self.split(q)
+        out_weight_t, _ = self.split(out)
+        # (M^-1 Q^T)^T = Q M^-1 for symmetric M; cholesky_solve wants the right-hand side (C, K).
+        out_weight_t.copy_(torch.cholesky_solve(q_weight_t.transpose(1, 2), self.chol)
+                           .transpose(1, 2))  # fmt: skip
+        return out
+
+    def weights(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight (G, C, K) and bias (G, K) on standardised features, from parameters."""
+        weight_t, bias = self.split(theta)
+        return weight_t.transpose(1, 2).contiguous(), bias[:, :, 0]
+
+    def evaluate(
+        self, theta: torch.Tensor, active: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objective F (G,) float64 and gradient (G, P) float32 of the ``active`` cells.
+
+        F = mean_i CE + ||W||^2 / (2 C N). Rows of inactive cells are returned as NaN (F) and 0.
+        Computed over contiguous runs of active cells, which are views of the stacked features.
+        """
+        n = self.x.shape[1]
+        f = torch.full((len(theta),), float("nan"), dtype=torch.float64, device=theta.device)
+        grad = torch.zeros_like(theta)
+        for run in _runs(active):
+            x = self.x[run]
+            weight_t, bias = self.split(theta[run])
+            index = self.labels.view(1, 1, -1).expand(len(x), 1, -1)
+            logits = torch.baddbmm(bias, weight_t, x.transpose(1, 2))  # (g, K, N)
+            lse = torch.logsumexp(logits, dim=1, keepdim=True)
+            picked = logits.gather(1, index)
+            ce = (lse - picked).sum(dim=(1, 2), dtype=torch.float64) / n
+            penalty = torch.square(weight_t).sum(dim=(1, 2), dtype=torch.float64) * (self.l2 / 2)
+            f[run] = ce + penalty
+            # dCE/dlogits = softmax - onehot, reusing the logits buffer.
+            residual = logits.sub_(lse).exp_()
+            residual.scatter_add_(1, index, torch.full((len(x), 1, n), -1.0, device=x.device))
+            g_weight_t, g_bias = self.split(grad[run])
+            torch.baddbmm(weight_t, residual, x, beta=self.l2, alpha=1 / n, out=g_weight_t)
+            g_bias.copy_(residual.sum(dim=2, keepdim=True) / n)
+        return f, grad
+
+
+def _runs(mask: torch.Tensor) -> list[slice]:
+    """Maximal runs of consecutive True entries of a 1-D bool tensor, as slices."""
+    runs: list[slice] = []
+    start = None
+    for i, on in enumerate(mask.tolist()):
+        if on and start is None:
+            start = i
+        elif not on and start is not None:
+            runs.append(slice(start, i))
+            start = None
+    if start is not None:
+        runs.append(slice(start, len(mask)))
+    return runs
+
+
+def _lbfgs(
+    problem: _Problem, config: LinearProbeConfig, progress: bool
+) -> dict[Hashable, LinearHead]:
+    """Batched L-BFGS from zero weights: every cell its own history, step and stopping state."""
+    n_cells, device = len(problem.keys), problem.x.device
+    m = config.history
+    theta = torch.zeros((n_cells, problem.n_params), device=device)
+    s_hist = torch.zeros((m, *theta.shape), device=device)
+    y_hist = torch.zeros_like(s_hist)
+    rho = torch.zeros((m, n_cells), device=device)  # 0 marks an empty / skipped pair
+    gamma = torch.ones(n_cells, device=device)  # initial inverse-Hessian scale s.y / y.y
+    slot = 0
+
+    active = torch.ones(n_cells, dtype=torch.bool, device=device)
+    f, grad = problem.evaluate(theta, active)
+    converged = grad.abs().amax(dim=1) <= config.tol
+    active &= ~converged
+    n_iter = torch.zeros(n_cells, dtype=torch.int64, device=device)
+    first = True
+
+    bar = tqdm(total=config.max_iter, desc="linear probe", unit="iter", disable=not progress)
+    for _ in range(config.max_iter):
+        if not bool(active.any()):
+            break
+        direction = -_two_loop(grad, s_hist, y_hist, rho, gamma, slot, problem.precondition)
+        slope = (grad * direction).sum(dim=1)
+        # A direction that does not descend (numerically): fall back to steepest descent.
+        bad = slope >= 0
+        if bool(bad.any()):
+            direction[bad] = -grad[bad]
+            slope = torch.where(bad, -(grad * grad).sum(dim=1), slope)
+            rho[:, bad] = 0.0
+        step = torch.ones(n_cells, device=device)
+        if first and problem.chol is None:  # as scipy: a first step of unit length
+            step = torch.clamp(1.0 / grad.norm(dim=1), max=1.0)
+            first = False
+
+        theta_try = theta.clone()
+        f_try = f.clone()
+        grad_try = grad.clone()
+        pending = active.clone()
+        accepted = torch.zeros_like(active)
+        for _ in range(_MAX_BACKTRACKS):
+            theta_try[pending] = theta[pending] + step[pending, None] * direction[pending]
+            f_new, g_new = problem.evaluate(theta_try, pending)
+            decrease = (f[pending] + _ARMIJO * (step[pending] * slope[pending]).double())
+            ok_sub = f_new[pending] <= decrease
+            ok = torch.zeros_like(pending)
+            ok[pending] = ok_sub
+            f_try[ok] = f_new[ok]
+            grad_try[ok] = g_new[ok]
+            accepted |= ok
+            pending &= ~ok
+            if not bool(pending.any()):
+                break
+            # Minimiser of the quadratic through f, slope and f_new, kept in [0.1, 0.5] x step.
+            a = step[pending].double()
+            curvature = (f_new[pending] - f[pending] - slope[pending].double() * a) / (a * a)
+            a_new = -slope[pending].double() / (2 * curvature.clamp(min=1e-300))
+            step[pending] = torch.minimum(torch.maximum(a_new, 0.1 * a), 0.5 * a).float()
+
+        # Cells whose line search failed can no longer make float32 progress: stop them.
+        failed = pending
+        active &= ~failed
+        n_iter += accepted.long()
+
+        s = theta_try - theta
+        y = grad_try - grad
+        sy = (s * y).sum(dim=1)
+        yy = (y * y).sum(dim=1)
+        keep = accepted & (sy > 1e-10 * yy.clamp(min=1e-30).sqrt() * s.norm(dim=1))
+        s_hist[slot] = torch.where(keep[:, None], s, 0.0)
+        y_hist[slot] = torch.where(keep[:, None], y, 0.0)
+        rho[slot] = torch.where(keep, 1.0 / sy.clamp(min=1e-30), 0.0)
+        y_h0_y = (y * problem.precondition(y)).sum(dim=1)
+        gamma = torch.where(keep, sy / y_h0_y.clamp(min=1e-30), gamma)
+        slot = (slot + 1) % m
+
+        f_drop = (f - f_try).where(accepted, torch.zeros_like(f))
+        theta = torch.where(accepted[:, None], theta_try, theta)
+        grad = torch.where(accepted[:, None], grad_try, grad)
+        f_scale = torch.maximum(f.abs(), torch.ones_like(f))
+        f = torch.where(accepted, f_try, f)
+        done = accepted & (
+            (grad.abs().amax(dim=1) <= config.tol) | (f_drop <= config.ftol * f_scale)
+        )
+        converged |= done
+        active &= ~done
+        bar.update(1)
+        if progress:
+            bar.set_postfix(active=int(active.sum()))
+    bar.close()
+
+    weight, bias = problem.weights(theta)
+    return {
+        key: LinearHead(
+            mean=problem.mean[i],
+            std=problem.std[i],
+            weight=weight[i].clone(),
+            bias=bias[i].clone(),
+            converged=bool(converged[i]),
+            n_iter=int(n_iter[i]),
+            objective=float(f[i]),
+        )
+        for i, key in enumerate(problem.keys)
+    }
+
+
+def _two_loop(
+    grad: torch.Tensor,
+    s_hist: torch.Tensor,
+    y_hist: torch.Tensor,
+    rho: torch.Tensor,
+    gamma: torch.Tensor,
+    slot: int,
+    h0: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """L-BFGS inverse-Hessian times gradient, per cell, from the initial ``gamma * h0``;
+    pairs with rho = 0 are skipped exactly."""
+    m = len(rho)
+    order = [(slot - 1 - j) % m for j in range(m)]  # newest first
+    q = grad.clone()
+    alphas = []
+    for j in order:
+        alpha = rho[j] * (s_hist[j] * q).sum(dim=1)
+        q -= alpha[:, None] * y_hist[j]
+        alphas.append(alpha)
+    r = gamma[:, None] * h0(q)
+    for j, alpha in zip(reversed(order), reversed(alphas)):
+        beta = rho[j] * (y_hist[j] * r).sum(dim=1)
+        r += (alpha - beta)[:, None] * s_hist[j]
+    return r
+
+
+__all__ = [
+    "CONSTANT_STD",
+    "LinearHead",
+    "LinearProbeConfig",
+    "fit_linear_grid",
+    "group_by_width",
+    "linear_probe_grid",
+    "predict_linear_grid",
+]

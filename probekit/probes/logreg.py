@@ -1,8 +1,8 @@
 """Reference probe: scikit-learn multinomial logistic regression, one cell at a time.
 
 This is the classical linear-probe protocol (standardise, then L2-regularised softmax regression
-solved to convergence with L-BFGS). It is slow on big grids; the batched
-:mod:`probekit.probes.linear` probe is tuned to agree with it and is what one runs by default.
+solved to convergence with L-BFGS). It runs on the CPU, one cell at a time; the batched
+:mod:`probekit.probes.linear` probe solves the same problem for all cells at once.
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ class TrainConfig:
     """
 
     data: str = "fashion-mnist"
+    image_column: str | None = None  # hf: data only (see probekit.data.hf)
+    label_column: str | None = None
     train_limit: int | None = None
     unet: dict[str, Any] = field(default_factory=lambda: dict(SMALL_UNET))
     num_train_timesteps: int = 1000

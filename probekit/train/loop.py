@@ -113,8 +113,9 @@ def train(
     step with a checkpoint, as an interruption would (used to test resume)."""
     out, device = Path(out), torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(config.data)
-    images = stratified_subset(dataset.splits["train"], config.train_limit, seed=config.seed).images
+    dataset = load_dataset(config.data, image_column=config.image_column, label_column=config.label_column)
+    # Pixels are read per step (lazy datasets decode just the batch), so memory does not grow with N.
+    images = stratified_subset(dataset.splits["train"], config.train_limit, seed=config.seed)
     order = _Order(len(images), config.batch_size, config.seed)
 
     model = _build_unet(config).to(device).train()
@@ -134,7 +135,8 @@ def train(
                 f"cannot resume from {state_path} ({str(err).splitlines()[0][:160]}): delete it to start the run "
                 f"over, or choose another --out"
             ) from err
-        saved = {k: v for k, v in state["config"].items() if k != "total_steps"}
+        # Settings added since a run was saved take their defaults, so older runs still resume.
+        saved = {k: v for k, v in {**TrainConfig().as_dict(), **state["config"]}.items() if k != "total_steps"}
         if saved != {k: v for k, v in config.as_dict().items() if k != "total_steps"}:
             raise ProbekitError(f"{out} holds a run with a different recipe: resume with the same config or choose another --out")
         model.load_state_dict(state["model"])
@@ -151,7 +153,7 @@ def train(
     with tqdm(total=config.total_steps, initial=step, unit="step", desc="train", disable=not progress) as bar:
         while step < end:
             index = order.batch(step).numpy()
-            x0, _ = fit_images(images[index], size=size, channels=channels, value_range=(-1.0, 1.0))
+            x0, _ = fit_images(images.read(index), size=size, channels=channels, value_range=(-1.0, 1.0))
             timesteps, noise, flips = _step_randomness(config, step, tuple(x0.shape))
             if config.hflip:
                 x0 = torch.where(flips[:, None, None, None], x0.flip(-1), x0)

@@ -12,16 +12,18 @@ def test_loads_train_and_val(tmp_path):
     dataset = load_tiny_imagenet(write_tiny_imagenet(tmp_path / "tiny-imagenet-200"))
     assert dataset.class_names == ["school bus", "goldfish", "tabby"]
     train, test = dataset.splits["train"], dataset.splits["test"]
-    assert train.images.shape == (6, 64, 64, 3) and train.images.dtype == np.uint8
+    assert train.lazy and test.lazy
+    train_pixels, test_pixels = train.read(slice(None)), test.read(slice(None))
+    assert train_pixels.shape == (6, 64, 64, 3) and train_pixels.dtype == np.uint8
     np.testing.assert_array_equal(train.labels, [0, 0, 1, 1, 2, 2])
     np.testing.assert_array_equal(train.index, np.arange(6))
     expected = np.array([tiny_colour(c, i) for c in range(3) for i in range(2)], np.float64)
     expected[3] = 77  # the grayscale file, converted to RGB
-    np.testing.assert_allclose(train.images.mean(axis=(1, 2)), expected, atol=3)  # JPEG is lossy
-    np.testing.assert_array_equal(train.images[3, ..., 0], train.images[3, ..., 2])
-    assert test.images.shape == (3, 64, 64, 3)
+    np.testing.assert_allclose(train_pixels.mean(axis=(1, 2)), expected, atol=3)  # JPEG is lossy
+    np.testing.assert_array_equal(train_pixels[3, ..., 0], train_pixels[3, ..., 2])
+    assert test_pixels.shape == (3, 64, 64, 3)
     np.testing.assert_array_equal(test.labels, [TINY_WNIDS.index(w) for _, w, _ in TINY_VAL])
-    np.testing.assert_allclose(test.images.mean(axis=(1, 2)), [c for *_, c in TINY_VAL], atol=3)
+    np.testing.assert_allclose(test_pixels.mean(axis=(1, 2)), [c for *_, c in TINY_VAL], atol=3)
     assert dataset.info["test_split"] == "official"
 
 

@@ -110,3 +110,31 @@ def test_a_corrupt_state_file_is_one_clear_error(tiny_npz, tmp_path):
     with pytest.raises(ProbekitError, match=r"cannot resume from .*state\.pt .*delete it to start the run over") as info:
         train(_config(tiny_npz, total_steps=2), tmp_path / "run", progress=False)
     assert "\n" not in str(info.value)
+
+
+def test_a_lazy_hf_dataset_trains_exactly_like_the_same_pixels_in_memory(tiny_npz, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    import io
+
+    from PIL import Image
+
+    arrays = np.load(tiny_npz)
+
+    def table(x, y):
+        encoded = []
+        for image in x:
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="PNG")  # lossless grayscale
+            encoded.append({"bytes": buffer.getvalue(), "path": None})
+        features = datasets.Features({"image": datasets.Image(), "digit": datasets.Value("int64")})
+        return datasets.Dataset.from_dict({"image": encoded, "digit": y.tolist()}, features=features)
+
+    hf = tmp_path / "hf"
+    datasets.DatasetDict(train=table(arrays["x"], arrays["y"]), test=table(arrays["x_test"], arrays["y_test"])).save_to_disk(str(hf))
+    steps = dict(total_steps=3, checkpoint_every=3)
+    from_memory = train(_config(tiny_npz, **steps), tmp_path / "memory", progress=False)
+    lazy = train(_config(f"hf-disk:{hf}", label_column="digit", **steps), tmp_path / "lazy", progress=False)
+    expected, got = _weights(from_memory), _weights(lazy)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
