@@ -328,6 +328,55 @@ def cmd_sweep(args: argparse.Namespace) -> None:
               f"uniformity {row.uniformity:.3f}")
     print(f"wrote {Path(args.out) / 'sweep.csv'} and {Path(args.out) / 'sweep.png'}")
 
+def cmd_similarity(args: argparse.Namespace) -> None:
+    from .results import read_table, write_table
+    from .similarity import SimilarityConfig, similarity_table
+
+    config = SimilarityConfig(k=args.k, samples=args.samples, seed=args.seed, split=args.split, matrix=not args.no_matrix,
+                              max_memory=_memory_budget(args.max_memory), reference_t=args.reference_t,
+                              reference_layer=args.reference_layer)
+    table = similarity_table(args.cache, args.reference, config)
+    write_table(table, args.out)
+    print(f"wrote {args.out} ({len(table)} rows over {int(table['n_eval'].iloc[0])} {args.split} images)")
+    if args.figures:
+        from .plots.similarity import plot_similarity
+
+        for path in plot_similarity(read_table(args.out), args.figures):
+            print(f"wrote {path}")
+
+
+def cmd_fuse(args: argparse.Namespace) -> None:
+    from .predictions import predictions_path, write_predictions
+    from .probes.fusion import FusionConfig, format_fusion, fuse_cache
+    from .results import write_table
+
+    config = FusionConfig(probe=args.probe, top_k=args.top_k, C=args.C, mixture=not args.no_mixture,
+                          mixture_top=args.mixture_top, width=args.width, epochs=args.epochs, lr=args.lr,
+                          val_fraction=args.val_fraction, seed=args.seed, device=_device(args.device))
+    result = fuse_cache(args.cache, args.results, config, progress=not args.quiet)
+    write_table(result.table, args.out)
+    sidecar = write_predictions(predictions_path(args.out), result.predictions)
+    print(format_fusion(result.table))
+    print(f"wrote {args.out} and {sidecar}")
+    if args.figures and result.weights:
+        from .plots.fusion import plot_mixture_weights
+
+        print(f"wrote {plot_mixture_weights(result.table, Path(args.figures) / 'fusion_weights.png')}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import build_report
+
+    commands: list[str] = []
+    if args.commands:
+        path = Path(args.commands)
+        if not path.is_file():
+            raise ProbekitError(f"--commands {path} does not exist: give a text file with one command per line")
+        commands = [line.rstrip() for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    out = build_report(args.results, args.out, caches=args.cache or (), images=args.images or (), commands=commands,
+                       title=args.title, x=args.x, n_boot=args.n_boot)
+    print(f"wrote {out}")
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with probekit's one-line errors, and negative timestep lists read as values."""
@@ -534,6 +583,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_sweep)
+
+    p = sub.add_parser("similarity", help="CKA / CKNNA / mutual k-NN of every cell against a reference cache, "
+                       "and the cell x cell CKA matrix")
+    p.add_argument("--cache", required=True, help="feature cache whose cells are compared")
+    p.add_argument("--reference", help="cache of the same images (e.g. pixels or another model) to compare every cell with")
+    p.add_argument("--reference-t", type=int, help="reference cell's timestep, when the reference holds several")
+    p.add_argument("--reference-layer", help="reference cell's layer, when the reference holds several")
+    p.add_argument("--out", required=True, help="results CSV of similarity rows")
+    p.add_argument("--figures", help="folder for the similarity maps and the cell x cell matrix figure")
+    p.add_argument("--split", default="test", help="split whose images are compared (default test)")
+    p.add_argument("--samples", type=int, default=1000,
+                   help="images scored: a seeded subsample bounds memory to samples^2 per kernel (default 1000)")
+    p.add_argument("--k", type=int, default=10, help="neighbours of CKNNA and mutual k-NN (default 10, as REPA)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subsample (default 0)")
+    p.add_argument("--no-matrix", action="store_true", help="skip the cell x cell CKA matrix")
+    p.add_argument("--max-memory", default="1G", help="memory for the cell x cell matrix's kernels (default 1G)")
+    p.set_defaults(run=cmd_similarity)
+
+    p = sub.add_parser("fuse", help="fusion probes: the top-k val-ranked cells concatenated, and a learned "
+                       "softmax mixture over every cell; results rows and a predictions sidecar")
+    p.add_argument("--cache", required=True, nargs="+", help="the cache (or caches of one extraction) that was probed")
+    p.add_argument("--results", required=True, help="results CSV of `probekit probe` on that cache (ranks the cells on val)")
+    p.add_argument("--out", required=True, help="results CSV of the fusion probes (sidecar written beside it)")
+    p.add_argument("--figures", help="folder for fusion_weights.png (the mixture weights over noise x depth)")
+    p.add_argument("--probe", default="linear", help="probe whose val top-1 ranks the cells (default linear)")
+    p.add_argument("--top-k", type=_int_list, default=[2, 4, 8], help="cell counts concatenated, chosen on val (default 2,4,8)")
+    p.add_argument("--C", type=_float_list, default=[1.0], help="inverse L2 strengths of the concatenation, chosen on val (default 1)")
+    p.add_argument("--no-mixture", action="store_true", help="skip the learned mixture")
+    p.add_argument("--mixture-top", type=int, help="mix only the best M cells (default: every cell)")
+    p.add_argument("--width", type=int, default=32, help="common projection width of the mixture (default 32)")
+    p.add_argument("--epochs", type=int, default=40, help="mixture training epochs; the best on val is kept (default 40)")
+    p.add_argument("--lr", type=float, default=3e-3, help="mixture Adam learning rate (default 3e-3)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="as given to `probekit probe` (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="as given to `probekit probe` (default 0)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_fuse)
+
+    p = sub.add_parser("report", help="one self-contained HTML page: protocol, val-chosen cells, paired comparisons, "
+                       "figures and commands")
+    p.add_argument("--results", required=True, nargs="+",
+                   help="results CSVs: probe runs (with their sidecars), fusion runs and similarity tables")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument("--cache", nargs="*", help="caches the results came from: their metadata and recorded commands")
+    p.add_argument("--images", nargs="*", help="extra PNG figures to embed (e.g. a t-SNE from `probekit tsne`)")
+    p.add_argument("--commands", help="text file of further commands to list (blank and # lines skipped)")
+    p.add_argument("--title", default="probekit report")
+    p.add_argument("--x", default="t", choices=["t", "sigma", "logsnr"], help="noise axis of the curves")
+    p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples of the paired comparisons")
+    p.set_defaults(run=cmd_report)
 
     p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
     p.add_argument("cache")
