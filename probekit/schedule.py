@@ -14,27 +14,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from .errors import ProbekitError
-
-
-@dataclass(frozen=True)
-class GridPoint:
-    """One noise level. ``t`` is the framework's index; the other fields are derived from it."""
-
-    t: int
-    model_input: float
-    alpha_bar: float
-    sigma: float
-    logsnr: float
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+from .types import GridPoint  # defined torch-free in probekit.types
 
 
 class NoiseSchedule(ABC):

@@ -1,6 +1,6 @@
 """Checkpoints -> Backbones (network + noise schedule + layer registry)."""
 
-from .backbone import Backbone, LayerInfo, state_dict_sha256
+from .backbone import Backbone, HookedBackbone, LayerInfo, state_dict_sha256
 from .ddae import DDAEBackbone
 from .dit import DiTBackbone
 from .layers import select_layers
@@ -13,6 +13,7 @@ __all__ = [
     "DDAEBackbone",
     "DiTBackbone",
     "FORMATS",
+    "HookedBackbone",
     "LayerInfo",
     "PixelsBackbone",
     "UNetBackbone",
