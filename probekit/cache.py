@@ -8,8 +8,12 @@ Layout (format ``probekit-features``, version 1)::
     /grid/{t, model_input, alpha_bar, sigma, logsnr}          (T,)
     /layers/{name, stage, depth, channels, resolution, aliases, width}   (L,)
     /{split}/labels (N,) int64, /{split}/index (N,) int64     attrs: class_names
-    /{split}/feats/{layer}  (T, K, N, D) float32|float16, chunked along N
+    /{split}/feats/{layer}  (T, S, N, D) float32|float16, chunked along N
     /{split}/done           (N,) uint8: 1 once every (t, draw, layer) of that sample is written
+
+``S`` is the number of (view, draw) slots of a split: slot ``view * draws + draw``. View 0 is the
+un-augmented image; the train split of a cache extracted with ``--views A`` (attr ``views``)
+also holds A augmented views (views 1..A), so S = (1 + A) * draws there and S = draws elsewhere.
 
 ``complete`` is set only after every sample of every split is done; readers refuse an incomplete
 cache unless asked to show progress. ``D`` is the pooled width (``width`` in /layers).
@@ -64,6 +68,11 @@ class CacheLayout:
     class_names: list[str]
     draws: int
     dtype: str = "float32"
+    views: int = 0  # augmented views of the train split (view 0, the clean image, is always there)
+
+    def slots(self, split: str) -> int:
+        """(view, draw) slots stored per sample of ``split``."""
+        return self.draws * (1 + self.views if split == "train" else 1)
 
 
 class CacheWriter:
@@ -109,6 +118,7 @@ class CacheWriter:
             "probekit_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "draws": layout.draws,
+            "views": layout.views,
             "dtype": layout.dtype,
             **layout.attrs,
             "plan": layout_plan(layout),
@@ -139,7 +149,7 @@ class CacheWriter:
             feats = g.create_group("feats")
             for layer in layers:
                 width = layout.widths[layer.name]
-                shape = (len(layout.grid), layout.draws, n, width)
+                shape = (len(layout.grid), layout.slots(split), n, width)
                 # One chunk holds a block of samples of one (t, draw): a cell reads contiguously.
                 rows = max(1, min(n, (1 << 20) // (4 * width)))
                 feats.create_dataset(
@@ -203,6 +213,7 @@ def layout_plan(layout: CacheLayout) -> dict[str, object]:
     return {
         **{key: layout.attrs.get(key) for key in keys},
         "draws": layout.draws,
+        **({"views": layout.views} if layout.views else {}),  # absent when 0: older caches still resume
         "dtype": layout.dtype,
         "grid": [point.t for point in layout.grid],
         "layers": {layer.name: layout.widths[layer.name] for layer in layout.layers},
@@ -257,9 +268,9 @@ def _write_error(path: Path, layout: CacheLayout, err: OSError, action: str = "w
     """One line for an OS error while creating or writing a cache: disk full (with sizes) or the reason."""
     if err.errno in _DISK_FULL or "No space left on device" in str(err):
         itemsize = np.dtype(layout.dtype).itemsize
-        samples = sum(len(split.labels) for split in layout.splits.values())
         width = sum(layout.widths[layer.name] for layer in layout.layers)
-        need = len(layout.grid) * layout.draws * samples * width * itemsize
+        slots = sum(layout.slots(name) * len(split.labels) for name, split in layout.splits.items())
+        need = len(layout.grid) * slots * width * itemsize
         try:
             free = f", {_size(shutil.disk_usage(path.parent).free)} is free there"
         except OSError:
@@ -445,16 +456,45 @@ class FeatureCache:
     def index(self, split: str) -> np.ndarray:
         return self.file[split]["index"][:]
 
-    def features(self, split: str, layer: str, t: int) -> np.ndarray:
-        """(N, D) float32 features of one cell, averaged over the noise draws."""
+    @property
+    def draws(self) -> int:
+        return int(self.file.attrs.get("draws", 1))
+
+    @property
+    def views(self) -> int:
+        """Augmented views stored for the train split (0: only the clean image)."""
+        return int(self.file.attrs.get("views", 0))
+
+    def _block(self, split: str, layer: str, t: int) -> tuple[h5py.Dataset, int]:
         try:
             t_index = self._timesteps.index(int(t))
         except ValueError:
             raise ProbekitError(f"timestep {t} is not in {self.path} (its grid: {self._timesteps})") from None
         if layer not in self._layer_names:
             raise ProbekitError(f"layer {layer!r} is not in {self.path} (its layers: {', '.join(self._layer_names)})")
-        block = self.file[split]["feats"][layer][t_index]  # (K, N, D)
-        return block.astype(np.float32).mean(axis=0) if block.shape[0] > 1 else block[0].astype(np.float32)
+        return self.file[split]["feats"][layer], t_index
+
+    def features(self, split: str, layer: str, t: int, *, draws: str = "mean") -> np.ndarray:
+        """(N, D) float32 features of one cell on the clean image (view 0).
+
+        ``draws="mean"`` averages its noise draws; ``draws="single"`` takes draw 0 only.
+        """
+        if draws not in ("mean", "single"):
+            raise ProbekitError(f"unknown draws mode {draws!r}: use mean or single")
+        data, t_index = self._block(split, layer, t)
+        k = self.draws if draws == "mean" else 1
+        block = data[t_index, :k]  # (k, N, D): view 0 holds slots 0..draws-1
+        return block.astype(np.float32).mean(axis=0) if k > 1 else block[0].astype(np.float32)
+
+    def train_slots(self, split: str, layer: str, t: int) -> np.ndarray:
+        """(S, N, D) float32: the slots a sampling probe draws from, one per (view, draw).
+
+        The augmented views' slots when the split has views (DDAE trains on augmented images
+        only), else the clean image's draws.
+        """
+        data, t_index = self._block(split, layer, t)
+        first = self.draws if (split == "train" and self.views > 0) else 0
+        return data[t_index, first:].astype(np.float32)
 
     def summary(self) -> str:
         """Human-readable description for ``probekit info``."""
@@ -464,7 +504,7 @@ class FeatureCache:
             f"status: {'complete' if self.complete else 'INCOMPLETE'}",
             f"model: {a.get('model_id')}  [{a.get('framework')}]  sha256 {str(a.get('model_sha256'))[:16]}...",
             f"dataset: {a.get('dataset')}  fit: {a.get('fit')}",
-            f"pooling: {a.get('pooling')}  draws: {a.get('draws')}  dtype: {a.get('dtype')}  "
+            f"pooling: {a.get('pooling')}  draws: {a.get('draws')}  views: {a.get('views', 0)}  dtype: {a.get('dtype')}  "
             f"precision: {a.get('precision', 'fp32')}  seed: {a.get('seed')}",
             f"created: {a.get('created')} by probekit {a.get('probekit_version')}",
             f"command: {a.get('command')}",

@@ -15,12 +15,24 @@ from typing import Callable, NoReturn, Sequence
 from .errors import ProbekitError
 
 
-def _int_list(text: str) -> list[int]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    try:
-        return [int(item) for item in items]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers (e.g. 1,11,21)") from None
+_KIND_WORDS = {int: "integers", float: "numbers"}
+
+
+def _number_list(kind: type, example: str) -> Callable[[str], list]:
+    """An argparse type for a comma-separated list of ``kind`` (int or float)."""
+
+    def parse(text: str) -> list:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        try:
+            return [kind(item) for item in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {_KIND_WORDS[kind]} (e.g. {example})") from None
+
+    return parse
+
+
+_int_list = _number_list(int, "1,11,21")
+_float_list = _number_list(float, "0.1,1")
 
 
 def _device(name: str) -> str:
@@ -93,6 +105,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
         timesteps=args.timesteps,
         layers=args.layers,
         draws=args.draws,
+        views=args.views,
         seed=args.seed,
         batch_size=args.batch_size,
         pooling=args.pooling,
@@ -127,24 +140,38 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from .probes.run import ProbeRunConfig, run_probes
+    from .predictions import predictions_path, write_predictions
+    from .probes import ProbeSettings
+    from .probes.run import ProbeRunConfig, probe_cache
     from .results import format_summary, write_table
 
     config = ProbeRunConfig(
         probes=[p.strip() for p in args.probes.split(",") if p.strip()],
+        val_fraction=args.val_fraction,
+        train_features=args.train_features,
+        test_features=args.test_features,
+        use_views=args.use_views,
+        settings=ProbeSettings(linear_C=args.C, knn_k=args.k, knn_temperature=args.temperature),
         epochs=args.epochs,
         lr=args.lr,
         weight_decay=args.weight_decay,
         batch_size=args.batch_size,
-        knn_k=args.k,
-        knn_temperature=args.temperature,
         device=_device(args.device),
         seed=args.seed,
     )
-    table = run_probes(args.cache, config, progress=not args.quiet, max_memory=_memory_budget(args.max_memory))
-    write_table(table, args.out)
-    print(format_summary(table))
-    print(f"wrote {args.out}")
+    results = probe_cache(args.cache, config, progress=not args.quiet, max_memory=_memory_budget(args.max_memory))
+    write_table(results.table, args.out)
+    sidecar = write_predictions(predictions_path(args.out), results.predictions)
+    print(format_summary(results.table))
+    print(f"wrote {args.out} and {sidecar}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .compare import compare_runs, format_comparison
+
+    comparison = compare_runs(args.results[0], args.results[1], probe=args.probe, probe_b=args.probe_b,
+                              n_boot=args.n_boot, seed=args.seed)
+    print(format_comparison(comparison))
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -168,7 +195,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_tsne(args: argparse.Namespace) -> None:
-    from .probes.run import tsne_of_cell
+    from .cell_tsne import tsne_of_cell
 
     path = tsne_of_cell(args.cache, args.out, t=args.timestep, layer=args.layer, results=args.results, split=args.split,
                         max_points=args.max_points, seed=args.seed)
@@ -222,7 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--timesteps", type=_int_list, help="comma-separated timestep indices of the model's schedule")
     grid.add_argument("--grid", action="store_true", help="the model's default grid (the default when --timesteps is absent)")
     p.add_argument("--layers", help="names, aliases, globs or indices, comma-separated (default: every layer)")
-    p.add_argument("--draws", type=int, default=1, help="independent noise draws per image (features averaged by probes)")
+    p.add_argument("--draws", type=int, default=1, help="independent noise draws per image and view (default 1)")
+    p.add_argument("--views", type=int, default=0,
+                   help="augmented views (random crop with 4-pixel padding + flip, as DDAE's linear.py) of each train "
+                        "image, stored besides the clean one; probes draw from them with --train-features sample (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and of the subsets (default 0)")
     p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
     p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
@@ -240,24 +270,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_extract)
 
-    p = sub.add_parser("probe", help="probe every (timestep, layer) cell of a cache")
+    p = sub.add_parser("probe", help="probe every (timestep, layer) cell of a cache, choosing on a validation split")
     p.add_argument("--cache", required=True, nargs="+",
                    help="cache file, or several caches of one extraction (e.g. train and test extracted apart)")
-    p.add_argument("--out", required=True, help="results CSV (tidy: one row per cell, probe, metric)")
+    p.add_argument("--out", required=True,
+                   help="results CSV (tidy: one row per cell, probe, split, metric); test predictions go beside it "
+                        "as OUT.predictions.npz")
     p.add_argument("--max-memory", default="auto",
-                   help="feature memory budget, e.g. 4G or 500M; cells are streamed from the cache in groups "
-                        "that fit (default auto: half the machine's memory)")
-    p.add_argument("--probes", default="linear,knn", help="comma-separated: linear, logreg, knn (default linear,knn)")
-    p.add_argument("--epochs", type=int, help="linear probe epochs")
-    p.add_argument("--lr", type=float, help="linear probe learning rate")
-    p.add_argument("--weight-decay", type=float, help="linear probe weight decay")
-    p.add_argument("--batch-size", type=int, help="linear probe batch size")
-    p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
-    p.add_argument("--temperature", type=float, default=0.07, help="kNN temperature (default 0.07)")
-    p.add_argument("--seed", type=int, default=0)
+                   help="feature memory budget, e.g. 4G or 500M, counting views and draws; cells are streamed from "
+                        "the cache in groups that fit (default auto: half the machine's memory)")
+    p.add_argument("--probes", default="linear,knn", help="comma-separated: linear, logreg, sgd, mlp, knn (default linear,knn)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of train held out (stratified, seeded) to choose cells and settings on (default 0.1; "
+                        "a dataset's own val split is used when the cache has one; 0 chooses on test)")
+    p.add_argument("--train-features", default="mean", choices=["mean", "sample"],
+                   help="mean: the mean over noise draws of the clean image; sample: sgd/mlp draw one (view, draw) per "
+                        "image each epoch (DDAE's protocol), the others train on every (view, draw) row")
+    p.add_argument("--test-features", default="mean", choices=["mean", "single"],
+                   help="val and test features: mean over noise draws, or a single draw (DDAE) (default mean)")
+    p.add_argument("--use-views", type=int, help="with --train-features sample: draw from the first A augmented views only")
+    p.add_argument("--C", type=_float_list, default=[1.0],
+                   help="inverse L2 strength(s) of linear and logreg; several are chosen per cell on val (default 1)")
+    p.add_argument("--epochs", type=int, help="sgd / mlp epochs (default 15, DDAE's)")
+    p.add_argument("--lr", type=float, help="sgd / mlp learning rate (default 1e-3, DDAE's)")
+    p.add_argument("--weight-decay", type=float, help="sgd / mlp weight decay (default 0)")
+    p.add_argument("--batch-size", type=int, help="sgd / mlp batch size (default 128)")
+    p.add_argument("--k", type=_int_list, default=[20], help="kNN neighbours; several are chosen per cell on val (default 20)")
+    p.add_argument("--temperature", type=_float_list, default=[0.07],
+                   help="kNN temperature(s); several are chosen per cell on val (default 0.07)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation split and the probes")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_probe)
+
+    p = sub.add_parser("compare", help="paired comparison of the val-chosen cells of two runs on the same test images")
+    p.add_argument("--results", required=True, nargs=2, metavar=("A", "B"), help="two results CSVs (each with its sidecar)")
+    p.add_argument("--probe", default="linear", help="probe whose val-chosen cell is compared (default linear)")
+    p.add_argument("--probe-b", help="probe of run B, when it differs from --probe")
+    p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("plot", help="heatmaps and accuracy-vs-noise curves from results tables")
     p.add_argument("--results", required=True, nargs="+", help="one or more results CSVs")

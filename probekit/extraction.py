@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .cache import CacheLayout, CacheWriter, SplitLabels
 from .data import ImageDataset, fit_images
+from .data.augment import crop_flip_views
 from .errors import ProbekitError
 from .models.backbone import Backbone
 from .models.layers import select_layers
@@ -38,12 +39,15 @@ class ExtractConfig:
     timesteps: Sequence[int] | None = None
     layers: str | Sequence[str] | None = None
     draws: int = 1
+    #: augmented views (crop + flip) of each train image, besides the clean one (view 0)
+    views: int = 0
     seed: int = 0
     batch_size: int = 64
     pooling: str = "gap"
     dtype: str = "float32"
     fit: str = "auto"
-    splits: Sequence[str] = field(default=("train", "test"))
+    #: splits extracted when the dataset has them ("val": a dataset's own validation split)
+    splits: Sequence[str] = field(default=("train", "val", "test"))
     #: fp32, or bf16 / fp16 autocast around each forward (features are stored as float32/16 either way)
     precision: str = "fp32"
     channels_last: bool = False
@@ -66,6 +70,8 @@ def plan_extraction(backbone: Backbone, config: ExtractConfig) -> ExtractPlan:
     """Validate and resolve the config against the backbone; raises ProbekitError on bad input."""
     if config.draws < 1:
         raise ProbekitError(f"--draws must be at least 1, got {config.draws}")
+    if config.views < 0:
+        raise ProbekitError(f"--views must be 0 (clean images only) or more, got {config.views}")
     if config.batch_size < 1:
         raise ProbekitError(f"--batch-size must be at least 1, got {config.batch_size}")
     if config.precision not in PRECISIONS:
@@ -89,6 +95,7 @@ def _batch_features(
     seed: int,
     on_forward: Callable[[int], object] | None = None,
     precision: str = "fp32",
+    view: int = 0,
 ) -> dict[str, np.ndarray]:
     """{layer: (T, K, B, D)} for one batch of clean inputs ``x0`` (already on the device).
 
@@ -102,7 +109,7 @@ def _batch_features(
             if point.alpha_bar >= 1.0:
                 x_noisy = x0
             else:
-                noise = sample_noise(x0.shape[1:], ids, seed=seed, t=point.t, draw=draw, device=x0.device)
+                noise = sample_noise(x0.shape[1:], ids, seed=seed, t=point.t, draw=noise_draw(view, draw), device=x0.device)
                 x_noisy = backbone.schedule.add_noise(x0, noise, point)
             with _autocast(x0.device, precision):
                 feats = backbone.features(x_noisy, point, plan.layers, plan.pooling)
@@ -114,6 +121,13 @@ def _batch_features(
     return {
         name: torch.stack(values).reshape(*shape, *values[0].shape).cpu().numpy() for name, values in per_layer.items()
     }
+
+
+def noise_draw(view: int, draw: int) -> int:
+    """The noise key of (view, draw): the draw itself on the clean view (so caches without views
+    are unchanged), and a number no clean draw reaches on an augmented view (fresh noise per view,
+    as DDAE draws for each augmented image)."""
+    return draw if view == 0 else (view << 32) | draw
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -137,7 +151,8 @@ def _prepare(backbone: Backbone, images: np.ndarray, fit: str, channels_last: bo
 
 
 def _features_halving_on_oom(
-    backbone: Backbone, x0: torch.Tensor, ids: np.ndarray, plan: ExtractPlan, config: ExtractConfig, seed: int, bar: tqdm
+    backbone: Backbone, x0: torch.Tensor, ids: np.ndarray, plan: ExtractPlan, config: ExtractConfig, seed: int, bar: tqdm,
+    view: int = 0,
 ) -> dict[str, np.ndarray]:
     """Features of one batch; on out-of-memory the batch is split in halves (recursively) and retried.
 
@@ -151,7 +166,7 @@ def _features_halving_on_oom(
         bar.update(n)
 
     try:
-        return _batch_features(backbone, x0, ids, plan, config.draws, seed, on_forward, config.precision)
+        return _batch_features(backbone, x0, ids, plan, config.draws, seed, on_forward, config.precision, view)
     except torch.OutOfMemoryError:
         bar.update(-counted)
         if x0.device.type == "cuda":
@@ -163,8 +178,8 @@ def _features_halving_on_oom(
         half = (len(ids) + 1) // 2
         log.warning("out of memory at batch size %d: retrying in halves of %d", len(ids), half)
         parts = [
-            _features_halving_on_oom(backbone, x0[:half], ids[:half], plan, config, seed, bar),
-            _features_halving_on_oom(backbone, x0[half:], ids[half:], plan, config, seed, bar),
+            _features_halving_on_oom(backbone, x0[:half], ids[:half], plan, config, seed, bar, view),
+            _features_halving_on_oom(backbone, x0[half:], ids[half:], plan, config, seed, bar, view),
         ]
         return {name: np.concatenate([part[name] for part in parts], axis=2) for name in parts[0]}
 
@@ -234,11 +249,14 @@ def extract(
         class_names=list(dataset.class_names),
         draws=config.draws,
         dtype=config.dtype,
+        views=config.views if "train" in splits else 0,
     )
-    total = sum(len(split.labels) for split in splits.values()) * len(plan.grid) * config.draws
+    total = sum(len(split.labels) * layout.slots(name) for name, split in splits.items()) * len(plan.grid)
     log.info(
-        "extracting %d layers x %d grid points x %d draws for %s -> %s",
-        len(plan.layers), len(plan.grid), config.draws, ", ".join(f"{k}={len(v.labels)}" for k, v in splits.items()), out,
+        "extracting %d layers x %d grid points x %d draws%s for %s -> %s",
+        len(plan.layers), len(plan.grid), config.draws,
+        f" x (1 + {layout.views} augmented train views)" if layout.views else "",
+        ", ".join(f"{k}={len(v.labels)}" for k, v in splits.items()), out,
     )
     writer = CacheWriter(out, layout, resume=not overwrite)
     done = {name: writer.done(name) for name in splits}
@@ -255,10 +273,19 @@ def extract(
                 for start in range(0, len(split.labels), config.batch_size):
                     stop = min(start + config.batch_size, len(split.labels))
                     if done[split_name][start:stop].all():
-                        bar.update((stop - start) * len(plan.grid) * config.draws)
+                        bar.update((stop - start) * len(plan.grid) * layout.slots(split_name))
                         continue
-                    x0, _ = _prepare(backbone, split.images[start:stop], config.fit, config.channels_last)
-                    feats = _features_halving_on_oom(backbone, x0, split.index[start:stop], plan, config, seed, bar)
+                    ids = split.index[start:stop]
+                    per_view = []
+                    for view in range(layout.slots(split_name) // config.draws):
+                        images = split.images[start:stop]
+                        if view > 0:
+                            images = crop_flip_views(images, ids, seed=config.seed, split=split_name, view=view)
+                        x0, _ = _prepare(backbone, images, config.fit, config.channels_last)
+                        per_view.append(_features_halving_on_oom(backbone, x0, ids, plan, config, seed, bar, view))
+                    feats = per_view[0] if len(per_view) == 1 else {
+                        name: np.concatenate([part[name] for part in per_view], axis=1) for name in per_view[0]
+                    }
                     writer.write_batch(split_name, start, feats)
         complete = True
     finally:

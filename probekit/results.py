@@ -12,14 +12,21 @@ alpha_bar  cumulative signal fraction, in [0, 1]
 layer      layer name as the backbone registry lists it
 stage      "down" / "mid" / "up" / "block" / ...
 depth      position of the layer in forward order (0 = first)
-probe      "linear" / "logreg" / "knn" / ...
+probe      "linear" / "logreg" / "sgd" / "mlp" / "knn" / ...
+params     the probe's settings for this cell, chosen on val where it searches several
+           (e.g. "C=1", "k=20,T=0.07"); empty when it has none
 metric     "top1" or "mean_class_recall"
+split      "val" (held out of train; every choice is made on it) or "test" (reported)
 value      the metric as a fraction in [0, 1] (not percent)
 ci_low     Wilson 95 % interval for top1; NaN for mean_class_recall
 ci_high    idem
-n_train    train samples the probe saw
-n_test     test samples it was scored on
+n_train    samples the probe was fitted on (train minus the validation split)
+n_eval     samples this row was scored on (the size of its split)
 ========== ==========================================================================
+
+"Best" always means chosen on val: :func:`best_cells` picks the cell with the highest val value
+and reports its test row. A table without val rows (``--val-fraction 0``) is chosen on test, and
+says so (column ``chosen_on``).
 
 Plots read only this table, so anything a figure needs lives in a column.
 """
@@ -36,19 +43,20 @@ from pathlib import Path
 import pandas as pd
 
 from probekit.errors import ProbekitError
-from probekit.probes.metrics import CellScore, wilson_interval
+from probekit.evaluate.metrics import CellScore, wilson_interval
 
 COLUMNS: tuple[str, ...] = (
     "model", "dataset", "t", "sigma", "logsnr", "alpha_bar", "layer", "stage", "depth",
-    "probe", "metric", "value", "ci_low", "ci_high", "n_train", "n_test",
+    "probe", "params", "metric", "split", "value", "ci_low", "ci_high", "n_train", "n_eval",
 )  # fmt: skip
 METRICS: tuple[str, ...] = ("top1", "mean_class_recall")
+SPLITS: tuple[str, ...] = ("val", "test")
 
 _DTYPES = {
     "model": str, "dataset": str, "t": "int64", "sigma": "float64", "logsnr": "float64",
     "alpha_bar": "float64", "layer": str, "stage": str, "depth": "int64", "probe": str,
-    "metric": str, "value": "float64", "ci_low": "float64", "ci_high": "float64",
-    "n_train": "int64", "n_test": "int64",
+    "params": str, "metric": str, "split": str, "value": "float64", "ci_low": "float64",
+    "ci_high": "float64", "n_train": "int64", "n_eval": "int64",
 }  # fmt: skip
 
 # pandas < 3 parses floats with a fast, not always exact, parser unless asked; pandas 3 is exact
@@ -70,78 +78,104 @@ class CellInfo:
 
 
 def scores_to_table(
-    scores: Mapping[str, Mapping[Hashable, CellScore]],
+    scores: Mapping[str, Mapping[Hashable, Mapping[str, CellScore]]],
     cells: Mapping[Hashable, CellInfo],
     *,
     model: str,
     dataset: str,
     n_train: int,
+    params: Mapping[str, Mapping[Hashable, str]] | None = None,
 ) -> pd.DataFrame:
-    """Flatten ``{probe name: {cell key: CellScore}}`` into the tidy results table.
+    """Flatten ``{probe: {cell key: {split: CellScore}}}`` into the tidy results table.
 
-    ``cells`` maps every cell key used in ``scores`` to its :class:`CellInfo`. The result has
-    one row per (probe, cell, metric), in the order of ``scores`` then of each probe's cells.
+    ``cells`` maps every cell key used in ``scores`` to its :class:`CellInfo`; ``split`` is "val"
+    or "test"; ``params[probe][cell]`` is the probe's setting for that cell (empty when absent).
+    One row per (probe, cell, split, metric), in the order of ``scores``, then of each probe's
+    cells, then val before test.
     """
     rows = []
     for probe, per_cell in scores.items():
-        for key, score in per_cell.items():
+        for key, per_split in per_cell.items():
             if key not in cells:
                 raise KeyError(f"probe {probe!r} scored cell {key!r} that has no CellInfo")
             info = cells[key]
-            correct = round(score.top1 * score.n_test)
-            ci = {
-                "top1": wilson_interval(correct, score.n_test),
-                "mean_class_recall": (math.nan, math.nan),
-            }
-            for metric in METRICS:
-                rows.append(
-                    {
-                        "model": model,
-                        "dataset": dataset,
-                        "t": info.t,
-                        "sigma": info.sigma,
-                        "logsnr": info.logsnr,
-                        "alpha_bar": info.alpha_bar,
-                        "layer": info.layer,
-                        "stage": info.stage,
-                        "depth": info.depth,
-                        "probe": probe,
-                        "metric": metric,
-                        "value": getattr(score, metric),
-                        "ci_low": ci[metric][0],
-                        "ci_high": ci[metric][1],
-                        "n_train": n_train,
-                        "n_test": score.n_test,
-                    }
-                )
+            setting = (params or {}).get(probe, {}).get(key, "")
+            for split in SPLITS:
+                if split not in per_split:
+                    continue
+                score = per_split[split]
+                correct = round(score.top1 * score.n_test)
+                ci = {
+                    "top1": wilson_interval(correct, score.n_test),
+                    "mean_class_recall": (math.nan, math.nan),
+                }
+                for metric in METRICS:
+                    rows.append(
+                        {
+                            "model": model, "dataset": dataset, "t": info.t, "sigma": info.sigma,
+                            "logsnr": info.logsnr, "alpha_bar": info.alpha_bar, "layer": info.layer,
+                            "stage": info.stage, "depth": info.depth, "probe": probe,
+                            "params": setting, "metric": metric, "split": split,
+                            "value": getattr(score, metric), "ci_low": ci[metric][0],
+                            "ci_high": ci[metric][1], "n_train": n_train, "n_eval": score.n_test,
+                        }
+                    )
     return pd.DataFrame(rows, columns=list(COLUMNS)).astype(_DTYPES)
 
 
-def best_cells(table: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
-    """The best cell per (model, dataset, probe) for ``metric``.
+def best_cells(table: pd.DataFrame, metric: str = "top1", *, choose_on: str = "val") -> pd.DataFrame:
+    """The chosen cell per (model, dataset, probe), reported with its test row.
 
-    Best = highest value; ties go to the lower t (less noise), then the lower depth (shallower
-    layer), so the choice is deterministic. Returns the winning rows (all table columns), sorted
-    by model, dataset, probe, with a fresh index.
+    The choice is made on the ``choose_on`` split ("val", the default and the protocol; "test"
+    only to show what choosing on test would have picked). A (model, dataset, probe) without val
+    rows (probed with ``--val-fraction 0``) is chosen on test. Best = highest value; ties go to
+    the lower t (less noise), then the lower depth (shallower layer), so the choice is
+    deterministic.
+
+    Returns the chosen cells' test rows (all table columns) plus ``chosen_on`` ("val" / "test")
+    and ``val_value`` (the chosen cell's val value; NaN when chosen on test), sorted by model,
+    dataset, probe, with a fresh index.
     """
     rows = table[(table["metric"] == metric) & table["value"].notna()]
     if rows.empty:
         raise ProbekitError(f"the results table has no {metric!r} values to rank")
-    ranked = rows.sort_values(
-        ["value", "t", "depth"], ascending=[False, True, True], kind="mergesort"
-    )
-    best = ranked.groupby(["model", "dataset", "probe"], sort=True).head(1)
+    picked = []
+    for _, group in rows.groupby(["model", "dataset", "probe"], sort=True):
+        test = group[group["split"] == "test"]
+        if test.empty:
+            continue
+        chooser = group[group["split"] == choose_on]
+        chosen_on = choose_on if not chooser.empty else "test"
+        if chooser.empty:
+            chooser = test
+        winner = chooser.sort_values(["value", "t", "depth"], ascending=[False, True, True], kind="mergesort").iloc[0]
+        report = test[(test["t"] == winner["t"]) & (test["layer"] == winner["layer"])]
+        if report.empty:
+            raise ProbekitError(
+                f"cell t={winner['t']} {winner['layer']} of {winner['model']} has {chosen_on} rows but no test row"
+            )
+        row = report.iloc[0].copy()
+        row["chosen_on"] = chosen_on
+        row["val_value"] = winner["value"] if chosen_on == "val" else math.nan
+        picked.append(row)
+    if not picked:
+        raise ProbekitError(f"the results table has no test {metric!r} rows to report")
+    best = pd.DataFrame(picked)
     return best.sort_values(["model", "dataset", "probe"], kind="mergesort").reset_index(drop=True)
 
 
 def format_summary(table: pd.DataFrame, metric: str = "top1") -> str:
-    """Plain-text lines naming the best cell per probe, grouped under each (model, dataset).
+    """Plain-text lines naming the val-chosen cell per probe, grouped under each (model, dataset).
 
-    Example line::
+    Example::
 
-        linear  best t=100 (sigma=0.34) layer=up_blocks.1.resnets.0  top1=87.3 % [86.6, 88.0]
+        linear  t=100 (sigma=0.34) up_blocks.1.resnets.0  val 88.0 %  test 87.3 % [86.6, 88.0]
+                (choosing on test would have picked t=50 down_blocks.2 at 87.5 %)
+
+    A probe without a validation split says that its cell was chosen on test.
     """
     best = best_cells(table, metric)
+    on_test = best_cells(table, metric, choose_on="test")
     width = max(len(p) for p in best["probe"])
     lines: list[str] = []
     for (model, dataset), group in best.groupby(["model", "dataset"], sort=False):
@@ -150,10 +184,23 @@ def format_summary(table: pd.DataFrame, metric: str = "top1") -> str:
             ci = ""
             if not (math.isnan(row.ci_low) or math.isnan(row.ci_high)):
                 ci = f" [{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]"
+            setting = f" {row.params}" if row.params else ""
+            if row.chosen_on == "val":
+                chosen = f"val {100 * row.val_value:.1f} %  test"
+            else:
+                chosen = "CHOSEN ON TEST (no validation split; optimistic)"
             lines.append(
-                f"  {row.probe:<{width}}  best t={row.t} (sigma={row.sigma:.3g}) "
-                f"layer={row.layer}  {metric}={100 * row.value:.1f} %{ci}"
+                f"  {row.probe:<{width}}  t={row.t} (sigma={row.sigma:.3g}) {row.layer}{setting}  "
+                f"{chosen} {metric}={100 * row.value:.1f} %{ci}"
             )
+            alt = on_test[(on_test["model"] == model) & (on_test["dataset"] == dataset) & (on_test["probe"] == row.probe)]
+            if row.chosen_on == "val" and not alt.empty:
+                other = alt.iloc[0]
+                if (other["t"], other["layer"]) != (row.t, row.layer):
+                    lines.append(
+                        f"  {'':<{width}}  (the test-best cell differs: t={other['t']} {other['layer']} at "
+                        f"{100 * other['value']:.1f} %; reported is the val-chosen one)"
+                    )
     return "\n".join(lines)
 
 
@@ -193,6 +240,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             f"{path} is not a probekit results table (unreadable CSV: {err})"
         ) from err
     check_columns(table, where=str(path))
+    table["params"] = table["params"].fillna("")
     try:
         table = table.astype(_DTYPES)
     except (ValueError, TypeError) as err:

@@ -47,7 +47,7 @@ def test_extract_probe_plot_tsne_info(tiny_unet_dir, npz_data, tmp_path, capsys)
     results = tmp_path / "r.csv"
     assert main(["probe", "--cache", str(cache), "--probes", "linear,logreg,knn", "--epochs", "5", "--out", str(results), "--quiet"]) == 0
     table = pd.read_csv(results)
-    assert len(table) == 3 * n_layers * 3 * 2  # t x layers x probes x metrics
+    assert len(table) == 3 * n_layers * 3 * 2 * 2  # t x layers x probes x splits x metrics
     assert set(table["probe"]) == {"linear", "logreg", "knn"}
 
     figures = tmp_path / "figs"
@@ -63,8 +63,40 @@ def test_pixels_baseline(npz_data, tmp_path):
     assert main(["extract", "--model", "pixels", "--data", npz_data, "--out", str(tmp_path / "p.h5"), "--quiet"]) == 0
     assert main(["probe", "--cache", str(tmp_path / "p.h5"), "--probes", "logreg", "--out", str(tmp_path / "p.csv"), "--quiet"]) == 0
     table = pd.read_csv(tmp_path / "p.csv")
-    top1 = table[(table.metric == "top1")]["value"].item()
+    top1 = table[(table.metric == "top1") & (table.split == "test")]["value"].item()
     assert top1 > 0.9  # the classes differ in brightness
+
+
+def test_compare_pairs_two_runs_on_the_same_images_and_refuses_others(npz_data, tmp_path, capsys):
+    from scipy.stats import binomtest
+
+    from probekit.predictions import predictions_path, read_predictions
+
+    assert main(["extract", "--model", "pixels", "--data", npz_data, "--out", str(tmp_path / "p.h5"), "--quiet"]) == 0
+    for probe in ("logreg", "knn"):
+        assert main(["probe", "--cache", str(tmp_path / "p.h5"), "--probes", probe, "--k", "1,3",
+                     "--out", str(tmp_path / f"{probe}.csv"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--results", str(tmp_path / "logreg.csv"), str(tmp_path / "knn.csv"),
+                 "--probe", "logreg", "--probe-b", "knn"]) == 0
+    out = capsys.readouterr().out
+    # independent recount from the sidecars and the tables' chosen cells
+    a = read_predictions(predictions_path(tmp_path / "logreg.csv"))
+    b = read_predictions(predictions_path(tmp_path / "knn.csv"))
+    knn_table = pd.read_csv(tmp_path / "knn.csv", keep_default_na=False)
+    val = knn_table[(knn_table.metric == "top1") & (knn_table.split == "val")]
+    ok_a = a.predictions[0] == a.labels
+    ok_b = b.predictions[int(np.argmax(val["value"].to_numpy()))] == b.labels
+    only_a, only_b = int(np.sum(ok_a & ~ok_b)), int(np.sum(~ok_a & ok_b))
+    expected_p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    assert f"{only_a} images right only for A, {only_b} only for B, p = {expected_p:.3g}" in out
+    assert f"A - B = {100 * (ok_a.mean() - ok_b.mean()):+.1f} points" in out
+
+    assert main(["extract", "--model", "pixels", "--data", npz_data, "--test-limit", "20",
+                 "--out", str(tmp_path / "q.h5"), "--quiet"]) == 0
+    assert main(["probe", "--cache", str(tmp_path / "q.h5"), "--probes", "logreg", "--out", str(tmp_path / "q.csv"), "--quiet"]) == 0
+    assert main(["compare", "--results", str(tmp_path / "logreg.csv"), str(tmp_path / "q.csv"), "--probe", "logreg"]) == 2
+    assert "test images" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

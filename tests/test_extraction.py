@@ -233,3 +233,50 @@ def test_bf16_autocast_moves_features_a_little_and_is_recorded(tiny_unet_dir, tm
         assert cache.attrs["precision"] == "bf16"
     with pytest.raises(ProbekitError, match="precision"):
         extract(backbone, _dataset(), tmp_path / "x.h5", ExtractConfig(precision="int8"), progress=False)
+
+
+def test_views_are_deterministic_survive_resume_and_match_a_hand_augmented_forward(tiny_unet_dir, tmp_path, monkeypatch):
+    from probekit.data.augment import crop_flip_views
+    from probekit.extraction import noise_draw
+
+    backbone = load_backbone(str(tiny_unet_dir))
+    config = ExtractConfig(timesteps=[0, 30], layers=LAYERS, draws=2, views=2, batch_size=4)
+    extract(backbone, _dataset(), tmp_path / "whole.h5", config, progress=False)
+    with FeatureCache(tmp_path / "whole.h5") as cache:
+        assert cache.views == 2
+        # train: (1 clean + 2 augmented views) x 2 draws slots; test: the clean image's 2 draws
+        assert cache.file["train/feats/mid_block.resnets.1"].shape == (2, 6, 20, 16)
+        assert cache.file["test/feats/mid_block.resnets.1"].shape == (2, 2, 9, 16)
+        assert cache.train_slots("train", "mid_block.resnets.1", 30).shape == (4, 20, 16)
+        stored_view2_draw1 = cache.file["train/feats/up_blocks.1.resnets.1"][1, 2 * 2 + 1]
+
+    # independent recomputation of view 2, draw 1 at t=30 for the whole train split
+    data = _dataset()
+    split = data.splits["train"]
+    images = crop_flip_views(split.images, split.index, seed=0, split="train", view=2)
+    from probekit.data import fit_images
+
+    x0, _ = fit_images(images, size=backbone.input_size, channels=backbone.input_channels,
+                       value_range=backbone.value_range, fit="auto")
+    point = backbone.schedule.points([30])[0]
+    noise = sample_noise(x0.shape[1:], split.index, seed=split_seed(0, "train"), t=30, draw=noise_draw(2, 1))
+    from probekit.pooling import Pooling
+
+    with torch.no_grad():
+        feats = backbone.features(backbone.schedule.add_noise(x0, noise, point), point, ["up_blocks.1.resnets.1"],
+                                  Pooling.parse("gap"))
+    np.testing.assert_allclose(stored_view2_draw1, feats["up_blocks.1.resnets.1"].numpy(), rtol=1e-5, atol=1e-6)
+
+    # a batch size that splits differently, and a resumed run, give the same bytes
+    extract(backbone, _dataset(), tmp_path / "b7.h5", ExtractConfig(timesteps=[0, 30], layers=LAYERS, draws=2, views=2,
+                                                                     batch_size=7), progress=False)
+    restore = _interrupt_after(backbone, monkeypatch, forwards=1 + 2 * 3 * 2 * 2)  # probe + 2 batches x 3 views x 2 t x 2 draws
+    with pytest.raises(KeyboardInterrupt):
+        extract(backbone, _dataset(), tmp_path / "part.h5", config, progress=False)
+    restore()
+    extract(backbone, _dataset(), tmp_path / "part.h5", config, progress=False)
+    whole = _all_features(tmp_path / "whole.h5")
+    for other in ("b7.h5", "part.h5"):
+        again = _all_features(tmp_path / other)
+        for key in whole:
+            np.testing.assert_allclose(whole[key], again[key], rtol=1e-5, atol=1e-6)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from probekit.errors import ProbekitError
-from probekit.probes.metrics import CellScore
+from probekit.evaluate.metrics import CellScore
 from probekit.results import (
     COLUMNS,
     CellInfo,
@@ -42,7 +42,8 @@ def scores(cells):
     out = {}
     for probe in ["linear", "knn"]:
         # Multiples of 1/N_TEST so that top1 * n_test is a whole number of correct answers.
-        out[probe] = {key: _score(rng.integers(20, 190) / N_TEST, rng.uniform(0.1, 0.9))
+        out[probe] = {key: {"val": _score(rng.integers(20, 190) / N_TEST, rng.uniform(0.1, 0.9)),
+                            "test": _score(rng.integers(20, 190) / N_TEST, rng.uniform(0.1, 0.9))}
                       for key in cells}  # fmt: skip
     return out
 
@@ -54,15 +55,16 @@ def table(scores, cells):
 
 def test_columns_and_row_count(table, cells, scores):
     assert list(table.columns) == list(COLUMNS)
-    assert len(table) == len(cells) * len(scores) * 2
+    assert len(table) == len(cells) * len(scores) * 2 * 2
     assert set(table["metric"]) == {"top1", "mean_class_recall"}
-    assert (table["n_train"] == 5000).all() and (table["n_test"] == N_TEST).all()
+    assert set(table["split"]) == {"val", "test"}
+    assert (table["n_train"] == 5000).all() and (table["n_eval"] == N_TEST).all()
 
 
 def test_values_and_intervals(table, scores):
-    row = table[(table["probe"] == "knn") & (table["t"] == 100) & (table["layer"] == "mid")]
+    row = table[(table["probe"] == "knn") & (table["t"] == 100) & (table["layer"] == "mid") & (table["split"] == "test")]
     top1 = row[row["metric"] == "top1"].iloc[0]
-    score = scores["knn"][(100, "mid")]
+    score = scores["knn"][(100, "mid")]["test"]
     assert top1["value"] == score.top1
     # Wilson 95 % interval written out independently.
     z, n, p = 1.96, N_TEST, score.top1
@@ -76,15 +78,41 @@ def test_values_and_intervals(table, scores):
     assert row.iloc[0][["sigma", "alpha_bar", "stage", "depth"]].tolist() == [0.34, 0.897, "mid", 1]
 
 
-def test_best_cells_matches_idxmax(table):
+def test_best_cells_is_the_val_argmax_reported_on_test(table):
     best = best_cells(table)
     assert len(best) == 2
     top1 = table[table["metric"] == "top1"]
     for probe, rows in top1.groupby("probe"):
-        expected = rows.loc[rows["value"].idxmax()]
+        val = rows[rows["split"] == "val"]
+        chosen = val.loc[val["value"].idxmax()]
+        test_row = rows[(rows["split"] == "test") & (rows["t"] == chosen["t"]) & (rows["layer"] == chosen["layer"])].iloc[0]
         got = best[best["probe"] == probe].iloc[0]
-        assert (got["t"], got["layer"], got["value"]) == (
-            expected["t"], expected["layer"], expected["value"])  # fmt: skip
+        assert (got["t"], got["layer"], got["value"], got["split"]) == (
+            chosen["t"], chosen["layer"], test_row["value"], "test")  # fmt: skip
+        assert got["val_value"] == chosen["value"] and got["chosen_on"] == "val"
+
+
+def test_selection_ignores_a_higher_test_cell(table):
+    table = table.copy()
+    top1 = table["metric"] == "top1"
+    table.loc[top1, "value"] = 0.5
+    # val prefers (100, mid); test would prefer (500, up.1)
+    table.loc[top1 & (table["split"] == "val") & (table["t"] == 100) & (table["layer"] == "mid"), "value"] = 0.8
+    table.loc[top1 & (table["split"] == "test") & (table["t"] == 500) & (table["layer"] == "up.1"), "value"] = 0.9
+    best = best_cells(table)
+    assert set(zip(best["t"], best["layer"])) == {(100, "mid")}
+    assert (best["value"] == 0.5).all()
+    on_test = best_cells(table, choose_on="test")
+    assert set(zip(on_test["t"], on_test["layer"])) == {(500, "up.1")}
+    text = format_summary(table)
+    assert "the test-best cell differs: t=500 up.1 at 90.0 %" in text
+
+
+def test_without_val_rows_the_choice_is_on_test_and_said(table):
+    test_only = table[table["split"] == "test"]
+    best = best_cells(test_only)
+    assert (best["chosen_on"] == "test").all()
+    assert "CHOSEN ON TEST" in format_summary(test_only)
 
 
 def test_best_cells_breaks_ties_by_lower_t_then_lower_depth(table):
@@ -126,7 +154,8 @@ def test_format_summary_names_best_cell_per_probe(table):
     for probe in ["linear", "knn"]:
         b = best.loc[probe]
         line = next(line for line in text.splitlines() if line.strip().startswith(probe))
-        assert f"t={b['t']} " in line and f"layer={b['layer']}" in line
+        assert f"t={b['t']} " in line and f" {b['layer']} " in line
+        assert f"val {100 * b['val_value']:.1f} %" in line
         assert f"top1={100 * b['value']:.1f} %" in line
         assert f"[{100 * b['ci_low']:.1f}, {100 * b['ci_high']:.1f}]" in line
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from probekit.data.base import ImageSplit
 from probekit.errors import ProbekitError
+from probekit.stratify import stratified_mask
 
 
 def stratified_subset(split: ImageSplit, limit: int | None, seed: int) -> ImageSplit:
@@ -23,7 +24,7 @@ def stratified_subset(split: ImageSplit, limit: int | None, seed: int) -> ImageS
         return split
     if limit < 1:
         raise ProbekitError(f"subset limit must be a positive number of images, got {limit}")
-    chosen = _stratified_choice(split.labels, limit, seed, keep_one_out=False)
+    chosen = stratified_mask(split.labels, limit, seed, keep_one_out=False)
     return _take(split, np.flatnonzero(chosen))
 
 
@@ -45,47 +46,10 @@ def holdout_split(
             f"cannot hold out {test_fraction:.0%} of {len(labels)} images as a test split with "
             f"{num_classes_present} classes; add images or change test_fraction"
         )
-    is_test = _stratified_choice(labels, num_test, seed, keep_one_out=True)
+    is_test = stratified_mask(labels, num_test, seed, keep_one_out=True)
     everything = ImageSplit(images, labels, np.arange(len(labels), dtype=np.int64))
     return _take(everything, np.flatnonzero(~is_test)), _take(everything, np.flatnonzero(is_test))
 
 
 def _take(split: ImageSplit, positions: np.ndarray) -> ImageSplit:
     return ImageSplit(split.images[positions], split.labels[positions], split.index[positions])
-
-
-def _stratified_choice(
-    labels: np.ndarray, total: int, seed: int, *, keep_one_out: bool
-) -> np.ndarray:
-    """Boolean mask choosing ``total`` samples, stratified by label.
-
-    With ``keep_one_out`` each class leaves at least one sample unchosen (a holdout must leave
-    every class in train).
-    """
-    classes, counts = np.unique(labels, return_counts=True)
-    caps = counts - 1 if keep_one_out else counts
-    per_class = _largest_remainder(counts, total, caps)
-    rng = np.random.default_rng(seed)
-    chosen = np.zeros(len(labels), dtype=bool)
-    for label, k in zip(classes, per_class, strict=True):
-        members = np.flatnonzero(labels == label)
-        chosen[rng.permutation(members)[:k]] = True
-    return chosen
-
-
-def _largest_remainder(counts: np.ndarray, total: int, caps: np.ndarray) -> np.ndarray:
-    """Split ``total`` over classes proportionally to ``counts``, no class above its cap.
-
-    Each class gets the floor of its exact quota; the leftover goes one at a time to the classes
-    with the largest fractional parts (ties: lower class first), skipping classes at their cap.
-    """
-    quotas = total * counts / counts.sum()
-    allocation = np.minimum(np.floor(quotas).astype(np.int64), caps)
-    order = np.argsort(-(quotas - np.floor(quotas)), kind="stable")
-    while allocation.sum() < total:  # terminates: callers ensure total <= caps.sum()
-        for c in order:
-            if allocation.sum() == total:
-                break
-            if allocation[c] < caps[c]:
-                allocation[c] += 1
-    return allocation

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from probekit.errors import ProbekitError
-from probekit.results import check_columns
+from probekit.results import best_cells, check_columns
 
 METRIC_LABELS = {"top1": "top-1 accuracy", "mean_class_recall": "mean class recall"}
 
@@ -51,9 +51,10 @@ def select_rows(
     model: str | None = None,
     dataset: str | None = None,
 ) -> pd.DataFrame:
-    """The rows of one (model, dataset, probe, metric), one per cell.
+    """The test rows of one (model, dataset, probe, metric), one per cell.
 
-    ``model`` / ``dataset`` may be omitted when the table holds only one of them.
+    ``model`` / ``dataset`` may be omitted when the table holds only one of them. Figures show
+    test values; the cell they mark is the val-chosen one (:func:`chosen_cell`).
     """
     check_columns(table)
     rows = table[(table["probe"] == probe) & (table["metric"] == metric)]
@@ -68,11 +69,29 @@ def select_rows(
             if wanted not in present:
                 raise ProbekitError(f"{column} {wanted!r} not in the table; it has {present}")
             rows = rows[rows[column] == wanted]
+    rows = rows[rows["split"] == "test"]
     if rows.duplicated(["t", "layer"]).any():
         raise ProbekitError(
             "the table has several rows for the same (t, layer) cell; merge or filter it first"
         )
     return rows
+
+
+def chosen_cell(
+    table: pd.DataFrame, probe: str, metric: str, *, model: str | None = None, dataset: str | None = None
+) -> pd.Series:
+    """The val-chosen cell of one (model, dataset, probe), as its test row (see ``best_cells``)."""
+    rows = table[(table["probe"] == probe) & (table["metric"] == metric)]
+    model = model if model is not None else select_rows(table, probe, metric, dataset=dataset)["model"].iloc[0]
+    rows = rows[rows["model"] == model]
+    if dataset is not None:
+        rows = rows[rows["dataset"] == dataset]
+    return best_cells(rows, metric).iloc[0]
+
+
+def chosen_label(best: pd.Series) -> str:
+    """"val-chosen" or, for a table without val rows, a warning that the cell was chosen on test."""
+    return "val-chosen" if best.get("chosen_on", "val") == "val" else "chosen on test"
 
 
 def sanitise(name: str) -> str:

@@ -20,7 +20,7 @@ from probekit.results import best_cells
 
 
 def comparison_lines(table: pd.DataFrame, probe: str, metric: str = "top1", *, x: str = "t") -> dict[str, pd.DataFrame]:
-    """``{"model (layer)": rows sorted by x}``: for each (model, dataset), its best cell's layer at every noise level.
+    """``{"model (layer)": test rows sorted by x}``: for each (model, dataset), its val-chosen cell's layer at every noise level.
 
     Rows whose ``x`` cannot be drawn (sigma 0 on a log axis, infinite logSNR) are left out.
     """
@@ -31,8 +31,8 @@ def comparison_lines(table: pd.DataFrame, probe: str, metric: str = "top1", *, x
         raise ProbekitError(f"no {metric} rows for probe {probe!r} in the results")
     lines = {}
     for (model, dataset), own in rows.groupby(["model", "dataset"], sort=False):
-        layer = best_cells(own, metric).sort_values("value", ascending=False).iloc[0]["layer"]
-        line = own[own["layer"] == layer]
+        layer = best_cells(own, metric).iloc[0]["layer"]  # val-chosen
+        line = own[(own["layer"] == layer) & (own["split"] == "test")]
         drawable = line["sigma"] > 0 if x == "sigma" else np.isfinite(line[x])
         several_datasets = rows["dataset"].nunique() > 1
         label = f"{model}{f' · {dataset}' if several_datasets else ''} ({layer})"

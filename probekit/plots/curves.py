@@ -12,13 +12,14 @@ import pandas as pd
 
 from probekit.errors import ProbekitError
 from probekit.plots._common import (
+    chosen_cell,
+    chosen_label,
     METRIC_LABELS,
     new_figure,
     sanitise,
     save_figure,
     select_rows,
 )
-from probekit.results import best_cells
 
 X_AXES = {
     "t": "timestep t",
@@ -89,14 +90,14 @@ def plot_accuracy_vs_t(
         line = rows[rows["layer"] == layer].sort_values(x)
         ax.plot(line[x], 100 * line["value"], marker="o", markersize=3, color=colour, label=layer)
 
-    best = best_cells(rows, metric).iloc[0]
+    best = chosen_cell(table, probe, metric, model=model, dataset=dataset)
     ax.plot(best[x], 100 * best["value"], marker="*", markersize=16, color="red",
             markeredgecolor="black", linestyle="none", zorder=5)  # fmt: skip
     # Put the label on the side of the star that faces the middle of the plot, so it stays inside.
     xs = np.sort(rows[x].unique())
     on_right = np.searchsorted(xs, best[x]) > (len(xs) - 1) / 2
     ax.annotate(
-        f"best {100 * best['value']:.1f} %\n{best['layer']}, t={best['t']}",
+        f"{chosen_label(best)} {100 * best['value']:.1f} %\n{best['layer']}, t={best['t']}",
         (best[x], 100 * best["value"]),
         xytext=(-10 if on_right else 10, -26),
         textcoords="offset points",

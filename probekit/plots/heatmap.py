@@ -11,13 +11,14 @@ import seaborn as sns
 from matplotlib.patches import Rectangle
 
 from probekit.plots._common import (
+    chosen_cell,
+    chosen_label,
     METRIC_LABELS,
     new_figure,
     sanitise,
     save_figure,
     select_rows,
 )
-from probekit.results import best_cells
 
 # Annotating every cell stays readable only on small grids.
 _MAX_ANNOTATED_COLUMNS = 20
@@ -76,14 +77,14 @@ def plot_heatmap(
     ax.tick_params(axis="x", labelrotation=0, labelsize=7)
     ax.tick_params(axis="y", labelsize=7)
 
-    best = best_cells(rows, metric).iloc[0]
+    best = chosen_cell(table, probe, metric, model=model, dataset=dataset)
     # seaborn puts cell (row i, column j) on the unit square with corner (j, i).
     row_pos = layer_order.get_loc(best["layer"])
     col_pos = int(np.searchsorted(t_order, best["t"]))
     ax.add_patch(Rectangle((col_pos, row_pos), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
     ax.set_title(
         f"{best['model']} · {best['dataset']} · {probe} probe\n"
-        f"best {METRIC_LABELS.get(metric, metric)} {100 * best['value']:.1f} % at "
+        f"{chosen_label(best)} {METRIC_LABELS.get(metric, metric)} {100 * best['value']:.1f} % at "
         f"t={best['t']} (σ={best['sigma']:.3g}), {best['layer']}",
         fontsize=9,
     )

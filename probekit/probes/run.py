@@ -1,4 +1,4 @@
-"""FeatureCache -> every (t, layer) cell probed -> tidy results table (and the t-SNE of one cell)."""
+"""FeatureCache -> every (t, layer) cell probed on a validation split -> tidy results table + test predictions."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ import pandas as pd
 
 from ..cache import FeatureCache
 from ..errors import ProbekitError
-from ..results import CellInfo, best_cells, read_table, scores_to_table
-from . import PROBES, run_probe
+from ..evaluate import score_predictions, stratified_val_split
+from ..predictions import PredictionSet
+from ..results import CellInfo, best_cells, scores_to_table
+from .protocol import ProbeTask
+from .registry import EPOCH_BASED, PROBES, ProbeSettings, run_probe
 
 Cell = tuple[int, str]  # (t, layer)
 log = logging.getLogger(__name__)
@@ -21,28 +24,55 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ProbeRunConfig:
-    """Which probes to run and their settings; None keeps a probe's own default."""
+    """Which probes to run, on which features, and the validation split every choice is made on.
+
+    Attributes:
+        probes: names from :data:`probekit.probes.PROBES`.
+        val_fraction: share of train held out (class-stratified, seeded) as the validation
+            split; a cache with its own "val" split uses that instead. 0 chooses on test.
+        train_features: "mean" (one vector per image: the mean over the clean image's noise
+            draws) or "sample" (epoch-based probes draw one (view, draw) slot per image per
+            epoch; the others train on every slot as a row).
+        test_features: "mean" over the noise draws of the clean image, or "single" (draw 0),
+            for val and test alike.
+        use_views: sample from the first ``use_views`` augmented views only (None: all); views
+            are keyed by their number, so the first A views of a cache with more views are the
+            views a cache extracted with ``--views A`` holds.
+        settings: every probe's own settings (see :class:`ProbeSettings`).
+        epochs, lr, weight_decay, batch_size: overrides of the epoch-based probes (sgd, mlp).
+        device: where probes run.
+        seed: seed of the validation split and of the probes.
+    """
 
     probes: Sequence[str] = field(default=("linear", "knn"))
+    val_fraction: float = 0.1
+    train_features: str = "mean"
+    test_features: str = "mean"
+    use_views: int | None = None
+    settings: ProbeSettings = field(default_factory=ProbeSettings)
     epochs: int | None = None
     lr: float | None = None
     weight_decay: float | None = None
     batch_size: int | None = None
-    knn_k: int = 20
-    knn_temperature: float = 0.07
     device: str = "cpu"
     seed: int = 0
 
-    def probe_config(self, name: str, num_classes: int) -> Any:
-        """The config dataclass of probe ``name`` with the overrides that apply to it."""
-        config = PROBES[name].config_type()
-        overrides: dict[str, Any] = {"num_classes": num_classes}
-        if name == "linear":
-            overrides.update(epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size, seed=self.seed)
-        elif name == "knn":
-            overrides.update(k=self.knn_k, temperature=self.knn_temperature)
-        known = config.__dataclass_fields__
-        return replace(config, **{k: v for k, v in overrides.items() if v is not None and k in known})
+    def __post_init__(self) -> None:
+        if self.train_features not in ("mean", "sample"):
+            raise ProbekitError(f"--train-features {self.train_features!r}: use mean or sample")
+        if self.test_features not in ("mean", "single"):
+            raise ProbekitError(f"--test-features {self.test_features!r}: use mean or single")
+
+    def resolved_settings(self) -> ProbeSettings:
+        """``settings`` with the seed and the epoch-based overrides applied."""
+        overrides = {k: v for k, v in (("epochs", self.epochs), ("lr", self.lr), ("weight_decay", self.weight_decay),
+                                        ("batch_size", self.batch_size)) if v is not None}
+        s = self.settings
+        return replace(
+            s,
+            sgd=replace(s.sgd, seed=self.seed, **overrides),
+            mlp=replace(s.mlp, seed=self.seed, **overrides),
+        )
 
 
 def cell_infos(cache: FeatureCache) -> dict[Cell, CellInfo]:
@@ -63,7 +93,7 @@ def load_cells(cache: FeatureCache, split: str, cells: Sequence[Cell]) -> dict[C
 
 
 #: what must agree for caches to be probed together, with the word used to name it in errors
-_SAME_WORK = {"model_sha256": "model", "dataset": "dataset", "pooling": "pooling", "draws": "draws",
+_SAME_WORK = {"model_sha256": "model", "dataset": "dataset", "pooling": "pooling", "draws": "draws", "views": "views",
               "seed": "seed", "precision": "precision", "fit": "image fitting"}
 
 
@@ -92,7 +122,7 @@ class CacheGroup:
         self.attrs = first.attrs
         self.cells = cell_infos(first)
         self.class_names = first.class_names
-        self.splits = [s for s in ("train", "test") if any(s in c.splits for c in self.caches)]
+        self.splits = [s for s in ("train", "val", "test") if any(s in c.splits for c in self.caches)]
         self._parts = {split: [c for c in self.caches if split in c.splits] for split in self.splits}
         for split, parts in self._parts.items():
             ids = np.concatenate([c.index(split) for c in parts])
@@ -121,14 +151,38 @@ class CacheGroup:
     def labels(self, split: str) -> np.ndarray:
         return np.concatenate([c.labels(split) for c in self._parts[split]])
 
-    def features(self, split: str, cell: Cell) -> np.ndarray:
-        parts = [c.features(split, cell[1], cell[0]) for c in self._parts[split]]
+    def index(self, split: str) -> np.ndarray:
+        return np.concatenate([c.index(split) for c in self._parts[split]])
+
+    def features(self, split: str, cell: Cell, draws: str = "mean") -> np.ndarray:
+        """(N, D) clean-image features of ``split`` (mean over draws, or draw 0 with "single")."""
+        parts = [c.features(split, cell[1], cell[0], draws=draws) for c in self._parts[split]]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def cell_bytes(self, cell: Cell) -> int:
-        """float32 bytes of one cell's train + test features."""
+    def train_slots(self, split: str, cell: Cell, use_views: int | None = None) -> np.ndarray:
+        """(S, N, D) features of every sampled (view, draw) slot of ``split`` (of its first
+        ``use_views`` augmented views when given)."""
+        keep = self.slots(use_views)
+        parts = [c.train_slots(split, cell[1], cell[0])[:keep] for c in self._parts[split]]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+    def slots(self, use_views: int | None = None) -> int:
+        """Slots a sampling probe draws from per train image."""
+        first = self.caches[0]
+        if use_views is not None and not 1 <= use_views <= first.views:
+            raise ProbekitError(
+                f"--use-views {use_views}: {first.path} holds {first.views} augmented views; use 1..{first.views}"
+                if first.views else f"--use-views needs a cache extracted with --views; {first.path} has none"
+            )
+        views = use_views if use_views is not None else first.views
+        return first.draws * (views if views > 0 else 1)
+
+    def cell_bytes(self, cell: Cell, train_slots: int = 1) -> int:
+        """float32 bytes of one cell's features as probed: ``train_slots`` rows per train image,
+        one per image of the other splits."""
         width = self.caches[0].width(cell[1])
-        return 4 * width * sum(len(self.labels(split)) for split in self.splits)
+        rows = sum(len(self.labels(split)) * (train_slots if split == "train" else 1) for split in self.splits)
+        return 4 * width * rows
 
     def close(self) -> None:
         for cache in self.caches:
@@ -165,19 +219,129 @@ def plan_groups(cell_bytes: dict[Cell, int], budget: int | None) -> list[list[Ce
     return groups
 
 
-def _finite_cells(train: dict[Cell, np.ndarray], test: dict[Cell, np.ndarray]) -> list[Cell]:
-    """Cells with only finite features; each other cell is reported on the log and left out."""
+def _finite_cells(features: dict[str, dict[Cell, np.ndarray]]) -> list[Cell]:
+    """Cells with only finite features in every split; each other cell is logged and left out."""
     keep = []
-    for cell in train:
-        bad = {split: int((~np.isfinite(values[cell])).any(axis=1).sum()) for split, values in (("train", train), ("test", test))}
+    for cell in next(iter(features.values())):
+        bad = {split: int((~np.isfinite(values[cell])).reshape(-1, values[cell].shape[-1]).any(axis=1).sum())
+               for split, values in features.items()}
         if any(bad.values()):
             log.warning(
-                "cell t=%s %s skipped: NaN/inf features in %d train and %d test samples (the other cells are probed)",
-                cell[0], cell[1], bad["train"], bad["test"],
+                "cell t=%s %s skipped: NaN/inf features in %s (the other cells are probed)",
+                cell[0], cell[1], ", ".join(f"{n} {split} rows" for split, n in bad.items() if n),
             )
         else:
             keep.append(cell)
     return keep
+
+
+@dataclass
+class ProbeResults:
+    """A probe run: the tidy table and every cell's test predictions (the sidecar)."""
+
+    table: pd.DataFrame
+    predictions: PredictionSet
+
+
+def probe_cache(
+    cache_path: str | Path | Sequence[str | Path],
+    config: ProbeRunConfig = ProbeRunConfig(),
+    *,
+    progress: bool = True,
+    max_memory: int | None = None,
+) -> ProbeResults:
+    """Probe every cell of one finished cache (or several caches of the same extraction).
+
+    Probes fit on train minus the validation split, predict val and test, and choose their
+    settings on val. ``max_memory`` (bytes) bounds the features held at once: cells are read from
+    HDF5 and probed in groups that fit it (counting every (view, draw) slot under
+    ``train_features="sample"``). Cells with NaN or inf features are skipped with a warning each.
+    """
+    unknown = [name for name in config.probes if name not in PROBES]
+    if unknown or not config.probes:
+        raise ProbekitError(f"unknown probe(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(PROBES)}")
+    settings = config.resolved_settings()
+    paths = [cache_path] if isinstance(cache_path, (str, Path)) else list(cache_path)
+    outcomes: dict[str, dict[Cell, Any]] = {name: {} for name in config.probes}
+    with CacheGroup(paths) as group:
+        if "train" not in group.splits or "test" not in group.splits:
+            raise ProbekitError(f"{', '.join(map(str, paths))} need a train and a test split to be probed; found {group.splits}")
+        y_all = group.labels("train")
+        if "val" in group.splits:
+            fit_pos, val_pos = np.arange(len(y_all)), None
+            log.info("choosing on the dataset's own validation split (%d images)", len(group.labels("val")))
+        else:
+            fit_pos, val_pos = stratified_val_split(y_all, config.val_fraction, config.seed)
+            if len(val_pos):
+                log.info("validation split: %d of %d train images (stratified, seed %d)", len(val_pos), len(y_all), config.seed)
+        select_on = "val" if ("val" in group.splits or len(val_pos)) else "test"
+        if select_on == "test":
+            log.warning("no validation split (--val-fraction 0): every choice is made on test, so test scores are optimistic")
+        y_evals = {"test": group.labels("test")}
+        if select_on == "val":
+            y_evals["val"] = group.labels("val") if val_pos is None else y_all[val_pos]
+        y_fit = y_all[fit_pos]
+        num_classes = len(group.class_names)
+        sample = config.train_features == "sample"
+        slots = group.slots(config.use_views) if sample else 1
+        cells = group.cells
+        groups = plan_groups({cell: group.cell_bytes(cell, slots) for cell in cells}, max_memory)
+        if len(groups) > 1:
+            log.info("probing %d cells in %d groups to stay within --max-memory", len(cells), len(groups))
+        for members in groups:
+            features: dict[str, dict[Cell, np.ndarray]] = {"train": {}, "val": {}, "test": {}}
+            for cell in members:
+                clean = group.features("train", cell, config.test_features)
+                if val_pos is not None and len(val_pos):
+                    features["val"][cell] = clean[val_pos]
+                elif val_pos is None:
+                    features["val"][cell] = group.features("val", cell, config.test_features)
+                if sample:
+                    features["train"][cell] = group.train_slots("train", cell, config.use_views)[:, fit_pos]
+                elif config.test_features == "mean":
+                    features["train"][cell] = clean[fit_pos]
+                else:
+                    features["train"][cell] = group.features("train", cell, "mean")[fit_pos]
+                features["test"][cell] = group.features("test", cell, config.test_features)
+            features = {split: values for split, values in features.items() if values}
+            finite = _finite_cells(features)
+            if not finite:
+                continue
+            task = ProbeTask(
+                train={cell: features["train"][cell] for cell in finite}, y_train=y_fit,
+                evals={split: {cell: values[cell] for cell in finite} for split, values in features.items() if split != "train"},
+                y_evals=y_evals, num_classes=num_classes, select_on=select_on,
+            )
+            for name in config.probes:
+                flat = task if (not sample or name in EPOCH_BASED) else ProbeTask(
+                    *task.stacked(), evals=task.evals, y_evals=task.y_evals, num_classes=num_classes, select_on=select_on
+                )
+                outcomes[name].update(run_probe(name, flat, settings, device=config.device, progress=progress))
+            del features, task
+        attrs = group.attrs
+        test_index = group.index("test")
+        if val_pos is None:
+            val_index, val_fraction = group.index("val"), float("nan")
+        else:
+            val_index, val_fraction = group.index("train")[val_pos], config.val_fraction
+    if not any(outcomes.values()):
+        raise ProbekitError("every cell has NaN/inf features: nothing to probe; check the model and --precision")
+    model, dataset = str(attrs.get("model_id")), str(attrs.get("dataset"))
+    scores = {
+        name: {cell: {split: score_predictions(y_evals[split], preds) for split, preds in per_cell[cell].predictions.items()}
+               for cell in cells if cell in per_cell}
+        for name, per_cell in outcomes.items()
+    }
+    params = {name: {cell: outcome.params for cell, outcome in per_cell.items()} for name, per_cell in outcomes.items()}
+    table = scores_to_table(scores, cells, model=model, dataset=dataset, n_train=len(y_fit), params=params)
+    kept = [(name, cell) for name in scores for cell in scores[name]]
+    predictions = PredictionSet(
+        model=model, dataset=dataset, index=test_index, labels=y_evals["test"],
+        probe=[name for name, _ in kept], t=[cell[0] for _, cell in kept], layer=[cell[1] for _, cell in kept],
+        predictions=np.stack([outcomes[name][cell].predictions["test"] for name, cell in kept]).astype(np.int32),
+        val_index=val_index, val_fraction=val_fraction,
+    )
+    return ProbeResults(table=table, predictions=predictions)
 
 
 def run_probes(
@@ -187,50 +351,12 @@ def run_probes(
     progress: bool = True,
     max_memory: int | None = None,
 ) -> pd.DataFrame:
-    """Probe every cell of one finished cache (or several caches of the same extraction).
-
-    ``max_memory`` (bytes) bounds the features held at once: cells are read from HDF5 and probed
-    in groups that fit it. Cells with NaN or inf features are skipped with a warning each.
-    """
-    unknown = [name for name in config.probes if name not in PROBES]
-    if unknown or not config.probes:
-        raise ProbekitError(f"unknown probe(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(PROBES)}")
-    paths = [cache_path] if isinstance(cache_path, (str, Path)) else list(cache_path)
-    scores: dict[str, dict[Cell, Any]] = {name: {} for name in config.probes}
-    with CacheGroup(paths) as group:
-        if group.splits != ["train", "test"]:
-            raise ProbekitError(f"{', '.join(map(str, paths))} need a train and a test split to be probed; found {group.splits}")
-        y_train, y_test = group.labels("train"), group.labels("test")
-        num_classes = len(group.class_names)
-        cells = group.cells
-        groups = plan_groups({cell: group.cell_bytes(cell) for cell in cells}, max_memory)
-        if len(groups) > 1:
-            log.info("probing %d cells in %d groups to stay within --max-memory", len(cells), len(groups))
-        for members in groups:
-            train = {cell: group.features("train", cell) for cell in members}
-            test = {cell: group.features("test", cell) for cell in members}
-            finite = _finite_cells(train, test)
-            if not finite:
-                continue
-            train = {cell: train[cell] for cell in finite}
-            test = {cell: test[cell] for cell in finite}
-            for name in config.probes:
-                scores[name].update(run_probe(
-                    name, train, y_train, test, y_test, config.probe_config(name, num_classes),
-                    device=config.device, progress=progress,
-                ))
-            del train, test
-        attrs = group.attrs
-    if not any(scores.values()):
-        raise ProbekitError("every cell has NaN/inf features: nothing to probe; check the model and --precision")
-    ordered = {name: {cell: per_cell[cell] for cell in cells if cell in per_cell} for name, per_cell in scores.items()}
-    return scores_to_table(
-        ordered, cells, model=str(attrs.get("model_id")), dataset=str(attrs.get("dataset")), n_train=len(y_train)
-    )
+    """The results table of :func:`probe_cache` (its predictions dropped)."""
+    return probe_cache(cache_path, config, progress=progress, max_memory=max_memory).table
 
 
 def best_cell(table: pd.DataFrame, *, probe: str = "linear", model: str | None = None) -> Cell:
-    """(t, layer) of the best top-1 cell of ``probe`` (of ``model`` when the table holds several)."""
+    """(t, layer) of the val-chosen top-1 cell of ``probe`` (of ``model`` when the table holds several)."""
     rows = table if model is None or model not in set(table["model"]) else table[table["model"] == model]
     best = best_cells(rows)
     best = best[best["probe"] == probe] if probe in set(best["probe"]) else best
@@ -238,39 +364,3 @@ def best_cell(table: pd.DataFrame, *, probe: str = "linear", model: str | None =
         raise ProbekitError("the results table has no top-1 rows to pick a best cell from")
     row = best.sort_values("value", ascending=False).iloc[0]
     return int(row["t"]), str(row["layer"])
-
-
-def tsne_of_cell(
-    cache_path: str | Path,
-    out: str | Path,
-    *,
-    t: int | None = None,
-    layer: str | None = None,
-    results: str | Path | None = None,
-    split: str = "test",
-    max_points: int = 2000,
-    seed: int = 0,
-) -> Path:
-    """t-SNE scatter of one cell; the cell defaults to the best linear-probe cell.
-
-    The best cell comes from ``results`` when given, otherwise from a linear probe run on the cache.
-    """
-    from ..plots import plot_tsne
-
-    if t is None or layer is None:
-        with FeatureCache(cache_path) as cache:
-            model = str(cache.attrs.get("model_id"))
-        table = read_table(results) if results else run_probes(cache_path, ProbeRunConfig(probes=("linear",)), progress=False)
-        best_t, best_layer = best_cell(table, probe="linear", model=model)
-        t = best_t if t is None else t
-        layer = best_layer if layer is None else layer
-    with FeatureCache(cache_path) as cache:
-        cache.require_complete()
-        if split not in cache.splits:
-            raise ProbekitError(f"{cache_path} has no split {split!r}; it has {', '.join(cache.splits)}")
-        features = cache.features(split, layer, t)
-        labels = cache.labels(split)
-        point = next(p for p in cache.grid if p.t == t)
-        title = f"{cache.attrs.get('model_id')} | {cache.attrs.get('dataset')} {split}\nt={t} (sigma={point.sigma:.3g})  {layer}"
-        class_names = cache.class_names
-    return plot_tsne(features, labels, class_names, out, title=title, max_points=max_points, seed=seed)

@@ -13,9 +13,10 @@ def test_each_model_gets_its_best_layer_across_noise():
     top1 = table[table["metric"] == "top1"]
     for model in ("ddpm", "edm"):
         own = top1[top1["model"] == model]
-        best_layer = own.loc[own["value"].idxmax(), "layer"]
+        val = own[own["split"] == "val"]
+        best_layer = val.loc[val["value"].idxmax(), "layer"]  # chosen on val
         line = lines[f"{model} ({best_layer})"]
-        expected = own[own["layer"] == best_layer].sort_values("t")
+        expected = own[(own["layer"] == best_layer) & (own["split"] == "test")].sort_values("t")
         np.testing.assert_array_equal(line["t"].to_numpy(), expected["t"].to_numpy())
         np.testing.assert_allclose(line["value"].to_numpy(), expected["value"].to_numpy())
     # sigma axis: the clean point (sigma 0) cannot sit on the log axis

@@ -44,7 +44,7 @@ CONFIG = ProbeRunConfig(probes=("linear", "knn"), epochs=3)
 
 
 def _values(table: pd.DataFrame) -> pd.Series:
-    return table.set_index(["probe", "t", "layer", "metric"])["value"].sort_index()
+    return table.set_index(["probe", "t", "layer", "split", "metric"])["value"].sort_index()
 
 
 def test_plan_groups_packs_cells_within_half_the_budget():
@@ -74,7 +74,7 @@ def test_nan_cell_is_skipped_and_reported_others_probed(caches, tmp_path, caplog
         f["train/feats/mid_block.resnets.1"][1, 0, 5, 3] = np.nan  # t=40 only
     with caplog.at_level(logging.WARNING):
         table = run_probes(path, CONFIG, progress=False)
-    assert "cell t=40 mid_block.resnets.1 skipped: NaN/inf features in 1 train and 0 test samples" in caplog.text
+    assert "cell t=40 mid_block.resnets.1 skipped: NaN/inf features in 1 " in caplog.text
     cells = set(zip(table["t"], table["layer"]))
     assert (40, "mid_block.resnets.1") not in cells and len(cells) == 5
     reference = _values(run_probes(caches["both"], CONFIG, progress=False))
@@ -91,3 +91,52 @@ def test_train_and_test_caches_combine_and_mismatches_are_refused(caches):
         run_probes([caches["both"], caches["test"]], CONFIG, progress=False)
     with pytest.raises(ProbekitError, match="need a train and a test split"):
         run_probes([caches["train"]], CONFIG, progress=False)
+
+
+def _write_cache(path, train_feats, test_feats, y_train, y_test):
+    """A cache written directly: one grid point, cells = layers 'a', 'b' (width 4)."""
+    from probekit.cache import CacheLayout, CacheWriter, SplitLabels
+    from probekit.models.backbone import LayerInfo
+    from probekit.schedule import GridPoint
+
+    layers = [LayerInfo("a", "down", 0, 4, "1x1"), LayerInfo("b", "up", 1, 4, "1x1")]
+    layout = CacheLayout(
+        attrs={"model_id": "made", "model_sha256": "0", "dataset": "made", "seed": 0, "pooling": "gap"},
+        grid=[GridPoint(t=0, model_input=0.0, alpha_bar=1.0, sigma=0.0, logsnr=float("inf"))],
+        layers=layers, widths={"a": 4, "b": 4},
+        splits={"train": SplitLabels(y_train, np.arange(len(y_train))), "test": SplitLabels(y_test, np.arange(len(y_test)))},
+        class_names=["0", "1"], draws=1,
+    )
+    writer = CacheWriter(path, layout)
+    writer.write_batch("train", 0, {name: x[None, None] for name, x in train_feats.items()})
+    writer.write_batch("test", 0, {name: x[None, None] for name, x in test_feats.items()})
+    writer.close(complete=True)
+
+
+def test_the_val_best_cell_is_reported_when_the_test_best_cell_differs(tmp_path):
+    rng = np.random.default_rng(0)
+    n_train, n_test = 600, 400
+    y_train, y_test = rng.integers(0, 2, n_train), rng.integers(0, 2, n_test)
+
+    def signal(y, strength):
+        x = rng.standard_normal((len(y), 4)).astype(np.float32)
+        x[:, 0] += strength * (2 * y - 1)
+        return x
+
+    # cell a: strong signal on train (hence on val), none on test; cell b: weak on train, strong on test
+    train = {"a": signal(y_train, 4.0), "b": signal(y_train, 0.8)}
+    test = {"a": signal(y_test, 0.0), "b": signal(y_test, 4.0)}
+    _write_cache(tmp_path / "c.h5", train, test, y_train, y_test)
+    table = run_probes(tmp_path / "c.h5", ProbeRunConfig(probes=("logreg",)), progress=False)
+    top1 = table[table.metric == "top1"].set_index(["layer", "split"])["value"]
+    assert top1["a", "val"] > top1["b", "val"] and top1["b", "test"] > top1["a", "test"]  # the construction holds
+
+    from probekit.results import best_cells, format_summary
+
+    best = best_cells(table)
+    assert best.iloc[0]["layer"] == "a" and best.iloc[0]["value"] == top1["a", "test"]
+    assert "the test-best cell differs: t=0 b" in format_summary(table)
+    # --val-fraction 0: the choice is made on test and says so
+    on_test = run_probes(tmp_path / "c.h5", ProbeRunConfig(probes=("logreg",), val_fraction=0.0), progress=False)
+    assert set(on_test["split"]) == {"test"} and best_cells(on_test).iloc[0]["layer"] == "b"
+    assert "CHOSEN ON TEST" in format_summary(on_test)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from probekit.probes.metrics import (
+from probekit.evaluate.metrics import (
     CellScore,
     mean_class_recall,
     score_predictions,
