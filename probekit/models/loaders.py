@@ -19,7 +19,7 @@ from ..errors import ProbekitError
 from ..schedule import DDPMSchedule
 from .backbone import Backbone
 from .ddae import is_ddae_spec, load_ddae
-from .dit import load_dit, recognises as recognises_dit
+from .dit import load_dit, load_sit, recognises as recognises_dit, recognises_sit
 from .pixels import PixelsBackbone
 from .unet import UNetBackbone
 
@@ -202,6 +202,9 @@ FORMATS: dict[str, ModelFormat] = {
         recognises_dit,
         load_dit,
     ),
+    "sit": ModelFormat(
+        "sit", "SiT (flow matching) over VAE latents: sit:PATH.pt[?config=SiT-XL/2&vae=...]", recognises_sit, load_sit
+    ),
     "diffusers-unet": ModelFormat(
         "diffusers-unet",
         "diffusers UNet2DModel folder (config.json + weights, or a pipeline with unet/ and scheduler/)",
@@ -223,6 +226,6 @@ def load_backbone(spec: str, *, random_init: bool = False, seed: int = 0, device
             return model_format.load(spec, options).to(device)
     if not Path(spec).exists():
         raise ProbekitError(f"model {spec!r} not found: give a model folder, a hub id (owner/name), "
-                             "ddae:CONFIG.yaml:CHECKPOINT.pth, dit:CHECKPOINT.pt, or 'pixels'")
+                             "ddae:CONFIG.yaml:CHECKPOINT.pth, dit:CHECKPOINT.pt, sit:CHECKPOINT.pt, or 'pixels'")
     known = "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values())
     raise ProbekitError(f"{spec!r} is not a model probekit can read (known formats: {known})")

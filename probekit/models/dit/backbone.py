@@ -89,3 +89,15 @@ class DiTBackbone(HookedBackbone):
     def _weight_modules(self) -> dict[str, nn.Module]:
         """The DiT's and the VAE's tensors both decide the features."""
         return {"dit": self.net, "vae": self.vae}
+
+
+class SiTBackbone(DiTBackbone):
+    """SiT (Ma et al., "Exploring Flow and Diffusion-based Generative Models with Scalable
+    Interpolant Transformers"): DiT's architecture trained on the linear interpolant.
+
+    The schedule is :class:`~probekit.schedule.FlowMatchingSchedule` with ``data_at_one``: probekit's
+    ``t`` is a noise-fraction index 0..1000 and the network receives SiT's own time ``1 - t/1000``.
+    The network predicts a velocity; :meth:`forward` returns it as is.
+    """
+
+    framework = "sit"
