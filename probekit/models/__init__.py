@@ -7,6 +7,7 @@ from .layers import select_layers
 from .loaders import FORMATS, load_backbone
 from .pixels import PixelsBackbone
 from .unet import UNetBackbone
+from .vision import VisionEncoderBackbone
 
 __all__ = [
     "Backbone",
@@ -17,6 +18,7 @@ __all__ = [
     "LayerInfo",
     "PixelsBackbone",
     "UNetBackbone",
+    "VisionEncoderBackbone",
     "load_backbone",
     "select_layers",
     "state_dict_sha256",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -129,8 +129,12 @@ class HookedBackbone(Backbone):
         canonical = {name: self._canonical_name(name) for name in layers}
         wanted = {name: self._modules[name] for name in canonical.values()}
         deepest = max(wanted, key=lambda name: self._depth[name])
-        captured = run_traced(lambda: self._run(x_noisy, point), wanted, pooling, stop_after=deepest)
+        captured = run_traced(lambda: self._run(x_noisy, point), wanted, self._pool(pooling), stop_after=deepest)
         return {name: captured[canonical[name]] for name in layers}
+
+    def _pool(self, pooling: Pooling) -> Callable[[torch.Tensor], torch.Tensor]:
+        """What the trace applies to each layer's output (families with special tokens override it)."""
+        return pooling
 
     def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:
         with torch.no_grad():

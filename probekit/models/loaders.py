@@ -22,6 +22,7 @@ from .ddae import is_ddae_spec, load_ddae
 from .dit import load_dit, load_sit, recognises as recognises_dit, recognises_sit
 from .pixels import PixelsBackbone
 from .unet import UNetBackbone
+from .vision import load_vision, recognises as recognises_vision
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,10 @@ FORMATS: dict[str, ModelFormat] = {
         recognises_dit,
         load_dit,
     ),
+    "hf-vision": ModelFormat(
+        "hf-vision", "transformers vision encoder, noise-free (DINOv2, CLIP vision, ViT): hf-vision:FOLDER_OR_HUB_ID",
+        recognises_vision, load_vision,
+    ),
     "sit": ModelFormat(
         "sit", "SiT (flow matching) over VAE latents: sit:PATH.pt[?config=SiT-XL/2&vae=...]", recognises_sit, load_sit
     ),
@@ -226,6 +231,6 @@ def load_backbone(spec: str, *, random_init: bool = False, seed: int = 0, device
             return model_format.load(spec, options).to(device)
     if not Path(spec).exists():
         raise ProbekitError(f"model {spec!r} not found: give a model folder, a hub id (owner/name), "
-                             "ddae:CONFIG.yaml:CHECKPOINT.pth, dit:CHECKPOINT.pt, sit:CHECKPOINT.pt, or 'pixels'")
+                             "ddae:CONFIG.yaml:CHECKPOINT.pth, dit:CHECKPOINT.pt, sit:CHECKPOINT.pt, hf-vision:FOLDER, or 'pixels'")
     known = "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values())
     raise ProbekitError(f"{spec!r} is not a model probekit can read (known formats: {known})")

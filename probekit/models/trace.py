@@ -14,7 +14,6 @@ from typing import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from ..pooling import Pooling
 
 
 class StopForward(Exception):
@@ -36,7 +35,7 @@ def primary_output(output: object) -> torch.Tensor:
 
 @contextmanager
 def trace(
-    modules: Mapping[str, nn.Module], pooling: Pooling | None, stop_after: str | None = None
+    modules: Mapping[str, nn.Module], pooling: Callable[[torch.Tensor], torch.Tensor] | None, stop_after: str | None = None
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Hook ``modules`` for the duration of the block; pooled outputs land in the yielded dict.
 
@@ -66,7 +65,7 @@ def trace(
 
 
 def run_traced(
-    run: Callable[[], object], modules: Mapping[str, nn.Module], pooling: Pooling | None, stop_after: str | None = None
+    run: Callable[[], object], modules: Mapping[str, nn.Module], pooling: Callable[[torch.Tensor], torch.Tensor] | None, stop_after: str | None = None
 ) -> dict[str, torch.Tensor]:
     """Call ``run`` (a forward) without gradients under :func:`trace`; it stops right after ``stop_after``.
 
