@@ -68,7 +68,7 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="diffusers model folder, hub id (owner/name), ddae:CONFIG.yaml:CKPT.pth[#MODEL], "
-                   "dit:CKPT.pt or dit:owner/name, sit:CKPT.pt, hf-vision:FOLDER_OR_ID, or 'pixels'")
+                   "dit:CKPT.pt or dit:owner/name, sit:CKPT.pt, hf-vision:FOLDER_OR_ID, sd:PIPELINE, or 'pixels'")
     p.add_argument("--random-init", action="store_true", help="same architecture, freshly initialised weights (control)")
     p.add_argument("--init-seed", type=int, default=0, help="seed of --random-init weights (default 0)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -49,8 +49,8 @@ class UNetBackbone(HookedBackbone):
 
     def _trace_layers(self, candidates: dict[str, nn.Module]) -> list[LayerInfo]:
         """Run one blank forward and record each candidate's completion order and output shape."""
-        blank = torch.zeros(1, self.input_channels, *self.input_size, device=self.device)
-        outputs = run_traced(lambda: self.net(blank, torch.zeros(1, device=self.device)), candidates, pooling=None)
+        blank = torch.zeros(1, *self._network_input_shape(), device=self.device)
+        outputs = run_traced(lambda: self._run(blank, self.schedule.point(0)), candidates, pooling=None)
 
         layers: list[LayerInfo] = []
         previous_output = None
@@ -71,6 +71,10 @@ class UNetBackbone(HookedBackbone):
                 )
             )
         return layers
+
+    def _network_input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of what the network itself reads (pixel-space here; latents for latent models)."""
+        return (self.input_channels, *self.input_size)
 
     def _run(self, x: torch.Tensor, point: GridPoint) -> torch.Tensor:
         timesteps = torch.full((x.shape[0],), point.model_input, device=x.device, dtype=torch.float32)

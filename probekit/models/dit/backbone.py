@@ -14,14 +14,8 @@ from ...errors import ProbekitError
 from ...schedule import NoiseSchedule
 from ...types import GridPoint, LayerInfo
 from ..backbone import HookedBackbone
+from ..vae import encode_mean, vae_scale_factor
 
-#: images per VAE encoder call: bounds the encoder's activation memory (about 0.3 GiB per image at 256 px)
-VAE_BATCH = 16
-
-
-def vae_scale_factor(vae: nn.Module) -> int:
-    """Pixels per latent pixel along each side: 2 per downsampling stage (8 for Stable Diffusion's VAE)."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 class DiTBackbone(HookedBackbone):
@@ -74,9 +68,7 @@ class DiTBackbone(HookedBackbone):
         The posterior mean, not a sample (DiT's training samples), so features are deterministic
         and no random numbers are drawn outside :mod:`probekit.noise`.
         """
-        with torch.no_grad():
-            means = [self.vae.encode(part).latent_dist.mean for part in x0.split(VAE_BATCH)]
-        return (torch.cat(means) - self.shift_factor) * self.scaling_factor
+        return encode_mean(self.vae, x0)
 
     def _run(self, x: torch.Tensor, point: GridPoint) -> torch.Tensor:
         timesteps = torch.full((x.shape[0],), point.model_input, device=x.device, dtype=torch.float32)
