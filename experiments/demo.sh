@@ -40,3 +40,12 @@ echo "== paired comparisons on the $TEST test images (val-chosen cells)"
 probekit compare --results "$FIG/results_ddpm.csv" "$FIG/results_pixels.csv" --probe linear
 probekit compare --results "$FIG/results_ddpm.csv" "$FIG/results_pixels.csv" --probe linear --probe-b logreg
 probekit compare --results "$FIG/results_ddpm.csv" "$FIG/results_random-init.csv" --probe linear
+
+echo "== similarity to the pixels, fusion of cells, and the one-page report"
+probekit similarity --cache "$OUT/ddpm.h5" --reference "$OUT/pixels.h5" --out "$OUT/similarity_ddpm_pixels.csv" --figures "$FIG"
+probekit fuse --cache "$OUT/ddpm.h5" --results "$FIG/results_ddpm.csv" --out "$FIG/fusion_ddpm.csv" --figures "$FIG"
+probekit compare --results "$FIG/fusion_ddpm.csv" "$FIG/results_ddpm.csv" --probe fusion-concat --probe-b linear
+probekit compare --results "$FIG/fusion_ddpm.csv" "$FIG/results_ddpm.csv" --probe fusion-mixture --probe-b linear
+probekit report --results "$FIG/results_ddpm.csv" "$FIG/results_pixels.csv" "$FIG/results_random-init.csv" \
+  "$FIG/fusion_ddpm.csv" "$OUT/similarity_ddpm_pixels.csv" --cache "$OUT/ddpm.h5" "$OUT/pixels.h5" "$OUT/random-init.h5" \
+  --images "$FIG/tsne_best_linear.png" "$FIG/samples.png" --out "$FIG/report.html"

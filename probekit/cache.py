@@ -17,6 +17,11 @@ also holds A augmented views (views 1..A), so S = (1 + A) * draws there and S = 
 
 ``complete`` is set only after every sample of every split is done; readers refuse an incomplete
 cache unless asked to show progress. ``D`` is the pooled width (``width`` in /layers).
+
+A *master* file (multi-process extraction, :func:`write_master`) has the same layout, but its
+datasets are virtual views of per-rank shard caches stored beside it; its ``shards`` attribute
+lists their file names. A master whose shard is missing is refused when opened (HDF5 would read
+the absent rows as zeros), and one whose shard is unfinished is not complete.
 """
 
 from __future__ import annotations
@@ -30,15 +35,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import h5py
 import numpy as np
 
 from . import __version__
 from .errors import ProbekitError
-from .models.backbone import LayerInfo
-from .schedule import GridPoint
+from .types import GridPoint, LayerInfo
 
 FORMAT = "probekit-features"
 FORMAT_VERSION = 1
@@ -326,9 +330,41 @@ class FeatureCache:
         if version > FORMAT_VERSION:
             self.file.close()
             raise ProbekitError(f"{self.path} has cache format {version}; this probekit reads up to {FORMAT_VERSION}: upgrade probekit")
+        self._shards = self._check_shards()
         # The file is opened read-only, so the grid and layer names can be read once, not per cell.
         self._timesteps = [int(t) for t in self.file["grid"]["t"][:]]
         self._layer_names = [str(name) for name in self.file["layers"]["name"].asstr()[:]]
+
+    def _check_shards(self) -> list[Path]:
+        """A master file's shard paths, each checked to exist and be a cache; [] for a plain cache."""
+        names = json.loads(self.file.attrs.get("shards", "[]"))
+        shards = [self.path.parent / name for name in names]
+        for shard in shards:
+            problem = None
+            if not shard.is_file():
+                problem = "is missing"
+            else:
+                try:
+                    with h5py.File(shard, "r", locking=False) as f:
+                        if f.attrs.get("format") != FORMAT:
+                            problem = "is not a probekit feature cache"
+                except OSError:
+                    problem = "is not a readable HDF5 file"
+            if problem:
+                self.file.close()
+                raise ProbekitError(
+                    f"{self.path} is a master file over {len(shards)} shards and its shard {shard} {problem}: keep the "
+                    "shards beside it, or re-run the multi-process extraction"
+                )
+        return shards
+
+    def _unfinished_shards(self) -> list[Path]:
+        unfinished = []
+        for shard in self._shards:
+            with h5py.File(shard, "r", locking=False) as f:
+                if not bool(f.attrs.get("complete", False)):
+                    unfinished.append(shard)
+        return unfinished
 
     def __enter__(self) -> "FeatureCache":
         return self
@@ -393,7 +429,8 @@ class FeatureCache:
 
     @property
     def complete(self) -> bool:
-        return bool(self.file.attrs.get("complete", False))
+        """The file says it is complete and, for a master file, so does every shard."""
+        return bool(self.file.attrs.get("complete", False)) and not self._unfinished_shards()
 
     def progress(self, split: str) -> tuple[int, int]:
         """(samples written, samples in split)."""
@@ -403,6 +440,12 @@ class FeatureCache:
     def require_complete(self) -> None:
         if self.complete:
             return
+        unfinished = self._unfinished_shards()
+        if unfinished:
+            raise ProbekitError(
+                f"{self.path} is a master file whose shard {unfinished[0]} is unfinished: re-run that shard's "
+                f"extract command (`probekit info {unfinished[0]}` shows it) to finish it before probing"
+            )
         parts = ", ".join(f"{split} {done}/{total}" for split in self.splits for done, total in [self.progress(split)])
         raise ProbekitError(
             f"{self.path} is unfinished ({parts} samples written): re-run its extract command "
@@ -493,3 +536,58 @@ class FeatureCache:
         ]
         return "\n".join(lines)
 
+
+def write_master(out: str | Path, shards: Sequence[str | Path], *, command: str = "") -> Path:
+    """Write ``out``: virtual datasets that stitch the shard caches together along the sample axis.
+
+    The shards must stay beside ``out`` (their names are stored relative, in the ``shards``
+    attribute). The master is complete only when every shard is; :class:`FeatureCache` re-checks
+    the shards each time it opens a master. Written to a temporary name and renamed, so a crash
+    never leaves a half-written master file.
+    """
+    out = Path(out)
+    shards = [Path(s) for s in shards]
+    opened = [h5py.File(path, "r", locking=False) for path in shards]
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        first = opened[0]
+        with h5py.File(tmp, "w") as master:
+            for key, value in first.attrs.items():
+                master.attrs[key] = value
+            master.attrs["command"] = command or first.attrs.get("command", "")
+            master.attrs["shards"] = json.dumps([path.name for path in shards])
+            master.attrs["complete"] = all(bool(f.attrs.get("complete", False)) for f in opened)
+            for group in ("grid", "layers"):
+                first.copy(first[group], master, name=group)
+            splits = [name for name in first if name not in ("grid", "layers")]
+            for split in splits:
+                _stitch_split(master, opened, shards, split)
+        os.replace(tmp, out)
+    finally:
+        for f in opened:
+            f.close()
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _stitch_split(master: h5py.File, opened: list[h5py.File], shards: list[Path], split: str) -> None:
+    group = master.create_group(split)
+    for key, value in opened[0][split].attrs.items():
+        group.attrs[key] = value
+    names = ["labels", "index", "done"] + [f"feats/{layer}" for layer in opened[0][split]["feats"]]
+    group.create_group("feats")
+    for name in names:
+        parts = [f[split][name] for f in opened]
+        axis = 0 if parts[0].ndim == 1 else 2  # feats are (T, K, N, D)
+        shape = list(parts[0].shape)
+        shape[axis] = sum(p.shape[axis] for p in parts)
+        layout = h5py.VirtualLayout(shape=tuple(shape), dtype=parts[0].dtype)
+        offset = 0
+        for part, path in zip(parts, shards):
+            n = part.shape[axis]
+            source = h5py.VirtualSource(path.name, part.name, shape=part.shape)
+            index: list[slice] = [slice(None)] * len(shape)
+            index[axis] = slice(offset, offset + n)
+            layout[tuple(index)] = source
+            offset += n
+        group.create_virtual_dataset(name, layout, fillvalue=np.zeros((), dtype=parts[0].dtype))

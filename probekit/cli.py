@@ -68,7 +68,7 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="diffusers model folder, hub id (owner/name), ddae:CONFIG.yaml:CKPT.pth[#MODEL], "
-                   "dit:CKPT.pt or dit:owner/name, or 'pixels'")
+                   "dit:CKPT.pt or dit:owner/name, sit:CKPT.pt, hf-vision:FOLDER_OR_ID, sd:PIPELINE, or 'pixels'")
     p.add_argument("--random-init", action="store_true", help="same architecture, freshly initialised weights (control)")
     p.add_argument("--init-seed", type=int, default=0, help="seed of --random-init weights (default 0)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
     p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--pooling", default="gap", help="gap (global average, default) or avgK, e.g. avg2")
+    p.add_argument("--pooling", default="gap", help="gap (global average, default), avgK (e.g. avg2), or cls (class token of hf-vision: models)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the features")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="compute precision (default auto: bf16 autocast only where the device runs it natively "

@@ -1,24 +1,19 @@
 """Multi-process extraction under ``torchrun``: one shard file per rank, one master file over them.
 
 Rank ``r`` of ``W`` extracts a contiguous slice of every split into ``OUT.rank{r}-of-{W}.h5`` (a
-normal cache, resumable on its own). Once every rank is done, rank 0 writes ``OUT``: a small HDF5
-file whose datasets are *virtual*, mapping each slice back into place, so ``FeatureCache(OUT)``
-reads exactly like a single-process cache. Noise is keyed per sample, so the merged features match
-a single-process run. Shard files must stay beside the master file (names are stored relative).
+normal cache, resumable on its own). Once every rank is done, rank 0 writes ``OUT`` with
+:func:`probekit.cache.write_master` (the cache module owns the format, shard merging included).
+Noise is keyed per sample, so the merged features match a single-process run.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Sequence
 
-import h5py
-import numpy as np
-
+from .cache import write_master  # noqa: F401  (re-exported: the merger lives with the format)
 from .data import ImageDataset
 from .errors import ProbekitError
 
@@ -75,56 +70,3 @@ def barrier() -> None:
 
     if dist.is_initialized():
         dist.barrier()
-
-
-def write_master(out: str | Path, shards: Sequence[str | Path], *, command: str = "") -> Path:
-    """Write ``out``: virtual datasets that stitch the shard caches together along the sample axis.
-
-    Written to a temporary name and renamed, so a crash never leaves a half-written master file.
-    """
-    out = Path(out)
-    shards = [Path(s) for s in shards]
-    opened = [h5py.File(path, "r", locking=False) for path in shards]
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        first = opened[0]
-        with h5py.File(tmp, "w") as master:
-            for key, value in first.attrs.items():
-                master.attrs[key] = value
-            master.attrs["command"] = command or first.attrs.get("command", "")
-            master.attrs["shards"] = json.dumps([path.name for path in shards])
-            master.attrs["complete"] = all(bool(f.attrs.get("complete", False)) for f in opened)
-            for group in ("grid", "layers"):
-                first.copy(first[group], master, name=group)
-            splits = [name for name in first if name not in ("grid", "layers")]
-            for split in splits:
-                _stitch_split(master, opened, shards, split)
-        os.replace(tmp, out)
-    finally:
-        for f in opened:
-            f.close()
-        tmp.unlink(missing_ok=True)
-    return out
-
-
-def _stitch_split(master: h5py.File, opened: list[h5py.File], shards: list[Path], split: str) -> None:
-    group = master.create_group(split)
-    for key, value in opened[0][split].attrs.items():
-        group.attrs[key] = value
-    names = ["labels", "index", "done"] + [f"feats/{layer}" for layer in opened[0][split]["feats"]]
-    group.create_group("feats")
-    for name in names:
-        parts = [f[split][name] for f in opened]
-        axis = 0 if parts[0].ndim == 1 else 2  # feats are (T, K, N, D)
-        shape = list(parts[0].shape)
-        shape[axis] = sum(p.shape[axis] for p in parts)
-        layout = h5py.VirtualLayout(shape=tuple(shape), dtype=parts[0].dtype)
-        offset = 0
-        for part, path in zip(parts, shards):
-            n = part.shape[axis]
-            source = h5py.VirtualSource(path.name, part.name, shape=part.shape)
-            index: list[slice] = [slice(None)] * len(shape)
-            index[axis] = slice(offset, offset + n)
-            layout[tuple(index)] = source
-            offset += n
-        group.create_virtual_dataset(name, layout, fillvalue=np.zeros((), dtype=parts[0].dtype))

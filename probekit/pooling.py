@@ -25,19 +25,25 @@ class Pooling:
     """``k == 1`` is global average pooling; ``k > 1`` keeps a coarse k x k spatial layout."""
 
     k: int = 1
+    #: read the class token instead of averaging (vision encoders only: they place it first)
+    cls: bool = False
 
     @property
     def name(self) -> str:
+        if self.cls:
+            return "cls"
         return "gap" if self.k == 1 else f"avg{self.k}"
 
     @classmethod
     def parse(cls, text: str) -> "Pooling":
-        """``gap`` or ``avgK`` (for example ``avg2``)."""
+        """``gap``, ``avgK`` (for example ``avg2``) or ``cls``."""
         if text == "gap":
             return cls(1)
+        if text == "cls":
+            return cls(1, cls=True)
         match = re.fullmatch(r"avg([1-9][0-9]*)", text)
         if not match:
-            raise ProbekitError(f"unknown pooling {text!r}: use gap or avgK (for example avg2)")
+            raise ProbekitError(f"unknown pooling {text!r}: use gap, avgK (for example avg2) or cls (vision encoders)")
         return cls(int(match.group(1)))
 
     def width(self, channels: int, *, spatial: bool) -> int:
@@ -46,6 +52,8 @@ class Pooling:
 
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
         """Pooled (B, width) float32 vectors of one layer's activation (any float dtype)."""
+        if self.cls:  # vision encoders pick their class token themselves, before this is reached
+            raise ProbekitError("cls pooling needs a class token: only hf-vision: models have one; use gap or avgK")
         # An explicit cast is not overridden by autocast, and mean / adaptive pooling of a float32
         # tensor stay float32 under it (a no-op for float32 activations).
         activation = activation.float()

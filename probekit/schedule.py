@@ -14,27 +14,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from .errors import ProbekitError
-
-
-@dataclass(frozen=True)
-class GridPoint:
-    """One noise level. ``t`` is the framework's index; the other fields are derived from it."""
-
-    t: int
-    model_input: float
-    alpha_bar: float
-    sigma: float
-    logsnr: float
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+from .types import GridPoint  # defined torch-free in probekit.types
 
 
 class NoiseSchedule(ABC):
@@ -170,3 +156,63 @@ class CleanSchedule(NoiseSchedule):
 
     def describe(self) -> str:
         return "clean inputs only: t = 0 means no noise"
+
+
+class FlowMatchingSchedule(NoiseSchedule):
+    """Linear-interpolant (rectified-flow) noising: ``x_t = (1 - s) x0 + s eps`` with ``s = t / T``.
+
+    Grid convention: ``t`` is an integer index ``0 .. T`` (default ``T = 1000``); the noise
+    fraction is ``s = t / T`` in [0, 1], ``t = 0`` is the clean input and ``t = T`` pure noise.
+    On the shared axis: ``sigma = s / (1 - s)`` (dividing ``x_t`` by ``1 - s`` gives
+    ``x0 + sigma eps``), ``logsnr = 2 log((1 - s) / s)``, and ``alpha_bar = 1 / (1 + sigma^2)``,
+    the signal fraction of the variance-preserving process at the same SNR.
+
+    What the network receives differs by codebase: SiT's time runs the other way (data at 1,
+    noise at 0) and is fed as is, so ``data_at_one=True`` gives ``model_input = 1 - s``;
+    otherwise ``model_input = s * input_scale`` (diffusers' flow-matching scheduler: ``s * 1000``).
+    """
+
+    def __init__(self, steps: int = 1000, *, data_at_one: bool = False, input_scale: float = 1.0) -> None:
+        if steps < 1:
+            raise ProbekitError(f"a flow-matching grid needs at least 1 step, got {steps}")
+        self.steps = int(steps)
+        self.data_at_one = data_at_one
+        self.input_scale = float(input_scale)
+        self.name = "flow-linear"
+
+    def point(self, t: int) -> GridPoint:
+        if isinstance(t, bool) or int(t) != t or not 0 <= int(t) <= self.steps:
+            raise ProbekitError(
+                f"timestep {t!r} is not a flow-matching grid index: use integers 0..{self.steps} (noise fraction t/{self.steps})"
+            )
+        t = int(t)
+        s = t / self.steps
+        if s == 0.0:
+            sigma, logsnr, alpha_bar = 0.0, math.inf, 1.0
+        elif s == 1.0:
+            sigma, logsnr, alpha_bar = math.inf, -math.inf, 0.0
+        else:
+            sigma = s / (1.0 - s)
+            logsnr = 2.0 * math.log((1.0 - s) / s)
+            alpha_bar = 1.0 / (1.0 + sigma * sigma)
+        model_input = 1.0 - s if self.data_at_one else s * self.input_scale
+        return GridPoint(t=t, model_input=model_input, alpha_bar=alpha_bar, sigma=sigma, logsnr=logsnr)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, point: GridPoint) -> torch.Tensor:
+        """``(1 - s) x0 + s noise`` with ``s = t / T``."""
+        s = point.t / self.steps
+        if s == 0.0:
+            return x0
+        return (1.0 - s) * x0 + s * noise
+
+    def default_grid(self) -> list[int]:
+        # Noise fractions dense at low noise, where probes of diffusion features peak.
+        fractions = [0.0, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8]
+        return sorted({round(f * self.steps) for f in fractions})
+
+    def describe(self) -> str:
+        fed = "1 - t/T (SiT's time, data at 1)" if self.data_at_one else f"t/T x {self.input_scale:g}"
+        return (
+            f"flow matching x_t = (1 - s) x + s eps, s = t/{self.steps}; t = grid index 0..{self.steps}, "
+            f"larger t = more noise; the network receives {fed}"
+        )

@@ -2,7 +2,7 @@ import h5py
 import numpy as np
 import pytest
 
-from probekit.cache import CacheLayout, CacheWriter, FeatureCache, SplitLabels
+from probekit.cache import CacheLayout, CacheWriter, FeatureCache, SplitLabels, write_master
 from probekit.errors import ProbekitError
 from probekit.models import LayerInfo
 from probekit.schedule import DDPMSchedule
@@ -99,3 +99,49 @@ def test_unknown_cell_and_non_cache_files(tmp_path):
         FeatureCache(tmp_path / "other.h5")
     with pytest.raises(ProbekitError, match="not found"):
         FeatureCache(tmp_path / "missing.h5")
+
+
+def _shards(tmp_path):
+    """Two shard caches of the same layout with different samples, and their features by split."""
+    from dataclasses import replace
+
+    full = _layout()
+    parts = [{"train": slice(0, 3), "test": slice(0, 1)}, {"train": slice(3, 5), "test": slice(1, 2)}]
+    paths, written = [], []
+    for r, part in enumerate(parts):
+        splits = {s: SplitLabels(v.labels[part[s]], v.index[part[s]]) for s, v in full.splits.items()}
+        paths.append(tmp_path / f"m.rank{r}-of-2.h5")
+        written.append(_fill(paths[-1], replace(full, splits=splits), np.random.default_rng(r)))
+    return paths, written
+
+
+def test_master_reads_the_shards_in_order(tmp_path):
+    paths, written = _shards(tmp_path)
+    write_master(tmp_path / "m.h5", paths)
+    with FeatureCache(tmp_path / "m.h5") as cache:
+        assert cache.complete
+        np.testing.assert_array_equal(cache.labels("train"), [0, 1, 1, 0, 2])
+        expected = np.concatenate([w["train"]["b"][1].mean(axis=0) for w in written])
+        np.testing.assert_allclose(cache.features("train", "b", 50), expected, rtol=1e-6)
+
+
+def test_master_with_a_missing_shard_is_refused(tmp_path):
+    paths, _ = _shards(tmp_path)
+    write_master(tmp_path / "m.h5", paths)
+    paths[1].unlink()
+    # HDF5 alone would read the missing rows as zeros and keep saying complete.
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        assert bool(f.attrs["complete"]) and not f["train/feats/a"][0, 0, 3:].any()
+    with pytest.raises(ProbekitError, match=r"shard .*m\.rank1-of-2\.h5 is missing"):
+        FeatureCache(tmp_path / "m.h5")
+
+
+def test_master_with_an_unfinished_shard_is_refused(tmp_path):
+    paths, _ = _shards(tmp_path)
+    write_master(tmp_path / "m.h5", paths)
+    with h5py.File(paths[0], "r+") as f:  # the shard was restarted after the master was written
+        f.attrs["complete"] = False
+    with FeatureCache(tmp_path / "m.h5") as cache:
+        assert not cache.complete
+        with pytest.raises(ProbekitError, match=r"shard .*m\.rank0-of-2\.h5 is unfinished"):
+            cache.require_complete()

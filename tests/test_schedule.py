@@ -61,3 +61,21 @@ def test_clean_schedule_has_only_t0():
     assert point.alpha_bar == 1.0 and point.sigma == 0.0 and point.logsnr == math.inf
     with pytest.raises(ProbekitError, match="clean"):
         CleanSchedule().point(5)
+
+
+def test_flow_matching_points_against_hand_values():
+    import math
+
+    from probekit.schedule import FlowMatchingSchedule
+
+    schedule = FlowMatchingSchedule(steps=100)
+    point = schedule.point(20)  # s = 0.2
+    assert point.sigma == pytest.approx(0.25) and point.logsnr == pytest.approx(2 * math.log(4.0))
+    assert point.alpha_bar == pytest.approx(16 / 17) and point.model_input == pytest.approx(0.2)
+    assert FlowMatchingSchedule(steps=100, data_at_one=True).point(20).model_input == pytest.approx(0.8)
+    assert FlowMatchingSchedule(input_scale=1000).point(500).model_input == pytest.approx(500.0)
+    clean, noise = schedule.point(0), schedule.point(100)
+    assert (clean.sigma, clean.logsnr) == (0.0, math.inf) and (noise.alpha_bar, noise.logsnr) == (0.0, -math.inf)
+    with pytest.raises(ProbekitError, match="0..100"):
+        schedule.point(101)
+    assert schedule.default_grid()[0] == 0 and max(schedule.default_grid()) <= 100

@@ -1,35 +1,29 @@
 """The Backbone contract: a network, its noise schedule, and a registry of layers to read out.
 
 ``features(x_noisy, point, layers, pooling)`` runs one forward pass and returns the pooled
-activation of every requested layer. Hooks live only inside that call (removed in ``finally``)
-and the forward stops right after the deepest requested layer has produced its output.
+activation of every requested layer. :class:`HookedBackbone` is the one implementation for torch
+networks: it owns the layer table, aliases, selection by name, weight hashing and device moves,
+and reads layers through :func:`.trace.trace` (hooks only inside the call, early stop after the
+deepest requested layer). A model family is an adapter over it: its layer table and how to call
+the network at a grid point.
 """
 
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from ..errors import ProbekitError
 from ..pooling import Pooling
-from ..schedule import GridPoint, NoiseSchedule
+from ..schedule import NoiseSchedule
+from ..types import GridPoint, LayerInfo
+from .trace import run_traced
 
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One readable layer. ``depth`` is its position in forward order (0 = first to finish)."""
-
-    name: str
-    stage: str  # "down" | "mid" | "up" | "block" | "input"
-    depth: int
-    channels: int
-    resolution: str  # "HxW" of the activation, or "N tokens"
-    aliases: tuple[str, ...] = field(default=())
+__all__ = ["Backbone", "HookedBackbone", "LayerInfo", "state_dict_sha256"]
 
 
 class Backbone(ABC):
@@ -107,6 +101,78 @@ class Backbone(ABC):
         return self
 
 
+class HookedBackbone(Backbone):
+    """A torch network read out by hooks. Adapters set ``net``, ``schedule``, ``model_id`` and the
+    input attributes, call :meth:`_register` with their layer table, and implement :meth:`_run`.
+    """
+
+    net: nn.Module
+
+    def _register(self, modules: Mapping[str, nn.Module], layers: Sequence[LayerInfo]) -> None:
+        """Install the layer table: ``modules[layer.name]`` is the module whose output is that layer."""
+        self._modules = {layer.name: modules[layer.name] for layer in layers}
+        self._layers = list(layers)
+        self._depth = {layer.name: layer.depth for layer in self._layers}
+        self._canonical = {alias: layer.name for layer in self._layers for alias in (layer.name, *layer.aliases)}
+        self._sha256: str | None = None
+
+    @abstractmethod
+    def _run(self, x: torch.Tensor, point: GridPoint) -> torch.Tensor:
+        """Call the network on ``x`` at ``point`` (conditioning included); returns its raw output."""
+
+    def layers(self) -> list[LayerInfo]:
+        return list(self._layers)
+
+    def features(
+        self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling
+    ) -> dict[str, torch.Tensor]:
+        canonical = {name: self._canonical_name(name) for name in layers}
+        wanted = {name: self._modules[name] for name in canonical.values()}
+        deepest = max(wanted, key=lambda name: self._depth[name])
+        captured = run_traced(lambda: self._run(x_noisy, point), wanted, self._pool(pooling), stop_after=deepest)
+        return {name: captured[canonical[name]] for name in layers}
+
+    def _pool(self, pooling: Pooling) -> Callable[[torch.Tensor], torch.Tensor]:
+        """What the trace applies to each layer's output (families with special tokens override it)."""
+        return pooling
+
+    def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:
+        with torch.no_grad():
+            return self._run(x_noisy, point)
+
+    def _canonical_name(self, name: str) -> str:
+        if name not in self._canonical:
+            raise ProbekitError(self._unknown_layer(name))
+        return self._canonical[name]
+
+    def _unknown_layer(self, name: str) -> str:
+        return f"unknown layer {name!r}: run `probekit layers --model {self.model_id}` to list them"
+
+    def _weight_modules(self) -> dict[str, nn.Module]:
+        """The modules whose weights decide the features, by role (one entry: the network)."""
+        return {"net": self.net}
+
+    def weights_sha256(self) -> str:
+        """:func:`state_dict_sha256` of the network; with several modules, a hash over ``role:hash`` pairs."""
+        if self._sha256 is None:
+            modules = self._weight_modules()
+            if len(modules) == 1:
+                self._sha256 = state_dict_sha256(next(iter(modules.values())))
+            else:
+                combined = "|".join(f"{role}:{state_dict_sha256(module)}" for role, module in modules.items())
+                self._sha256 = hashlib.sha256(combined.encode()).hexdigest()
+        return self._sha256
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: torch.device | str) -> "HookedBackbone":
+        for module in self._weight_modules().values():
+            module.to(device)
+        return self
+
+
 def state_dict_sha256(module: nn.Module) -> str:
     """SHA-256 over every tensor of the state dict (name, dtype, shape, bytes), in name order.
 
@@ -122,60 +188,3 @@ def state_dict_sha256(module: nn.Module) -> str:
         tensor = tensor.clone(memory_format=torch.contiguous_format).reshape(-1)
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
-
-
-class StopForward(Exception):
-    """Raised by the hook of the deepest requested layer to skip the rest of the network."""
-
-
-def _primary(output: object) -> torch.Tensor:
-    # diffusers down blocks return (hidden_states, skip_states); the first entry is the stage output.
-    if isinstance(output, (tuple, list)):
-        output = output[0]
-    if hasattr(output, "sample"):
-        output = output.sample
-    return output  # type: ignore[return-value]
-
-
-@contextmanager
-def capture(
-    modules: Mapping[str, nn.Module], pooling: Pooling, stop_after: str | None = None
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Hook ``modules`` for the duration of the block; pooled outputs land in the yielded dict.
-
-    The hook of ``stop_after`` raises :class:`StopForward` once its output is stored, so the
-    caller's forward ends there; the caller catches it. Hooks are removed even on error.
-    """
-    captured: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def hook_for(name: str):
-        def hook(_module: nn.Module, _args: object, output: object) -> None:
-            captured[name] = pooling(_primary(output))
-            if name == stop_after:
-                raise StopForward
-
-        return hook
-
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_hook(hook_for(name)))
-        yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def run_and_capture(
-    run: Callable[[], object], modules: Mapping[str, nn.Module], pooling: Pooling, stop_after: str
-) -> dict[str, torch.Tensor]:
-    """Call ``run`` (a forward) without gradients, hooking ``modules``; it stops right after ``stop_after``.
-
-    Returns the pooled output of every module by name.
-    """
-    with torch.no_grad(), capture(modules, pooling, stop_after=stop_after) as captured:
-        try:
-            run()
-        except StopForward:
-            pass
-    return captured

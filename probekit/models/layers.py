@@ -8,7 +8,7 @@ import re
 from typing import Sequence
 
 from ..errors import ProbekitError
-from .backbone import LayerInfo
+from ..types import LayerInfo
 
 
 def select_layers(available: Sequence[LayerInfo], spec: str | Sequence[str] | None) -> list[str]:

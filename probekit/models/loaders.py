@@ -19,9 +19,11 @@ from ..errors import ProbekitError
 from ..schedule import DDPMSchedule
 from .backbone import Backbone
 from .ddae import is_ddae_spec, load_ddae
-from .dit import load_dit, recognises as recognises_dit
+from .dit import load_dit, load_sit, recognises as recognises_dit, recognises_sit
 from .pixels import PixelsBackbone
+from .sd import load_sd, recognises as recognises_sd
 from .unet import UNetBackbone
+from .vision import load_vision, recognises as recognises_vision
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,17 @@ FORMATS: dict[str, ModelFormat] = {
         recognises_dit,
         load_dit,
     ),
+    "hf-vision": ModelFormat(
+        "hf-vision", "transformers vision encoder, noise-free (DINOv2, CLIP vision, ViT): hf-vision:FOLDER_OR_HUB_ID",
+        recognises_vision, load_vision,
+    ),
+    "sd": ModelFormat(
+        "sd", "Stable Diffusion 1.x/2.x pipeline (UNet2DConditionModel over VAE latents, empty prompt): sd:FOLDER_OR_HUB_ID",
+        recognises_sd, load_sd,
+    ),
+    "sit": ModelFormat(
+        "sit", "SiT (flow matching) over VAE latents: sit:PATH.pt[?config=SiT-XL/2&vae=...]", recognises_sit, load_sit
+    ),
     "diffusers-unet": ModelFormat(
         "diffusers-unet",
         "diffusers UNet2DModel folder (config.json + weights, or a pipeline with unet/ and scheduler/)",
@@ -223,6 +236,6 @@ def load_backbone(spec: str, *, random_init: bool = False, seed: int = 0, device
             return model_format.load(spec, options).to(device)
     if not Path(spec).exists():
         raise ProbekitError(f"model {spec!r} not found: give a model folder, a hub id (owner/name), "
-                             "ddae:CONFIG.yaml:CHECKPOINT.pth, dit:CHECKPOINT.pt, or 'pixels'")
+                             "ddae:CONFIG.yaml:CHECKPOINT.pth, dit:CHECKPOINT.pt, sit:CHECKPOINT.pt, hf-vision:FOLDER, sd:PIPELINE, or 'pixels'")
     known = "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values())
     raise ProbekitError(f"{spec!r} is not a model probekit can read (known formats: {known})")

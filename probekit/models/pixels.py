@@ -9,8 +9,9 @@ import torch
 
 from ..errors import ProbekitError
 from ..pooling import Pooling
-from ..schedule import CleanSchedule, GridPoint, NoiseSchedule
-from .backbone import Backbone, LayerInfo
+from ..schedule import CleanSchedule, NoiseSchedule
+from ..types import GridPoint, LayerInfo
+from .backbone import Backbone
 
 
 class PixelsBackbone(Backbone):

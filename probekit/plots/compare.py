@@ -2,7 +2,8 @@
 
 A DDPM indexed by t in 0..999, an EDM indexed by Karras step and a DiT in latent space share no
 timestep axis, but every results row carries sigma and logSNR, so ``x="sigma"`` or ``x="logsnr"``
-puts them on one comparable axis.
+puts them on one comparable axis. ``x="t"`` is refused for models whose ``t`` means different
+noise levels (told apart by the sigma each row records).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def comparison_lines(table: pd.DataFrame, probe: str, metric: str = "top1", *, x
     rows = table[(table["probe"] == probe) & (table["metric"] == metric)]
     if rows.empty:
         raise ProbekitError(f"no {metric} rows for probe {probe!r} in the results")
+    if x == "t":
+        _require_one_meaning_of_t(rows)
     lines = {}
     for (model, dataset), own in rows.groupby(["model", "dataset"], sort=False):
         layer = best_cells(own, metric).iloc[0]["layer"]  # val-chosen
@@ -57,3 +60,30 @@ def plot_model_comparison(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return save_figure(fig, out_path)
+
+
+def _require_one_meaning_of_t(rows: pd.DataFrame) -> None:
+    """Refuse a shared ``t`` axis unless every model maps ``t`` to the same noise level.
+
+    Two models agree when each ``t`` they share has the same sigma and the sigmas of all their ``t``
+    together still grow with ``t`` (one schedule seen on two grids). A DDPM index 0..999 and an EDM
+    step 1..18, or a linear and a cosine DDPM, fail one of the two.
+    """
+    per_model = rows.groupby("model")[["t", "sigma"]].apply(lambda g: g.groupby("t")["sigma"].first())
+    if isinstance(per_model, pd.DataFrame):  # one grid shared by every model comes back wide
+        per_model = per_model.stack()
+    models = list(dict.fromkeys(rows["model"]))
+    if len(models) < 2:
+        return
+    first = per_model.loc[models[0]]
+    for other in models[1:]:
+        mine = per_model.loc[other]
+        shared = first.index.intersection(mine.index)
+        differ = [t for t in shared if not np.isclose(first[t], mine[t], rtol=1e-6, atol=0.0)]
+        merged = pd.concat([first, mine[~mine.index.isin(shared)]]).sort_index()
+        if differ or not merged.is_monotonic_increasing:
+            where = (f"at t = {differ[0]} sigma is {first[differ[0]]:.4g} for {models[0]} but {mine[differ[0]]:.4g} for {other}"
+                     if differ else f"their sigmas do not grow together with t")
+            raise ProbekitError(
+                f"t means different noise levels for {models[0]} and {other} ({where}): compare them with --x sigma or --x logsnr"
+            )

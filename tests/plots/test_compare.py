@@ -31,3 +31,19 @@ def test_overlay_written_by_plot_all_for_several_models(tmp_path):
     assert tmp_path / "compare_acc_vs_logsnr_linear.png" in paths
     assert_png(tmp_path / "compare_acc_vs_logsnr_linear.png")
     assert_png(plot_model_comparison(table, "linear", tmp_path / "c.png", x="sigma"))
+
+
+def test_t_axis_is_refused_when_t_means_different_noise():
+    table = make_table(models=("ddpm", "edm"), probes=("linear",))
+    other = table["model"] == "edm"
+    shifted = table.copy()
+    shifted.loc[other, "sigma"] = shifted.loc[other, "sigma"] * 2  # same t, another noise level
+    with pytest.raises(ProbekitError, match="t means different noise levels for ddpm and edm.*--x sigma"):
+        comparison_lines(shifted, "linear", x="t")
+    assert comparison_lines(shifted, "linear", x="sigma")  # the shared axes still work
+    # disjoint grids whose sigmas do not grow together with t (a 0..999 index beside a 1..18 one)
+    renumbered = table.copy()
+    ts = sorted(renumbered.loc[other, "t"].unique())
+    renumbered.loc[other, "t"] = renumbered.loc[other, "t"].map({t: 10_000 - i for i, t in enumerate(ts)})
+    with pytest.raises(ProbekitError, match="do not grow together"):
+        comparison_lines(renumbered, "linear", x="t")

@@ -32,15 +32,23 @@ the network receives as is. The null class (index ``num_classes``, DiT's uncondi
 conditions every forward. Learned-sigma models (2x output channels) load as is; the read-out
 layers do not depend on the output head.
 
+SiT (same architecture and state-dict names, trained on the linear interpolant)::
+
+    sit:PATH.pt[?OPTIONS]          original SiT checkpoint (github.com/willisma/SiT), same options;
+                                   config=SiT-XL/2 .. SiT-S/8 name the same sizes as DiT's
+
+runs on :class:`probekit.schedule.FlowMatchingSchedule`: ``t`` = index 0..1000, noise fraction
+``s = t/1000``, ``x_t = (1 - s) x + s eps``; the network receives SiT's time ``1 - s`` (data at 1).
+
 Layers: ``transformer_blocks.i`` (alias ``layer-i``), the token sequence after block ``i``,
 stage ``block``, ``hidden`` channels, ``N tokens`` with N = (latent size / patch)^2. ``gap``
 pooling averages over tokens (as in DDAE); ``avgK`` averages the (side x side) token grid to K x K.
 """
 
-from .backbone import DiTBackbone
+from .backbone import DiTBackbone, SiTBackbone
 from .configs import DIT_CONFIGS, DiTSize, infer_original_shape, parse_config_name
 from .convert import original_keys, original_to_diffusers
-from .load import DEFAULT_VAE, load_dit, read_original_state
+from .load import DEFAULT_VAE, load_dit, load_sit, read_original_state, recognises_sit
 from .spec import DiTSpec, parse_spec, recognises
 
 __all__ = [
@@ -51,10 +59,13 @@ __all__ = [
     "DiTSpec",
     "infer_original_shape",
     "load_dit",
+    "load_sit",
     "original_keys",
     "original_to_diffusers",
     "parse_config_name",
     "parse_spec",
     "read_original_state",
     "recognises",
+    "recognises_sit",
+    "SiTBackbone",
 ]

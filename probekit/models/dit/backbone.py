@@ -7,27 +7,18 @@ block, conditioned on the null class (DiT's unconditional branch for classifier-
 
 from __future__ import annotations
 
-import hashlib
-from typing import Sequence
-
 import torch
 from torch import nn
 
 from ...errors import ProbekitError
-from ...pooling import Pooling
-from ...schedule import GridPoint, NoiseSchedule
-from ..backbone import Backbone, LayerInfo, run_and_capture, state_dict_sha256
-
-#: images per VAE encoder call: bounds the encoder's activation memory (about 0.3 GiB per image at 256 px)
-VAE_BATCH = 16
+from ...schedule import NoiseSchedule
+from ...types import GridPoint, LayerInfo
+from ..backbone import HookedBackbone
+from ..vae import encode_mean, vae_scale_factor
 
 
-def vae_scale_factor(vae: nn.Module) -> int:
-    """Pixels per latent pixel along each side: 2 per downsampling stage (8 for Stable Diffusion's VAE)."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
 
-
-class DiTBackbone(Backbone):
+class DiTBackbone(HookedBackbone):
     """DiT over VAE latents. ``t`` is the DDPM index 0..T-1 and the network receives it as is.
 
     ``original_temb`` switches every block's sinusoidal timestep embedding to the original DiT's
@@ -62,18 +53,14 @@ class DiTBackbone(Backbone):
         self.input_size = (side, side)
         self.scaling_factor = float(getattr(vae.config, "scaling_factor", None) or 0.18215)
         self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
-        self._blocks = {f"transformer_blocks.{i}": block for i, block in enumerate(self.net.transformer_blocks)}
+        blocks = {f"transformer_blocks.{i}": block for i, block in enumerate(self.net.transformer_blocks)}
         tokens = (self.latent_size // int(config.patch_size)) ** 2
         hidden = int(config.num_attention_heads * config.attention_head_dim)
-        self._layers = [
+        layers = [
             LayerInfo(name, "block", i, hidden, f"{tokens} tokens", aliases=(f"layer-{i}",))
-            for i, name in enumerate(self._blocks)
+            for i, name in enumerate(blocks)
         ]
-        self._canonical = {alias: layer.name for layer in self._layers for alias in (layer.name, *layer.aliases)}
-        self._sha256: str | None = None
-
-    def layers(self) -> list[LayerInfo]:
-        return list(self._layers)
+        self._register(blocks, layers)
 
     def encode(self, x0: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> latents (B, C, H/f, W/f): ``(mean - shift) * scaling_factor``.
@@ -81,45 +68,28 @@ class DiTBackbone(Backbone):
         The posterior mean, not a sample (DiT's training samples), so features are deterministic
         and no random numbers are drawn outside :mod:`probekit.noise`.
         """
-        with torch.no_grad():
-            means = [self.vae.encode(part).latent_dist.mean for part in x0.split(VAE_BATCH)]
-        return (torch.cat(means) - self.shift_factor) * self.scaling_factor
+        return encode_mean(self.vae, x0)
 
     def _run(self, x: torch.Tensor, point: GridPoint) -> torch.Tensor:
         timesteps = torch.full((x.shape[0],), point.model_input, device=x.device, dtype=torch.float32)
         labels = torch.full((x.shape[0],), self.null_class, device=x.device, dtype=torch.long)
         return self.net(x, timestep=timesteps, class_labels=labels).sample
 
-    def features(
-        self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling
-    ) -> dict[str, torch.Tensor]:
-        canonical = {name: self._canonical_name(name) for name in layers}
-        wanted = {name: self._blocks[name] for name in canonical.values()}
-        deepest = max(wanted, key=lambda name: int(name.rsplit(".", 1)[1]))
-        captured = run_and_capture(lambda: self._run(x_noisy, point), wanted, pooling, stop_after=deepest)
-        return {name: captured[canonical[name]] for name in layers}
+    def _unknown_layer(self, name: str) -> str:
+        return f"unknown layer {name!r}: DiT layers are transformer_blocks.0..{len(self._layers) - 1} (or layer-i)"
 
-    def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:
-        with torch.no_grad():
-            return self._run(x_noisy, point)
+    def _weight_modules(self) -> dict[str, nn.Module]:
+        """The DiT's and the VAE's tensors both decide the features."""
+        return {"dit": self.net, "vae": self.vae}
 
-    def _canonical_name(self, name: str) -> str:
-        if name not in self._canonical:
-            raise ProbekitError(f"unknown layer {name!r}: DiT layers are transformer_blocks.0..{len(self._layers) - 1} (or layer-i)")
-        return self._canonical[name]
 
-    def weights_sha256(self) -> str:
-        """Hash over the DiT's and the VAE's tensors: both decide the features."""
-        if self._sha256 is None:
-            combined = f"dit:{state_dict_sha256(self.net)}|vae:{state_dict_sha256(self.vae)}"
-            self._sha256 = hashlib.sha256(combined.encode()).hexdigest()
-        return self._sha256
+class SiTBackbone(DiTBackbone):
+    """SiT (Ma et al., "Exploring Flow and Diffusion-based Generative Models with Scalable
+    Interpolant Transformers"): DiT's architecture trained on the linear interpolant.
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
+    The schedule is :class:`~probekit.schedule.FlowMatchingSchedule` with ``data_at_one``: probekit's
+    ``t`` is a noise-fraction index 0..1000 and the network receives SiT's own time ``1 - t/1000``.
+    The network predicts a velocity; :meth:`forward` returns it as is.
+    """
 
-    def to(self, device: torch.device | str) -> "DiTBackbone":
-        self.net.to(device)
-        self.vae.to(device)
-        return self
+    framework = "sit"

@@ -44,8 +44,8 @@ DIT_CONFIGS: dict[str, DiTSize] = {
 
 
 def parse_config_name(text: str) -> DiTSize:
-    """``DiT-XL/2``, ``DiT-XL-2``, ``XL/2`` or ``xl-2`` -> the published size."""
-    match = re.fullmatch(r"(?:dit[-_])?(xl|l|b|s)[-/_](2|4|8)", text.strip(), flags=re.IGNORECASE)
+    """``DiT-XL/2``, ``DiT-XL-2``, ``XL/2`` or ``xl-2`` -> the published size (SiT-XL/2 etc. name the same sizes)."""
+    match = re.fullmatch(r"(?:[ds]it[-_])?(xl|l|b|s)[-/_](2|4|8)", text.strip(), flags=re.IGNORECASE)
     if not match:
         known = ", ".join(DIT_CONFIGS)
         raise ProbekitError(f"unknown DiT config {text!r}: use one of {known}")

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from ...errors import ProbekitError
-from ...schedule import DDPMSchedule
-from .backbone import DiTBackbone, vae_scale_factor
+from ...schedule import DDPMSchedule, FlowMatchingSchedule
+from .backbone import DiTBackbone, SiTBackbone, vae_scale_factor
 from .configs import OriginalShape, infer_original_shape, parse_config_name
 from .convert import check_original_keys, diffusers_config, few_keys, original_to_diffusers
 from .spec import DiTSpec, parse_spec, transformer_folder
@@ -279,7 +279,28 @@ def _vae_location(spec: DiTSpec, pipeline_vae: tuple[str, str | None] | None) ->
 
 def load_dit(spec: str, options: "LoadOptions") -> DiTBackbone:
     """Load a DiT ``--model`` spec (see :mod:`probekit.models.dit`) into a :class:`DiTBackbone`."""
-    parsed = parse_spec(spec)
+    return _load(parse_spec(spec), spec, options, sit=False)
+
+
+SIT_PREFIX = "sit:"
+
+
+def recognises_sit(spec: str) -> bool:
+    return spec.startswith(SIT_PREFIX)
+
+
+def load_sit(spec: str, options: "LoadOptions") -> SiTBackbone:
+    """``sit:PATH.pt[?config=SiT-XL/2&vae=...&heads=N]``: an original SiT checkpoint (DiT's state-dict
+    names and sizes) on the flow-matching schedule; the options are the DiT ones."""
+    parsed = parse_spec(spec[len(SIT_PREFIX):])
+    if not parsed.is_original:
+        raise ProbekitError(f"{spec!r}: sit: takes an original SiT checkpoint file (.pt or .pth), e.g. sit:SiT-XL-2-256.pt")
+    if not Path(parsed.source).expanduser().is_file():
+        raise ProbekitError(f"SiT checkpoint {parsed.source!r} not found: give the path of a .pt file")
+    return _load(parsed, spec, options, sit=True)  # type: ignore[return-value]
+
+
+def _load(parsed: DiTSpec, spec: str, options: "LoadOptions", *, sit: bool) -> DiTBackbone:
     if parsed.is_original:
         net, schedule = _load_original(parsed, options)
         pipeline_vae = None
@@ -295,4 +316,6 @@ def load_dit(spec: str, options: "LoadOptions") -> DiTBackbone:
             )
     temb = parsed.temb or ("original" if parsed.is_original else "diffusers")
     model_id = f"{spec} (random init, seed {options.seed})" if options.random_init else spec
+    if sit:  # SiT embeds its time exactly as the original DiT does (same TimestepEmbedder)
+        return SiTBackbone(net, vae, FlowMatchingSchedule(data_at_one=True), model_id, original_temb=temb == "original")
     return DiTBackbone(net, vae, schedule, model_id, original_temb=temb == "original")

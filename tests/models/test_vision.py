@@ -1,0 +1,106 @@
+"""transformers vision encoders as noise-free backbones: tiny random DINOv2, CLIP and ViT saved with
+save_pretrained (with their image processors), checked against the library's own
+``output_hidden_states`` run on the processor's output."""
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from probekit.errors import ProbekitError
+from probekit.extraction import ExtractConfig, extract
+from probekit.cache import FeatureCache
+from probekit.data.base import ImageDataset, ImageSplit
+from probekit.models import VisionEncoderBackbone, load_backbone
+from probekit.pooling import Pooling
+
+SMALL = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32, patch_size=4)
+
+
+def _dinov2(root):
+    torch.manual_seed(0)
+    transformers.Dinov2Model(transformers.Dinov2Config(image_size=16, **SMALL)).save_pretrained(root)
+    transformers.BitImageProcessor(size={"shortest_edge": 20}, crop_size={"height": 16, "width": 16},
+                                   image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(root)
+    return transformers.Dinov2Model
+
+
+def _clip(root):
+    torch.manual_seed(1)
+    config = transformers.CLIPConfig(
+        text_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=99),
+        vision_config=dict(image_size=16, **SMALL), projection_dim=8,
+    )
+    transformers.CLIPModel(config).save_pretrained(root)
+    transformers.CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(root)
+    return transformers.CLIPVisionModel
+
+
+def _vit(root):
+    torch.manual_seed(2)
+    transformers.ViTModel(transformers.ViTConfig(image_size=16, **SMALL), add_pooling_layer=False).save_pretrained(root)
+    transformers.ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(root)
+    return transformers.ViTModel
+
+
+@pytest.fixture(autouse=True)
+def _own_rng():
+    """The builders seed torch; keep the global generator as other tests left it."""
+    with torch.random.fork_rng(devices=[]):
+        yield
+
+
+def _pixels(n=3, size=24, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, 3, size, size)).astype(np.float32))
+
+
+@pytest.mark.parametrize("build", [_dinov2, _clip, _vit])
+def test_blocks_equal_the_hidden_states_of_the_models_own_run(build, tmp_path):
+    model_class = build(tmp_path)
+    backbone = load_backbone(f"hf-vision:{tmp_path}")
+    assert isinstance(backbone, VisionEncoderBackbone) and backbone.schedule.default_grid() == [0]
+    names = [layer.name for layer in backbone.layers()]
+    assert names == ["blocks.0", "blocks.1", "blocks.2"]
+    pixels = _pixels()
+    # Independent path: the saved processor on uint8 HWC images, the saved model with output_hidden_states.
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path)
+    images = [img for img in pixels.to(torch.uint8).permute(0, 2, 3, 1).numpy()]
+    values = processor(images=images, return_tensors="pt")["pixel_values"]
+    assert values.shape[-2:] == (16, 16)
+    reference = model_class.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        hidden = reference(pixel_values=values, output_hidden_states=True).hidden_states
+    x = backbone.encode(pixels)
+    torch.testing.assert_close(x, values)
+    point = backbone.schedule.point(0)
+    cls = backbone.features(x, point, names, Pooling.parse("cls"))
+    gap = backbone.features(x, point, names, Pooling.parse("gap"))
+    for i, name in enumerate(names):
+        np.testing.assert_allclose(cls[name].numpy(), hidden[i + 1][:, 0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(gap[name].numpy(), hidden[i + 1][:, 1:].mean(dim=1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_extraction_runs_clean_with_cls_pooling(tmp_path):
+    _vit(tmp_path / "vit")
+    backbone = load_backbone(f"hf-vision:{tmp_path / 'vit'}")
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return ImageSplit(images=rng.integers(0, 256, (n, 12, 12, 1), dtype=np.uint8), labels=np.arange(n) % 2, index=np.arange(n))
+
+    data = ImageDataset(name="toy", splits={"train": split(4), "test": split(2)}, class_names=["a", "b"], source="test")
+    extract(backbone, data, tmp_path / "c.h5", ExtractConfig(pooling="cls", batch_size=3), progress=False)
+    with FeatureCache(tmp_path / "c.h5") as cache:
+        assert cache.complete and cache.timesteps == [0] and cache.attrs["pooling"] == "cls"
+        assert cache.features("train", "blocks.2", 0).shape == (4, 16)
+
+
+def test_errors_are_one_line(tmp_path):
+    transformers.BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8).save_pretrained(tmp_path / "bert")
+    with pytest.raises(ProbekitError, match="'bert' model; hf-vision: loads"):
+        load_backbone(f"hf-vision:{tmp_path / 'bert'}")
+    transformers.ViTConfig(image_size=16, **SMALL).save_pretrained(tmp_path / "noproc")
+    with pytest.raises(ProbekitError, match="no image processor"):
+        load_backbone(f"hf-vision:{tmp_path / 'noproc'}")
+    with pytest.raises(ProbekitError, match="cls pooling needs a class token"):
+        Pooling.parse("cls")(torch.zeros(2, 3, 4, 4))
