@@ -119,7 +119,8 @@ def test_zero_variance_feature_is_handled_as_standard_scaler(mixture):
     np.testing.assert_allclose(head.weight[3].numpy(), 0.0, atol=1e-6)  # a zero column
     np.testing.assert_allclose(head.std.numpy(), scaler.scale_, rtol=1e-4)
     predicted = predict_linear_grid({key: head}, {key: test[key]})[key]
-    np.testing.assert_array_equal(predicted, model.predict(scaler.transform(test[key])))
+    # Same optimum up to float32: at most a near-tie or two of 1000 test images may flip.
+    assert np.mean(predicted != model.predict(scaler.transform(test[key]))) <= 0.002
 
 
 def test_separable_cells_reach_full_accuracy_and_noise_stays_at_chance(separable_grid):
