@@ -50,7 +50,8 @@ from tqdm.auto import tqdm
 
 from .data import ImageDataset, ImageSplit, fit_images
 from .errors import ProbekitError
-from .models.backbone import Backbone, StopForward, capture
+from .models.backbone import Backbone
+from .models.trace import StopForward, trace
 from .models.layers import select_layers
 from .noise import noise_seed, sample_noise, split_seed
 from .pooling import Pooling
@@ -108,13 +109,13 @@ class TruncatedClassifier(nn.Module):
         self.body = backbone.net  # type: ignore[attr-defined]  # checked by _network_call
         self._call = _network_call(backbone)
         self.layer = layer
-        self._module = self.body.get_submodule(layer)
+        self._module = backbone.module_of(layer)  # type: ignore[attr-defined]
         info = next(info for info in backbone.layers() if info.name == layer)
         self.head = nn.Linear(info.channels, num_classes)
         self._pool = Pooling(1)
 
     def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:
-        with capture({self.layer: self._module}, self._pool, stop_after=self.layer) as captured:
+        with trace({self.layer: self._module}, self._pool, stop_after=self.layer) as captured:
             try:
                 self._call(x_noisy, point)
             except StopForward:

@@ -132,6 +132,10 @@ class HookedBackbone(Backbone):
         captured = run_traced(lambda: self._run(x_noisy, point), wanted, self._pool(pooling), stop_after=deepest)
         return {name: captured[canonical[name]] for name in layers}
 
+    def module_of(self, name: str) -> nn.Module:
+        """The module whose output is layer ``name`` (a name or an alias)."""
+        return self._modules[self._canonical_name(name)]
+
     def _pool(self, pooling: Pooling) -> Callable[[torch.Tensor], torch.Tensor]:
         """What the trace applies to each layer's output (families with special tokens override it)."""
         return pooling
