@@ -48,4 +48,4 @@ probekit compare --results "$FIG/fusion_ddpm.csv" "$FIG/results_ddpm.csv" --prob
 probekit compare --results "$FIG/fusion_ddpm.csv" "$FIG/results_ddpm.csv" --probe fusion-mixture --probe-b linear
 probekit report --results "$FIG/results_ddpm.csv" "$FIG/results_pixels.csv" "$FIG/results_random-init.csv" \
   "$FIG/fusion_ddpm.csv" "$OUT/similarity_ddpm_pixels.csv" --cache "$OUT/ddpm.h5" "$OUT/pixels.h5" "$OUT/random-init.h5" \
-  --images "$FIG/tsne_best_linear.png" "$FIG/samples.png" --out "$FIG/report.html"
+  --images "$FIG/tsne_best_linear.png" "$FIG/samples.png" --x sigma --out "$FIG/report.html"

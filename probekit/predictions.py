@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from probekit.atomic import publish
 from probekit.errors import ProbekitError
 
 FORMAT = "probekit-predictions"
@@ -89,7 +90,7 @@ def write_predictions(path: str | os.PathLike, predictions: PredictionSet) -> Pa
             layer=np.array(p.layer, dtype=str), predictions=np.asarray(p.predictions, dtype=np.int32),
             val_index=np.asarray(p.val_index, dtype=np.int64), val_fraction=np.array(float(p.val_fraction)),
         )
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from probekit import __version__
+from probekit.atomic import publish
 from probekit.cache import FeatureCache
 from probekit.compare import compare_runs
 from probekit.errors import ProbekitError
@@ -170,7 +171,12 @@ def _figures(tables: dict[Path, pd.DataFrame], folder: Path, x: str) -> list[tup
     probe_tables = [t for t in tables.values() if _kind(t) == "probe"]
     if probe_tables:
         combined = pd.concat(probe_tables, ignore_index=True)
-        figures += [(p, p.stem.replace("_", " ")) for p in plot_all(combined, folder / "probes", x=x)]
+        # A model probed at one noise level only (pixels, a control at t = 0) has no curve to draw:
+        # its numbers are in the tables above; the figures show the models with a noise grid.
+        gridded = [m for m, own in combined.groupby("model", sort=False) if own["t"].nunique() > 1]
+        if gridded:
+            shown = combined[combined["model"].isin(gridded)]
+            figures += [(p, p.stem.replace("_", " ")) for p in plot_all(shown, folder / "probes", x=x)]
     for i, table in enumerate(t for t in tables.values() if _kind(t) == "similarity"):
         figures += [(p, p.stem.replace("_", " ")) for p in plot_similarity(table, folder / f"similarity{i}")]
     for i, table in enumerate(t for t in tables.values() if _kind(t) == "fusion"):
@@ -249,7 +255,7 @@ def build_report(
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(page)
-        os.replace(tmp_path, out)
+        publish(tmp_path, out)
     except BaseException:
         Path(tmp_path).unlink(missing_ok=True)
         raise

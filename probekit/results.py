@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from probekit.atomic import publish
 from probekit.errors import ProbekitError
 from probekit.evaluate.metrics import CellScore, wilson_interval
 
@@ -214,7 +215,7 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         with os.fdopen(fd, "w", newline="") as f:
             # Full float precision; +inf logsnr is written as "inf" and NaN as an empty field.
             table.to_csv(f, index=False)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

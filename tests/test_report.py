@@ -66,8 +66,9 @@ def test_page_is_self_contained_and_complete(report_inputs):
     # self-contained: no external resources of any kind
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page)
     images = re.findall(r'<img [^>]*src="data:image/png;base64,', page)
-    # knn heatmap + curve per model (2 models: + overlay), 3 similarity maps + matrix, mixture weights
-    assert len(images) == 2 * 2 + 1 + 4 + 1
+    # knn heatmap + curve of the gridded model (pixels, one clean point, is in the tables only),
+    # 3 similarity maps + matrix, mixture weights
+    assert len(images) == 2 + 4 + 1
     for text in ("Val-chosen best cells", "fusion-concat", "fusion-mixture", "Paired comparisons", "McNemar",
                  "probekit extract --model m", "probekit fuse --cache m.h5", "chosen on val"):  # fmt: skip
         assert text in page, text

@@ -87,7 +87,10 @@ def recognises(spec: str) -> bool:
 
 def load_sd(spec: str, options: "LoadOptions") -> StableDiffusionBackbone:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import AutoTokenizer, CLIPTextModel
+    try:
+        from transformers import AutoTokenizer, CLIPTextModel
+    except ImportError:
+        raise ProbekitError("sd: models need the transformers package for their text encoder: pip install 'probekit[vision]'") from None
 
     source = spec[len(PREFIX):]
     if not source:

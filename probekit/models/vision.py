@@ -122,7 +122,10 @@ def recognises(spec: str) -> bool:
 
 def load_vision(spec: str, options: "LoadOptions") -> VisionEncoderBackbone:
     """Load ``hf-vision:SOURCE`` (a save_pretrained folder or a hub id) with its image processor."""
-    import transformers
+    try:
+        import transformers
+    except ImportError:
+        raise ProbekitError("hf-vision: models need the transformers package: pip install 'probekit[vision]'") from None
 
     source = spec[len(PREFIX):]
     if not source:

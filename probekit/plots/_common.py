@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from probekit.atomic import publish
 from probekit.errors import ProbekitError
 from probekit.results import best_cells, check_columns
 
@@ -41,7 +42,7 @@ def save_figure(fig: Figure, out_path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=150)
-        os.replace(tmp, out_path)
+        publish(tmp, out_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
