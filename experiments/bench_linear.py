@@ -13,8 +13,8 @@ big ones, where one scikit-learn fit takes minutes). Reported per setup:
   both measured in this run; the overall ratio is the same with the scikit-learn time
   extrapolated to every cell (sum of per-cell means x cells) over the total linear time.
 
-Both sides run single-threaded (OMP/BLAS threads = 1, torch threads = 1), as the machine is
-shared. Usage (about 10 minutes of CPU on a 2-core AMD EPYC):
+Both sides run single-threaded (OMP/BLAS threads = 1, torch threads = 1), so that neither gets
+more cores than the other and the ratio holds whatever else runs on the machine. Usage (about 10 minutes of CPU on a 2-core AMD EPYC):
     nice -n 5 python experiments/bench_linear.py
     python experiments/bench_linear.py --quick        # smoke test, seconds
 Writes experiments/results/bench_linear.csv and prints the table.
@@ -68,7 +68,7 @@ def machine() -> str:
     model = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True,
                            text=True).stdout.split(":")[-1].strip()  # fmt: skip
     return f"{model}; torch CPU capability {torch.backends.cpu.get_cpu_capability()}; " \
-           f"{os.cpu_count()} cores, shared; 1 thread per side"
+           f"{os.cpu_count()} cores, 1-minute load average {os.getloadavg()[0]:.1f} when it ended; 1 thread per side"
 
 
 def main() -> None:
