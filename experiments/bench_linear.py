@@ -42,7 +42,8 @@ from probekit.probes.linear import LinearProbeConfig, linear_probe_grid  # noqa:
 from probekit.probes.logreg import LogRegConfig, logreg_probe  # noqa: E402
 
 # (N_train, width, cells, cells fitted by scikit-learn)
-SETUPS = [(2000, 32, 12, 12), (2000, 1024, 4, 4), (20000, 256, 6, 2), (60000, 1024, 2, 1)]
+SETUPS = [(2000, 32, 12, 12), (2000, 1024, 4, 4), (5000, 128, 48, 6), (20000, 256, 6, 2),
+          (60000, 1024, 2, 1)]  # 5000 x 128 x 48 cells: the shape of a probing grid's width group
 QUICK = [(2000, 32, 4, 4), (4000, 128, 2, 1)]
 N_TEST = 5000
 CLASSES = 10

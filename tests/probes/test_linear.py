@@ -14,6 +14,7 @@ from probekit.probes import (
     linear_probe_grid,
     predict_linear_grid,
 )
+from probekit.probes.linear import _Problem
 
 TIGHT = LinearProbeConfig(tol=1e-7, max_iter=3000)
 
@@ -59,7 +60,7 @@ def mixture():
     return overlapping_mixture(0)
 
 
-@pytest.mark.parametrize("precondition", [True, False])
+@pytest.mark.parametrize("precondition", [True, False, "auto"])
 def test_top1_matches_sklearn_on_mid_accuracy_cells(mixture, precondition):
     train, y_train, test, y_test = mixture
     config = LinearProbeConfig(precondition=precondition)
@@ -192,3 +193,17 @@ def test_cuda_matches_cpu(mixture):
     gpu = linear_probe_grid(train, y_train, test, y_test, device="cuda")
     for key in train:
         assert abs(cpu[key].top1 - gpu[key].top1) <= 0.003
+
+
+@pytest.mark.parametrize(("n", "width", "expected"), [(400, 100, True), (399, 100, False)])
+def test_auto_preconditions_only_with_four_rows_per_feature(n, width, expected):
+    rng = np.random.default_rng(0)
+    cells = {0: rng.standard_normal((n, width)).astype(np.float32)}
+    labels = torch.from_numpy(rng.integers(0, 3, n))
+    problem = _Problem.build([0], cells, labels, 3, 1.0, torch.device("cpu"), "auto")
+    assert (problem.chol is not None) is expected
+
+
+def test_precondition_setting_is_checked():
+    with pytest.raises(ProbekitError, match="precondition"):
+        LinearProbeConfig(precondition="yes")
