@@ -13,7 +13,11 @@
 # about 1 h on a 2-core CPU that runs the forward at 100 GFLOP/s, minutes on a GPU.
 # GRID=0,5,10,25,50,100,200,450 (or --grid's 12 levels) for the denser heatmap, at 2x (3x) the time.
 # An interrupted run continues where it stopped when this script is run again.
-# Usage: PATH=.venv/bin:$PATH sh experiments/fmnist_full.sh   (writes experiments/results/fmnist_full_*.csv)
+# TRAIN_LIMIT / TEST_LIMIT take a class-stratified subset (as the main job does) and NAME names its
+# outputs; the README's large-scale table comes from
+#   TRAIN_LIMIT=20000 NAME=fmnist_20k OUT=out/20k sh experiments/fmnist_full.sh
+# (all 10 000 test images, a third of train: 150 000 forwards), run where the full 60k did not fit.
+# Usage: PATH=.venv/bin:$PATH sh experiments/fmnist_full.sh   (writes experiments/results/$NAME_*.csv)
 set -e
 OUT=${OUT:-out/full}
 RES=${RES:-experiments/results}
@@ -21,18 +25,20 @@ MODEL=${MODEL:-checkpoints/fashion-mnist-ddpm}
 RANDOM_T=${RANDOM_T:-0}
 C_GRID=${C_GRID:-0.1,1}
 GRID=${GRID:-0,25,100,450}
+NAME=${NAME:-fmnist_full}
+LIMITS="${TRAIN_LIMIT:+--train-limit $TRAIN_LIMIT} ${TEST_LIMIT:+--test-limit $TEST_LIMIT}"
 mkdir -p "$OUT" "$RES"
 extract() {  # a finished cache is kept; an unfinished one is resumed
     if probekit info "$1" 2>/dev/null | grep -q "status: complete"; then return; fi
     shift; probekit extract "$@"
 }
-extract "$OUT/ddpm.h5" --model "$MODEL" --data fashion-mnist --timesteps "$GRID" --dtype float16 --precision fp32 --quiet --out "$OUT/ddpm.h5"
-extract "$OUT/random-init.h5" --model "$MODEL" --random-init --data fashion-mnist --timesteps "$RANDOM_T" --dtype float16 --precision fp32 --quiet --out "$OUT/random-init.h5"
-extract "$OUT/pixels.h5" --model pixels --data fashion-mnist --quiet --out "$OUT/pixels.h5"
-probekit probe --cache "$OUT/pixels.h5" --probes linear,logreg --C "$C_GRID" --quiet --out "$RES/fmnist_full_pixels.csv"
-probekit probe --cache "$OUT/random-init.h5" --probes linear --C "$C_GRID" --quiet --out "$RES/fmnist_full_random-init.csv"
-probekit probe --cache "$OUT/ddpm.h5" --probes linear,knn --C "$C_GRID" --k 10,20,200 --quiet --out "$RES/fmnist_full_ddpm.csv"
-probekit plot --results "$RES/fmnist_full_ddpm.csv" --out figures/full
-probekit summary --results "$RES/fmnist_full_pixels.csv" "$RES/fmnist_full_random-init.csv" "$RES/fmnist_full_ddpm.csv"
-probekit compare --results "$RES/fmnist_full_ddpm.csv" "$RES/fmnist_full_pixels.csv" --probe linear --probe-b logreg
-probekit compare --results "$RES/fmnist_full_ddpm.csv" "$RES/fmnist_full_random-init.csv" --probe linear
+extract "$OUT/ddpm.h5" --model "$MODEL" --data fashion-mnist $LIMITS --timesteps "$GRID" --dtype float16 --precision fp32 --quiet --out "$OUT/ddpm.h5"
+extract "$OUT/random-init.h5" --model "$MODEL" --random-init --data fashion-mnist $LIMITS --timesteps "$RANDOM_T" --dtype float16 --precision fp32 --quiet --out "$OUT/random-init.h5"
+extract "$OUT/pixels.h5" --model pixels --data fashion-mnist $LIMITS --quiet --out "$OUT/pixels.h5"
+probekit probe --cache "$OUT/pixels.h5" --probes linear,logreg --C "$C_GRID" --quiet --out "$RES/${NAME}_pixels.csv"
+probekit probe --cache "$OUT/random-init.h5" --probes linear --C "$C_GRID" --quiet --out "$RES/${NAME}_random-init.csv"
+probekit probe --cache "$OUT/ddpm.h5" --probes linear,knn --C "$C_GRID" --k 10,20,200 --quiet --out "$RES/${NAME}_ddpm.csv"
+probekit plot --results "$RES/${NAME}_ddpm.csv" --out figures/$NAME
+probekit summary --results "$RES/${NAME}_pixels.csv" "$RES/${NAME}_random-init.csv" "$RES/${NAME}_ddpm.csv"
+probekit compare --results "$RES/${NAME}_ddpm.csv" "$RES/${NAME}_pixels.csv" --probe linear --probe-b logreg
+probekit compare --results "$RES/${NAME}_ddpm.csv" "$RES/${NAME}_random-init.csv" --probe linear
