@@ -69,6 +69,12 @@ class VisionEncoderBackbone(HookedBackbone):
         batch = self.processor(images=list(pixels), return_tensors="pt")["pixel_values"]
         return batch.to(device=x0.device, dtype=torch.float32)
 
+    @property
+    def image_size(self) -> int | None:
+        """The side the processor resizes to: images of mixed sizes are decoded to it (shorter
+        side, centre crop), and the processor then crops and normalises them as it does any image."""
+        return _resize_side(self.processor)
+
     def _run(self, x: torch.Tensor, point: GridPoint) -> torch.Tensor:
         return self.net(pixel_values=x)
 
@@ -97,12 +103,25 @@ def _crop_side(processor: object) -> int | None:
     """The side of the square the processor produces, when it says so."""
     for key in ("crop_size", "size"):
         value = getattr(processor, key, None)
-        if isinstance(value, dict):
+        if hasattr(value, "get"):  # a dict, or transformers' SizeDict
             value = value.get("height") or value.get("shortest_edge")
         if isinstance(value, int):
             if key == "crop_size" and not getattr(processor, "do_center_crop", True):
                 continue
             return value
+    return None
+
+
+def _resize_side(processor: object) -> int | None:
+    """The processor's resize target when it is one side (shortest edge) or a square."""
+    size = getattr(processor, "size", None)
+    if isinstance(size, int):
+        return size
+    if hasattr(size, "get"):  # a dict, or transformers' SizeDict
+        if isinstance(size.get("shortest_edge"), int):
+            return size["shortest_edge"]
+        if size.get("height") is not None and size.get("height") == size.get("width"):
+            return int(size["height"])
     return None
 
 
