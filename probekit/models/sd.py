@@ -23,6 +23,7 @@ from ..schedule import DDPMSchedule, NoiseSchedule
 from ..types import GridPoint
 from .unet import UNetBackbone
 from .vae import encode_mean, vae_scale_factor
+from .random_init import model_id, seeded
 
 if TYPE_CHECKING:
     from .loaders import LoadOptions
@@ -97,8 +98,7 @@ def load_sd(spec: str, options: "LoadOptions") -> StableDiffusionBackbone:
         raise ProbekitError(f"{spec!r} names no pipeline: write sd:FOLDER or sd:OWNER/NAME")
     try:
         if options.random_init:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(options.seed)
+            with seeded(options.seed):
                 unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(source, subfolder="unet"))
         else:
             unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
@@ -112,8 +112,8 @@ def load_sd(spec: str, options: "LoadOptions") -> StableDiffusionBackbone:
             f"cannot load a Stable Diffusion pipeline from {source!r} ({first}): give a folder with unet/, vae/, "
             "text_encoder/, tokenizer/ and scheduler/, or a hub id"
         ) from err
-    model_id = f"{spec} (random init, seed {options.seed})" if options.random_init else spec
     return StableDiffusionBackbone(
-        unet, vae, empty_prompt_embeds(tokenizer, text_encoder), DDPMSchedule.from_config(scheduler), model_id,
+        unet, vae, empty_prompt_embeds(tokenizer, text_encoder), DDPMSchedule.from_config(scheduler),
+        model_id(spec, options.random_init, options.seed),
         text_encoder=text_encoder, prediction_type=str(scheduler.get("prediction_type", "epsilon")),
     )

@@ -28,6 +28,7 @@ from ..pooling import Pooling
 from ..schedule import CleanSchedule
 from ..types import GridPoint, LayerInfo
 from .backbone import HookedBackbone
+from .random_init import model_id, seeded
 
 if TYPE_CHECKING:
     from .loaders import LoadOptions
@@ -170,8 +171,7 @@ def load_vision(spec: str, options: "LoadOptions") -> VisionEncoderBackbone:
         ) from err
     if options.random_init:
         vision_config = config.vision_config if config.model_type == "clip" else config
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
+        with seeded(options.seed):
             net = model_class(vision_config)
     else:
         try:
@@ -179,8 +179,7 @@ def load_vision(spec: str, options: "LoadOptions") -> VisionEncoderBackbone:
         except (OSError, ValueError) as err:
             raise ProbekitError(f"cannot load the weights of {source!r}: {_first_line(err)}") from err
     blocks = _block_list(net)
-    model_id = f"{spec} (random init, seed {options.seed})" if options.random_init else spec
-    return VisionEncoderBackbone(net, processor, blocks, model_id)
+    return VisionEncoderBackbone(net, processor, blocks, model_id(spec, options.random_init, options.seed))
 
 
 def _first_line(err: BaseException) -> str:
