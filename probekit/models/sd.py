@@ -9,6 +9,11 @@ scheduler config (``t`` = index 0..T-1, larger = noisier, fed to the UNet as is)
 conditioned on the empty prompt, embedded once at load time by the pipeline's text encoder.
 ``prediction_type`` (epsilon, or v_prediction for SD 2.x 768) only changes what :meth:`forward`
 returns means, not the features. Layers are those of :class:`UNetBackbone`.
+
+Random init (``random_init``) redraws the UNet only (seeded; ``unet/`` needs only its config) and
+keeps the pipeline's VAE and text encoder: the twin sees the same latents and the same empty-prompt
+conditioning, so the comparison isolates what denoising training put into the UNet (DiT and SiT
+twins keep their VAE the same way). A random VAE would change the input space itself.
 """
 
 from __future__ import annotations
