@@ -117,6 +117,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
         pooling=args.pooling,
         dtype=args.dtype,
         fit=args.fit,
+        image_size=args.image_size,
         precision=args.precision,
         channels_last=args.channels_last,
         compile=args.compile,
@@ -426,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the network's layers (slow start, faster after)")
     p.add_argument("--fit", default="auto", choices=["auto", "pad", "resize", "center-crop"],
                    help="how images meet the model's resolution (auto: pad when smaller, else resize)")
+    p.add_argument("--image-size", type=int, metavar="S",
+                   help="decode every image at S x S: shorter side resized to S (bicubic, antialiased), centre crop "
+                        "(default: only for data of mixed image sizes, at the model's input size)")
     p.add_argument("--no-download", action="store_true", help="never download missing datasets")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .cache import CacheLayout, CacheWriter, SplitLabels
 from .data import ImageDataset, fit_images
 from .data.augment import crop_flip_views
+from .data.resize import sized_dataset
 from .errors import ProbekitError
 from .models.backbone import Backbone
 from .models.layers import select_layers
@@ -47,6 +48,9 @@ class ExtractConfig:
     pooling: str = "gap"
     dtype: str = "float32"
     fit: str = "auto"
+    #: decode every image at this square side (shorter side resized, centre crop); None: only
+    #: datasets of mixed image sizes are, at the model's input side (probekit.data.resize)
+    image_size: int | None = None
     #: splits extracted when the dataset has them ("val": a dataset's own validation split)
     splits: Sequence[str] = field(default=("train", "val", "test"))
     #: auto (bf16 only where the device runs it natively and faster, see probekit.precision), fp32,
@@ -236,6 +240,9 @@ def extract(
     # Resolved once; the cache records the precision actually used (never "auto").
     config = replace(config, precision=resolve_precision(config.precision, backbone.device))
     log.info("precision: %s", config.precision)
+    dataset, resized = sized_dataset(dataset, config.image_size, backbone.image_size)
+    if resized is not None:
+        log.info("images decoded at %dx%d: %s, %s crop", resized["size"], resized["size"], resized["resize"], resized["crop"])
     splits = {name: dataset.splits[name] for name in config.splits if name in dataset.splits}
     for name, split in splits.items():
         if len(split.labels) == 0:
@@ -251,6 +258,8 @@ def extract(
     if applied:
         log.info("speed-ups: %s", ", ".join(applied))
     x_probe, fit_record = _prepare(backbone, first.read(slice(0, 1)), config.fit, config.channels_last)
+    if resized is not None:
+        fit_record["resize"] = resized  # in the resume plan: another size is other work
     widths, flops_per_image = _probe_forward(backbone, x_probe, plan, config.precision)
     layer_infos = [layer for layer in backbone.layers() if layer.name in plan.layers]
 

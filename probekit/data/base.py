@@ -5,18 +5,21 @@ Small formats (IDX, CIFAR pickles, npz, digits) hold their pixels in one uint8 a
 folders, Tiny ImageNet and Hugging Face datasets hold a :class:`LazyImages` instead: where each
 image is, never its pixels, so memory does not grow with the number of images. Consumers read
 pixels per batch with :meth:`ImageSplit.read` and take subsets with :meth:`ImageSplit.take`;
-both work the same for the two kinds.
+both work the same for the two kinds. A split read :meth:`ImageSplit.at_size` brings each image to
+one square size as it is decoded (:mod:`probekit.data.resize`), for datasets of mixed sizes.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from probekit.data.resize import resize_center_crop
 from probekit.errors import ProbekitError
 
 Selection = slice | np.ndarray | Sequence[int]
@@ -26,8 +29,12 @@ class LazyImages(ABC):
     """Images decoded when read: ``rows`` locate each image in a store (file list, table).
 
     A subset shares the store and keeps only its rows, so subsets and shards cost O(rows).
-    Every image must have ``image_shape``; one that does not is an error when it is read.
+    ``image_shape`` is the first image's; ``mixed_sizes`` says how sizes differ (e.g. "b.jpg is
+    8x6 but a.jpg is 5x5") when the loader found images of several sizes, else None. Read without
+    a size, an image whose shape is not ``image_shape`` is an error.
     """
+
+    mixed_sizes: str | None = None
 
     def __init__(self, rows: np.ndarray, image_shape: tuple[int, int, int]) -> None:
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -36,16 +43,23 @@ class LazyImages(ABC):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def read(self, positions: np.ndarray) -> np.ndarray:
-        """Decode the images at ``positions`` (into this object's rows): uint8 (k, H, W, C)."""
+    def read(self, positions: np.ndarray, size: int | None = None) -> np.ndarray:
+        """Decode the images at ``positions`` (into this object's rows): uint8 (k, H, W, C).
+
+        With ``size``, each image is brought to (size, size) as it is decoded
+        (:func:`probekit.data.resize.resize_center_crop`), so only one batch is ever held.
+        """
         rows = self.rows[positions]
-        out = np.empty((len(rows), *self.image_shape), dtype=np.uint8)
+        height, width, channels = self.image_shape if size is None else (size, size, self.image_shape[2])
+        out = np.empty((len(rows), height, width, channels), dtype=np.uint8)
         for i, (row, pixels) in enumerate(zip(rows, self.decode(rows), strict=True)):
-            if pixels.shape != self.image_shape:
+            if size is not None:
+                pixels = resize_center_crop(pixels, size)
+            elif pixels.shape != self.image_shape:
                 raise ProbekitError(
                     f"{self.describe(int(row))} is {pixels.shape[1]}x{pixels.shape[0]} but the "
-                    f"dataset's images are {self.image_shape[1]}x{self.image_shape[0]}; all images "
-                    f"of a dataset must have one size, resize them first"
+                    f"dataset's images are {self.image_shape[1]}x{self.image_shape[0]}; for images of "
+                    f"several sizes pass --image-size S (shorter side resized to S, centre S x S crop)"
                 )
             out[i] = pixels
         return out
@@ -85,11 +99,15 @@ class ImageSplit:
         index: int64 position of each image in the *original* split, shape (N,). It is the stable
             sample id: the feature extractor derives each sample's noise from it, so a subset keeps
             the ids of the images it keeps instead of renumbering them.
+        size: when set, every image is read as (size, size): its shorter side resized to ``size``
+            and its centre cropped (:mod:`probekit.data.resize`); an image already that size is
+            read unchanged. Set it with :meth:`at_size`.
     """
 
     images: np.ndarray | LazyImages
     labels: np.ndarray
     index: np.ndarray
+    size: int | None = None
 
     def __post_init__(self) -> None:
         images, labels, index = self.images, self.labels, self.index
@@ -122,8 +140,18 @@ class ImageSplit:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of every image, in pixels."""
-        return self.images.image_shape if self.lazy else tuple(self.images.shape[1:])
+        """(H, W, C) of every image as read, in pixels."""
+        shape = self.images.image_shape if self.lazy else tuple(self.images.shape[1:])
+        return shape if self.size is None else (self.size, self.size, shape[2])
+
+    @property
+    def mixed_sizes(self) -> str | None:
+        """How the images' sizes differ when they do not share one and no ``size`` is set, else None."""
+        return self.images.mixed_sizes if self.lazy and self.size is None else None
+
+    def at_size(self, size: int) -> ImageSplit:
+        """This split read at (size, size), each image resized and centre-cropped as it is read."""
+        return dataclasses.replace(self, size=size)
 
     def read(self, selection: Selection) -> np.ndarray:
         """uint8 (k, H, W, C) pixels of the selected images (a slice or positions in this split).
@@ -131,9 +159,15 @@ class ImageSplit:
         The one way to get pixels: in-memory splits index their array, lazy ones decode just
         these images. Read per batch; never select a whole large split at once.
         """
-        if not self.lazy:
-            return self.images[selection]
-        return self.images.read(_positions(selection, len(self)))
+        if self.lazy:
+            return self.images.read(_positions(selection, len(self)), self.size)
+        pixels = self.images[selection]
+        if self.size is None or pixels.shape[1:3] == (self.size, self.size):
+            return pixels
+        out = np.empty((len(pixels), self.size, self.size, pixels.shape[3]), dtype=np.uint8)
+        for i, image in enumerate(pixels):
+            out[i] = resize_center_crop(image, self.size)
+        return out
 
     def take(self, selection: Selection) -> ImageSplit:
         """The selected images as a split that keeps their labels and sample ids (lazy stays lazy)."""
@@ -142,7 +176,7 @@ class ImageSplit:
         else:
             positions = _positions(selection, len(self))
         images = self.images.subset(positions) if self.lazy else self.images[positions]
-        return ImageSplit(images, self.labels[positions], self.index[positions])
+        return ImageSplit(images, self.labels[positions], self.index[positions], self.size)
 
 
 @dataclass

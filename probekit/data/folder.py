@@ -4,7 +4,8 @@ Either ``root/<class>/**/*.png`` (one pool, split into train/test by a stratifie
 or ``root/train/<class>/...`` with ``root/test/<class>/...`` (``val`` is accepted for ``test``).
 Class ids follow the sorted sub-folder names; images are ordered by class, then by path. Images
 are read as grayscale (C=1) when every file is grayscale, else as RGB (C=3). Loading reads file
-headers only; pixels are decoded per batch when a split is read (:class:`FileImages`).
+headers only; pixels are decoded per batch when a split is read (:class:`FileImages`). Images may
+differ in size: such a dataset is read at one size (:mod:`probekit.data.resize`).
 """
 
 from __future__ import annotations
@@ -51,15 +52,15 @@ def _load_train_test(root: Path, test_dir: Path) -> ImageDataset:
             f"{test_dir / unknown[0]} is a class with no folder in {root / 'train'}; add or remove it"
         )
     test_paths, test_labels = _scan(test_dir, class_names)
-    mode, shape = scan_images(train_paths + test_paths)
+    mode, shape, mixed = scan_images(train_paths + test_paths)
     splits = {
         "train": ImageSplit(
-            FileImages(train_paths, mode, shape),
+            FileImages(train_paths, mode, shape, mixed_sizes=mixed),
             train_labels,
             np.arange(len(train_labels), dtype=np.int64),
         ),
         "test": ImageSplit(
-            FileImages(test_paths, mode, shape),
+            FileImages(test_paths, mode, shape, mixed_sizes=mixed),
             test_labels,
             np.arange(len(test_labels), dtype=np.int64),
         ),
@@ -75,8 +76,8 @@ def _load_train_test(root: Path, test_dir: Path) -> ImageDataset:
 def _load_pool(root: Path, test_fraction: float, seed: int) -> ImageDataset:
     class_names = _class_names(root)
     paths, labels = _scan(root, class_names)
-    mode, shape = scan_images(paths)
-    train, test = holdout_split(FileImages(paths, mode, shape), labels, test_fraction, seed)
+    mode, shape, mixed = scan_images(paths)
+    train, test = holdout_split(FileImages(paths, mode, shape, mixed_sizes=mixed), labels, test_fraction, seed)
     info: dict[str, object] = {
         "format": "folder",
         "test_split": "holdout",

@@ -12,8 +12,11 @@ Images stay in the dataset's Arrow files (memory-mapped) and are decoded with Pi
   test split when there is none (or when the test split is unlabelled, as on ImageNet-1k). With
   neither, a stratified seeded holdout of train is the test split. Other splits are left out.
 * Mode: an ``Image(mode=...)`` feature decides; otherwise grayscale ("L") only when every image is
-  (headers are scanned when the first one is), else RGB. Every image must have the first
-  one's size; another size is an error when its batch is read.
+  (headers are scanned when the first one is), else RGB.
+* Sizes: the headers of the first 1024 images of each split are read (all of them would mean
+  reading every byte of the dataset). When their sizes differ the dataset is read at one size
+  (:mod:`probekit.data.resize`); when they agree, a later image of another size is an error when
+  its batch is read, unless a size is given (``--image-size``).
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ def load_hf(
         name: HFImages(part, image, mode, shape, where=f"the {name} split of {spec}")
         for name, part in parts.items()
     }
+    mixed = _mixed_sizes(images)
+    for part_images in images.values():
+        part_images.mixed_sizes = mixed
     info.update(image_column=image, label_column=label)
     if "test" not in parts:
         train_split, test_split = holdout_split(images["train"], labels["train"], test_fraction, seed)
@@ -299,6 +305,19 @@ def _mode_and_shape(
     else:
         mode = "RGB"
     return mode, (height, width, 1 if mode == "L" else 3)
+
+
+def _mixed_sizes(images: dict[str, HFImages]) -> str | None:
+    """How the sizes of the first images of the splits differ, or None when they share one."""
+    first: tuple[str, tuple[int, int]] | None = None
+    for part in images.values():
+        rows = np.arange(min(_SCAN_CHUNK, len(part)))
+        for row, (_, size) in zip(rows, part.headers(rows), strict=True):
+            if first is None:
+                first = (part.describe(int(row)), size)
+            elif size != first[1]:
+                return f"{part.describe(int(row))} is {size[0]}x{size[1]} but {first[0]} is {first[1][0]}x{first[1][1]}"
+    return None
 
 
 def _all_grayscale(spec: str, parts: dict[str, Any], column: str) -> bool:

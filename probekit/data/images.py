@@ -20,28 +20,26 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def scan_images(paths: Sequence[Path]) -> tuple[str, tuple[int, int, int]]:
-    """Pillow mode ("L" when every file is grayscale, else "RGB") and the (H, W, C) all files share.
+def scan_images(paths: Sequence[Path]) -> tuple[str, tuple[int, int, int], str | None]:
+    """Pillow mode ("L" when every file is grayscale, else "RGB"), the first file's (H, W, C), and
+    how sizes differ when the files do not share one (None when they do).
 
-    Reads headers only (no pixels), so it runs in constant memory; a file of another size is an
-    error here, before any extraction starts. Probekit resizes later, per batch, with
-    :func:`probekit.data.transforms.fit_images`.
+    Reads headers only (no pixels), so it runs in constant memory. Images of several sizes are
+    brought to one per batch (:mod:`probekit.data.resize`); same-size ones are fitted to the model
+    by :func:`probekit.data.transforms.fit_images`.
     """
     if not paths:
         raise ProbekitError("no image files to read")
-    grayscale, first_size = True, None
+    grayscale, first_size, mixed = True, None, None
     for path in paths:
         mode, size = image_header(path)
         grayscale = grayscale and mode in _GRAYSCALE_MODES
         if first_size is None:
             first_size = size
-        elif size != first_size:
-            raise ProbekitError(
-                f"{path} is {size[0]}x{size[1]} but {paths[0]} is {first_size[0]}x{first_size[1]}; "
-                f"all images of a dataset must have one size, resize them first"
-            )
+        elif size != first_size and mixed is None:
+            mixed = f"{path} is {size[0]}x{size[1]} but {paths[0]} is {first_size[0]}x{first_size[1]}"
     width, height = first_size
-    return ("L", (height, width, 1)) if grayscale else ("RGB", (height, width, 3))
+    return ("L", (height, width, 1), mixed) if grayscale else ("RGB", (height, width, 3), mixed)
 
 
 class FileImages(LazyImages):
@@ -53,9 +51,11 @@ class FileImages(LazyImages):
         mode: str,
         image_shape: tuple[int, int, int],
         rows: np.ndarray | None = None,
+        mixed_sizes: str | None = None,
     ) -> None:
         self.paths = [str(p) for p in paths]  # str: a fraction of a Path's memory, for 10^6 files
         self.mode = mode
+        self.mixed_sizes = mixed_sizes
         super().__init__(np.arange(len(self.paths)) if rows is None else rows, image_shape)
 
     def decode(self, rows: np.ndarray) -> Iterator[np.ndarray]:
@@ -96,7 +96,6 @@ def image_header(source: str | Path | IO[bytes], name: str | None = None) -> tup
 
 def is_grayscale_mode(mode: str) -> bool:
     return mode in _GRAYSCALE_MODES
-
 
 
 def _unreadable(name: str) -> ProbekitError:

@@ -12,7 +12,7 @@ The train folder is the train split and val is the test split (the official test
 labels). Train images are ordered by class, then by file name; val images follow
 ``val_annotations.txt``. Some JPEGs are grayscale, so everything is converted to RGB. Pixels are
 decoded per batch when a split is read; every image must have the size of the first train image
-(64x64 in the official archive).
+(64x64 in the official archive) unless the data are read at one size (``--image-size``).
 """
 
 from __future__ import annotations

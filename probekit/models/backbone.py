@@ -39,6 +39,13 @@ class Backbone(ABC):
     #: the pixel range the network was trained on, e.g. (-1.0, 1.0)
     value_range: tuple[float, float]
 
+    @property
+    def image_size(self) -> int | None:
+        """The square side, in pixels, that images of mixed sizes are decoded to by default
+        (:mod:`probekit.data.resize`): the side of a square ``input_size``, else None."""
+        size = self.input_size
+        return int(size[0]) if size is not None and size[0] == size[1] else None
+
     @abstractmethod
     def layers(self) -> list[LayerInfo]:
         """Every readable layer, in forward order."""

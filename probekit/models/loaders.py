@@ -21,6 +21,7 @@ from .backbone import Backbone
 from .ddae import is_ddae_spec, load_ddae
 from .dit import load_dit, load_sit, recognises as recognises_dit, recognises_sit
 from .pixels import PixelsBackbone
+from .random_init import model_id, seeded
 from .sd import load_sd, recognises as recognises_sd
 from .unet import UNetBackbone
 from .vision import load_vision, recognises as recognises_vision
@@ -92,8 +93,7 @@ def _load_diffusers_unet(spec: str, options: LoadOptions) -> Backbone:
     try:
         if options.random_init:
             config = UNet2DModel.load_config(where, **kwargs)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(options.seed)
+            with seeded(options.seed):
                 net = UNet2DModel.from_config(config)
         else:
             net, loading_info = UNet2DModel.from_pretrained(where, output_loading_info=True, **kwargs)
@@ -105,8 +105,7 @@ def _load_diffusers_unet(spec: str, options: LoadOptions) -> Backbone:
     finally:
         diffusers_logging.set_verbosity(verbosity)
     schedule = DDPMSchedule.from_config(_read_scheduler_config(spec))
-    model_id = f"{spec} (random init, seed {options.seed})" if options.random_init else spec
-    return UNetBackbone(net, schedule, model_id=model_id)
+    return UNetBackbone(net, schedule, model_id=model_id(spec, options.random_init, options.seed))
 
 
 _SIZE_MISMATCH = re.compile(

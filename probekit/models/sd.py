@@ -9,6 +9,11 @@ scheduler config (``t`` = index 0..T-1, larger = noisier, fed to the UNet as is)
 conditioned on the empty prompt, embedded once at load time by the pipeline's text encoder.
 ``prediction_type`` (epsilon, or v_prediction for SD 2.x 768) only changes what :meth:`forward`
 returns means, not the features. Layers are those of :class:`UNetBackbone`.
+
+Random init (``random_init``) redraws the UNet only (seeded; ``unet/`` needs only its config) and
+keeps the pipeline's VAE and text encoder: the twin sees the same latents and the same empty-prompt
+conditioning, so the comparison isolates what denoising training put into the UNet (DiT and SiT
+twins keep their VAE the same way). A random VAE would change the input space itself.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ..schedule import DDPMSchedule, NoiseSchedule
 from ..types import GridPoint
 from .unet import UNetBackbone
 from .vae import encode_mean, vae_scale_factor
+from .random_init import model_id, seeded
 
 if TYPE_CHECKING:
     from .loaders import LoadOptions
@@ -97,8 +103,7 @@ def load_sd(spec: str, options: "LoadOptions") -> StableDiffusionBackbone:
         raise ProbekitError(f"{spec!r} names no pipeline: write sd:FOLDER or sd:OWNER/NAME")
     try:
         if options.random_init:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(options.seed)
+            with seeded(options.seed):
                 unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(source, subfolder="unet"))
         else:
             unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
@@ -112,8 +117,8 @@ def load_sd(spec: str, options: "LoadOptions") -> StableDiffusionBackbone:
             f"cannot load a Stable Diffusion pipeline from {source!r} ({first}): give a folder with unet/, vae/, "
             "text_encoder/, tokenizer/ and scheduler/, or a hub id"
         ) from err
-    model_id = f"{spec} (random init, seed {options.seed})" if options.random_init else spec
     return StableDiffusionBackbone(
-        unet, vae, empty_prompt_embeds(tokenizer, text_encoder), DDPMSchedule.from_config(scheduler), model_id,
+        unet, vae, empty_prompt_embeds(tokenizer, text_encoder), DDPMSchedule.from_config(scheduler),
+        model_id(spec, options.random_init, options.seed),
         text_encoder=text_encoder, prediction_type=str(scheduler.get("prediction_type", "epsilon")),
     )

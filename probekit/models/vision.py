@@ -1,4 +1,4 @@
-"""Hugging Face ``transformers`` vision encoders (DINOv2, CLIP vision, ViT) as noise-free references.
+"""Hugging Face ``transformers`` vision encoders (DINOv2, CLIP vision, ViT, MAE) as noise-free references.
 
 Spec: ``hf-vision:FOLDER_OR_HUB_ID`` -- a folder written by ``save_pretrained`` (config.json, weights
 and the image processor's preprocessor_config.json), or a hub id. A full CLIP checkpoint loads its
@@ -12,6 +12,11 @@ Layers: ``blocks.i`` (alias ``layer-i``), the hidden states after transformer bl
 ``block``, ``hidden_size`` channels, ``N tokens`` (class token, register tokens and patches).
 Pooling: ``cls`` is the class token (first token); ``gap`` is the mean over the patch tokens
 (class and register tokens left out).
+
+MAE (``ViTMAEModel``) drops 75 % of the patches at random in every forward, as in pretraining. Here
+it sees every patch in its own order: the mask ratio is set to 0 and the shuffle noise is the patch
+index (``0, 1, ..., N-1``), so the argsort that MAE shuffles by is the identity and two runs agree
+bit for bit.
 """
 
 from __future__ import annotations
@@ -28,13 +33,19 @@ from ..pooling import Pooling
 from ..schedule import CleanSchedule
 from ..types import GridPoint, LayerInfo
 from .backbone import HookedBackbone
+from .random_init import model_id, seeded
 
 if TYPE_CHECKING:
     from .loaders import LoadOptions
 
 PREFIX = "hf-vision:"
 #: model_type -> the transformers class that loads its vision encoder
-_FAMILIES = {"dinov2": "Dinov2Model", "vit": "ViTModel", "clip_vision_model": "CLIPVisionModel", "clip": "CLIPVisionModel"}
+_FAMILIES = {
+    "dinov2": "Dinov2Model", "vit": "ViTModel", "vit_mae": "ViTMAEModel",
+    "clip_vision_model": "CLIPVisionModel", "clip": "CLIPVisionModel",
+}
+#: model_type -> config values set at load time (MAE: keep every patch)
+_CONFIG_OVERRIDES = {"vit_mae": {"mask_ratio": 0.0}}
 
 
 
@@ -69,7 +80,18 @@ class VisionEncoderBackbone(HookedBackbone):
         batch = self.processor(images=list(pixels), return_tensors="pt")["pixel_values"]
         return batch.to(device=x0.device, dtype=torch.float32)
 
+    @property
+    def image_size(self) -> int | None:
+        """The side the processor resizes to: images of mixed sizes are decoded to it (shorter
+        side, centre crop), and the processor then crops and normalises them as it does any image."""
+        return _resize_side(self.processor)
+
     def _run(self, x: torch.Tensor, point: GridPoint) -> torch.Tensor:
+        if self.net.config.model_type == "vit_mae":
+            # Ascending noise: MAE's argsort keeps the patches in order (and mask_ratio 0 keeps them all).
+            patches = self.net.embeddings.patch_embeddings.num_patches
+            noise = torch.arange(patches, device=x.device, dtype=torch.float32).expand(x.shape[0], -1)
+            return self.net(pixel_values=x, noise=noise)
         return self.net(pixel_values=x)
 
     def _pool(self, pooling: Pooling) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -97,12 +119,25 @@ def _crop_side(processor: object) -> int | None:
     """The side of the square the processor produces, when it says so."""
     for key in ("crop_size", "size"):
         value = getattr(processor, key, None)
-        if isinstance(value, dict):
+        if hasattr(value, "get"):  # a dict, or transformers' SizeDict
             value = value.get("height") or value.get("shortest_edge")
         if isinstance(value, int):
             if key == "crop_size" and not getattr(processor, "do_center_crop", True):
                 continue
             return value
+    return None
+
+
+def _resize_side(processor: object) -> int | None:
+    """The processor's resize target when it is one side (shortest edge) or a square."""
+    size = getattr(processor, "size", None)
+    if isinstance(size, int):
+        return size
+    if hasattr(size, "get"):  # a dict, or transformers' SizeDict
+        if isinstance(size.get("shortest_edge"), int):
+            return size["shortest_edge"]
+        if size.get("height") is not None and size.get("height") == size.get("width"):
+            return int(size["height"])
     return None
 
 
@@ -149,19 +184,20 @@ def load_vision(spec: str, options: "LoadOptions") -> VisionEncoderBackbone:
             f"{source!r} has no image processor (preprocessor_config.json): save one beside the model with "
             f"processor.save_pretrained, so its resolution and normalisation are known"
         ) from err
+    overrides = _CONFIG_OVERRIDES.get(config.model_type, {})
     if options.random_init:
         vision_config = config.vision_config if config.model_type == "clip" else config
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
+        for key, value in overrides.items():
+            setattr(vision_config, key, value)
+        with seeded(options.seed):
             net = model_class(vision_config)
     else:
         try:
-            net = model_class.from_pretrained(source)
+            net = model_class.from_pretrained(source, **overrides)
         except (OSError, ValueError) as err:
             raise ProbekitError(f"cannot load the weights of {source!r}: {_first_line(err)}") from err
     blocks = _block_list(net)
-    model_id = f"{spec} (random init, seed {options.seed})" if options.random_init else spec
-    return VisionEncoderBackbone(net, processor, blocks, model_id)
+    return VisionEncoderBackbone(net, processor, blocks, model_id(spec, options.random_init, options.seed))
 
 
 def _first_line(err: BaseException) -> str:

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import fit_images, load_dataset, stratified_subset
+from ..data.resize import sized_dataset
 from ..errors import ProbekitError
 from ..noise import noise_seed
 from ..precision import resolve_precision
@@ -118,12 +119,13 @@ def train(
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, device))
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(config.data, image_column=config.image_column, label_column=config.label_column)
+    model = _build_unet(config).to(device).train()
+    size, channels = model.config.sample_size, model.config.in_channels
+    # Images of mixed sizes are decoded at the network's size (shorter side resized, centre crop).
+    dataset, _ = sized_dataset(dataset, None, size if isinstance(size, int) else None)
     # Pixels are read per step (lazy datasets decode just the batch), so memory does not grow with N.
     images = stratified_subset(dataset.splits["train"], config.train_limit, seed=config.seed)
     order = _Order(len(images), config.batch_size, config.seed)
-
-    model = _build_unet(config).to(device).train()
-    size, channels = model.config.sample_size, model.config.in_channels
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(config, step))

@@ -111,11 +111,16 @@ def test_test_class_missing_from_train(tmp_path):
         load_folder(tmp_path / "ds")
 
 
-def test_images_of_different_sizes(tmp_path):
+def test_images_of_different_sizes_are_found_from_the_headers(tmp_path):
     write_pool(tmp_path / "pets", np.random.default_rng(3))
     write_image(tmp_path / "pets" / "dog" / "99.png", np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(ProbekitError, match=r"dog/99.png is 8x8 but .* is 7x6.*one size"):
-        load_folder(tmp_path / "pets")
+    dataset = load_folder(tmp_path / "pets")
+    assert all(split.lazy for split in dataset.splits.values())
+    assert all(
+        split.mixed_sizes is not None and "dog/99.png is 8x8 but" in split.mixed_sizes and split.mixed_sizes.endswith("is 7x6")
+        for split in dataset.splits.values()
+    )
+    assert load_folder(tmp_path / "pets").splits["train"].at_size(4).mixed_sizes is None
 
 
 def test_corrupt_image(tmp_path):

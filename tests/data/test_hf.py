@@ -174,16 +174,41 @@ def test_unknown_splits(tmp_path):
         load_dataset(save(tmp_path / "ds", training=train, eval=train))
 
 
-def test_an_image_of_another_size_fails_when_its_batch_is_read(tmp_path):
-    rng = np.random.default_rng(10)
-    train, _, _ = make_split(rng, 6)
-    odd = train.cast_column("picture", datasets.Image(decode=False)).map(
-        lambda row, i: {"picture": png(np.zeros((8, 8, 3), np.uint8)) if i == 4 else row["picture"]},
+def _with_odd_image(train, row):
+    """``train`` with an 8 x 8 image in place of row ``row``."""
+    return train.cast_column("picture", datasets.Image(decode=False)).map(
+        lambda r, i: {"picture": png(np.zeros((8, 8, 3), np.uint8)) if i == row else r["picture"]},
         with_indices=True,
     ).cast_column("picture", datasets.Image())
-    dataset = load_dataset(save(tmp_path / "ds", train=odd, test=train))
+
+
+def test_mixed_sizes_among_the_first_images_are_read_at_one_size(tmp_path):
+    from tests.data.test_resize import reference
+
+    rng = np.random.default_rng(11)
+    train, train_px, _ = make_split(rng, 6)
+    dataset = load_dataset(save(tmp_path / "ds", train=_with_odd_image(train, 4), test=train))
+    split = dataset.splits["train"]
+    assert "row 4 of the train split" in split.mixed_sizes and "is 8x8 but" in split.mixed_sizes
+    assert dataset.splits["test"].mixed_sizes == split.mixed_sizes  # one verdict for the dataset
+    pixels = split.at_size(4).read(slice(None))
+    for i in range(6):
+        source = np.zeros((8, 8, 3), np.uint8) if i == 4 else train_px[i]
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(source).save(path)
+        np.testing.assert_array_equal(pixels[i], reference(path, 4))
+
+
+def test_an_image_of_another_size_after_the_scanned_ones_fails_when_its_batch_is_read(tmp_path, monkeypatch):
+    from probekit.data import hf
+
+    monkeypatch.setattr(hf, "_SCAN_CHUNK", 3)  # headers of the first 3 images per split are read
+    rng = np.random.default_rng(10)
+    train, _, _ = make_split(rng, 6)
+    dataset = load_dataset(save(tmp_path / "ds", train=_with_odd_image(train, 4), test=train))
+    assert dataset.splits["train"].mixed_sizes is None
     dataset.splits["train"].read(slice(0, 4))  # the batches before it read fine
-    with pytest.raises(ProbekitError, match=r"row 4 of the train split of hf-disk:.* is 8x8 but .* are 6x5.*one size"):
+    with pytest.raises(ProbekitError, match=r"row 4 of the train split of hf-disk:.* is 8x8 but .* are 6x5.*--image-size S"):
         dataset.splits["train"].read(slice(4, 6))
 
 

@@ -64,6 +64,17 @@ def test_reading_batches_does_not_grow_with_the_number_of_images(folders):
     assert peaks[2000] < 1.5 * peaks[200] + batch_pixels, peaks
 
 
+def test_reading_at_another_size_does_not_grow_with_the_number_of_images(folders):
+    """Each image is resized as it is decoded (24 -> 16 here): still one batch held at a time."""
+    peaks = {}
+    for n, (root, _, _) in folders.items():
+        split = load_dataset(str(root)).splits["train"].at_size(16)
+        peaks[n] = traced_peak(lambda: read_in_batches(split))
+    batch_pixels = BATCH * SIZE * SIZE * 3
+    assert peaks[2000] < 4 * batch_pixels, peaks
+    assert peaks[2000] < 1.5 * peaks[200] + batch_pixels, peaks
+
+
 def test_loading_reads_headers_not_pixels(folders, monkeypatch):
     from probekit.data import images
 

@@ -86,3 +86,45 @@ def test_features_equal_a_hand_written_unet_call(pipe):
 def test_missing_parts_are_one_line(tmp_path):
     with pytest.raises(ProbekitError, match="cannot load a Stable Diffusion pipeline"):
         load_backbone(f"sd:{tmp_path}")
+
+
+def test_random_init_draws_a_fresh_unet_and_keeps_the_vae_and_text_encoder(pipe, tmp_path):
+    """--random-init re-initialises the denoiser only: same latents, same empty-prompt conditioning."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    root, unet, vae, text = pipe
+    bare = tmp_path / "pipe"
+    shutil.copytree(root, bare)
+    for weights in (bare / "unet").glob("diffusion_pytorch_model.*"):
+        weights.unlink()  # the UNet's config only: its weights must not be needed
+    twin = load_backbone(f"sd:{bare}", random_init=True, seed=5)
+    assert twin.model_id == f"sd:{bare} (random init, seed 5)"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        expected = UNet2DConditionModel.from_config(unet.config).state_dict()
+    state = twin.net.state_dict()
+    assert state.keys() == expected.keys() == unet.state_dict().keys()
+    for key in state:
+        torch.testing.assert_close(state[key], expected[key], rtol=0, atol=0)
+    assert any(not torch.equal(state[key], unet.state_dict()[key]) for key in state)
+    for mine, saved in ((twin.vae, vae), (twin.text_encoder, text)):
+        for key, value in saved.state_dict().items():
+            torch.testing.assert_close(mine.state_dict()[key], value, rtol=0, atol=0)
+    with torch.no_grad():
+        context = text(torch.tensor([[0, 1, 1, 1, 1, 1, 1]])).last_hidden_state
+    torch.testing.assert_close(twin.prompt_embeds, context)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(twin.encode(images), vae.encode(images).latent_dist.mean * SCALE)
+    again = load_backbone(f"sd:{bare}", random_init=True, seed=5)
+    point = twin.schedule.point(100)
+    x = twin.encode(images)
+    first, second = (b.features(x, point, ["mid_block"], Pooling())["mid_block"] for b in (twin, again))
+    np.testing.assert_array_equal(first.numpy(), second.numpy())
+    trained = load_backbone(f"sd:{root}")
+    assert len({twin.weights_sha256(), again.weights_sha256()}) == 1
+    assert twin.weights_sha256() not in (trained.weights_sha256(), load_backbone(f"sd:{bare}", random_init=True, seed=6).weights_sha256())
+    with pytest.raises(ProbekitError, match="cannot load a Stable Diffusion pipeline"):
+        load_backbone(f"sd:{bare}")  # without --random-init the missing UNet weights are an error

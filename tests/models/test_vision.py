@@ -104,3 +104,91 @@ def test_errors_are_one_line(tmp_path):
         load_backbone(f"hf-vision:{tmp_path / 'noproc'}")
     with pytest.raises(ProbekitError, match="cls pooling needs a class token"):
         Pooling.parse("cls")(torch.zeros(2, 3, 4, 4))
+
+
+def _mae(root):
+    """A ViTMAEForPreTraining checkpoint (the layout of facebook/vit-mae-*): encoder under ``vit.``."""
+    torch.manual_seed(3)
+    config = transformers.ViTMAEConfig(image_size=16, decoder_hidden_size=8, decoder_num_hidden_layers=1,
+                                       decoder_num_attention_heads=2, decoder_intermediate_size=16, **SMALL)
+    transformers.ViTMAEForPreTraining(config).save_pretrained(root)
+    transformers.ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(root)
+
+
+def test_mae_sees_every_patch_in_order_and_is_deterministic(tmp_path):
+    _mae(tmp_path)
+    backbone = load_backbone(f"hf-vision:{tmp_path}")
+    names = [layer.name for layer in backbone.layers()]
+    assert names == ["blocks.0", "blocks.1", "blocks.2"] and backbone.layers()[0].resolution == "17 tokens"
+    encoder = transformers.ViTMAEForPreTraining.from_pretrained(tmp_path).vit.eval()
+    x = backbone.encode(_pixels(n=4))
+    with torch.no_grad():
+        assert encoder(pixel_values=x).last_hidden_state.shape[1] == 1 + 4  # MAE's own default keeps 25 % of 16 patches
+        # By hand, no masking: patches + their position embeddings, the class token in front, then each block.
+        emb = encoder.embeddings
+        patches = emb.patch_embeddings(x) + emb.position_embeddings[:, 1:]
+        cls = (emb.cls_token + emb.position_embeddings[:, :1]).expand(len(x), -1, -1)
+        hidden, states = torch.cat([cls, patches], dim=1), []
+        for block in encoder.layers:
+            out = block(hidden)
+            hidden = out[0] if isinstance(out, tuple) else out
+            states.append(hidden)
+    point = backbone.schedule.point(0)
+    cls_feats = backbone.features(x, point, names, Pooling.parse("cls"))
+    gap_feats = backbone.features(x, point, names, Pooling.parse("gap"))
+    torch.manual_seed(123)  # another global RNG state: nothing may depend on it
+    again = backbone.features(x, point, names, Pooling.parse("gap"))
+    for i, name in enumerate(names):
+        np.testing.assert_allclose(cls_feats[name].numpy(), states[i][:, 0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(gap_feats[name].numpy(), states[i][:, 1:].mean(dim=1).numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(again[name].numpy(), gap_feats[name].numpy())
+
+
+@pytest.mark.parametrize("build", [_vit, _clip, _mae])
+def test_random_init_is_the_same_architecture_seeded_without_the_weights(build, tmp_path):
+    build(tmp_path / "trained")
+    config = transformers.AutoConfig.from_pretrained(tmp_path / "trained")
+    # A folder with only the config and the processor: nothing to load weights from.
+    bare = tmp_path / "bare"
+    config.save_pretrained(bare)
+    transformers.AutoImageProcessor.from_pretrained(tmp_path / "trained").save_pretrained(bare)
+    twin = load_backbone(f"hf-vision:{bare}", random_init=True, seed=5)
+    assert twin.model_id == f"hf-vision:{bare} (random init, seed 5)"
+    model_class = type(twin.net)
+    vision_config = config.vision_config if config.model_type == "clip" else config
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        expected = model_class(vision_config).state_dict()
+    state = twin.net.state_dict()
+    assert state.keys() == expected.keys()
+    for key in state:
+        torch.testing.assert_close(state[key], expected[key], rtol=0, atol=0)
+    trained = load_backbone(f"hf-vision:{tmp_path / 'trained'}")
+    assert len(twin.layers()) == len(trained.layers())
+    assert twin.weights_sha256() == load_backbone(f"hf-vision:{tmp_path / 'trained'}", random_init=True, seed=5).weights_sha256()
+    assert twin.weights_sha256() not in (trained.weights_sha256(), load_backbone(f"hf-vision:{bare}", random_init=True, seed=6).weights_sha256())
+    with pytest.raises(ProbekitError, match="cannot load the weights"):
+        load_backbone(f"hf-vision:{bare}")
+
+
+def test_mixed_image_sizes_are_decoded_at_the_processors_resize_side(tmp_path):
+    """DINOv2's processor resizes the shorter side to 20 and crops 16: mixed sizes are decoded at 20 first."""
+    from tests.data.test_resize import reference, write_mixed_folder
+
+    model_class = _dinov2(tmp_path / "dino")
+    paths = write_mixed_folder(tmp_path / "pets")
+    backbone = load_backbone(f"hf-vision:{tmp_path / 'dino'}")
+    assert backbone.image_size == 20
+    from probekit.data import load_dataset
+
+    dataset = load_dataset(str(tmp_path / "pets"))
+    extract(backbone, dataset, tmp_path / "c.h5", ExtractConfig(pooling="cls", batch_size=4), progress=False)
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path / "dino")
+    reference_model = model_class.from_pretrained(tmp_path / "dino").eval()
+    with FeatureCache(tmp_path / "c.h5") as cache:
+        assert cache.attrs["fit"]["resize"] == {**cache.attrs["fit"]["resize"], "size": 20, "chosen_by": "model input size"}
+        index = cache.index("test")
+        values = processor(images=[reference(paths[i], 20) for i in index], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            hidden = reference_model(pixel_values=values, output_hidden_states=True).hidden_states
+        np.testing.assert_allclose(cache.features("test", "blocks.2", 0), hidden[3][:, 0].numpy(), rtol=1e-4, atol=1e-5)

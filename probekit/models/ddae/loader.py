@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
 from ...errors import ProbekitError
+from ..random_init import model_id, seeded
 from .backbone import DDAEBackbone
 from .checkpoint import ENTRIES, load_strict, read_entry
 from .config import DDPMParams, read_config
@@ -59,18 +58,17 @@ def load_ddae(spec: str, options: "LoadOptions") -> DDAEBackbone:
     parsed = parse_spec(spec)
     config = read_config(parsed.config)
     if options.random_init:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
+        with seeded(options.seed):
             net = DDAEUNet(config.network)
-        model_id = f"{spec} (random init, seed {options.seed})"
+        name = model_id(spec, True, options.seed)
     else:
         state = read_entry(parsed.checkpoint, parsed.entry)
         net = DDAEUNet(config.network)
         load_strict(net, state, f"the {parsed.entry} entry of {parsed.checkpoint}", parsed.config)
-        model_id = spec
+        name = spec
     schedule: DDAESchedule
     if isinstance(config.diffusion, DDPMParams):
         schedule = DDAEDDPMSchedule(config.diffusion)
     else:
         schedule = DDAEEDMSchedule(config.diffusion)
-    return DDAEBackbone(net, schedule, model_id=model_id, framework=f"ddae-{config.model_type.lower()}")
+    return DDAEBackbone(net, schedule, model_id=name, framework=f"ddae-{config.model_type.lower()}")

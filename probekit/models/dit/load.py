@@ -15,6 +15,7 @@ from torch import nn
 
 from ...errors import ProbekitError
 from ...schedule import DDPMSchedule, FlowMatchingSchedule
+from ..random_init import model_id, seeded
 from .backbone import DiTBackbone, SiTBackbone, vae_scale_factor
 from .configs import OriginalShape, infer_original_shape, parse_config_name
 from .convert import check_original_keys, diffusers_config, few_keys, original_to_diffusers
@@ -48,14 +49,6 @@ def _quiet_diffusers() -> Iterator[None]:
         yield
     finally:
         diffusers_logging.set_verbosity(verbosity)
-
-
-@contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Construct modules under ``seed`` without touching the caller's global RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 # ----------------------------------------------------------------------------- original .pt
@@ -136,7 +129,7 @@ def _load_original(spec: DiTSpec, options: "LoadOptions") -> tuple[nn.Module, DD
     check_original_keys(state, shape.depth)
     config = diffusers_config(shape, _original_heads(spec, shape))
     if options.random_init:
-        with _seeded(options.seed):
+        with seeded(options.seed):
             return DiTTransformer2DModel(**config), DDPMSchedule()
     mapped, pos_embed = original_to_diffusers(state, shape.depth)
     # Build on the meta device and adopt the checkpoint's tensors: no throw-away random init and
@@ -189,7 +182,7 @@ def _load_diffusers(spec: DiTSpec, options: "LoadOptions") -> tuple[nn.Module, D
         try:
             if options.random_init:
                 config = DiTTransformer2DModel.load_config(where, **kwargs)
-                with _seeded(options.seed):
+                with seeded(options.seed):
                     net = DiTTransformer2DModel.from_config(config)
             else:
                 net, info = DiTTransformer2DModel.from_pretrained(
@@ -315,7 +308,7 @@ def _load(parsed: DiTSpec, spec: str, options: "LoadOptions", *, sit: bool) -> D
                 f"latents come from {expected}x{expected} images; give image_size={expected} or leave it out"
             )
     temb = parsed.temb or ("original" if parsed.is_original else "diffusers")
-    model_id = f"{spec} (random init, seed {options.seed})" if options.random_init else spec
+    name = model_id(spec, options.random_init, options.seed)
     if sit:  # SiT embeds its time exactly as the original DiT does (same TimestepEmbedder)
-        return SiTBackbone(net, vae, FlowMatchingSchedule(data_at_one=True), model_id, original_temb=temb == "original")
-    return DiTBackbone(net, vae, schedule, model_id, original_temb=temb == "original")
+        return SiTBackbone(net, vae, FlowMatchingSchedule(data_at_one=True), name, original_temb=temb == "original")
+    return DiTBackbone(net, vae, schedule, name, original_temb=temb == "original")
