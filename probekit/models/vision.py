@@ -69,7 +69,7 @@ class VisionEncoderBackbone(HookedBackbone):
         batch = self.processor(images=list(pixels), return_tensors="pt")["pixel_values"]
         return batch.to(device=x0.device, dtype=torch.float32)
 
-    def _run(self, x: torch.Tensor, point: GridPoint) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(pixel_values=x)
 
     def _pool(self, pooling: Pooling) -> Callable[[torch.Tensor], torch.Tensor]:
