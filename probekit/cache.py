@@ -5,6 +5,7 @@ Layout (format ``probekit-features``, version 1)::
     /                       attrs: format, format_version, probekit_version, created, command,
                                    model_id, model_sha256, framework, schedule, dataset, dataset_info,
                                    fit, seed, pooling, draws, dtype, complete
+                                   (+ prompt: the prompt template of sd: models)
     /grid/{t, model_input, alpha_bar, sigma, logsnr}          (T,)
     /layers/{name, stage, depth, channels, resolution, aliases, width}   (L,)
     /{split}/labels (N,) int64, /{split}/index (N,) int64     attrs: class_names
@@ -220,6 +221,8 @@ def layout_plan(layout: CacheLayout) -> dict[str, object]:
         **{key: layout.attrs.get(key) for key in keys},
         "draws": layout.draws,
         **({"views": layout.views} if layout.views else {}),  # absent when 0: older caches still resume
+        # a class-name prompt changes the features but not the weights; absent when empty (older caches resume)
+        **({"prompt": layout.attrs["prompt"]} if layout.attrs.get("prompt") else {}),
         "dtype": layout.dtype,
         "grid": [point.t for point in layout.grid],
         "layers": {layer.name: layout.widths[layer.name] for layer in layout.layers},

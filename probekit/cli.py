@@ -107,6 +107,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
             if limit < 1:
                 raise ProbekitError(f"--{split}-limit must be a positive number of images, got {limit}")
             dataset.splits[split] = stratified_subset(dataset.splits[split], limit, seed=args.seed)
+    if args.prompt:  # "" is the default, empty prompt
+        backbone.set_prompt(args.prompt, dataset.class_names)
     config = ExtractConfig(
         timesteps=args.timesteps,
         layers=args.layers,
@@ -430,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, metavar="S",
                    help="decode every image at S x S: shorter side resized to S (bicubic, antialiased), centre crop "
                         "(default: only for data of mixed image sizes, at the model's input size)")
+    p.add_argument("--prompt", help="sd: models: condition each image on this template with its class name filled in, "
+                   "e.g. 'a photo of a {class}' (default: the empty prompt); the label then enters the features")
     p.add_argument("--no-download", action="store_true", help="never download missing datasets")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -102,11 +102,13 @@ def _batch_features(
     on_forward: Callable[[int], object] | None = None,
     precision: str = "fp32",
     view: int = 0,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """{layer: (T, K, B, D)} for one batch of clean inputs ``x0`` (already on the device).
 
     ``seed`` is the split's noise seed (:func:`probekit.noise.split_seed`). The batch is encoded
-    once (:meth:`Backbone.encode`) and the encoding is noised at every grid point.
+    once (:meth:`Backbone.encode`) and the encoding is noised at every grid point. ``labels`` (B,)
+    go to every forward (label-conditioned backbones read them, the others ignore them).
     """
     x0 = backbone.encode(x0)
     per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in plan.layers}
@@ -118,7 +120,7 @@ def _batch_features(
                 noise = sample_noise(x0.shape[1:], ids, seed=seed, t=point.t, draw=noise_draw(view, draw), device=x0.device)
                 x_noisy = backbone.schedule.add_noise(x0, noise, point)
             with _autocast(x0.device, precision):
-                feats = backbone.features(x_noisy, point, plan.layers, plan.pooling)
+                feats = backbone.features(x_noisy, point, plan.layers, plan.pooling, labels)
             for name in plan.layers:
                 per_layer[name].append(feats[name].float())
             if on_forward is not None:
@@ -147,7 +149,7 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 
 
 def _probe_forward(
-    backbone: Backbone, x0: torch.Tensor, plan: ExtractPlan, precision: str
+    backbone: Backbone, x0: torch.Tensor, plan: ExtractPlan, precision: str, labels: torch.Tensor | None = None
 ) -> tuple[dict[str, int], int | None]:
     """Pooled widths per layer, and the forward's FLOPs per image, from one forward of ``x0``.
 
@@ -163,14 +165,23 @@ def _probe_forward(
     with torch.no_grad(), _autocast(x.device, precision):
         try:
             with FlopCounterMode(display=False) as counter:
-                feats = backbone.features(x, plan.grid[0], plan.layers, plan.pooling)
+                feats = backbone.features(x, plan.grid[0], plan.layers, plan.pooling, labels)
             flops: int | None = int(counter.get_total_flops()) // len(x0)
         except (ProbekitError, torch.OutOfMemoryError, KeyboardInterrupt):
             raise
         except Exception as err:  # noqa: BLE001 -- counting is a report, never a reason to fail extraction
             log.info("could not count the forward's FLOPs (%s)", str(err).splitlines()[0] if str(err) else type(err).__name__)
-            feats, flops = backbone.features(x, plan.grid[0], plan.layers, plan.pooling), None
+            feats, flops = backbone.features(x, plan.grid[0], plan.layers, plan.pooling, labels), None
     return {name: int(values.shape[-1]) for name, values in feats.items()}, flops
+
+
+def _labels(labels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Class ids as the (B,) int64 tensor the backbones take."""
+    return torch.as_tensor(np.asarray(labels, dtype=np.int64), device=device)
+
+
+def _part(labels: torch.Tensor | None, part: slice) -> torch.Tensor | None:
+    return None if labels is None else labels[part]
 
 
 def _prepare(backbone: Backbone, images: np.ndarray, fit: str, channels_last: bool = False) -> tuple[torch.Tensor, dict]:
@@ -185,7 +196,7 @@ def _prepare(backbone: Backbone, images: np.ndarray, fit: str, channels_last: bo
 
 def _features_halving_on_oom(
     backbone: Backbone, x0: torch.Tensor, ids: np.ndarray, plan: ExtractPlan, config: ExtractConfig, seed: int, bar: tqdm,
-    view: int = 0,
+    view: int = 0, labels: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """Features of one batch; on out-of-memory the batch is split in halves (recursively) and retried.
 
@@ -199,7 +210,7 @@ def _features_halving_on_oom(
         bar.update(n)
 
     try:
-        return _batch_features(backbone, x0, ids, plan, config.draws, seed, on_forward, config.precision, view)
+        return _batch_features(backbone, x0, ids, plan, config.draws, seed, on_forward, config.precision, view, labels)
     except torch.OutOfMemoryError:
         bar.update(-counted)
         if x0.device.type == "cuda":
@@ -211,8 +222,8 @@ def _features_halving_on_oom(
         half = (len(ids) + 1) // 2
         log.warning("out of memory at batch size %d: retrying in halves of %d", len(ids), half)
         parts = [
-            _features_halving_on_oom(backbone, x0[:half], ids[:half], plan, config, seed, bar, view),
-            _features_halving_on_oom(backbone, x0[half:], ids[half:], plan, config, seed, bar, view),
+            _features_halving_on_oom(backbone, x0[:half], ids[:half], plan, config, seed, bar, view, _part(labels, slice(None, half))),
+            _features_halving_on_oom(backbone, x0[half:], ids[half:], plan, config, seed, bar, view, _part(labels, slice(half, None))),
         ]
         return {name: np.concatenate([part[name] for part in parts], axis=2) for name in parts[0]}
 
@@ -260,7 +271,7 @@ def extract(
     x_probe, fit_record = _prepare(backbone, first.read(slice(0, 1)), config.fit, config.channels_last)
     if resized is not None:
         fit_record["resize"] = resized  # in the resume plan: another size is other work
-    widths, flops_per_image = _probe_forward(backbone, x_probe, plan, config.precision)
+    widths, flops_per_image = _probe_forward(backbone, x_probe, plan, config.precision, _labels(first.labels[:1], backbone.device))
     layer_infos = [layer for layer in backbone.layers() if layer.name in plan.layers]
 
     layout = CacheLayout(
@@ -279,6 +290,7 @@ def extract(
             "precision": config.precision,
             "value_range": list(backbone.value_range),
             **({"flops_per_image": flops_per_image} if flops_per_image is not None else {}),
+            **backbone.cache_attrs(),
         },
         grid=plan.grid,
         layers=layer_infos,
@@ -315,6 +327,7 @@ def extract(
                         bar.update((stop - start) * len(plan.grid) * layout.slots(split_name))
                         continue
                     ids = split.index[start:stop]
+                    labels = _labels(split.labels[start:stop], backbone.device)
                     per_view = []
                     batch = split.read(slice(start, stop))  # lazy datasets decode just this batch
                     for view in range(layout.slots(split_name) // config.draws):
@@ -322,7 +335,7 @@ def extract(
                         if view > 0:
                             images = crop_flip_views(images, ids, seed=config.seed, split=split_name, view=view)
                         x0, _ = _prepare(backbone, images, config.fit, config.channels_last)
-                        per_view.append(_features_halving_on_oom(backbone, x0, ids, plan, config, seed, bar, view))
+                        per_view.append(_features_halving_on_oom(backbone, x0, ids, plan, config, seed, bar, view, labels))
                     feats = per_view[0] if len(per_view) == 1 else {
                         name: np.concatenate([part[name] for part in per_view], axis=1) for name in per_view[0]
                     }

@@ -110,12 +110,13 @@ class TruncatedClassifier(nn.Module):
         self._call = _network_call(backbone)
         self.layer = layer
         self._module = backbone.module_of(layer)  # type: ignore[attr-defined]
+        self._select = backbone._output  # type: ignore[attr-defined]  # the stream the layer's features come from
         info = next(info for info in backbone.layers() if info.name == layer)
         self.head = nn.Linear(info.channels, num_classes)
         self._pool = Pooling(1)
 
     def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:
-        with trace({self.layer: self._module}, self._pool, stop_after=self.layer) as captured:
+        with trace({self.layer: self._module}, self._pool, stop_after=self.layer, select=self._select) as captured:
             try:
                 self._call(x_noisy, point)
             except StopForward:

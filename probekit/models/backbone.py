@@ -1,7 +1,9 @@
 """The Backbone contract: a network, its noise schedule, and a registry of layers to read out.
 
-``features(x_noisy, point, layers, pooling)`` runs one forward pass and returns the pooled
-activation of every requested layer. :class:`HookedBackbone` is the one implementation for torch
+``features(x_noisy, point, layers, pooling, labels)`` runs one forward pass and returns the pooled
+activation of every requested layer. ``labels`` (the samples' class ids) reach the network call of
+families whose conditioning depends on them (a Stable Diffusion prompt with the class name in it);
+every other family ignores them. :class:`HookedBackbone` is the one implementation for torch
 networks: it owns the layer table, aliases, selection by name, weight hashing and device moves,
 and reads layers through :func:`.trace.trace` (hooks only inside the call, early stop after the
 deepest requested layer). A model family is an adapter over it: its layer table and how to call
@@ -21,7 +23,7 @@ from ..errors import ProbekitError
 from ..pooling import Pooling
 from ..schedule import NoiseSchedule
 from ..types import GridPoint, LayerInfo
-from .trace import run_traced
+from .trace import primary_output, run_traced
 
 __all__ = ["Backbone", "HookedBackbone", "LayerInfo", "state_dict_sha256"]
 
@@ -64,13 +66,28 @@ class Backbone(ABC):
 
     @abstractmethod
     def features(
-        self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling
+        self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``{layer: (B, D) pooled features}`` from one forward of ``x_noisy`` at ``point``."""
+        """``{layer: (B, D) pooled features}`` from one forward of ``x_noisy`` at ``point``.
+
+        ``labels`` (B,) are the samples' class ids; only label-conditioned backbones read them.
+        """
 
     @abstractmethod
-    def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:
+    def forward(self, x_noisy: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The bare network forward, no hooks (the baseline of the extraction benchmark)."""
+
+    def set_prompt(self, template: str, class_names: Sequence[str]) -> None:
+        """Condition every forward on ``template`` with each sample's class name substituted.
+
+        Only text-conditioned families (``sd:``) have a prompt; the others refuse.
+        """
+        raise ProbekitError(f"--prompt applies to text-conditioned models (sd:) only; {self.model_id} ({self.framework}) has no prompt")
+
+    def cache_attrs(self) -> dict[str, object]:
+        """What the cache records about this backbone besides its id, framework and weights (e.g. the prompt)."""
+        return {}
 
     @abstractmethod
     def weights_sha256(self) -> str:
@@ -124,32 +141,42 @@ class HookedBackbone(Backbone):
         self._sha256: str | None = None
 
     @abstractmethod
-    def _run(self, x: torch.Tensor, point: GridPoint) -> torch.Tensor:
-        """Call the network on ``x`` at ``point`` (conditioning included); returns its raw output."""
+    def _run(self, x: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Call the network on ``x`` at ``point`` (conditioning included); returns its raw output.
+
+        ``labels`` are the samples' class ids, for families whose conditioning depends on them.
+        """
 
     def layers(self) -> list[LayerInfo]:
         return list(self._layers)
 
     def features(
-        self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling
+        self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         canonical = {name: self._canonical_name(name) for name in layers}
         wanted = {name: self._modules[name] for name in canonical.values()}
         deepest = max(wanted, key=lambda name: self._depth[name])
-        captured = run_traced(lambda: self._run(x_noisy, point), wanted, self._pool(pooling), stop_after=deepest)
+        captured = run_traced(
+            lambda: self._run(x_noisy, point, labels), wanted, self._pool(pooling), stop_after=deepest, select=self._output
+        )
         return {name: captured[canonical[name]] for name in layers}
 
     def module_of(self, name: str) -> nn.Module:
         """The module whose output is layer ``name`` (a name or an alias)."""
         return self._modules[self._canonical_name(name)]
 
+    def _output(self, output: object) -> torch.Tensor:
+        """The tensor a layer's module output stands for (families whose blocks return several streams override it)."""
+        return primary_output(output)
+
     def _pool(self, pooling: Pooling) -> Callable[[torch.Tensor], torch.Tensor]:
         """What the trace applies to each layer's output (families with special tokens override it)."""
         return pooling
 
-    def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:
+    def forward(self, x_noisy: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad():
-            return self._run(x_noisy, point)
+            return self._run(x_noisy, point, labels)
 
     def _canonical_name(self, name: str) -> str:
         if name not in self._canonical:

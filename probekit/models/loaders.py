@@ -208,7 +208,7 @@ FORMATS: dict[str, ModelFormat] = {
         recognises_vision, load_vision,
     ),
     "sd": ModelFormat(
-        "sd", "Stable Diffusion 1.x/2.x pipeline (UNet2DConditionModel over VAE latents, empty prompt): sd:FOLDER_OR_HUB_ID",
+        "sd", "Stable Diffusion pipeline, 1.x/2.x/XL (UNet2DConditionModel) or 3 (SD3Transformer2DModel), over VAE latents: sd:FOLDER_OR_HUB_ID",
         recognises_sd, load_sd,
     ),
     "sit": ModelFormat(

@@ -30,13 +30,14 @@ class PixelsBackbone(Backbone):
         return [LayerInfo(name="pixels", stage="input", depth=0, channels=0, resolution="native")]
 
     def features(
-        self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling
+        self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         if list(layers) != ["pixels"]:
             raise ProbekitError(f"the pixels model has one layer, 'pixels'; got {list(layers)}")
         return {"pixels": x_noisy.flatten(1)}
 
-    def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:
+    def forward(self, x_noisy: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:
         return x_noisy
 
     def weights_sha256(self) -> str:

@@ -35,20 +35,22 @@ def primary_output(output: object) -> torch.Tensor:
 
 @contextmanager
 def trace(
-    modules: Mapping[str, nn.Module], pooling: Callable[[torch.Tensor], torch.Tensor] | None, stop_after: str | None = None
+    modules: Mapping[str, nn.Module], pooling: Callable[[torch.Tensor], torch.Tensor] | None, stop_after: str | None = None,
+    select: Callable[[object], torch.Tensor] = primary_output,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Hook ``modules`` for the duration of the block; pooled outputs land in the yielded dict.
 
-    The dict fills in completion order. ``pooling=None`` stores the outputs unpooled (used at load
-    time to record each layer's shape). The caller runs the forward inside the block and catches
-    :class:`StopForward`.
+    The dict fills in completion order. ``select`` picks the tensor out of a module's output
+    (:func:`primary_output` unless a family says otherwise). ``pooling=None`` stores the outputs
+    unpooled (used at load time to record each layer's shape). The caller runs the forward inside
+    the block and catches :class:`StopForward`.
     """
     captured: dict[str, torch.Tensor] = {}
     handles = []
 
     def hook_for(name: str):
         def hook(_module: nn.Module, _args: object, output: object) -> None:
-            tensor = primary_output(output)
+            tensor = select(output)
             captured[name] = tensor if pooling is None else pooling(tensor)
             if name == stop_after:
                 raise StopForward
@@ -65,13 +67,14 @@ def trace(
 
 
 def run_traced(
-    run: Callable[[], object], modules: Mapping[str, nn.Module], pooling: Callable[[torch.Tensor], torch.Tensor] | None, stop_after: str | None = None
+    run: Callable[[], object], modules: Mapping[str, nn.Module], pooling: Callable[[torch.Tensor], torch.Tensor] | None, stop_after: str | None = None,
+    select: Callable[[object], torch.Tensor] = primary_output,
 ) -> dict[str, torch.Tensor]:
     """Call ``run`` (a forward) without gradients under :func:`trace`; it stops right after ``stop_after``.
 
     Returns the pooled output of every module by name.
     """
-    with torch.no_grad(), trace(modules, pooling, stop_after=stop_after) as captured:
+    with torch.no_grad(), trace(modules, pooling, stop_after=stop_after, select=select) as captured:
         try:
             run()
         except StopForward:

@@ -50,7 +50,7 @@ class UNetBackbone(HookedBackbone):
     def _trace_layers(self, candidates: dict[str, nn.Module]) -> list[LayerInfo]:
         """Run one blank forward and record each candidate's completion order and output shape."""
         blank = torch.zeros(1, *self._network_input_shape(), device=self.device)
-        outputs = run_traced(lambda: self._run(blank, self.schedule.point(0)), candidates, pooling=None)
+        outputs = run_traced(lambda: self._run(blank, self.schedule.point(0)), candidates, pooling=None, select=self._output)
 
         layers: list[LayerInfo] = []
         previous_output = None
@@ -76,6 +76,6 @@ class UNetBackbone(HookedBackbone):
         """(C, H, W) of what the network itself reads (pixel-space here; latents for latent models)."""
         return (self.input_channels, *self.input_size)
 
-    def _run(self, x: torch.Tensor, point: GridPoint) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:
         timesteps = torch.full((x.shape[0],), point.model_input, device=x.device, dtype=torch.float32)
         return self.net(x, timesteps).sample

@@ -86,7 +86,7 @@ class VisionEncoderBackbone(HookedBackbone):
         side, centre crop), and the processor then crops and normalises them as it does any image."""
         return _resize_side(self.processor)
 
-    def _run(self, x: torch.Tensor, point: GridPoint) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.net.config.model_type == "vit_mae":
             # Ascending noise: MAE's argsort keeps the patches in order (and mask_ratio 0 keeps them all).
             patches = self.net.embeddings.patch_embeddings.num_patches

@@ -51,11 +51,11 @@ class DDAEBackbone(HookedBackbone):
             for depth, layer in enumerate(named)
         ]
 
-    def _run(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:
+    def _run(self, x_noisy: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:
         x_in, t_in = self.schedule.network_inputs(x_noisy, point)
         return self.net(x_in, t_in)
 
-    def forward(self, x_noisy: torch.Tensor, point: GridPoint) -> torch.Tensor:
+    def forward(self, x_noisy: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:
         """DDAE's model output: predicted noise (DDPM) or the denoised image D(x) (EDM)."""
         with torch.no_grad():
             return self.schedule.denoiser_output(x_noisy, self._run(x_noisy, point), point)

@@ -45,7 +45,7 @@ stage ``block``, ``hidden`` channels, ``N tokens`` with N = (latent size / patch
 pooling averages over tokens (as in DDAE); ``avgK`` averages the (side x side) token grid to K x K.
 """
 
-from .backbone import DiTBackbone, SiTBackbone
+from .backbone import DiTBackbone, LatentTransformerBackbone, SiTBackbone
 from .configs import DIT_CONFIGS, DiTSize, infer_original_shape, parse_config_name
 from .convert import original_keys, original_to_diffusers
 from .load import DEFAULT_VAE, load_dit, load_sit, read_original_state, recognises_sit
@@ -58,6 +58,7 @@ __all__ = [
     "DiTSize",
     "DiTSpec",
     "infer_original_shape",
+    "LatentTransformerBackbone",
     "load_dit",
     "load_sit",
     "original_keys",

@@ -1,4 +1,5 @@
-"""A diffusers ``DiTTransformer2DModel`` plus its VAE as a Backbone.
+"""A diffusers ``DiTTransformer2DModel`` plus its VAE as a Backbone (and the latent-transformer base it shares
+with SiT and Stable Diffusion 3).
 
 ``encode`` maps images in [-1, 1] to VAE latents (posterior mean, times the VAE's scaling factor);
 the schedule noises those latents; ``features`` reads the token sequence after each transformer
@@ -18,36 +19,32 @@ from ..vae import encode_mean, vae_scale_factor
 
 
 
-class DiTBackbone(HookedBackbone):
-    """DiT over VAE latents. ``t`` is the DDPM index 0..T-1 and the network receives it as is.
+class LatentTransformerBackbone(HookedBackbone):
+    """A transformer over patches of VAE latents (DiT, SiT, Stable Diffusion 3).
 
-    ``original_temb`` switches every block's sinusoidal timestep embedding to the original DiT's
-    frequencies (``exp(-ln(10^4) i / 128)``); diffusers' DiT uses ``i / 127`` instead, so the same
-    weights give slightly different features under the two.
+    Layers are the token sequences after each of ``net.transformer_blocks`` (``transformer_blocks.i``,
+    alias ``layer-i``), stage ``block``, ``heads x head_dim`` channels, (latent side / patch)^2 tokens.
+    ``encode`` maps images in [-1, 1] to ``(posterior mean - shift_factor) * scaling_factor``.
+    Adapters call :meth:`_setup` and implement :meth:`_run`.
     """
 
-    framework = "dit"
     value_range = (-1.0, 1.0)
     input_channels = 3
+    #: the family's name in error messages, and how its spec chooses a VAE
+    family = "transformer"
+    vae_hint = ""
 
-    def __init__(self, net: nn.Module, vae: nn.Module, schedule: NoiseSchedule, model_id: str, *, original_temb: bool) -> None:
+    def _setup(self, net: nn.Module, vae: nn.Module, schedule: NoiseSchedule, model_id: str) -> None:
         self.net = net.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
         self.schedule = schedule
         self.model_id = model_id
-        self.original_temb = original_temb
         config = net.config
         if vae.config.latent_channels != config.in_channels:
             raise ProbekitError(
-                f"the VAE makes {vae.config.latent_channels}-channel latents but the DiT reads {config.in_channels}: "
-                "choose the VAE the DiT was trained with (vae=...)"
+                f"the VAE makes {vae.config.latent_channels}-channel latents but the {self.family} reads {config.in_channels}: "
+                f"choose the VAE the {self.family} was trained with{self.vae_hint}"
             )
-        table = self.net.transformer_blocks[0].norm1.emb.class_embedder.embedding_table
-        self.null_class = int(config.num_embeds_ada_norm)
-        if table.num_embeddings != self.null_class + 1:
-            raise ProbekitError(f"{model_id} has no null-class embedding: probekit probes DiTs trained with label dropout only")
-        for block in self.net.transformer_blocks:
-            block.norm1.emb.time_proj.downscale_freq_shift = 0 if original_temb else 1
         self.latent_size = int(config.sample_size)
         side = self.latent_size * vae_scale_factor(vae)
         self.input_size = (side, side)
@@ -65,18 +62,41 @@ class DiTBackbone(HookedBackbone):
     def encode(self, x0: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> latents (B, C, H/f, W/f): ``(mean - shift) * scaling_factor``.
 
-        The posterior mean, not a sample (DiT's training samples), so features are deterministic
-        and no random numbers are drawn outside :mod:`probekit.noise`.
+        The posterior mean, not a sample (the models' training samples), so features are
+        deterministic and no random numbers are drawn outside :mod:`probekit.noise`.
         """
         return encode_mean(self.vae, x0)
 
-    def _run(self, x: torch.Tensor, point: GridPoint) -> torch.Tensor:
-        timesteps = torch.full((x.shape[0],), point.model_input, device=x.device, dtype=torch.float32)
-        labels = torch.full((x.shape[0],), self.null_class, device=x.device, dtype=torch.long)
-        return self.net(x, timestep=timesteps, class_labels=labels).sample
-
     def _unknown_layer(self, name: str) -> str:
-        return f"unknown layer {name!r}: DiT layers are transformer_blocks.0..{len(self._layers) - 1} (or layer-i)"
+        return f"unknown layer {name!r}: {self.family} layers are transformer_blocks.0..{len(self._layers) - 1} (or layer-i)"
+
+
+class DiTBackbone(LatentTransformerBackbone):
+    """DiT over VAE latents. ``t`` is the DDPM index 0..T-1 and the network receives it as is.
+
+    ``original_temb`` switches every block's sinusoidal timestep embedding to the original DiT's
+    frequencies (``exp(-ln(10^4) i / 128)``); diffusers' DiT uses ``i / 127`` instead, so the same
+    weights give slightly different features under the two.
+    """
+
+    framework = "dit"
+    family = "DiT"
+    vae_hint = " (vae=...)"
+
+    def __init__(self, net: nn.Module, vae: nn.Module, schedule: NoiseSchedule, model_id: str, *, original_temb: bool) -> None:
+        self._setup(net, vae, schedule, model_id)
+        self.original_temb = original_temb
+        table = self.net.transformer_blocks[0].norm1.emb.class_embedder.embedding_table
+        self.null_class = int(net.config.num_embeds_ada_norm)
+        if table.num_embeddings != self.null_class + 1:
+            raise ProbekitError(f"{model_id} has no null-class embedding: probekit probes DiTs trained with label dropout only")
+        for block in self.net.transformer_blocks:
+            block.norm1.emb.time_proj.downscale_freq_shift = 0 if original_temb else 1
+
+    def _run(self, x: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:
+        timesteps = torch.full((x.shape[0],), point.model_input, device=x.device, dtype=torch.float32)
+        null = torch.full((x.shape[0],), self.null_class, device=x.device, dtype=torch.long)
+        return self.net(x, timestep=timesteps, class_labels=null).sample
 
     def _weight_modules(self) -> dict[str, nn.Module]:
         """The DiT's and the VAE's tensors both decide the features."""
