@@ -29,7 +29,7 @@ The CIFAR-10 extrapolation counts the forwards of DDAE's grid (t = 1, 11, 21; 50
 10 000 test, 15 epochs, no validation split) for each arm and converts them to hours at the rate of
 DDAE's CIFAR-10 UNet (the 35.7 M-parameter DDPM, random weights) measured in this run.
 
-Usage (about 35 minutes on a 2-core CPU under load; --quick is a smoke test of seconds):
+Usage (about 30 minutes on a 2-core CPU at 20 forwards per second, an hour at 12; --quick: a smoke test):
     nice -n 10 python experiments/bench_protocol.py
     python experiments/bench_protocol.py --quick        # writes out/bench_protocol_quick*.csv
 Writes experiments/results/bench_protocol.csv (measure, value, unit, machine, setup) and
