@@ -435,7 +435,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         value = f"{row.value:.4g}" if isinstance(row.value, float) else str(row.value)
         print(f"  {row.measure:<90s} {value:>10s}  {row.unit}")
     print(f"\nwrote {args.out} and {cells_out}")
+    print_agreement(cells_out)
+
+
+def print_agreement(cells_csv: str) -> None:
+    """How each variant's per-cell test top-1 ranks and averages against arm A, beside the
+    seed-to-seed yardstick: Spearman correlation over cells and the difference of grid means."""
+    from scipy.stats import spearmanr
+
+    per_cell = pd.read_csv(cells_csv)
+    tests = [column for column in per_cell.columns if column.endswith(" test")]
+    arm_a, *variants = tests
+    print("\nper-cell test top-1 against arm A (and the yardstick against (ii)):")
+    pairs = [(arm_a, v) for v in variants[:-1]] + [(variants[1], variants[-1])]
+    for first, second in pairs:
+        rho = spearmanr(per_cell[first], per_cell[second]).statistic
+        shift = per_cell[second].mean() - per_cell[first].mean()
+        print(f"  {second[:-5]:<40s} vs {first[:-5]:<28s} Spearman {rho:.2f}, grid mean {shift:+.2f} points")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--agreement"]:  # re-read a finished run: --agreement CELLS_CSV
+        print_agreement(sys.argv[2])
+    else:
+        main()
