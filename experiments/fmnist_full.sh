@@ -15,8 +15,8 @@
 # An interrupted run continues where it stopped when this script is run again.
 # TRAIN_LIMIT / TEST_LIMIT take a class-stratified subset (as the main job does) and NAME names its
 # outputs; the README's large-scale table comes from
-#   TRAIN_LIMIT=20000 TEST_LIMIT=5000 NAME=fmnist_20k OUT=out/20k sh experiments/fmnist_full.sh
-# (a third of train, half of test: 125 000 forwards), run where the full 60k did not fit.
+#   TRAIN_LIMIT=10000 TEST_LIMIT=5000 NAME=fmnist_10k OUT=out/10k sh experiments/fmnist_full.sh
+# (a sixth of train, half of test: 75 000 forwards), run where the full 60k did not fit.
 # Usage: PATH=.venv/bin:$PATH sh experiments/fmnist_full.sh   (writes experiments/results/$NAME_*.csv)
 set -e
 OUT=${OUT:-out/full}
