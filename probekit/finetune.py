@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -283,9 +284,18 @@ class Finetuner:
         self.scheduler.step()
         return loss.item() * len(rows), int((logits.argmax(1) == y).sum()), len(rows)
 
+    def _data_identity(self) -> dict[str, str]:
+        """Dataset name and a digest of each split's sample ids and labels: a resume must see the same images."""
+        identity = {"dataset": self.dataset.name}
+        for split, data in self.splits.items():
+            digest = hashlib.sha256(np.ascontiguousarray(data.index, dtype=np.int64).tobytes())
+            digest.update(np.ascontiguousarray(data.labels, dtype=np.int64).tobytes())
+            identity[split] = digest.hexdigest()
+        return identity
+
     def _state(self, step: int, wall: float, best: dict, curves: list[dict]) -> dict:
         return {"step": step, "wall_seconds": wall, "config": self.config.as_dict(), "random_init": self.random_init,
-                "model_sha256": self.model_sha256, "model": self.model.state_dict(),
+                "model_sha256": self.model_sha256, "data": self._data_identity(), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "best": best, "curves": curves}  # fmt: skip
 
@@ -311,7 +321,7 @@ class Finetuner:
                     val_loss, val_pred = self.evaluate("val")
                     val_top1 = float(np.mean(val_pred == self.splits["val"].labels))
                     lrs = self.scheduler.get_last_lr()
-                    curves.append({"step": step, "epoch": epoch, "images_seen": step * self.config.batch_size,
+                    curves.append({"step": step, "epoch": epoch, "images_seen": epoch * len(self.splits["train"]),
                                    "train_loss": sums[0] / sums[2], "train_top1": sums[1] / sums[2],
                                    "val_loss": val_loss, "val_top1": val_top1, "lr_body": lrs[0], "lr_head": lrs[1]})  # fmt: skip
                     sums = [0.0, 0, 0]
@@ -335,6 +345,11 @@ class Finetuner:
         if state["config"] != self.config.as_dict() or state["model_sha256"] != self.model_sha256 \
                 or state["random_init"] != self.random_init:
             raise ProbekitError(f"{self.out} holds a fine-tuning run with another recipe or model: use its command or another --out")
+        if "data" not in state:
+            log.warning("%s was written without a record of its images: resuming without checking them", path)
+        elif state["data"] != self._data_identity():
+            raise ProbekitError(f"{self.out} holds a fine-tuning run on other images (--data, --train-limit, --test-limit or "
+                                "--seed differ): use its command or another --out")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

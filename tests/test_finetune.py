@@ -36,6 +36,8 @@ def test_loss_goes_down_and_outputs_are_written(tiny_unet_dir, tmp_path):
     table = tuner.run(progress=False)
     curves = pd.read_csv(tmp_path / "ft" / "curves.csv")
     assert list(curves["epoch"]) == [1, 2, 3, 4, 5, 6]
+    # 36 train images in batches of 8 (the last one partial): every epoch sees each image once.
+    assert list(curves["images_seen"]) == [36 * epoch for epoch in range(1, 7)]
     assert curves["train_loss"].iloc[-1] < 0.7 * curves["train_loss"].iloc[0]
     top1 = table[table["metric"] == "top1"].set_index("split")
     row = top1.loc["test"]
@@ -66,6 +68,15 @@ def test_resume_is_exact(tiny_unet_dir, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "curves.csv"), pd.read_csv(tmp_path / "b" / "curves.csv"))
     other = Finetuner(load_backbone(str(tiny_unet_dir)), _dataset(), tmp_path / "b", _config(lr_body=5e-4))
     with pytest.raises(ProbekitError, match="another recipe"):
+        other.run(progress=False)
+
+
+@pytest.mark.parametrize("changed", [dict(n_train=60), dict(n_test=20)])
+def test_resume_refuses_other_images(tiny_unet_dir, tmp_path, changed):
+    first = Finetuner(load_backbone(str(tiny_unet_dir)), _dataset(), tmp_path / "r", _config())
+    assert first.run(progress=False, stop_at_epoch=1) is None
+    other = Finetuner(load_backbone(str(tiny_unet_dir)), _dataset(**changed), tmp_path / "r", _config())
+    with pytest.raises(ProbekitError, match="other images"):
         other.run(progress=False)
 
 
