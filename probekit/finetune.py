@@ -24,7 +24,7 @@ Output folder::
     curves.png     loss and accuracy against epochs
     results.csv    the results table: one cell (t, L), probe ``finetune``, val and test rows
     results.predictions.npz   its test predictions (the sidecar ``probekit compare`` reads)
-    record.json    recipe, chosen epoch, wall time, machine
+    record.json    recipe, chosen epoch, wall time, machine (CPU model, torch capability), load average at the end
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,12 +379,20 @@ class Finetuner:
                   "layer": self.layer, "point": p.as_dict(), "chosen_epoch": best["epoch"],
                   "val_top1": best["val_top1"], "test_top1": float(np.mean(test_pred == y_test)),
                   "images": {k: len(v) for k, v in self.splits.items()}, "wall_seconds": round(wall, 1),
-                  "machine": f"{platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}, {self.device}"}  # fmt: skip
+                  "machine": _machine(self.device), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
         _atomic_text(json.dumps(record, indent=2, default=float), self.out / "record.json")
         from .plots.training import plot_training_curves  # figures last: training needs no plotting
 
         plot_training_curves(pd.DataFrame(curves), self.out / "curves.png", title=f"{self.backbone.model_id} · t={p.t} · {self.layer}")
         return table
+
+
+def _machine(device: torch.device) -> str:
+    """CPU model and torch capability (or the GPU), thread count, torch version: timings depend on all of them."""
+    from .precision import cpu_description
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_description()
+    return f"{where}; {os.cpu_count()} CPU threads, torch {torch.__version__} ({torch.get_num_threads()} threads), {device}"
 
 
 def _atomic_save(obj: object, path: Path) -> None:
