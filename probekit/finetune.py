@@ -24,7 +24,8 @@ Output folder::
     curves.png     loss and accuracy against epochs
     results.csv    the results table: one cell (t, L), probe ``finetune``, val and test rows
     results.predictions.npz   its test predictions (the sidecar ``probekit compare`` reads)
-    record.json    recipe, chosen epoch, wall time, machine (CPU model, torch capability), load average at the end
+    record.json    recipe, chosen epoch, parameters trained, steps, wall time, machine (CPU model, torch
+                   capability), load average at the end
 """
 
 from __future__ import annotations
@@ -221,6 +222,9 @@ class Finetuner:
             self.model.head.reset_parameters()
         example = self._inputs(self.splits["train"].images[:2])
         body = used_body_parameters(self.model, example, self.point)
+        self.parameter_counts = {"body_trained": sum(p.numel() for p in body),
+                                 "body_total": sum(p.numel() for p in self.model.body.parameters()),
+                                 "head": sum(p.numel() for p in self.model.head.parameters())}  # fmt: skip
         self.optimizer = torch.optim.AdamW(
             [{"params": body, "lr": config.lr_body}, {"params": list(self.model.head.parameters()), "lr": config.lr_head}],
             weight_decay=config.weight_decay,
@@ -378,7 +382,8 @@ class Finetuner:
         record = {"recipe": self.config.as_dict(), "model": self.backbone.model_id, "random_init": self.random_init,
                   "layer": self.layer, "point": p.as_dict(), "chosen_epoch": best["epoch"],
                   "val_top1": best["val_top1"], "test_top1": float(np.mean(test_pred == y_test)),
-                  "images": {k: len(v) for k, v in self.splits.items()}, "wall_seconds": round(wall, 1),
+                  "images": {k: len(v) for k, v in self.splits.items()}, "parameters": self.parameter_counts,
+                  "steps": self.total_steps, "wall_seconds": round(wall, 1),
                   "machine": _machine(self.device), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
         _atomic_text(json.dumps(record, indent=2, default=float), self.out / "record.json")
         from .plots.training import plot_training_curves  # figures last: training needs no plotting

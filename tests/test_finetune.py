@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -48,6 +50,10 @@ def test_loss_goes_down_and_outputs_are_written(tiny_unet_dir, tmp_path):
     assert tuner.chosen_epoch == int(curves["epoch"][curves["val_top1"].idxmax()])
     for name in ("best.pt", "state.pt", "curves.png", "record.json"):
         assert (tmp_path / "ft" / name).stat().st_size > 0
+    record = json.loads((tmp_path / "ft" / "record.json").read_text())
+    trained = sum(p.numel() for p in tuner.optimizer.param_groups[0]["params"])
+    assert record["parameters"]["body_trained"] == trained < record["parameters"]["body_total"]
+    assert record["steps"] == 6 * 5  # 36 train images in batches of 8
     assert len(read_table(tmp_path / "ft" / "results.csv")) == len(table)
     sidecar = read_predictions(predictions_path(tmp_path / "ft" / "results.csv"))
     np.testing.assert_array_equal(sidecar.labels, _dataset().splits["test"].labels)
