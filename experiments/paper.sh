@@ -1,9 +1,9 @@
 #!/bin/sh
 # The rest of DDAE's evaluation on the shipped Fashion-MNIST DDPM, sized for a 2-core CPU:
 # the over-training sweep (extract + linear probe + alignment/uniformity per checkpoint), the
-# alignment/uniformity heatmaps of the last checkpoint, the noise-conditional classifier against
-# noisy pixels, and fine-tuning (the shipped weights and the same network from scratch) with paired
-# comparisons. Runs go to out/paper (not versioned); figures and tables to figures/paper/.
+# alignment/uniformity heatmaps of the last checkpoint and the noise-conditional classifier against
+# noisy pixels (fine-tuning is experiments/finetune.sh). Runs go to out/paper (not versioned);
+# figures and tables to figures/paper/.
 # Every step resumes or reuses what an earlier run left in out/paper.
 set -e
 OUT=${OUT:-out/paper}
@@ -24,17 +24,9 @@ probekit align --cache "$LAST/features.h5" --out "$FIG/align.csv" --figures "$FI
 probekit noisy-classifier --model "$MODEL" --data fashion-mnist --train-limit 2000 --test-limit 1000 \
     --layer up_blocks.0.resnets.2 --draws 1 --out "$OUT/ncc" --quiet
 
-# 4. Fine-tuning at the main job's chosen cell (t = 0, up_blocks.0.resnets.2): the shipped weights,
-#    then the same truncated network from scratch (`--from-results RESULTS.csv` takes the cell from
-#    a results table's val-chosen cell instead).
-FT="$SUBSET --timestep 0 --layer up_blocks.0.resnets.2 --epochs 2 --batch-size 32"
-probekit finetune --model "$MODEL" $FT --out "$OUT/ft" --quiet
-probekit finetune --model "$MODEL" --random-init $FT --out "$OUT/ft-scratch" --quiet
-probekit compare --results "$OUT/ft/results.csv" "$LAST/results.csv" --probe finetune --probe-b linear
-probekit compare --results "$OUT/ft/results.csv" "$OUT/ft-scratch/results.csv" --probe finetune
+# 4. Fine-tuning (the shipped weights and the same network from scratch, against the linear probe)
+#    is experiments/finetune.sh: on the main job's 1500 / 500 images, not on this smaller subset.
 
 cp "$OUT/sweep/sweep.png" "$OUT/sweep/sweep.csv" "$FIG/"
 cp "$OUT/ncc/accuracy_vs_sigma.png" "$FIG/ncc_accuracy_vs_sigma.png"
 cp "$OUT/ncc/results.csv" "$FIG/ncc_results.csv"
-cp "$OUT/ft/curves.png" "$FIG/finetune_curves.png"
-cp "$OUT/ft-scratch/curves.png" "$FIG/finetune_scratch_curves.png"

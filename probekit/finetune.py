@@ -24,18 +24,19 @@ Output folder::
     curves.png     loss and accuracy against epochs
     results.csv    the results table: one cell (t, L), probe ``finetune``, val and test rows
     results.predictions.npz   its test predictions (the sidecar ``probekit compare`` reads)
-    record.json    recipe, chosen epoch, wall time, machine
+    record.json    recipe, chosen epoch, parameters trained, steps, wall time, machine (CPU model, torch
+                   capability), load average at the end
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +223,9 @@ class Finetuner:
             self.model.head.reset_parameters()
         example = self._inputs(self.splits["train"].images[:2])
         body = used_body_parameters(self.model, example, self.point)
+        self.parameter_counts = {"body_trained": sum(p.numel() for p in body),
+                                 "body_total": sum(p.numel() for p in self.model.body.parameters()),
+                                 "head": sum(p.numel() for p in self.model.head.parameters())}  # fmt: skip
         self.optimizer = torch.optim.AdamW(
             [{"params": body, "lr": config.lr_body}, {"params": list(self.model.head.parameters()), "lr": config.lr_head}],
             weight_decay=config.weight_decay,
@@ -284,9 +288,18 @@ class Finetuner:
         self.scheduler.step()
         return loss.item() * len(rows), int((logits.argmax(1) == y).sum()), len(rows)
 
+    def _data_identity(self) -> dict[str, str]:
+        """Dataset name and a digest of each split's sample ids and labels: a resume must see the same images."""
+        identity = {"dataset": self.dataset.name}
+        for split, data in self.splits.items():
+            digest = hashlib.sha256(np.ascontiguousarray(data.index, dtype=np.int64).tobytes())
+            digest.update(np.ascontiguousarray(data.labels, dtype=np.int64).tobytes())
+            identity[split] = digest.hexdigest()
+        return identity
+
     def _state(self, step: int, wall: float, best: dict, curves: list[dict]) -> dict:
         return {"step": step, "wall_seconds": wall, "config": self.config.as_dict(), "random_init": self.random_init,
-                "model_sha256": self.model_sha256, "model": self.model.state_dict(),
+                "model_sha256": self.model_sha256, "data": self._data_identity(), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "best": best, "curves": curves}  # fmt: skip
 
@@ -312,7 +325,7 @@ class Finetuner:
                     val_loss, val_pred = self.evaluate("val")
                     val_top1 = float(np.mean(val_pred == self.splits["val"].labels))
                     lrs = self.scheduler.get_last_lr()
-                    curves.append({"step": step, "epoch": epoch, "images_seen": step * self.config.batch_size,
+                    curves.append({"step": step, "epoch": epoch, "images_seen": epoch * len(self.splits["train"]),
                                    "train_loss": sums[0] / sums[2], "train_top1": sums[1] / sums[2],
                                    "val_loss": val_loss, "val_top1": val_top1, "lr_body": lrs[0], "lr_head": lrs[1]})  # fmt: skip
                     sums = [0.0, 0, 0]
@@ -336,6 +349,11 @@ class Finetuner:
         if state["config"] != self.config.as_dict() or state["model_sha256"] != self.model_sha256 \
                 or state["random_init"] != self.random_init:
             raise ProbekitError(f"{self.out} holds a fine-tuning run with another recipe or model: use its command or another --out")
+        if "data" not in state:
+            log.warning("%s was written without a record of its images: resuming without checking them", path)
+        elif state["data"] != self._data_identity():
+            raise ProbekitError(f"{self.out} holds a fine-tuning run on other images (--data, --train-limit, --test-limit or "
+                                "--seed differ): use its command or another --out")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -365,13 +383,22 @@ class Finetuner:
         record = {"recipe": self.config.as_dict(), "model": self.backbone.model_id, "random_init": self.random_init,
                   "layer": self.layer, "point": p.as_dict(), "chosen_epoch": best["epoch"],
                   "val_top1": best["val_top1"], "test_top1": float(np.mean(test_pred == y_test)),
-                  "images": {k: len(v) for k, v in self.splits.items()}, "wall_seconds": round(wall, 1),
-                  "machine": f"{platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}, {self.device}"}  # fmt: skip
+                  "images": {k: len(v) for k, v in self.splits.items()}, "parameters": self.parameter_counts,
+                  "steps": self.total_steps, "wall_seconds": round(wall, 1),
+                  "machine": _machine(self.device), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
         _atomic_text(json.dumps(record, indent=2, default=float), self.out / "record.json")
         from .plots.training import plot_training_curves  # figures last: training needs no plotting
 
         plot_training_curves(pd.DataFrame(curves), self.out / "curves.png", title=f"{self.backbone.model_id} · t={p.t} · {self.layer}")
         return table
+
+
+def _machine(device: torch.device) -> str:
+    """CPU model and torch capability (or the GPU), thread count, torch version: timings depend on all of them."""
+    from .precision import cpu_description
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_description()
+    return f"{where}; {os.cpu_count()} CPU threads, torch {torch.__version__} ({torch.get_num_threads()} threads), {device}"
 
 
 def _atomic_save(obj: object, path: Path) -> None:

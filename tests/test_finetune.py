@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,6 +38,8 @@ def test_loss_goes_down_and_outputs_are_written(tiny_unet_dir, tmp_path):
     table = tuner.run(progress=False)
     curves = pd.read_csv(tmp_path / "ft" / "curves.csv")
     assert list(curves["epoch"]) == [1, 2, 3, 4, 5, 6]
+    # 36 train images in batches of 8 (the last one partial): every epoch sees each image once.
+    assert list(curves["images_seen"]) == [36 * epoch for epoch in range(1, 7)]
     assert curves["train_loss"].iloc[-1] < 0.7 * curves["train_loss"].iloc[0]
     top1 = table[table["metric"] == "top1"].set_index("split")
     row = top1.loc["test"]
@@ -46,6 +50,10 @@ def test_loss_goes_down_and_outputs_are_written(tiny_unet_dir, tmp_path):
     assert tuner.chosen_epoch == int(curves["epoch"][curves["val_top1"].idxmax()])
     for name in ("best.pt", "state.pt", "curves.png", "record.json"):
         assert (tmp_path / "ft" / name).stat().st_size > 0
+    record = json.loads((tmp_path / "ft" / "record.json").read_text())
+    trained = sum(p.numel() for p in tuner.optimizer.param_groups[0]["params"])
+    assert record["parameters"]["body_trained"] == trained < record["parameters"]["body_total"]
+    assert record["steps"] == 6 * 5  # 36 train images in batches of 8
     assert len(read_table(tmp_path / "ft" / "results.csv")) == len(table)
     sidecar = read_predictions(predictions_path(tmp_path / "ft" / "results.csv"))
     np.testing.assert_array_equal(sidecar.labels, _dataset().splits["test"].labels)
@@ -66,6 +74,15 @@ def test_resume_is_exact(tiny_unet_dir, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "curves.csv"), pd.read_csv(tmp_path / "b" / "curves.csv"))
     other = Finetuner(load_backbone(str(tiny_unet_dir)), _dataset(), tmp_path / "b", _config(lr_body=5e-4))
     with pytest.raises(ProbekitError, match="another recipe"):
+        other.run(progress=False)
+
+
+@pytest.mark.parametrize("changed", [dict(n_train=60), dict(n_test=20)])
+def test_resume_refuses_other_images(tiny_unet_dir, tmp_path, changed):
+    first = Finetuner(load_backbone(str(tiny_unet_dir)), _dataset(), tmp_path / "r", _config())
+    assert first.run(progress=False, stop_at_epoch=1) is None
+    other = Finetuner(load_backbone(str(tiny_unet_dir)), _dataset(**changed), tmp_path / "r", _config())
+    with pytest.raises(ProbekitError, match="other images"):
         other.run(progress=False)
 
 
