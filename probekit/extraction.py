@@ -343,7 +343,8 @@ def extract(
                     computed += (stop - start) * len(plan.grid) * layout.slots(split_name)
         complete = True
         elapsed = time.perf_counter() - started
-        if flops_per_image is not None and computed:
+        # A backbone with no floating-point work (pixels) has no rate worth logging.
+        if flops_per_image and computed:
             end_attrs["achieved_flops"] = flops_per_image * computed / elapsed
             log.info(
                 "forward: %.3g GFLOP per image and grid point; achieved %.3g GFLOP/s over %d forwards "
