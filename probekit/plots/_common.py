@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -32,6 +34,16 @@ def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def grid_figure(layer_labels: Sequence[object], n_rows: int, n_cols: int) -> Figure:
+    """A figure sized for a layers x noise-levels heatmap: wider for long layer names and many
+    columns, taller for many rows, each side clipped to a readable range."""
+    longest = max(len(str(label)) for label in layer_labels)
+    return new_figure(
+        width=float(np.clip(2.5 + 0.07 * longest + 0.75 * n_cols, 5.0, 32.0)),
+        height=float(np.clip(2.0 + 0.32 * n_rows, 3.5, 32.0)),
+    )
 
 
 def save_figure(fig: Figure, out_path: str | os.PathLike) -> Path:

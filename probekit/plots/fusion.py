@@ -13,7 +13,7 @@ import pandas as pd
 import seaborn as sns
 
 from probekit.errors import ProbekitError
-from probekit.plots._common import new_figure, save_figure
+from probekit.plots._common import grid_figure, save_figure
 
 WEIGHT_METRIC = "mixture_weight"
 
@@ -36,10 +36,7 @@ def plot_mixture_weights(table: pd.DataFrame, out_path: str | os.PathLike, *, mo
     grid = rows.pivot(index="layer", columns="t", values="value").reindex(index=layer_order, columns=t_order).mul(100.0)
     sigma_at_t = rows.groupby("t")["sigma"].first()
     n_rows, n_cols = grid.shape
-    fig = new_figure(
-        width=float(np.clip(2.5 + 0.07 * max(len(str(l)) for l in layer_order) + 0.75 * n_cols, 5.0, 32.0)),
-        height=float(np.clip(2.0 + 0.32 * n_rows, 3.5, 32.0)),
-    )
+    fig = grid_figure(layer_order, n_rows, n_cols)
     ax = fig.add_subplot()
     sns.heatmap(
         grid, ax=ax, cmap="rocket_r", vmin=0.0, annot=n_cols <= 20 and n_rows <= 40, fmt=".1f",

@@ -15,7 +15,7 @@ from probekit.plots._common import (
     chosen_label,
     METRIC_LABELS,
     PERCENT_METRICS,
-    new_figure,
+    grid_figure,
     sanitise,
     save_figure,
     select_rows,
@@ -58,11 +58,7 @@ def plot_heatmap(
 
     n_rows, n_cols = grid.shape
     annotate = n_cols <= _MAX_ANNOTATED_COLUMNS and n_rows <= _MAX_ANNOTATED_ROWS
-    longest_label = max(len(str(layer)) for layer in layer_order)
-    fig = new_figure(
-        width=float(np.clip(2.5 + 0.07 * longest_label + 0.75 * n_cols, 5.0, 32.0)),
-        height=float(np.clip(2.0 + 0.32 * n_rows, 3.5, 32.0)),
-    )
+    fig = grid_figure(layer_order, n_rows, n_cols)
     ax = fig.add_subplot()
     sns.heatmap(
         grid,

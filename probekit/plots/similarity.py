@@ -16,7 +16,7 @@ import seaborn as sns
 from matplotlib.patches import Rectangle
 
 from probekit.errors import ProbekitError
-from probekit.plots._common import new_figure, sanitise, save_figure
+from probekit.plots._common import grid_figure, new_figure, sanitise, save_figure
 
 SIMILARITY_LABELS = {"cka": "debiased linear CKA", "cknna": "CKNNA", "mutual_knn": "mutual k-NN"}
 _SELF = "self"
@@ -58,10 +58,7 @@ def plot_similarity_heatmap(
     grid = rows.pivot(index="layer", columns="t", values="value").reindex(index=layer_order, columns=t_order)
     sigma_at_t = rows.groupby("t")["sigma"].first()
     n_rows, n_cols = grid.shape
-    fig = new_figure(
-        width=float(np.clip(2.5 + 0.07 * max(len(str(l)) for l in layer_order) + 0.75 * n_cols, 5.0, 32.0)),
-        height=float(np.clip(2.0 + 0.32 * n_rows, 3.5, 32.0)),
-    )
+    fig = grid_figure(layer_order, n_rows, n_cols)
     ax = fig.add_subplot()
     sns.heatmap(
         grid, ax=ax, cmap="magma", vmin=0.0, vmax=1.0, annot=n_cols <= 20 and n_rows <= 40, fmt=".2f",
