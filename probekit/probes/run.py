@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -263,6 +264,7 @@ def probe_cache(
     settings = config.resolved_settings()
     paths = [cache_path] if isinstance(cache_path, (str, Path)) else list(cache_path)
     outcomes: dict[str, dict[Cell, Any]] = {name: {} for name in config.probes}
+    seconds = dict.fromkeys(config.probes, 0.0)  # wall time per probe, summed over cell groups
     with CacheGroup(paths) as group:
         if "train" not in group.splits or "test" not in group.splits:
             raise ProbekitError(f"{', '.join(map(str, paths))} need a train and a test split to be probed; found {group.splits}")
@@ -316,7 +318,9 @@ def probe_cache(
                 flat = task if (not sample or name in EPOCH_BASED) else ProbeTask(
                     *task.stacked(), evals=task.evals, y_evals=task.y_evals, num_classes=num_classes, select_on=select_on
                 )
+                start = time.perf_counter()
                 outcomes[name].update(run_probe(name, flat, settings, device=config.device, progress=progress))
+                seconds[name] += time.perf_counter() - start
             del features, task
         attrs = group.attrs
         test_index = group.index("test")
@@ -324,6 +328,8 @@ def probe_cache(
             val_index, val_fraction = group.index("val"), float("nan")
         else:
             val_index, val_fraction = group.index("train")[val_pos], config.val_fraction
+    for name, spent in seconds.items():
+        log.info("%s: %d cells in %.1f s", name, len(outcomes[name]), spent)
     if not any(outcomes.values()):
         raise ProbekitError("every cell has NaN/inf features: nothing to probe; check the model and --precision")
     model, dataset = str(attrs.get("model_id")), str(attrs.get("dataset"))

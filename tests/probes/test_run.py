@@ -1,6 +1,7 @@
 """run_probes over caches: memory-bounded groups, NaN cells, several caches of one extraction."""
 
 import logging
+import re
 
 import h5py
 import numpy as np
@@ -64,6 +65,9 @@ def test_streamed_groups_give_the_same_table(caches, caplog):
         streamed = run_probes(caches["both"], CONFIG, progress=False, max_memory=one_cell + 10)
     # cells in order have widths 8,16,8 | 8,16,8: the two 8-wide cells between the 16-wide ones share a group
     assert "probing 6 cells in 5 groups" in caplog.text
+    # one time line per probe, counting every cell over all groups
+    assert re.search(r"linear: 6 cells in \d+\.\d s$", caplog.text, re.M)
+    assert re.search(r"knn: 6 cells in \d+\.\d s$", caplog.text, re.M)
     pd.testing.assert_series_equal(_values(whole), _values(streamed))
 
 
