@@ -5,13 +5,22 @@ tol 1e-4). Cells are random ReLU features of a 10-class Gaussian mixture whose o
 cell, so top-1 spans roughly 40-95 % (mid-accuracy cells included). Setups span feature widths
 32 to 1024 and N_train 2k to 60k.
 
-For each setup, ``linear`` fits all of its cells in one batched call; ``logreg`` fits the last
-(hardest) ``sklearn_cells`` of them one by one (all cells on the small setups, a subset on the
-big ones, where one scikit-learn fit takes minutes). Reported per setup:
+For each setup, ``linear`` fits all of its cells in one batched call; scikit-learn (the
+``logreg`` probe's StandardScaler + LogisticRegression, called directly to read its iteration
+count) fits the last (hardest) ``sklearn_cells`` of them one by one (all cells on the small
+setups, a subset on the big ones, where one scikit-learn fit takes minutes). Reported per setup:
 - mean and max |top-1(linear) - top-1(logreg)| in points, over the cells that both fitted;
 - speed ratio = (mean scikit-learn seconds per cell) / (linear seconds for the setup / cells),
   both measured in this run; the overall ratio is the same with the scikit-learn time
-  extrapolated to every cell (sum of per-cell means x cells) over the total linear time.
+  extrapolated to every cell (sum of per-cell means x cells) over the total linear time;
+- mean iterations of each solver, and ``sklearn_stream_share``: the bytes scikit-learn must read
+  (two float64 passes over the features per iteration, a lower bound) per second of its fit, as
+  a share of this machine's float64 streaming rate measured in the same run (a numpy column sum
+  over the same array). Near 1, its loop is bound by memory traffic, not by overhead, and no
+  solver that streams the data as often can be much faster;
+- ``path_gain``: seconds of two separate ``linear`` solves at C = 0.1 and C = 1 over seconds of
+  one regularisation path over both (``fit_linear_path``: features standardised once, C = 1
+  warm-started from C = 0.1), the way ``probekit probe --C 0.1,1`` runs.
 
 Both sides run single-threaded (OMP/BLAS threads = 1, torch threads = 1), so that neither gets
 more cores than the other and the ratio holds whatever else runs on the machine. Usage (about 10 minutes of CPU on a 2-core AMD EPYC):
@@ -38,8 +47,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from probekit.probes.linear import LinearProbeConfig, linear_probe_grid  # noqa: E402
-from probekit.probes.logreg import LogRegConfig, logreg_probe  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from probekit.probes.linear import (  # noqa: E402
+    LinearProbeConfig,
+    fit_linear_path,
+    predict_linear_grid,
+)
+from probekit.probes.logreg import LogRegConfig  # noqa: E402
 
 # (N_train, width, cells, cells fitted by scikit-learn)
 SETUPS = [(2000, 32, 12, 12), (2000, 1024, 4, 4), (5000, 128, 48, 6), (20000, 256, 6, 2),
@@ -72,6 +88,33 @@ def machine() -> str:
            f"{os.cpu_count()} cores, 1-minute load average {os.getloadavg()[0]:.1f} when it ended; 1 thread per side"
 
 
+def stream_rate(x: np.ndarray) -> float:
+    """Bytes per second of a float64 column sum over ``x`` (best of 3): the memory rate."""
+    x64 = x.astype(np.float64)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        x64.sum(axis=0)
+        best = min(best, time.perf_counter() - start)
+    return x64.nbytes / best
+
+
+def sklearn_fit(
+    x: np.ndarray, y: np.ndarray, config: LogRegConfig
+) -> tuple[float, tuple[StandardScaler, LogisticRegression], int]:
+    """What the ``logreg`` probe runs for one cell: (seconds, fitted pipeline pieces, iterations)."""
+    start = time.perf_counter()
+    scaler = StandardScaler().fit(x)
+    model = LogisticRegression(C=config.C, max_iter=config.max_iter).fit(scaler.transform(x), y)
+    return time.perf_counter() - start, (scaler, model), int(model.n_iter_[0])
+
+
+def timed_path(train: dict, y_train: np.ndarray, Cs: list[float], config: LinearProbeConfig):
+    start = time.perf_counter()
+    heads = fit_linear_path(train, y_train, Cs, config)
+    return time.perf_counter() - start, heads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny setups (smoke test)")
@@ -81,31 +124,40 @@ def main() -> None:
     rows = []
     total_linear = total_sklearn_all = 0.0
     all_diffs: list[float] = []
+    config = LinearProbeConfig()
     for n_train, width, cells, sk_cells in QUICK if args.quick else SETUPS:
         train, y_train, test, y_test = make_cells(n_train, width, cells, seed=n_train + width)
-        start = time.perf_counter()
-        ours = linear_probe_grid(train, y_train, test, y_test, LinearProbeConfig())
-        t_linear = time.perf_counter() - start
+        t_linear, heads = timed_path(train, y_train, [1.0], config)
+        predicted = predict_linear_grid(heads[1.0], test)
+        t_low, _ = timed_path(train, y_train, [0.1], config)
+        t_path, _ = timed_path(train, y_train, [0.1, 1.0], config)
         sub = list(train)[-sk_cells:]  # the hardest cells: mid-accuracy ones included
-        start = time.perf_counter()
-        ref = logreg_probe({k: train[k] for k in sub}, y_train, {k: test[k] for k in sub}, y_test,
-                           LogRegConfig())  # fmt: skip
-        t_sklearn = time.perf_counter() - start
-        diffs = [100 * abs(ours[k].top1 - ref[k].top1) for k in sub]
+        t_sklearn, sk_iters, diffs, sk_top1 = 0.0, [], [], []
+        for key in sub:
+            seconds, (scaler, model), iters = sklearn_fit(train[key], y_train, LogRegConfig())
+            t_sklearn += seconds
+            sk_iters.append(iters)
+            top1 = float(np.mean(model.predict(scaler.transform(test[key])) == y_test))
+            sk_top1.append(top1)
+            diffs.append(100 * abs(float(np.mean(predicted[key] == y_test)) - top1))
         all_diffs += diffs
         per_cell_sk, per_cell_lin = t_sklearn / sk_cells, t_linear / cells
         total_linear += t_linear
         total_sklearn_all += per_cell_sk * cells
+        bytes_per_s = np.mean(sk_iters) * 2 * n_train * width * 8 / per_cell_sk
         row = dict(
             n_train=n_train, width=width, cells=cells, sklearn_cells=sk_cells,
-            top1_min=round(100 * min(ref[k].top1 for k in sub), 2),
-            top1_max=round(100 * max(ref[k].top1 for k in sub), 2),
+            top1_min=round(100 * min(sk_top1), 2), top1_max=round(100 * max(sk_top1), 2),
             mean_abs_diff_points=round(float(np.mean(diffs)), 3),
             max_abs_diff_points=round(float(np.max(diffs)), 3),
             linear_s_per_cell=round(per_cell_lin, 3), sklearn_s_per_cell=round(per_cell_sk, 3),
             speed_ratio=round(per_cell_sk / per_cell_lin, 1),
-            linear_not_converged=sum(not ours[k].converged for k in train),
-            sklearn_not_converged=sum(not ref[k].converged for k in sub),
+            linear_iters=round(float(np.mean([h.n_iter for h in heads[1.0].values()])), 1),
+            sklearn_iters=round(float(np.mean(sk_iters)), 1),
+            sklearn_stream_share=round(float(bytes_per_s / stream_rate(train[sub[-1]])), 2),
+            path_gain=round((t_linear + t_low) / t_path, 2),
+            linear_not_converged=sum(not h.converged for h in heads[1.0].values()),
+            sklearn_not_converged=sum(i >= LogRegConfig().max_iter for i in sk_iters),
         )
         rows.append(row)
         print(row, flush=True)

@@ -13,7 +13,9 @@ from probekit.probes.linear import (
     LinearHead,
     LinearProbeConfig,
     fit_linear_grid,
+    fit_linear_path,
     linear_probe_grid,
+    linear_probe_path,
     predict_linear_grid,
 )
 from probekit.probes.logreg import LogRegConfig, logreg_probe
@@ -44,8 +46,10 @@ __all__ = [
     "choose_per_cell",
     "train_minibatch_heads",
     "fit_linear_grid",
+    "fit_linear_path",
     "knn_probe",
     "linear_probe_grid",
+    "linear_probe_path",
     "logreg_probe",
     "mean_class_recall",
     "predict_linear_grid",

@@ -24,7 +24,7 @@ import torch
 
 from probekit.errors import ProbekitError
 from probekit.probes.knn import knn_sweep
-from probekit.probes.linear import LinearProbeConfig, linear_probe_grid
+from probekit.probes.linear import LinearProbeConfig, linear_probe_path
 from probekit.probes.logreg import LogRegConfig, logreg_probe
 from probekit.probes.minibatch import MinibatchConfig, train_minibatch_heads
 from probekit.probes.protocol import ProbeOutcome, ProbeTask, choose_per_cell
@@ -68,21 +68,31 @@ class ProbeSettings:
 Adapter = Callable[[ProbeTask, ProbeSettings, torch.device, bool], dict[Hashable, ProbeOutcome]]
 
 
+def _joint_eval(task: ProbeTask) -> tuple[dict, np.ndarray, Callable[[dict], dict]]:
+    """Every eval split of ``task`` concatenated as one "test" split, and the function that cuts
+    a probe's {key: score} on it back into {key: {split: predictions}}: one fit serves val and
+    test alike."""
+    splits = list(task.evals)
+    joint = {key: np.concatenate([task.evals[s][key] for s in splits]) for key in task.train}
+    y_joint = np.concatenate([task.y_evals[s] for s in splits])
+    bounds = np.cumsum([0] + [len(task.y_evals[s]) for s in splits])
+
+    def cut(scores: dict) -> dict[Hashable, dict[str, np.ndarray]]:
+        return {
+            key: {s: score.predictions[bounds[i] : bounds[i + 1]] for i, s in enumerate(splits)}
+            for key, score in scores.items()
+        }
+
+    return joint, y_joint, cut
+
+
 def _joint_predictions(
     run: Callable[..., dict], task: ProbeTask, config: Any, **kwargs: Any
 ) -> dict[Hashable, dict[str, np.ndarray]]:
-    """Call a (train, y_train, test, y_test) probe once with every eval split concatenated as
-    "test", then cut its predictions back into splits: one fit serves val and test alike."""
+    """Call a (train, y_train, test, y_test) probe once on every eval split (see _joint_eval)."""
     train, y_train = task.stacked()
-    splits = list(task.evals)
-    joint = {key: np.concatenate([task.evals[s][key] for s in splits]) for key in train}
-    y_joint = np.concatenate([task.y_evals[s] for s in splits])
-    scores = run(train, y_train, joint, y_joint, config, **kwargs)
-    bounds = np.cumsum([0] + [len(task.y_evals[s]) for s in splits])
-    return {
-        key: {s: score.predictions[bounds[i] : bounds[i + 1]] for i, s in enumerate(splits)}
-        for key, score in scores.items()
-    }
+    joint, y_joint, cut = _joint_eval(task)
+    return cut(run(train, y_train, joint, y_joint, config, **kwargs))
 
 
 def _with_C(config: Any, c: float) -> Any:
@@ -92,12 +102,13 @@ def _with_C(config: Any, c: float) -> Any:
 
 
 def _linear(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool) -> dict:
+    # One regularisation path over every C: features standardised once, each C warm-started.
     config = dataclasses.replace(s.linear, num_classes=task.num_classes)
-    candidates = [
-        (f"C={c:g}", _joint_predictions(linear_probe_grid, task, _with_C(config, c), device=device, progress=progress))
-        for c in s.linear_C
-    ]
-    return choose_per_cell(task, candidates)
+    train, y_train = task.stacked()
+    joint, y_joint, cut = _joint_eval(task)
+    path = linear_probe_path(train, y_train, joint, y_joint, list(s.linear_C), config,
+                             device=device, progress=progress)  # fmt: skip
+    return choose_per_cell(task, [(f"C={c:g}", cut(path[float(c)])) for c in s.linear_C])
 
 
 def _logreg(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool) -> dict:

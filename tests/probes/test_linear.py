@@ -11,7 +11,9 @@ from probekit.errors import ProbekitError
 from probekit.probes import (
     LinearProbeConfig,
     fit_linear_grid,
+    fit_linear_path,
     linear_probe_grid,
+    linear_probe_path,
     predict_linear_grid,
 )
 from probekit.probes.linear import _Problem
@@ -97,6 +99,37 @@ def test_tight_tolerance_reaches_sklearns_optimum(mixture, C):
         bias = head.bias.numpy()
         np.testing.assert_allclose(bias - bias.mean(), model.intercept_ - model.intercept_.mean(),
                                    atol=1e-2, rtol=1e-2)  # fmt: skip
+
+
+def test_path_solves_every_C_to_sklearns_optimum(mixture):
+    train, y_train, test, y_test = mixture
+    Cs = [1.0, 0.01, 0.1]  # out of order: the path sorts them, the result keeps this order
+    path = fit_linear_path(train, y_train, Cs, TIGHT)
+    assert list(path) == Cs
+    for C in Cs:
+        assert list(path[C]) == list(train)
+        for key, x in train.items():
+            scaler, model = sklearn_fit(x, y_train, C=C, tol=1e-10, solver="newton-cholesky")
+            z = scaler.transform(x)
+            head = path[C][key]
+            ours = sklearn_objective(z, y_train, head.weight.numpy().astype(np.float64),
+                                     head.bias.numpy().astype(np.float64), C)  # fmt: skip
+            theirs = sklearn_objective(z, y_train, model.coef_.T, model.intercept_, C)
+            assert ours == pytest.approx(theirs, rel=1e-6), (C, key)
+    # the scoring wrapper gives each C's predictions from those heads
+    scores = linear_probe_path(train, y_train, test, y_test, Cs, TIGHT)
+    for C in Cs:
+        predicted = predict_linear_grid(path[C], test)
+        for key in train:
+            assert np.mean(scores[C][key].predictions != predicted[key]) <= 0.002
+
+
+def test_path_rejects_non_positive_C(mixture):
+    train, y_train, _, _ = mixture
+    with pytest.raises(ProbekitError, match="C"):
+        fit_linear_path(train, y_train, [1.0, 0.0])
+    with pytest.raises(ProbekitError, match="C"):
+        fit_linear_path(train, y_train, [])
 
 
 def test_batched_equals_each_cell_alone(mixture):
@@ -200,7 +233,8 @@ def test_auto_preconditions_only_with_four_rows_per_feature(n, width, expected):
     rng = np.random.default_rng(0)
     cells = {0: rng.standard_normal((n, width)).astype(np.float32)}
     labels = torch.from_numpy(rng.integers(0, 3, n))
-    problem = _Problem.build([0], cells, labels, 3, 1.0, torch.device("cpu"), "auto")
+    problem = _Problem.build([0], cells, labels, 3, torch.device("cpu"), "auto")
+    problem.set_C(1.0)
     assert (problem.chol is not None) is expected
 
 
