@@ -326,12 +326,14 @@ class _Problem:
     M is Cholesky-factorised once per cell and C: O(rows C^2 + C^3) per cell, never O(N C^2).
 
     Parameters of all cells are one flat (G, P) tensor, P = (C + 1) * K: W^T (K, C) row-major,
-    then the bias (K,). Logits are computed class-major, (G, K, N): the matmuls ``W^T X^T`` and
-    ``R X`` are several times faster on CPU than ``X W`` and ``X^T R`` when K << C.
+    then the bias (K,). Features are stored feature-major, X^T (C, N) contiguous, and logits
+    class-major, (G, K, N): with K << C the products ``W^T X^T`` and ``R X`` in that layout were
+    the fastest orientation on CPU (one thread, 20000 x 256: 2.9 and 2.8 ms, against 4.1 ms for
+    ``W^T X^T`` over row-major X, and 7 to 15 ms for ``X W`` and ``X^T R``).
     """
 
     keys: list
-    x: torch.Tensor  # (G, N, C) standardised train features
+    xt: torch.Tensor  # (G, C, N) standardised train features, feature-major (see the class doc)
     mean: torch.Tensor  # (G, C)
     std: torch.Tensor  # (G, C)
     labels: torch.Tensor  # (N,) int64
@@ -355,42 +357,42 @@ class _Problem:
         if precondition == "auto":
             precondition = n >= _PRECONDITION_MIN_ROWS_PER_FEATURE * width
         # Fill a preallocated stack cell by cell: peak memory is the input plus this one copy.
-        x = torch.empty((len(keys), n, width), dtype=torch.float32, device=device)
+        xt = torch.empty((len(keys), width, n), dtype=torch.float32, device=device)
         mean = torch.empty((len(keys), width), dtype=torch.float32, device=device)
         std = torch.empty_like(mean)
         for i, key in enumerate(keys):
-            xi = x[i]
-            xi.copy_(as_float32_tensor(train[key]))
+            xi = xt[i]
+            xi.copy_(as_float32_tensor(train[key]).T)
             # float64 moments: a large offset (50 +- 1) must not eat the variance's digits.
-            mean[i] = xi.mean(dim=0, dtype=torch.float64).float()
-            xi.sub_(mean[i])
-            var = torch.square(xi).sum(dim=0, dtype=torch.float64) / n
+            mean[i] = xi.mean(dim=1, dtype=torch.float64).float()
+            xi.sub_(mean[i, :, None])
+            var = torch.square(xi).sum(dim=1, dtype=torch.float64) / n
             s = var.sqrt().float()
             std[i] = torch.where(s < CONSTANT_STD, torch.ones_like(s), s)
-            xi.div_(std[i])
-        return cls(list(keys), x, mean, std, labels, num_classes, bool(precondition))
+            xi.div_(std[i, :, None])
+        return cls(list(keys), xt, mean, std, labels, num_classes, bool(precondition))
 
     def set_C(self, C: float) -> None:
         """Set the penalty to scikit-learn's C and, if preconditioned, factor M for it."""
-        n, width = self.x.shape[1:]
+        width, n = self.xt.shape[1:]
         self.l2 = 1.0 / (C * n)
         if not self.preconditioned:
             return
-        rows = torch.linspace(0, n - 1, min(n, _PRECONDITION_ROWS), device=self.x.device).long()
-        self.chol = torch.empty((len(self.keys), width, width), device=self.x.device)
+        rows = torch.linspace(0, n - 1, min(n, _PRECONDITION_ROWS), device=self.xt.device).long()
+        self.chol = torch.empty((len(self.keys), width, width), device=self.xt.device)
         for i in range(len(self.keys)):
-            sample = self.x[i][rows].double()
+            sample = self.xt[i][:, rows].T.double()
             m = sample.T @ sample / (2 * len(rows))
             m.diagonal().add_(self.l2)
             self.chol[i] = torch.linalg.cholesky(m).float()
 
     @property
     def n_params(self) -> int:
-        return (self.x.shape[2] + 1) * self.num_classes
+        return (self.xt.shape[1] + 1) * self.num_classes
 
     def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(g, P) parameters -> W^T (g, K, C) and bias (g, K, 1) views."""
-        width = self.x.shape[2]
+        width = self.xt.shape[1]
         weight_t = theta[:, : width * self.num_classes].view(-1, self.num_classes, width)
         bias = theta[:, width * self.num_classes :].view(-1, self.num_classes, 1)
         return weight_t, bias
@@ -420,14 +422,14 @@ class _Problem:
         F = mean_i CE + ||W||^2 / (2 C N). Rows of inactive cells are returned as NaN (F) and 0.
         Computed over contiguous runs of active cells, which are views of the stacked features.
         """
-        n = self.x.shape[1]
+        n = self.xt.shape[2]
         f = torch.full((len(theta),), float("nan"), dtype=torch.float64, device=theta.device)
         grad = torch.zeros_like(theta)
         for run in _runs(active):
-            x = self.x[run]
+            xt = self.xt[run]
             weight_t, bias = self.split(theta[run])
-            index = self.labels.view(1, 1, -1).expand(len(x), 1, -1)
-            logits = torch.baddbmm(bias, weight_t, x.transpose(1, 2))  # (g, K, N)
+            index = self.labels.view(1, 1, -1).expand(len(xt), 1, -1)
+            logits = torch.baddbmm(bias, weight_t, xt)  # (g, K, N)
             lse = torch.logsumexp(logits, dim=1, keepdim=True)
             picked = logits.gather(1, index)
             ce = (lse - picked).sum(dim=(1, 2), dtype=torch.float64) / n
@@ -435,9 +437,10 @@ class _Problem:
             f[run] = ce + penalty
             # dCE/dlogits = softmax - onehot, reusing the logits buffer.
             residual = logits.sub_(lse).exp_()
-            residual.scatter_add_(1, index, torch.full((len(x), 1, n), -1.0, device=x.device))
+            residual.scatter_add_(1, index, torch.full((len(xt), 1, n), -1.0, device=xt.device))
             g_weight_t, g_bias = self.split(grad[run])
-            torch.baddbmm(weight_t, residual, x, beta=self.l2, alpha=1 / n, out=g_weight_t)
+            torch.baddbmm(weight_t, residual, xt.transpose(1, 2), beta=self.l2, alpha=1 / n,
+                          out=g_weight_t)  # fmt: skip
             g_bias.copy_(residual.sum(dim=2, keepdim=True) / n)
         return f, grad
 
@@ -462,7 +465,7 @@ def _lbfgs(
 ) -> tuple[dict[Hashable, LinearHead], torch.Tensor]:
     """Batched L-BFGS from ``start`` (G, P) or zero weights: every cell its own history, step
     and stopping state. Returns the heads and the final parameters (G, P)."""
-    n_cells, device = len(problem.keys), problem.x.device
+    n_cells, device = len(problem.keys), problem.xt.device
     m = config.history
     theta = torch.zeros((n_cells, problem.n_params), device=device) if start is None else start.clone()
     s_hist = torch.zeros((m, *theta.shape), device=device)
