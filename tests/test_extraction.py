@@ -266,6 +266,41 @@ def test_flops_per_image_and_achieved_rate_are_recorded(tiny_unet_dir, tmp_path,
     assert "GFLOP per image and grid point" in caplog.text and "GFLOP/s" in caplog.text
 
 
+def test_flops_count_attention_on_the_cpu(tiny_unet_dir, tmp_path):
+    """A forward through an attention layer: convolutions and linear layers by hand, plus
+    softmax(Q K^T) V as 4 B L^2 (heads x head width) for each attention layer that ran."""
+    from diffusers.models.attention_processor import Attention
+
+    layer = "down_blocks.1.attentions.0"
+    backbone = load_backbone(str(tiny_unet_dir))
+    config = ExtractConfig(timesteps=[10], layers=[layer], batch_size=8, precision="fp32")
+    extract(backbone, _dataset(), tmp_path / "f.h5", config, progress=False)
+    expected, attentions = 0, 0
+
+    def count(module, inputs, output):
+        nonlocal expected, attentions
+        if isinstance(module, torch.nn.Conv2d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            expected += 2 * output.numel() * per_output
+        elif isinstance(module, torch.nn.Linear):
+            expected += 2 * output.numel() * module.in_features
+        elif isinstance(module, Attention):
+            batch, _, height, width = inputs[0].shape  # (B, C, H, W) -> L = H W tokens
+            expected += 4 * batch * (height * width) ** 2 * module.inner_dim
+            attentions += 1
+
+    kinds = (torch.nn.Conv2d, torch.nn.Linear, Attention)
+    handles = [m.register_forward_hook(count) for m in backbone.net.modules() if isinstance(m, kinds)]
+    try:
+        backbone.features(torch.zeros(1, 1, 16, 16), backbone.schedule.points([10])[0], [layer], Pooling())
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert attentions == 1
+    with FeatureCache(tmp_path / "f.h5") as cache:
+        assert cache.attrs["flops_per_image"] == expected
+
+
 def test_views_are_deterministic_survive_resume_and_match_a_hand_augmented_forward(tiny_unet_dir, tmp_path, monkeypatch):
     from probekit.data.augment import crop_flip_views
     from probekit.extraction import noise_draw
