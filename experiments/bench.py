@@ -7,7 +7,8 @@
    linear-probe top-1 (best cell, and mean |change| over cells).
    1b. The forward's FLOPs as ``probekit extract`` records them (``torch.utils.flop_counter``) and
    the achieved FLOP/s of the bare forward and of ``extract``, beside a 2048^2 float32 matmul
-   measured in the same run.
+   measured in the same run; on the CPU, the forward's time split into convolutions (and their
+   FLOP rate against the matmul's), attention and the rest, by torch.profiler.
 3. The batched ``linear`` grid probe over the scikit-learn ``logreg`` loop on the same cells.
 4. ``knn`` over all cells.
 5. Cache write and read throughput (MB/s).
@@ -219,6 +220,10 @@ def extraction_section(
                 times[side].append(time_bare(backbone, inputs))
             else:
                 times[side].append(time_extract(backbone, dataset, paths[side], configs[side]))
+    matmul = matmul_flops(device)
+    if not device.startswith("cuda"):  # the profiler's CPU times say nothing about GPU kernels
+        forward_breakdown(report, f"1b forward FLOP/s beside a float32 matmul ({device})", setup, backbone,
+                          inputs[: max(1, min(len(inputs), 6))], matmul)
     del inputs
     med = {side: statistics.median(values) for side, values in times.items()}
     n_forwards = n_images(dataset) * len(plan_extraction(backbone, config).grid) * config.draws
@@ -234,7 +239,7 @@ def extraction_section(
     report.add(s2, timing, "speed-up bf16 over fp32 (fp32 time / bf16 time)", med["fp32"] / med["bf16"], "x")
     report.add(s2, timing, "extract bf16 throughput", n_forwards / med["bf16"], "image x grid-point fwd/s")
     flops_rows(report, f"1b forward FLOP/s beside a float32 matmul ({device})", timing, paths["fp32"], n_forwards,
-               med["bare"], device)
+               med["bare"], matmul)
     worst, mean = feature_change(paths["fp32"], paths["bf16"])
     change = f"{setup}; {device}; per cell |bf16 - fp32| / max |fp32| of the cell, train + test"
     report.add(s2, change, "max relative feature change (worst cell)", worst, "fraction")
@@ -257,12 +262,41 @@ def matmul_flops(device: str, size: int = 2048, repeats: int = 5) -> float:
     return 2.0 * size**3 / statistics.median(times[1:])
 
 
+def forward_breakdown(report: Report, section: str, setup: str, backbone: Backbone,
+                      inputs: Sequence[tuple[torch.Tensor, GridPoint]], matmul: float) -> None:
+    """Where a CPU forward's time goes: convolutions (with their FLOP rate beside the matmul's),
+    attention, and the rest (normalisation, activations, copies), from torch.profiler self
+    times over ``inputs``, and convolution FLOPs from the counter ``probekit extract`` uses."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from probekit.extraction import flop_counter
+
+    with torch.no_grad():
+        backbone.forward(*inputs[0])  # warm-up outside the profile
+        with flop_counter() as counter:
+            for x, point in inputs:
+                backbone.forward(x, point)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for x, point in inputs:
+                backbone.forward(x, point)
+    self_us = {event.key: event.self_cpu_time_total for event in prof.key_averages()}
+    total = sum(self_us.values())
+    conv_us = sum(v for k, v in self_us.items() if "convolution" in k)
+    attention_us = sum(v for k, v in self_us.items() if "scaled_dot_product" in k or "attention" in k)
+    conv_flops = sum(v for k, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(k))
+    note = f"{setup}; {len(inputs)} batches under torch.profiler (self CPU time); conv FLOPs by the extract counter"
+    report.add(section, note, "convolution share of forward time", 100 * conv_us / total, "%")
+    report.add(section, note, "attention share of forward time", 100 * attention_us / total, "%")
+    report.add(section, note, "other ops share (norms, activations, copies)", 100 * (1 - (conv_us + attention_us) / total), "%")
+    if conv_us:
+        report.add(section, note, "convolution rate / matmul rate", 100 * conv_flops / (conv_us / 1e6) / matmul, "%")
+
+
 def flops_rows(report: Report, section: str, timing: str, fp32_cache: Path, n_forwards: int, bare_seconds: float,
-               device: str) -> None:
-    """The forward's FLOPs as ``probekit extract`` records them, its achieved rate, and a matmul's rate."""
+               matmul: float) -> None:
+    """The forward's FLOPs as ``probekit extract`` records them, its achieved rate, and ``matmul``'s rate."""
     with FeatureCache(fp32_cache) as cache:
         per_image, achieved = cache.attrs.get("flops_per_image"), cache.attrs.get("achieved_flops")
-    matmul = matmul_flops(device)
     note = timing + "; FLOPs by torch.utils.flop_counter (one forward, per image); matmul 2048^2 float32, median of 5"
     report.add(section, note, "float32 matmul 2048^2", matmul / 1e9, "GFLOP/s")
     if per_image is None or achieved is None:

@@ -164,6 +164,14 @@ _UNLISTED_FLOPS = {
 }
 
 
+def flop_counter() -> "torch.utils.flop_counter.FlopCounterMode":
+    """``torch.utils.flop_counter.FlopCounterMode`` (no display) that also counts the kernels
+    torch does not list (CPU attention): the counter ``probekit extract`` records FLOPs with."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False, custom_mapping=_UNLISTED_FLOPS)
+
+
 def _probe_forward(
     backbone: Backbone, x0: torch.Tensor, plan: ExtractPlan, precision: str, labels: torch.Tensor | None = None
 ) -> tuple[dict[str, int], int | None]:
@@ -176,12 +184,10 @@ def _probe_forward(
     not per grid point, is not counted. FLOPs are None (with a log line) when the counter cannot
     trace the model; the widths come from a plain forward then.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     x = backbone.encode(x0)
     with torch.no_grad(), _autocast(x.device, precision):
         try:
-            with FlopCounterMode(display=False, custom_mapping=_UNLISTED_FLOPS) as counter:
+            with flop_counter() as counter:
                 feats = backbone.features(x, plan.grid[0], plan.layers, plan.pooling, labels)
             flops: int | None = int(counter.get_total_flops()) // len(x0)
         except (ProbekitError, torch.OutOfMemoryError, KeyboardInterrupt):
