@@ -361,13 +361,14 @@ class _Problem:
         mean = torch.empty((len(keys), width), dtype=torch.float32, device=device)
         std = torch.empty_like(mean)
         for i, key in enumerate(keys):
+            # A float64 mean, so that a large offset (50 +- 1) cannot eat the variance's digits;
+            # numpy's buffered row reduction computes it several times faster than torch here.
+            mean[i] = torch.from_numpy(np.mean(train[key], axis=0, dtype=np.float64)).float()
             xi = xt[i]
             xi.copy_(as_float32_tensor(train[key]).T)
-            # float64 moments: a large offset (50 +- 1) must not eat the variance's digits.
-            mean[i] = xi.mean(dim=1, dtype=torch.float64).float()
             xi.sub_(mean[i, :, None])
-            var = torch.square(xi).sum(dim=1, dtype=torch.float64) / n
-            s = var.sqrt().float()
+            # Once centred, the float32 norm gives the std to ~1e-6 relative (float64: ~1e-7).
+            s = torch.linalg.vector_norm(xi, dim=1) / math.sqrt(n)
             std[i] = torch.where(s < CONSTANT_STD, torch.ones_like(s), s)
             xi.div_(std[i, :, None])
         return cls(list(keys), xt, mean, std, labels, num_classes, bool(precondition))
