@@ -331,6 +331,11 @@ def extract(
         f" x (1 + {layout.views} augmented train views)" if layout.views else "",
         ", ".join(f"{k}={len(v.labels)}" for k, v in splits.items()), out,
     )
+    if flops_per_image:
+        log.info(
+            "work: %d image x grid-point forwards x %.3g GFLOP = %.3g TFLOP",
+            total, flops_per_image / 1e9, total * flops_per_image / 1e12,
+        )
     writer = CacheWriter(out, layout, resume=not overwrite)
     done = {name: writer.done(name) for name in splits}
     already = sum(int(flags.sum()) for flags in done.values())

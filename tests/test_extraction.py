@@ -264,6 +264,9 @@ def test_flops_per_image_and_achieved_rate_are_recorded(tiny_unet_dir, tmp_path,
         assert cache.attrs["precision"] == "fp32"  # auto, resolved (to fp32 in the test suite) and recorded
         assert cache.attrs["achieved_flops"] > 0
     assert "GFLOP per image and grid point" in caplog.text and "GFLOP/s" in caplog.text
+    forwards = 2 * (len(_dataset().splits["train"].labels) + len(_dataset().splits["test"].labels))
+    budget = f"work: {forwards} image x grid-point forwards x {expected / 1e9:.3g} GFLOP = {forwards * expected / 1e12:.3g} TFLOP"
+    assert budget in caplog.text
 
 
 def test_flops_count_attention_on_the_cpu(tiny_unet_dir, tmp_path):
