@@ -5,9 +5,9 @@
 #
 # Budget (what the figures need, not more): the DDPM over 8 noise levels x all 27 layers; the
 # random-init control at t = 0 only (its accuracy only falls with noise); pixels once. That is
-# (8 + 1) x (TRAIN + TEST) = 18 000 image x grid-point forwards of a 1.07 GFLOP UNet, about
-# 19 TFLOP at the default sizes: under 10 minutes on a 2-core CPU that runs the forward at
-# 40 GFLOP/s (an AVX2-only EPYC), about 2 minutes where it runs at 160 forwards per second. Every cell is chosen on a 10 % validation split of train and reported on
+# (8 + 1) x (TRAIN + TEST) = 18 000 image x grid-point forwards of a 1.15 GFLOP UNet, about
+# 21 TFLOP at the default sizes: under 10 minutes on a 2-core CPU that runs the forward at
+# 41 GFLOP/s (an AVX2-only EPYC), about 2 minutes where it runs at 160 forwards per second. Every cell is chosen on a 10 % validation split of train and reported on
 # test; the comparisons at the end are paired tests on the same test images. Extraction is pinned
 # to fp32 so that the README's numbers are the same on every machine (--precision auto would pick
 # bf16 where the CPU runs it natively and faster, and move features by ~0.05 %).

@@ -9,8 +9,8 @@
 # train (never on test): the linear probe (multinomial logistic regression solved to tolerance)
 # searches C in $C_GRID; every cell, and the best cell, is chosen on val and reported on test.
 # kNN runs over every cell too, k in {10, 20, 200} chosen on val from one top-200 pass per cell.
-# Work: (4 + 1) x 70 000 = 350 000 image x grid-point forwards of a 1.07 GFLOP UNet (375 TFLOP):
-# about 1 h on a 2-core CPU that runs the forward at 100 GFLOP/s, minutes on a GPU.
+# Work: (4 + 1) x 70 000 = 350 000 image x grid-point forwards of a 1.15 GFLOP UNet (403 TFLOP):
+# about 1 h on a 2-core CPU that runs the forward at 108 GFLOP/s, minutes on a GPU.
 # GRID=0,5,10,25,50,100,200,450 (or --grid's 12 levels) for the denser heatmap, at 2x (3x) the time.
 # An interrupted run continues where it stopped when this script is run again.
 # TRAIN_LIMIT / TEST_LIMIT take a class-stratified subset (as the main job does) and NAME names its
