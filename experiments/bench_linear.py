@@ -18,6 +18,10 @@ setups, a subset on the big ones, where one scikit-learn fit takes minutes). Rep
   bound) per second of its fit, as a share of this machine's streaming rate measured in the same
   run (a numpy column sum over the same array). Near 1, its loop would be bound by memory
   traffic; well below 1, by its products' kernels and per-iteration work;
+- per-iteration cost: ``sklearn_ms_per_iter`` (its fit time over its iterations) and
+  ``two_products_ms``, the two products an iteration of either solver needs (logits W^T X^T and
+  gradient R X, K = 10 outputs, float32, torch, best of 3 on one cell): what one iteration costs
+  at the least when its only work is reading the features twice;
 - ``path_gain``: seconds of two separate ``linear`` solves at C = 0.1 and C = 1 over seconds of
   one regularisation path over both (``fit_linear_path``: features standardised once, C = 1
   warm-started from C = 0.1), the way ``probekit probe --C 0.1,1`` runs.
@@ -108,6 +112,19 @@ def sklearn_fit(
     return time.perf_counter() - start, (scaler, model), int(model.n_iter_[0])
 
 
+def two_products_seconds(x: np.ndarray, classes: int = CLASSES) -> float:
+    """Best of 3 of the two skinny products of one solver iteration on features ``x`` (N, C)."""
+    xt = torch.from_numpy(np.ascontiguousarray(x.T))
+    weight_t, residual = torch.randn(classes, x.shape[1]), torch.randn(classes, x.shape[0])
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        weight_t @ xt
+        residual @ xt.T
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def timed_path(train: dict, y_train: np.ndarray, Cs: list[float], config: LinearProbeConfig):
     start = time.perf_counter()
     heads = fit_linear_path(train, y_train, Cs, config)
@@ -155,6 +172,8 @@ def main() -> None:
             speed_ratio=round(per_cell_sk / per_cell_lin, 1),
             linear_iters=round(float(np.mean([h.n_iter for h in heads[1.0].values()])), 1),
             sklearn_iters=round(float(np.mean(sk_iters)), 1),
+            sklearn_ms_per_iter=round(1000 * per_cell_sk / np.mean(sk_iters), 2),
+            two_products_ms=round(1000 * two_products_seconds(train[sub[-1]]), 2),
             sklearn_stream_share=round(float(bytes_per_s / stream_rate(train[sub[-1]])), 2),
             path_gain=round((t_linear + t_low) / t_path, 2),
             linear_not_converged=sum(not h.converged for h in heads[1.0].values()),
