@@ -236,48 +236,12 @@ def test_bf16_autocast_moves_features_a_little_and_is_recorded(tiny_unet_dir, tm
         extract(backbone, _dataset(), tmp_path / "x.h5", ExtractConfig(precision="int8"), progress=False)
 
 
-def test_flops_per_image_and_achieved_rate_are_recorded(tiny_unet_dir, tmp_path, caplog):
-    """The recorded count equals a hand count of every convolution and linear layer that ran
-    (the forward stops after down_blocks.0, before any attention)."""
-    backbone = load_backbone(str(tiny_unet_dir))
-    config = ExtractConfig(timesteps=[10, 50], layers=["down_blocks.0.resnets.0"], batch_size=8, precision="auto")
-    with caplog.at_level("INFO", logger="probekit.extraction"):
-        extract(backbone, _dataset(), tmp_path / "f.h5", config, progress=False)
-    expected = 0
-
-    def count(module, inputs, output):
-        nonlocal expected
-        if isinstance(module, torch.nn.Conv2d):
-            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            expected += 2 * output.numel() * per_output
-        elif isinstance(module, torch.nn.Linear):
-            expected += 2 * output.numel() * module.in_features
-
-    handles = [m.register_forward_hook(count) for m in backbone.net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    try:
-        backbone.features(torch.zeros(1, 1, 16, 16), backbone.schedule.points([10])[0], ["down_blocks.0.resnets.0"], Pooling())
-    finally:
-        for handle in handles:
-            handle.remove()
-    with FeatureCache(tmp_path / "f.h5") as cache:
-        assert cache.attrs["flops_per_image"] == expected > 0
-        assert cache.attrs["precision"] == "fp32"  # auto, resolved (to fp32 in the test suite) and recorded
-        assert cache.attrs["achieved_flops"] > 0
-    assert "GFLOP per image and grid point" in caplog.text and "GFLOP/s" in caplog.text
-    forwards = 2 * (len(_dataset().splits["train"].labels) + len(_dataset().splits["test"].labels))
-    budget = f"work: {forwards} image x grid-point forwards x {expected / 1e9:.3g} GFLOP = {forwards * expected / 1e12:.3g} TFLOP"
-    assert budget in caplog.text
-
-
-def test_flops_count_attention_on_the_cpu(tiny_unet_dir, tmp_path):
-    """A forward through an attention layer: convolutions and linear layers by hand, plus
-    softmax(Q K^T) V as 4 B L^2 (heads x head width) for each attention layer that ran."""
+def _hand_count_flops(backbone, layer: str) -> tuple[int, int]:
+    """FLOPs of one 16 x 16 image's forward up to ``layer``, counted by hooks: 2 x outputs x fan-in
+    for every convolution and linear layer, and 4 B L^2 (heads x head width) for softmax(Q K^T) V
+    in each attention layer; returns (FLOPs, attention layers that ran)."""
     from diffusers.models.attention_processor import Attention
 
-    layer = "down_blocks.1.attentions.0"
-    backbone = load_backbone(str(tiny_unet_dir))
-    config = ExtractConfig(timesteps=[10], layers=[layer], batch_size=8, precision="fp32")
-    extract(backbone, _dataset(), tmp_path / "f.h5", config, progress=False)
     expected, attentions = 0, 0
 
     def count(module, inputs, output):
@@ -299,6 +263,35 @@ def test_flops_count_attention_on_the_cpu(tiny_unet_dir, tmp_path):
     finally:
         for handle in handles:
             handle.remove()
+    return expected, attentions
+
+
+def test_flops_per_image_and_achieved_rate_are_recorded(tiny_unet_dir, tmp_path, caplog):
+    """The recorded count equals a hand count of every convolution and linear layer that ran
+    (the forward stops after down_blocks.0, before any attention)."""
+    backbone = load_backbone(str(tiny_unet_dir))
+    config = ExtractConfig(timesteps=[10, 50], layers=["down_blocks.0.resnets.0"], batch_size=8, precision="auto")
+    with caplog.at_level("INFO", logger="probekit.extraction"):
+        extract(backbone, _dataset(), tmp_path / "f.h5", config, progress=False)
+    expected, attentions = _hand_count_flops(backbone, "down_blocks.0.resnets.0")
+    assert attentions == 0
+    with FeatureCache(tmp_path / "f.h5") as cache:
+        assert cache.attrs["flops_per_image"] == expected > 0
+        assert cache.attrs["precision"] == "fp32"  # auto, resolved (to fp32 in the test suite) and recorded
+        assert cache.attrs["achieved_flops"] > 0
+    assert "GFLOP per image and grid point" in caplog.text and "GFLOP/s" in caplog.text
+    forwards = 2 * (len(_dataset().splits["train"].labels) + len(_dataset().splits["test"].labels))
+    budget = f"work: {forwards} image x grid-point forwards x {expected / 1e9:.3g} GFLOP = {forwards * expected / 1e12:.3g} TFLOP"
+    assert budget in caplog.text
+
+
+def test_flops_count_attention_on_the_cpu(tiny_unet_dir, tmp_path):
+    """A forward through an attention layer: its softmax(Q K^T) V counts too."""
+    layer = "down_blocks.1.attentions.0"
+    backbone = load_backbone(str(tiny_unet_dir))
+    config = ExtractConfig(timesteps=[10], layers=[layer], batch_size=8, precision="fp32")
+    extract(backbone, _dataset(), tmp_path / "f.h5", config, progress=False)
+    expected, attentions = _hand_count_flops(backbone, layer)
     assert attentions == 1
     with FeatureCache(tmp_path / "f.h5") as cache:
         assert cache.attrs["flops_per_image"] == expected
