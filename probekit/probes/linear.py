@@ -322,7 +322,8 @@ class _Problem:
     of the identity, with ``M = cov / 2 + l2 I`` (l2 = 1 / (C N)), Boehning's bound on the
     Hessian of the objective restricted to one class's weights. It undoes the features'
     correlations, which otherwise make L-BFGS crawl along near-collinear directions. ``cov`` is
-    estimated on at most ``_PRECONDITION_ROWS`` rows (a preconditioner needs no precision) and
+    estimated on at most ``_PRECONDITION_ROWS`` rows (a preconditioner needs no precision), with
+    its diagonal set to each feature's variance over all rows (see :meth:`set_C`), and
     M is Cholesky-factorised once per cell and C: O(rows C^2 + C^3) per cell, never O(N C^2).
 
     Parameters of all cells are one flat (G, P) tensor, P = (C + 1) * K: W^T (K, C) row-major,
@@ -383,7 +384,18 @@ class _Problem:
         self.chol = torch.empty((len(self.keys), width, width), device=self.xt.device)
         for i in range(len(self.keys)):
             sample = self.xt[i][:, rows].T.double()
-            m = sample.T @ sample / (2 * len(rows))
+            cov = sample.T @ sample / len(rows)
+            # The rows can miss a rare feature (a corner pixel lit in a few of 54 000 images):
+            # its sampled variance reads ~0, and M^-1 would step ~1 / l2 along it, which stalls
+            # the solver. Every feature's variance over all rows is known (1 once standardised,
+            # 0 if constant), so keep the sample's correlations and put in the true variances.
+            full_var = torch.square(torch.linalg.vector_norm(self.xt[i], dim=1).double()) / n
+            sample_var = cov.diagonal().clone()
+            scale = torch.where(sample_var > 0, (full_var / sample_var.clamp(min=1e-300)).sqrt(),
+                                torch.zeros_like(sample_var))  # fmt: skip
+            cov.mul_(scale[:, None]).mul_(scale[None, :])
+            cov.diagonal().copy_(full_var)
+            m = cov / 2
             m.diagonal().add_(self.l2)
             self.chol[i] = torch.linalg.cholesky(m).float()
 

@@ -228,6 +228,26 @@ def test_cuda_matches_cpu(mixture):
         assert abs(cpu[key].top1 - gpu[key].top1) <= 0.003
 
 
+def test_preconditioner_uses_every_rows_variance_for_a_feature_its_sample_misses():
+    """M = cov / 2 + l2 I is built from 4096 sampled rows, but its diagonal must be each
+    feature's variance over *all* rows (numpy, float64): a rare feature that the sample skips
+    (sampled variance 0) would otherwise get M^-1 = 1 / l2 along it and stall the solver."""
+    rng = np.random.default_rng(3)
+    n, width = 8192, 6
+    x = rng.standard_normal((n, width)).astype(np.float32)
+    sampled = set(np.linspace(0, n - 1, 4096).astype(np.int64).tolist())
+    rare = [i for i in range(n) if i not in sampled][:5]
+    x[:, -1] = 0.0
+    x[rare, -1] = 7.0
+    labels = torch.from_numpy(rng.integers(0, 3, n))
+    problem = _Problem.build([0], {0: x}, labels, 3, torch.device("cpu"), True)
+    problem.set_C(1.0)
+    m = (problem.chol[0].double() @ problem.chol[0].double().T).numpy()
+    z = (x - x.astype(np.float64).mean(0)) / x.astype(np.float64).std(0)
+    np.testing.assert_allclose(np.diag(m), z.var(0) / 2 + 1 / n, rtol=1e-4)  # a float32 factor
+    assert m[-1, -1] > 0.4  # the full-data variance (1) / 2, not the sample's 0
+
+
 @pytest.mark.parametrize(("n", "width", "expected"), [(400, 100, True), (399, 100, False)])
 def test_auto_preconditions_only_with_four_rows_per_feature(n, width, expected):
     rng = np.random.default_rng(0)
