@@ -242,7 +242,8 @@ def test_preconditioner_uses_every_rows_variance_for_a_feature_its_sample_misses
     labels = torch.from_numpy(rng.integers(0, 3, n))
     problem = _Problem.build([0], {0: x}, labels, 3, torch.device("cpu"), True)
     problem.set_C(1.0)
-    m = (problem.chol[0].double() @ problem.chol[0].double().T).numpy()
+    inv_factor = problem.chol_inv[0].double().numpy()
+    m = np.linalg.inv(inv_factor.T @ inv_factor)  # M = (L^-T L^-1)^-1
     z = (x - x.astype(np.float64).mean(0)) / x.astype(np.float64).std(0)
     np.testing.assert_allclose(np.diag(m), z.var(0) / 2 + 1 / n, rtol=1e-4)  # a float32 factor
     assert m[-1, -1] > 0.4  # the full-data variance (1) / 2, not the sample's 0
@@ -255,9 +256,29 @@ def test_auto_preconditions_only_with_four_rows_per_feature(n, width, expected):
     labels = torch.from_numpy(rng.integers(0, 3, n))
     problem = _Problem.build([0], cells, labels, 3, torch.device("cpu"), "auto")
     problem.set_C(1.0)
-    assert (problem.chol is not None) is expected
+    assert (problem.chol_inv is not None) is expected
 
 
 def test_precondition_setting_is_checked():
     with pytest.raises(ProbekitError, match="precondition"):
         LinearProbeConfig(precondition="yes")
+
+
+def test_preconditioner_applies_the_inverse_of_the_curvature_bound():
+    """H0 q = q M^-1 per class, M = cov / 2 + l2 I of the standardised features (numpy, float64,
+    all rows sampled since N <= 4096); the bias part passes unchanged."""
+    rng = np.random.default_rng(5)
+    n, width, classes = 600, 8, 4
+    mixing = rng.standard_normal((width, width))
+    x = (rng.standard_normal((n, width)) @ mixing + 3.0).astype(np.float32)  # correlated features
+    labels = torch.from_numpy(rng.integers(0, classes, n))
+    problem = _Problem.build([0], {0: x}, labels, classes, torch.device("cpu"), True)
+    problem.set_C(0.5)
+    z = (x - x.astype(np.float64).mean(0)) / x.astype(np.float64).std(0)
+    m = z.T @ z / n / 2 + np.eye(width) / (0.5 * n)
+    q = rng.standard_normal((1, (width + 1) * classes)).astype(np.float32)
+    out = problem.precondition(torch.from_numpy(q)).numpy()[0]
+    q_weight_t = q[0, : width * classes].reshape(classes, width)
+    expected = np.linalg.solve(m, q_weight_t.T).T
+    np.testing.assert_allclose(out[: width * classes].reshape(classes, width), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(out[width * classes :], q[0, width * classes :])
