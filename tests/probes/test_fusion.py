@@ -106,3 +106,29 @@ def test_a_different_validation_split_is_refused(run):
         fuse_cache(cache, results_csv, FusionConfig(val_fraction=0.2))
     with pytest.raises(ProbekitError, match="no 'knn' rows"):
         fuse_cache(cache, results_csv, FusionConfig(probe="knn"))
+
+
+def test_concat_predicts_as_scikit_learn_on_the_concatenated_cells(run):
+    """fusion-concat (k = 2, C = 1 chosen) is scikit-learn's StandardScaler + LogisticRegression
+    fitted on the two informative cells side by side, on the same fitting rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from probekit.cache import FeatureCache
+    from probekit.evaluate import stratified_val_split
+
+    cache, _, fusion_csv, *_ = run
+    with FeatureCache(cache) as reader:
+        def concat(split):
+            return np.concatenate([reader.features(split, "a", 1), reader.features(split, "b", 1)], axis=1)
+        x_train, x_test = concat("train"), concat("test")
+        y_train, y_test = reader.labels("train"), reader.labels("test")
+    fit_pos, _ = stratified_val_split(y_train, 0.1, 0)
+    row = read_table(fusion_csv).query("probe == 'fusion-concat' and split == 'test' and metric == 'top1'").iloc[0]
+    C = float(row["params"].split("C=")[1])
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, tol=1e-6, max_iter=5000))
+    expected = model.fit(x_train[fit_pos], y_train[fit_pos]).predict(x_test)
+    got = read_predictions(predictions_path(fusion_csv)).predictions[0]
+    assert (got != expected).sum() <= 2  # of 500: the two solvers stop within tolerance of one optimum
+    assert row["value"] == pytest.approx((expected == y_test).mean(), abs=0.004)
