@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,7 @@ from probekit.extraction import ExtractConfig, extract, plan_extraction
 from probekit.models import load_backbone
 from probekit.models.backbone import Backbone
 from probekit.noise import sample_noise, split_seed
-from probekit.precision import cpu_description
+from probekit.precision import machine_description
 from probekit.probes import CellScore, run_probe
 from probekit.probes.run import Cell, ProbeRunConfig, cell_infos, load_cells
 from probekit.schedule import GridPoint
@@ -97,17 +96,6 @@ class Report:
                 print(f"\n[{section}]  {setup}")
             value = f"{row.value:.4g}" if isinstance(row.value, float) else str(row.value)
             print(f"  {row.measure:<56s} {value:>14s}  {row.unit}")
-
-
-def machine_description() -> str:
-    """Platform, CPU model and capability, CPU count, torch version and threads, and the GPU when CUDA is visible."""
-    text = (
-        f"{platform.platform()}, {cpu_description()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    )
-    if torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name(0)}"
-    return text
 
 
 def resolve_devices(choice: str) -> list[str]:

@@ -25,7 +25,6 @@ the machine column names the CPU model and torch's CPU capability.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,18 +37,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from probekit.precision import cpu_description, native_precisions
+from probekit.precision import machine_description, native_precisions
 from probekit.probes.knn import knn_similarity_precision, knn_sweep
 
 TEMPERATURES = (0.07, 0.2)
-
-
-def machine_description() -> str:
-    text = (f"{platform.platform()}, {cpu_description()}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads)")
-    if torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name(0)}"
-    return text
 
 
 def _sync(device: torch.device) -> None:

@@ -42,7 +42,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -59,6 +58,7 @@ from probekit.probes.linear import (  # noqa: E402
     fit_linear_path,
     predict_linear_grid,
 )
+from probekit.precision import machine_description  # noqa: E402
 from probekit.probes.logreg import LogRegConfig  # noqa: E402
 
 # (N_train, width, cells, cells fitted by scikit-learn)
@@ -86,10 +86,7 @@ def make_cells(n_train: int, width: int, cells: int, seed: int):
 
 
 def machine() -> str:
-    model = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True,
-                           text=True).stdout.split(":")[-1].strip()  # fmt: skip
-    return f"{model}; torch CPU capability {torch.backends.cpu.get_cpu_capability()}; " \
-           f"{os.cpu_count()} cores, 1-minute load average {os.getloadavg()[0]:.1f} when it ended; 1 thread per side"
+    return f"{machine_description()}; 1-minute load average {os.getloadavg()[0]:.1f} when it ended; 1 thread per side"
 
 
 def stream_rate(x: np.ndarray) -> float:

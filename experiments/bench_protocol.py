@@ -39,10 +39,7 @@ bench_protocol_cells.csv (per-cell val and test top-1 of every arm), and prints 
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,31 +60,12 @@ from probekit.evaluate import stratified_val_split  # noqa: E402
 from probekit.extraction import ExtractConfig, extract, noise_draw, plan_extraction  # noqa: E402
 from probekit.models import load_backbone  # noqa: E402
 from probekit.noise import sample_noise, split_seed  # noqa: E402
-from probekit.precision import cpu_description  # noqa: E402
+from probekit.precision import machine_description  # noqa: E402
 from probekit.probes.run import ProbeRunConfig, probe_cache  # noqa: E402
 
 Cell = tuple[int, str]
 CIFAR_MODEL = "experiments/models/ddpm-cifar10"
 DDAE_CIFAR = {"train": 50_000, "test": 10_000, "timesteps": 3, "epochs": 15}
-
-
-def lscpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or platform.machine()
-    for line in out.splitlines():
-        if line.lower().startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
-def machine_description() -> str:
-    text = (f"{platform.platform()}, {os.cpu_count()} cores, lscpu: {lscpu_model()}, {cpu_description()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    if torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name(0)}"
-    return text
 
 
 @dataclass

@@ -6,16 +6,14 @@ Usage: python experiments/bench_train.py [--steps 20] [--out experiments/results
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from probekit.precision import cpu_description
+from probekit.precision import machine_description
 from probekit.train import TrainConfig, train
 
 
@@ -41,7 +39,7 @@ def main() -> None:
         rows.append({"precision": precision, "seconds_per_step": seconds_per_step(replace(base, precision=precision), args.steps)})
     table = pd.DataFrame(rows).groupby("precision", as_index=False)["seconds_per_step"].min()
     table["images_per_second"] = base.batch_size / table["seconds_per_step"]
-    table["machine"] = f"{platform.machine()}, {cpu_description()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    table["machine"] = machine_description()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     print(table.to_string(index=False))

@@ -56,6 +56,7 @@ from .models.trace import StopForward, trace
 from .models.layers import select_layers
 from .noise import noise_seed, sample_noise, split_seed
 from .pooling import Pooling
+from .precision import machine_description
 from .evaluate import score_predictions, stratified_val_split
 from .predictions import PredictionSet, predictions_path, write_predictions
 from .results import CellInfo, scores_to_table, write_table
@@ -385,20 +386,12 @@ class Finetuner:
                   "val_top1": best["val_top1"], "test_top1": float(np.mean(test_pred == y_test)),
                   "images": {k: len(v) for k, v in self.splits.items()}, "parameters": self.parameter_counts,
                   "steps": self.total_steps, "wall_seconds": round(wall, 1),
-                  "machine": _machine(self.device), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+                  "machine": machine_description(self.device), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
         _atomic_text(json.dumps(record, indent=2, default=float), self.out / "record.json")
         from .plots.training import plot_training_curves  # figures last: training needs no plotting
 
         plot_training_curves(pd.DataFrame(curves), self.out / "curves.png", title=f"{self.backbone.model_id} · t={p.t} · {self.layer}")
         return table
-
-
-def _machine(device: torch.device) -> str:
-    """CPU model and torch capability (or the GPU), thread count, torch version: timings depend on all of them."""
-    from .precision import cpu_description
-
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_description()
-    return f"{where}; {os.cpu_count()} CPU threads, torch {torch.__version__} ({torch.get_num_threads()} threads), {device}"
 
 
 def _atomic_save(obj: object, path: Path) -> None:

@@ -180,3 +180,21 @@ def cpu_description() -> str:
         pass
     native = ",".join(sorted(native_precisions("cpu"))) or "none"
     return f"{model}, torch capability {torch.backends.cpu.get_cpu_capability()}, native low precision: {native}"
+
+
+def machine_description(device: Any = None) -> str:
+    """Everything a timing depends on, in one line for benchmark and run records.
+
+    Platform, :func:`cpu_description`, CPU count, torch version and threads; the GPU's name when
+    ``device`` is a CUDA device, or when ``device`` is None and CUDA is visible.
+    """
+    import platform
+
+    import torch
+
+    text = (f"{platform.platform()}, {cpu_description()}, {os.cpu_count()} CPUs, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    on_cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+    if on_cuda:
+        text += f", GPU {torch.cuda.get_device_name(device)}"
+    return text

@@ -1,5 +1,6 @@
 import itertools
 import logging
+import os
 
 import pytest
 import torch
@@ -110,3 +111,31 @@ def test_the_environment_pins_auto(monkeypatch):
     monkeypatch.setenv("PROBEKIT_AUTO_PRECISION", "int4")
     with pytest.raises(ProbekitError, match="PROBEKIT_AUTO_PRECISION"):
         resolve_precision("auto", "cpu")
+
+
+def _cpuinfo_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return next((line.split(":", 1)[1].strip() for line in info if line.lower().startswith("model name")), None)
+    except OSError:
+        return None
+
+
+def test_machine_description_names_cpu_model_cores_and_torch(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    text = precision.machine_description()
+    model = _cpuinfo_model()
+    if model:
+        assert model in text
+    assert f"capability {torch.backends.cpu.get_cpu_capability()}" in text
+    assert f"{os.cpu_count()} CPUs" in text
+    assert f"torch {torch.__version__} ({torch.get_num_threads()} threads)" in text
+    assert "GPU" not in text
+
+
+def test_machine_description_names_the_gpu_it_runs_on(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Simulated GPU 80GB")
+    assert precision.machine_description("cuda:0").endswith(", GPU Simulated GPU 80GB")
+    assert precision.machine_description().endswith(", GPU Simulated GPU 80GB")  # visible, none named
+    assert "GPU" not in precision.machine_description("cpu")  # a CPU run does not name the idle GPU

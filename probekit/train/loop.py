@@ -23,9 +23,7 @@ import csv
 import dataclasses
 import json
 import logging
-import math
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -39,7 +37,7 @@ from ..data import fit_images, load_dataset, stratified_subset
 from ..data.resize import sized_dataset
 from ..errors import ProbekitError
 from ..noise import noise_seed
-from ..precision import resolve_precision
+from ..precision import machine_description, resolve_precision
 from .config import TrainConfig
 from .sampling import ddim_sample_grid
 
@@ -97,11 +95,6 @@ def _save_model(ema: torch.nn.Module, config: TrainConfig, folder: Path) -> None
     (tmp / "scheduler_config.json").write_text(json.dumps(config.scheduler_config(), indent=2))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-
-
-def _machine(device: torch.device) -> str:
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    return f"{where}, {os.cpu_count()} CPU threads, torch {torch.__version__} ({torch.get_num_threads()} threads), {platform.system()}"
 
 
 def train(
@@ -230,7 +223,7 @@ def _checkpoint(
         "train_images": n_images,
         "epochs": round(step * config.batch_size / n_images, 3),
         "wall_seconds": round(wall, 1),
-        "machine": _machine(device),
+        "machine": machine_description(device),
         "device": str(device),
         "recipe": config.as_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
