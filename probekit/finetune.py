@@ -386,7 +386,7 @@ class Finetuner:
                   "val_top1": best["val_top1"], "test_top1": float(np.mean(test_pred == y_test)),
                   "images": {k: len(v) for k, v in self.splits.items()}, "parameters": self.parameter_counts,
                   "steps": self.total_steps, "wall_seconds": round(wall, 1),
-                  "machine": machine_description(self.device), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+                  "machine": machine_description(self.device), "device": str(self.device), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
         _atomic_text(json.dumps(record, indent=2, default=float), self.out / "record.json")
         from .plots.training import plot_training_curves  # figures last: training needs no plotting
 
