@@ -123,6 +123,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
         precision=args.precision,
         channels_last=args.channels_last,
         compile=args.compile,
+        workers=args.workers,
     )
     command = "probekit " + " ".join(shlex.quote(a) for a in args.argv)
     # SIGTERM (a scheduler's preemption) unwinds like Ctrl-C: queued writes finish, the cache stays resumable.
@@ -432,6 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, metavar="S",
                    help="decode every image at S x S: shorter side resized to S (bicubic, antialiased), centre crop "
                         "(default: only for data of mixed image sizes, at the model's input size)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes that decode, resize, augment and convert batches while the network runs "
+                        "(default: 0 for in-memory data at its size, else one per core but one, at most 8); "
+                        "features do not depend on it")
     p.add_argument("--prompt", help="sd: models: condition each image on this template with its class name filled in, "
                    "e.g. 'a photo of a {class}' (default: the empty prompt); the label then enters the features")
     p.add_argument("--no-download", action="store_true", help="never download missing datasets")

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .cache import CacheLayout, CacheWriter, SplitLabels
 from .data import ImageDataset, fit_images
-from .data.augment import crop_flip_views
+from .host_pipeline import Converter, auto_workers, host_batches
 from .data.resize import sized_dataset
 from .errors import ProbekitError
 from .models.backbone import Backbone
@@ -58,6 +58,9 @@ class ExtractConfig:
     precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
+    #: processes that decode, resize, augment and convert batches beside the forward
+    #: (probekit.host_pipeline); None: auto_workers (0 for in-memory data at its size)
+    workers: int | None = None
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -80,6 +83,8 @@ def plan_extraction(backbone: Backbone, config: ExtractConfig) -> ExtractPlan:
         raise ProbekitError(f"--views must be 0 (clean images only) or more, got {config.views}")
     if config.batch_size < 1:
         raise ProbekitError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if config.workers is not None and config.workers < 0:
+        raise ProbekitError(f"--workers must be 0 (decode in the main process) or more, got {config.workers}")
     if config.precision not in PRECISION_CHOICES:
         raise ProbekitError(f"unknown --precision {config.precision!r}: use {', '.join(PRECISION_CHOICES)}")
     timesteps = list(config.timesteps) if config.timesteps is not None else backbone.schedule.default_grid()
@@ -196,6 +201,12 @@ def _probe_forward(
             log.info("could not count the forward's FLOPs (%s)", str(err).splitlines()[0] if str(err) else type(err).__name__)
             feats, flops = backbone.features(x, plan.grid[0], plan.layers, plan.pooling, labels), None
     return {name: int(values.shape[-1]) for name, values in feats.items()}, flops
+
+
+def _as_pair(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _labels(labels: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -325,6 +336,9 @@ def extract(
         views=config.views if "train" in splits else 0,
     )
     total = sum(len(split.labels) * layout.slots(name) for name, split in splits.items()) * len(plan.grid)
+    workers = auto_workers(list(splits.values())) if config.workers is None else config.workers
+    convert = Converter(_as_pair(backbone.input_size), backbone.input_channels, tuple(backbone.value_range), config.fit, config.channels_last)
+    log.info("host pipeline: %s", f"{workers} worker processes" if workers else "in the main process (--workers 0)")
     log.info(
         "extracting %d layers x %d grid points x %d draws%s for %s -> %s",
         len(plan.layers), len(plan.grid), config.draws,
@@ -349,20 +363,22 @@ def extract(
             for split_name, split in splits.items():
                 bar.set_postfix_str(split_name)
                 seed = split_seed(config.seed, split_name)
+                pending = []
                 for start in range(0, len(split.labels), config.batch_size):
                     stop = min(start + config.batch_size, len(split.labels))
                     if done[split_name][start:stop].all():
                         bar.update((stop - start) * len(plan.grid) * layout.slots(split_name))
-                        continue
-                    ids = split.index[start:stop]
-                    labels = _labels(split.labels[start:stop], backbone.device)
+                    else:
+                        pending.append((start, stop))
+                batches = host_batches(
+                    split, pending, layout.slots(split_name) // config.draws, seed=config.seed, split_name=split_name,
+                    convert=convert, device=backbone.device, workers=workers,
+                )
+                for batch, views in batches:
+                    start, stop, ids = batch.start, batch.stop, batch.ids
+                    labels = _labels(batch.labels, backbone.device)
                     per_view = []
-                    batch = split.read(slice(start, stop))  # lazy datasets decode just this batch
-                    for view in range(layout.slots(split_name) // config.draws):
-                        images = batch
-                        if view > 0:
-                            images = crop_flip_views(images, ids, seed=config.seed, split=split_name, view=view)
-                        x0, _ = _prepare(backbone, images, config.fit, config.channels_last)
+                    for view, x0 in enumerate(views):
                         per_view.append(_features_halving_on_oom(backbone, x0, ids, plan, config, seed, bar, view, labels))
                     feats = per_view[0] if len(per_view) == 1 else {
                         name: np.concatenate([part[name] for part in per_view], axis=1) for name in per_view[0]

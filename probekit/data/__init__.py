@@ -9,13 +9,14 @@ sample ids; ``fit_images`` turns a batch into the float tensor a network expects
 from probekit.data.base import ImageDataset, ImageSplit, LazyImages
 from probekit.data.registry import list_datasets, load_dataset
 from probekit.data.sampling import holdout_split, stratified_subset
-from probekit.data.transforms import fit_images
+from probekit.data.transforms import fit_images, fit_tensor
 
 __all__ = [
     "ImageDataset",
     "ImageSplit",
     "LazyImages",
     "fit_images",
+    "fit_tensor",
     "holdout_split",
     "list_datasets",
     "load_dataset",

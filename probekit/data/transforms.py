@@ -45,12 +45,31 @@ def fit_images(
         "channels": "1->3", "value_range": [-1.0, 1.0]}``; ``fit`` is "none" when sizes already match.
     """
     _check_inputs(images, channels, value_range, fit)
-    from_size = (images.shape[1], images.shape[2])
+    # a copy: inputs may be read-only views of a file buffer, which torch.from_numpy refuses
+    return fit_tensor(torch.from_numpy(np.array(images)), size=size, channels=channels, value_range=value_range, fit=fit)
+
+
+def fit_tensor(
+    images: torch.Tensor,
+    *,
+    size: int | tuple[int, int] | None,
+    channels: int | None,
+    value_range: tuple[float, float],
+    fit: str = "auto",
+) -> tuple[torch.Tensor, dict]:
+    """:func:`fit_images` on a uint8 (B, H, W, C) torch tensor, on whatever device it is.
+
+    The extraction pipeline moves uint8 batches to a GPU (a quarter of float32's bytes) and
+    converts them there; on the CPU the same function runs in the loader's workers.
+    """
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] not in (1, 3):
+        raise ProbekitError(f"fit_tensor needs a uint8 (B, H, W, C) tensor with C in {{1, 3}}, got {images.dtype} {tuple(images.shape)}")
+    _check_inputs(np.empty((1, 1, 1, images.shape[-1]), np.uint8), channels, value_range, fit)
+    from_size = (int(images.shape[1]), int(images.shape[2]))
     to_size = from_size if size is None else _as_size(size)
     low, high = float(value_range[0]), float(value_range[1])
 
-    # astype copies into a fresh writable array (inputs may be read-only views of a file buffer)
-    x = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2)
+    x = images.permute(0, 3, 1, 2).float()  # uint8 -> float32 is exact
     done = _resolve_fit(fit, from_size, to_size)
     if done == "pad":
         x = _pad(x, to_size)  # pad with 0 before scaling, so the border becomes ``low``
