@@ -124,6 +124,9 @@ def cmd_extract(args: argparse.Namespace) -> None:
         channels_last=args.channels_last,
         compile=args.compile,
         workers=args.workers,
+        latent_cache=args.latent_cache,
+        store_latents=not args.no_latent_cache,
+        vae_memory=None if args.vae_memory is None else int(args.vae_memory * 2**30),
     )
     command = "probekit " + " ".join(shlex.quote(a) for a in args.argv)
     # SIGTERM (a scheduler's preemption) unwinds like Ctrl-C: queued writes finish, the cache stays resumable.
@@ -437,6 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes that decode, resize, augment and convert batches while the network runs "
                         "(default: 0 for in-memory data at its size, else one per core but one, at most 8); "
                         "features do not depend on it")
+    p.add_argument("--latent-cache", metavar="DIR",
+                   help="latent models: folder of stored VAE latents, reused by any later run on the same images, "
+                        "VAE, image size and view (default: latents/ beside --out)")
+    p.add_argument("--no-latent-cache", action="store_true", help="latent models: encode every image anew, store nothing")
+    p.add_argument("--vae-memory", type=float, metavar="GIB",
+                   help="latent models: GiB of activations one VAE encoder call may use; sets its batch "
+                        "(default: a quarter of the free GPU memory, 4 GiB on a CPU)")
     p.add_argument("--prompt", help="sd: models: condition each image on this template with its class name filled in, "
                    "e.g. 'a photo of a {class}' (default: the empty prompt); the label then enters the features")
     p.add_argument("--no-download", action="store_true", help="never download missing datasets")

@@ -21,7 +21,9 @@ from tqdm.auto import tqdm
 
 from .cache import CacheLayout, CacheWriter, SplitLabels
 from .data import ImageDataset, fit_images
+from .distributed import current_rank
 from .host_pipeline import Converter, auto_workers, host_batches
+from .latents import LatentStore, view_name
 from .data.resize import sized_dataset
 from .errors import ProbekitError
 from .models.backbone import Backbone
@@ -61,6 +63,12 @@ class ExtractConfig:
     #: processes that decode, resize, augment and convert batches beside the forward
     #: (probekit.host_pipeline); None: auto_workers (0 for in-memory data at its size)
     workers: int | None = None
+    #: folder of stored VAE latents (probekit.latents); None: ``latents/`` beside the output file
+    latent_cache: str | None = None
+    #: keep and reuse VAE latents (latent models only)
+    store_latents: bool = True
+    #: bytes of activations the VAE encoder may hold per call; None: probekit.models.vae.default_budget
+    vae_memory: int | None = None
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -108,14 +116,17 @@ def _batch_features(
     precision: str = "fp32",
     view: int = 0,
     labels: torch.Tensor | None = None,
+    encoded: bool = False,
 ) -> dict[str, np.ndarray]:
     """{layer: (T, K, B, D)} for one batch of clean inputs ``x0`` (already on the device).
 
     ``seed`` is the split's noise seed (:func:`probekit.noise.split_seed`). The batch is encoded
-    once (:meth:`Backbone.encode`) and the encoding is noised at every grid point. ``labels`` (B,)
-    go to every forward (label-conditioned backbones read them, the others ignore them).
+    once (:meth:`Backbone.encode`; not when ``encoded``: ``x0`` is then the encoding already) and
+    the encoding is noised at every grid point. ``labels`` (B,) go to every forward
+    (label-conditioned backbones read them, the others ignore them).
     """
-    x0 = backbone.encode(x0)
+    if not encoded:
+        x0 = backbone.encode(x0)
     per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in plan.layers}
     for point in plan.grid:
         for draw in range(draws):
@@ -177,30 +188,105 @@ def flop_counter() -> "torch.utils.flop_counter.FlopCounterMode":
     return FlopCounterMode(display=False, custom_mapping=_UNLISTED_FLOPS)
 
 
+@dataclass
+class Probe:
+    """What extraction learns before its first batch: pooled widths per layer, and the FLOPs per
+    image of one hooked forward (at one grid point) and of the latent encoder (0 for pixel-space
+    models); FLOPs are None when they could not be counted."""
+
+    widths: dict[str, int]
+    forward_flops: int | None
+    encode_flops: int | None
+
+
 def _probe_forward(
     backbone: Backbone, x0: torch.Tensor, plan: ExtractPlan, precision: str, labels: torch.Tensor | None = None
-) -> tuple[dict[str, int], int | None]:
-    """Pooled widths per layer, and the forward's FLOPs per image, from one forward of ``x0``.
+) -> Probe:
+    """Widths and FLOPs per image from the forward extraction runs, on one image ``x0``.
 
-    The forward is the one extraction runs (hooked, stopping after the deepest requested layer)
-    at the first grid point, counted by ``torch.utils.flop_counter`` (matmuls, convolutions,
-    attention, including the CPU attention kernel it does not list) and divided by the batch
-    size. The latent encoder, which runs once per image and
-    not per grid point, is not counted. FLOPs are None (with a log line) when the counter cannot
-    trace the model; the widths come from a plain forward then.
+    Counted by ``torch.utils.flop_counter`` (matmuls, convolutions, attention, including the CPU
+    attention kernel it does not list) on fake tensors: shapes flow through the network but no
+    arithmetic is done and no activation memory is taken, so opening a large model costs no extra
+    forward. The encoder (run once per image and view) and the hooked forward (once per grid
+    point and draw, stopping after the deepest requested layer) are counted apart. Where fake
+    tensors cannot trace the model, one real forward of ``x0`` is counted instead (with a log line);
+    where that cannot be counted either, FLOPs are None and the widths come from a plain forward.
     """
-    x = backbone.encode(x0)
-    with torch.no_grad(), _autocast(x.device, precision):
-        try:
-            with flop_counter() as counter:
-                feats = backbone.features(x, plan.grid[0], plan.layers, plan.pooling, labels)
-            flops: int | None = int(counter.get_total_flops()) // len(x0)
-        except (ProbekitError, torch.OutOfMemoryError, KeyboardInterrupt):
-            raise
-        except Exception as err:  # noqa: BLE001 -- counting is a report, never a reason to fail extraction
-            log.info("could not count the forward's FLOPs (%s)", str(err).splitlines()[0] if str(err) else type(err).__name__)
-            feats, flops = backbone.features(x, plan.grid[0], plan.layers, plan.pooling, labels), None
-    return {name: int(values.shape[-1]) for name, values in feats.items()}, flops
+    try:
+        return _count(backbone, x0, plan, precision, labels, fake=True)
+    except (ProbekitError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001 -- counting is a report, never a reason to fail extraction
+        log.info("fake tensors could not trace the model (%s): counting on one real forward", _first_line(err))
+    try:
+        return _count(backbone, x0, plan, precision, labels, fake=False)
+    except (ProbekitError, torch.OutOfMemoryError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001
+        log.info("could not count the forward's FLOPs (%s)", _first_line(err))
+    with torch.no_grad(), _autocast(x0.device, precision):
+        feats = backbone.features(backbone.encode(x0), plan.grid[0], plan.layers, plan.pooling, labels)
+    return Probe({name: int(values.shape[-1]) for name, values in feats.items()}, None, None)
+
+
+def _count(
+    backbone: Backbone, x0: torch.Tensor, plan: ExtractPlan, precision: str, labels: torch.Tensor | None, *, fake: bool
+) -> Probe:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
+    with torch.no_grad(), mode:
+        x = torch.empty_like(x0) if fake else x0
+        with flop_counter() as counter:
+            latent = backbone.encode(x)
+        encode = int(counter.get_total_flops()) // len(x0)
+        with _autocast(x.device, precision), flop_counter() as counter:
+            feats = backbone.features(latent, plan.grid[0], plan.layers, plan.pooling, labels)
+        forward = int(counter.get_total_flops()) // len(x0)
+        widths = {name: int(values.shape[-1]) for name, values in feats.items()}
+    return Probe(widths, forward, encode)
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _latent_store(
+    backbone: Backbone, config: ExtractConfig, out: Path, fit_record: dict, dataset: ImageDataset
+) -> LatentStore | None:
+    """The store of this backbone's latents for these images, or None (no encoder, or not wanted)."""
+    encoder = backbone.encoder_sha256()
+    if encoder is None or not config.store_latents:
+        return None
+    fields = {
+        "encoder_sha256": encoder,
+        "input": fit_record,
+        "channels_last": config.channels_last,
+        "dataset": dataset.name,
+        "dataset_source": dataset.source,
+        "dataset_info": dataset.info,
+        "device": backbone.device.type,
+    }
+    rank = current_rank()
+    suffix = "" if rank is None else f".rank{rank.rank}-of-{rank.world_size}"
+    store = LatentStore(Path(config.latent_cache) if config.latent_cache else out.parent / "latents", fields, suffix)
+    log.info("latents: stored in %s", store.path)
+    return store
+
+
+def _encoded(
+    backbone: Backbone, x0: torch.Tensor, store: LatentStore | None, split: str, view: str, ids: np.ndarray
+) -> tuple[torch.Tensor, int]:
+    """The encoding of ``x0`` and how many images the encoder ran on (0 when the store had them all)."""
+    if store is not None:
+        found = store.get(split, view, ids)
+        if found is not None:
+            return found.to(x0.device), 0
+    with torch.no_grad():
+        latent = backbone.encode(x0)
+    if store is not None:
+        store.put(split, view, ids, latent)
+    return latent, len(ids)
 
 
 def _as_pair(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -230,7 +316,7 @@ def _prepare(backbone: Backbone, images: np.ndarray, fit: str, channels_last: bo
 
 def _features_halving_on_oom(
     backbone: Backbone, x0: torch.Tensor, ids: np.ndarray, plan: ExtractPlan, config: ExtractConfig, seed: int, bar: tqdm,
-    view: int = 0, labels: torch.Tensor | None = None,
+    view: int = 0, labels: torch.Tensor | None = None, encoded: bool = False,
 ) -> dict[str, np.ndarray]:
     """Features of one batch; on out-of-memory the batch is split in halves (recursively) and retried.
 
@@ -244,7 +330,7 @@ def _features_halving_on_oom(
         bar.update(n)
 
     try:
-        return _batch_features(backbone, x0, ids, plan, config.draws, seed, on_forward, config.precision, view, labels)
+        return _batch_features(backbone, x0, ids, plan, config.draws, seed, on_forward, config.precision, view, labels, encoded)
     except torch.OutOfMemoryError:
         bar.update(-counted)
         if x0.device.type == "cuda":
@@ -256,8 +342,8 @@ def _features_halving_on_oom(
         half = (len(ids) + 1) // 2
         log.warning("out of memory at batch size %d: retrying in halves of %d", len(ids), half)
         parts = [
-            _features_halving_on_oom(backbone, x0[:half], ids[:half], plan, config, seed, bar, view, _part(labels, slice(None, half))),
-            _features_halving_on_oom(backbone, x0[half:], ids[half:], plan, config, seed, bar, view, _part(labels, slice(half, None))),
+            _features_halving_on_oom(backbone, x0[:half], ids[:half], plan, config, seed, bar, view, _part(labels, slice(None, half)), encoded),
+            _features_halving_on_oom(backbone, x0[half:], ids[half:], plan, config, seed, bar, view, _part(labels, slice(half, None)), encoded),
         ]
         return {name: np.concatenate([part[name] for part in parts], axis=2) for name in parts[0]}
 
@@ -305,14 +391,25 @@ def extract(
     x_probe, fit_record = _prepare(backbone, first.read(slice(0, 1)), config.fit, config.channels_last)
     if resized is not None:
         fit_record["resize"] = resized  # in the resume plan: another size is other work
-    widths, flops_per_image = _probe_forward(backbone, x_probe, plan, config.precision, _labels(first.labels[:1], backbone.device))
+    counted_at = time.perf_counter()
+    probe = _probe_forward(backbone, x_probe, plan, config.precision, _labels(first.labels[:1], backbone.device))
+    widths, flops_per_image, encode_flops = probe.widths, probe.forward_flops, probe.encode_flops
+    log.info("start-up: FLOPs counted in %.2f s", time.perf_counter() - counted_at)
     layer_infos = [layer for layer in backbone.layers() if layer.name in plan.layers]
 
+    hashed_at = time.perf_counter()
+    model_sha256 = backbone.weights_sha256()
+    log.info("start-up: weights identified in %.2f s%s", time.perf_counter() - hashed_at,
+             "" if backbone.weights_key else " (not remembered: the weights are not all local files)")
+    if config.vae_memory is not None:
+        if config.vae_memory < 1:
+            raise ProbekitError(f"--vae-memory must be a positive number of GiB, got {config.vae_memory / 2**30:g}")
+        backbone.vae_budget = config.vae_memory
     layout = CacheLayout(
         attrs={
             "command": command,
             "model_id": backbone.model_id,
-            "model_sha256": backbone.weights_sha256(),
+            "model_sha256": model_sha256,
             "framework": backbone.framework,
             "schedule": backbone.schedule.describe(),
             "dataset": dataset.name,
@@ -324,6 +421,7 @@ def extract(
             "precision": config.precision,
             "value_range": list(backbone.value_range),
             **({"flops_per_image": flops_per_image} if flops_per_image is not None else {}),
+            **({"encode_flops_per_image": encode_flops} if encode_flops else {}),
             **backbone.cache_attrs(),
         },
         grid=plan.grid,
@@ -345,17 +443,26 @@ def extract(
         f" x (1 + {layout.views} augmented train views)" if layout.views else "",
         ", ".join(f"{k}={len(v.labels)}" for k, v in splits.items()), out,
     )
+    encodes = sum(len(split.labels) * (layout.slots(name) // config.draws) for name, split in splits.items())
     if flops_per_image:
+        encoder = f" + {encodes} image-view encodes x {encode_flops / 1e9:.3g} GFLOP" if encode_flops else ""
         log.info(
-            "work: %d image x grid-point forwards x %.3g GFLOP = %.3g TFLOP",
-            total, flops_per_image / 1e9, total * flops_per_image / 1e12,
+            "work: %d image x grid-point forwards x %.3g GFLOP%s = %.3g TFLOP",
+            total, flops_per_image / 1e9, encoder, (total * flops_per_image + encodes * (encode_flops or 0)) / 1e12,
         )
-    writer = CacheWriter(out, layout, resume=not overwrite)
+    store = _latent_store(backbone, config, out, fit_record, dataset)
+    try:
+        writer = CacheWriter(out, layout, resume=not overwrite)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
     done = {name: writer.done(name) for name in splits}
     already = sum(int(flags.sum()) for flags in done.values())
     if already:
         log.info("resuming %s: %d of %d samples already written", out, already, sum(len(f) for f in done.values()))
     complete, computed = False, 0  # computed: image x grid point x draw forwards run by this call
+    encoded = 0  # image views the encoder ran on in this call
     end_attrs: dict[str, float] = {}
     started = time.perf_counter()
     try:
@@ -379,7 +486,9 @@ def extract(
                     labels = _labels(batch.labels, backbone.device)
                     per_view = []
                     for view, x0 in enumerate(views):
-                        per_view.append(_features_halving_on_oom(backbone, x0, ids, plan, config, seed, bar, view, labels))
+                        latent, fresh = _encoded(backbone, x0, store, split_name, view_name(view, config.seed), ids)
+                        encoded += fresh
+                        per_view.append(_features_halving_on_oom(backbone, latent, ids, plan, config, seed, bar, view, labels, True))
                     feats = per_view[0] if len(per_view) == 1 else {
                         name: np.concatenate([part[name] for part in per_view], axis=1) for name in per_view[0]
                     }
@@ -388,14 +497,20 @@ def extract(
         complete = True
         elapsed = time.perf_counter() - started
         # A backbone with no floating-point work (pixels) has no rate worth logging.
+        if store is not None:
+            log.info("latents: encoder ran on %d image views, skipped for %d found in %s", encoded, store.hits, store.path)
         if flops_per_image and computed:
-            end_attrs["achieved_flops"] = flops_per_image * computed / elapsed
+            work = flops_per_image * computed + (encode_flops or 0) * encoded
+            end_attrs["achieved_flops"] = work / elapsed
             log.info(
-                "forward: %.3g GFLOP per image and grid point; achieved %.3g GFLOP/s over %d forwards "
-                "(wall time, including noise, hooks and writes)",
-                flops_per_image / 1e9, end_attrs["achieved_flops"] / 1e9, computed,
+                "forward: %.3g GFLOP per image and grid point%s; achieved %.3g GFLOP/s over %d forwards%s "
+                "(wall time, including decoding, noise, hooks and writes)",
+                flops_per_image / 1e9, f", encoder {encode_flops / 1e9:.3g} GFLOP per image view" if encode_flops else "",
+                end_attrs["achieved_flops"] / 1e9, computed, f" and {encoded} encodes" if encode_flops else "",
             )
     finally:
         writer.close(complete=complete, attrs=end_attrs)
+        if store is not None:
+            store.close()
     log.info("wrote %s in %.1f s", out, time.perf_counter() - started)
     return out

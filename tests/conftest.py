@@ -44,3 +44,11 @@ def tiny_unet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         json.dumps({"_class_name": "DDPMScheduler", "num_train_timesteps": 200, "beta_schedule": "squaredcos_cap_v2"})
     )
     return path
+
+
+@pytest.fixture(autouse=True)
+def private_probekit_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Remembered weight hashes go to a folder of the test session, never to the user's ~/.cache."""
+    folder = tmp_path_factory.getbasetemp() / "probekit-cache"
+    monkeypatch.setenv("PROBEKIT_CACHE_DIR", str(folder))
+    return folder

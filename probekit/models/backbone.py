@@ -24,6 +24,7 @@ from ..pooling import Pooling
 from ..schedule import NoiseSchedule
 from ..types import GridPoint, LayerInfo
 from .trace import primary_output, run_traced
+from .weight_hash import remembered
 
 __all__ = ["Backbone", "HookedBackbone", "LayerInfo", "state_dict_sha256"]
 
@@ -89,9 +90,17 @@ class Backbone(ABC):
         """What the cache records about this backbone besides its id, framework and weights (e.g. the prompt)."""
         return {}
 
+    #: images (B, 3, H, W) the latent encoder may hold in memory at once, in bytes (None: the default
+    #: of :func:`probekit.models.vae.default_budget`); pixel-space models ignore it
+    vae_budget: int | None = None
+
     @abstractmethod
     def weights_sha256(self) -> str:
         """Hash identifying the weights (see :func:`state_dict_sha256`)."""
+
+    def encoder_sha256(self) -> str | None:
+        """Hash of the latent encoder's weights (keys stored latents), or None without an encoder."""
+        return None
 
     @property
     def device(self) -> torch.device:
@@ -190,16 +199,32 @@ class HookedBackbone(Backbone):
         """The modules whose weights decide the features, by role (one entry: the network)."""
         return {"net": self.net}
 
+    #: identifies the files the weights were loaded from (:func:`.weight_hash.files_key`); with it,
+    #: hashes are remembered across processes and an unchanged checkpoint is not hashed again
+    weights_key: str | None = None
+
     def weights_sha256(self) -> str:
         """:func:`state_dict_sha256` of the network; with several modules, a hash over ``role:hash`` pairs."""
         if self._sha256 is None:
             modules = self._weight_modules()
             if len(modules) == 1:
-                self._sha256 = state_dict_sha256(next(iter(modules.values())))
+                self._sha256 = self.module_sha256(next(iter(modules)))
             else:
-                combined = "|".join(f"{role}:{state_dict_sha256(module)}" for role, module in modules.items())
+                combined = "|".join(f"{role}:{self.module_sha256(role)}" for role in modules)
                 self._sha256 = hashlib.sha256(combined.encode()).hexdigest()
         return self._sha256
+
+    def module_sha256(self, role: str) -> str:
+        """:func:`state_dict_sha256` of one weight module (``net``, ``unet``, ``vae``, ...), remembered
+        under :attr:`weights_key` when the weights came from local files."""
+        cache = self.__dict__.setdefault("_role_sha256", {})
+        if role not in cache:
+            module = self._weight_modules()[role]
+            cache[role] = remembered(self.weights_key, role, lambda: state_dict_sha256(module))
+        return cache[role]
+
+    def encoder_sha256(self) -> str | None:
+        return self.module_sha256("vae") if "vae" in self._weight_modules() else None
 
     @property
     def device(self) -> torch.device:

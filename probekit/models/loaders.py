@@ -24,6 +24,7 @@ from .pixels import PixelsBackbone
 from .random_init import model_id, seeded
 from .sd import load_sd, recognises as recognises_sd
 from .unet import UNetBackbone
+from .weight_hash import files_key, local_sources
 from .vision import load_vision, recognises as recognises_vision
 
 
@@ -226,13 +227,27 @@ FORMATS: dict[str, ModelFormat] = {
 }
 
 
+def _weights_key(spec: str, options: LoadOptions, backbone: Backbone) -> str | None:
+    """The key weight hashes are remembered under (:mod:`.weight_hash`), or None when some weights
+    may come from the hub: a latent transformer whose VAE is neither ``vae=PATH`` nor a pipeline's."""
+    sources = local_sources(spec)
+    if getattr(backbone, "vae", None) is not None and not backbone.framework.startswith("stable-diffusion"):
+        named = re.search(r"vae=([^&,]+)", spec)
+        local_vae = named is not None and Path(named.group(1)).expanduser().exists()
+        if not local_vae and not any(source.is_dir() and (source / "vae").is_dir() for source in sources):
+            return None
+    return files_key(spec, sources, f"random_init={options.random_init},seed={options.seed},{type(backbone).__name__}")
+
+
 def load_backbone(spec: str, *, random_init: bool = False, seed: int = 0, device: str | torch.device = "cpu") -> Backbone:
     """Load ``spec`` with the first format that recognises it and move it to ``device``."""
     options = LoadOptions(random_init=random_init, seed=seed)
     _require_readable(spec)
     for model_format in FORMATS.values():
         if model_format.recognises(spec):
-            return model_format.load(spec, options).to(device)
+            backbone = model_format.load(spec, options)
+            backbone.weights_key = _weights_key(spec, options, backbone)
+            return backbone.to(device)
     if not Path(spec).exists():
         raise ProbekitError(f"model {spec!r} not found: give a model folder, a hub id (owner/name), "
                              "ddae:CONFIG.yaml:CHECKPOINT.pth, dit:CHECKPOINT.pt, sit:CHECKPOINT.pt, hf-vision:FOLDER, sd:PIPELINE, or 'pixels'")

@@ -65,7 +65,7 @@ class LatentTransformerBackbone(HookedBackbone):
         The posterior mean, not a sample (the models' training samples), so features are
         deterministic and no random numbers are drawn outside :mod:`probekit.noise`.
         """
-        return encode_mean(self.vae, x0)
+        return encode_mean(self.vae, x0, self.vae_budget)
 
     def _unknown_layer(self, name: str) -> str:
         return f"unknown layer {name!r}: {self.family} layers are transformer_blocks.0..{len(self._layers) - 1} (or layer-i)"

@@ -55,7 +55,7 @@ class StableDiffusionBackbone(PromptConditioned, UNetBackbone):
 
     def encode(self, x0: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> latents ``(posterior mean - shift) * scaling_factor``."""
-        return encode_mean(self.vae, x0)
+        return encode_mean(self.vae, x0, self.vae_budget)
 
     def _run(self, x: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:
         timesteps = torch.full((x.shape[0],), point.model_input, device=x.device, dtype=torch.float32)
