@@ -93,7 +93,9 @@ def cmd_layers(args: argparse.Namespace) -> None:
 
 def cmd_extract(args: argparse.Namespace) -> None:
     from .data import load_dataset, stratified_subset
-    from .distributed import barrier, current_rank, init_process_group, shard_dataset, shard_path, write_master
+    from .distributed import (
+        barrier, current_rank, init_process_group, shard_dataset, shard_path, share_weight_hashes, write_master,
+    )
     from .extraction import ExtractConfig, extract
     from .models import load_backbone
 
@@ -136,6 +138,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     if rank is not None:
         # Under torchrun: this rank writes its shard; rank 0 stitches the master file at the end.
         init_process_group(backbone.device.type)
+        share_weight_hashes(backbone)  # one rank hashes, the others take its result
         dataset = shard_dataset(dataset, rank.rank, rank.world_size)
         target, progress = shard_path(args.out, rank.rank, rank.world_size), progress and rank.rank == 0
     try:

@@ -12,10 +12,14 @@ import os
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .cache import write_master  # noqa: F401  (re-exported: the merger lives with the format)
 from .data import ImageDataset
 from .errors import ProbekitError
+
+if TYPE_CHECKING:
+    from .models.backbone import Backbone
 
 
 @dataclass(frozen=True)
@@ -70,3 +74,20 @@ def barrier() -> None:
 
     if dist.is_initialized():
         dist.barrier()
+
+
+def share_weight_hashes(backbone: "Backbone") -> None:
+    """Rank 0 hashes the weights (or finds them remembered) and hands the hashes to every rank, so
+    a launch of N processes pays the hash once, not N times."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    payload: list[object] = [None]
+    if dist.get_rank() == 0:
+        backbone.weights_sha256()
+        backbone.encoder_sha256()
+        payload = [backbone.known_hashes()]
+    dist.broadcast_object_list(payload, src=0)
+    if dist.get_rank() != 0:
+        backbone.adopt_hashes(payload[0])  # type: ignore[arg-type]

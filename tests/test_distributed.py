@@ -108,3 +108,31 @@ def test_shards_of_a_folder_dataset_stay_lazy(tmp_path):
     np.testing.assert_array_equal(np.concatenate([p.index for p in parts]), np.arange(10))
     for part in parts:
         np.testing.assert_array_equal(part.read(slice(None)), pixels[part.index])
+
+
+def _hash_rank(rank, folder, init_file, counts):
+    import torch.distributed as dist
+
+    import probekit.models.backbone as backbone_module
+    from probekit.distributed import share_weight_hashes
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    calls = {"n": 0}
+    original = backbone_module.state_dict_sha256
+    backbone_module.state_dict_sha256 = lambda module: (calls.__setitem__("n", calls["n"] + 1), original(module))[1]
+    backbone = load_backbone(folder)
+    backbone.weights_key = None  # nothing remembered: any hash here is computed in this process
+    share_weight_hashes(backbone)
+    counts[rank] = (calls["n"], backbone.weights_sha256())
+    dist.destroy_process_group()
+
+
+def test_only_rank_zero_hashes_the_weights(tiny_unet_dir, tmp_path):
+    import torch.multiprocessing as mp
+
+    from probekit.models.backbone import state_dict_sha256
+
+    counts = mp.Manager().dict()
+    mp.spawn(_hash_rank, args=(str(tiny_unet_dir), str(tmp_path / "init"), counts), nprocs=2)
+    expected = state_dict_sha256(load_backbone(str(tiny_unet_dir)).net)
+    assert counts[0] == (1, expected) and counts[1] == (0, expected)

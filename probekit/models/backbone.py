@@ -102,6 +102,13 @@ class Backbone(ABC):
         """Hash of the latent encoder's weights (keys stored latents), or None without an encoder."""
         return None
 
+    def known_hashes(self) -> dict[str, str]:
+        """The weight hashes computed so far (to hand to other processes of one launch)."""
+        return {}
+
+    def adopt_hashes(self, hashes: dict[str, str]) -> None:
+        """Take hashes another process computed for the same weights (:meth:`known_hashes`)."""
+
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
@@ -225,6 +232,15 @@ class HookedBackbone(Backbone):
 
     def encoder_sha256(self) -> str | None:
         return self.module_sha256("vae") if "vae" in self._weight_modules() else None
+
+    def known_hashes(self) -> dict[str, str]:
+        roles = dict(self.__dict__.get("_role_sha256", {}))
+        return {**roles, **({"*": self._sha256} if self._sha256 is not None else {})}
+
+    def adopt_hashes(self, hashes: dict[str, str]) -> None:
+        self.__dict__.setdefault("_role_sha256", {}).update({role: value for role, value in hashes.items() if role != "*"})
+        if "*" in hashes:
+            self._sha256 = hashes["*"]
 
     @property
     def device(self) -> torch.device:
