@@ -1,0 +1,144 @@
+"""Host pipeline benchmark on a folder of ImageNet-like JPEGs that the script writes.
+
+The folder: ``--images`` JPEGs (quality 90) of mixed sizes around ImageNet's typical 500 x 375
+(landscape and portrait, 400-600 x 300-450 px), smooth colour fields with texture so they decode
+like photographs, in 10 class folders, train/ and test/.
+
+1. Host rate: batches decoded, resized (shorter side to ``--size``, centre crop) and converted
+   to the model's float input by :func:`probekit.host_pipeline.host_batches`, serially in the
+   main process (``--workers 0``, one torch thread) and with 2 workers; the ratio is the speed-up,
+   and the serial time per image is the host cost per image per core.
+2. Overlap, with a real network (a random diffusers UNet2DModel at ``--size`` px, ``--width``
+   channels): extraction wall time with 1 worker (host on one core, the forward on the other,
+   one torch thread) against host alone (1 worker, no forward) and forward alone (the same
+   pixels held in memory at the model's size: no decoding). Perfect overlap takes
+   max(host, forward); the report gives the ratio.
+
+    python experiments/bench_pipeline.py --images 300 --size 64 --out experiments/results/bench_pipeline.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def write_jpegs(root: Path, count: int, seed: int = 0) -> None:
+    """``count`` JPEGs in root/{train,test}/class{k}/ (5 of 6 in train), ImageNet-like sizes."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        split = "test" if i % 6 == 5 else "train"
+        folder = root / split / f"class{i % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        long_side, short_side = int(rng.integers(400, 601)), int(rng.integers(300, 451))
+        width, height = (long_side, short_side) if rng.random() < 0.75 else (short_side, long_side)
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        field = np.stack([np.sin(xx / rng.uniform(20, 80) + yy / rng.uniform(20, 80) + p) for p in phase], axis=-1)
+        pixels = 128 + 80 * field + rng.normal(0, 12, (height, width, 3))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:06d}.jpg", quality=90)
+
+
+def host_rate(split, convert, batch: int, workers: int) -> float:
+    """Images per second through the host pipeline alone (decode, resize, convert)."""
+    from probekit.host_pipeline import host_batches
+
+    bounds = [(start, min(start + batch, len(split))) for start in range(0, len(split), batch)]
+    started = time.perf_counter()
+    for _ in host_batches(split, bounds, 1, seed=0, split_name="train", convert=convert, device=torch.device("cpu"), workers=workers):
+        pass
+    return len(split) / (time.perf_counter() - started)
+
+
+def build_model(folder: Path, size: int, width: int) -> Path:
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    UNet2DModel(sample_size=size, in_channels=3, out_channels=3, block_out_channels=(width, 2 * width), layers_per_block=1,
+                down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                norm_num_groups=8).save_pretrained(folder)
+    (folder / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDPMScheduler", "num_train_timesteps": 1000}))
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--size", type=int, default=64, help="side the images are brought to (and the model's input side)")
+    parser.add_argument("--width", type=int, default=32, help="channels of the benchmark UNet's first stage")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--folder", type=Path, help="where to write (or find) the JPEGs (default: a temporary folder)")
+    parser.add_argument("--out", type=Path, help="CSV of the measurements")
+    parser.add_argument("--skip-overlap", action="store_true", help="only the host rate")
+    args = parser.parse_args()
+
+    from probekit.data import load_dataset
+    from probekit.data.base import ImageDataset, ImageSplit
+    from probekit.extraction import ExtractConfig, extract
+    from probekit.host_pipeline import Converter
+    from probekit.models import load_backbone
+    from probekit.precision import machine_description
+
+    torch.set_num_threads(1)  # per-core numbers: one torch thread in the main process (workers use one each)
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        folder = args.folder or work / "jpegs"
+        if not (folder / "train").is_dir():
+            write_jpegs(folder, args.images)
+        dataset = load_dataset(str(folder))
+        split = dataset.splits["train"].at_size(args.size)
+        convert = Converter((args.size, args.size), 3, (-1.0, 1.0), "auto")
+        print(machine_description())
+        print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        host_rate(split.take(slice(0, args.batch_size)), convert, args.batch_size, 0)  # warm the page cache
+        serial = host_rate(split, convert, args.batch_size, 0)
+        parallel = host_rate(split, convert, args.batch_size, 2)
+        rows = [
+            {"measure": "host_serial_images_per_s", "value": serial},
+            {"measure": "host_2_workers_images_per_s", "value": parallel},
+            {"measure": "host_speedup_2_workers", "value": parallel / serial},
+            {"measure": "host_ms_per_image_per_core", "value": 1000 / serial},
+        ]
+        print(f"host, {len(split)} JPEGs to {args.size} px: serial {serial:.1f} images/s, 2 workers {parallel:.1f} images/s "
+              f"({parallel / serial:.2f}x); host cost {1000 / serial:.2f} ms per image per core")
+        if not args.skip_overlap:
+            backbone = load_backbone(str(build_model(work / "model", args.size, args.width)))
+            config = dict(timesteps=[100], batch_size=args.batch_size, image_size=args.size, splits=("train",))
+            host_alone = len(split) / host_rate(split, convert, args.batch_size, 1)
+            pixels = split.read(slice(None))
+            in_memory = ImageDataset("memory", {"train": ImageSplit(pixels, split.labels, split.index),
+                                                "test": dataset.splits["test"].at_size(args.size)}, dataset.class_names, "memory")
+            started = time.perf_counter()
+            extract(backbone, in_memory, work / "forward.h5", ExtractConfig(**config, workers=0), progress=False)
+            forward_alone = time.perf_counter() - started
+            started = time.perf_counter()
+            extract(backbone, dataset, work / "both.h5", ExtractConfig(**config, workers=1), progress=False)
+            both = time.perf_counter() - started
+            bound = max(host_alone, forward_alone)
+            rows += [
+                {"measure": "host_alone_s", "value": host_alone},
+                {"measure": "forward_alone_s", "value": forward_alone},
+                {"measure": "extraction_s", "value": both},
+                {"measure": "extraction_over_max", "value": both / bound},
+            ]
+            print(f"overlap, 1 worker: host alone {host_alone:.2f} s, forward alone {forward_alone:.2f} s, extraction {both:.2f} s "
+                  f"= {both / bound:.2f}x max(host, forward) (serial would be {(host_alone + forward_alone) / bound:.2f}x)")
+        print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        if args.out:
+            with open(args.out, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=["measure", "value"])
+                writer.writeheader()
+                writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
