@@ -112,7 +112,7 @@ def main() -> None:
               f"({parallel / serial:.2f}x); host cost {1000 / serial:.2f} ms per image per core")
         if not args.skip_overlap:
             backbone = load_backbone(str(build_model(work / "model", args.size, args.width)))
-            config = dict(timesteps=[100], batch_size=args.batch_size, image_size=args.size, splits=("train",))
+            config = {"timesteps": [100], "batch_size": args.batch_size, "image_size": args.size, "splits": ("train",)}
             host_alone = len(split) / host_rate(split, convert, args.batch_size, 1)
             pixels = split.read(slice(None))
             in_memory = ImageDataset("memory", {"train": ImageSplit(pixels, split.labels, split.index),

@@ -21,11 +21,11 @@ from tqdm.auto import tqdm
 
 from .cache import CacheLayout, CacheWriter, SplitLabels
 from .data import ImageDataset, fit_images
+from .data.resize import sized_dataset
 from .distributed import current_rank
+from .errors import ProbekitError
 from .host_pipeline import Converter, auto_workers, host_batches
 from .latents import LatentStore, view_name
-from .data.resize import sized_dataset
-from .errors import ProbekitError
 from .models.backbone import Backbone
 from .models.layers import select_layers
 from .noise import sample_noise, split_seed

@@ -15,8 +15,8 @@ for bit those of ``workers=0`` (the serial loop in the main process).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ class HostBatch:
     labels: np.ndarray
     views: list[torch.Tensor]
 
-    def pin_memory(self) -> "HostBatch":
+    def pin_memory(self) -> HostBatch:
         """Called by the loader's pinning thread on CUDA: page-locked views copy asynchronously."""
         return HostBatch(self.start, self.stop, self.ids, self.labels, [view.pin_memory() for view in self.views])
 

@@ -86,7 +86,7 @@ class LatentStore:
             return None
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
-        unique, first = np.unique(sorted_ids, return_index=True)
+        unique = np.unique(sorted_ids)
         if not group["done"][unique].all():
             self.misses += len(ids)
             return None
