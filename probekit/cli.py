@@ -168,6 +168,14 @@ def cmd_probe(args: argparse.Namespace) -> None:
         device=_device(args.device),
         seed=args.seed,
     )
+    if args.labels_per_class:
+        from .probes.label_budget import parse_budgets, probe_label_budgets
+
+        table = probe_label_budgets(args.cache, config, parse_budgets(args.labels_per_class), draws=args.budget_draws,
+                                    progress=not args.quiet, max_memory=_memory_budget(args.max_memory))
+        write_table(table, args.out)
+        print(f"wrote {args.out} (label budgets {args.labels_per_class}; draw it with `probekit plot --results {args.out} ...`)")
+        return
     results = probe_cache(args.cache, config, progress=not args.quiet, max_memory=_memory_budget(args.max_memory))
     write_table(results.table, args.out)
     sidecar = write_predictions(predictions_path(args.out), results.predictions)
@@ -191,6 +199,16 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
     table = pd.concat([read_table(path) for path in args.results], ignore_index=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    if "labels_per_class" in table.columns:  # tables of `probe --labels-per-class`: the label-efficiency curve
+        from .plots.label_efficiency import plot_label_efficiency
+
+        if table["labels_per_class"].isna().any():
+            raise ProbekitError("mix of label-budget and plain results tables: plot them separately")
+        figure, summary = plot_label_efficiency(table, Path(args.out) / "label_efficiency.png")
+        summary.to_csv(Path(args.out) / "label_efficiency.csv", index=False)
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"wrote {figure} and {Path(args.out) / 'label_efficiency.csv'}")
+        return
     for path in plot_all(table, args.out, x=args.x):
         print(f"wrote {path}")
 
@@ -469,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kNN temperature(s); several are chosen per cell on val (default 0.07)")
     p.add_argument("--knn-centre", action="store_true", help="kNN: subtract the train mean before the cosine")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split and the probes")
+    p.add_argument("--labels-per-class", metavar="K,K,...",
+                   help="label efficiency: fit on K train images per class (stratified, seeded draws from train minus "
+                        "val; val and test fixed), e.g. 1,5,10,50,all; the table gets labels_per_class and budget_draw "
+                        "columns and no predictions sidecar")
+    p.add_argument("--budget-draws", type=int, default=3, help="seeded draws per label budget (default 3; 'all' has one)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_probe)
