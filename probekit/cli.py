@@ -123,6 +123,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
         precision=args.precision,
         channels_last=args.channels_last,
         compile=args.compile,
+        max_memory=_memory_budget(args.max_memory) if args.max_memory else None,
     )
     command = "probekit " + " ".join(shlex.quote(a) for a in args.argv)
     # SIGTERM (a scheduler's preemption) unwinds like Ctrl-C: queued writes finish, the cache stays resumable.
@@ -438,8 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
     p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--pooling", default="gap", help="gap (global average, default), avgK (e.g. avg2), or cls (class token of hf-vision: models)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the features")
+    p.add_argument("--pooling", default="gap", help="gap (global average, default), avgK (e.g. avg2), spatialS (e.g. spatial8: "
+                   "an S x S average-pooled feature map per cell, for segment and correspond), or cls (class token of "
+                   "hf-vision: models)")
+    p.add_argument("--dtype", choices=["float32", "float16"],
+                   help="storage type of the features (default float32; float16 for spatialS pooling)")
+    p.add_argument("--max-memory", help="bytes the features of the batches in flight may hold, e.g. 2G; the batch size "
+                   "is lowered to fit (default: no limit). The disk and memory budget is printed before extraction")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="compute precision (default auto: bf16 autocast only where the device runs it natively "
                         "and a short measured matmul shows it faster, else fp32); pooling stays float32")
