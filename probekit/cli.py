@@ -242,6 +242,29 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"wrote {model} (probe it with: probekit extract --model {model} ...)")
 
 
+def cmd_mosaic(args: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .data.segmentation import write_fashion_mosaic
+
+    dataset = load_dataset(args.data, download=not args.no_download)
+    out = write_fashion_mosaic(dataset, args.out, counts={"train": args.train, "val": args.val, "test": args.test},
+                               tile=args.tile, seed=args.seed)
+    print(f"wrote {out} ({args.train} train, {args.val} val, {args.test} test mosaics of {2 * args.tile}x{2 * args.tile} pixels)")
+
+
+def cmd_segment(args: argparse.Namespace) -> None:
+    from .dense.segment import SegmentConfig, segment_cache
+    from .dense.sidecar import write_dense_sidecar
+    from .results import format_summary, write_table
+
+    config = SegmentConfig(pixels_per_image=args.pixels_per_image, val_fraction=args.val_fraction, C=args.C, seed=args.seed)
+    results = segment_cache(args.cache, args.data, config, max_memory=_memory_budget(args.max_memory))
+    write_table(results.table, args.out)
+    sidecar = write_dense_sidecar(args.out, results.table, "confusion", results.test_confusions, results.test_index)
+    print(format_summary(results.table, metric="miou"))
+    print(f"wrote {args.out} and {sidecar}")
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     from .cache import FeatureCache
 
@@ -670,6 +693,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", default="t", choices=["t", "sigma", "logsnr"], help="noise axis of the curves")
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples of the paired comparisons")
     p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser("mosaic", help="write a segmentation folder of 2 x 2 Fashion-MNIST mosaics (garment class per "
+                       "tile foreground, background elsewhere)")
+    p.add_argument("--data", default="fashion-mnist", help="grayscale dataset the garments come from (default fashion-mnist)")
+    p.add_argument("--out", required=True, help="folder to write (images/, masks/, classes.txt)")
+    p.add_argument("--train", type=int, default=400, help="train mosaics (default 400)")
+    p.add_argument("--val", type=int, default=100, help="val mosaics (default 100)")
+    p.add_argument("--test", type=int, default=200, help="test mosaics (default 200)")
+    p.add_argument("--tile", type=int, default=16, help="tile side in pixels; a mosaic is 2 x tile wide (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-download", action="store_true")
+    p.set_defaults(run=cmd_mosaic)
+
+    p = sub.add_parser("segment", help="per-pixel linear segmentation on every cell of a spatial cache (mIoU, pixel "
+                       "accuracy), chosen on val")
+    p.add_argument("--cache", required=True, help="cache extracted with --pooling spatialS from a segmentation folder")
+    p.add_argument("--data", required=True, help="the segmentation folder (images/, masks/, classes.txt) it was extracted from")
+    p.add_argument("--out", required=True, help="results CSV; per-test-image confusion matrices go beside it (OUT.dense.npz)")
+    p.add_argument("--pixels-per-image", type=int, default=64, help="labelled train pixels drawn per image (default 64)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of train images held out when the cache has no val split")
+    p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the linear probe (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-memory", default="auto", help="feature memory budget; cells are processed in groups that fit")
+    p.set_defaults(run=cmd_segment)
 
     p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
     p.add_argument("cache")
