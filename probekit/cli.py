@@ -210,7 +210,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         print(f"wrote {figure} and {Path(args.out) / 'label_efficiency.csv'}")
         return
-    for path in plot_all(table, args.out, x=args.x):
+    for path in plot_all(table, args.out, metric=args.metric, x=args.x):
         print(f"wrote {path}")
 
 
@@ -575,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, nargs="+", help="one or more results CSVs")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--x", default="t", choices=["t", "sigma", "logsnr"], help="noise axis of the curves")
+    p.add_argument("--metric", default="top1",
+                   help="metric drawn (default top1; miou / pixel_accuracy for segment, pck / pck_point for correspond)")
     p.set_defaults(run=cmd_plot)
 
     p = sub.add_parser("summary", help="best cell per model and probe, from results tables")
