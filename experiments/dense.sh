@@ -16,6 +16,8 @@
 # Budget at the default sizes: (MOSAICS + 2 * PAIRS) x |DENSE_GRID| + the random-init twin at t = 0
 # on the same images + (TRAIN + TEST) x (|LE_GRID| + 1) forwards = 4 540 forwards of the 1.15 GFLOP
 # UNet, about 2 minutes on a 2-core CPU that runs it at 41 GFLOP/s, plus about a minute of probing.
+# Measured: 6 min of CPU time (15 min 44 s wall on a shared 2-core AMD EPYC at load 13-15), with
+# OMP_NUM_THREADS=1, which small probes need on a loaded machine (figures/dense/run.txt).
 set -e
 OUT=${OUT:-out/dense}
 FIG=${FIG:-figures/dense}

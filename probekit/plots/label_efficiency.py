@@ -74,7 +74,7 @@ def plot_label_efficiency(
     ax.set_xscale("log")
     ticks = summary.dropna(subset=["per_class"]).drop_duplicates("labels_per_class").sort_values("per_class")
     ax.set_xticks(ticks["per_class"].to_numpy())
-    ax.set_xticklabels([b if b != "all" else f"all\n(~{p:.0f})" for b, p in zip(ticks["labels_per_class"], ticks["per_class"])])
+    ax.set_xticklabels([b if b != "all" else f"\nall (~{p:.0f})" for b, p in zip(ticks["labels_per_class"], ticks["per_class"])])
     ax.minorticks_off()
     ax.set_xlabel("labelled train images per class")
     ax.set_ylabel(f"test {METRIC_LABELS.get(metric, metric)} (%)")
