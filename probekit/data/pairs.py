@@ -36,13 +36,14 @@ from scipy.ndimage import map_coordinates
 
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.images import FileImages, is_image_file, scan_images
+from probekit.data.segmentation import (
+    FOREGROUND,  # the same garment threshold as the mosaics
+)
 from probekit.errors import ProbekitError
 
 SPLITS = ("val", "test")
 #: the image-dataset split that holds each pair split's images
 DATASET_SPLIT = {"val": "train", "test": "test"}
-#: source pixel intensity (0..255) from which a warp keypoint may be placed on it
-FOREGROUND = 26
 
 
 @dataclass

@@ -61,7 +61,7 @@ def match_keypoints(source_features: torch.Tensor, target_features: torch.Tensor
     if searchable is not None:
         similarity[:, torch.from_numpy(~searchable)] = -torch.inf
     best = similarity.argmax(dim=1).numpy()
-    height, width = target_hw
+    width = target_hw[1]
     return np.stack([best % width, best // width], axis=1).astype(np.float64)
 
 
@@ -106,7 +106,7 @@ def correspond_cache(cache_path: str | Path, data_root: str | Path, config: Corr
                     raise ProbekitError(f"no {split} pair has a keypoint to score")
                 scores[cell][split] = {"pck": float(np.mean(per_pair[:, 0] / per_pair[:, 1])),
                                        "pck_point": float(per_pair[:, 0].sum() / per_pair[:, 1].sum()),
-                                       "n_eval": int(len(per_pair))}
+                                       "n_eval": len(per_pair)}
                 if split == "test":
                     counts[cell] = per_pair
         attrs = cache.attrs

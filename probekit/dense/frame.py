@@ -36,7 +36,7 @@ class ImageFrame:
     frame_hw: tuple[int, int]  # (H, W) of the model frame the feature maps cover
 
     @classmethod
-    def from_fit(cls, fit: dict, original_hw: tuple[int, int]) -> "ImageFrame":
+    def from_fit(cls, fit: dict, original_hw: tuple[int, int]) -> ImageFrame:
         """Replay the cache's ``fit`` record for an image of ``original_hw`` (H, W) pixels."""
         height, width = original_hw
         scale_x = scale_y = 1.0

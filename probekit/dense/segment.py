@@ -27,7 +27,11 @@ from probekit.dense.frame import ImageFrame, pixel_centres, read_maps
 from probekit.dense.table import dense_rows
 from probekit.errors import ProbekitError
 from probekit.evaluate.dense import confusion_matrix, segmentation_scores
-from probekit.probes.linear import LinearProbeConfig, fit_linear_grid, predict_linear_grid
+from probekit.probes.linear import (
+    LinearProbeConfig,
+    fit_linear_grid,
+    predict_linear_grid,
+)
 from probekit.probes.run import cell_infos, plan_groups
 
 log = logging.getLogger(__name__)
@@ -61,7 +65,7 @@ def _split_positions(cache: FeatureCache, config: SegmentConfig) -> dict[str, tu
                 "test": ("test", np.arange(len(cache.labels("test"))))}
     if not 0 < config.val_fraction < 1:
         raise ProbekitError(f"--val-fraction must be in (0, 1) for a cache without a val split, got {config.val_fraction}")
-    n_val = int(round(n_train * config.val_fraction))
+    n_val = round(n_train * config.val_fraction)
     if not 1 <= n_val < n_train:
         raise ProbekitError(f"--val-fraction {config.val_fraction} of {n_train} train images leaves no val or no train image")
     order = np.random.default_rng([config.seed, 1]).permutation(n_train)

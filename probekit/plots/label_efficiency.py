@@ -55,7 +55,7 @@ def label_efficiency_table(table: pd.DataFrame, probe: str = "linear", metric: s
         sized = group[group["labels_per_class"] != "all"]
         classes = (sized["n_train"] / sized["per_class"]).round().max() if not sized.empty else np.nan
         mask = (summary["model"] == model) & (summary["labels_per_class"] == "all")
-        summary.loc[mask, "per_class"] = summary.loc[mask, "n_train"] / classes if classes == classes else np.nan
+        summary.loc[mask, "per_class"] = summary.loc[mask, "n_train"] / classes if np.isfinite(classes) else np.nan
     return summary
 
 

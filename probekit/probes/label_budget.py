@@ -12,8 +12,8 @@ The results table is :func:`probekit.probes.run.probe_cache`'s, with two more co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -84,7 +84,7 @@ def probe_label_budgets(
         for draw in range(1 if per_class is None else draws):
             subset = None
             if per_class is not None:
-                subset = lambda y, k=per_class, d=draw: budget_positions(y, k, config.seed, d)  # noqa: E731
+                subset = lambda y, k=per_class, d=draw: budget_positions(y, k, config.seed, d)
             table = probe_cache(cache_path, config, progress=progress, max_memory=max_memory, fit_subset=subset).table
             table["labels_per_class"] = ALL if per_class is None else str(per_class)
             table["budget_draw"] = draw

@@ -50,7 +50,7 @@ def test_label_budget_table_and_curve_through_the_cli(tmp_path, capsys):
     assert code == 0, err
     table = pd.read_csv(tmp_path / "b.csv")
     assert sorted(table["labels_per_class"].astype(str).unique()) == ["1", "5", "all"]
-    code, out, err = _run(["plot", "--results", tmp_path / "b.csv", "--out", tmp_path / "fig"], capsys)
+    code, _, err = _run(["plot", "--results", tmp_path / "b.csv", "--out", tmp_path / "fig"], capsys)
     assert code == 0, err
     assert (tmp_path / "fig" / "label_efficiency.png").is_file()
     summary = pd.read_csv(tmp_path / "fig" / "label_efficiency.csv")

@@ -12,7 +12,13 @@ from PIL import Image
 from probekit.cache import FeatureCache
 from probekit.data import load_dataset
 from probekit.data.pairs import (
-    PairSet, convert_pf_pascal, convert_spair, read_pairs, warp_image, warp_pairs, write_pair_folder,
+    PairSet,
+    convert_pf_pascal,
+    convert_spair,
+    read_pairs,
+    warp_image,
+    warp_pairs,
+    write_pair_folder,
 )
 from probekit.dense.correspond import correspond_cache
 from probekit.dense.frame import ImageFrame

@@ -7,7 +7,12 @@ from PIL import Image
 from probekit.data import load_dataset
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.segmentation import (
-    FOREGROUND, fashion_mosaic, read_masks, voc_palette, write_fashion_mosaic, write_mask,
+    FOREGROUND,
+    fashion_mosaic,
+    read_masks,
+    voc_palette,
+    write_fashion_mosaic,
+    write_mask,
 )
 from probekit.dense.segment import SegmentConfig, segment_cache
 from probekit.errors import ProbekitError
@@ -44,7 +49,7 @@ def test_voc_palette_matches_the_published_colours():
 
 def _toy_dataset():
     images, labels = _garments(60)
-    split = lambda a, b: ImageSplit(images[a:b], labels[a:b], np.arange(b - a, dtype=np.int64))  # noqa: E731
+    split = lambda a, b: ImageSplit(images[a:b], labels[a:b], np.arange(b - a, dtype=np.int64))
     return ImageDataset("garments", {"train": split(0, 40), "test": split(40, 60)}, ["a", "b", "c", "d"], "memory")
 
 

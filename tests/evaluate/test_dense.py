@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from probekit.errors import ProbekitError
-from probekit.evaluate.dense import confusion_matrix, keypoints_correct, pck_threshold, segmentation_scores
+from probekit.evaluate.dense import (
+    confusion_matrix,
+    keypoints_correct,
+    pck_threshold,
+    segmentation_scores,
+)
 
 
 def test_pck_hand_computed():

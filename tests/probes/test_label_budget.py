@@ -6,14 +6,18 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from probekit.cache import FeatureCache
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.errors import ProbekitError
 from probekit.evaluate import stratified_val_split
 from probekit.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
-from probekit.probes.label_budget import budget_positions, parse_budgets, probe_label_budgets
+from probekit.probes.label_budget import (
+    budget_positions,
+    parse_budgets,
+    probe_label_budgets,
+)
 from probekit.probes.run import ProbeRunConfig
-from probekit.cache import FeatureCache
 
 
 def test_parse_budgets():
