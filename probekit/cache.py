@@ -1,6 +1,6 @@
 """FeatureCache: the one on-disk format between extraction and probing (HDF5).
 
-Layout (format ``probekit-features``, version 1)::
+Layout (format ``probekit-features``, version 1; version 2 adds the spatial layout below)::
 
     /                       attrs: format, format_version, probekit_version, created, command,
                                    model_id, model_sha256, framework, schedule, dataset, dataset_info,
@@ -23,6 +23,14 @@ A *master* file (multi-process extraction, :func:`write_master`) has the same la
 datasets are virtual views of per-rank shard caches stored beside it; its ``shards`` attribute
 lists their file names. A master whose shard is missing is refused when opened (HDF5 would read
 the absent rows as zeros), and one whose shard is unfinished is not complete.
+
+Version 2 (written only by spatial caches, ``--pooling spatialS``; every other cache is still
+written as version 1, so older readers keep reading them): the root attribute ``spatial_side``
+= S, and every ``/{split}/feats/{layer}`` holds the layer's (C, S, S) average-pooled grid,
+flattened channel-major (index ``c * S * S + row * S + col``, row 0 at the image top), so
+D = C * S * S; stored as float16 unless asked otherwise. Each chunk holds samples of one
+(t, slot) of one layer, so a cell reads contiguously. Readers accept versions 1 and 2; a version 1
+cache has ``spatial_side`` 0 (no grid).
 """
 
 from __future__ import annotations
@@ -46,7 +54,9 @@ from .errors import ProbekitError
 from .types import GridPoint, LayerInfo
 
 FORMAT = "probekit-features"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: the version of caches without a spatial grid (unchanged since version 1)
+_PLAIN_VERSION = 1
 _GRID_FIELDS = ("t", "model_input", "alpha_bar", "sigma", "logsnr")
 _STR = h5py.string_dtype()
 
@@ -70,6 +80,7 @@ class CacheLayout:
     draws: int
     dtype: str = "float32"
     views: int = 0  # augmented views of the train split (view 0, the clean image, is always there)
+    spatial_side: int = 0  # S of a spatial cache (features are (C, S, S) grids); 0 for pooled vectors
 
     def slots(self, split: str) -> int:
         """(view, draw) slots stored per sample of ``split``."""
@@ -115,7 +126,8 @@ class CacheWriter:
         f = self.file
         attrs = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if layout.spatial_side else _PLAIN_VERSION,
+            **({"spatial_side": layout.spatial_side} if layout.spatial_side else {}),
             "probekit_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "draws": layout.draws,
@@ -152,7 +164,7 @@ class CacheWriter:
                 width = layout.widths[layer.name]
                 shape = (len(layout.grid), layout.slots(split), n, width)
                 # One chunk holds a block of samples of one (t, draw): a cell reads contiguously.
-                rows = max(1, min(n, (1 << 20) // (4 * width)))
+                rows = max(1, min(n, (1 << 20) // (np.dtype(layout.dtype).itemsize * width)))
                 feats.create_dataset(
                     layer.name, shape=shape, dtype=layout.dtype, chunks=(1, 1, rows, width), dcpl=_early_allocation()
                 )
@@ -473,6 +485,28 @@ class FeatureCache:
     def views(self) -> int:
         """Augmented views stored for the train split (0: only the clean image)."""
         return int(self.file.attrs.get("views", 0))
+
+    @property
+    def spatial_side(self) -> int:
+        """S of a spatial cache (``--pooling spatialS``); 0 when the features are pooled vectors."""
+        return int(self.file.attrs.get("spatial_side", 0))
+
+    def feature_maps(self, split: str, layer: str, t: int, rows: np.ndarray | slice | None = None) -> np.ndarray:
+        """(n, C, S, S) float32 feature maps of one cell of a spatial cache (mean over noise draws, view 0).
+
+        ``rows``: sample positions to read (sorted int array or slice; default every sample).
+        """
+        side = self.spatial_side
+        if not side:
+            raise ProbekitError(
+                f"{self.path} holds pooled vectors ({self.attrs.get('pooling')}), not feature maps: extract it with "
+                "--pooling spatialS (e.g. spatial8)"
+            )
+        data, t_index = self._block(split, layer, t)
+        rows = slice(None) if rows is None else rows
+        block = data[t_index, : self.draws, rows].astype(np.float32)  # (draws, n, D)
+        maps = block.mean(axis=0) if self.draws > 1 else block[0]
+        return maps.reshape(len(maps), -1, side, side)
 
     def _block(self, split: str, layer: str, t: int) -> tuple[h5py.Dataset, int]:
         try:

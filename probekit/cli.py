@@ -129,6 +129,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
         latent_cache=args.latent_cache,
         store_latents=not args.no_latent_cache,
         vae_memory=None if args.vae_memory is None else int(args.vae_memory * 2**30),
+        max_memory=_memory_budget(args.max_memory) if args.max_memory else None,
     )
     command = "probekit " + " ".join(shlex.quote(a) for a in args.argv)
     # SIGTERM (a scheduler's preemption) unwinds like Ctrl-C: queued writes finish, the cache stays resumable.
@@ -175,6 +176,14 @@ def cmd_probe(args: argparse.Namespace) -> None:
         device=_device(args.device),
         seed=args.seed,
     )
+    if args.labels_per_class:
+        from .probes.label_budget import parse_budgets, probe_label_budgets
+
+        table = probe_label_budgets(args.cache, config, parse_budgets(args.labels_per_class), draws=args.budget_draws,
+                                    progress=not args.quiet, max_memory=_memory_budget(args.max_memory))
+        write_table(table, args.out)
+        print(f"wrote {args.out} (label budgets {args.labels_per_class}; draw it with `probekit plot --results {args.out} ...`)")
+        return
     results = probe_cache(args.cache, config, progress=not args.quiet, max_memory=_memory_budget(args.max_memory))
     write_table(results.table, args.out)
     sidecar = write_predictions(predictions_path(args.out), results.predictions)
@@ -198,7 +207,17 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
     table = pd.concat([read_table(path) for path in args.results], ignore_index=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    for path in plot_all(table, args.out, x=args.x):
+    if "labels_per_class" in table.columns:  # tables of `probe --labels-per-class`: the label-efficiency curve
+        from .plots.label_efficiency import plot_label_efficiency
+
+        if table["labels_per_class"].isna().any():
+            raise ProbekitError("mix of label-budget and plain results tables: plot them separately")
+        figure, summary = plot_label_efficiency(table, Path(args.out) / "label_efficiency.png")
+        summary.to_csv(Path(args.out) / "label_efficiency.csv", index=False)
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"wrote {figure} and {Path(args.out) / 'label_efficiency.csv'}")
+        return
+    for path in plot_all(table, args.out, metric=args.metric, x=args.x):
         print(f"wrote {path}")
 
 
@@ -228,6 +247,67 @@ def cmd_train(args: argparse.Namespace) -> None:
         {k: v for k, v in overrides.items() if v is not None})
     model = train(config, args.out, device=_device(args.device), progress=not args.quiet)
     print(f"wrote {model} (probe it with: probekit extract --model {model} ...)")
+
+
+def cmd_mosaic(args: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .data.segmentation import write_fashion_mosaic
+
+    dataset = load_dataset(args.data, download=not args.no_download)
+    out = write_fashion_mosaic(dataset, args.out, counts={"train": args.train, "val": args.val, "test": args.test},
+                               tile=args.tile, seed=args.seed)
+    print(f"wrote {out} ({args.train} train, {args.val} val, {args.test} test mosaics of {2 * args.tile}x{2 * args.tile} pixels)")
+
+
+def cmd_segment(args: argparse.Namespace) -> None:
+    from .dense.segment import SegmentConfig, segment_cache
+    from .dense.sidecar import write_dense_sidecar
+    from .results import format_summary, write_table
+
+    config = SegmentConfig(pixels_per_image=args.pixels_per_image, val_fraction=args.val_fraction, C=args.C, seed=args.seed)
+    results = segment_cache(args.cache, args.data, config, max_memory=_memory_budget(args.max_memory))
+    write_table(results.table, args.out)
+    sidecar = write_dense_sidecar(args.out, results.table, "confusion", results.test_confusions, results.test_index)
+    print(format_summary(results.table, metric="miou"))
+    print(f"wrote {args.out} and {sidecar}")
+
+
+def cmd_pairs(args: argparse.Namespace) -> None:
+    from .data import pairs
+
+    sources = [name for name, value in (("--warp", args.warp), ("--spair", args.spair), ("--pf-pascal", args.pf_pascal)) if value]
+    if len(sources) != 1:
+        raise ProbekitError("give exactly one of --warp DATA, --spair ROOT or --pf-pascal ROOT")
+    if args.warp:
+        from .data import load_dataset
+
+        out = pairs.write_warp_pairs(load_dataset(args.warp, download=not args.no_download), args.out,
+                                     counts={"val": args.val, "test": args.test}, keypoints=args.keypoints,
+                                     rotation=args.rotation, scale=args.scale, shift=args.shift, seed=args.seed)
+    elif args.spair:
+        out = pairs.convert_spair(args.spair, args.out, limit=args.limit)
+    else:
+        out = pairs.convert_pf_pascal(args.pf_pascal, args.out, limit=args.limit)
+    print(f"wrote {out} (extract it with --pooling spatialS, then `probekit correspond --data {out}`)")
+
+
+def cmd_correspond(args: argparse.Namespace) -> None:
+    from .dense.correspond import CorrespondConfig, correspond_cache
+    from .dense.sidecar import write_dense_sidecar
+    from .results import format_summary, write_table
+
+    results = correspond_cache(args.cache, args.data, CorrespondConfig(alpha=args.alpha))
+    write_table(results.table, args.out)
+    sidecar = write_dense_sidecar(args.out, results.table, "pck", results.test_counts, results.test_pairs)
+    print(format_summary(results.table, metric="pck"))
+    print(f"wrote {args.out} and {sidecar}")
+
+
+def cmd_dense_compare(args: argparse.Namespace) -> None:
+    from .dense.sidecar import compare_dense, format_dense_comparison
+
+    comparison = compare_dense(args.results[0], args.results[1], n_boot=args.n_boot, seed=args.seed)
+    print(format_dense_comparison(comparison, *(Path(p).stem for p in args.results)))
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -427,8 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
     p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--pooling", default="gap", help="gap (global average, default), avgK (e.g. avg2), or cls (class token of hf-vision: models)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the features")
+    p.add_argument("--pooling", default="gap", help="gap (global average, default), avgK (e.g. avg2), spatialS (e.g. spatial8: "
+                   "an S x S average-pooled feature map per cell, for segment and correspond), or cls (class token of "
+                   "hf-vision: models)")
+    p.add_argument("--dtype", choices=["float32", "float16"],
+                   help="storage type of the features (default float32; float16 for spatialS pooling)")
+    p.add_argument("--max-memory", help="bytes the features of the batches in flight may hold, e.g. 2G; the batch size "
+                   "is lowered to fit (default: no limit). The disk and memory budget is printed before extraction")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="compute precision (default auto: bf16 autocast only where the device runs it natively "
                         "and a short measured matmul shows it faster, else fp32); pooling stays float32")
@@ -487,6 +572,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kNN temperature(s); several are chosen per cell on val (default 0.07)")
     p.add_argument("--knn-centre", action="store_true", help="kNN: subtract the train mean before the cosine")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split and the probes")
+    p.add_argument("--labels-per-class", metavar="K,K,...",
+                   help="label efficiency: fit on K train images per class (stratified, seeded draws from train minus "
+                        "val; val and test fixed), e.g. 1,5,10,50,all; the table gets labels_per_class and budget_draw "
+                        "columns and no predictions sidecar")
+    p.add_argument("--budget-draws", type=int, default=3, help="seeded draws per label budget (default 3; 'all' has one)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_probe)
@@ -503,6 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, nargs="+", help="one or more results CSVs")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--x", default="t", choices=["t", "sigma", "logsnr"], help="noise axis of the curves")
+    p.add_argument("--metric", default="top1",
+                   help="metric drawn (default top1; miou / pixel_accuracy for segment, pck / pck_point for correspond)")
     p.set_defaults(run=cmd_plot)
 
     p = sub.add_parser("summary", help="best cell per model and probe, from results tables")
@@ -659,6 +751,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", default="t", choices=["t", "sigma", "logsnr"], help="noise axis of the curves")
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples of the paired comparisons")
     p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser("mosaic", help="write a segmentation folder of 2 x 2 Fashion-MNIST mosaics (garment class per "
+                       "tile foreground, background elsewhere)")
+    p.add_argument("--data", default="fashion-mnist", help="grayscale dataset the garments come from (default fashion-mnist)")
+    p.add_argument("--out", required=True, help="folder to write (images/, masks/, classes.txt)")
+    p.add_argument("--train", type=int, default=400, help="train mosaics (default 400)")
+    p.add_argument("--val", type=int, default=100, help="val mosaics (default 100)")
+    p.add_argument("--test", type=int, default=200, help="test mosaics (default 200)")
+    p.add_argument("--tile", type=int, default=16, help="tile side in pixels; a mosaic is 2 x tile wide (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-download", action="store_true")
+    p.set_defaults(run=cmd_mosaic)
+
+    p = sub.add_parser("segment", help="per-pixel linear segmentation on every cell of a spatial cache (mIoU, pixel "
+                       "accuracy), chosen on val")
+    p.add_argument("--cache", required=True, help="cache extracted with --pooling spatialS from a segmentation folder")
+    p.add_argument("--data", required=True, help="the segmentation folder (images/, masks/, classes.txt) it was extracted from")
+    p.add_argument("--out", required=True, help="results CSV; per-test-image confusion matrices go beside it (OUT.dense.npz)")
+    p.add_argument("--pixels-per-image", type=int, default=64, help="labelled train pixels drawn per image (default 64)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of train images held out when the cache has no val split")
+    p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the linear probe (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-memory", default="auto", help="feature memory budget; cells are processed in groups that fit")
+    p.set_defaults(run=cmd_segment)
+
+    p = sub.add_parser("pairs", help="write a keypoint pair folder: random affine warps of a dataset's images (exact "
+                       "ground truth), or SPair-71k / PF-Pascal annotations")
+    p.add_argument("--out", required=True, help="pair folder to write (images/{val,test}/, pairs.npz)")
+    p.add_argument("--warp", metavar="DATA", help="grayscale dataset to warp: val pairs from its train split, test from its test split")
+    p.add_argument("--spair", metavar="ROOT", help="SPair-71k folder (PairAnnotation/, JPEGImages/)")
+    p.add_argument("--pf-pascal", metavar="ROOT", help="PF-dataset-PASCAL folder with {val,test}_pairs_pf_pascal.csv")
+    p.add_argument("--val", type=int, default=100, help="--warp: val pairs (default 100)")
+    p.add_argument("--test", type=int, default=200, help="--warp: test pairs (default 200)")
+    p.add_argument("--keypoints", type=int, default=8, help="--warp: keypoints per pair, on the foreground (default 8)")
+    p.add_argument("--rotation", type=float, default=15.0, help="--warp: rotation range, +- degrees (default 15)")
+    p.add_argument("--scale", type=float, default=0.1, help="--warp: scale range 1 +- this (default 0.1)")
+    p.add_argument("--shift", type=float, default=0.1, help="--warp: translation range, +- this x image side (default 0.1)")
+    p.add_argument("--limit", type=int, help="--spair / --pf-pascal: the first N pairs of each split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-download", action="store_true")
+    p.set_defaults(run=cmd_pairs)
+
+    p = sub.add_parser("correspond", help="keypoint correspondence PCK@alpha (DIFT's definition) on every cell of a "
+                       "spatial cache, chosen on val pairs")
+    p.add_argument("--cache", required=True, help="cache extracted with --pooling spatialS from a pair folder")
+    p.add_argument("--data", required=True, help="the pair folder it was extracted from")
+    p.add_argument("--out", required=True, help="results CSV; per-test-pair counts go beside it (OUT.dense.npz)")
+    p.add_argument("--alpha", type=float, default=0.1, help="PCK threshold as a share of max(box h, w) (default 0.1)")
+    p.set_defaults(run=cmd_correspond)
+
+    p = sub.add_parser("dense-compare", help="paired bootstrap of two segment / correspond runs on the same test "
+                       "images or pairs, at their val-chosen cells")
+    p.add_argument("--results", required=True, nargs=2, metavar=("A", "B"), help="two results CSVs (each with OUT.dense.npz)")
+    p.add_argument("--n-boot", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_dense_compare)
 
     p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
     p.add_argument("cache")

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -48,7 +48,8 @@ class ExtractConfig:
     seed: int = 0
     batch_size: int = 64
     pooling: str = "gap"
-    dtype: str = "float32"
+    #: storage type of the features; None: float16 for spatial pooling (spatialS), else float32
+    dtype: str | None = None
     fit: str = "auto"
     #: decode every image at this square side (shorter side resized, centre crop); None: only
     #: datasets of mixed image sizes are, at the model's input side (probekit.data.resize)
@@ -69,6 +70,47 @@ class ExtractConfig:
     store_latents: bool = True
     #: bytes of activations the VAE encoder may hold per call; None: probekit.models.vae.default_budget
     vae_memory: int | None = None
+    #: bytes the features of the batches in flight may take (the batch computing plus the writes
+    #: queued behind it); the batch size is lowered to fit. None: no limit
+    max_memory: int | None = None
+
+
+#: batches whose features can be held at once: the one computing and the writer's queue
+_BATCHES_IN_FLIGHT = 3
+
+
+def feature_budget(
+    widths: Mapping[str, int], grid_points: int, slots: Mapping[str, int], samples: Mapping[str, int],
+    dtype: str, draws: int, batch_size: int,
+) -> tuple[int, int]:
+    """(disk bytes of the features, float32 bytes one batch of features holds in memory).
+
+    A train batch holds every grid point x (view, draw) slot of the split with the most slots;
+    up to :data:`_BATCHES_IN_FLIGHT` such batches are held at once (the activations of the
+    forward itself are not counted).
+    """
+    width = sum(widths.values())
+    disk = grid_points * width * np.dtype(dtype).itemsize * sum(slots[s] * samples[s] for s in samples)
+    batch = grid_points * max(slots.values()) * batch_size * width * 4
+    return disk, batch
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 2**30:.2f} GiB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.1f} MiB"
+
+
+def _fit_batch_size(batch_bytes_per_image: int, batch_size: int, budget: int | None) -> int:
+    """The largest batch size <= ``batch_size`` whose in-flight features fit ``budget`` bytes."""
+    if budget is None:
+        return batch_size
+    fitting = budget // (_BATCHES_IN_FLIGHT * batch_bytes_per_image)
+    if fitting < 1:
+        raise ProbekitError(
+            f"--max-memory {budget / 2**20:.0f} MiB cannot hold the features of even one image in flight "
+            f"({_BATCHES_IN_FLIGHT} x {batch_bytes_per_image / 2**20:.1f} MiB): raise it, or select fewer --layers, "
+            "grid points or a smaller spatialS"
+        )
+    return int(min(batch_size, fitting))
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -396,6 +438,7 @@ def extract(
     widths, flops_per_image, encode_flops = probe.widths, probe.forward_flops, probe.encode_flops
     log.info("start-up: FLOPs counted in %.2f s", time.perf_counter() - counted_at)
     layer_infos = [layer for layer in backbone.layers() if layer.name in plan.layers]
+    dtype = config.dtype or ("float16" if plan.pooling.spatial else "float32")
 
     hashed_at = time.perf_counter()
     model_sha256 = backbone.weights_sha256()
@@ -430,8 +473,21 @@ def extract(
         splits={name: SplitLabels(split.labels, split.index) for name, split in splits.items()},
         class_names=list(dataset.class_names),
         draws=config.draws,
-        dtype=config.dtype,
+        dtype=dtype,
         views=config.views if "train" in splits else 0,
+        spatial_side=plan.pooling.k if plan.pooling.spatial else 0,
+    )
+    slots = {name: layout.slots(name) for name in splits}
+    disk, batch_bytes = feature_budget(widths, len(plan.grid), slots, {n: len(s.labels) for n, s in splits.items()},
+                                       dtype, config.draws, config.batch_size)
+    per_image = batch_bytes // config.batch_size
+    batch_size = _fit_batch_size(per_image, config.batch_size, config.max_memory)
+    if batch_size < config.batch_size:
+        log.info("batch size %d -> %d to keep the features in flight within --max-memory", config.batch_size, batch_size)
+        config = replace(config, batch_size=batch_size)
+    log.info(
+        "budget: %s of %s features on disk; %s of float32 features per batch of %d in memory, up to %d batches in flight",
+        _size(disk), dtype, _size(per_image * batch_size), batch_size, _BATCHES_IN_FLIGHT,
     )
     total = sum(len(split.labels) * layout.slots(name) for name, split in splits.items()) * len(plan.grid)
     workers = auto_workers(list(splits.values())) if config.workers is None else config.workers

@@ -8,7 +8,8 @@ from probekit.pooling import Pooling
 
 def test_gap_is_spatial_mean():
     x = torch.randn(2, 3, 4, 4)
-    np.testing.assert_allclose(Pooling.parse("gap")(x).numpy(), x.numpy().mean(axis=(2, 3)), rtol=1e-6)
+    # atol: float32 sums in another order differ by ~1e-8 absolute, which rtol alone fails near zero
+    np.testing.assert_allclose(Pooling.parse("gap")(x).numpy(), x.numpy().mean(axis=(2, 3)), rtol=1e-6, atol=1e-7)
 
 
 def test_avg2_is_quadrant_means_flattened_channel_major():
@@ -53,3 +54,17 @@ def test_pooling_under_autocast_is_float32_not_rounded_to_bf16(name, shape):
     rounded = torch.from_numpy(expected).to(torch.bfloat16).double().numpy()
     if len(shape) > 2:
         assert np.abs(rounded - expected).max() > 1e-4
+
+
+def test_spatial_pooling_keeps_the_grid_and_refuses_vectors():
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    pooling = Pooling.parse("spatial4")
+    assert pooling.spatial and pooling.name == "spatial4" and pooling.k == 4
+    expected = x.numpy().reshape(2, 3, 4, 2, 4, 2).mean(axis=(3, 5)).reshape(2, 48)
+    np.testing.assert_allclose(pooling(x).numpy(), expected, rtol=1e-6, atol=1e-7)
+    one = Pooling.parse("spatial1")(x).numpy()  # a 1 x 1 map is the global mean, flagged spatial
+    np.testing.assert_allclose(one, x.numpy().mean(axis=(2, 3)), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ProbekitError, match="spatial4 pooling needs spatial layers"):
+        pooling(torch.randn(2, 5))
+    with pytest.raises(ProbekitError, match="spatialS"):
+        Pooling.parse("spatial")

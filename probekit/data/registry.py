@@ -32,6 +32,8 @@ from probekit.data.hf import is_hf_spec, load_hf
 from probekit.data.idx import is_idx_folder, load_idx
 from probekit.data.locations import require_dataset_dir
 from probekit.data.npz import is_npz_file, load_npz
+from probekit.data.pairs import is_pair_folder, load_pair_folder
+from probekit.data.segmentation import is_segmentation_folder, load_segmentation_folder
 from probekit.data.tiny_imagenet import FOLDER as TINY_IMAGENET_FOLDER
 from probekit.data.tiny_imagenet import is_tiny_imagenet_folder, load_tiny_imagenet
 from probekit.errors import ProbekitError
@@ -113,6 +115,8 @@ PATH_FORMATS: dict[str, PathFormat] = {
     "cifar100": PathFormat(is_cifar100_folder, lambda p, o: load_cifar100(p)),
     "tiny-imagenet": PathFormat(is_tiny_imagenet_folder, lambda p, o: load_tiny_imagenet(p)),
     "idx": PathFormat(is_idx_folder, _refuse_idx_path),
+    "segmentation": PathFormat(is_segmentation_folder, lambda p, o: load_segmentation_folder(p)),
+    "pairs": PathFormat(is_pair_folder, lambda p, o: load_pair_folder(p)),
     "folder": PathFormat(
         Path.is_dir, lambda p, o: load_folder(p, test_fraction=o.test_fraction, seed=o.seed)
     ),

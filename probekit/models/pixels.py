@@ -15,7 +15,8 @@ from .backbone import Backbone
 
 
 class PixelsBackbone(Backbone):
-    """Raw pixels in [0, 1] at the data's native size; pooling does not apply (the vector is the image)."""
+    """Raw pixels in [0, 1] at the data's native size; pooling does not apply (the vector is the image),
+    except ``spatialS``, which averages the image to an S x S map like any other layer."""
 
     framework = "pixels"
     model_id = "pixels"
@@ -35,6 +36,8 @@ class PixelsBackbone(Backbone):
     ) -> dict[str, torch.Tensor]:
         if list(layers) != ["pixels"]:
             raise ProbekitError(f"the pixels model has one layer, 'pixels'; got {list(layers)}")
+        if pooling.spatial:  # spatialS: the image averaged to an S x S map, as the dense analyses read it
+            return {"pixels": pooling(x_noisy)}
         return {"pixels": x_noisy.flatten(1)}
 
     def forward(self, x_noisy: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -20,9 +20,10 @@ from probekit.results import best_cells, check_columns
 METRIC_LABELS = {
     "top1": "top-1 accuracy", "mean_class_recall": "mean class recall",
     "alignment": "alignment (lower = more noise-invariant)", "uniformity": "uniformity (lower = more uniform)",
+    "miou": "mIoU", "pixel_accuracy": "pixel accuracy", "pck": "PCK (per pair)", "pck_point": "PCK (per keypoint)",
 }  # fmt: skip
 #: metrics that are fractions in [0, 1], drawn in %
-PERCENT_METRICS = ("top1", "mean_class_recall")
+PERCENT_METRICS = ("top1", "mean_class_recall", "miou", "pixel_accuracy", "pck", "pck_point")
 
 
 def new_figure(width: float, height: float) -> Figure:

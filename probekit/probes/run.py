@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -250,6 +250,7 @@ def probe_cache(
     *,
     progress: bool = True,
     max_memory: int | None = None,
+    fit_subset: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> ProbeResults:
     """Probe every cell of one finished cache (or several caches of the same extraction).
 
@@ -257,6 +258,8 @@ def probe_cache(
     settings on val. ``max_memory`` (bytes) bounds the features held at once: cells are read from
     HDF5 and probed in groups that fit it (counting every (view, draw) slot under
     ``train_features="sample"``). Cells with NaN or inf features are skipped with a warning each.
+    ``fit_subset`` maps the labels of the fit part (train minus val) to the positions within it
+    that the probes fit on (a label budget, :mod:`.label_budget`); val and test stay whole.
     """
     unknown = [name for name in config.probes if name not in PROBES]
     if unknown or not config.probes:
@@ -282,6 +285,8 @@ def probe_cache(
         y_evals = {"test": group.labels("test")}
         if select_on == "val":
             y_evals["val"] = group.labels("val") if val_pos is None else y_all[val_pos]
+        if fit_subset is not None:
+            fit_pos = fit_pos[fit_subset(y_all[fit_pos])]
         y_fit = y_all[fit_pos]
         num_classes = len(group.class_names)
         sample = config.train_features == "sample"

@@ -1,0 +1,92 @@
+"""Label efficiency: every cell probed on a few labelled train images per class.
+
+For each budget ``k`` (labels per class) and each draw ``d``, the probes fit on ``k`` images of
+every class drawn from the fit part of train (train minus the validation split), stratified and
+seeded by ``(seed, k, d)``; the validation split and the test split stay the same for every budget
+and draw, so val-chosen cells and test scores are comparable across budgets. Budget ``None``
+("all") fits on the whole fit part once.
+
+The results table is :func:`probekit.probes.run.probe_cache`'s, with two more columns:
+``labels_per_class`` ("1", "5", ..., "all") and ``budget_draw`` (0-based draw number).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ProbekitError
+from .run import ProbeRunConfig, probe_cache
+
+ALL = "all"
+
+
+def parse_budgets(text: str) -> list[int | None]:
+    """``"1,5,10,all"`` -> ``[1, 5, 10, None]`` (None: every fit image), in the order given."""
+    budgets: list[int | None] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if item == ALL:
+            budgets.append(None)
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            raise ProbekitError(f"--labels-per-class {text!r}: write positive integers or 'all', e.g. 1,5,10,50,all") from None
+        if value < 1:
+            raise ProbekitError(f"--labels-per-class {text!r}: each budget must be at least 1 label per class")
+        budgets.append(value)
+    if not budgets:
+        raise ProbekitError("--labels-per-class is empty: write e.g. 1,5,10,50,all")
+    if len(set(budgets)) != len(budgets):
+        raise ProbekitError(f"--labels-per-class {text!r} repeats a budget: list each once")
+    return budgets
+
+
+def budget_positions(labels: np.ndarray, per_class: int, seed: int, draw: int) -> np.ndarray:
+    """Sorted positions into ``labels`` of ``per_class`` samples of every class.
+
+    Drawn without replacement by ``numpy.random.default_rng([seed, per_class, draw])``: the
+    same arguments give the same positions; each draw is an independent choice.
+    """
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    short = [(int(c), int(n)) for c, n in zip(classes, counts) if n < per_class]
+    if short:
+        label, count = short[0]
+        raise ProbekitError(
+            f"--labels-per-class {per_class}: class {label} has only {count} train images outside the validation "
+            "split; lower the budget or extract more train images"
+        )
+    rng = np.random.default_rng([seed, per_class, draw])
+    chosen = [rng.choice(np.flatnonzero(labels == label), size=per_class, replace=False) for label in classes]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def probe_label_budgets(
+    cache_path: str | Path | Sequence[str | Path],
+    config: ProbeRunConfig,
+    budgets: Sequence[int | None],
+    *,
+    draws: int = 3,
+    progress: bool = True,
+    max_memory: int | None = None,
+) -> pd.DataFrame:
+    """Probe every cell under every label budget (``draws`` seeded draws each; one for "all")."""
+    if draws < 1:
+        raise ProbekitError(f"--budget-draws must be at least 1, got {draws}")
+    tables = []
+    for per_class in budgets:
+        for draw in range(1 if per_class is None else draws):
+            subset = None
+            if per_class is not None:
+                subset = lambda y, k=per_class, d=draw: budget_positions(y, k, config.seed, d)
+            table = probe_cache(cache_path, config, progress=progress, max_memory=max_memory, fit_subset=subset).table
+            table["labels_per_class"] = ALL if per_class is None else str(per_class)
+            table["budget_draw"] = draw
+            tables.append(table)
+    return pd.concat(tables, ignore_index=True)
