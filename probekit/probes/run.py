@@ -334,10 +334,17 @@ def _probe_streamed(
     features = _read_group(group, [cell], replace(config, train_features="mean"), fit_pos[:0], val_pos, 1)
     evals = {split: values[cell] for split, values in features.items() if split != "train" and values}
     width = group.caches[0].width(cell[1])
-    # Blocks of whole chunks: 1/8 of what the budget leaves after the eval sets (linear's logits
-    # and kNN's similarity blocks scale with the block, not with the cell).
-    left = budget - sum(values.nbytes for values in evals.values())
-    block_bytes = max(4 * width * 1024, min(64 << 20, left // 8))
+    # Blocks sized from what the budget leaves after the eval sets: per block row, the row, its
+    # standardised copy, its logits and kNN's similarities to 1024 queries (and their top-k
+    # copy), each float32, with a factor 2 for temporaries.
+    left = budget - 2 * sum(values.nbytes for values in evals.values())
+    per_row = 2 * 4 * (2 * width + 2 * 1024 + 2 * (num_classes + 1))
+    if left < 256 * per_row:
+        raise ProbekitError(
+            f"--max-memory {budget / 2**20:.0f} MiB is too small even to stream cell {cell[1]} at t={cell[0]}: its val and "
+            f"test rows and blocks of 256 train rows need {(budget - left + 256 * per_row) / 2**20:.0f} MiB; raise --max-memory"
+        )
+    block_bytes = 4 * width * min(left // per_row, (256 << 20) // (4 * width))
 
     def blocks():
         for start, rows in group.row_chunks("train", cell, "mean", block_bytes):
