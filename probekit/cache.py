@@ -91,14 +91,18 @@ def chunk_rows(layout: CacheLayout, split: str, buffer_bytes: int = WRITE_BUFFER
     a batch of samples; the writer buffers samples until they fill ``rows`` (whole chunks of
     every layer) and writes each chunk once. ``rows`` keeps the widest layer's chunk at most
     :data:`CHUNK_BYTES` and two buffered blocks (one filling, one a batch may spill into) within
-    ``buffer_bytes``, counted as float32 (features arrive as float32 and are converted by HDF5).
+    ``buffer_bytes``, counted as float32 (features arrive as float32 and are converted by HDF5),
+    and is then evened out so that the split's blocks have (nearly) equal sizes.
     """
     n = len(layout.splits[split].labels)
     widths = [layout.widths[layer.name] for layer in layout.layers]
     itemsize = np.dtype(layout.dtype).itemsize
     per_sample = len(layout.grid) * layout.slots(split) * sum(widths) * 4
-    rows = min(CHUNK_BYTES // (itemsize * max(widths)), buffer_bytes // (2 * per_sample))
-    return max(1, min(n, rows))
+    rows = max(1, min(n, CHUNK_BYTES // (itemsize * max(widths)), buffer_bytes // (2 * per_sample)))
+    # Blocks of equal size: the last chunk of a split is allocated whole, so a short last block
+    # would leave up to a block of allocated, never-written bytes in the file.
+    blocks = -(-n // rows)
+    return -(-n // blocks)
 
 
 @dataclass

@@ -150,6 +150,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
+    from .distributed import current_rank, init_process_group
     from .predictions import predictions_path, write_predictions
     from .probes import ProbeSettings
     from .probes.run import ProbeRunConfig, probe_cache
@@ -169,7 +170,16 @@ def cmd_probe(args: argparse.Namespace) -> None:
         device=_device(args.device),
         seed=args.seed,
     )
-    results = probe_cache(args.cache, config, progress=not args.quiet, max_memory=_memory_budget(args.max_memory))
+    rank = current_rank()
+    if rank is not None:
+        # Under torchrun: each rank probes a share of the cells; rank 0 writes the one table. The
+        # results are small numpy arrays gathered through gloo whatever device the probes run on.
+        init_process_group("cpu")
+    results = probe_cache(args.cache, config, progress=not args.quiet and rank is None,
+                          max_memory=_memory_budget(args.max_memory),
+                          rank=None if rank is None else (rank.rank, rank.world_size))
+    if rank is not None and rank.rank != 0:
+        return
     write_table(results.table, args.out)
     sidecar = write_predictions(predictions_path(args.out), results.predictions)
     print(format_summary(results.table))

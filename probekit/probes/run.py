@@ -376,6 +376,21 @@ def _probe_streamed(
     return out
 
 
+def _gather(outcomes: dict[str, dict[Cell, Any]], seconds: dict[str, float]) -> tuple[dict, dict]:
+    """Every rank's outcomes (and summed probe times), on every rank."""
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (outcomes, seconds))
+    merged: dict[str, dict[Cell, Any]] = {name: {} for name in outcomes}
+    total = dict.fromkeys(seconds, 0.0)
+    for part_outcomes, part_seconds in parts:
+        for name in merged:
+            merged[name].update(part_outcomes[name])
+            total[name] += part_seconds[name]
+    return merged, total
+
+
 def _finite_cells(features: dict[str, dict[Cell, np.ndarray]]) -> list[Cell]:
     """Cells with only finite features in every split; each other cell is logged and left out."""
     keep = []
@@ -406,6 +421,7 @@ def probe_cache(
     *,
     progress: bool = True,
     max_memory: int | None = None,
+    rank: tuple[int, int] | None = None,
 ) -> ProbeResults:
     """Probe every cell of one finished cache (or several caches of the same extraction).
 
@@ -413,6 +429,9 @@ def probe_cache(
     settings on val. ``max_memory`` (bytes) bounds the features held at once: cells are read from
     HDF5 and probed in groups that fit it (counting every (view, draw) slot under
     ``train_features="sample"``). Cells with NaN or inf features are skipped with a warning each.
+    ``rank`` = (rank, world size) inside an initialised ``torch.distributed`` group: this process
+    probes a contiguous share of the cells and every process returns the results of all of them
+    (each cell's probe does not depend on the others, so the table is the single-process one).
     """
     unknown = [name for name in config.probes if name not in PROBES]
     if unknown or not config.probes:
@@ -444,8 +463,12 @@ def probe_cache(
         slots = group.slots(config.use_views) if sample else 1
         cells = group.cells
         n_eval = len(y_evals["test"]) + len(y_evals.get("val", []))
+        mine = list(cells)
+        if rank is not None:
+            first, last = len(mine) * rank[0] // rank[1], len(mine) * (rank[0] + 1) // rank[1]
+            mine = mine[first:last]
         costs = {cell: probe_bytes(group.caches[0].width(cell[1]), len(y_fit), n_eval, num_classes, config.probes, slots)
-                 for cell in cells}
+                 for cell in mine}
         streamed = [cell for cell, cost in costs.items() if max_memory is not None and cost > max_memory]
         if streamed:
             _check_streamable(streamed, costs, config, max_memory)
@@ -483,6 +506,8 @@ def probe_cache(
             val_index, val_fraction = group.index("val"), float("nan")
         else:
             val_index, val_fraction = group.index("train")[val_pos], config.val_fraction
+    if rank is not None:
+        outcomes, seconds = _gather(outcomes, seconds)
     for name, spent in seconds.items():
         log.info("%s: %d cells in %.1f s", name, len(outcomes[name]), spent)
     if not any(outcomes.values()):
