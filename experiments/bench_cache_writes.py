@@ -102,26 +102,26 @@ def run_setup(name: str, args: argparse.Namespace, tmp: Path) -> dict:
     out = tmp / f"{name}.h5"
     if name == "sd15":
         samples = {"train": args.sd_images}
-        action = lambda: write_layout(out, layout_of(sd15_widths(), SD15_GRID, samples), 64)  # noqa: E731
+        action = lambda: write_layout(out, layout_of(sd15_widths(), SD15_GRID, samples), 64)
         what = f"SD 1.5 layout: 44 layers, 8 noise levels, batch 64, {args.sd_images} images"
     elif name == "fmnist":
         samples = {"train": 1500, "test": 500}
         widths = widths_of(str(ROOT / "checkpoints" / "fashion-mnist-ddpm"))
-        action = lambda: write_layout(out, layout_of(widths, FMNIST_GRID, samples), 64)  # noqa: E731
+        action = lambda: write_layout(out, layout_of(widths, FMNIST_GRID, samples), 64)
         what = f"shipped Fashion-MNIST UNet layout: {len(widths)} layers, 8 noise levels, batch 64, 1500 + 500 images"
     elif name == "cifar":
         samples = {"train": args.cifar_images, "test": args.cifar_images // 5}
         model = str(ROOT / "experiments" / "models" / "ddpm-cifar10")
         widths = widths_of(model)
         grid = load_backbone(model, random_init=True, device="cpu").schedule.default_grid()
-        action = lambda: write_layout(out, layout_of(widths, grid, samples), 64)  # noqa: E731
+        action = lambda: write_layout(out, layout_of(widths, grid, samples), 64)
         what = f"DDAE CIFAR-10 DDPM layout: {len(widths)} layers, {len(grid)} noise levels, batch 64, {sum(samples.values())} images"
     elif name == "folder":
         samples = {"train": args.folder_images, "test": args.folder_images // 4}
         model = str(ROOT / "experiments" / "models" / "unet-small")
         widths = widths_of(model)
         grid = load_backbone(model, random_init=True, device="cpu").schedule.default_grid()
-        action = lambda: write_layout(out, layout_of(widths, grid, samples), 64)  # noqa: E731
+        action = lambda: write_layout(out, layout_of(widths, grid, samples), 64)
         what = (f"unet-small on an image folder: {len(widths)} layers, {len(grid)} noise levels, batch 64, "
                 f"{sum(samples.values())} images")
     else:

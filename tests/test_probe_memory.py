@@ -1,6 +1,5 @@
 """`probekit probe --max-memory` measured, not trusted: peak RSS of a real process, and streamed cells."""
 
-import json
 import os
 import subprocess
 import sys
@@ -70,7 +69,7 @@ def test_probe_keeps_max_memory_within_the_import_footprint(tmp_path):
     footprint, _ = _peak_rss(tmp_path, ["probe", "--cache", str(tiny), "--out", "tiny.csv", "--quiet"])
     unbounded, _ = _peak_rss(tmp_path, ["probe", "--cache", str(big), "--out", "all.csv", "--quiet", "--max-memory", "8G"])
     budget = 64 << 20
-    peak, log = _peak_rss(tmp_path, ["probe", "--cache", str(big), "--out", "bounded.csv", "--max-memory", "64M"])
+    peak, _ = _peak_rss(tmp_path, ["probe", "--cache", str(big), "--out", "bounded.csv", "--max-memory", "64M"])
     print(f"footprint {footprint / 2**20:.0f} MiB, unbounded {unbounded / 2**20:.0f} MiB, bounded {peak / 2**20:.0f} MiB")
     assert unbounded - footprint > budget, "the cache must need more than the budget, or the test shows nothing"
     assert peak <= footprint + budget, (

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from probekit.probes.knn import _top_neighbours, _unit_rows, _votes
 from probekit.probes.linear import (

@@ -3,7 +3,11 @@
 import numpy as np
 
 from probekit.probes.knn import knn_sweep
-from probekit.probes.linear import LinearProbeConfig, fit_linear_path, predict_linear_grid
+from probekit.probes.linear import (
+    LinearProbeConfig,
+    fit_linear_path,
+    predict_linear_grid,
+)
 from probekit.probes.streamed import TrainRows, fit_linear_streamed, knn_streamed
 
 
