@@ -334,11 +334,12 @@ def _probe_streamed(
     features = _read_group(group, [cell], replace(config, train_features="mean"), fit_pos[:0], val_pos, 1)
     evals = {split: values[cell] for split, values in features.items() if split != "train" and values}
     width = group.caches[0].width(cell[1])
-    # Blocks sized from what the budget leaves after the eval sets: per block row, the row, its
-    # standardised copy, its logits and kNN's similarities to 1024 queries (and their top-k
-    # copy), each float32, with a factor 2 for temporaries.
+    # Blocks sized from what the budget leaves after the eval sets (held twice: kNN's unit-row
+    # copy): per block row, the row, its standardised copy, its logits and kNN's similarities to
+    # 1024 queries (and their top-k copy), each float32, with a factor 4 for temporaries and the
+    # allocator (measured: factor 2 peaked 5 MiB over a 64 MiB budget).
     left = budget - 2 * sum(values.nbytes for values in evals.values())
-    per_row = 2 * 4 * (2 * width + 2 * 1024 + 2 * (num_classes + 1))
+    per_row = 4 * 4 * (2 * width + 2 * 1024 + 2 * (num_classes + 1))
     if left < 256 * per_row:
         raise ProbekitError(
             f"--max-memory {budget / 2**20:.0f} MiB is too small even to stream cell {cell[1]} at t={cell[0]}: its val and "
