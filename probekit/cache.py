@@ -44,7 +44,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -87,40 +87,106 @@ class CacheLayout:
         return self.draws * (1 + self.views if split == "train" else 1)
 
 
-class CacheWriter:
-    """Creates the file and writes whole batches on a background thread while the next batch computes.
+#: Target size of one feature chunk: large enough for fast sequential reads of a cell, small
+#: enough that a block of whole chunks of every layer fits the write buffer.
+CHUNK_BYTES = 1 << 20
+#: Default memory for samples waiting to fill whole chunks (``probekit extract --write-buffer``).
+WRITE_BUFFER_BYTES = 256 << 20
 
-    At most ``max_pending`` batches wait in memory; an error in the writer thread surfaces on the
-    next :meth:`write_batch` or on :meth:`close`.
+
+def chunk_rows(layout: CacheLayout, split: str, buffer_bytes: int = WRITE_BUFFER_BYTES) -> int:
+    """Samples per feature chunk of ``split``: one number for every layer of the split.
+
+    Chunks are (1, 1, rows, D): probing reads one (t, slot) of every sample of one layer, so a
+    chunk holds consecutive samples of one (t, slot). Extraction writes every (t, slot, layer) of
+    a batch of samples; the writer buffers samples until they fill ``rows`` (whole chunks of
+    every layer) and writes each chunk once. ``rows`` keeps the widest layer's chunk at most
+    :data:`CHUNK_BYTES` and two buffered blocks (one filling, one a batch may spill into) within
+    ``buffer_bytes``, counted as float32 (features arrive as float32 and are converted by HDF5),
+    and is then evened out so that the split's blocks have (nearly) equal sizes.
+    """
+    n = len(layout.splits[split].labels)
+    widths = [layout.widths[layer.name] for layer in layout.layers]
+    itemsize = np.dtype(layout.dtype).itemsize
+    per_sample = len(layout.grid) * layout.slots(split) * sum(widths) * 4
+    rows = max(1, min(n, CHUNK_BYTES // (itemsize * max(widths)), buffer_bytes // (2 * per_sample)))
+    # Blocks of equal size: the last chunk of a split is allocated whole, so a short last block
+    # would leave up to a block of allocated, never-written bytes in the file.
+    blocks = -(-n // rows)
+    return -(-n // blocks)
+
+
+@dataclass
+class _Block:
+    """Samples ``start .. stop`` of a split (the rows of one chunk of every layer) being filled."""
+
+    start: int
+    stop: int
+    feats: dict[str, np.ndarray]  # layer -> (T, S, stop - start, D) float32
+    filled: np.ndarray  # (stop - start,) bool: rows received by this run
+    on_disk: np.ndarray  # (stop - start,) bool: rows already done when the file was opened
+
+    @property
+    def complete(self) -> bool:
+        return bool((self.filled | self.on_disk).all())
+
+
+class CacheWriter:
+    """Creates the file and writes features on a background thread while the next batch computes.
+
+    Writes are whole chunks: batches are copied into a buffer of ``rows`` samples (one chunk of
+    every (t, slot, layer), :func:`chunk_rows`), and a block is written once, when all its samples
+    have arrived, followed by its done flags. Each feature byte is then written once (the cache's
+    chunks are never rewritten half-filled), and the file is flushed once per block, not per batch.
+    A process killed at any instant loses at most the buffered samples, which have no done flags.
+
+    At most ``max_pending`` batches wait in memory besides the buffer; an error in the writer
+    thread surfaces on the next :meth:`write_batch` or on :meth:`close`.
     """
 
-    def __init__(self, path: str | Path, layout: CacheLayout, *, resume: bool = False, max_pending: int = 2) -> None:
+    def __init__(
+        self, path: str | Path, layout: CacheLayout, *, resume: bool = False, max_pending: int = 2,
+        buffer_bytes: int = WRITE_BUFFER_BYTES,
+    ) -> None:
         self.path = Path(path)
         self.layout = layout
+        self.buffer_bytes = buffer_bytes
         if layout.dtype not in ("float32", "float16"):
             raise ProbekitError(f"unsupported --dtype {layout.dtype!r}: use float32 or float16")
         if resume and self.path.exists():
             self.file = _open_for_resume(self.path, layout)
         else:
+            # Created under a temporary name and renamed once its layout is on disk: a process
+            # killed while creating leaves no file at --out that a resume would choke on.
+            creating = self.path.with_name(self.path.name + ".creating")
             try:
-                self.file = h5py.File(self.path, "w")
+                self.file = h5py.File(creating, "w")
             except OSError as err:
                 raise _write_error(self.path, layout, err, action="create") from err
             try:
                 self._create(layout)
                 # Everything but raw feature bytes and done flags is now on disk; later writes touch no metadata.
                 self.file.flush()
+                os.replace(creating, self.path)
             except OSError as err:
                 _close_after_error(self.file)
-                self.path.unlink(missing_ok=True)  # a half-created file holds nothing to resume
+                creating.unlink(missing_ok=True)  # a half-created file holds nothing to resume
                 raise _write_error(self.path, layout, err, action="create") from err
+        # A resumed file keeps the chunk rows it was created with, whatever the buffer now.
+        self._rows = {split: self.file[split]["feats"][layout.layers[0].name].chunks[2] for split in layout.splits}
+        self._on_disk = {split: self.file[split]["done"][:].astype(bool) for split in layout.splits}
+        self._blocks: dict[tuple[str, int], _Block] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probekit-writer")
         self._pending: list[Future] = []
         self._max_pending = max_pending
 
     def done(self, split: str) -> np.ndarray:
         """(N,) bool: samples of ``split`` whose every (t, draw, layer) is on disk (read at open/resume time)."""
-        return self.file[split]["done"][:].astype(bool)
+        return self._on_disk[split].copy()
+
+    def chunk_rows(self, split: str) -> int:
+        """Samples per chunk (and per written block) of ``split`` in this file."""
+        return self._rows[split]
 
     def _create(self, layout: CacheLayout) -> None:
         f = self.file
@@ -160,11 +226,13 @@ class CacheWriter:
             g.create_dataset("index", data=np.asarray(split_labels.index, dtype=np.int64))
             g.create_dataset("done", shape=(n,), dtype=np.uint8, fillvalue=0, dcpl=_early_allocation(fill=True))
             feats = g.create_group("feats")
+            rows = chunk_rows(layout, split, self.buffer_bytes)
             for layer in layers:
                 width = layout.widths[layer.name]
                 shape = (len(layout.grid), layout.slots(split), n, width)
-                # One chunk holds a block of samples of one (t, draw): a cell reads contiguously.
-                rows = max(1, min(n, (1 << 20) // (np.dtype(layout.dtype).itemsize * width)))
+                # One chunk holds a block of samples of one (t, slot): a cell reads contiguously,
+                # and every layer's chunks end at the same sample, so a block of `rows` samples
+                # fills whole chunks of every layer at once (see CacheWriter).
                 feats.create_dataset(
                     layer.name, shape=shape, dtype=layout.dtype, chunks=(1, 1, rows, width), dcpl=_early_allocation()
                 )
@@ -184,26 +252,67 @@ class CacheWriter:
             raise _write_error(self.path, self.layout, err) from err
 
     def _write(self, split: str, start: int, feats: Mapping[str, np.ndarray]) -> None:
+        """Copy a batch into the blocks it covers; write each block that it completes."""
+        rows = self._rows[split]
+        n = len(self._on_disk[split])
+        stop = start + next(iter(feats.values())).shape[2]
+        for index in range(start // rows, (stop - 1) // rows + 1):
+            block = self._blocks.get((split, index)) or self._open_block(split, index * rows, min(n, (index + 1) * rows))
+            lo, hi = max(start, block.start), min(stop, block.stop)
+            for layer, values in feats.items():
+                block.feats[layer][:, :, lo - block.start : hi - block.start] = values[:, :, lo - start : hi - start]
+            block.filled[lo - block.start : hi - block.start] = True
+            if block.complete:
+                self._write_block(split, block)
+                del self._blocks[(split, index)]
+
+    def _open_block(self, split: str, start: int, stop: int) -> _Block:
+        layout = self.layout
+        shape = (len(layout.grid), layout.slots(split), stop - start)
+        block = _Block(
+            start, stop,
+            feats={layer.name: np.empty((*shape, layout.widths[layer.name]), dtype=np.float32) for layer in layout.layers},
+            filled=np.zeros(stop - start, dtype=bool),
+            on_disk=self._on_disk[split][start:stop].copy(),
+        )
+        self._blocks[(split, start // self._rows[split])] = block
+        return block
+
+    def _write_block(self, split: str, block: _Block) -> None:
         # Features reach the file before their done flags, each followed by a flush, so a process
         # killed at any instant leaves flags that only ever cover samples whose bytes are written.
         group = self.file[split]
-        stop = start
-        for layer, values in feats.items():
-            stop = start + values.shape[2]
-            group["feats"][layer][:, :, start:stop, :] = values
+        runs = _true_runs(block.filled)
+        for layer, values in block.feats.items():
+            dataset = group["feats"][layer]
+            for lo, hi in runs:
+                dataset[:, :, block.start + lo : block.start + hi, :] = values[:, :, lo:hi]
         self.file.flush()
-        group["done"][start:stop] = 1
+        for lo, hi in runs:
+            group["done"][block.start + lo : block.start + hi] = 1
         self.file.flush()
 
+    def _write_open_blocks(self) -> None:
+        """Write what the unfinished blocks hold (an interrupted run keeps its work; partial chunks)."""
+        for (split, _), block in sorted(self._blocks.items(), key=lambda item: (item[0][0], item[0][1])):
+            if block.filled.any():
+                self._write_block(split, block)
+        self._blocks.clear()
+
     def close(self, *, complete: bool, attrs: Mapping[str, object] | None = None) -> None:
-        """Wait for every queued write, mark the cache complete if asked, and close the file.
+        """Wait for every queued write, write the buffered samples, mark the cache complete if
+        asked, and close the file.
 
         ``attrs`` (numbers or strings known only at the end, e.g. the achieved FLOP/s) are written
         to the root together with the completion mark, and only with it.
         """
         try:
-            for future in self._pending:
-                future.result()
+            try:
+                for future in self._pending:
+                    future.result()
+            finally:
+                # On the writer thread, after every queued batch; also when one of them failed.
+                self._executor.submit(self._write_open_blocks).result()
             if complete:
                 missing = {s: int((self.file[s]["done"][:] == 0).sum()) for s in self.layout.splits}
                 if any(missing.values()):
@@ -219,6 +328,12 @@ class CacheWriter:
                 self.file.close()
             except OSError as err:  # closing flushes, which fails the same way on a full disk
                 raise _write_error(self.path, self.layout, err) from err
+
+
+def _true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[lo, hi) of each maximal run of True in a 1-D bool array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 def layout_plan(layout: CacheLayout) -> dict[str, object]:
@@ -520,14 +635,51 @@ class FeatureCache:
     def features(self, split: str, layer: str, t: int, *, draws: str = "mean") -> np.ndarray:
         """(N, D) float32 features of one cell on the clean image (view 0).
 
-        ``draws="mean"`` averages its noise draws; ``draws="single"`` takes draw 0 only.
+        ``draws="mean"`` averages its noise draws; ``draws="single"`` takes draw 0 only. Read
+        into one preallocated array, a block of rows at a time (no whole-cell temporaries).
         """
-        if draws not in ("mean", "single"):
+        data, _ = self._block(split, layer, t)  # checks the cell exists
+        out = np.empty((data.shape[2], data.shape[3]), dtype=np.float32)
+        for start, rows in self.row_chunks(split, layer, t, draws=draws):
+            out[start : start + len(rows)] = rows
+        return out
+
+    def row_chunks(
+        self, split: str, layer: str, t: int, *, draws: str = "mean", block_bytes: int = 16 << 20,
+        start: int = 0, stop: int | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, float32 rows) of one cell, consecutive blocks of whole chunks of at most
+        about ``block_bytes`` (float32), for samples ``start .. stop``.
+
+        ``draws``: "mean" (clean image, mean over noise draws: (b, D)), "single" (draw 0: (b, D))
+        or "slots" (every slot a sampling probe draws from, :meth:`train_slots`: (S, b, D)).
+        A block's mean is computed exactly as over the whole cell, so the values do not depend
+        on the block size.
+        """
+        if draws not in ("mean", "single", "slots"):
             raise ProbekitError(f"unknown draws mode {draws!r}: use mean or single")
         data, t_index = self._block(split, layer, t)
-        k = self.draws if draws == "mean" else 1
-        block = data[t_index, :k]  # (k, N, D): view 0 holds slots 0..draws-1
-        return block.astype(np.float32).mean(axis=0) if k > 1 else block[0].astype(np.float32)
+        if draws == "slots":
+            first = self.draws if (split == "train" and self.views > 0) else 0
+            slots = slice(first, data.shape[1])
+        else:
+            slots = slice(0, self.draws if draws == "mean" else 1)
+        n_slots = slots.stop - slots.start
+        stop = data.shape[2] if stop is None else stop
+        chunk = data.chunks[2] if data.chunks else 1
+        per_row = 4 * data.shape[3] * n_slots
+        rows = max(chunk, block_bytes // per_row // chunk * chunk)
+        position = start
+        while position < stop:
+            end = min(stop, (position // chunk) * chunk + rows)
+            block = data[t_index, slots, position:end]  # (k, b, D) in the stored dtype
+            if draws == "slots":
+                yield position, block.astype(np.float32, copy=False)
+            elif n_slots > 1:
+                yield position, block.astype(np.float32).mean(axis=0)
+            else:
+                yield position, block[0].astype(np.float32, copy=False)
+            position = end
 
     def draw_features(self, split: str, layer: str, t: int, draw: int) -> np.ndarray:
         """(N, D) float32 features of one noise ``draw`` (0-based) of the clean image (view 0)."""
@@ -542,9 +694,12 @@ class FeatureCache:
         The augmented views' slots when the split has views (DDAE trains on augmented images
         only), else the clean image's draws.
         """
-        data, t_index = self._block(split, layer, t)
+        data, _ = self._block(split, layer, t)
         first = self.draws if (split == "train" and self.views > 0) else 0
-        return data[t_index, first:].astype(np.float32)
+        out = np.empty((data.shape[1] - first, data.shape[2], data.shape[3]), dtype=np.float32)
+        for start, rows in self.row_chunks(split, layer, t, draws="slots"):
+            out[:, start : start + rows.shape[1]] = rows
+        return out
 
     def summary(self) -> str:
         """Human-readable description for ``probekit info``."""

@@ -47,13 +47,13 @@ def _device(name: str) -> str:
     return name
 
 
-def _memory_budget(text: str) -> int:
+def _memory_budget(text: str, flag: str = "--max-memory") -> int:
     """Bytes from '4G', '512M', '1.5T' or a plain byte count; 'auto' is half the physical memory."""
     if text == "auto":
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)i?B?\s*", text, flags=re.IGNORECASE)
     if not match or float(match.group(1)) <= 0:
-        raise ProbekitError(f"--max-memory {text!r} is not a size: write e.g. 4G, 500M or auto")
+        raise ProbekitError(f"{flag} {text!r} is not a size: write e.g. 4G, 500M or auto")
     scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[match.group(2).upper()]
     return int(float(match.group(1)) * scale)
 
@@ -143,7 +143,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
         dataset = shard_dataset(dataset, rank.rank, rank.world_size)
         target, progress = shard_path(args.out, rank.rank, rank.world_size), progress and rank.rank == 0
     try:
-        out = extract(backbone, dataset, target, config, command=command, overwrite=args.overwrite, progress=progress)
+        out = extract(backbone, dataset, target, config, command=command, overwrite=args.overwrite, progress=progress,
+                      write_buffer=_memory_budget(args.write_buffer, "--write-buffer"))
     except KeyboardInterrupt:
         raise Interrupted(f"{target} is unfinished: run the same command again to resume it") from None
     if rank is not None:
@@ -157,6 +158,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
+    from .distributed import current_rank, init_process_group
     from .predictions import predictions_path, write_predictions
     from .probes import ProbeSettings
     from .probes.run import ProbeRunConfig, probe_cache
@@ -184,7 +186,16 @@ def cmd_probe(args: argparse.Namespace) -> None:
         write_table(table, args.out)
         print(f"wrote {args.out} (label budgets {args.labels_per_class}; draw it with `probekit plot --results {args.out} ...`)")
         return
-    results = probe_cache(args.cache, config, progress=not args.quiet, max_memory=_memory_budget(args.max_memory))
+    rank = current_rank()
+    if rank is not None:
+        # Under torchrun: each rank probes a share of the cells; rank 0 writes the one table. The
+        # results are small numpy arrays gathered through gloo whatever device the probes run on.
+        init_process_group("cpu")
+    results = probe_cache(args.cache, config, progress=not args.quiet and rank is None,
+                          max_memory=_memory_budget(args.max_memory),
+                          rank=None if rank is None else (rank.rank, rank.world_size))
+    if rank is not None and rank.rank != 0:
+        return
     write_table(results.table, args.out)
     sidecar = write_predictions(predictions_path(args.out), results.predictions)
     print(format_summary(results.table))
@@ -539,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. 'a photo of a {class}' (default: the empty prompt); the label then enters the features")
     p.add_argument("--no-download", action="store_true", help="never download missing datasets")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--write-buffer", default="256M",
+                   help="memory for features held back until they fill whole chunks, so each chunk is written once "
+                        "(default 256M; smaller: smaller chunks, more frequent flushes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_extract)
 

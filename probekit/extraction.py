@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cache import CacheLayout, CacheWriter, SplitLabels
+from .cache import WRITE_BUFFER_BYTES, CacheLayout, CacheWriter, SplitLabels
 from .data import ImageDataset, fit_images
 from .data.resize import sized_dataset
 from .distributed import current_rank
@@ -399,6 +399,7 @@ def extract(
     command: str = "",
     overwrite: bool = False,
     progress: bool = True,
+    write_buffer: int = WRITE_BUFFER_BYTES,
 ) -> Path:
     """Extract features of every requested layer at every grid point for ``dataset`` into ``out``.
 
@@ -407,6 +408,8 @@ def extract(
     behind, and calling ``extract`` again with the same arguments continues it: samples already
     written are skipped and the finished file equals an uninterrupted run's. ``overwrite`` starts
     over instead; an existing *complete* cache is only replaced with ``overwrite``.
+    ``write_buffer`` (bytes) bounds the samples held back until they fill whole chunks
+    (:func:`probekit.cache.chunk_rows`): a larger buffer, larger chunks, fewer flushes.
     """
     out = Path(out)
     plan = plan_extraction(backbone, config)
@@ -508,7 +511,7 @@ def extract(
         )
     store = _latent_store(backbone, config, out, fit_record, dataset)
     try:
-        writer = CacheWriter(out, layout, resume=not overwrite)
+        writer = CacheWriter(out, layout, resume=not overwrite, buffer_bytes=write_buffer)
     except BaseException:
         if store is not None:
             store.close()

@@ -80,3 +80,41 @@ def test_killed_extraction_resumes_to_identical_cache(sig, tiny_unet_dir, npz_50
         np.testing.assert_array_equal(expected[key], resumed[key])
     with FeatureCache(part) as cache:
         assert cache.complete
+
+
+def test_killed_at_many_moments_resumes_to_identical_cache(tiny_unet_dir, npz_500, tmp_path):
+    """SIGKILL the same extraction again and again, at moments spread over its run (before the
+    file exists, while it is created, between and inside block writes); every restart resumes,
+    and the last one finishes a cache equal to an uninterrupted run, byte for byte."""
+    whole, part = tmp_path / "whole.h5", tmp_path / "part.h5"
+    # A small write buffer: blocks of a few dozen samples, so that kills land between and inside blocks.
+    small = ["--write-buffer", "12K", "--train-limit", "120", "--test-limit", "40"]
+    assert main([*_argv(str(tiny_unet_dir), npz_500, str(whole)), *small]) == 0
+    with FeatureCache(whole) as cache:
+        rows = cache.file["train"]["feats"][cache.layers[0].name].chunks[2]
+    assert 4 < rows < 40, "the buffer must make several blocks per split"
+    rng = np.random.default_rng(0)
+    progress = []
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for threshold in [0, 1, 30, 70, 125]:
+        proc = subprocess.Popen([sys.executable, "-m", "probekit", *_argv(str(tiny_unet_dir), npz_500, str(part)), *small],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 120
+        if threshold == 0:  # at start-up: imports, model load, or while the file is being created
+            time.sleep(float(rng.uniform(0.5, 5.0)))
+        while threshold and _written(part) < threshold and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(float(rng.uniform(0, 0.02)))  # anywhere inside the next block, not just at its edge
+        proc.kill()
+        proc.wait(timeout=60)
+        progress.append(_written(part))
+    assert progress[-1] < 160, f"the last kill must interrupt the run (samples written after each kill: {progress})"
+    assert any(0 < p < 160 for p in progress)
+    assert main([*_argv(str(tiny_unet_dir), npz_500, str(part)), *small]) == 0
+    expected, resumed = _features(whole), _features(part)
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        np.testing.assert_array_equal(expected[key], resumed[key])
+    with FeatureCache(part) as cache:
+        assert cache.complete
+        assert all(cache.progress(split)[0] == cache.progress(split)[1] for split in cache.splits)

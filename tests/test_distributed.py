@@ -136,3 +136,65 @@ def test_only_rank_zero_hashes_the_weights(tiny_unet_dir, tmp_path):
     mp.spawn(_hash_rank, args=(str(tiny_unet_dir), str(tmp_path / "init"), counts), nprocs=2)
     expected = state_dict_sha256(load_backbone(str(tiny_unet_dir)).net)
     assert counts[0] == (1, expected) and counts[1] == (0, expected)
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_c10d_on_localhost_equal_one_process(tiny_unet_dir, tmp_path):
+    """Two torchrun launchers (--nnodes 2, one process each) meeting through a c10d rendezvous, as
+    two machines of a cluster would, write the cache a single process writes, bit for bit."""
+    rng = np.random.default_rng(1)
+    data = tmp_path / "toy.npz"
+    # Shard boundaries on batch boundaries (24 = 2 x 12 = 2 x 3 batches of 4; 8 = 2 x 4): both runs
+    # then push the same batches through the network. A batch cut differently by a shard boundary
+    # can move a feature by one float32 ulp (convolution kernels vary with the batch size).
+    np.savez(data, x=rng.integers(0, 256, (24, 12, 12), dtype=np.uint8), y=np.arange(24) % 3,
+             x_test=rng.integers(0, 256, (8, 12, 12), dtype=np.uint8), y_test=np.arange(8) % 3)
+    argv = ["extract", "--model", str(tiny_unet_dir), "--data", str(data), "--timesteps", "3,60",
+            "--layers", "0,mid_block,-1", "--batch-size", "4", "--quiet", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "probekit", *argv, "--out", str(tmp_path / "single.h5")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+              "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{_free_port()}", "--rdzv_id", "probekit-two-nodes",
+              "-m", "probekit", *argv, "--out", str(tmp_path / "multi.h5")]
+    nodes = [subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-2000:]
+    assert any("over 2 shards" in out for out, _ in outputs)
+    complete, merged = _read_all(tmp_path / "multi.h5")
+    _, expected = _read_all(tmp_path / "single.h5")
+    assert complete and merged.keys() == expected.keys()
+    for key in expected:
+        np.testing.assert_array_equal(merged[key], expected[key])
+
+
+def test_two_nodes_c10d_probe_gives_the_single_process_table(tmp_path):
+    """`probekit probe` under two c10d launchers (--nnodes 2): cells shared over the ranks, one
+    table and one prediction file written by rank 0, equal to a single process's bit for bit."""
+    from .test_probe_memory import synthetic_cache
+
+    cache = synthetic_cache(tmp_path / "c.h5", 900, 300, [16, 32, 16], timesteps=(0, 10, 50), classes=4, separation=0.3)
+    argv = ["probe", "--cache", str(cache), "--probes", "linear,knn", "--C", "0.1,1", "--quiet", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "probekit", *argv, "--out", str(tmp_path / "single.csv")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+              "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{_free_port()}", "--rdzv_id", "probekit-probe",
+              "-m", "probekit", *argv, "--out", str(tmp_path / "multi.csv")]
+    nodes = [subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-2000:]
+    assert (tmp_path / "multi.csv").read_bytes() == (tmp_path / "single.csv").read_bytes()
+    a, b = np.load(tmp_path / "single.predictions.npz"), np.load(tmp_path / "multi.predictions.npz")
+    assert a.files == b.files
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name])

@@ -418,12 +418,20 @@ class _Problem:
             self.chol_inv[i] = torch.linalg.solve_triangular(factor, identity, upper=False).float()
 
     @property
+    def width(self) -> int:
+        return self.xt.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.xt.device
+
+    @property
     def n_params(self) -> int:
-        return (self.xt.shape[1] + 1) * self.num_classes
+        return (self.width + 1) * self.num_classes
 
     def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(g, P) parameters -> W^T (g, K, C) and bias (g, K, 1) views."""
-        width = self.xt.shape[1]
+        width = self.width
         weight_t = theta[:, : width * self.num_classes].view(-1, self.num_classes, width)
         bias = theta[:, width * self.num_classes :].view(-1, self.num_classes, 1)
         return weight_t, bias
@@ -499,7 +507,7 @@ def _lbfgs(
 ) -> tuple[dict[Hashable, LinearHead], torch.Tensor]:
     """Batched L-BFGS from ``start`` (G, P) or zero weights: every cell its own history, step
     and stopping state. Returns the heads and the final parameters (G, P)."""
-    n_cells, device = len(problem.keys), problem.xt.device
+    n_cells, device = len(problem.keys), problem.device
     m = config.history
     theta = torch.zeros((n_cells, problem.n_params), device=device) if start is None else start.clone()
     s_hist = torch.zeros((m, *theta.shape), device=device)

@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -160,6 +160,34 @@ class CacheGroup:
         parts = [c.features(split, cell[1], cell[0], draws=draws) for c in self._parts[split]]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def row_chunks(self, split: str, cell: Cell, draws: str = "mean", block_bytes: int = 16 << 20) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, float32 block) over the caches holding ``split``, rows numbered as in
+        :meth:`labels` (see :meth:`FeatureCache.row_chunks`; "slots" blocks are (S, b, D))."""
+        offset = 0
+        for cache in self._parts[split]:
+            for start, rows in cache.row_chunks(split, cell[1], cell[0], draws=draws, block_bytes=block_bytes):
+                yield offset + start, rows
+            offset += len(cache.labels(split))
+
+    def fill(self, split: str, cell: Cell, targets: Sequence[tuple[np.ndarray, np.ndarray]], draws: str = "mean",
+             use_views: int | None = None) -> None:
+        """Read one cell of ``split`` straight into preallocated float32 arrays, block by block.
+
+        ``targets``: (out, positions): ``out[i] = row positions[i]`` (``out[:, i]`` for
+        ``draws="slots"``); positions ascending. No whole-cell temporary is made.
+        """
+        keep = self.slots(use_views) if draws == "slots" else None
+        for start, rows in self.row_chunks(split, cell, draws):
+            stop = start + rows.shape[-2]
+            for out, positions in targets:
+                lo, hi = np.searchsorted(positions, [start, stop])
+                if hi > lo:
+                    local = positions[lo:hi] - start
+                    if draws == "slots":
+                        out[:, lo:hi] = rows[:keep, local]
+                    else:
+                        out[lo:hi] = rows[local]
+
     def train_slots(self, split: str, cell: Cell, use_views: int | None = None) -> np.ndarray:
         """(S, N, D) features of every sampled (view, draw) slot of ``split`` (of its first
         ``use_views`` augmented views when given)."""
@@ -196,28 +224,172 @@ class CacheGroup:
         self.close()
 
 
-def plan_groups(cell_bytes: dict[Cell, int], budget: int | None) -> list[list[Cell]]:
-    """Consecutive cells packed into groups whose features fit ``budget`` bytes (all in one when None).
+def probe_bytes(width: int, n_fit: int, n_eval: int, num_classes: int, probes: Sequence[str], slots: int = 1) -> int:
+    """Bytes that probing one cell holds at its peak: its float32 features (``slots`` rows per
+    fit image, one per val / test image) plus the largest working set of ``probes``, which run
+    one after the other.
 
-    Probing needs about twice the features' bytes (the linear grid stacks them), so a group's
-    features are held to half the budget.
+    - linear: the standardised, transposed copy of the fit rows, the (K + 1, N) logits buffers,
+      the val + test rows joined into one evaluation set, the C x C preconditioner (float64 while
+      it is built) and the L-BFGS history;
+    - knn: the unit-row train bank, one (1024, N) block of similarities and its top-k copy, the
+      unit-row queries;
+    - sgd / mlp / logreg: one more copy of the features (minibatch tensors, scikit-learn's copy).
+
+    The model was checked against the peak RSS of ``probekit probe`` (tests/test_probe_memory.py).
     """
+    rows = slots * n_fit
+    features = 4 * width * (rows + n_eval)
+    extra = {
+        "linear": 4 * width * (rows + n_eval) + 4 * (num_classes + 1) * rows + 8 * 3 * width * width
+        + 2 * 10 * 4 * (width + 1) * num_classes + (4 * width * rows if slots > 1 else 0),
+        "knn": 4 * width * (rows + n_eval) + 2 * 4 * 1024 * rows + (4 * width * rows if slots > 1 else 0),
+    }
+    return features + max(extra.get(name, features) for name in probes)
+
+
+#: probes that can read a cell larger than the budget from disk, block by block
+STREAMABLE = frozenset({"linear", "knn"})
+
+
+def plan_groups(cell_bytes: dict[Cell, int], budget: int | None) -> list[list[Cell]]:
+    """Consecutive cells packed into groups whose probing bytes (:func:`probe_bytes`) fit
+    ``budget`` (all in one group when None). A cell that alone exceeds the budget is refused
+    here; :func:`probe_cache` streams such cells from the cache instead."""
     if budget is None:
         return [list(cell_bytes)]
     groups: list[list[Cell]] = [[]]
     used = 0
     for cell, size in cell_bytes.items():
-        if 2 * size > budget:
+        if size > budget:
             raise ProbekitError(
-                f"one cell ({cell[1]} at t={cell[0]}) needs {2 * size / 2**20:.0f} MiB to probe, more than "
+                f"one cell ({cell[1]} at t={cell[0]}) needs {size / 2**20:.0f} MiB to probe, more than "
                 f"--max-memory {budget / 2**20:.0f} MiB: raise --max-memory"
             )
-        if groups[-1] and 2 * (used + size) > budget:
+        if groups[-1] and used + size > budget:
             groups.append([])
             used = 0
         groups[-1].append(cell)
         used += size
     return groups
+
+
+def _read_group(
+    group: CacheGroup, members: Sequence[Cell], config: ProbeRunConfig, fit_pos: np.ndarray, val_pos: np.ndarray | None,
+    slots: int,
+) -> dict[str, dict[Cell, np.ndarray]]:
+    """Train (fit rows), val and test features of ``members``, each read straight from the cache
+    into its own preallocated float32 array: the validation split is taken by row index while
+    reading, so no whole-cell copy exists besides the arrays returned."""
+    features: dict[str, dict[Cell, np.ndarray]] = {"train": {}, "val": {}, "test": {}}
+    sample = config.train_features == "sample"
+    eval_mode = config.test_features
+    n_test = len(group.labels("test"))
+    for cell in members:
+        width = group.caches[0].width(cell[1])
+        fit = np.empty((slots, len(fit_pos), width) if sample else (len(fit_pos), width), dtype=np.float32)
+        features["train"][cell] = fit
+        train_targets = [] if sample else [(fit, fit_pos)]
+        if val_pos is not None and len(val_pos):
+            features["val"][cell] = np.empty((len(val_pos), width), dtype=np.float32)
+            if eval_mode == "mean":
+                train_targets.append((features["val"][cell], val_pos))
+            else:
+                group.fill("train", cell, [(features["val"][cell], val_pos)], eval_mode)
+        elif val_pos is None:
+            n_val = len(group.labels("val"))
+            features["val"][cell] = np.empty((n_val, width), dtype=np.float32)
+            group.fill("val", cell, [(features["val"][cell], np.arange(n_val))], eval_mode)
+        if train_targets:
+            group.fill("train", cell, train_targets, "mean")
+        if sample:
+            group.fill("train", cell, [(fit, fit_pos)], "slots", config.use_views)
+        features["test"][cell] = np.empty((n_test, width), dtype=np.float32)
+        group.fill("test", cell, [(features["test"][cell], np.arange(n_test))], eval_mode)
+    return features
+
+
+def _check_streamable(streamed: list[Cell], costs: dict[Cell, int], config: ProbeRunConfig, budget: int) -> None:
+    cell = streamed[0]
+    where = f"cell {cell[1]} at t={cell[0]} needs {costs[cell] / 2**20:.0f} MiB to probe in memory, more than --max-memory " \
+            f"{budget / 2**20:.0f} MiB"
+    others = [name for name in config.probes if name not in STREAMABLE]
+    if others:
+        raise ProbekitError(f"{where}, and {', '.join(others)} cannot stream it from disk: raise --max-memory or probe "
+                            f"with {', '.join(sorted(STREAMABLE))} only")
+    if config.train_features == "sample":
+        raise ProbekitError(f"{where}, and --train-features sample is not streamed: raise --max-memory or use mean")
+
+
+def _probe_streamed(
+    group: CacheGroup, cell: Cell, config: ProbeRunConfig, settings: ProbeSettings, fit_pos: np.ndarray,
+    val_pos: np.ndarray | None, y_fit: np.ndarray, y_evals: dict[str, np.ndarray], num_classes: int, select_on: str,
+    budget: int,
+) -> dict[str, dict[Cell, Any]]:
+    """Probe one cell whose train rows do not fit in memory: val and test are read into memory,
+    the fit rows are read block by block on every pass (:mod:`probekit.probes.streamed`)."""
+    from .protocol import choose_per_cell
+    from .streamed import TrainRows, fit_linear_streamed, knn_streamed, predict_linear_streamed
+
+    features = _read_group(group, [cell], replace(config, train_features="mean"), fit_pos[:0], val_pos, 1)
+    evals = {split: values[cell] for split, values in features.items() if split != "train" and values}
+    width = group.caches[0].width(cell[1])
+    # Blocks sized from what the budget leaves after the eval sets (held twice: kNN's unit-row
+    # copy): per block row, the row, its standardised copy, its logits and kNN's similarities to
+    # 1024 queries (and their top-k copy), each float32, with a factor 4 for temporaries and the
+    # allocator (measured: factor 2 peaked 5 MiB over a 64 MiB budget).
+    left = budget - 2 * sum(values.nbytes for values in evals.values())
+    per_row = 4 * 4 * (2 * width + 2 * 1024 + 2 * (num_classes + 1))
+    if left < 256 * per_row:
+        raise ProbekitError(
+            f"--max-memory {budget / 2**20:.0f} MiB is too small even to stream cell {cell[1]} at t={cell[0]}: its val and "
+            f"test rows and blocks of 256 train rows need {(budget - left + 256 * per_row) / 2**20:.0f} MiB; raise --max-memory"
+        )
+    block_bytes = 4 * width * min(left // per_row, (256 << 20) // (4 * width))
+
+    def blocks():
+        for start, rows in group.row_chunks("train", cell, "mean", block_bytes):
+            lo, hi = np.searchsorted(fit_pos, [start, start + len(rows)])
+            if hi > lo:
+                yield rows[fit_pos[lo:hi] - start]
+
+    source = TrainRows(len(fit_pos), width, blocks)
+    task = ProbeTask(train={cell: evals[select_on][:0]}, y_train=y_fit[:0], evals={s: {cell: v} for s, v in evals.items()},
+                     y_evals=y_evals, num_classes=num_classes, select_on=select_on)
+    out: dict[str, dict[Cell, Any]] = {}
+    for name in config.probes:
+        start = time.perf_counter()
+        if name == "linear":
+            linear = replace(settings.linear, num_classes=num_classes)
+            heads = fit_linear_streamed(cell, source, y_fit, list(settings.linear_C), linear, device=config.device)
+            candidates = [(f"C={c:g}", {cell: {s: predict_linear_streamed({c: heads[float(c)]}, cell, q)[c]
+                                               for s, q in evals.items()}}) for c in settings.linear_C]
+        else:
+            sweep = knn_streamed(source, y_fit, evals, list(settings.knn_k), list(settings.knn_temperature),
+                                 centre=settings.knn_centre, num_classes=num_classes)
+            centred = ",centred" if settings.knn_centre else ""
+            candidates = [(f"k={k},T={t:g}{centred}", {cell: sweep[(k, float(t))]})
+                          for k in settings.knn_k for t in settings.knn_temperature]
+        out[name] = choose_per_cell(task, candidates)
+        log.info("%s: cell t=%s %s streamed: %d passes over its train rows in %.1f s", name, cell[0], cell[1],
+                 source.passes, time.perf_counter() - start)
+        source.passes = 0
+    return out
+
+
+def _gather(outcomes: dict[str, dict[Cell, Any]], seconds: dict[str, float]) -> tuple[dict, dict]:
+    """Every rank's outcomes (and summed probe times), on every rank."""
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (outcomes, seconds))
+    merged: dict[str, dict[Cell, Any]] = {name: {} for name in outcomes}
+    total = dict.fromkeys(seconds, 0.0)
+    for part_outcomes, part_seconds in parts:
+        for name in merged:
+            merged[name].update(part_outcomes[name])
+            total[name] += part_seconds[name]
+    return merged, total
 
 
 def _finite_cells(features: dict[str, dict[Cell, np.ndarray]]) -> list[Cell]:
@@ -251,6 +423,7 @@ def probe_cache(
     progress: bool = True,
     max_memory: int | None = None,
     fit_subset: Callable[[np.ndarray], np.ndarray] | None = None,
+    rank: tuple[int, int] | None = None,
 ) -> ProbeResults:
     """Probe every cell of one finished cache (or several caches of the same extraction).
 
@@ -260,6 +433,9 @@ def probe_cache(
     ``train_features="sample"``). Cells with NaN or inf features are skipped with a warning each.
     ``fit_subset`` maps the labels of the fit part (train minus val) to the positions within it
     that the probes fit on (a label budget, :mod:`.label_budget`); val and test stay whole.
+    ``rank`` = (rank, world size) inside an initialised ``torch.distributed`` group: this process
+    probes a contiguous share of the cells and every process returns the results of all of them
+    (each cell's probe does not depend on the others, so the table is the single-process one).
     """
     unknown = [name for name in config.probes if name not in PROBES]
     if unknown or not config.probes:
@@ -292,24 +468,27 @@ def probe_cache(
         sample = config.train_features == "sample"
         slots = group.slots(config.use_views) if sample else 1
         cells = group.cells
-        groups = plan_groups({cell: group.cell_bytes(cell, slots) for cell in cells}, max_memory)
+        n_eval = len(y_evals["test"]) + len(y_evals.get("val", []))
+        mine = list(cells)
+        if rank is not None:
+            first, last = len(mine) * rank[0] // rank[1], len(mine) * (rank[0] + 1) // rank[1]
+            mine = mine[first:last]
+        costs = {cell: probe_bytes(group.caches[0].width(cell[1]), len(y_fit), n_eval, num_classes, config.probes, slots)
+                 for cell in mine}
+        streamed = [cell for cell, cost in costs.items() if max_memory is not None and cost > max_memory]
+        if streamed:
+            _check_streamable(streamed, costs, config, max_memory)
+            log.info("%d cells exceed --max-memory: streaming their train rows from the cache", len(streamed))
+        groups = plan_groups({cell: cost for cell, cost in costs.items() if cell not in streamed}, max_memory)
+        groups = [members for members in groups if members]
         if len(groups) > 1:
             log.info("probing %d cells in %d groups to stay within --max-memory", len(cells), len(groups))
+        for cell in streamed:
+            for name, outcome in _probe_streamed(group, cell, config, settings, fit_pos, val_pos, y_fit, y_evals,
+                                                 num_classes, select_on, max_memory).items():
+                outcomes[name].update(outcome)
         for members in groups:
-            features: dict[str, dict[Cell, np.ndarray]] = {"train": {}, "val": {}, "test": {}}
-            for cell in members:
-                clean = group.features("train", cell, config.test_features)
-                if val_pos is not None and len(val_pos):
-                    features["val"][cell] = clean[val_pos]
-                elif val_pos is None:
-                    features["val"][cell] = group.features("val", cell, config.test_features)
-                if sample:
-                    features["train"][cell] = group.train_slots("train", cell, config.use_views)[:, fit_pos]
-                elif config.test_features == "mean":
-                    features["train"][cell] = clean[fit_pos]
-                else:
-                    features["train"][cell] = group.features("train", cell, "mean")[fit_pos]
-                features["test"][cell] = group.features("test", cell, config.test_features)
+            features = _read_group(group, members, config, fit_pos, val_pos, slots)
             features = {split: values for split, values in features.items() if values}
             finite = _finite_cells(features)
             if not finite:
@@ -333,6 +512,8 @@ def probe_cache(
             val_index, val_fraction = group.index("val"), float("nan")
         else:
             val_index, val_fraction = group.index("train")[val_pos], config.val_fraction
+    if rank is not None:
+        outcomes, seconds = _gather(outcomes, seconds)
     for name, spent in seconds.items():
         log.info("%s: %d cells in %.1f s", name, len(outcomes[name]), spent)
     if not any(outcomes.values()):

@@ -12,7 +12,9 @@ from probekit.data.base import ImageDataset, ImageSplit
 from probekit.errors import ProbekitError
 from probekit.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
-from probekit.probes.run import ProbeRunConfig, plan_groups, run_probes
+from probekit.cache import FeatureCache
+from probekit.evaluate import stratified_val_split
+from probekit.probes.run import ProbeRunConfig, plan_groups, probe_bytes, run_probes
 
 LAYERS = ["down_blocks.0.resnets.0", "mid_block", "up_blocks.1.resnets.1"]
 
@@ -48,19 +50,23 @@ def _values(table: pd.DataFrame) -> pd.Series:
     return table.set_index(["probe", "t", "layer", "split", "metric"])["value"].sort_index()
 
 
-def test_plan_groups_packs_cells_within_half_the_budget():
+def test_plan_groups_packs_cells_within_the_budget():
     sizes = {(0, "a"): 100, (0, "b"): 300, (5, "a"): 100, (5, "b"): 300}
     assert plan_groups(sizes, None) == [list(sizes)]
-    # budget 900 -> features up to 450 bytes per group
-    assert plan_groups(sizes, 900) == [[(0, "a"), (0, "b")], [(5, "a"), (5, "b")]]
-    assert plan_groups(sizes, 600) == [[(0, "a")], [(0, "b")], [(5, "a")], [(5, "b")]]
+    assert plan_groups(sizes, 450) == [[(0, "a"), (0, "b")], [(5, "a"), (5, "b")]]
+    assert plan_groups(sizes, 300) == [[(0, "a")], [(0, "b")], [(5, "a")], [(5, "b")]]
     with pytest.raises(ProbekitError, match="raise --max-memory"):
-        plan_groups(sizes, 500)
+        plan_groups(sizes, 250)
 
 
 def test_streamed_groups_give_the_same_table(caches, caplog):
     whole = run_probes(caches["both"], CONFIG, progress=False)
-    one_cell = 2 * 4 * 16 * (48 + 24)  # widest layer: 16 channels, float32, train + test, doubled
+    with FeatureCache(caches["both"]) as cache:
+        fit, val = stratified_val_split(cache.labels("train"), CONFIG.val_fraction, CONFIG.seed)
+        classes = len(cache.class_names)
+    narrow, wide = (probe_bytes(w, len(fit), len(val) + 24, classes, CONFIG.probes) for w in (8, 16))
+    assert narrow < wide <= 2 * narrow < narrow + wide  # so the two 8-wide cells in a row share a group
+    one_cell = 2 * narrow - 10
     with caplog.at_level(logging.INFO):
         streamed = run_probes(caches["both"], CONFIG, progress=False, max_memory=one_cell + 10)
     # cells in order have widths 8,16,8 | 8,16,8: the two 8-wide cells between the 16-wide ones share a group
