@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 PREFIX = "hf-vision:"
 #: model_type -> the transformers class that loads its vision encoder
 _FAMILIES = {
-    "dinov2": "Dinov2Model", "vit": "ViTModel", "vit_mae": "ViTMAEModel",
+    "dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel", "vit": "ViTModel", "vit_mae": "ViTMAEModel",
     "clip_vision_model": "CLIPVisionModel", "clip": "CLIPVisionModel",
 }
 #: model_type -> config values set at load time (MAE: keep every patch)
