@@ -353,7 +353,7 @@ def cmd_similarity(args: argparse.Namespace) -> None:
 
     config = SimilarityConfig(k=args.k, samples=args.samples, seed=args.seed, split=args.split, matrix=not args.no_matrix,
                               max_memory=_memory_budget(args.max_memory), reference_t=args.reference_t,
-                              reference_layer=args.reference_layer)
+                              reference_layer=args.reference_layer, preprocess=args.preprocess, draws=args.draws)
     table = similarity_table(args.cache, args.reference, config)
     write_table(table, args.out)
     print(f"wrote {args.out} ({len(table)} rows over {int(table['n_eval'].iloc[0])} {args.split} images)")
@@ -622,6 +622,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="neighbours of CKNNA and mutual k-NN (default 10, as REPA)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsample (default 0)")
     p.add_argument("--no-matrix", action="store_true", help="skip the cell x cell CKA matrix")
+    p.add_argument("--preprocess", default="raw", choices=["raw", "prh"],
+                   help="raw: the cached features (default, what the probes fit); prh: clip at the 0.95 quantile and "
+                        "L2-normalise rows first, as the platonic-representation / REPA code does (comparable with their figures)")
+    p.add_argument("--draws", default="mean", choices=["mean", "single"],
+                   help="mean: average each image's noise draws (default, as probes score test images); single: draw 0 only")
     p.add_argument("--max-memory", default="1G", help="memory for the cell x cell matrix's kernels (default 1G)")
     p.set_defaults(run=cmd_similarity)
 
