@@ -640,6 +640,7 @@ class FeatureCache:
             f"pooling: {a.get('pooling')}  draws: {a.get('draws')}  views: {a.get('views', 0)}  dtype: {a.get('dtype')}  "
             f"precision: {a.get('precision', 'fp32')}  seed: {a.get('seed')}",
             f"created: {a.get('created')} by probekit {a.get('probekit_version')}",
+            *([f"prompt template: {a['prompt']!r}"] if a.get("prompt") else []),
             f"command: {a.get('command')}",
             "splits: " + ", ".join(f"{s} {d}/{n}" for s in self.splits for d, n in [self.progress(s)]),
             f"grid ({len(self.grid)} points):",

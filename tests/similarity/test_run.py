@@ -178,3 +178,4 @@ def read_ref(path):
             yield cache.features("test", "pixels", 0).astype(np.float64)
 
     return opened()
+
