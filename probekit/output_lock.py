@@ -14,7 +14,7 @@ import errno
 import fcntl
 import os
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from .errors import ProbekitError
 
@@ -36,7 +36,6 @@ def exclusive_output(path: str | Path, what: str = "probekit extract") -> Iterat
         finally:
             _held[key][1] -= 1
         return
-    existed = key.exists()
     try:
         fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as err:
@@ -58,6 +57,6 @@ def exclusive_output(path: str | Path, what: str = "probekit extract") -> Iterat
         _held[key][1] -= 1
         if _held[key][1] == 0:
             del _held[key]
-            if not existed and os.fstat(fd).st_size == 0:
-                key.unlink(missing_ok=True)  # nothing was written: leave no empty file behind
+            if os.fstat(fd).st_size == 0:
+                key.unlink(missing_ok=True)  # nothing was written (or a failed creation emptied it): leave no empty file
             os.close(fd)  # closing the last descriptor releases the flock
