@@ -47,6 +47,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ProbekitError
+from .output_lock import created_by_lock
 from .types import GridPoint, LayerInfo
 
 FORMAT = "probekit-features"
@@ -100,7 +101,7 @@ class CacheWriter:
             raise ProbekitError(f"unsupported --dtype {layout.dtype!r}: use float32 or float16")
         locking = lock_fd is None
         _require_size_limit(self.path, layout)
-        if resume and self.path.exists() and self.path.stat().st_size > 0:
+        if resume and self.path.exists() and not (lock_fd is not None and created_by_lock(self.path)):
             self.file = _open_for_resume(self.path, layout, locking=locking)
         else:
             try:
@@ -114,7 +115,7 @@ class CacheWriter:
                 _reserve(self.path, lock_fd)
             except (OSError, RuntimeError) as err:
                 _close_after_error(self.file)
-                _discard(self.path, lock_fd)  # a half-created file holds nothing to resume
+                _discard(self.path)  # a half-created file holds nothing to resume
                 raise _write_error(self.path, layout, err, action="create") from err
         # Handles stay open while writing: HDF5 then reports a failed chunk write on our flush,
         # instead of on a handle's garbage collection, where the error would be lost.
@@ -359,12 +360,9 @@ def _feature_bytes(layout: CacheLayout) -> int:
     return len(layout.grid) * slots * width * np.dtype(layout.dtype).itemsize
 
 
-def _discard(path: Path, lock_fd: int | None) -> None:
-    """Empty a half-created cache (keeping the locked inode), or delete it when no lock is held."""
-    if lock_fd is not None:
-        os.ftruncate(lock_fd, 0)
-    else:
-        path.unlink(missing_ok=True)
+def _discard(path: Path) -> None:
+    """Delete a half-created cache (a lock held on it stays valid until released)."""
+    path.unlink(missing_ok=True)
 
 
 def _write_error(path: Path, layout: CacheLayout, err: BaseException, action: str = "write") -> ProbekitError:

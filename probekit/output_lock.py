@@ -18,15 +18,23 @@ from collections.abc import Iterator
 
 from .errors import ProbekitError
 
-# path -> (file descriptor, holders): a process may take the lock again while it holds it
-_held: dict[Path, list[int]] = {}
+# path -> [file descriptor, holders, created]: a process may take the lock again while it holds it
+_held: dict[Path, list] = {}
+
+
+def created_by_lock(path: str | Path) -> bool:
+    """True while this process holds the lock on ``path`` and the file did not exist before it (so an
+    empty file there is the lock's own, not a user's file to refuse)."""
+    entry = _held.get(Path(os.path.abspath(path)))
+    return bool(entry and entry[2])
 
 
 @contextlib.contextmanager
 def exclusive_output(path: str | Path, what: str = "probekit extract") -> Iterator[int]:
     """Hold the writer's lock on ``path`` for the ``with`` block; refuse at once if another process holds it.
 
-    Yields the lock's file descriptor (open read-write on ``path``).
+    Yields the lock's file descriptor (open read-write on ``path``). A file the lock created and
+    nothing filled is removed when the lock is released.
     """
     key = Path(os.path.abspath(path))
     if key in _held:
@@ -36,6 +44,7 @@ def exclusive_output(path: str | Path, what: str = "probekit extract") -> Iterat
         finally:
             _held[key][1] -= 1
         return
+    created = not key.exists()
     try:
         fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as err:
@@ -50,13 +59,23 @@ def exclusive_output(path: str | Path, what: str = "probekit extract") -> Iterat
                 "check it), or choose another --out"
             ) from None
         raise ProbekitError(f"cannot lock {path}: {os.strerror(err.errno)}; choose another --out") from err
-    _held[key] = [fd, 1]
+    _held[key] = [fd, 1, created]
     try:
         yield fd
     finally:
         _held[key][1] -= 1
         if _held[key][1] == 0:
             del _held[key]
-            if os.fstat(fd).st_size == 0:
-                key.unlink(missing_ok=True)  # nothing was written (or a failed creation emptied it): leave no empty file
+            if created and _still_empty_there(fd, key):
+                key.unlink()  # nothing was written: leave no empty file behind
             os.close(fd)  # closing the last descriptor releases the flock
+
+
+def _still_empty_there(fd: int, key: Path) -> bool:
+    """Our file is empty and still the one at ``key`` (not unlinked and replaced meanwhile)."""
+    mine = os.fstat(fd)
+    try:
+        there = os.stat(key)
+    except FileNotFoundError:
+        return False
+    return mine.st_size == 0 and (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)

@@ -154,19 +154,22 @@ def test_full_disk_is_found_at_creation_in_one_line(tiny_unet_dir, npz_160, unin
     _assert_identical(uninterrupted, spacious)
 
 
-def test_second_writer_refuses_at_once_and_neither_corrupts(tiny_unet_dir, npz_160, uninterrupted, tmp_path):
+def test_second_writer_refuses_at_once_and_neither_corrupts(tiny_unet_dir, npz_160, uninterrupted, tmp_path, capsys):
     out = tmp_path / "two.h5"
     argv = _argv(tiny_unet_dir, npz_160, out)
     first = subprocess.Popen([*PYTHON, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while _written(out) < 4 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert first.poll() is None, "the first extraction must still be running"
     for extra in ([], ["--overwrite"]):
-        second = _run(argv + extra)
-        assert second.returncode == 2
-        (line,) = _error_lines(second.stderr)
+        capsys.readouterr()
+        started = time.monotonic()
+        assert main(argv + extra) == 2  # a second process's view: the lock belongs to `first`
+        refused_in = time.monotonic() - started
+        (line,) = _error_lines(capsys.readouterr().err)
         assert f"another probekit extract is writing {out}" in line
-        assert "work:" not in second.stderr  # refused before loading the model or planning work
+        assert refused_in < 5, "refused before loading the model"
     assert first.wait(timeout=300) == 0, first.stderr.read()
     _assert_identical(uninterrupted, out)
 
