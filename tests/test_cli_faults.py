@@ -235,12 +235,12 @@ def overflowing_unet(tiny_unet_dir, tmp_path_factory):
     return path
 
 
-def test_non_finite_features_are_counted_warned_and_not_probed(overflowing_unet, npz_160, tmp_path, capsys):
+def test_non_finite_features_are_counted_warned_and_not_probed(overflowing_unet, npz_160, tmp_path, caplog):
     out = tmp_path / "nan.h5"
-    capsys.readouterr()
-    assert main(_argv(overflowing_unet, npz_160, out, batch=40)) == 0
-    err = capsys.readouterr().err
-    assert "non-finite features (NaN/inf values) in" in err
+    with caplog.at_level("WARNING"):
+        assert main(_argv(overflowing_unet, npz_160, out, batch=40)) == 0
+    assert "non-finite features (NaN/inf values) in" in caplog.text
+    caplog.clear()
     with h5py.File(out, "r") as f:  # the count, recomputed from the stored features
         expected = {}
         for split in ("train", "test"):
@@ -254,8 +254,9 @@ def test_non_finite_features_are_counted_warned_and_not_probed(overflowing_unet,
     with FeatureCache(out) as cache:
         assert cache.nonfinite() == expected
         assert "non-finite features (NaN/inf) in" in cache.summary()
-    assert main(["probe", "--cache", str(out), "--probes", "knn", "--out", str(tmp_path / "r.csv")]) == 0
-    err = capsys.readouterr().err
+    with caplog.at_level("WARNING"):
+        assert main(["probe", "--cache", str(out), "--probes", "knn", "--out", str(tmp_path / "r.csv")]) == 0
+    err = caplog.text
     import pandas as pd
 
     probed = set(zip(pd.read_csv(tmp_path / "r.csv")["t"], pd.read_csv(tmp_path / "r.csv")["layer"]))
