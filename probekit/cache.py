@@ -11,6 +11,8 @@ Layout (format ``probekit-features``, version 1; version 2 adds the spatial layo
     /{split}/labels (N,) int64, /{split}/index (N,) int64     attrs: class_names
     /{split}/feats/{layer}  (T, S, N, D) float32|float16, chunked along N
     /{split}/done           (N,) uint8: 1 once every (t, draw, layer) of that sample is written
+    /{split}/nonfinite      (T, L, N) uint32: NaN / inf values among a sample's pooled features
+                            at (t, layer), over all its slots (absent in caches written before it)
 
 ``S`` is the number of (view, draw) slots of a split: slot ``view * draws + draw``. View 0 is the
 un-augmented image; the train split of a cache extracted with ``--views A`` (attr ``views``)
@@ -39,18 +41,21 @@ import errno
 import hashlib
 import json
 import os
+import re
+import resource
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
 
 from . import __version__
 from .errors import ProbekitError
+from .output_lock import created_by_lock, lock_replaced_output
 from .types import GridPoint, LayerInfo
 
 FORMAT = "probekit-features"
@@ -59,6 +64,8 @@ FORMAT_VERSION = 2
 _PLAIN_VERSION = 1
 _GRID_FIELDS = ("t", "model_input", "alpha_bar", "sigma", "logsnr")
 _STR = h5py.string_dtype()
+#: per-split dataset counting NaN / inf pooled feature values per (t, layer, sample)
+NONFINITE = "nonfinite"
 
 
 @dataclass
@@ -146,35 +153,50 @@ class CacheWriter:
 
     def __init__(
         self, path: str | Path, layout: CacheLayout, *, resume: bool = False, max_pending: int = 2,
-        buffer_bytes: int = WRITE_BUFFER_BYTES,
+        buffer_bytes: int = WRITE_BUFFER_BYTES, lock_fd: int | None = None,
     ) -> None:
+        """``lock_fd``: a descriptor of ``path`` whose holder keeps other writers out
+        (:func:`probekit.output_lock.exclusive_output`); HDF5's own lock is then left off."""
         self.path = Path(path)
         self.layout = layout
         self.buffer_bytes = buffer_bytes
         if layout.dtype not in ("float32", "float16"):
             raise ProbekitError(f"unsupported --dtype {layout.dtype!r}: use float32 or float16")
-        if resume and self.path.exists():
-            self.file = _open_for_resume(self.path, layout)
+        locking = lock_fd is None
+        _require_size_limit(self.path, layout)
+        if resume and self.path.exists() and not (lock_fd is not None and created_by_lock(self.path)):
+            self.file = _open_for_resume(self.path, layout, locking=locking)
         else:
             # Created under a temporary name and renamed once its layout is on disk: a process
             # killed while creating leaves no file at --out that a resume would choke on.
             creating = self.path.with_name(self.path.name + ".creating")
             try:
-                self.file = h5py.File(creating, "w")
-            except OSError as err:
+                self.file = h5py.File(creating, "w", locking=locking)
+            except (OSError, RuntimeError) as err:
                 raise _write_error(self.path, layout, err, action="create") from err
             try:
                 self._create(layout)
                 # Everything but raw feature bytes and done flags is now on disk; later writes touch no metadata.
                 self.file.flush()
+                _reserve(creating, None)
                 os.replace(creating, self.path)
-            except OSError as err:
+                if lock_fd is not None:
+                    lock_replaced_output(self.path)  # the lock follows the file now at --out
+            except (OSError, RuntimeError) as err:
                 _close_after_error(self.file)
                 creating.unlink(missing_ok=True)  # a half-created file holds nothing to resume
                 raise _write_error(self.path, layout, err, action="create") from err
+        # Handles stay open while writing: HDF5 then reports a failed chunk write on our flush,
+        # instead of on a handle's garbage collection, where the error would be lost.
+        self._feats = {split: {name: self.file[split]["feats"][name] for name in self.file[split]["feats"]}
+                       for split in layout.splits}
+        self._done = {split: self.file[split]["done"] for split in layout.splits}
+        self._counts = {split: self.file[split].get(NONFINITE) for split in layout.splits}
+        self._layer_index = {layer.name: i for i, layer in enumerate(layout.layers)}
+        self._failed = False
         # A resumed file keeps the chunk rows it was created with, whatever the buffer now.
-        self._rows = {split: self.file[split]["feats"][layout.layers[0].name].chunks[2] for split in layout.splits}
-        self._on_disk = {split: self.file[split]["done"][:].astype(bool) for split in layout.splits}
+        self._rows = {split: self._feats[split][layout.layers[0].name].chunks[2] for split in layout.splits}
+        self._on_disk = {split: self._done[split][:].astype(bool) for split in layout.splits}
         self._blocks: dict[tuple[str, int], _Block] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probekit-writer")
         self._pending: list[Future] = []
@@ -225,6 +247,8 @@ class CacheWriter:
             g.create_dataset("labels", data=np.asarray(split_labels.labels, dtype=np.int64))
             g.create_dataset("index", data=np.asarray(split_labels.index, dtype=np.int64))
             g.create_dataset("done", shape=(n,), dtype=np.uint8, fillvalue=0, dcpl=_early_allocation(fill=True))
+            g.create_dataset(NONFINITE, shape=(len(layout.grid), len(layers), n), dtype=np.uint32, fillvalue=0,
+                             dcpl=_early_allocation(fill=True))
             feats = g.create_group("feats")
             rows = chunk_rows(layout, split, self.buffer_bytes)
             for layer in layers:
@@ -246,9 +270,16 @@ class CacheWriter:
 
     def _write_or_explain(self, split: str, start: int, feats: Mapping[str, np.ndarray]) -> None:
         """:meth:`_write`, with an OS error (disk full, I/O error) turned into a one-line ProbekitError."""
+        self._explaining(self._write, split, start, feats)
+
+    def _write_open_blocks_or_explain(self) -> None:
+        self._explaining(self._write_open_blocks)
+
+    def _explaining(self, write: Callable[..., None], *args: object) -> None:
         try:
-            self._write(split, start, feats)
-        except OSError as err:
+            write(*args)
+        except (OSError, RuntimeError) as err:  # h5py reports some failed writes as RuntimeError
+            self._failed = True
             raise _write_error(self.path, self.layout, err) from err
 
     def _write(self, split: str, start: int, feats: Mapping[str, np.ndarray]) -> None:
@@ -281,15 +312,21 @@ class CacheWriter:
     def _write_block(self, split: str, block: _Block) -> None:
         # Features reach the file before their done flags, each followed by a flush, so a process
         # killed at any instant leaves flags that only ever cover samples whose bytes are written.
-        group = self.file[split]
         runs = _true_runs(block.filled)
         for layer, values in block.feats.items():
-            dataset = group["feats"][layer]
+            dataset = self._feats[split][layer]
             for lo, hi in runs:
                 dataset[:, :, block.start + lo : block.start + hi, :] = values[:, :, lo:hi]
+        counts = self._counts[split]
+        if counts is not None:
+            # NaN / inf per (t, layer, sample), over slots and channels: on this writer thread, off the forward's path.
+            for layer, values in block.feats.items():
+                per_sample = np.count_nonzero(~np.isfinite(values), axis=(1, 3))
+                for lo, hi in runs:
+                    counts[:, self._layer_index[layer], block.start + lo : block.start + hi] = per_sample[:, lo:hi]
         self.file.flush()
         for lo, hi in runs:
-            group["done"][block.start + lo : block.start + hi] = 1
+            self._done[split][block.start + lo : block.start + hi] = 1
         self.file.flush()
 
     def _write_open_blocks(self) -> None:
@@ -312,7 +349,10 @@ class CacheWriter:
                     future.result()
             finally:
                 # On the writer thread, after every queued batch; also when one of them failed.
-                self._executor.submit(self._write_open_blocks).result()
+                if not self._failed:
+                    self._executor.submit(self._write_open_blocks_or_explain).result()
+            if complete and self._failed:
+                raise RuntimeError("a write failed: the cache cannot be marked complete")
             if complete:
                 missing = {s: int((self.file[s]["done"][:] == 0).sum()) for s in self.layout.splits}
                 if any(missing.values()):
@@ -324,10 +364,12 @@ class CacheWriter:
             raise _write_error(self.path, self.layout, err) from err
         finally:
             self._executor.shutdown(wait=True)
+            self._feats, self._done, self._counts = {}, {}, {}
             try:
                 self.file.close()
-            except OSError as err:  # closing flushes, which fails the same way on a full disk
-                raise _write_error(self.path, self.layout, err) from err
+            except (OSError, RuntimeError) as err:  # closing flushes, which fails the same way on a full disk
+                if not self._failed:
+                    raise _write_error(self.path, self.layout, err) from err
 
 
 def _true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -370,13 +412,14 @@ def _early_allocation(fill: bool = False) -> h5py.h5p.PropDCID:
     return dcpl
 
 
-def _open_for_resume(path: Path, layout: CacheLayout) -> h5py.File:
+def _open_for_resume(path: Path, layout: CacheLayout, *, locking: bool = True) -> h5py.File:
     """Open an unfinished cache to continue it; refuse one that holds different work."""
     try:
-        file = h5py.File(path, "r+")
-    except OSError as err:
+        file = h5py.File(path, "r+", locking=locking)
+    except (OSError, RuntimeError) as err:
         raise ProbekitError(
-            f"{path} exists but cannot be opened to resume ({err}): pass --overwrite to start it over"
+            f"{path} exists but cannot be opened to resume ({_first_line(err)}): it is damaged or not an HDF5 file; "
+            "pass --overwrite to start it over"
         ) from err
     try:
         if file.attrs.get("format") != FORMAT:
@@ -398,24 +441,91 @@ def _open_for_resume(path: Path, layout: CacheLayout) -> h5py.File:
 
 
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_HDF5_ERRNO = re.compile(r"errno = (\d+)")
 
 
-def _write_error(path: Path, layout: CacheLayout, err: OSError, action: str = "write") -> ProbekitError:
+def _errno(err: BaseException) -> int | None:
+    """The OS error number of an h5py error: its ``errno``, or the one HDF5 wrote into the message."""
+    if isinstance(err, OSError) and err.errno:
+        return err.errno
+    found = _HDF5_ERRNO.search(str(err))
+    return int(found.group(1)) if found else None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0].strip()
+
+
+def _reserve(path: Path, fd: int | None) -> None:
+    """Allocate the whole file's blocks now, so a full disk shows at creation, never mid-extraction.
+
+    HDF5 leaves feature chunks as holes of a sparse file; without this a disk could fill up hours
+    into a run. File systems that cannot reserve space (EOPNOTSUPP, EINVAL) are left as they are.
+    """
+    own = fd is None
+    if own:
+        fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
+            raise
+    finally:
+        if own:
+            os.close(fd)
+
+
+def _require_size_limit(path: Path, layout: CacheLayout) -> None:
+    """Refuse up front when the file-size limit (``ulimit -f``) is below the cache's size."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft == resource.RLIM_INFINITY:
+        return
+    need = _feature_bytes(layout)
+    if soft < need:
+        raise ProbekitError(
+            f"the file size limit (ulimit -f, {_size(soft)}) is below the {_size(need)} that {path} needs: "
+            "raise the limit and run the same command again (an unfinished cache resumes), or extract fewer layers"
+        )
+
+
+def _feature_bytes(layout: CacheLayout) -> int:
+    """Bytes of the pooled features alone (the file is slightly larger)."""
+    width = sum(layout.widths[layer.name] for layer in layout.layers)
+    slots = sum(layout.slots(name) * len(split.labels) for name, split in layout.splits.items())
+    return len(layout.grid) * slots * width * np.dtype(layout.dtype).itemsize
+
+
+def _discard(path: Path) -> None:
+    """Delete a half-created cache (a lock held on it stays valid until released)."""
+    path.unlink(missing_ok=True)
+
+
+def _write_error(path: Path, layout: CacheLayout, err: BaseException, action: str = "write") -> ProbekitError:
     """One line for an OS error while creating or writing a cache: disk full (with sizes) or the reason."""
-    if err.errno in _DISK_FULL or "No space left on device" in str(err):
-        itemsize = np.dtype(layout.dtype).itemsize
-        width = sum(layout.widths[layer.name] for layer in layout.layers)
-        slots = sum(layout.slots(name) * len(split.labels) for name, split in layout.splits.items())
-        need = len(layout.grid) * slots * width * itemsize
+    number = _errno(err)
+    if number in _DISK_FULL or "No space left on device" in str(err):
+        need = _feature_bytes(layout)
         try:
             free = f", {_size(shutil.disk_usage(path.parent).free)} is free there"
         except OSError:
             free = ""
+        if action == "create":
+            return ProbekitError(
+                f"disk full while creating {path}: its features need about {_size(need)}{free}; free some space "
+                "and run the same command again, or choose another --out"
+            )
         return ProbekitError(
             f"disk full while writing {path}: its features need about {_size(need)}{free}; free some space "
             f"and run the same command again to resume, or choose another --out"
         )
-    reason = os.strerror(err.errno) if err.errno else (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if number == errno.EFBIG:
+        return ProbekitError(
+            f"file size limit reached while {'creating' if action == 'create' else 'writing'} {path} (ulimit -f): "
+            "raise the limit and run the same command again to resume, or choose another --out"
+        )
+    reason = os.strerror(number) if number else _first_line(err)
     return ProbekitError(f"cannot {action} {path}: {reason}; choose a writable --out")
 
 
@@ -430,7 +540,7 @@ def _close_after_error(file: h5py.File) -> None:
     """Close a file whose creation failed; a second error while closing adds nothing for the user."""
     try:
         file.close()
-    except OSError:
+    except Exception:  # noqa: BLE001 -- h5py raises RuntimeError too once a flush has failed
         pass
 
 
@@ -566,6 +676,21 @@ class FeatureCache:
         """(samples written, samples in split)."""
         done = self.file[split]["done"][:]
         return int(done.sum()), int(done.size)
+
+    def nonfinite(self) -> dict[tuple[int, str], int] | None:
+        """NaN / inf pooled values per cell (t, layer), over every split and slot, for cells that have any.
+
+        None when the cache predates the count (no ``nonfinite`` dataset): nothing is known then.
+        """
+        counts: dict[tuple[int, str], int] = {}
+        for split in self.splits:
+            if NONFINITE not in self.file[split]:
+                return None
+            per_cell = self.file[split][NONFINITE][:].sum(axis=2, dtype=np.int64)  # (T, L)
+            for ti, li in zip(*np.nonzero(per_cell)):
+                cell = (self._timesteps[ti], self._layer_names[li])
+                counts[cell] = counts.get(cell, 0) + int(per_cell[ti, li])
+        return counts
 
     def require_complete(self) -> None:
         if self.complete:
@@ -712,6 +837,7 @@ class FeatureCache:
             f"pooling: {a.get('pooling')}  draws: {a.get('draws')}  views: {a.get('views', 0)}  dtype: {a.get('dtype')}  "
             f"precision: {a.get('precision', 'fp32')}  seed: {a.get('seed')}",
             f"created: {a.get('created')} by probekit {a.get('probekit_version')}",
+            *([f"prompt template: {a['prompt']!r}"] if a.get("prompt") else []),
             f"command: {a.get('command')}",
             "splits: " + ", ".join(f"{s} {d}/{n}" for s in self.splits for d, n in [self.progress(s)]),
             f"grid ({len(self.grid)} points):",
@@ -719,6 +845,14 @@ class FeatureCache:
         lines += [
             f"  t={p.t:<5d} sigma={p.sigma:<10.4g} logsnr={p.logsnr:<8.3g} alpha_bar={p.alpha_bar:.5f}" for p in self.grid
         ]
+        bad = self.nonfinite()
+        if bad is None:
+            lines.append("non-finite features: not counted (cache written before the count)")
+        elif bad:
+            lines.append(f"non-finite features (NaN/inf) in {len(bad)} cells, which probing skips:")
+            lines += [f"  t={t:<5d} {layer}: {count} values" for (t, layer), count in sorted(bad.items())]
+        else:
+            lines.append("non-finite features: none")
         widths = dict(zip(self.file["layers"]["name"].asstr()[:], self.file["layers"]["width"][:]))
         lines.append(f"layers ({len(self.layers)}):")
         lines += [
@@ -766,11 +900,13 @@ def _stitch_split(master: h5py.File, opened: list[h5py.File], shards: list[Path]
     group = master.create_group(split)
     for key, value in opened[0][split].attrs.items():
         group.attrs[key] = value
-    names = ["labels", "index", "done"] + [f"feats/{layer}" for layer in opened[0][split]["feats"]]
+    names = ["labels", "index", "done"] + [NONFINITE] * (NONFINITE in opened[0][split]) + [
+        f"feats/{layer}" for layer in opened[0][split]["feats"]
+    ]
     group.create_group("feats")
     for name in names:
         parts = [f[split][name] for f in opened]
-        axis = 0 if parts[0].ndim == 1 else 2  # feats are (T, K, N, D)
+        axis = {1: 0, 3: 2, 4: 2}[parts[0].ndim]  # feats are (T, K, N, D), nonfinite (T, L, N)
         shape = list(parts[0].shape)
         shape[axis] = sum(p.shape[axis] for p in parts)
         layout = h5py.VirtualLayout(shape=tuple(shape), dtype=parts[0].dtype)

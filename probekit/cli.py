@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -92,15 +93,26 @@ def cmd_layers(args: argparse.Namespace) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from .data import load_dataset, stratified_subset
-    from .distributed import (
-        barrier, current_rank, init_process_group, shard_dataset, shard_path, share_weight_hashes, write_master,
-    )
-    from .extraction import ExtractConfig, extract
-    from .models import load_backbone
+    from .distributed import current_rank, shard_path
+    from .output_lock import exclusive_output
 
     if args.timesteps is not None and args.grid:
         raise ProbekitError("give either --timesteps or --grid, not both")
+    rank = current_rank()
+    target = Path(args.out) if rank is None else shard_path(args.out, rank.rank, rank.world_size)
+    with contextlib.ExitStack() as held:
+        if target.parent.is_dir() and not target.is_dir():
+            # A second extraction into the same file refuses now, not after loading its model.
+            held.enter_context(exclusive_output(target))
+        _extract_command(args, rank, target)
+
+
+def _extract_command(args: argparse.Namespace, rank: object, target: Path) -> None:
+    from .data import load_dataset, stratified_subset
+    from .distributed import barrier, init_process_group, shard_dataset, shard_path, share_weight_hashes, write_master
+    from .extraction import ExtractConfig, extract
+    from .models import load_backbone
+
     backbone = load_backbone(args.model, random_init=args.random_init, seed=args.init_seed, device=_device(args.device))
     dataset = load_dataset(args.data, download=not args.no_download, seed=args.seed,
                            image_column=args.image_column, label_column=args.label_column)
@@ -134,14 +146,16 @@ def cmd_extract(args: argparse.Namespace) -> None:
     command = "probekit " + " ".join(shlex.quote(a) for a in args.argv)
     # SIGTERM (a scheduler's preemption) unwinds like Ctrl-C: queued writes finish, the cache stays resumable.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    rank = current_rank()
-    target, progress = Path(args.out), not args.quiet
+    # Past a file-size limit (ulimit -f) a write then fails with EFBIG, reported in one line, instead
+    # of the signal killing the process mid-write.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    progress = not args.quiet
     if rank is not None:
         # Under torchrun: this rank writes its shard; rank 0 stitches the master file at the end.
         init_process_group(backbone.device.type)
         share_weight_hashes(backbone)  # one rank hashes, the others take its result
         dataset = shard_dataset(dataset, rank.rank, rank.world_size)
-        target, progress = shard_path(args.out, rank.rank, rank.world_size), progress and rank.rank == 0
+        progress = progress and rank.rank == 0
     try:
         out = extract(backbone, dataset, target, config, command=command, overwrite=args.overwrite, progress=progress,
                       write_buffer=_memory_budget(args.write_buffer, "--write-buffer"))
@@ -435,7 +449,7 @@ def cmd_similarity(args: argparse.Namespace) -> None:
 
     config = SimilarityConfig(k=args.k, samples=args.samples, seed=args.seed, split=args.split, matrix=not args.no_matrix,
                               max_memory=_memory_budget(args.max_memory), reference_t=args.reference_t,
-                              reference_layer=args.reference_layer)
+                              reference_layer=args.reference_layer, preprocess=args.preprocess, draws=args.draws)
     table = similarity_table(args.cache, args.reference, config)
     write_table(table, args.out)
     print(f"wrote {args.out} ({len(table)} rows over {int(table['n_eval'].iloc[0])} {args.split} images)")
@@ -730,6 +744,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="neighbours of CKNNA and mutual k-NN (default 10, as REPA)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsample (default 0)")
     p.add_argument("--no-matrix", action="store_true", help="skip the cell x cell CKA matrix")
+    p.add_argument("--preprocess", default="raw", choices=["raw", "prh"],
+                   help="raw: the cached features (default, what the probes fit); prh: clip at the 0.95 quantile and "
+                        "L2-normalise rows first, as the platonic-representation / REPA code does (comparable with their figures)")
+    p.add_argument("--draws", default="mean", choices=["mean", "single"],
+                   help="mean: average each image's noise draws (default, as probes score test images); single: draw 0 only")
     p.add_argument("--max-memory", default="1G", help="memory for the cell x cell matrix's kernels (default 1G)")
     p.set_defaults(run=cmd_similarity)
 

@@ -34,16 +34,28 @@ class RunComparison:
     paired: PairedComparison
 
 
-def chosen_cell(results_path: str | os.PathLike, probe: str) -> ChosenCell:
-    """The val-chosen cell of ``probe`` in a results CSV (it must hold a single model)."""
+def chosen_cell(results_path: str | os.PathLike, probe: str, flag: str = "--probe") -> ChosenCell:
+    """The val-chosen cell of ``probe`` in a results CSV (it must hold a single model).
+
+    ``flag`` is the option that picks this side's probe, named in the error when it has none.
+    """
     table = read_table(results_path)
+    if "top1" not in set(table["metric"]):
+        metrics = ", ".join(sorted(set(table["metric"].astype(str)))) or "none"
+        raise ProbekitError(
+            f"{results_path} has no 'top1' values (its metrics: {metrics}): compare needs a table written by "
+            "`probekit probe` (a similarity table compares representations, not predictions)"
+        )
     models = sorted(set(table["model"]))
     if len(models) != 1:
         raise ProbekitError(f"{results_path} holds {len(models)} models ({', '.join(models)}): compare runs of one model each")
     best = best_cells(table)
     row = best[best["probe"] == probe]
     if row.empty:
-        raise ProbekitError(f"{results_path} has no {probe!r} rows; it has probes {', '.join(sorted(set(best['probe'])))}: pick one with --probe")
+        probes = sorted(set(best["probe"]))
+        raise ProbekitError(
+            f"{results_path} has no {probe!r} rows; it has probes {', '.join(probes)}: pick one with {flag} {probes[0]}"
+        )
     r = row.iloc[0]
     return ChosenCell(model=str(r["model"]), probe=probe, t=int(r["t"]), layer=str(r["layer"]), params=str(r["params"]),
                       chosen_on=str(r["chosen_on"]))
@@ -71,7 +83,7 @@ def compare_runs(
 ) -> RunComparison:
     """Paired bootstrap interval and exact McNemar test of A's and B's val-chosen cells."""
     cell_a = chosen_cell(results_a, probe)
-    cell_b = chosen_cell(results_b, probe_b or probe)
+    cell_b = chosen_cell(results_b, probe_b or probe, "--probe-b")
     pred_a = read_predictions(predictions_path(results_a))
     pred_b = read_predictions(predictions_path(results_b))
     check_same_test_set(pred_a, pred_b, (str(results_a), str(results_b)))

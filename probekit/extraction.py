@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cache import WRITE_BUFFER_BYTES, CacheLayout, CacheWriter, SplitLabels
+from .cache import WRITE_BUFFER_BYTES, CacheLayout, CacheWriter, FeatureCache, SplitLabels
 from .data import ImageDataset, fit_images
 from .data.resize import sized_dataset
 from .distributed import current_rank
@@ -29,6 +29,7 @@ from .latents import LatentStore, view_name
 from .models.backbone import Backbone
 from .models.layers import select_layers
 from .noise import sample_noise, split_seed
+from .output_lock import exclusive_output
 from .pooling import Pooling
 from .precision import PRECISION_CHOICES, resolve_precision
 from .schedule import GridPoint
@@ -427,6 +428,17 @@ def extract(
         raise ProbekitError(f"--out {out} is a folder: give the path of an .h5 file to write")
     if not out.parent.exists():
         raise ProbekitError(f"output folder {out.parent} does not exist: create it or choose another --out")
+    # One writer per file: a second extraction into the same --out refuses here, before any work.
+    with exclusive_output(out) as lock_fd:
+        return _extract_locked(backbone, dataset, out, config, plan, splits, resized, lock_fd,
+                               command=command, overwrite=overwrite, progress=progress, write_buffer=write_buffer)
+
+
+def _extract_locked(
+    backbone: Backbone, dataset: ImageDataset, out: Path, config: ExtractConfig, plan: ExtractPlan,
+    splits: dict, resized: dict | None, lock_fd: int, *, command: str, overwrite: bool, progress: bool, write_buffer: int,
+) -> Path:
+    """:func:`extract` once the output's lock is held."""
 
     # One forward of one real sample gives the pooled widths and the record of how images were fitted.
     first = next(iter(splits.values()))
@@ -511,7 +523,7 @@ def extract(
         )
     store = _latent_store(backbone, config, out, fit_record, dataset)
     try:
-        writer = CacheWriter(out, layout, resume=not overwrite, buffer_bytes=write_buffer)
+        writer = CacheWriter(out, layout, resume=not overwrite, buffer_bytes=write_buffer, lock_fd=lock_fd)
     except BaseException:
         if store is not None:
             store.close()
@@ -572,4 +584,18 @@ def extract(
         if store is not None:
             store.close()
     log.info("wrote %s in %.1f s", out, time.perf_counter() - started)
+    _warn_nonfinite(out)
     return out
+
+
+def _warn_nonfinite(out: Path) -> None:
+    """Warn about cells whose pooled features hold NaN or inf (counted while writing)."""
+    with FeatureCache(out) as cache:
+        bad = cache.nonfinite()
+    if bad:
+        cells = ", ".join(f"t={t} {layer} ({count})" for (t, layer), count in sorted(bad.items())[:6])
+        more = f" and {len(bad) - 6} more" if len(bad) > 6 else ""
+        log.warning(
+            "non-finite features (NaN/inf values) in %d cells: %s%s; probing skips them. Check the model and "
+            "--precision (float16 VAEs overflow); `probekit info %s` lists them all", len(bad), cells, more, out,
+        )

@@ -51,14 +51,24 @@ class NoiseSchedule(ABC):
 
 
 def _derived(alpha_bar: float) -> tuple[float, float]:
-    """(sigma, logsnr) of a variance-preserving signal fraction."""
+    """(sigma, logsnr) of a variance-preserving signal fraction.
+
+    Both ends are explicit: a clean input (``alpha_bar = 1``) has ``sigma = 0``, ``logsnr = +inf``;
+    a zero-terminal-SNR point (``alpha_bar = 0``, pure noise) has ``sigma = +inf``, ``logsnr = -inf``.
+    """
     if alpha_bar >= 1.0:
         return 0.0, math.inf
+    if alpha_bar <= 0.0:
+        return math.inf, -math.inf
     return math.sqrt((1.0 - alpha_bar) / alpha_bar), math.log(alpha_bar / (1.0 - alpha_bar))
 
 
+#: beta schedules that diffusers' DDPM-family schedulers build (``beta_schedule`` in a scheduler config)
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace")
+
+
 def betas_for(beta_schedule: str, beta_start: float, beta_end: float, num_steps: int) -> np.ndarray:
-    """Betas of the DDPM schedules diffusers names ``linear``, ``scaled_linear`` and ``squaredcos_cap_v2``."""
+    """Betas of the DDPM schedules diffusers names (see :data:`BETA_SCHEDULES`), in float64."""
     if beta_schedule == "linear":
         return np.linspace(beta_start, beta_end, num_steps, dtype=np.float64)
     if beta_schedule == "scaled_linear":
@@ -68,19 +78,46 @@ def betas_for(beta_schedule: str, beta_start: float, beta_end: float, num_steps:
         def f(u: float) -> float:
             return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
 
-        return np.array(
-            [min(1 - f((i + 1) / num_steps) / f(i / num_steps), 0.999) for i in range(num_steps)],
-            dtype=np.float64,
-        )
+        return _betas_for_alpha_bar(f, num_steps)
+    if beta_schedule == "laplace":
+        def f(u: float) -> float:
+            lmb = -0.5 * math.copysign(1, 0.5 - u) * math.log(1 - 2 * math.fabs(0.5 - u) + 1e-6)
+            return math.sqrt(math.exp(lmb) / (1 + math.exp(lmb)))
+
+        return _betas_for_alpha_bar(f, num_steps)
+    if beta_schedule == "sigmoid":
+        # GeoDiff's sigmoid schedule, as diffusers builds it.
+        ramp = 1.0 / (1.0 + np.exp(-np.linspace(-6.0, 6.0, num_steps, dtype=np.float64)))
+        return ramp * (beta_end - beta_start) + beta_start
     raise ProbekitError(
-        f"unknown beta_schedule {beta_schedule!r}: use linear, scaled_linear or squaredcos_cap_v2"
+        f"unknown beta_schedule {beta_schedule!r}: use one of {', '.join(BETA_SCHEDULES)}"
     )
+
+
+def _betas_for_alpha_bar(alpha_bar_fn, num_steps: int) -> np.ndarray:
+    """Discretise a continuous alpha_bar(u), u in [0, 1], into betas capped at 0.999 (as diffusers does)."""
+    return np.array(
+        [min(1 - alpha_bar_fn((i + 1) / num_steps) / alpha_bar_fn(i / num_steps), 0.999) for i in range(num_steps)],
+        dtype=np.float64,
+    )
+
+
+def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """Lin et al. 2023 (arXiv 2305.08891, Algorithm 1): shift and scale sqrt(alpha_bar) so the last step is pure noise."""
+    root = np.sqrt(np.cumprod(1.0 - betas))
+    first, last = root[0], root[-1]
+    root = (root - last) * (first / (first - last))
+    alpha_bar = root**2
+    alphas = np.concatenate([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
+    return 1.0 - alphas
 
 
 class DDPMSchedule(NoiseSchedule):
     """Discrete DDPM schedule with diffusers' indexing: ``t`` in ``0 .. T-1``, ``alpha_bar = prod(1 - beta[:t+1])``.
 
     The network receives the integer ``t`` itself (``model_input = t``), as ``UNet2DModel`` expects.
+    ``trained_betas`` (explicit betas) and ``rescale_betas_zero_snr`` (zero terminal SNR: the last
+    step is pure noise, ``alpha_bar = 0``) are honoured as diffusers' schedulers honour them.
     """
 
     def __init__(
@@ -89,22 +126,46 @@ class DDPMSchedule(NoiseSchedule):
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
         beta_schedule: str = "linear",
+        *,
+        trained_betas: Sequence[float] | None = None,
+        rescale_betas_zero_snr: bool = False,
     ) -> None:
         self.num_train_timesteps = int(num_train_timesteps)
         self.beta_schedule = beta_schedule
         self.beta_start, self.beta_end = float(beta_start), float(beta_end)
-        betas = betas_for(beta_schedule, beta_start, beta_end, self.num_train_timesteps)
+        self.trained_betas = None if trained_betas is None else [float(b) for b in trained_betas]
+        self.rescale_betas_zero_snr = bool(rescale_betas_zero_snr)
+        if self.trained_betas is not None:
+            betas = np.asarray(self.trained_betas, dtype=np.float64)
+            if betas.ndim != 1 or not len(betas) or not np.all((betas > 0) & (betas <= 1)):
+                raise ProbekitError("trained_betas must be a non-empty list of betas in (0, 1]: fix the scheduler config")
+            # diffusers builds the schedule from the betas given, whatever num_train_timesteps says.
+            self.num_train_timesteps = len(betas)
+        else:
+            betas = betas_for(beta_schedule, beta_start, beta_end, self.num_train_timesteps)
+        if self.rescale_betas_zero_snr:
+            betas = rescale_zero_terminal_snr(betas)
         self.alphas_cumprod = np.cumprod(1.0 - betas)
-        self.name = f"ddpm-{beta_schedule}"
+        self.name = "ddpm-trained-betas" if self.trained_betas is not None else f"ddpm-{beta_schedule}"
+        if self.rescale_betas_zero_snr:
+            self.name += "-zero-snr"
 
     @classmethod
     def from_config(cls, config: dict) -> "DDPMSchedule":
-        """Build from a diffusers scheduler config dict (missing keys take DDPM's defaults)."""
+        """Build from a diffusers scheduler config dict (missing keys take DDPM's defaults).
+
+        Every field that changes the training noise or what the network receives is honoured or
+        refused (:func:`check_scheduler_config`); sampling-only fields (``timestep_spacing``,
+        ``use_karras_sigmas``, ...) do not change a grid point and are ignored.
+        """
+        check_scheduler_config(config)
         return cls(
             num_train_timesteps=config.get("num_train_timesteps", 1000),
             beta_start=config.get("beta_start", 1e-4),
             beta_end=config.get("beta_end", 0.02),
             beta_schedule=config.get("beta_schedule", "linear"),
+            trained_betas=config.get("trained_betas"),
+            rescale_betas_zero_snr=bool(config.get("rescale_betas_zero_snr", False)),
         )
 
     def point(self, t: int) -> GridPoint:
@@ -127,18 +188,57 @@ class DDPMSchedule(NoiseSchedule):
         return steps
 
     def describe(self) -> str:
-        return (
-            f"DDPM ({self.beta_schedule} betas {self.beta_start:g}..{self.beta_end:g}), "
-            f"t = diffusers index 0..{self.num_train_timesteps - 1}, larger t = more noise"
-        )
+        betas = ("trained betas" if self.trained_betas is not None
+                 else f"{self.beta_schedule} betas {self.beta_start:g}..{self.beta_end:g}")
+        if self.rescale_betas_zero_snr:
+            betas += f", zero terminal SNR: t = {self.num_train_timesteps - 1} is pure noise (sigma = inf)"
+        return f"DDPM ({betas}), t = diffusers index 0..{self.num_train_timesteps - 1}, larger t = more noise"
 
     def config(self) -> dict[str, object]:
-        return {
+        config: dict[str, object] = {
             "num_train_timesteps": self.num_train_timesteps,
             "beta_start": self.beta_start,
             "beta_end": self.beta_end,
             "beta_schedule": self.beta_schedule,
+            "rescale_betas_zero_snr": self.rescale_betas_zero_snr,
         }
+        if self.trained_betas is not None:
+            config["trained_betas"] = list(self.trained_betas)
+        return config
+
+
+#: diffusers schedulers whose training noise is the discrete DDPM (variance-preserving, betas) form
+VP_SCHEDULERS = frozenset({
+    "DDPMScheduler", "DDIMScheduler", "DDIMInverseScheduler", "DDIMParallelScheduler", "DDPMParallelScheduler",
+    "PNDMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler",
+    "DPMSolverMultistepInverseScheduler", "DPMSolverSDEScheduler", "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler",
+    "SASolverScheduler", "TCDScheduler", "LCMScheduler",
+})
+
+
+def check_scheduler_config(config: dict) -> None:
+    """Refuse, in one line, a scheduler config whose noise this DDPM schedule would not reproduce."""
+    name = config.get("_class_name")
+    if name is not None and name not in VP_SCHEDULERS:
+        raise ProbekitError(
+            f"scheduler {name} does not use the discrete DDPM (betas) noise that probekit reads from diffusers "
+            "folders: features at a grid point would be noised wrongly; use a DDPM-family scheduler config"
+        )
+    schedule = config.get("beta_schedule", "linear")
+    if config.get("trained_betas") is None and schedule not in BETA_SCHEDULES:
+        raise ProbekitError(f"unknown beta_schedule {schedule!r} in the scheduler config: use one of {', '.join(BETA_SCHEDULES)}")
+    if config.get("timestep_type", "discrete") != "discrete":
+        raise ProbekitError(
+            f"timestep_type {config['timestep_type']!r} feeds the network a continuous noise level, not the step index: "
+            "not supported; use a scheduler config with timestep_type 'discrete'"
+        )
+    if config.get("prediction_type", "epsilon") not in ("epsilon", "v_prediction", "sample"):
+        raise ProbekitError(
+            f"prediction_type {config['prediction_type']!r} is not one diffusers' DDPM schedulers define: "
+            "use epsilon, v_prediction or sample"
+        )
 
 
 class CleanSchedule(NoiseSchedule):

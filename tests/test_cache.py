@@ -145,3 +145,21 @@ def test_master_with_an_unfinished_shard_is_refused(tmp_path):
         assert not cache.complete
         with pytest.raises(ProbekitError, match=r"shard .*m\.rank0-of-2\.h5 is unfinished"):
             cache.require_complete()
+
+
+def test_info_prints_the_prompt_template(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    layout = CacheLayout(
+        attrs={"model_id": "sd:x", "model_sha256": "ab" * 32, "dataset": "toy", "fit": {}, "seed": 0, "pooling": "gap",
+               "prompt": "a photo of a {}", "command": "probekit extract --prompt 'a photo of a {}'"},
+        grid=DDPMSchedule().points([10]), layers=[LayerInfo("a", "down", 0, 4, "1x1")], widths={"a": 4},
+        splits={"test": SplitLabels(np.arange(6) % 3, np.arange(6))}, class_names=["a", "b", "c"], draws=1,
+    )
+    writer = CacheWriter(tmp_path / "p.h5", layout)
+    writer.write_batch("test", 0, {"a": rng.normal(size=(1, 1, 6, 4)).astype(np.float32)})
+    writer.close(complete=True)
+    from probekit.cli import main
+
+    assert main(["info", str(tmp_path / "p.h5")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "prompt template: 'a photo of a {}'" in lines

@@ -184,3 +184,31 @@ def test_extract_from_a_saved_hf_dataset_with_named_columns(tmp_path):
         for split, pixels in (("train", train_px), ("test", test_px)):  # pixel features are (C, H, W) flattened
             expected = pixels.transpose(0, 3, 1, 2).reshape(len(pixels), -1) / 255
             np.testing.assert_allclose(cache.features(split, "pixels", 0), expected, rtol=1e-6)
+
+
+def test_zero_terminal_snr_point_is_recorded_as_infinite(tiny_unet_dir, npz_data, tmp_path, capsys):
+    """A UNet folder whose scheduler rescales to zero terminal SNR: the cache and `info` carry sigma = inf there."""
+    import json
+    import math
+    import shutil
+
+    from diffusers import DDPMScheduler
+
+    from probekit.cache import FeatureCache
+
+    folder = tmp_path / "zsnr"
+    shutil.copytree(tiny_unet_dir, folder)
+    config = {**json.loads((folder / "scheduler_config.json").read_text()), "rescale_betas_zero_snr": True}
+    (folder / "scheduler_config.json").write_text(json.dumps(config))
+    reference = DDPMScheduler(**{k: v for k, v in config.items() if not k.startswith("_")}).alphas_cumprod.double().numpy()
+    out = tmp_path / "z.h5"
+    assert main(["extract", "--model", str(folder), "--data", npz_data, "--timesteps", "20,199", "--train-limit", "6",
+                 "--test-limit", "3", "--layers", "0", "--quiet", "--out", str(out)]) == 0
+    with FeatureCache(out) as cache:
+        low, last = cache.grid
+        assert low.alpha_bar == pytest.approx(reference[20], rel=1e-5)
+        assert last.alpha_bar == reference[199] == 0.0 and last.sigma == math.inf and last.logsnr == -math.inf
+        assert "zero terminal SNR" in cache.attrs["schedule"]
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert any(line.split()[:3] == ["t=199", "sigma=inf", "logsnr=-inf"] for line in capsys.readouterr().out.splitlines())

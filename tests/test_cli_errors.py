@@ -514,3 +514,59 @@ def test_hf_dataset_with_a_missing_column(tmp_path, capsys):
     code, err = run_cli(argv, capsys)
     assert_one_line_error(code, err, "no column 'photo'", "--image-column")
     assert not (tmp_path / "f.h5").exists()
+
+
+# ---------------------------------------------------------------------------- model folders and compare
+
+
+@pytest.mark.parametrize("prefix", ["sd:", "hf-vision:"])
+def test_missing_model_folder_is_folder_not_found_without_hub_words(prefix, tmp_path, capsys):
+    missing = tmp_path / "no-such-pipeline"
+    code, err = run_cli(["layers", "--model", f"{prefix}{missing}"], capsys)
+    line = assert_one_line_error(code, err, "folder", str(missing), "not found")
+    assert "hub" not in line.split("not found")[0] and "connect" not in line and "repo_type" not in line
+
+
+def test_sd_on_a_pipelines_unet_folder_names_the_folder_above(tmp_path, capsys):
+    pipe = tmp_path / "pipe"
+    (pipe / "unet").mkdir(parents=True)
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    (pipe / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
+    code, err = run_cli(["layers", "--model", f"sd:{pipe / 'unet'}"], capsys)
+    assert_one_line_error(code, err, "unet/ folder of a pipeline", "UNet2DConditionModel", f"sd:{pipe}")
+
+
+def test_sd_on_a_folder_of_another_kind_names_what_it_holds(tiny_unet_dir, capsys):
+    code, err = run_cli(["layers", "--model", f"sd:{tiny_unet_dir}"], capsys)
+    assert_one_line_error(code, err, str(tiny_unet_dir), "UNet2DModel", "not a diffusers pipeline", "model_index.json")
+
+
+def test_hf_vision_on_a_folder_without_config_names_what_it_holds(tmp_path, capsys):
+    (tmp_path / "weights.bin").write_bytes(b"")
+    code, err = run_cli(["layers", "--model", f"hf-vision:{tmp_path}"], capsys)
+    assert_one_line_error(code, err, str(tmp_path), "weights.bin", "config.json")
+
+
+def _results_csv(path: Path, probe: str, metric: str = "top1") -> None:
+    from probekit.results import COLUMNS
+
+    rows = [dict(model="m", dataset="d", t=0, sigma=0.0, logsnr=float("inf"), alpha_bar=1.0, layer="l", stage="block",
+                 depth=0, probe=probe, params="", metric=metric, split=split, value=0.5, ci_low=float("nan"),
+                 ci_high=float("nan"), n_train=10, n_eval=10) for split in ("val", "test")]
+    import pandas as pd
+
+    pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(path, index=False)
+
+
+def test_compare_on_a_similarity_table_names_the_file(tmp_path, capsys):
+    _results_csv(tmp_path / "a.csv", "linear")
+    _results_csv(tmp_path / "sim.csv", "similarity", metric="cka")
+    code, err = run_cli(["compare", "--results", tmp_path / "a.csv", tmp_path / "sim.csv"], capsys)
+    assert_one_line_error(code, err, str(tmp_path / "sim.csv"), "no 'top1'", "cka", "probekit probe")
+
+
+def test_compare_suggests_probe_b_when_only_a_has_the_probe(tmp_path, capsys):
+    _results_csv(tmp_path / "a.csv", "linear")
+    _results_csv(tmp_path / "b.csv", "knn")
+    code, err = run_cli(["compare", "--results", tmp_path / "a.csv", tmp_path / "b.csv"], capsys)
+    assert_one_line_error(code, err, str(tmp_path / "b.csv"), "--probe-b knn")

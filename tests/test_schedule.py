@@ -79,3 +79,74 @@ def test_flow_matching_points_against_hand_values():
     with pytest.raises(ProbekitError, match="0..100"):
         schedule.point(101)
     assert schedule.default_grid()[0] == 0 and max(schedule.default_grid()) <= 100
+
+
+# -- every noise-relevant scheduler field honoured or refused -------------------------------------
+
+_DIFFUSERS_CONFIGS = [
+    {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "rescale_betas_zero_snr": True},
+    {"beta_schedule": "linear", "num_train_timesteps": 300, "rescale_betas_zero_snr": True},
+    {"beta_schedule": "sigmoid", "beta_start": 2e-4, "beta_end": 0.03, "num_train_timesteps": 700},
+    {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 400, "rescale_betas_zero_snr": True},
+    {"trained_betas": list(np.linspace(0.002, 0.05, 120))},
+    {"trained_betas": list(np.linspace(0.002, 0.05, 120)), "rescale_betas_zero_snr": True},
+]
+
+
+@pytest.mark.parametrize("config", _DIFFUSERS_CONFIGS)
+@pytest.mark.parametrize("scheduler_class", ["DDPMScheduler", "DDIMScheduler"])
+def test_every_noise_field_matches_the_scheduler_class(config, scheduler_class):
+    import diffusers
+
+    if scheduler_class == "DDIMScheduler" and config.get("beta_schedule") == "sigmoid":
+        pytest.skip("DDIMScheduler does not build the sigmoid schedule")
+    reference = getattr(diffusers, scheduler_class)(**config)
+    ours = DDPMSchedule.from_config({"_class_name": scheduler_class, **config})
+    expected = reference.alphas_cumprod.double().numpy()
+    assert ours.num_train_timesteps == len(expected)
+    got = np.array([ours.point(t).alpha_bar for t in range(len(expected))])
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-7)  # diffusers builds them in float32
+    # the noised input itself, against the scheduler's own add_noise
+    x0, noise = torch.randn(3, 2, 4, 4, dtype=torch.float64), torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    for t in (0, len(expected) // 3, len(expected) - 1):
+        theirs = reference.add_noise(x0.float(), noise.float(), torch.tensor([t] * 3)).double()
+        torch.testing.assert_close(ours.add_noise(x0, noise, ours.point(t)), theirs, rtol=1e-4, atol=1e-4)  # float32 on their side
+
+
+def test_zero_terminal_snr_point_is_pure_noise_with_infinite_sigma():
+    config = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "rescale_betas_zero_snr": True}
+    reference = DDPMScheduler(**config)
+    ours = DDPMSchedule.from_config(config)
+    last = ours.point(999)
+    assert float(reference.alphas_cumprod[999]) == 0.0
+    assert last.alpha_bar == 0.0 and last.sigma == math.inf and last.logsnr == -math.inf
+    assert ours.point(300).alpha_bar == pytest.approx(float(reference.alphas_cumprod[300]), rel=1e-5)
+    x0, noise = torch.randn(2, 3), torch.randn(2, 3)
+    assert torch.equal(ours.add_noise(x0, noise, last), noise)
+    assert "zero terminal SNR" in ours.describe() and "sigma = inf" in ours.describe()
+
+
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        ({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}, "FlowMatchEulerDiscreteScheduler"),
+        ({"_class_name": "EDMEulerScheduler"}, "EDMEulerScheduler"),
+        ({"_class_name": "EulerDiscreteScheduler", "timestep_type": "continuous"}, "timestep_type"),
+        ({"beta_schedule": "cubic"}, "beta_schedule"),
+        ({"prediction_type": "flow"}, "prediction_type"),
+        ({"trained_betas": [0.1, 1.5]}, "trained_betas"),
+    ],
+)
+def test_noise_changing_fields_that_are_not_supported_are_refused(config, words):
+    with pytest.raises(ProbekitError, match=words) as caught:
+        DDPMSchedule.from_config(config)
+    assert "\n" not in str(caught.value)
+
+
+def test_sampling_only_fields_do_not_change_the_grid():
+    plain = DDPMSchedule.from_config({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012})
+    sampler = DDPMSchedule.from_config({
+        "_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+        "beta_end": 0.012, "use_karras_sigmas": True, "timestep_spacing": "trailing", "steps_offset": 1,
+    })
+    assert plain.points(range(0, 1000, 37)) == sampler.points(range(0, 1000, 37))

@@ -34,6 +34,7 @@ from ..schedule import CleanSchedule
 from ..types import GridPoint, LayerInfo
 from .backbone import HookedBackbone
 from .random_init import model_id, seeded
+from .sources import folder_contents, require_existing_folder
 
 if TYPE_CHECKING:
     from .loaders import LoadOptions
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 PREFIX = "hf-vision:"
 #: model_type -> the transformers class that loads its vision encoder
 _FAMILIES = {
-    "dinov2": "Dinov2Model", "vit": "ViTModel", "vit_mae": "ViTMAEModel",
+    "dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel", "vit": "ViTModel", "vit_mae": "ViTMAEModel",
     "clip_vision_model": "CLIPVisionModel", "clip": "CLIPVisionModel",
 }
 #: model_type -> config values set at load time (MAE: keep every patch)
@@ -165,7 +166,13 @@ def load_vision(spec: str, options: "LoadOptions") -> VisionEncoderBackbone:
     source = spec[len(PREFIX):]
     if not source:
         raise ProbekitError(f"{spec!r} names no model: write hf-vision:FOLDER or hf-vision:OWNER/NAME")
+    require_existing_folder(source, PREFIX, "a folder saved with save_pretrained (config.json, weights, preprocessor_config.json), or a hub id OWNER/NAME")
     local = Path(source).expanduser().is_dir()
+    if local and not (Path(source).expanduser() / "config.json").is_file():
+        raise ProbekitError(
+            f"{source} holds {folder_contents(Path(source).expanduser())}, but no config.json: hf-vision: needs a folder "
+            "saved with save_pretrained (config.json, weights and preprocessor_config.json)"
+        )
     try:
         config = transformers.AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:

@@ -23,7 +23,7 @@ from probekit.results import best_cells
 def comparison_lines(table: pd.DataFrame, probe: str, metric: str = "top1", *, x: str = "t") -> dict[str, pd.DataFrame]:
     """``{"model (layer)": test rows sorted by x}``: for each (model, dataset), its val-chosen cell's layer at every noise level.
 
-    Rows whose ``x`` cannot be drawn (sigma 0 on a log axis, infinite logSNR) are left out.
+    Rows whose ``x`` cannot be drawn (sigma 0 or infinite on a log axis, infinite logSNR) are left out.
     """
     if x not in X_AXES:
         raise ProbekitError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
@@ -36,7 +36,7 @@ def comparison_lines(table: pd.DataFrame, probe: str, metric: str = "top1", *, x
     for (model, dataset), own in rows.groupby(["model", "dataset"], sort=False):
         layer = best_cells(own, metric).iloc[0]["layer"]  # val-chosen
         line = own[(own["layer"] == layer) & (own["split"] == "test")]
-        drawable = line["sigma"] > 0 if x == "sigma" else np.isfinite(line[x])
+        drawable = (line["sigma"] > 0) & np.isfinite(line["sigma"]) if x == "sigma" else np.isfinite(line[x])
         several_datasets = rows["dataset"].nunique() > 1
         label = f"{model}{f' · {dataset}' if several_datasets else ''} ({layer})"
         lines[label] = line[drawable].sort_values(x)

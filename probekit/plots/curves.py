@@ -47,7 +47,7 @@ def plot_accuracy_vs_t(
 
     Args:
         x: the noise axis: "t" (timestep index), "sigma" (log axis; sigma = 0, the clean
-            input, cannot sit on it and is dropped with a note) or "logsnr" (non-finite values,
+            input, and sigma = inf, a zero-terminal-SNR point, cannot sit on it and are dropped with a note) or "logsnr" (non-finite values,
             +inf for clean input, are dropped with a note).
         layers: layer names to draw (default: all), coloured by depth on a sequential colormap.
         model, dataset: pick one when the table holds several.
@@ -65,13 +65,19 @@ def plot_accuracy_vs_t(
 
     note = ""
     if x == "sigma":
-        plottable = rows["sigma"] > 0
-        if not plottable.all():
-            note = "σ = 0 (clean input) not shown on the log axis"
+        plottable = (rows["sigma"] > 0) & np.isfinite(rows["sigma"])
+        notes = ["σ = 0 (clean input)"] if (rows["sigma"] == 0).any() else []
+        notes += ["σ = ∞ (zero terminal SNR, pure noise)"] if np.isposinf(rows["sigma"]).any() else []
+        if notes:
+            note = f"{' and '.join(notes)} not shown on the log axis"
+    elif x == "logsnr":
+        plottable = np.isfinite(rows[x])
+        notes = ["+∞ (clean input)"] if np.isposinf(rows[x]).any() else []
+        notes += ["−∞ (zero terminal SNR, pure noise)"] if np.isneginf(rows[x]).any() else []
+        if notes:
+            note = f"logSNR {' and '.join(notes)} not shown"
     else:
         plottable = np.isfinite(rows[x])
-        if not plottable.all():
-            note = f"non-finite {x} (clean input) not shown"
     rows = rows[plottable]
     if rows.empty:
         raise ProbekitError(f"no rows with a finite, plottable {x}; try x='t'")

@@ -98,6 +98,15 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
+def prh_preprocess(x: np.ndarray, q: float = 0.95) -> np.ndarray:
+    """The platonic-representation (PRH) / REPA preprocessing applied before every metric:
+    clip at ``±c`` where ``c`` is the mean over rows of each row's ``q``-quantile of ``|x|``, then
+    scale rows to unit norm."""
+    x = np.asarray(x, dtype=np.float64)
+    limit = float(np.quantile(np.abs(x), q, axis=1).mean())
+    return l2_normalise(np.clip(x, -limit, limit))
+
+
 def knn_mask(k: np.ndarray, topk: int) -> np.ndarray:
     """(n, n) 0/1 matrix: row i marks the ``topk`` largest entries of K's row i, i itself excluded.
 

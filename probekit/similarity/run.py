@@ -32,14 +32,21 @@ import pandas as pd
 from probekit.cache import FeatureCache
 from probekit.errors import ProbekitError
 from probekit.results import COLUMNS
-from probekit.similarity.metrics import cka_matrix, cknna_from_masks, hsic_unbiased, knn_mask, l2_normalise, u_center
+from probekit.similarity.metrics import (
+    cka_matrix, cknna_from_masks, hsic_unbiased, knn_mask, l2_normalise, prh_preprocess, u_center,
+)
 
 log = logging.getLogger(__name__)
 
 PROBE = "similarity"
 METRICS = ("cka", "cknna", "mutual_knn")
 SELF = "self"
-EXTRA_COLUMNS = ("reference", "ref_t", "ref_layer", "ref_depth")
+EXTRA_COLUMNS = ("reference", "ref_t", "ref_layer", "ref_depth", "preprocess", "draws")
+#: ``raw``: the features as cached (as the probes see them); ``prh``: clipped at the 0.95 quantile and
+#: rows L2-normalised, as the platonic-representation and REPA code does before every metric
+PREPROCESS = ("raw", "prh")
+#: ``mean``: each image's noise draws averaged (as the probes score test images); ``single``: draw 0 only
+DRAWS = ("mean", "single")
 
 
 @dataclass
@@ -56,6 +63,8 @@ class SimilarityConfig:
     max_memory: int = 2**30
     reference_t: int | None = None
     reference_layer: str | None = None
+    preprocess: str = "raw"
+    draws: str = "mean"
 
 
 @dataclass
@@ -165,6 +174,10 @@ def _row(cache_attrs: dict, cell: _Cell, metric: str, value: float, n: int, spli
     }  # fmt: skip
 
 
+def _prepared(x: np.ndarray, config: SimilarityConfig) -> np.ndarray:
+    return prh_preprocess(x) if config.preprocess == "prh" else x
+
+
 def _finite(features: np.ndarray, cell: _Cell) -> bool:
     if np.isfinite(features).all():
         return True
@@ -181,6 +194,10 @@ def similarity_table(
     ``reference_t`` / ``reference_layer``): cka, cknna and mutual_knn per cell. With
     ``config.matrix``: the debiased linear CKA between every pair of cells of the cache.
     """
+    if config.preprocess not in PREPROCESS:
+        raise ProbekitError(f"unknown --preprocess {config.preprocess!r}: use {' or '.join(PREPROCESS)}")
+    if config.draws not in DRAWS:
+        raise ProbekitError(f"unknown --draws {config.draws!r}: use {' or '.join(DRAWS)}")
     if reference_path is None and not config.matrix:
         raise ProbekitError("nothing to compute: give --reference, or leave the cell x cell matrix on")
     if config.k < 2:
@@ -196,18 +213,18 @@ def similarity_table(
         log.info("similarity over %d %s images (seeded subsample, seed %d) of %s", n, config.split, config.seed, cache_path)
         features = {}
         for cell in cells:
-            x = cache.features(config.split, cell.layer, cell.t)[positions]
+            x = cache.features(config.split, cell.layer, cell.t, draws=config.draws)[positions]
             if _finite(x, cell):
-                features[(cell.t, cell.layer)] = x
+                features[(cell.t, cell.layer)] = _prepared(x, config)
         if reference_path is not None:
             with _open(reference_path, config.split) as reference:
                 ref_positions = match_reference(cache, reference, config.split, positions)
                 ref = _reference_cell(reference, config)
-                y = reference.features(config.split, ref.layer, ref.t)[ref_positions].astype(np.float64)
+                y = reference.features(config.split, ref.layer, ref.t, draws=config.draws)[ref_positions].astype(np.float64)
                 ref_name = str(reference.attrs.get("model_id"))
             if not np.isfinite(y).all():
                 raise ProbekitError(f"the reference cell t={ref.t} {ref.layer} holds NaN/inf features: re-extract it")
-            rows += _against_reference(attrs, cells, features, y, ref, ref_name, n, config)
+            rows += _against_reference(attrs, cells, features, _prepared(y, config), ref, ref_name, n, config)
         if config.matrix:
             kept = [cell for cell in cells if (cell.t, cell.layer) in features]
             matrix = cka_matrix([features[(c.t, c.layer)] for c in kept], max_bytes=config.max_memory)
@@ -217,6 +234,7 @@ def similarity_table(
     if not rows:
         raise ProbekitError("every cell has NaN/inf features: nothing to compare")
     table = pd.DataFrame(rows)
+    table["preprocess"], table["draws"] = config.preprocess, config.draws  # what every number was computed on
     ordered = [c for c in COLUMNS if c in table.columns]
     return table[ordered + [c for c in table.columns if c not in ordered]]
 

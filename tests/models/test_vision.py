@@ -192,3 +192,27 @@ def test_mixed_image_sizes_are_decoded_at_the_processors_resize_side(tmp_path):
         with torch.no_grad():
             hidden = reference_model(pixel_values=values, output_hidden_states=True).hidden_states
         np.testing.assert_allclose(cache.features("test", "blocks.2", 0), hidden[3][:, 0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_register_tokens_are_left_out_of_cls_and_gap(tmp_path):
+    """DINOv2 with registers: tokens are [cls, 4 registers, patches]; pooled by hand from the model's own run."""
+    torch.manual_seed(3)
+    config = transformers.Dinov2WithRegistersConfig(image_size=16, num_register_tokens=4, **SMALL)
+    transformers.Dinov2WithRegistersModel(config).save_pretrained(tmp_path)
+    transformers.BitImageProcessor(size={"shortest_edge": 20}, crop_size={"height": 16, "width": 16}).save_pretrained(tmp_path)
+    backbone = load_backbone(f"hf-vision:{tmp_path}")
+    names = [layer.name for layer in backbone.layers()]
+    assert names == ["blocks.0", "blocks.1", "blocks.2"] and backbone.layers()[0].resolution == "21 tokens"
+    x = backbone.encode(_pixels())
+    reference = transformers.Dinov2WithRegistersModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        hidden = reference(pixel_values=x, output_hidden_states=True).hidden_states
+    assert hidden[1].shape[1] == 1 + 4 + 16
+    point = backbone.schedule.point(0)
+    cls = backbone.features(x, point, names, Pooling.parse("cls"))
+    gap = backbone.features(x, point, names, Pooling.parse("gap"))
+    for i, name in enumerate(names):
+        np.testing.assert_allclose(cls[name].numpy(), hidden[i + 1][:, 0].numpy(), rtol=1e-5, atol=1e-6)
+        patches_only = hidden[i + 1][:, 5:].mean(dim=1).numpy()
+        np.testing.assert_allclose(gap[name].numpy(), patches_only, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(gap[name].numpy(), hidden[i + 1][:, 1:].mean(dim=1).numpy(), atol=1e-4)

@@ -117,3 +117,65 @@ def test_cli_writes_table_and_figures(caches, tmp_path, capsys):
     assert main(["similarity", "--cache", str(cache), "--k", "1", "--out", str(tmp_path / "x.csv")]) == 2
     assert "--k must be at least 2" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+def _prh_reference(x: np.ndarray) -> np.ndarray:
+    """platonic-rep's prepare_features: remove_outliers(q=0.95, exact=False), then F.normalize."""
+    import torch
+    import torch.nn.functional as F
+
+    feats = torch.from_numpy(x).double()
+    q_val = torch.quantile(feats.abs().flatten(start_dim=1), 0.95, dim=1).mean()
+    return F.normalize(feats.clamp(-q_val, q_val), dim=-1).numpy()
+
+
+def test_prh_preprocessing_matches_the_platonic_rep_pipeline(caches):
+    cache, reference, feats, ref, *_ = caches
+    table = similarity_table(cache, reference, SimilarityConfig(k=5, preprocess="prh", matrix=False))
+    raw = similarity_table(cache, reference, SimilarityConfig(k=5, matrix=False))
+    assert (table["preprocess"] == "prh").all() and (raw["preprocess"] == "raw").all() and (table["draws"] == "mean").all()
+    y = _prh_reference(ref)
+    for t_index, t in enumerate((1, 50)):
+        for layer in ("a", "b"):
+            x = _prh_reference(feats[layer][t_index].astype(np.float32).astype(np.float64))
+            got = table[(table["t"] == t) & (table["layer"] == layer)].set_index("metric")["value"]
+            assert got["cka"] == pytest.approx(_cka(x, y), rel=1e-5)
+            assert got["cknna"] == pytest.approx(_cknna(x, y, 5), rel=1e-5, abs=1e-6)
+            assert got["mutual_knn"] == pytest.approx(_mutual_knn(x, y, 5), abs=1e-9)
+    differs = raw.set_index(["t", "layer", "metric"])["value"] - table.set_index(["t", "layer", "metric"])["value"]
+    assert np.abs(differs.xs("cka", level="metric")).max() > 1e-3  # the choice changes the numbers
+
+
+def test_single_draw_or_the_mean_of_draws(tmp_path):
+    rng = np.random.default_rng(1)
+    n, labels, ids = 30, np.arange(30) % 3, np.arange(30)
+    draws = rng.normal(size=(1, 2, n, 4)).astype(np.float32)  # (T, draws, N, D)
+    layout = CacheLayout(
+        attrs={"model_id": "m", "model_sha256": "ab" * 32, "dataset": "toy", "fit": {}, "seed": 0, "pooling": "gap"},
+        grid=DDPMSchedule().points([10]), layers=[LayerInfo("a", "down", 0, 4, "1x1")], widths={"a": 4},
+        splits={"test": SplitLabels(labels, ids)}, class_names=["a", "b", "c"], draws=2,
+    )
+    writer = CacheWriter(tmp_path / "d.h5", layout)
+    writer.write_batch("test", 0, {"a": draws})
+    writer.close(complete=True)
+    reference = write_cache(tmp_path / "r.h5", {"pixels": rng.normal(size=(1, n, 5))}, labels, ids, timesteps=(0,))
+    for mode, x in (("single", draws[0, 0]), ("mean", draws[0].mean(axis=0))):
+        table = similarity_table(tmp_path / "d.h5", reference, SimilarityConfig(k=3, draws=mode, matrix=False))
+        got = table.set_index("metric")["value"]["cka"]
+        with read_ref(reference) as r:
+            expected = _cka(x.astype(np.float64), r)
+        assert (table["draws"] == mode).all() and got == pytest.approx(expected, rel=1e-5)
+
+
+def read_ref(path):
+    import contextlib
+
+    from probekit.cache import FeatureCache
+
+    @contextlib.contextmanager
+    def opened():
+        with FeatureCache(path) as cache:
+            yield cache.features("test", "pixels", 0).astype(np.float64)
+
+    return opened()
+

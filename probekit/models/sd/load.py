@@ -15,6 +15,7 @@ from ...errors import ProbekitError
 from ...schedule import DDPMSchedule, FlowMatchingSchedule
 from ..dit.load import _quiet_diffusers
 from ..random_init import model_id as twin_id
+from ..sources import folder_contents, require_existing_folder
 from ..random_init import seeded
 from .mmdit import SD3Backbone
 from .text import CLIPText, SD3Text, SDXLText, TextConditioning
@@ -117,6 +118,23 @@ def _load_sd3(source: str, parts: set[str], options: "LoadOptions", model_id: st
     return SD3Backbone(net, vae, text, schedule, model_id)
 
 
+def _refuse_part_folder(source: str) -> None:
+    """A local folder that is not a pipeline: name what it holds, and the folder above when it is a pipeline's part."""
+    path = Path(source).expanduser()
+    if not path.is_dir() or (path / "model_index.json").is_file() or (path / "unet").is_dir() or (path / "transformer").is_dir():
+        return
+    holds = folder_contents(path)
+    if (path.parent / "model_index.json").is_file():
+        raise ProbekitError(
+            f"{source} is the {path.name}/ folder of a pipeline (it holds {holds}): give the pipeline folder above it, "
+            f"sd:{path.parent}"
+        )
+    raise ProbekitError(
+        f"{source} holds {holds}, not a diffusers pipeline: sd: needs a pipeline folder with model_index.json, "
+        "unet/ or transformer/, vae/, text_encoder/, tokenizer/ and scheduler/ (a lone UNet2DModel folder loads as --model FOLDER)"
+    )
+
+
 def load_sd(spec: str, options: "LoadOptions") -> StableDiffusionBackbone | SD3Backbone:
     """Load ``sd:FOLDER_OR_HUB_ID`` (SD 1.x / 2.x / XL / 3): see :mod:`probekit.models.sd`."""
     try:
@@ -126,6 +144,8 @@ def load_sd(spec: str, options: "LoadOptions") -> StableDiffusionBackbone | SD3B
     source = spec[len(PREFIX):]
     if not source:
         raise ProbekitError(f"{spec!r} names no pipeline: write sd:FOLDER or sd:OWNER/NAME")
+    require_existing_folder(source, PREFIX, "a saved diffusers pipeline (with model_index.json, unet/ or transformer/), or a hub id OWNER/NAME")
+    _refuse_part_folder(source)
     model_id = twin_id(spec, options.random_init, options.seed)
     with _quiet_diffusers():
         try:
