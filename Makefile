@@ -1,17 +1,18 @@
-# The two entry points: `make demo` (set up + main job) and `make test` (set up + tests).
+# The entry points: `make demo` (set up + main job: `probekit run` on the shipped checkpoint),
+# `make test` (set up + tests, the documentation site's strict build included) and `make docs`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROBEKIT := $(VENV)/bin/probekit
 
-.PHONY: setup data demo test bench clean
+.PHONY: setup data demo test docs bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the CPU wheel, rather than a CUDA build pulled in as a dependency
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,docs]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -25,8 +26,11 @@ demo: setup data
 test: setup
 	$(PY) -m pytest -q
 
+docs: setup
+	$(PY) -m mkdocs build --strict
+
 bench: setup data
 	$(PY) experiments/bench.py
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out site

@@ -17,9 +17,21 @@ CLI) stays fast::
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # the lazy exports below, spelled out for type checkers and the API reference
+    from probekit.cache import FeatureCache
+    from probekit.cell_tsne import tsne_of_cell
+    from probekit.compare import compare_runs
+    from probekit.data import ImageDataset, load_dataset, stratified_subset
+    from probekit.errors import ProbekitError
+    from probekit.extraction import ExtractConfig, extract
+    from probekit.models import Backbone, LayerInfo, load_backbone, select_layers
+    from probekit.plots import plot_accuracy_vs_t, plot_all, plot_heatmap, plot_tsne
+    from probekit.probes.run import ProbeRunConfig, probe_cache, run_probes
+    from probekit.results import best_cells, format_summary, read_table, write_table
 
 _EXPORTS = {
     "ProbekitError": "probekit.errors",

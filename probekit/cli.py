@@ -33,6 +33,12 @@ def _number_list(kind: type, example: str) -> Callable[[str], list]:
 
 
 _int_list = _number_list(int, "1,11,21")
+
+
+def _name_list(text: str) -> list[str]:
+    """A comma-separated list of names (e.g. probes: linear,knn)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
 _float_list = _number_list(float, "0.1,1")
 
 
@@ -72,7 +78,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    "dit:CKPT.pt or dit:owner/name, sit:CKPT.pt, hf-vision:FOLDER_OR_ID, sd:PIPELINE, or 'pixels'")
     p.add_argument("--random-init", action="store_true", help="same architecture, freshly initialised weights (control)")
     p.add_argument("--init-seed", type=int, default=0, help="seed of --random-init weights (default 0)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): cuda when a GPU is visible, else cpu")
 
 
 def _add_column_args(p: argparse.ArgumentParser) -> None:
@@ -493,6 +499,26 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _run_command(argv: list[str]) -> None:
+    """One step of `probekit run`: the same parser and handler as typing the command by hand."""
+    args = build_parser().parse_args(argv)
+    args.argv, args.debug = argv, False
+    args.run(args)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from .pipeline import RunConfig, run_all
+
+    settings = {key: value for key, value in vars(args).items() if key in RunConfig.__dataclass_fields__}
+    config = RunConfig.from_sources(args.config, settings)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        report = run_all(config, _run_command)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{config.out} is unfinished: run the same command again to continue where it stopped") from None
+    print(f"report: {report}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with probekit's one-line errors, and negative timestep lists read as values."""
 
@@ -531,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and of the subsets (default 0)")
     p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
     p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward (default 64)")
     p.add_argument("--pooling", default="gap", help="gap (global average, default), avgK (e.g. avg2), spatialS (e.g. spatial8: "
                    "an S x S average-pooled feature map per cell, for segment and correspond), or cls (class token of "
                    "hf-vision: models)")
@@ -605,8 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "val; val and test fixed), e.g. 1,5,10,50,all; the table gets labels_per_class and budget_draw "
                         "columns and no predictions sidecar")
     p.add_argument("--budget-draws", type=int, default=3, help="seeded draws per label budget (default 3; 'all' has one)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): cuda when a GPU is visible, else cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_probe)
 
     p = sub.add_parser("compare", help="paired comparison of the val-chosen cells of two runs on the same test images")
@@ -614,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe", default="linear", help="probe whose val-chosen cell is compared (default linear)")
     p.add_argument("--probe-b", help="probe of run B, when it differs from --probe")
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples (default 10000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("plot", help="heatmaps and accuracy-vs-noise curves from results tables")
@@ -630,14 +656,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_summary)
 
     p = sub.add_parser("tsne", help="t-SNE of one cell, coloured by class")
-    p.add_argument("--cache", required=True)
+    p.add_argument("--cache", required=True, help="feature cache to read")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--timestep", type=int, help="default: the best linear-probe cell")
     p.add_argument("--layer", help="default: the best linear-probe cell")
     p.add_argument("--results", help="results CSV to take the best cell from (else a linear probe is run)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--max-points", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="test", help="split whose images are drawn (default test)")
+    p.add_argument("--max-points", type=int, default=2000, help="images drawn, a seeded subset (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(run=cmd_tsne)
 
     p = sub.add_parser("train", help="pretrain a diffusers UNet2DModel to denoise (DDPM, labels unused); resumes")
@@ -645,14 +671,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML recipe (see experiments/train/); settings below override it")
     p.add_argument("--data", help="dataset name, path, hf:NAME[:CONFIG] or hf-disk:PATH (default fashion-mnist)")
     _add_column_args(p)
-    p.add_argument("--total-steps", type=int)
+    p.add_argument("--total-steps", type=int, help="training steps (overrides the recipe)")
     p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--batch-size", type=int, help="images per step (overrides the recipe)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints, samples and records (overrides the recipe)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="auto (the default): bf16 autocast only where the device runs it natively and faster")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): cuda when a GPU is visible, else cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("align", help="alignment and uniformity (Wang & Isola) of every cell of a cache with --draws >= 2")
@@ -680,9 +706,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="extraction batch size")
     p.add_argument("--no-pixels", action="store_true", help="skip the noisy-pixel baseline")
     p.add_argument("--x", default="sigma", choices=["sigma", "logsnr"], help="noise axis of the figure")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-download", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--no-download", action="store_true", help="never download missing datasets")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_noisy_classifier)
 
     p = sub.add_parser("finetune", help="fine-tune the network cut after one layer (+ linear head) at one noise level")
@@ -693,21 +719,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", help="cut after this layer (name, alias or index)")
     p.add_argument("--from-results", help="results CSV: take --timestep and --layer from its val-chosen best cell")
     p.add_argument("--results-probe", default="linear", help="probe whose best cell --from-results takes (default linear)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs; the best on val is reported (default 10)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward (default 64)")
     p.add_argument("--lr-head", type=float, default=1e-3, help="peak AdamW learning rate of the head (default 1e-3)")
     p.add_argument("--lr-body", type=float, default=1e-4, help="peak AdamW learning rate of the network body (default 1e-4)")
-    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default 0.05)")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up, then cosine decay to 0")
     p.add_argument("--val-fraction", type=float, default=0.1, help="class-stratified validation share of train")
     p.add_argument("--crop-padding", type=int, default=4, help="random-crop padding in pixels (0: no crop)")
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute precision of the fine-tuning (default fp32)")
     p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
     p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-download", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--no-download", action="store_true", help="never download missing datasets")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_finetune)
 
     p = sub.add_parser("sweep", help="extract + probe + alignment/uniformity over the checkpoints of one run; resumes")
@@ -724,10 +750,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
     p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
     p.add_argument("--batch-size", type=int, default=64, help="extraction batch size")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--no-download", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): cuda when a GPU is visible, else cpu")
+    p.add_argument("--no-download", action="store_true", help="never download missing datasets")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_sweep)
 
     p = sub.add_parser("similarity", help="CKA / CKNNA / mutual k-NN of every cell against a reference cache, "
@@ -768,8 +794,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-3, help="mixture Adam learning rate (default 3e-3)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="as given to `probekit probe` (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="as given to `probekit probe` (default 0)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): cuda when a GPU is visible, else cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_fuse)
 
     p = sub.add_parser("report", help="one self-contained HTML page: protocol, val-chosen cells, paired comparisons, "
@@ -780,7 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", nargs="*", help="caches the results came from: their metadata and recorded commands")
     p.add_argument("--images", nargs="*", help="extra PNG figures to embed (e.g. a t-SNE from `probekit tsne`)")
     p.add_argument("--commands", help="text file of further commands to list (blank and # lines skipped)")
-    p.add_argument("--title", default="probekit report")
+    p.add_argument("--title", default="probekit report", help="title of the page (default: probekit report)")
     p.add_argument("--x", default="t", choices=["t", "sigma", "logsnr"], help="noise axis of the curves")
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples of the paired comparisons")
     p.set_defaults(run=cmd_report)
@@ -840,9 +866,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_dense_compare)
+    p = sub.add_parser("run", help="the whole question for one model: extract it and its baselines, probe, compare, "
+                       "plot, similarity, fusion and the report; re-running continues where it stopped")
+    p.add_argument("--config", help="YAML file of the settings below (underscored names, e.g. train_limit: 1500); "
+                   "flags given override it")
+    p.add_argument("--model", help="the model, as for extract (required here or in --config)")
+    p.add_argument("--data", help="the dataset, as for extract (required here or in --config)")
+    p.add_argument("--out", help="folder of the results tables, figures, comparisons.txt and report.html")
+    p.add_argument("--name", help="the model's label in file names (default: from --model)")
+    p.add_argument("--cache-dir", help="folder of the feature caches and step records (default OUT/caches)")
+    p.add_argument("--timesteps", type=_int_list, help="the model's grid (default: its schedule's default grid)")
+    p.add_argument("--layers", help="layer selection as in extract (default: every layer)")
+    p.add_argument("--train-limit", type=int, help="class-stratified subset of the train split")
+    p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
+    p.add_argument("--seed", type=int, help="seed of the noise, subsets, validation split and probes (default 0)")
+    p.add_argument("--batch-size", type=int, help="extraction batch size (default 64)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="extraction compute precision (default auto)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    p.add_argument("--probes", type=_name_list,
+                   help="probes of the model (default linear,knn)")
+    p.add_argument("--k", type=_int_list, help="kNN neighbours of the model's probe, chosen on val (default 20)")
+    p.add_argument("--C", type=_float_list, help="inverse L2 strength(s) of linear / logreg, chosen on val (default 1)")
+    p.add_argument("--no-pixels", dest="pixels", action="store_const", const=False, help="no raw-pixel baseline")
+    p.add_argument("--pixels-probes", type=_name_list,
+                   help="probes of the pixel baseline (default linear,logreg,knn)")
+    p.add_argument("--no-random-init", dest="random_init", action="store_const", const=False,
+                   help="no random-init twin (same architecture, fresh weights)")
+    p.add_argument("--random-init-timesteps", type=_int_list, help="grid of the random-init twin (default 0)")
+    p.add_argument("--random-init-probes", type=_name_list,
+                   help="probes of the random-init twin (default linear,knn)")
+    p.add_argument("--baseline-k", type=_int_list, help="kNN neighbours of the baselines' probes (default 20)")
+    p.add_argument("--no-similarity", dest="similarity", action="store_const", const=False,
+                   help="skip CKA / CKNNA / mutual k-NN to the pixels")
+    p.add_argument("--no-fusion", dest="fusion", action="store_const", const=False, help="skip the fusion probes")
+    p.add_argument("--no-tsne", dest="tsne", action="store_const", const=False, help="skip the t-SNE of the best cell")
+    p.add_argument("--images", nargs="*", help="extra PNGs to embed in the report (e.g. the model's samples)")
+    p.add_argument("--x", choices=["t", "sigma", "logsnr"], help="noise axis of the report's curves (default sigma)")
+    p.add_argument("--n-boot", type=int, help="bootstrap resamples of the paired comparisons (default 10000)")
+    p.add_argument("--max-memory", help="probing memory budget, as for probe (default auto)")
+    p.add_argument("--no-download", dest="no_download", action="store_const", const=True,
+                   help="never download missing datasets")
+    p.add_argument("--title", help="title of the report (default: model and data)")
+    p.add_argument("--quiet", dest="quiet", action="store_const", const=True, help="no progress bars")
+    p.set_defaults(run=cmd_run)
 
     p = sub.add_parser("info", help="metadata, grid, layers, sizes and completeness of a cache")
-    p.add_argument("cache")
+    p.add_argument("cache", help="feature cache to describe")
     p.set_defaults(run=cmd_info)
     return parser
 

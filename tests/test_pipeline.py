@@ -1,0 +1,268 @@
+"""`probekit run` end to end: the shipped checkpoint's family (a tiny diffusers UNet) and a tiny
+random DiT pipeline, re-runs that skip finished steps, and a run killed mid-way (SIGKILL) whose
+re-run gives the same files as an uninterrupted run."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from probekit.cli import main
+from probekit.predictions import read_predictions
+
+ROOT = Path(__file__).resolve().parents[1]
+STEP_NAMES = ["extract pixels", "extract random-init", "extract model", "probe pixels", "probe random-init", "probe model",
+              "plots", "t-SNE", "similarity to pixels", "fusion", "paired comparisons", "report"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def toy_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "toy.npz"
+    y, y_test = np.arange(90) % 3, np.arange(45) % 3
+    x = (rng.integers(0, 120, size=(90, 12, 12)) + 60 * y[:, None, None]).astype(np.uint8)
+    x_test = (rng.integers(0, 120, size=(45, 12, 12)) + 60 * y_test[:, None, None]).astype(np.uint8)
+    np.savez(path, x=x, y=y, x_test=x_test, y_test=y_test, class_names=np.array(["dark", "mid", "bright"]))
+    return path
+
+
+def _argv(model: Path, data: Path) -> list[str]:
+    return ["run", "--model", str(model), "--data", str(data), "--out", "run", "--name", "m", "--timesteps", "2,60",
+            "--layers", "0,mid_block,-1", "--batch-size", "4", "--n-boot", "200", "--quiet"]  # fmt: skip
+
+
+def _run_in(folder: Path, argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(folder)  # relative --out: two runs in two folders write byte-comparable commands
+    try:
+        capsys.readouterr()
+        assert main(argv) == 0
+        return capsys.readouterr().out
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def unet_run(tiny_unet_dir: Path, toy_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    folder = tmp_path_factory.mktemp("whole")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            assert main(_argv(tiny_unet_dir, toy_npz)) == 0
+    finally:
+        os.chdir(cwd)
+    return folder, buffer.getvalue()
+
+
+def _comparisons(text: str) -> list[tuple[str, str, float, float, float]]:
+    """(A line, B line, A %, B %, A - B) of each comparison printed by `probekit compare`."""
+    found = re.findall(r"^A  (.*): ([\d.]+) %\nB  (.*): ([\d.]+) %\nA - B = ([-+\d.]+) points", text, flags=re.M)
+    return [(a, b, float(pa), float(pb), float(d)) for a, pa, b, pb, d in found]
+
+
+def _accuracy(results_csv: Path, described: str) -> float:
+    """Accuracy (%) of the cell named in a compare line, computed from the predictions sidecar with numpy."""
+    probe, t, layer = re.search(r" (\S+) t=(-?\d+) (\S+)", described).groups()
+    preds = read_predictions(results_csv.with_suffix(".predictions.npz"))
+    rows = [i for i, (p, tt, l) in enumerate(zip(preds.probe, preds.t, preds.layer)) if (p, tt, l) == (probe, int(t), layer)]
+    assert len(rows) == 1, described
+    return 100 * float(np.mean(preds.predictions[rows[0]] == preds.labels))
+
+
+def test_run_answers_the_question_on_the_shipped_family(unet_run):
+    folder, out = unet_run
+    run = folder / "run"
+    assert out.strip().splitlines()[-1] == "report: run/report.html"
+    for name in STEP_NAMES:
+        assert f"] {name}\n" in out, name
+    for name in ("results_m.csv", "results_pixels.csv", "results_random-init.csv", "fusion_m.csv", "similarity_m_pixels.csv",
+                 "comparisons.txt", "report.html", "heatmap_linear.png", "random-init/heatmap_linear.png",
+                 "tsne_best_linear.png", "caches/m.h5", "caches/pixels.h5", "caches/random-init.h5"):  # fmt: skip
+        assert (run / name).is_file(), name
+    table = pd.read_csv(run / "results_m.csv")
+    with h5py.File(run / "caches" / "m.h5", "r") as cache:
+        layers = [n.decode() if isinstance(n, bytes) else n for n in cache["layers"]["name"][:]]
+    assert sorted(set(table["t"])) == [2, 60] and sorted(set(table["layer"])) == sorted(layers) and len(layers) == 3
+    assert set(table["probe"]) == {"linear", "knn"} and set(table["split"]) == {"val", "test"}
+    assert set(pd.read_csv(run / "results_pixels.csv")["probe"]) == {"linear", "logreg", "knn"}
+    assert set(pd.read_csv(run / "results_random-init.csv")["t"]) == {0}
+
+    # five paired comparisons: vs pixels (linear, logreg), vs random init, and both fusion probes vs the best cell
+    text = (run / "comparisons.txt").read_text()
+    compared = _comparisons(text)
+    assert len(compared) == 5
+    sources = [("results_m.csv", "results_pixels.csv"), ("results_m.csv", "results_pixels.csv"),
+               ("results_m.csv", "results_random-init.csv"), ("fusion_m.csv", "results_m.csv"),
+               ("fusion_m.csv", "results_m.csv")]  # fmt: skip
+    for (a_line, b_line, acc_a, acc_b, diff), (a_csv, b_csv) in zip(compared, sources):
+        if "fusion" not in a_line:
+            assert acc_a == pytest.approx(_accuracy(run / a_csv, a_line), abs=0.051)
+        assert acc_b == pytest.approx(_accuracy(run / b_csv, b_line), abs=0.051)
+        assert diff == pytest.approx(acc_a - acc_b, abs=0.11)
+    assert "pixels logreg" in compared[1][1] and "random init" in compared[2][1]
+    assert "fusion-concat" in compared[3][0] and "fusion-mixture" in compared[4][0]
+    assert all(a_line in out for a_line, *_ in compared)  # and printed as the run goes
+    page = (run / "report.html").read_text()
+    assert "Paired comparisons" in page and "tsne best linear" in page
+
+
+def test_rerun_skips_every_finished_step_and_changes_nothing(unet_run, tiny_unet_dir, toy_npz, capsys):
+    folder, _ = unet_run
+    before = {p: p.stat().st_mtime_ns for p in (folder / "run").rglob("*") if p.is_file()}
+    out = _run_in(folder, _argv(tiny_unet_dir, toy_npz), capsys)
+    assert out.count("done already, skipped") == len(STEP_NAMES)
+    assert out.strip().splitlines()[-1] == "report: run/report.html"
+    assert "A - B =" in out  # the comparisons are shown again
+    assert {p: p.stat().st_mtime_ns for p in (folder / "run").rglob("*") if p.is_file()} == before
+
+
+def _files(root: Path) -> dict[str, Path]:
+    return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _assert_same_files(a: Path, b: Path) -> None:
+    """Same file names; same bytes, or the same content where a file records when it was written."""
+    files_a, files_b = _files(a), _files(b)
+    assert files_a.keys() == files_b.keys()
+    for name, pa in files_a.items():
+        pb = files_b[name]
+        if name.endswith(".h5"):  # attrs hold the creation time; every array must match
+            with h5py.File(pa, "r") as fa, h5py.File(pb, "r") as fb:
+                arrays_a, arrays_b = {}, {}
+                fa.visititems(lambda k, v: arrays_a.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset) else None)
+                fb.visititems(lambda k, v: arrays_b.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset) else None)
+                assert arrays_a.keys() == arrays_b.keys(), name
+                for key in arrays_a:
+                    np.testing.assert_array_equal(arrays_a[key], arrays_b[key], err_msg=f"{name}:{key}")
+                assert bool(fa.attrs["complete"]) and bool(fb.attrs["complete"])
+        elif name.endswith(".npz"):  # zip entries carry their write time
+            with np.load(pa) as za, np.load(pb) as zb:
+                assert sorted(za.files) == sorted(zb.files), name
+                for key in za.files:
+                    np.testing.assert_array_equal(za[key], zb[key], err_msg=f"{name}:{key}")
+        elif name.endswith(".png"):
+            np.testing.assert_array_equal(np.asarray(Image.open(pa)), np.asarray(Image.open(pb)), err_msg=name)
+        elif name.endswith(".html"):
+            stamp = re.compile(r"written \d{4}-\d\d-\d\dT[\d:]+\+00:00|created[^<]*")
+            assert stamp.sub("", pa.read_text()) == stamp.sub("", pb.read_text()), name
+        else:
+            assert pa.read_bytes() == pb.read_bytes(), name
+
+
+def _written(cache: Path) -> int:
+    from probekit.cache import FeatureCache
+
+    try:
+        with FeatureCache(cache) as c:
+            return sum(c.progress(split)[0] for split in c.splits)
+    except Exception:  # noqa: BLE001 -- the file may not exist yet
+        return 0
+
+
+def test_a_killed_run_continues_to_the_files_of_an_uninterrupted_run(unet_run, tiny_unet_dir, toy_npz, tmp_path, capsys):
+    whole, _ = unet_run
+    argv = _argv(tiny_unet_dir, toy_npz)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "probekit", *argv], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    cache, deadline = tmp_path / "run" / "caches" / "m.h5", time.monotonic() + 300
+    # Kill in the middle of the model's extraction: some of its samples are on disk, not all.
+    while _written(cache) < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert 0 < _written(cache) < 90 + 45, "the run must be stopped part-way through the model's extraction"
+    assert not (tmp_path / "run" / "report.html").exists()
+    stamp = json.loads((tmp_path / "run" / "caches" / ".steps" / "extract-model.json").read_text())
+    assert stamp["state"] == "started"
+
+    out = _run_in(tmp_path, argv, capsys)
+    assert "extract pixels: done already, skipped" in out and "extract model: resuming" in out
+    assert out.strip().splitlines()[-1] == "report: run/report.html"
+    _assert_same_files(whole / "run", tmp_path / "run")
+
+
+def test_a_changed_setting_redoes_only_the_steps_it_reaches(unet_run, tiny_unet_dir, toy_npz, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(unet_run[0] / "run", tmp_path / "run")
+    out = _run_in(tmp_path, _argv(tiny_unet_dir, toy_npz) + ["--no-fusion", "--no-tsne", "--no-similarity"], capsys)
+    for name in ("extract pixels", "extract model", "probe model", "plots"):
+        assert f"{name}: done already, skipped" in out, name
+    assert "] paired comparisons\n" in out and "] report\n" in out  # their commands changed: redone
+    assert len(_comparisons((tmp_path / "run" / "comparisons.txt").read_text())) == 3
+
+
+def _tiny_dit_pipeline(root: Path) -> Path:
+    """A random DiT (diffusers DiTPipeline folder: transformer, VAE, scheduler), made here."""
+    from diffusers import AutoencoderKL, DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=2,
+                          sample_size=8, patch_size=2, num_embeds_ada_norm=10, norm_eps=1e-6).save_pretrained(root / "transformer")  # fmt: skip
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
+                  latent_channels=4, norm_num_groups=4, sample_size=16, scaling_factor=0.5).save_pretrained(root / "vae")  # fmt: skip
+    (root / "scheduler").mkdir()
+    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "DDIMScheduler", "num_train_timesteps": 500, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}))
+    (root / "model_index.json").write_text(json.dumps({"_class_name": "DiTPipeline"}))
+    return root
+
+
+def test_run_on_a_tiny_random_dit_from_a_config_file(toy_npz, tmp_path, capsys):
+    dit = _tiny_dit_pipeline(tmp_path / "dit")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {dit}\ndata: {toy_npz}\nout: wrong\ntimesteps: [10, 200]\nprobes: linear\n"
+                      "n_boot: 200\nquiet: true\nrandom_init_probes: [linear]\n")  # fmt: skip
+    out = _run_in(tmp_path, ["run", "--config", str(config), "--out", "run"], capsys)  # the flag overrides the file
+    run = tmp_path / "run"
+    assert out.strip().splitlines()[-1] == "report: run/report.html" and not (tmp_path / "wrong").exists()
+    table = pd.read_csv(run / "results_dit.csv")
+    assert set(table["t"]) == {10, 200} and set(table["probe"]) == {"linear"}
+    assert set(table["layer"]) == {"transformer_blocks.0", "transformer_blocks.1"}
+    assert "random init" in pd.read_csv(run / "results_random-init.csv")["model"].iloc[0]
+    compared = _comparisons((run / "comparisons.txt").read_text())
+    assert len(compared) == 5
+    assert compared[0][2] == pytest.approx(_accuracy(run / "results_dit.csv", compared[0][0]), abs=0.051)
+    assert "Paired comparisons" in (run / "report.html").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--data", "x.npz", "--out", "o"], "needs --model"),
+    (["run", "--model", "pixels", "--data", "x.npz", "--out", "o", "--config", "missing.yaml"], "does not exist"),
+    (["run", "--model", "pixels", "--data", "x.npz", "--out", "o", "--train-limit", "0"], "positive number"),
+])  # fmt: skip
+def test_bad_settings_are_one_line_errors(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("probekit: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_config_keys_are_refused(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("model: pixels\ndata: x.npz\nout: o\ntrain_limt: 5\n")
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown setting(s) train_limt" in err and "train_limit" in err
