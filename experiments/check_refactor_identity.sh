@@ -1,27 +1,49 @@
 #!/bin/sh
-# Bit-identity check of a refactor: the same extraction, run from a base commit and from this
-# tree, must give byte-equal features. Usage (from the repository root):
-#   sh experiments/check_refactor_identity.sh [BASE_COMMIT]      (default c32f76d)
-# Builds a worktree of BASE_COMMIT under $TMPDIR, extracts the shipped checkpoint on a fixed
-# Fashion-MNIST subset with both, once with every layer and once with two early layers (the
-# early-stop path), and compares every dataset under /{split}/feats with numpy.array_equal.
+# Bit-identity check of a refactor: the same work, run from a base commit and from this tree, must
+# give byte-equal features, results tables and predictions. Usage (from the repository root):
+#   sh experiments/check_refactor_identity.sh BASE_COMMIT
+# The interpreter is `python` on PATH (or $PYTHON); it must have probekit's dependencies.
+# Builds a worktree of BASE_COMMIT under $TMPDIR and, with both trees, on a fixed Fashion-MNIST
+# subset of the shipped checkpoint:
+#   - extracts every layer and two early layers (the early-stop path) and compares /{split}/feats,
+#     labels and index with numpy.array_equal;
+#   - probes the full cache (linear + knn) and compares the results CSVs byte for byte and the
+#     predictions sidecars array by array;
+#   - extracts over two torchrun shards (the merged master file) and compares it with the same;
+#   - this tree only: an extraction interrupted by SIGTERM and resumed equals the uninterrupted one.
 set -eu
-BASE=${1:-c32f76d}
-PY=${PYTHON:-/work/main/.venv/bin/python}
+BASE=${1:?usage: sh experiments/check_refactor_identity.sh BASE_COMMIT}
+PY=${PYTHON:-$(command -v python || command -v python3)}
 ROOT=$(pwd)
-WORK=${TMPDIR:-/tmp}/probekit-identity-$BASE
+WORK=${TMPDIR:-/tmp}/probekit-identity-$(git rev-parse --short "$BASE")
 mkdir -p "$WORK"
 [ -d "$WORK/tree" ] || git worktree add --detach "$WORK/tree" "$BASE" >/dev/null
 ARGS="--model $ROOT/checkpoints/fashion-mnist-ddpm --data fashion-mnist --train-limit 64 --test-limit 32 --timesteps 0,100 --seed 0 --draws 2 --batch-size 16 --quiet --overwrite"
-run() {  # run TREE OUT EXTRA...
-    tree=$1; out=$2; shift 2
-    (cd "$tree" && PYTHONPATH=$tree nice -n 5 "$PY" -m probekit extract $ARGS --out "$out" "$@" >/dev/null)
+run() {  # run TREE COMMAND ARGS...
+    tree=$1; shift
+    (cd "$tree" && PYTHONPATH=$tree nice -n 5 "$PY" -m probekit "$@" >/dev/null)
 }
-# The base caches depend only on BASE, so they are built once and kept.
-[ -f "$WORK/base_all.h5" ] || run "$WORK/tree" "$WORK/base_all.h5"
-[ -f "$WORK/base_early.h5" ] || run "$WORK/tree" "$WORK/base_early.h5" --layers 0,2
-run "$ROOT" "$WORK/new_all.h5"
-run "$ROOT" "$WORK/new_early.h5" --layers 0,2
+sharded() {  # sharded TREE OUT
+    (cd "$1" && PYTHONPATH=$1 nice -n 5 "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 \
+        -m probekit extract $ARGS --layers 0,2 --out "$2" >/dev/null 2>&1)
+}
+both() {  # both NAME ARGS...: the base's output is built once and kept
+    name=$1; shift
+    [ -f "$WORK/base_$name" ] || run "$WORK/tree" "$@" "$WORK/base_$name"
+    run "$ROOT" "$@" "$WORK/new_$name"
+}
+both all.h5 extract $ARGS --out
+both early.h5 extract $ARGS --layers 0,2 --out
+both results.csv probe --cache "$WORK/base_all.h5" --probes linear,knn --k 5 --quiet --out
+[ -f "$WORK/base_sharded.h5" ] || sharded "$WORK/tree" "$WORK/base_sharded.h5"
+sharded "$ROOT" "$WORK/new_sharded.h5"
+# Resume: stop an extraction mid-way with SIGTERM, run it again, compare with the full run.
+rm -f "$WORK/resumed.h5"
+(cd "$ROOT" && PYTHONPATH=$ROOT "$PY" -m probekit extract $ARGS --batch-size 8 --out "$WORK/resumed.h5" >/dev/null 2>&1) &
+pid=$!
+while [ ! -f "$WORK/resumed.h5" ] && kill -0 $pid 2>/dev/null; do sleep 0.2; done
+sleep 1; kill -TERM $pid 2>/dev/null || true; wait $pid || true
+(cd "$ROOT" && PYTHONPATH=$ROOT "$PY" -m probekit extract $(echo "$ARGS" | sed 's/--overwrite//') --batch-size 8 --out "$WORK/resumed.h5" >/dev/null)
 "$PY" - "$WORK" <<'PYEOF'
 import sys
 import h5py
@@ -29,19 +51,36 @@ import numpy as np
 
 work = sys.argv[1]
 failures = 0
-for kind in ("all", "early"):
-    with h5py.File(f"{work}/base_{kind}.h5", "r") as a, h5py.File(f"{work}/new_{kind}.h5", "r") as b:
+
+
+def same_cache(a_path: str, b_path: str, label: str) -> None:
+    global failures
+    with h5py.File(a_path, "r") as a, h5py.File(b_path, "r") as b:
         for split in ("train", "test"):
             names = sorted(a[split]["feats"])
             if names != sorted(b[split]["feats"]):
-                print(f"{kind} {split}: layer lists differ"); failures += 1; continue
+                print(f"{label} {split}: layer lists differ"); failures += 1; continue
             for name in names:
                 x, y = a[split]["feats"][name][()], b[split]["feats"][name][()]
                 same = x.shape == y.shape and np.array_equal(x, y)
                 failures += not same
-                print(f"{kind:5s} {split:5s} {name:34s} {str(x.shape):18s} {'identical' if same else 'DIFFERENT'}")
+                print(f"{label:8s} {split:5s} {name:34s} {str(x.shape):18s} {'identical' if same else 'DIFFERENT'}")
             for key in ("labels", "index"):
                 failures += not np.array_equal(a[split][key][()], b[split][key][()])
+
+
+same_cache(f"{work}/base_all.h5", f"{work}/new_all.h5", "all")
+same_cache(f"{work}/base_early.h5", f"{work}/new_early.h5", "early")
+same_cache(f"{work}/base_sharded.h5", f"{work}/new_sharded.h5", "sharded")
+same_cache(f"{work}/new_all.h5", f"{work}/resumed.h5", "resumed")
+with open(f"{work}/base_results.csv", "rb") as a, open(f"{work}/new_results.csv", "rb") as b:
+    same = a.read() == b.read()
+failures += not same
+print(f"results.csv {'identical' if same else 'DIFFERENT'}")
+with np.load(f"{work}/base_results.predictions.npz") as a, np.load(f"{work}/new_results.predictions.npz") as b:
+    same = sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+failures += not same
+print(f"results.predictions.npz {'identical' if same else 'DIFFERENT'}")
 print("RESULT:", "bit-identical" if failures == 0 else f"{failures} datasets differ")
 sys.exit(1 if failures else 0)
 PYEOF
