@@ -819,8 +819,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=int, default=100, help="val mosaics (default 100)")
     p.add_argument("--test", type=int, default=200, help="test mosaics (default 200)")
     p.add_argument("--tile", type=int, default=16, help="tile side in pixels; a mosaic is 2 x tile wide (default 16)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the garment draws and placements (default 0)")
+    p.add_argument("--no-download", action="store_true", help="never download missing datasets")
     p.set_defaults(run=cmd_mosaic)
 
     p = sub.add_parser("segment", help="per-pixel linear segmentation on every cell of a spatial cache (mIoU, pixel "
@@ -831,7 +831,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixels-per-image", type=int, default=64, help="labelled train pixels drawn per image (default 64)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of train images held out when the cache has no val split")
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the linear probe (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the pixel draws and the validation split (default 0)")
     p.add_argument("--max-memory", default="auto", help="feature memory budget; cells are processed in groups that fit")
     p.set_defaults(run=cmd_segment)
 
@@ -848,8 +848,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=0.1, help="--warp: scale range 1 +- this (default 0.1)")
     p.add_argument("--shift", type=float, default=0.1, help="--warp: translation range, +- this x image side (default 0.1)")
     p.add_argument("--limit", type=int, help="--spair / --pf-pascal: the first N pairs of each split")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the warps and keypoints (default 0)")
+    p.add_argument("--no-download", action="store_true", help="never download missing datasets")
     p.set_defaults(run=cmd_pairs)
 
     p = sub.add_parser("correspond", help="keypoint correspondence PCK@alpha (DIFT's definition) on every cell of a "
@@ -863,8 +863,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dense-compare", help="paired bootstrap of two segment / correspond runs on the same test "
                        "images or pairs, at their val-chosen cells")
     p.add_argument("--results", required=True, nargs=2, metavar=("A", "B"), help="two results CSVs (each with OUT.dense.npz)")
-    p.add_argument("--n-boot", type=int, default=10_000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.set_defaults(run=cmd_dense_compare)
     p = sub.add_parser("run", help="the whole question for one model: extract it and its baselines, probe, compare, "
                        "plot, similarity, fusion and the report; re-running continues where it stopped")
