@@ -14,7 +14,7 @@ like photographs, in 10 class folders, train/ and test/.
    pixels held in memory at the model's size: no decoding). Perfect overlap takes
    max(host, forward); the report gives the ratio.
 
-    python experiments/bench_pipeline.py --images 300 --size 64 --out experiments/results/bench_pipeline.csv
+    python experiments/bench_pipeline.py --images 300 --size 64 --width 8 --out experiments/results/bench_pipeline.csv
 """
 
 from __future__ import annotations
