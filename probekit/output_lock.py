@@ -59,13 +59,14 @@ def exclusive_output(path: str | Path, what: str = "probekit extract") -> Iterat
                 "check it), or choose another --out"
             ) from None
         raise ProbekitError(f"cannot lock {path}: {os.strerror(err.errno)}; choose another --out") from err
-    _held[key] = [fd, 1, created]
+    _held[key] = entry = [fd, 1, created]
     try:
         yield fd
     finally:
-        _held[key][1] -= 1
-        if _held[key][1] == 0:
+        entry[1] -= 1
+        if entry[1] == 0:
             del _held[key]
+            fd, created = entry[0], entry[2]  # the lock may have moved to a file renamed into place
             if created and _still_empty_there(fd, key):
                 key.unlink()  # nothing was written: leave no empty file behind
             os.close(fd)  # closing the last descriptor releases the flock
