@@ -164,7 +164,10 @@ class CacheWriter:
             raise ProbekitError(f"unsupported --dtype {layout.dtype!r}: use float32 or float16")
         locking = lock_fd is None
         _require_size_limit(self.path, layout)
-        if resume and self.path.exists() and not (lock_fd is not None and created_by_lock(self.path)):
+        # An empty file holds no features to resume: the lock's own file, also one left behind by
+        # a process killed during start-up, before its cache was renamed into place.
+        empty = self.path.exists() and self.path.stat().st_size == 0
+        if resume and self.path.exists() and not empty and not (lock_fd is not None and created_by_lock(self.path)):
             self.file = _open_for_resume(self.path, layout, locking=locking)
         else:
             # Created under a temporary name and renamed once its layout is on disk: a process
@@ -348,9 +351,14 @@ class CacheWriter:
                 for future in self._pending:
                     future.result()
             finally:
-                # On the writer thread, after every queued batch; also when one of them failed.
-                if not self._failed:
+                # On the writer thread, after every queued batch; also when one of them failed, so
+                # that what was computed is kept where it can be (done flags follow their bytes).
+                failed_before = self._failed
+                try:
                     self._executor.submit(self._write_open_blocks_or_explain).result()
+                except ProbekitError:
+                    if not failed_before:
+                        raise
             if complete and self._failed:
                 raise RuntimeError("a write failed: the cache cannot be marked complete")
             if complete:

@@ -139,7 +139,7 @@ def test_sdxl_without_second_tokenizer_or_first_encoder_is_refused(sdxl_pipe, tm
 
 
 def test_missing_parts_are_one_line(tmp_path):
-    with pytest.raises(ProbekitError, match="cannot load a Stable Diffusion pipeline"):
+    with pytest.raises(ProbekitError, match="holds nothing, not a diffusers pipeline: sd: needs a pipeline folder"):
         load_backbone(f"sd:{tmp_path}")
 
 
