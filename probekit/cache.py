@@ -55,7 +55,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ProbekitError
-from .output_lock import created_by_lock, lock_replaced_output
+from .output_lock import created_by_lock, is_lock_placeholder, lock_replaced_output
 from .types import GridPoint, LayerInfo
 
 FORMAT = "probekit-features"
@@ -164,10 +164,10 @@ class CacheWriter:
             raise ProbekitError(f"unsupported --dtype {layout.dtype!r}: use float32 or float16")
         locking = lock_fd is None
         _require_size_limit(self.path, layout)
-        # An empty file holds no features to resume: the lock's own file, also one left behind by
-        # a process killed during start-up, before its cache was renamed into place.
-        empty = self.path.exists() and self.path.stat().st_size == 0
-        if resume and self.path.exists() and not empty and not (lock_fd is not None and created_by_lock(self.path)):
+        # The lock's placeholder holds no features to resume, also one left behind by a process
+        # killed during start-up, before its cache was renamed into place.
+        placeholder = is_lock_placeholder(self.path)
+        if resume and self.path.exists() and not placeholder and not (lock_fd is not None and created_by_lock(self.path)):
             self.file = _open_for_resume(self.path, layout, locking=locking)
         else:
             # Created under a temporary name and renamed once its layout is on disk: a process

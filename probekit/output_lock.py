@@ -22,6 +22,19 @@ from .errors import ProbekitError
 _held: dict[Path, list] = {}
 
 
+#: what the lock writes into an output it creates, until the cache is renamed over it
+PLACEHOLDER = b"probekit: an extraction is starting here\n"
+
+
+def is_lock_placeholder(path: str | Path) -> bool:
+    """True when ``path`` holds only the lock's placeholder (also one a killed run left behind)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(PLACEHOLDER) + 1) == PLACEHOLDER
+    except OSError:
+        return False
+
+
 def created_by_lock(path: str | Path) -> bool:
     """True while this process holds the lock on ``path`` and the file did not exist before it (so an
     empty file there is the lock's own, not a user's file to refuse)."""
@@ -44,7 +57,7 @@ def exclusive_output(path: str | Path, what: str = "probekit extract") -> Iterat
         finally:
             _held[key][1] -= 1
         return
-    created = not key.exists()
+    created = not key.exists() or is_lock_placeholder(key)  # a placeholder left by a killed run is ours too
     try:
         fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as err:
@@ -59,6 +72,9 @@ def exclusive_output(path: str | Path, what: str = "probekit extract") -> Iterat
                 "check it), or choose another --out"
             ) from None
         raise ProbekitError(f"cannot lock {path}: {os.strerror(err.errno)}; choose another --out") from err
+    if created:
+        os.ftruncate(fd, 0)
+        os.write(fd, PLACEHOLDER)  # marks the file as the lock's own, not a user's file to refuse
     _held[key] = entry = [fd, 1, created]
     try:
         yield fd
@@ -95,10 +111,10 @@ def lock_replaced_output(path: str | Path) -> None:
 
 
 def _still_empty_there(fd: int, key: Path) -> bool:
-    """Our file is empty and still the one at ``key`` (not unlinked and replaced meanwhile)."""
+    """Our file holds only the placeholder and is still the one at ``key`` (not replaced meanwhile)."""
     mine = os.fstat(fd)
     try:
         there = os.stat(key)
     except FileNotFoundError:
         return False
-    return mine.st_size == 0 and (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
+    return mine.st_size == len(PLACEHOLDER) and (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
