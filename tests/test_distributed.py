@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -144,6 +145,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _single_and_two_nodes(argv: list[str], single_out: Path, multi_out: Path, rdzv_id: str) -> list[str]:
+    """Run ``probekit ARGV`` once as one process and once as two c10d "nodes" on localhost (one
+    thread each); returns the nodes' stdout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "probekit", *argv, "--out", str(single_out)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+              "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{_free_port()}", "--rdzv_id", rdzv_id,
+              "-m", "probekit", *argv, "--out", str(multi_out)]
+    nodes = [subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-2000:]
+    return [out for out, _ in outputs]
+
+
 def test_two_nodes_c10d_on_localhost_equal_one_process(tiny_unet_dir, tmp_path):
     """Two torchrun launchers (--nnodes 2, one process each) meeting through a c10d rendezvous, as
     two machines of a cluster would, write the cache a single process writes, bit for bit."""
@@ -156,18 +174,8 @@ def test_two_nodes_c10d_on_localhost_equal_one_process(tiny_unet_dir, tmp_path):
              x_test=rng.integers(0, 256, (8, 12, 12), dtype=np.uint8), y_test=np.arange(8) % 3)
     argv = ["extract", "--model", str(tiny_unet_dir), "--data", str(data), "--timesteps", "3,60",
             "--layers", "0,mid_block,-1", "--batch-size", "4", "--quiet", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "probekit", *argv, "--out", str(tmp_path / "single.h5")],
-                            capture_output=True, text=True, env=env, timeout=600)
-    assert single.returncode == 0, single.stderr[-2000:]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-              "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{_free_port()}", "--rdzv_id", "probekit-two-nodes",
-              "-m", "probekit", *argv, "--out", str(tmp_path / "multi.h5")]
-    nodes = [subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
-    outputs = [node.communicate(timeout=600) for node in nodes]
-    for node, (_, err) in zip(nodes, outputs):
-        assert node.returncode == 0, err[-2000:]
-    assert any("over 2 shards" in out for out, _ in outputs)
+    outputs = _single_and_two_nodes(argv, tmp_path / "single.h5", tmp_path / "multi.h5", "probekit-two-nodes")
+    assert any("over 2 shards" in out for out in outputs)
     complete, merged = _read_all(tmp_path / "multi.h5")
     _, expected = _read_all(tmp_path / "single.h5")
     assert complete and merged.keys() == expected.keys()
@@ -182,17 +190,7 @@ def test_two_nodes_c10d_probe_gives_the_single_process_table(tmp_path):
 
     cache = synthetic_cache(tmp_path / "c.h5", 900, 300, [16, 32, 16], timesteps=(0, 10, 50), classes=4, separation=0.3)
     argv = ["probe", "--cache", str(cache), "--probes", "linear,knn", "--C", "0.1,1", "--quiet", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "probekit", *argv, "--out", str(tmp_path / "single.csv")],
-                            capture_output=True, text=True, env=env, timeout=600)
-    assert single.returncode == 0, single.stderr[-2000:]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-              "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{_free_port()}", "--rdzv_id", "probekit-probe",
-              "-m", "probekit", *argv, "--out", str(tmp_path / "multi.csv")]
-    nodes = [subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
-    outputs = [node.communicate(timeout=600) for node in nodes]
-    for node, (_, err) in zip(nodes, outputs):
-        assert node.returncode == 0, err[-2000:]
+    _single_and_two_nodes(argv, tmp_path / "single.csv", tmp_path / "multi.csv", "probekit-probe")
     assert (tmp_path / "multi.csv").read_bytes() == (tmp_path / "single.csv").read_bytes()
     a, b = np.load(tmp_path / "single.predictions.npz"), np.load(tmp_path / "multi.predictions.npz")
     assert a.files == b.files
