@@ -47,16 +47,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probekit.cache import CacheLayout, CacheWriter, FeatureCache, SplitLabels
+from probekit.features.cache import CacheLayout, CacheWriter, FeatureCache, SplitLabels
 from probekit.data import ImageDataset, fit_images, load_dataset, stratified_subset
-from probekit.extraction import ExtractConfig, extract, plan_extraction
+from probekit.features.extraction import ExtractConfig, extract, plan_extraction
 from probekit.models import load_backbone
 from probekit.models.backbone import Backbone
-from probekit.noise import sample_noise, split_seed
-from probekit.precision import machine_description
+from probekit.core.noise import sample_noise, split_seed
+from probekit.core.precision import machine_description
 from probekit.probes import CellScore, run_probe
 from probekit.probes.run import Cell, ProbeRunConfig, cell_infos, load_cells
-from probekit.schedule import GridPoint
+from probekit.core.schedule import GridPoint
 
 DEFAULT_MODEL = "checkpoints/fashion-mnist-ddpm"  # the shipped checkpoint: trained features make the bf16 accuracy change meaningful
 DEFAULT_TIMESTEPS = "10,50,100,200,400,700"
@@ -257,7 +257,7 @@ def forward_breakdown(report: Report, section: str, setup: str, backbone: Backbo
     times over ``inputs``, and convolution FLOPs from the counter ``probekit extract`` uses."""
     from torch.profiler import ProfilerActivity, profile
 
-    from probekit.extraction import flop_counter
+    from probekit.features.extraction import flop_counter
 
     with torch.no_grad():
         backbone.forward(*inputs[0])  # warm-up outside the profile

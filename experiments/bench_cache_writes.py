@@ -37,11 +37,11 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from probekit.cache import CacheLayout, CacheWriter, SplitLabels
+from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
 from probekit.models import load_backbone
-from probekit.precision import machine_description
-from probekit.schedule import DDPMSchedule
-from probekit.types import LayerInfo
+from probekit.core.precision import machine_description
+from probekit.core.schedule import DDPMSchedule
+from probekit.core.types import LayerInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 FMNIST_GRID = [0, 5, 10, 25, 50, 100, 200, 450]

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from probekit.precision import machine_description, native_precisions
+from probekit.core.precision import machine_description, native_precisions
 from probekit.probes.knn import knn_similarity_precision, knn_sweep
 
 TEMPERATURES = (0.07, 0.2)
@@ -129,7 +129,7 @@ def speed_sections(args: argparse.Namespace, rows: list[dict], device: torch.dev
 
 def centring_section(args: argparse.Namespace, rows: list[dict], device: torch.device) -> None:
     """kNN top-1 per cell of a real cache, centred and not."""
-    from probekit.cache import FeatureCache
+    from probekit.features.cache import FeatureCache
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.cache) if args.cache else extract_small_cache(Path(tmp) / "feats.h5")
@@ -159,7 +159,7 @@ def centring_section(args: argparse.Namespace, rows: list[dict], device: torch.d
 
 def extract_small_cache(out: Path) -> Path:
     from probekit.data import load_dataset, stratified_subset
-    from probekit.extraction import ExtractConfig, extract
+    from probekit.features.extraction import ExtractConfig, extract
     from probekit.models import load_backbone
 
     backbone = load_backbone("checkpoints/fashion-mnist-ddpm", device=torch.device("cpu"))

@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from probekit.precision import machine_description  # noqa: E402
+from probekit.core.precision import machine_description  # noqa: E402
 from probekit.probes.linear import (  # noqa: E402
     LinearProbeConfig,
     fit_linear_path,

@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from probekit.precision import machine_description
+from probekit.core.precision import machine_description
 
 
 def main() -> None:

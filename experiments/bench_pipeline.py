@@ -5,7 +5,7 @@ The folder: ``--images`` JPEGs (quality 90) of mixed sizes around ImageNet's typ
 like photographs, in 10 class folders, train/ and test/.
 
 1. Host rate: batches decoded, resized (shorter side to ``--size``, centre crop) and converted
-   to the model's float input by :func:`probekit.host_pipeline.host_batches`, serially in the
+   to the model's float input by :func:`probekit.features.host_pipeline.host_batches`, serially in the
    main process (``--workers 0``, one torch thread) and with 2 workers; the ratio is the speed-up,
    and the serial time per image is the host cost per image per core.
 2. Overlap, with a real network (a random diffusers UNet2DModel at ``--size`` px, ``--width``
@@ -50,7 +50,7 @@ def write_jpegs(root: Path, count: int, seed: int = 0) -> None:
 
 def host_rate(split, convert, batch: int, workers: int) -> float:
     """Images per second through the host pipeline alone (decode, resize, convert)."""
-    from probekit.host_pipeline import host_batches
+    from probekit.features.host_pipeline import host_batches
 
     bounds = [(start, min(start + batch, len(split))) for start in range(0, len(split), batch)]
     started = time.perf_counter()
@@ -83,10 +83,10 @@ def main() -> None:
 
     from probekit.data import load_dataset
     from probekit.data.base import ImageDataset, ImageSplit
-    from probekit.extraction import ExtractConfig, extract
-    from probekit.host_pipeline import Converter
+    from probekit.features.extraction import ExtractConfig, extract
+    from probekit.features.host_pipeline import Converter
     from probekit.models import load_backbone
-    from probekit.precision import machine_description
+    from probekit.core.precision import machine_description
 
     torch.set_num_threads(1)  # per-core numbers: one torch thread in the main process (workers use one each)
     with tempfile.TemporaryDirectory() as work:

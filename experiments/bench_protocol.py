@@ -53,14 +53,14 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from probekit.cache import FeatureCache  # noqa: E402
+from probekit.features.cache import FeatureCache  # noqa: E402
 from probekit.data import fit_images, load_dataset, stratified_subset  # noqa: E402
 from probekit.data.augment import crop_flip_views  # noqa: E402
 from probekit.evaluate import stratified_val_split  # noqa: E402
-from probekit.extraction import ExtractConfig, extract, noise_draw, plan_extraction  # noqa: E402
+from probekit.features.extraction import ExtractConfig, extract, noise_draw, plan_extraction  # noqa: E402
 from probekit.models import load_backbone  # noqa: E402
-from probekit.noise import sample_noise, split_seed  # noqa: E402
-from probekit.precision import machine_description  # noqa: E402
+from probekit.core.noise import sample_noise, split_seed  # noqa: E402
+from probekit.core.precision import machine_description  # noqa: E402
 from probekit.probes.run import ProbeRunConfig, probe_cache  # noqa: E402
 
 Cell = tuple[int, str]

@@ -56,7 +56,7 @@ def build(folder: Path) -> None:
 def open_once(folder: Path, real_forward: bool) -> dict[str, float]:
     import torch
 
-    from probekit.extraction import ExtractConfig, _probe_forward, plan_extraction
+    from probekit.features.extraction import ExtractConfig, _probe_forward, plan_extraction
     from probekit.models import load_backbone
 
     timings: dict[str, float] = {}
@@ -94,7 +94,7 @@ def main() -> None:
         started = time.perf_counter()
         build(args.folder)
         print(f"wrote {args.folder} in {time.perf_counter() - started:.0f} s")
-    from probekit.precision import machine_description
+    from probekit.core.precision import machine_description
 
     print(machine_description())
     with tempfile.TemporaryDirectory() as cache:

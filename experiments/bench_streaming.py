@@ -29,8 +29,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from probekit.cache import FeatureCache
-from probekit.precision import machine_description
+from probekit.features.cache import FeatureCache
+from probekit.core.precision import machine_description
 from probekit.probes.linear import LinearProbeConfig, _Problem
 from probekit.probes.streamed import TrainRows, _StreamedProblem, knn_streamed
 

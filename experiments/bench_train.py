@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from probekit.precision import machine_description
+from probekit.core.precision import machine_description
 from probekit.train import TrainConfig, train
 
 

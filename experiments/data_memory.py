@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from probekit.data import load_dataset
-from probekit.extraction import ExtractConfig, extract
+from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
 
 

@@ -161,7 +161,7 @@ def forward_flops(net: torch.nn.Module, args: tuple) -> int:
     """FLOPs of one forward, counted on fake tensors (no arithmetic is done)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from probekit.extraction import flop_counter
+    from probekit.features.extraction import flop_counter
 
     with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True) as mode:
         fake = tuple(mode.from_tensor(arg) for arg in args)
@@ -257,7 +257,7 @@ def _cli(argv: list[str]) -> None:
 
 
 def _features(path: Path) -> dict[str, np.ndarray]:
-    from probekit.cache import FeatureCache
+    from probekit.features.cache import FeatureCache
 
     with FeatureCache(path) as cache:
         return {f"{s}/{l.name}": cache.file[s]["feats"][l.name][:] for s in cache.splits for l in cache.layers}
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         print("device_check: no CUDA GPU is visible; run it on a GPU machine or pass --device cpu --tiny", file=sys.stderr)
         return 2
     skip = {part.strip() for part in args.skip.split(",") if part.strip()}
-    from probekit.precision import machine_description
+    from probekit.core.precision import machine_description
 
     rows: list[Row] = [Row("machine", machine_description(device), device.type, "", "torch", float("nan"), note=torch.__version__)]
     started = time.perf_counter()

@@ -20,7 +20,7 @@ EPOCHS=${EPOCHS:-15}
 [ -f "$LINEAR" ] || sh experiments/demo.sh
 mkdir -p "$OUT" "$RES" "$FIG"
 
-python -c "import torch; from probekit.precision import cpu_description; print(cpu_description(), '| torch', torch.__version__, torch.get_num_threads(), 'threads')" \
+python -c "import torch; from probekit.core.precision import cpu_description; print(cpu_description(), '| torch', torch.__version__, torch.get_num_threads(), 'threads')" \
     | tee "$RES/finetune_machine.txt"
 # Load average once a minute while the runs train (the CPU may be shared with other jobs); not
 # when both runs are finished and are only re-scored.

@@ -19,22 +19,22 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from probekit._version import __version__
 
 if TYPE_CHECKING:  # the lazy exports below, spelled out for type checkers and the API reference
-    from probekit.cache import FeatureCache
-    from probekit.cell_tsne import tsne_of_cell
-    from probekit.compare import compare_runs
+    from probekit.features.cache import FeatureCache
+    from probekit.analyses.cell_tsne import tsne_of_cell
+    from probekit.evaluate.compare import compare_runs
     from probekit.data import ImageDataset, load_dataset, stratified_subset
-    from probekit.errors import ProbekitError
-    from probekit.extraction import ExtractConfig, extract
+    from probekit.core.errors import ProbekitError
+    from probekit.features.extraction import ExtractConfig, extract
     from probekit.models import Backbone, LayerInfo, load_backbone, select_layers
     from probekit.plots import plot_accuracy_vs_t, plot_all, plot_heatmap, plot_tsne
     from probekit.probes.run import ProbeRunConfig, probe_cache, run_probes
-    from probekit.results import best_cells, format_summary, read_table, write_table
+    from probekit.evaluate.results import best_cells, format_summary, read_table, write_table
 
 _EXPORTS = {
-    "ProbekitError": "probekit.errors",
+    "ProbekitError": "probekit.core.errors",
     "load_backbone": "probekit.models",
     "select_layers": "probekit.models",
     "Backbone": "probekit.models",
@@ -42,18 +42,18 @@ _EXPORTS = {
     "load_dataset": "probekit.data",
     "stratified_subset": "probekit.data",
     "ImageDataset": "probekit.data",
-    "extract": "probekit.extraction",
-    "ExtractConfig": "probekit.extraction",
-    "FeatureCache": "probekit.cache",
+    "extract": "probekit.features.extraction",
+    "ExtractConfig": "probekit.features.extraction",
+    "FeatureCache": "probekit.features.cache",
     "run_probes": "probekit.probes.run",
     "ProbeRunConfig": "probekit.probes.run",
-    "tsne_of_cell": "probekit.cell_tsne",
+    "tsne_of_cell": "probekit.analyses.cell_tsne",
     "probe_cache": "probekit.probes.run",
-    "compare_runs": "probekit.compare",
-    "read_table": "probekit.results",
-    "write_table": "probekit.results",
-    "best_cells": "probekit.results",
-    "format_summary": "probekit.results",
+    "compare_runs": "probekit.evaluate.compare",
+    "read_table": "probekit.evaluate.results",
+    "write_table": "probekit.evaluate.results",
+    "best_cells": "probekit.evaluate.results",
+    "format_summary": "probekit.evaluate.results",
     "plot_all": "probekit.plots",
     "plot_heatmap": "probekit.plots",
     "plot_accuracy_vs_t": "probekit.plots",

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
-from .errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 _KIND_WORDS = {int: "integers", float: "numbers"}
@@ -87,7 +87,7 @@ def _add_column_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
-    from .models import load_backbone
+    from probekit.models import load_backbone
 
     backbone = load_backbone(args.model, random_init=args.random_init, seed=args.init_seed, device=_device(args.device))
     print(f"model: {backbone.model_id}  [{backbone.framework}]")
@@ -99,8 +99,8 @@ def cmd_layers(args: argparse.Namespace) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from .distributed import current_rank, shard_path
-    from .output_lock import exclusive_output
+    from probekit.features.distributed import current_rank, shard_path
+    from probekit.features.output_lock import exclusive_output
 
     if args.timesteps is not None and args.grid:
         raise ProbekitError("give either --timesteps or --grid, not both")
@@ -114,10 +114,10 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def _extract_command(args: argparse.Namespace, rank: object, target: Path) -> None:
-    from .data import load_dataset, stratified_subset
-    from .distributed import barrier, init_process_group, shard_dataset, shard_path, share_weight_hashes, write_master
-    from .extraction import ExtractConfig, extract
-    from .models import load_backbone
+    from probekit.data import load_dataset, stratified_subset
+    from probekit.features.distributed import barrier, init_process_group, shard_dataset, shard_path, share_weight_hashes, write_master
+    from probekit.features.extraction import ExtractConfig, extract
+    from probekit.models import load_backbone
 
     backbone = load_backbone(args.model, random_init=args.random_init, seed=args.init_seed, device=_device(args.device))
     dataset = load_dataset(args.data, download=not args.no_download, seed=args.seed,
@@ -178,11 +178,11 @@ def _extract_command(args: argparse.Namespace, rank: object, target: Path) -> No
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from .distributed import current_rank, init_process_group
-    from .predictions import predictions_path, write_predictions
-    from .probes import ProbeSettings
-    from .probes.run import ProbeRunConfig, probe_cache
-    from .results import format_summary, write_table
+    from probekit.features.distributed import current_rank, init_process_group
+    from probekit.evaluate.predictions import predictions_path, write_predictions
+    from probekit.probes import ProbeSettings
+    from probekit.probes.run import ProbeRunConfig, probe_cache
+    from probekit.evaluate.results import format_summary, write_table
 
     config = ProbeRunConfig(
         probes=[p.strip() for p in args.probes.split(",") if p.strip()],
@@ -199,7 +199,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     if args.labels_per_class:
-        from .probes.label_budget import parse_budgets, probe_label_budgets
+        from probekit.probes.label_budget import parse_budgets, probe_label_budgets
 
         table = probe_label_budgets(args.cache, config, parse_budgets(args.labels_per_class), draws=args.budget_draws,
                                     progress=not args.quiet, max_memory=_memory_budget(args.max_memory))
@@ -223,7 +223,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .compare import compare_runs, format_comparison
+    from probekit.evaluate.compare import compare_runs, format_comparison
 
     comparison = compare_runs(args.results[0], args.results[1], probe=args.probe, probe_b=args.probe_b,
                               n_boot=args.n_boot, seed=args.seed)
@@ -233,13 +233,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_plot(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .plots import plot_all
-    from .results import read_table
+    from probekit.plots import plot_all
+    from probekit.evaluate.results import read_table
 
     table = pd.concat([read_table(path) for path in args.results], ignore_index=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if "labels_per_class" in table.columns:  # tables of `probe --labels-per-class`: the label-efficiency curve
-        from .plots.label_efficiency import plot_label_efficiency
+        from probekit.plots.label_efficiency import plot_label_efficiency
 
         if table["labels_per_class"].isna().any():
             raise ProbekitError("mix of label-budget and plain results tables: plot them separately")
@@ -255,13 +255,13 @@ def cmd_plot(args: argparse.Namespace) -> None:
 def cmd_summary(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .results import format_summary, read_table
+    from probekit.evaluate.results import format_summary, read_table
 
     print(format_summary(pd.concat([read_table(path) for path in args.results], ignore_index=True)))
 
 
 def cmd_tsne(args: argparse.Namespace) -> None:
-    from .cell_tsne import tsne_of_cell
+    from probekit.analyses.cell_tsne import tsne_of_cell
 
     path = tsne_of_cell(args.cache, args.out, t=args.timestep, layer=args.layer, results=args.results, split=args.split,
                         max_points=args.max_points, seed=args.seed)
@@ -269,7 +269,7 @@ def cmd_tsne(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import TrainConfig, train
+    from probekit.train import TrainConfig, train
 
     overrides = {"data": args.data, "image_column": args.image_column, "label_column": args.label_column,
                  "total_steps": args.total_steps, "train_limit": args.train_limit,
@@ -281,8 +281,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_mosaic(args: argparse.Namespace) -> None:
-    from .data import load_dataset
-    from .data.segmentation import write_fashion_mosaic
+    from probekit.data import load_dataset
+    from probekit.data.segmentation import write_fashion_mosaic
 
     dataset = load_dataset(args.data, download=not args.no_download)
     out = write_fashion_mosaic(dataset, args.out, counts={"train": args.train, "val": args.val, "test": args.test},
@@ -291,9 +291,9 @@ def cmd_mosaic(args: argparse.Namespace) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
-    from .dense.segment import SegmentConfig, segment_cache
-    from .dense.sidecar import write_dense_sidecar
-    from .results import format_summary, write_table
+    from probekit.analyses.dense.segment import SegmentConfig, segment_cache
+    from probekit.analyses.dense.sidecar import write_dense_sidecar
+    from probekit.evaluate.results import format_summary, write_table
 
     config = SegmentConfig(pixels_per_image=args.pixels_per_image, val_fraction=args.val_fraction, C=args.C, seed=args.seed)
     results = segment_cache(args.cache, args.data, config, max_memory=_memory_budget(args.max_memory))
@@ -304,13 +304,13 @@ def cmd_segment(args: argparse.Namespace) -> None:
 
 
 def cmd_pairs(args: argparse.Namespace) -> None:
-    from .data import pairs
+    from probekit.data import pairs
 
     sources = [name for name, value in (("--warp", args.warp), ("--spair", args.spair), ("--pf-pascal", args.pf_pascal)) if value]
     if len(sources) != 1:
         raise ProbekitError("give exactly one of --warp DATA, --spair ROOT or --pf-pascal ROOT")
     if args.warp:
-        from .data import load_dataset
+        from probekit.data import load_dataset
 
         out = pairs.write_warp_pairs(load_dataset(args.warp, download=not args.no_download), args.out,
                                      counts={"val": args.val, "test": args.test}, keypoints=args.keypoints,
@@ -323,9 +323,9 @@ def cmd_pairs(args: argparse.Namespace) -> None:
 
 
 def cmd_correspond(args: argparse.Namespace) -> None:
-    from .dense.correspond import CorrespondConfig, correspond_cache
-    from .dense.sidecar import write_dense_sidecar
-    from .results import format_summary, write_table
+    from probekit.analyses.dense.correspond import CorrespondConfig, correspond_cache
+    from probekit.analyses.dense.sidecar import write_dense_sidecar
+    from probekit.evaluate.results import format_summary, write_table
 
     results = correspond_cache(args.cache, args.data, CorrespondConfig(alpha=args.alpha))
     write_table(results.table, args.out)
@@ -335,23 +335,23 @@ def cmd_correspond(args: argparse.Namespace) -> None:
 
 
 def cmd_dense_compare(args: argparse.Namespace) -> None:
-    from .dense.sidecar import compare_dense, format_dense_comparison
+    from probekit.analyses.dense.sidecar import compare_dense, format_dense_comparison
 
     comparison = compare_dense(args.results[0], args.results[1], n_boot=args.n_boot, seed=args.seed)
     print(format_dense_comparison(comparison, *(Path(p).stem for p in args.results)))
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from .cache import FeatureCache
+    from probekit.features.cache import FeatureCache
 
     with FeatureCache(args.cache) as cache:
         print(cache.summary())
 
 
 def cmd_align(args: argparse.Namespace) -> None:
-    from .alignment import METRICS, PROBE, AlignConfig, measure
-    from .plots import plot_heatmap
-    from .results import write_table
+    from probekit.analyses.alignment import METRICS, PROBE, AlignConfig, measure
+    from probekit.plots import plot_heatmap
+    from probekit.evaluate.results import write_table
 
     table = measure(args.cache, AlignConfig(split="test", max_points=args.max_points, seed=args.seed))
     write_table(table, args.out)
@@ -363,7 +363,7 @@ def cmd_align(args: argparse.Namespace) -> None:
 
 def _load_limited(args: argparse.Namespace):
     """The --data dataset with --train-limit / --test-limit applied (class-stratified, seeded)."""
-    from .data import load_dataset, stratified_subset
+    from probekit.data import load_dataset, stratified_subset
 
     dataset = load_dataset(args.data, download=not getattr(args, "no_download", False), seed=args.seed)
     for split, limit in (("train", args.train_limit), ("test", args.test_limit)):
@@ -375,10 +375,10 @@ def _load_limited(args: argparse.Namespace):
 
 
 def cmd_noisy_classifier(args: argparse.Namespace) -> None:
-    from .models import load_backbone
-    from .noisy_classifier import NoisyClassifierConfig, run_noisy_classifier
-    from .probes.noise_conditional import NoiseConditionalConfig
-    from .results import format_summary
+    from probekit.models import load_backbone
+    from probekit.analyses.noisy_classifier import NoisyClassifierConfig, run_noisy_classifier
+    from probekit.probes.noise_conditional import NoiseConditionalConfig
+    from probekit.evaluate.results import format_summary
 
     device = _device(args.device)
     backbone = load_backbone(args.model, random_init=args.random_init, seed=args.init_seed, device=device)
@@ -394,8 +394,8 @@ def cmd_noisy_classifier(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from .finetune import FinetuneConfig, Finetuner, cell_from_results
-    from .models import load_backbone
+    from probekit.analyses.finetune import FinetuneConfig, Finetuner, cell_from_results
+    from probekit.models import load_backbone
 
     if args.from_results:
         if args.timestep is not None or args.layer is not None:
@@ -427,8 +427,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from .probes.run import ProbeRunConfig
-    from .sweep import SweepConfig, find_checkpoints, run_sweep
+    from probekit.probes.run import ProbeRunConfig
+    from probekit.analyses.sweep import SweepConfig, find_checkpoints, run_sweep
 
     checkpoints = find_checkpoints(args.run_source, images_per_epoch=args.images_per_epoch)
     print("checkpoints: " + ", ".join(f"{c.label} ({c.images_seen} images)" for c in checkpoints))
@@ -450,8 +450,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / 'sweep.csv'} and {Path(args.out) / 'sweep.png'}")
 
 def cmd_similarity(args: argparse.Namespace) -> None:
-    from .results import read_table, write_table
-    from .similarity import SimilarityConfig, similarity_table
+    from probekit.evaluate.results import read_table, write_table
+    from probekit.analyses.similarity import SimilarityConfig, similarity_table
 
     config = SimilarityConfig(k=args.k, samples=args.samples, seed=args.seed, split=args.split, matrix=not args.no_matrix,
                               max_memory=_memory_budget(args.max_memory), reference_t=args.reference_t,
@@ -460,16 +460,16 @@ def cmd_similarity(args: argparse.Namespace) -> None:
     write_table(table, args.out)
     print(f"wrote {args.out} ({len(table)} rows over {int(table['n_eval'].iloc[0])} {args.split} images)")
     if args.figures:
-        from .plots.similarity import plot_similarity
+        from probekit.plots.similarity import plot_similarity
 
         for path in plot_similarity(read_table(args.out), args.figures):
             print(f"wrote {path}")
 
 
 def cmd_fuse(args: argparse.Namespace) -> None:
-    from .predictions import predictions_path, write_predictions
-    from .probes.fusion import FusionConfig, format_fusion, fuse_cache
-    from .results import write_table
+    from probekit.evaluate.predictions import predictions_path, write_predictions
+    from probekit.analyses.fusion import FusionConfig, format_fusion, fuse_cache
+    from probekit.evaluate.results import write_table
 
     config = FusionConfig(probe=args.probe, top_k=args.top_k, C=args.C, mixture=not args.no_mixture,
                           mixture_top=args.mixture_top, width=args.width, epochs=args.epochs, lr=args.lr,
@@ -480,13 +480,13 @@ def cmd_fuse(args: argparse.Namespace) -> None:
     print(format_fusion(result.table))
     print(f"wrote {args.out} and {sidecar}")
     if args.figures and result.weights:
-        from .plots.fusion import plot_mixture_weights
+        from probekit.plots.fusion import plot_mixture_weights
 
         print(f"wrote {plot_mixture_weights(result.table, Path(args.figures) / 'fusion_weights.png')}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import build_report
+    from probekit.plots.report import build_report
 
     commands: list[str] = []
     if args.commands:
@@ -507,7 +507,7 @@ def _run_command(argv: list[str]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from .pipeline import RunConfig, run_all
+    from probekit.pipeline import RunConfig, run_all
 
     settings = {key: value for key, value in vars(args).items() if key in RunConfig.__dataclass_fields__}
     config = RunConfig.from_sources(args.config, settings)

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from probekit.atomic import publish
-from probekit.errors import ProbekitError
+from probekit.core.atomic import publish
+from probekit.core.errors import ProbekitError
 
 Command = list[str]  # argv of one probekit command, without the leading "probekit"
 _PRINT = print  # the runner's own messages (kept apart from a captured command's stdout)
@@ -185,7 +185,7 @@ class Step:
 
 def _cache_complete(plan: StepPlan) -> bool:
     """The step's cache is finished (stopped after closing it but before its stamp was written)."""
-    from probekit.cache import FeatureCache
+    from probekit.features.cache import FeatureCache
 
     try:
         with FeatureCache(plan.outputs[0]) as cache:

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from probekit.cli import main
-from probekit.predictions import read_predictions
+from probekit.evaluate.predictions import read_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_NAMES = ["extract pixels", "extract random-init", "extract model", "probe pixels", "probe random-init", "probe model",
@@ -168,7 +168,7 @@ def _assert_same_files(a: Path, b: Path) -> None:
 
 
 def _written(cache: Path) -> int:
-    from probekit.cache import FeatureCache
+    from probekit.features.cache import FeatureCache
 
     try:
         with FeatureCache(cache) as c:

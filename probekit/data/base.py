@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from probekit.data.resize import resize_center_crop
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 Selection = slice | np.ndarray | Sequence[int]
 

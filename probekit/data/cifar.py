@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from probekit.data.base import ImageDataset, ImageSplit
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 try:  # numpy >= 2 moved the array-pickle helper; files name the old place, numpy 2 pickles the new
     from numpy._core.multiarray import _reconstruct

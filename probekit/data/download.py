@@ -9,7 +9,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 log = logging.getLogger(__name__)
 

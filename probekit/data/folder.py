@@ -18,7 +18,7 @@ import numpy as np
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.images import IMAGE_SUFFIXES, FileImages, is_image_file, scan_images
 from probekit.data.sampling import holdout_split
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 _TEST_FOLDERS = ("test", "val")
 

@@ -31,7 +31,7 @@ import numpy as np
 from probekit.data.base import ImageDataset, ImageSplit, LazyImages
 from probekit.data.images import decode_image, image_header, is_grayscale_mode
 from probekit.data.sampling import holdout_split
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 log = logging.getLogger(__name__)
 

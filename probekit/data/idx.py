@@ -20,7 +20,7 @@ import numpy as np
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.download import download_verified
 from probekit.data.locations import candidate_dirs, download_dir, find_dataset_dir
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 @dataclass(frozen=True)

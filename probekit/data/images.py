@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from probekit.data.base import LazyImages
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 _GRAYSCALE_MODES = frozenset({"1", "L", "LA"})

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 # Read-only locations that system packages populate; a module constant so tests can replace it.
 SYSTEM_DATA_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets"),)

@@ -16,7 +16,7 @@ import numpy as np
 
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.sampling import holdout_split
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 def is_npz_file(path: Path) -> bool:

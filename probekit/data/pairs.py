@@ -39,7 +39,7 @@ from probekit.data.images import FileImages, is_image_file, scan_images
 from probekit.data.segmentation import (
     FOREGROUND,  # the same garment threshold as the mosaics
 )
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 SPLITS = ("val", "test")
 #: the image-dataset split that holds each pair split's images

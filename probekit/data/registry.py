@@ -36,7 +36,7 @@ from probekit.data.pairs import is_pair_folder, load_pair_folder
 from probekit.data.segmentation import is_segmentation_folder, load_segmentation_folder
 from probekit.data.tiny_imagenet import FOLDER as TINY_IMAGENET_FOLDER
 from probekit.data.tiny_imagenet import is_tiny_imagenet_folder, load_tiny_imagenet
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 if TYPE_CHECKING:  # base imports this module
     from probekit.data.base import ImageDataset

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from probekit.data.base import ImageSplit, LazyImages
-from probekit.errors import ProbekitError
-from probekit.stratify import stratified_mask
+from probekit.core.errors import ProbekitError
+from probekit.core.stratify import stratified_mask
 
 
 def stratified_subset(split: ImageSplit, limit: int | None, seed: int) -> ImageSplit:

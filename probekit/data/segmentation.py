@@ -27,7 +27,7 @@ from PIL import Image
 
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.images import FileImages, is_image_file, scan_images
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 SPLITS = ("train", "val", "test")
 IGNORE_INDEX = 255

@@ -24,7 +24,7 @@ import numpy as np
 
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.images import FileImages, image_header
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 FOLDER = "tiny-imagenet-200"
 _JPEG_SUFFIXES = (".jpeg", ".jpg")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 FITS = ("auto", "pad", "resize", "center-crop")
 # ITU-R BT.601 luma weights (what Pillow's convert("L") uses); they sum to 1

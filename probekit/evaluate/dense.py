@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 IGNORE_INDEX = 255
 

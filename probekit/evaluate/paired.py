@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 @dataclass(frozen=True)

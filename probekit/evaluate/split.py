@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from probekit.errors import ProbekitError
-from probekit.stratify import stratified_mask
+from probekit.core.errors import ProbekitError
+from probekit.core.stratify import stratified_mask
 
 
 def stratified_val_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,13 +1,13 @@
 """Checkpoints -> Backbones (network + noise schedule + layer registry)."""
 
-from .backbone import Backbone, HookedBackbone, LayerInfo, state_dict_sha256
-from .ddae import DDAEBackbone
-from .dit import DiTBackbone
-from .layers import select_layers
-from .loaders import FORMATS, load_backbone
-from .pixels import PixelsBackbone
-from .unet import UNetBackbone
-from .vision import VisionEncoderBackbone
+from probekit.models.backbone import Backbone, HookedBackbone, LayerInfo, state_dict_sha256
+from probekit.models.ddae import DDAEBackbone
+from probekit.models.dit import DiTBackbone
+from probekit.models.layers import select_layers
+from probekit.models.loaders import FORMATS, load_backbone
+from probekit.models.pixels import PixelsBackbone
+from probekit.models.unet import UNetBackbone
+from probekit.models.vision import VisionEncoderBackbone
 
 __all__ = [
     "Backbone",

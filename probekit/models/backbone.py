@@ -19,12 +19,12 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..errors import ProbekitError
-from ..pooling import Pooling
-from ..schedule import NoiseSchedule
-from ..types import GridPoint, LayerInfo
-from .trace import primary_output, run_traced
-from .weight_hash import remembered
+from probekit.core.errors import ProbekitError
+from probekit.core.pooling import Pooling
+from probekit.core.schedule import NoiseSchedule
+from probekit.core.types import GridPoint, LayerInfo
+from probekit.models.trace import primary_output, run_traced
+from probekit.models.weight_hash import remembered
 
 __all__ = ["Backbone", "HookedBackbone", "LayerInfo", "state_dict_sha256"]
 

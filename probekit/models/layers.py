@@ -7,8 +7,8 @@ import fnmatch
 import re
 from typing import Sequence
 
-from ..errors import ProbekitError
-from ..types import LayerInfo
+from probekit.core.errors import ProbekitError
+from probekit.core.types import LayerInfo
 
 
 def select_layers(available: Sequence[LayerInfo], spec: str | Sequence[str] | None) -> list[str]:

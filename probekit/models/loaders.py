@@ -15,17 +15,17 @@ from typing import Callable
 
 import torch
 
-from ..errors import ProbekitError
-from ..schedule import DDPMSchedule
-from .backbone import Backbone
-from .ddae import is_ddae_spec, load_ddae
-from .dit import load_dit, load_sit, recognises as recognises_dit, recognises_sit
-from .pixels import PixelsBackbone
-from .random_init import model_id, seeded
-from .sd import load_sd, recognises as recognises_sd
-from .unet import UNetBackbone
-from .weight_hash import files_key, local_sources
-from .vision import load_vision, recognises as recognises_vision
+from probekit.core.errors import ProbekitError
+from probekit.core.schedule import DDPMSchedule
+from probekit.models.backbone import Backbone
+from probekit.models.ddae import is_ddae_spec, load_ddae
+from probekit.models.dit import load_dit, load_sit, recognises as recognises_dit, recognises_sit
+from probekit.models.pixels import PixelsBackbone
+from probekit.models.random_init import model_id, seeded
+from probekit.models.sd import load_sd, recognises as recognises_sd
+from probekit.models.unet import UNetBackbone
+from probekit.models.weight_hash import files_key, local_sources
+from probekit.models.vision import load_vision, recognises as recognises_vision
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ from typing import Sequence
 
 import torch
 
-from ..errors import ProbekitError
-from ..pooling import Pooling
-from ..schedule import CleanSchedule, NoiseSchedule
-from ..types import GridPoint, LayerInfo
-from .backbone import Backbone
+from probekit.core.errors import ProbekitError
+from probekit.core.pooling import Pooling
+from probekit.core.schedule import CleanSchedule, NoiseSchedule
+from probekit.core.types import GridPoint, LayerInfo
+from probekit.models.backbone import Backbone
 
 
 class PixelsBackbone(Backbone):

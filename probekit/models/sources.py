@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 def looks_local(source: str) -> bool:

@@ -15,11 +15,11 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from ..errors import ProbekitError
-from ..schedule import NoiseSchedule
-from ..types import GridPoint, LayerInfo
-from .backbone import HookedBackbone
-from .trace import run_traced
+from probekit.core.errors import ProbekitError
+from probekit.core.schedule import NoiseSchedule
+from probekit.core.types import GridPoint, LayerInfo
+from probekit.models.backbone import HookedBackbone
+from probekit.models.trace import run_traced
 
 _CANDIDATE = re.compile(r"^(down_blocks\.\d+|mid_block|up_blocks\.\d+)(\.(resnets|attentions)\.\d+)?$")
 

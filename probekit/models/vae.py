@@ -49,7 +49,7 @@ def encode_mean(vae: nn.Module, x0: torch.Tensor, budget_bytes: int | None = Non
     """Images (B, 3, H, W) in [-1, 1] -> latents ``(posterior mean - shift_factor) * scaling_factor``.
 
     The posterior mean, not a sample, so features are deterministic and no random numbers are drawn
-    outside :mod:`probekit.noise`. Encoded :func:`encode_batch` images at a time within
+    outside :mod:`probekit.core.noise`. Encoded :func:`encode_batch` images at a time within
     ``budget_bytes`` (None: :func:`default_budget` of the images' device).
     """
     scaling = float(getattr(vae.config, "scaling_factor", None) or 0.18215)

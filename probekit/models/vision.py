@@ -28,16 +28,16 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import nn
 
-from ..errors import ProbekitError
-from ..pooling import Pooling
-from ..schedule import CleanSchedule
-from ..types import GridPoint, LayerInfo
-from .backbone import HookedBackbone
-from .random_init import model_id, seeded
-from .sources import folder_contents, require_existing_folder
+from probekit.core.errors import ProbekitError
+from probekit.core.pooling import Pooling
+from probekit.core.schedule import CleanSchedule
+from probekit.core.types import GridPoint, LayerInfo
+from probekit.models.backbone import HookedBackbone
+from probekit.models.random_init import model_id, seeded
+from probekit.models.sources import folder_contents, require_existing_folder
 
 if TYPE_CHECKING:
-    from .loaders import LoadOptions
+    from probekit.models.loaders import LoadOptions
 
 PREFIX = "hf-vision:"
 #: model_type -> the transformers class that loads its vision encoder

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import publish
+from probekit.core.atomic import publish
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from probekit.plots.compare import comparison_lines, plot_model_comparison
 from probekit.plots.curves import plot_accuracy_vs_t
 from probekit.plots.heatmap import plot_heatmap
 from probekit.plots.tsne import plot_tsne
-from probekit.results import check_columns
+from probekit.evaluate.results import check_columns
 
 
 def plot_all(

@@ -13,9 +13,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from probekit.atomic import publish
-from probekit.errors import ProbekitError
-from probekit.results import best_cells, check_columns
+from probekit.core.atomic import publish
+from probekit.core.errors import ProbekitError
+from probekit.evaluate.results import best_cells, check_columns
 
 METRIC_LABELS = {
     "top1": "top-1 accuracy", "mean_class_recall": "mean class recall",

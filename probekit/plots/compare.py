@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.plots._common import METRIC_LABELS, new_figure, save_figure
 from probekit.plots.curves import X_AXES
-from probekit.results import best_cells
+from probekit.evaluate.results import best_cells
 
 
 def comparison_lines(table: pd.DataFrame, probe: str, metric: str = "top1", *, x: str = "t") -> dict[str, pd.DataFrame]:

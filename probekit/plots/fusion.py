@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.plots._common import grid_figure, save_figure
 
 WEIGHT_METRIC = "mixture_weight"

@@ -2,7 +2,7 @@
 
 Reads tables written by ``probekit probe --labels-per-class`` (columns ``labels_per_class`` and
 ``budget_draw``). For every (model, budget, draw) the cell is chosen on val
-(:func:`probekit.results.best_cells`) and its test value taken; the figure draws the mean over
+(:func:`probekit.evaluate.results.best_cells`) and its test value taken; the figure draws the mean over
 draws with a band from the lowest to the highest draw.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.plots._common import METRIC_LABELS, new_figure, save_figure
-from probekit.results import best_cells
+from probekit.evaluate.results import best_cells
 
 BUDGET_COLUMNS = ("labels_per_class", "budget_draw")
 

@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.patches import Rectangle
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.plots._common import grid_figure, new_figure, sanitise, save_figure
 
 SIMILARITY_LABELS = {"cka": "debiased linear CKA", "cknna": "CKNNA", "mutual_knn": "mutual k-NN"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.plots._common import new_figure, save_figure
 
 

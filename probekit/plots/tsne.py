@@ -11,7 +11,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.plots._common import new_figure, save_figure
 
 # t-SNE on more than ~50 dimensions is slow and no better: the usual recipe reduces with PCA.

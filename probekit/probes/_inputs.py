@@ -8,7 +8,7 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import torch
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 def check_probe_inputs(

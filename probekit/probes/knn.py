@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.probes._inputs import as_float32_tensor, check_probe_inputs, resolve_num_classes
 from probekit.probes.metrics import CellScore, score_predictions
 
@@ -194,7 +194,7 @@ def knn_similarity_precision(similarity: str, device: torch.device, k: int = 20)
     per process and top-``k`` size. On CPUs the top-k over low-precision similarities is slow,
     so float32 usually wins there even where the bf16 product itself is faster.
     """
-    from probekit.precision import AUTO_ENV, native_precisions, resolve_precision, torch_dtype
+    from probekit.core.precision import AUTO_ENV, native_precisions, resolve_precision, torch_dtype
 
     if similarity not in SIMILARITY_CHOICES:
         raise ProbekitError(f"unknown kNN similarity precision {similarity!r}: use {', '.join(SIMILARITY_CHOICES)}")

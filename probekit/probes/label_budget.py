@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import ProbekitError
-from .run import ProbeRunConfig, probe_cache
+from probekit.core.errors import ProbekitError
+from probekit.probes.run import ProbeRunConfig, probe_cache
 
 ALL = "all"
 

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.probes._inputs import as_float32_tensor, check_probe_inputs, resolve_num_classes
 from probekit.probes.metrics import CellScore, score_predictions
 

@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.probes._inputs import check_probe_inputs
 from probekit.probes.metrics import CellScore, score_predictions
 

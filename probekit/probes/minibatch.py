@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.probes._inputs import as_float32_tensor
 from probekit.probes.protocol import ProbeOutcome, ProbeTask, accuracy
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 @dataclass(frozen=True)

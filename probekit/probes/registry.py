@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.probes.knn import knn_sweep
 from probekit.probes.linear import LinearProbeConfig, linear_probe_path
 from probekit.probes.logreg import LogRegConfig, logreg_probe

@@ -11,13 +11,13 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ..cache import FeatureCache
-from ..errors import ProbekitError
-from ..evaluate import score_predictions, stratified_val_split
-from ..predictions import PredictionSet
-from ..results import CellInfo, best_cells, scores_to_table
-from .protocol import ProbeTask
-from .registry import EPOCH_BASED, PROBES, ProbeSettings, run_probe
+from probekit.features.cache import FeatureCache
+from probekit.core.errors import ProbekitError
+from probekit.evaluate import score_predictions, stratified_val_split
+from probekit.evaluate.predictions import PredictionSet
+from probekit.evaluate.results import CellInfo, best_cells, scores_to_table
+from probekit.probes.protocol import ProbeTask
+from probekit.probes.registry import EPOCH_BASED, PROBES, ProbeSettings, run_probe
 
 Cell = tuple[int, str]  # (t, layer)
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ def probe_bytes(width: int, n_fit: int, n_eval: int, num_classes: int, probes: S
       unit-row queries;
     - sgd / mlp / logreg: one more copy of the features (minibatch tensors, scikit-learn's copy).
 
-    The model was checked against the peak RSS of ``probekit probe`` (tests/test_probe_memory.py).
+    The model was checked against the peak RSS of ``probekit probe`` (tests/probes/test_probe_memory.py).
     """
     rows = slots * n_fit
     features = 4 * width * (rows + n_eval)
@@ -328,8 +328,8 @@ def _probe_streamed(
 ) -> dict[str, dict[Cell, Any]]:
     """Probe one cell whose train rows do not fit in memory: val and test are read into memory,
     the fit rows are read block by block on every pass (:mod:`probekit.probes.streamed`)."""
-    from .protocol import choose_per_cell
-    from .streamed import TrainRows, fit_linear_streamed, knn_streamed, predict_linear_streamed
+    from probekit.probes.protocol import choose_per_cell
+    from probekit.probes.streamed import TrainRows, fit_linear_streamed, knn_streamed, predict_linear_streamed
 
     features = _read_group(group, [cell], replace(config, train_features="mean"), fit_pos[:0], val_pos, 1)
     evals = {split: values[cell] for split, values in features.items() if split != "train" and values}

@@ -1,7 +1,7 @@
 """Pretraining a diffusion model whose checkpoints ``probekit extract`` loads."""
 
-from .config import SMALL_UNET, TrainConfig
-from .export import export_checkpoint
-from .loop import train
+from probekit.train.config import SMALL_UNET, TrainConfig
+from probekit.train.export import export_checkpoint
+from probekit.train.loop import train
 
 __all__ = ["SMALL_UNET", "TrainConfig", "export_checkpoint", "train"]

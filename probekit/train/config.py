@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 # 3.7 M parameters, 32 x 32 x 1: the architecture of experiments/models/unet-small.
@@ -52,7 +52,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     hflip: bool = True
     seed: int = 0
-    precision: str = "auto"  # auto (bf16 where native and faster, see probekit.precision) | fp32 | bf16 (autocast)
+    precision: str = "auto"  # auto (bf16 where native and faster, see probekit.core.precision) | fp32 | bf16 (autocast)
     checkpoint_every: int = 1000
     sample_steps: int = 50  # DDIM steps for the sample grid written at each checkpoint
     sample_count: int = 64

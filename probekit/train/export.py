@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 

@@ -33,13 +33,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data import fit_images, load_dataset, stratified_subset
-from ..data.resize import sized_dataset
-from ..errors import ProbekitError
-from ..noise import noise_seed
-from ..precision import machine_description, resolve_precision
-from .config import TrainConfig
-from .sampling import ddim_sample_grid
+from probekit.data import fit_images, load_dataset, stratified_subset
+from probekit.data.resize import sized_dataset
+from probekit.core.errors import ProbekitError
+from probekit.core.noise import noise_seed
+from probekit.core.precision import machine_description, resolve_precision
+from probekit.train.config import TrainConfig
+from probekit.train.sampling import ddim_sample_grid
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -182,7 +182,7 @@ def train(
 
 
 def _alphas_cumprod(config: TrainConfig) -> np.ndarray:
-    from ..schedule import betas_for
+    from probekit.core.schedule import betas_for
 
     return np.cumprod(1.0 - betas_for(config.beta_schedule, config.beta_start, config.beta_end, config.num_train_timesteps))
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import TrainConfig
+from probekit.train.config import TrainConfig
 
 
 @torch.no_grad()

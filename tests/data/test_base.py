@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from probekit.data import ImageDataset, ImageSplit
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 def split(n=3, labels=None):

@@ -7,9 +7,9 @@ import pytest
 
 from probekit.data import load_dataset
 from probekit.data.cifar import load_cifar10, load_cifar100, read_batch
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
-from .formats import (
+from tests.data.formats import (
     CIFAR10_NAMES,
     cifar_rows,
     python2_pickle,

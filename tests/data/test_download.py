@@ -3,7 +3,7 @@ import hashlib
 import pytest
 
 from probekit.data.download import download_verified
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 def test_download_verifies_and_renames(tmp_path):

@@ -3,9 +3,9 @@ import pytest
 
 from probekit.data import load_dataset
 from probekit.data.folder import load_folder
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
-from .formats import write_image
+from tests.data.formats import write_image
 
 COUNTS = {"bird": 10, "cat": 5, "dog": 5}  # sorted names: bird=0, cat=1, dog=2
 

@@ -10,7 +10,7 @@ from PIL import Image
 datasets = pytest.importorskip("datasets")
 
 from probekit.data import load_dataset  # noqa: E402
-from probekit.errors import ProbekitError  # noqa: E402
+from probekit.core.errors import ProbekitError  # noqa: E402
 
 NAMES = ["ant", "bee", "cow"]
 

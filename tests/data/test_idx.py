@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from probekit.data import idx, load_dataset, locations
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
-from .formats import write_idx, write_idx_folder
+from tests.data.formats import write_idx, write_idx_folder
 
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -7,11 +7,11 @@ import pytest
 
 from probekit.data import load_dataset, stratified_subset
 from probekit.data.images import FileImages
-from probekit.errors import ProbekitError
-from probekit.extraction import ExtractConfig, extract
+from probekit.core.errors import ProbekitError
+from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
 
-from .formats import write_image
+from tests.data.formats import write_image
 
 SIZE = 24  # 24 x 24 x 3 = 1728 bytes of pixels per image
 BATCH = 50

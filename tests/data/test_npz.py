@@ -3,7 +3,7 @@ import pytest
 
 from probekit.data import load_dataset
 from probekit.data.npz import load_npz
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 def test_nhwc_uint8_with_test_arrays(tmp_path):

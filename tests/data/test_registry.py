@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from probekit.data import list_datasets, load_dataset
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
-from .formats import (
+from tests.data.formats import (
     write_cifar10,
     write_cifar100,
     write_idx_folder,

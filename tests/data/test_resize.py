@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from probekit.cache import FeatureCache
+from probekit.features.cache import FeatureCache
 from probekit.cli import main
 from probekit.data import load_dataset
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.resize import resize_center_crop
-from probekit.errors import ProbekitError
-from tests.test_cli_errors import assert_one_line_error, run_cli
+from probekit.core.errors import ProbekitError
+from tests.cli.test_cli_errors import assert_one_line_error, run_cli
 
-from .formats import write_image
+from tests.data.formats import write_image
 
 # (height, width) of each file: landscape, portrait, odd margins, smaller than S, exactly S
 SIZES = [(12, 20), (25, 13), (9, 9), (6, 7), (10, 10), (31, 17)]
@@ -105,7 +105,7 @@ def _memory_dataset(images_by_split, like=None):
 
 def test_a_model_with_an_input_size_resizes_mixed_data_to_it(tiny_unet_dir, tmp_path):
     """The tiny UNet takes 16 x 16 gray images: mixed sizes default to 16 without --image-size."""
-    from probekit.extraction import ExtractConfig, extract
+    from probekit.features.extraction import ExtractConfig, extract
     from probekit.models import load_backbone
 
     paths = write_mixed_folder(tmp_path / "pets")
@@ -129,7 +129,7 @@ def test_a_model_with_an_input_size_resizes_mixed_data_to_it(tiny_unet_dir, tmp_
 def test_same_size_data_are_untouched(tiny_unet_dir, tmp_path):
     """Data already at the model's size: --image-size of that size changes no bit; other uniform
     sizes keep --fit (here: pad 12 -> 16) and record no resize."""
-    from probekit.extraction import ExtractConfig, extract
+    from probekit.features.extraction import ExtractConfig, extract
     from probekit.models import load_backbone
 
     rng = np.random.default_rng(5)

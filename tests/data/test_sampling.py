@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from probekit.data import ImageSplit, holdout_split, stratified_subset
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 def make_split(labels, index_offset=1000):

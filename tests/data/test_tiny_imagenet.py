@@ -3,9 +3,9 @@ import pytest
 
 from probekit.data import load_dataset
 from probekit.data.tiny_imagenet import load_tiny_imagenet
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
-from .formats import TINY_VAL, TINY_WNIDS, tiny_colour, write_image, write_tiny_imagenet
+from tests.data.formats import TINY_VAL, TINY_WNIDS, tiny_colour, write_image, write_tiny_imagenet
 
 
 def test_loads_train_and_val(tmp_path):

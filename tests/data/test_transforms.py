@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from probekit.data import fit_images
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 
 def random_images(shape, seed=0):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.evaluate.dense import (
     confusion_matrix,
     keypoints_correct,

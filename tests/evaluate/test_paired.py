@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.evaluate import compare_correct, mcnemar_exact, paired_bootstrap
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.evaluate import stratified_val_split
 
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from probekit.cache import FeatureCache
+from probekit.features.cache import FeatureCache
 from probekit.cli import main
 from probekit.data.base import ImageDataset, ImageSplit
-from probekit.errors import ProbekitError
-from probekit.extraction import ExtractConfig, extract
+from probekit.core.errors import ProbekitError
+from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone, select_layers
 from probekit.models.ddae import DDAEEDMSchedule, EDMParams, parse_spec
-from probekit.pooling import Pooling
+from probekit.core.pooling import Pooling
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ddae"
 CASES = {"ddpm_unet": [1, 11, 300, 1000], "edm_ddpmpp": [1, 4, 10, 18]}

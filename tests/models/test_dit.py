@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probekit.cache import FeatureCache
+from probekit.features.cache import FeatureCache
 from probekit.data.base import ImageDataset, ImageSplit
-from probekit.errors import ProbekitError
-from probekit.extraction import ExtractConfig, extract
+from probekit.core.errors import ProbekitError
+from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import FORMATS, UNetBackbone, load_backbone, select_layers
 from probekit.models.dit import DiTBackbone, infer_original_shape, parse_config_name
-from probekit.noise import sample_noise, split_seed
-from probekit.pooling import Pooling
+from probekit.core.noise import sample_noise, split_seed
+from probekit.core.pooling import Pooling
 
 LATENT, PATCH, HIDDEN, DEPTH, HEADS, CLASSES = 8, 2, 32, 2, 2, 10
 TOKENS = (LATENT // PATCH) ** 2

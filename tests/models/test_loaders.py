@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.models import PixelsBackbone, load_backbone, state_dict_sha256
-from probekit.pooling import Pooling
+from probekit.core.pooling import Pooling
 from tests.conftest import make_tiny_unet
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.models import load_backbone
 from probekit.models.dit import SiTBackbone
-from probekit.pooling import Pooling
+from probekit.core.pooling import Pooling
 
-from .test_dit import CLASSES, DEPTH, HEADS, RefDiT, _latents, _names, _tiny_vae
+from tests.models.test_dit import CLASSES, DEPTH, HEADS, RefDiT, _latents, _names, _tiny_vae
 
 
 @pytest.fixture(scope="module")

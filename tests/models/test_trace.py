@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from probekit.models.trace import run_traced, trace
-from probekit.pooling import Pooling
+from probekit.core.pooling import Pooling
 
 
 def _net():

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from probekit.models import UNetBackbone
-from probekit.pooling import Pooling
-from probekit.schedule import DDPMSchedule
+from probekit.core.pooling import Pooling
+from probekit.core.schedule import DDPMSchedule
 from tests.conftest import make_tiny_unet
 
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 import transformers
 
-from probekit.errors import ProbekitError
-from probekit.extraction import ExtractConfig, extract
-from probekit.cache import FeatureCache
+from probekit.core.errors import ProbekitError
+from probekit.features.extraction import ExtractConfig, extract
+from probekit.features.cache import FeatureCache
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.models import VisionEncoderBackbone, load_backbone
-from probekit.pooling import Pooling
+from probekit.core.pooling import Pooling
 
 SMALL = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32, patch_size=4)
 

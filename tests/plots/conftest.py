@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit.results import COLUMNS
+from probekit.evaluate.results import COLUMNS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.plots import comparison_lines, plot_all, plot_model_comparison
 
-from .conftest import assert_png, make_table
+from tests.plots.conftest import assert_png, make_table
 
 
 def test_each_model_gets_its_best_layer_across_noise():

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.plots import plot_accuracy_vs_t
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.plots import plot_heatmap
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.probes import KnnConfig, knn_probe
 from probekit.probes.knn import knn_sweep
 

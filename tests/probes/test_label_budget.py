@@ -6,11 +6,11 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from probekit.cache import FeatureCache
+from probekit.features.cache import FeatureCache
 from probekit.data.base import ImageDataset, ImageSplit
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.evaluate import stratified_val_split
-from probekit.extraction import ExtractConfig, extract
+from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
 from probekit.probes.label_budget import (
     budget_positions,

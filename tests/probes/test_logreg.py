@@ -5,7 +5,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.probes import LogRegConfig, logreg_probe
 
 

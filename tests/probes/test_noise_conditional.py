@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.probes.noise_conditional import NoiseConditionalConfig, fit_noise_conditional, predict_per_level
 
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from probekit.data.base import ImageDataset, ImageSplit
-from probekit.errors import ProbekitError
-from probekit.extraction import ExtractConfig, extract
+from probekit.core.errors import ProbekitError
+from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
-from probekit.cache import FeatureCache
+from probekit.features.cache import FeatureCache
 from probekit.evaluate import stratified_val_split
 from probekit.probes.run import ProbeRunConfig, plan_groups, probe_bytes, run_probes
 
@@ -105,9 +105,9 @@ def test_train_and_test_caches_combine_and_mismatches_are_refused(caches):
 
 def _write_cache(path, train_feats, test_feats, y_train, y_test):
     """A cache written directly: one grid point, cells = layers 'a', 'b' (width 4)."""
-    from probekit.cache import CacheLayout, CacheWriter, SplitLabels
+    from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
     from probekit.models.backbone import LayerInfo
-    from probekit.schedule import GridPoint
+    from probekit.core.schedule import GridPoint
 
     layers = [LayerInfo("a", "down", 0, 4, "1x1"), LayerInfo("b", "up", 1, 4, "1x1")]
     layout = CacheLayout(
@@ -141,7 +141,7 @@ def test_the_val_best_cell_is_reported_when_the_test_best_cell_differs(tmp_path)
     top1 = table[table.metric == "top1"].set_index(["layer", "split"])["value"]
     assert top1["a", "val"] > top1["b", "val"] and top1["b", "test"] > top1["a", "test"]  # the construction holds
 
-    from probekit.results import best_cells, format_summary
+    from probekit.evaluate.results import best_cells, format_summary
 
     best = best_cells(table)
     assert best.iloc[0]["layer"] == "a" and best.iloc[0]["value"] == top1["a", "test"]

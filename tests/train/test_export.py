@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.models import load_backbone
 from probekit.train import export_checkpoint, train
 from tests.train.test_loop import _config, tiny_npz  # noqa: F401  (fixture)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from probekit.errors import ProbekitError
-from probekit.extraction import ExtractConfig, extract
-from probekit.cache import FeatureCache
+from probekit.core.errors import ProbekitError
+from probekit.features.extraction import ExtractConfig, extract
+from probekit.features.cache import FeatureCache
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.models import load_backbone
 from probekit.train import TrainConfig, train
@@ -89,7 +89,7 @@ def test_saved_checkpoint_loads_through_model_and_gives_the_same_features(tiny_n
     with torch.no_grad():
         reference(x, torch.full((3,), 10.0))
     handle.remove()
-    from probekit.pooling import Pooling
+    from probekit.core.pooling import Pooling
 
     feats = backbone.features(x, backbone.schedule.point(10), ["mid_block"], Pooling())
     torch.testing.assert_close(feats["mid_block"], captured["out"].mean(dim=(2, 3)))

@@ -23,11 +23,11 @@ Layers: ``stem``, ``in_1..``, ``downsample_1..``, ``mid_res1``, ``mid_attn``, ``
 Images are fed in [-1, 1], as DDAE maps its [0, 1] inputs.
 """
 
-from .backbone import DDAEBackbone
-from .config import DDAEConfig, DDPMParams, EDMParams, NetworkConfig, read_config
-from .loader import DDAESpec, is_ddae_spec, load_ddae, parse_spec
-from .schedules import DDAEDDPMSchedule, DDAEEDMSchedule
-from .unet import DDAEUNet
+from probekit.models.ddae.backbone import DDAEBackbone
+from probekit.models.ddae.config import DDAEConfig, DDPMParams, EDMParams, NetworkConfig, read_config
+from probekit.models.ddae.loader import DDAESpec, is_ddae_spec, load_ddae, parse_spec
+from probekit.models.ddae.schedules import DDAEDDPMSchedule, DDAEEDMSchedule
+from probekit.models.ddae.unet import DDAEUNet
 
 __all__ = [
     "DDAEBackbone",

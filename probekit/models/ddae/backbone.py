@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from ...types import GridPoint, LayerInfo
-from ..backbone import HookedBackbone
-from ..trace import run_traced
-from .schedules import DDAESchedule
-from .unet import DDAEUNet, NamedLayer
+from probekit.core.types import GridPoint, LayerInfo
+from probekit.models.backbone import HookedBackbone
+from probekit.models.trace import run_traced
+from probekit.models.ddae.schedules import DDAESchedule
+from probekit.models.ddae.unet import DDAEUNet, NamedLayer
 
 
 class DDAEBackbone(HookedBackbone):

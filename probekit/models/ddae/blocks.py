@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import NORM_GROUPS
+from probekit.models.ddae.config import NORM_GROUPS
 
 
 def _norm(channels: int) -> nn.GroupNorm:

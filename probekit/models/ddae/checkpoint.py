@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from ...errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 ENTRIES = ("EMA", "MODEL")
 #: EMA bookkeeping that is not part of the averaged network (same in ema-pytorch 0.2 to 0.8)

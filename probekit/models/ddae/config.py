@@ -15,7 +15,7 @@ from typing import Any, Mapping, Union
 
 import yaml
 
-from ...errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 #: every GroupNorm inside DDAE's residual and attention blocks uses 32 groups
 NORM_GROUPS = 32

@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...errors import ProbekitError
-from ..random_init import model_id, seeded
-from .backbone import DDAEBackbone
-from .checkpoint import ENTRIES, load_strict, read_entry
-from .config import DDPMParams, read_config
-from .schedules import DDAEDDPMSchedule, DDAEEDMSchedule, DDAESchedule
-from .unet import DDAEUNet
+from probekit.core.errors import ProbekitError
+from probekit.models.random_init import model_id, seeded
+from probekit.models.ddae.backbone import DDAEBackbone
+from probekit.models.ddae.checkpoint import ENTRIES, load_strict, read_entry
+from probekit.models.ddae.config import DDPMParams, read_config
+from probekit.models.ddae.schedules import DDAEDDPMSchedule, DDAEEDMSchedule, DDAESchedule
+from probekit.models.ddae.unet import DDAEUNet
 
 if TYPE_CHECKING:
-    from ..loaders import LoadOptions
+    from probekit.models.loaders import LoadOptions
 
 PREFIX = "ddae:"
 USAGE = "use ddae:CONFIG.yaml:CHECKPOINT.pth, optionally ending in #EMA (the default) or #MODEL"

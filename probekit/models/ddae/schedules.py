@@ -20,9 +20,9 @@ from abc import abstractmethod
 import numpy as np
 import torch
 
-from ...errors import ProbekitError
-from ...schedule import GridPoint, NoiseSchedule
-from .config import DDPMParams, EDMParams
+from probekit.core.errors import ProbekitError
+from probekit.core.schedule import GridPoint, NoiseSchedule
+from probekit.models.ddae.config import DDPMParams, EDMParams
 
 
 def _check_index(t: object, last: int, what: str, zero_hint: str) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import (
+from probekit.models.ddae.blocks import (
     ConvDownsample,
     ConvUpsample,
     MiddleBlock,
@@ -28,7 +28,7 @@ from .blocks import (
     ResResample,
     TimestepEmbedding,
 )
-from .config import FINAL_NORM_GROUPS, NetworkConfig
+from probekit.models.ddae.config import FINAL_NORM_GROUPS, NetworkConfig
 
 
 @dataclass(frozen=True)

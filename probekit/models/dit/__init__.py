@@ -37,7 +37,7 @@ SiT (same architecture and state-dict names, trained on the linear interpolant):
     sit:PATH.pt[?OPTIONS]          original SiT checkpoint (github.com/willisma/SiT), same options;
                                    config=SiT-XL/2 .. SiT-S/8 name the same sizes as DiT's
 
-runs on :class:`probekit.schedule.FlowMatchingSchedule`: ``t`` = index 0..1000, noise fraction
+runs on :class:`probekit.core.schedule.FlowMatchingSchedule`: ``t`` = index 0..1000, noise fraction
 ``s = t/1000``, ``x_t = (1 - s) x + s eps``; the network receives SiT's time ``1 - s`` (data at 1).
 
 Layers: ``transformer_blocks.i`` (alias ``layer-i``), the token sequence after block ``i``,
@@ -45,11 +45,11 @@ stage ``block``, ``hidden`` channels, ``N tokens`` with N = (latent size / patch
 pooling averages over tokens (as in DDAE); ``avgK`` averages the (side x side) token grid to K x K.
 """
 
-from .backbone import DiTBackbone, LatentTransformerBackbone, SiTBackbone
-from .configs import DIT_CONFIGS, DiTSize, infer_original_shape, parse_config_name
-from .convert import original_keys, original_to_diffusers
-from .load import DEFAULT_VAE, load_dit, load_sit, read_original_state, recognises_sit
-from .spec import DiTSpec, parse_spec, recognises
+from probekit.models.dit.backbone import DiTBackbone, LatentTransformerBackbone, SiTBackbone
+from probekit.models.dit.configs import DIT_CONFIGS, DiTSize, infer_original_shape, parse_config_name
+from probekit.models.dit.convert import original_keys, original_to_diffusers
+from probekit.models.dit.load import DEFAULT_VAE, load_dit, load_sit, read_original_state, recognises_sit
+from probekit.models.dit.spec import DiTSpec, parse_spec, recognises
 
 __all__ = [
     "DEFAULT_VAE",

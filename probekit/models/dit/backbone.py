@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...errors import ProbekitError
-from ...schedule import NoiseSchedule
-from ...types import GridPoint, LayerInfo
-from ..backbone import HookedBackbone
-from ..vae import encode_mean, vae_scale_factor
+from probekit.core.errors import ProbekitError
+from probekit.core.schedule import NoiseSchedule
+from probekit.core.types import GridPoint, LayerInfo
+from probekit.models.backbone import HookedBackbone
+from probekit.models.vae import encode_mean, vae_scale_factor
 
 
 
@@ -63,7 +63,7 @@ class LatentTransformerBackbone(HookedBackbone):
         """Images (B, 3, H, W) in [-1, 1] -> latents (B, C, H/f, W/f): ``(mean - shift) * scaling_factor``.
 
         The posterior mean, not a sample (the models' training samples), so features are
-        deterministic and no random numbers are drawn outside :mod:`probekit.noise`.
+        deterministic and no random numbers are drawn outside :mod:`probekit.core.noise`.
         """
         return encode_mean(self.vae, x0, self.vae_budget)
 
@@ -107,7 +107,7 @@ class SiTBackbone(DiTBackbone):
     """SiT (Ma et al., "Exploring Flow and Diffusion-based Generative Models with Scalable
     Interpolant Transformers"): DiT's architecture trained on the linear interpolant.
 
-    The schedule is :class:`~probekit.schedule.FlowMatchingSchedule` with ``data_at_one``: probekit's
+    The schedule is :class:`~probekit.core.schedule.FlowMatchingSchedule` with ``data_at_one``: probekit's
     ``t`` is a noise-fraction index 0..1000 and the network receives SiT's own time ``1 - t/1000``.
     The network predicts a velocity; :meth:`forward` returns it as is.
     """

@@ -14,7 +14,7 @@ from typing import Mapping
 
 import torch
 
-from ...errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 #: (depth, hidden size, attention heads) of each published DiT width
 _SIZES: dict[str, tuple[int, int, int]] = {

@@ -15,8 +15,8 @@ from typing import Mapping
 
 import torch
 
-from ...errors import ProbekitError
-from .configs import OriginalShape
+from probekit.core.errors import ProbekitError
+from probekit.models.dit.configs import OriginalShape
 
 _BLOCK_PARTS = ("adaLN_modulation.1", "attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
 _SHARED = (

@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING, Iterator, Mapping
 import torch
 from torch import nn
 
-from ...errors import ProbekitError
-from ...schedule import DDPMSchedule, FlowMatchingSchedule
-from ..random_init import model_id, seeded
-from .backbone import DiTBackbone, SiTBackbone, vae_scale_factor
-from .configs import OriginalShape, infer_original_shape, parse_config_name
-from .convert import check_original_keys, diffusers_config, few_keys, original_to_diffusers
-from .spec import DiTSpec, parse_spec, transformer_folder
+from probekit.core.errors import ProbekitError
+from probekit.core.schedule import DDPMSchedule, FlowMatchingSchedule
+from probekit.models.random_init import model_id, seeded
+from probekit.models.dit.backbone import DiTBackbone, SiTBackbone, vae_scale_factor
+from probekit.models.dit.configs import OriginalShape, infer_original_shape, parse_config_name
+from probekit.models.dit.convert import check_original_keys, diffusers_config, few_keys, original_to_diffusers
+from probekit.models.dit.spec import DiTSpec, parse_spec, transformer_folder
 
 if TYPE_CHECKING:
-    from ..loaders import LoadOptions
+    from probekit.models.loaders import LoadOptions
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...errors import ProbekitError
+from probekit.core.errors import ProbekitError
 
 PREFIX = "dit:"
 TEMB_CHOICES = ("original", "diffusers")

@@ -28,11 +28,11 @@ the network (DiT and SiT twins keep their VAE the same way). A random VAE would 
 space itself.
 """
 
-from .load import PREFIX, load_sd, recognises
-from .mmdit import SD3Backbone
-from .prompt import PromptConditioned, class_prompts
-from .text import CLIPText, PromptEmbeds, SD3Text, SDXLText, TextConditioning
-from .unet import StableDiffusionBackbone
+from probekit.models.sd.load import PREFIX, load_sd, recognises
+from probekit.models.sd.mmdit import SD3Backbone
+from probekit.models.sd.prompt import PromptConditioned, class_prompts
+from probekit.models.sd.text import CLIPText, PromptEmbeds, SD3Text, SDXLText, TextConditioning
+from probekit.models.sd.unet import StableDiffusionBackbone
 
 __all__ = [
     "CLIPText",

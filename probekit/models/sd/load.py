@@ -11,18 +11,18 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from ...errors import ProbekitError
-from ...schedule import DDPMSchedule, FlowMatchingSchedule
-from ..dit.load import _quiet_diffusers
-from ..random_init import model_id as twin_id
-from ..sources import folder_contents, require_existing_folder
-from ..random_init import seeded
-from .mmdit import SD3Backbone
-from .text import CLIPText, SD3Text, SDXLText, TextConditioning
-from .unet import StableDiffusionBackbone
+from probekit.core.errors import ProbekitError
+from probekit.core.schedule import DDPMSchedule, FlowMatchingSchedule
+from probekit.models.dit.load import _quiet_diffusers
+from probekit.models.random_init import model_id as twin_id
+from probekit.models.sources import folder_contents, require_existing_folder
+from probekit.models.random_init import seeded
+from probekit.models.sd.mmdit import SD3Backbone
+from probekit.models.sd.text import CLIPText, SD3Text, SDXLText, TextConditioning
+from probekit.models.sd.unet import StableDiffusionBackbone
 
 if TYPE_CHECKING:
-    from ..loaders import LoadOptions
+    from probekit.models.loaders import LoadOptions
 
 PREFIX = "sd:"
 #: the grid of SD3's flow-matching schedule: t = 0..1000, noise fraction t / 1000

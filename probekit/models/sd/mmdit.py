@@ -13,11 +13,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...schedule import NoiseSchedule
-from ...types import GridPoint
-from ..dit.backbone import LatentTransformerBackbone
-from .prompt import PromptConditioned
-from .text import TextConditioning
+from probekit.core.schedule import NoiseSchedule
+from probekit.core.types import GridPoint
+from probekit.models.dit.backbone import LatentTransformerBackbone
+from probekit.models.sd.prompt import PromptConditioned
+from probekit.models.sd.text import TextConditioning
 
 
 class SD3Backbone(PromptConditioned, LatentTransformerBackbone):

@@ -12,8 +12,8 @@ from typing import Sequence
 
 import torch
 
-from ...errors import ProbekitError
-from .text import PromptEmbeds, TextConditioning
+from probekit.core.errors import ProbekitError
+from probekit.models.sd.text import PromptEmbeds, TextConditioning
 
 PLACEHOLDER = "class"
 

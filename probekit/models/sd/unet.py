@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...errors import ProbekitError
-from ...schedule import NoiseSchedule
-from ...types import GridPoint
-from ..unet import UNetBackbone
-from ..vae import encode_mean, vae_scale_factor
-from .prompt import PromptConditioned
-from .text import SDXLText, TextConditioning
+from probekit.core.errors import ProbekitError
+from probekit.core.schedule import NoiseSchedule
+from probekit.core.types import GridPoint
+from probekit.models.unet import UNetBackbone
+from probekit.models.vae import encode_mean, vae_scale_factor
+from probekit.models.sd.prompt import PromptConditioned
+from probekit.models.sd.text import SDXLText, TextConditioning
 
 #: the number of SDXL ``time_ids``: original size, crop top-left, target size
 TIME_IDS = 6

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.models import load_backbone
 from probekit.models.sd import SD3Backbone
-from probekit.pooling import Pooling
+from probekit.core.pooling import Pooling
 
-from .conftest import SCALE, SHIFT, clip_ids
+from tests.models.sd.conftest import SCALE, SHIFT, clip_ids
 
 NAMES = ["transformer_blocks.0", "transformer_blocks.2"]  # the last block returns no text tokens
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from probekit.cache import FeatureCache
+from probekit.features.cache import FeatureCache
 from probekit.cli import main
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.models import load_backbone
 from probekit.models.sd import class_prompts
-from probekit.noise import sample_noise, split_seed
-from probekit.pooling import Pooling
+from probekit.core.noise import sample_noise, split_seed
+from probekit.core.pooling import Pooling
 
 
 def test_class_names_fill_the_template():

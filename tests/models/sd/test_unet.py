@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from probekit.errors import ProbekitError
+from probekit.core.errors import ProbekitError
 from probekit.models import load_backbone
 from probekit.models.sd import StableDiffusionBackbone
-from probekit.pooling import Pooling
+from probekit.core.pooling import Pooling
 
-from .conftest import SCALE, clip_ids
+from tests.models.sd.conftest import SCALE, clip_ids
 
 
 def _images(n=2, seed=1):

@@ -1,0 +1,1 @@
+"""The small shared core: types, noise schedules, noise, pooling, precision, errors."""

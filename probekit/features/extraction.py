@@ -1,0 +1,601 @@
+"""Backbone x dataset x noise grid -> pooled features -> FeatureCache.
+
+For each batch of clean images and each (grid point, draw), one forward captures every requested
+layer. Noise comes from :mod:`probekit.core.noise` keyed by (split seed, sample id, t, draw), so features
+do not depend on the batch size or order.
+Writes happen on a background thread while the next batch computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from probekit.features.cache import WRITE_BUFFER_BYTES, CacheLayout, CacheWriter, FeatureCache, SplitLabels
+from probekit.data import ImageDataset, fit_images
+from probekit.data.resize import sized_dataset
+from probekit.features.distributed import current_rank
+from probekit.core.errors import ProbekitError
+from probekit.features.host_pipeline import Converter, auto_workers, host_batches
+from probekit.features.latents import LatentStore, view_name
+from probekit.models.backbone import Backbone
+from probekit.models.layers import select_layers
+from probekit.core.noise import sample_noise, split_seed
+from probekit.features.output_lock import exclusive_output
+from probekit.core.pooling import Pooling
+from probekit.core.precision import PRECISION_CHOICES, resolve_precision
+from probekit.core.schedule import GridPoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractConfig:
+    """What to extract. ``timesteps`` are the schedule's own indices; None means its default grid."""
+
+    timesteps: Sequence[int] | None = None
+    layers: str | Sequence[str] | None = None
+    draws: int = 1
+    #: augmented views (crop + flip) of each train image, besides the clean one (view 0)
+    views: int = 0
+    seed: int = 0
+    batch_size: int = 64
+    pooling: str = "gap"
+    #: storage type of the features; None: float16 for spatial pooling (spatialS), else float32
+    dtype: str | None = None
+    fit: str = "auto"
+    #: decode every image at this square side (shorter side resized, centre crop); None: only
+    #: datasets of mixed image sizes are, at the model's input side (probekit.data.resize)
+    image_size: int | None = None
+    #: splits extracted when the dataset has them ("val": a dataset's own validation split)
+    splits: Sequence[str] = field(default=("train", "val", "test"))
+    #: auto (bf16 only where the device runs it natively and faster, see probekit.core.precision), fp32,
+    #: or bf16 / fp16 autocast around each forward; pooling stays float32 and so do the stored features
+    precision: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    #: processes that decode, resize, augment and convert batches beside the forward
+    #: (probekit.features.host_pipeline); None: auto_workers (0 for in-memory data at its size)
+    workers: int | None = None
+    #: folder of stored VAE latents (probekit.features.latents); None: ``latents/`` beside the output file
+    latent_cache: str | None = None
+    #: keep and reuse VAE latents (latent models only)
+    store_latents: bool = True
+    #: bytes of activations the VAE encoder may hold per call; None: probekit.models.vae.default_budget
+    vae_memory: int | None = None
+    #: bytes the features of the batches in flight may take (the batch computing plus the writes
+    #: queued behind it); the batch size is lowered to fit. None: no limit
+    max_memory: int | None = None
+
+
+#: batches whose features can be held at once: the one computing and the writer's queue
+_BATCHES_IN_FLIGHT = 3
+
+
+def feature_budget(
+    widths: Mapping[str, int], grid_points: int, slots: Mapping[str, int], samples: Mapping[str, int],
+    dtype: str, draws: int, batch_size: int,
+) -> tuple[int, int]:
+    """(disk bytes of the features, float32 bytes one batch of features holds in memory).
+
+    A train batch holds every grid point x (view, draw) slot of the split with the most slots;
+    up to :data:`_BATCHES_IN_FLIGHT` such batches are held at once (the activations of the
+    forward itself are not counted).
+    """
+    width = sum(widths.values())
+    disk = grid_points * width * np.dtype(dtype).itemsize * sum(slots[s] * samples[s] for s in samples)
+    batch = grid_points * max(slots.values()) * batch_size * width * 4
+    return disk, batch
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 2**30:.2f} GiB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.1f} MiB"
+
+
+def _fit_batch_size(batch_bytes_per_image: int, batch_size: int, budget: int | None) -> int:
+    """The largest batch size <= ``batch_size`` whose in-flight features fit ``budget`` bytes."""
+    if budget is None:
+        return batch_size
+    fitting = budget // (_BATCHES_IN_FLIGHT * batch_bytes_per_image)
+    if fitting < 1:
+        raise ProbekitError(
+            f"--max-memory {budget / 2**20:.0f} MiB cannot hold the features of even one image in flight "
+            f"({_BATCHES_IN_FLIGHT} x {batch_bytes_per_image / 2**20:.1f} MiB): raise it, or select fewer --layers, "
+            "grid points or a smaller spatialS"
+        )
+    return int(min(batch_size, fitting))
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class ExtractPlan:
+    """The resolved grid and layers (what ``extract`` will actually run)."""
+
+    grid: list[GridPoint]
+    layers: list[str]
+    pooling: Pooling
+
+
+def plan_extraction(backbone: Backbone, config: ExtractConfig) -> ExtractPlan:
+    """Validate and resolve the config against the backbone; raises ProbekitError on bad input."""
+    if config.draws < 1:
+        raise ProbekitError(f"--draws must be at least 1, got {config.draws}")
+    if config.views < 0:
+        raise ProbekitError(f"--views must be 0 (clean images only) or more, got {config.views}")
+    if config.batch_size < 1:
+        raise ProbekitError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if config.workers is not None and config.workers < 0:
+        raise ProbekitError(f"--workers must be 0 (decode in the main process) or more, got {config.workers}")
+    if config.precision not in PRECISION_CHOICES:
+        raise ProbekitError(f"unknown --precision {config.precision!r}: use {', '.join(PRECISION_CHOICES)}")
+    timesteps = list(config.timesteps) if config.timesteps is not None else backbone.schedule.default_grid()
+    if not timesteps:
+        raise ProbekitError("empty timestep list: give --timesteps t1,t2,... or --grid")
+    if len(set(timesteps)) != len(timesteps):
+        raise ProbekitError(f"repeated timesteps in {timesteps}: list each once")
+    grid = sorted(backbone.schedule.points(timesteps), key=lambda point: point.t)
+    layers = select_layers(backbone.layers(), config.layers)
+    return ExtractPlan(grid=grid, layers=layers, pooling=Pooling.parse(config.pooling))
+
+
+def _batch_features(
+    backbone: Backbone,
+    x0: torch.Tensor,
+    ids: np.ndarray,
+    plan: ExtractPlan,
+    draws: int,
+    seed: int,
+    on_forward: Callable[[int], object] | None = None,
+    precision: str = "fp32",
+    view: int = 0,
+    labels: torch.Tensor | None = None,
+    encoded: bool = False,
+) -> dict[str, np.ndarray]:
+    """{layer: (T, K, B, D)} for one batch of clean inputs ``x0`` (already on the device).
+
+    ``seed`` is the split's noise seed (:func:`probekit.core.noise.split_seed`). The batch is encoded
+    once (:meth:`Backbone.encode`; not when ``encoded``: ``x0`` is then the encoding already) and
+    the encoding is noised at every grid point. ``labels`` (B,) go to every forward
+    (label-conditioned backbones read them, the others ignore them).
+    """
+    if not encoded:
+        x0 = backbone.encode(x0)
+    per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in plan.layers}
+    for point in plan.grid:
+        for draw in range(draws):
+            if point.alpha_bar >= 1.0:
+                x_noisy = x0
+            else:
+                noise = sample_noise(x0.shape[1:], ids, seed=seed, t=point.t, draw=noise_draw(view, draw), device=x0.device)
+                x_noisy = backbone.schedule.add_noise(x0, noise, point)
+            with _autocast(x0.device, precision):
+                feats = backbone.features(x_noisy, point, plan.layers, plan.pooling, labels)
+            for name in plan.layers:
+                per_layer[name].append(feats[name].float())
+            if on_forward is not None:
+                on_forward(len(ids))
+    shape = (len(plan.grid), draws)
+    return {
+        name: torch.stack(values).reshape(*shape, *values[0].shape).cpu().numpy() for name, values in per_layer.items()
+    }
+
+
+def noise_draw(view: int, draw: int) -> int:
+    """The noise key of (view, draw): the draw itself on the clean view (so caches without views
+    are unchanged), and a number no clean draw reaches on an augmented view (fresh noise per view,
+    as DDAE draws for each augmented image)."""
+    return draw if view == 0 else (view << 32) | draw
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    try:
+        return torch.autocast(device_type=device.type, dtype=dtype)
+    except RuntimeError as err:
+        raise ProbekitError(f"--precision {precision} is not supported on {device.type} ({err}); use fp32") from err
+
+
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:  # noqa: ANN001
+    """FLOPs of softmax(Q K^T) V in the CPU fused-attention kernel: 2 B H L S E for Q K^T plus
+    2 B H L S Ev for the product with V, the count torch gives its GPU attention kernels."""
+    batch, heads, queries, dim = query_shape
+    return 2 * batch * heads * queries * key_shape[-2] * (dim + value_shape[-1])
+
+
+# Kernels that torch.utils.flop_counter does not list: without this, every attention layer of a
+# model run on the CPU counts as zero FLOPs (8 % of the shipped UNet's work, 30 % of its time).
+_UNLISTED_FLOPS = {
+    op: _cpu_attention_flops
+    for op in [getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)]
+    if op is not None
+}
+
+
+def flop_counter() -> "torch.utils.flop_counter.FlopCounterMode":
+    """``torch.utils.flop_counter.FlopCounterMode`` (no display) that also counts the kernels
+    torch does not list (CPU attention): the counter ``probekit extract`` records FLOPs with."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False, custom_mapping=_UNLISTED_FLOPS)
+
+
+@dataclass
+class Probe:
+    """What extraction learns before its first batch: pooled widths per layer, and the FLOPs per
+    image of one hooked forward (at one grid point) and of the latent encoder (0 for pixel-space
+    models); FLOPs are None when they could not be counted."""
+
+    widths: dict[str, int]
+    forward_flops: int | None
+    encode_flops: int | None
+
+
+def _probe_forward(
+    backbone: Backbone, x0: torch.Tensor, plan: ExtractPlan, precision: str, labels: torch.Tensor | None = None
+) -> Probe:
+    """Widths and FLOPs per image from the forward extraction runs, on one image ``x0``.
+
+    Counted by ``torch.utils.flop_counter`` (matmuls, convolutions, attention, including the CPU
+    attention kernel it does not list) on fake tensors: shapes flow through the network but no
+    arithmetic is done and no activation memory is taken, so opening a large model costs no extra
+    forward. The encoder (run once per image and view) and the hooked forward (once per grid
+    point and draw, stopping after the deepest requested layer) are counted apart. Where fake
+    tensors cannot trace the model, one real forward of ``x0`` is counted instead (with a log line);
+    where that cannot be counted either, FLOPs are None and the widths come from a plain forward.
+    """
+    try:
+        return _count(backbone, x0, plan, precision, labels, fake=True)
+    except (ProbekitError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001 -- counting is a report, never a reason to fail extraction
+        log.info("fake tensors could not trace the model (%s): counting on one real forward", _first_line(err))
+    try:
+        return _count(backbone, x0, plan, precision, labels, fake=False)
+    except (ProbekitError, torch.OutOfMemoryError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001
+        log.info("could not count the forward's FLOPs (%s)", _first_line(err))
+    with torch.no_grad(), _autocast(x0.device, precision):
+        feats = backbone.features(backbone.encode(x0), plan.grid[0], plan.layers, plan.pooling, labels)
+    return Probe({name: int(values.shape[-1]) for name, values in feats.items()}, None, None)
+
+
+def _count(
+    backbone: Backbone, x0: torch.Tensor, plan: ExtractPlan, precision: str, labels: torch.Tensor | None, *, fake: bool
+) -> Probe:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
+    with torch.no_grad(), mode:
+        x = torch.empty_like(x0) if fake else x0
+        with flop_counter() as counter:
+            latent = backbone.encode(x)
+        encode = int(counter.get_total_flops()) // len(x0)
+        with _autocast(x.device, precision), flop_counter() as counter:
+            feats = backbone.features(latent, plan.grid[0], plan.layers, plan.pooling, labels)
+        forward = int(counter.get_total_flops()) // len(x0)
+        widths = {name: int(values.shape[-1]) for name, values in feats.items()}
+    return Probe(widths, forward, encode)
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _latent_store(
+    backbone: Backbone, config: ExtractConfig, out: Path, fit_record: dict, dataset: ImageDataset
+) -> LatentStore | None:
+    """The store of this backbone's latents for these images, or None (no encoder, or not wanted)."""
+    encoder = backbone.encoder_sha256()
+    if encoder is None or not config.store_latents:
+        return None
+    fields = {
+        "encoder_sha256": encoder,
+        "input": fit_record,
+        "channels_last": config.channels_last,
+        "dataset": dataset.name,
+        "dataset_source": dataset.source,
+        "dataset_info": dataset.info,
+        "device": backbone.device.type,
+    }
+    rank = current_rank()
+    suffix = "" if rank is None else f".rank{rank.rank}-of-{rank.world_size}"
+    store = LatentStore(Path(config.latent_cache) if config.latent_cache else out.parent / "latents", fields, suffix)
+    log.info("latents: stored in %s", store.path)
+    return store
+
+
+def _encoded(
+    backbone: Backbone, x0: torch.Tensor, store: LatentStore | None, split: str, view: str, ids: np.ndarray
+) -> tuple[torch.Tensor, int]:
+    """The encoding of ``x0`` and how many images the encoder ran on (0 when the store had them all)."""
+    if store is not None:
+        found = store.get(split, view, ids)
+        if found is not None:
+            return found.to(x0.device), 0
+    with torch.no_grad():
+        latent = backbone.encode(x0)
+    if store is not None:
+        store.put(split, view, ids, latent)
+    return latent, len(ids)
+
+
+def _as_pair(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _labels(labels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Class ids as the (B,) int64 tensor the backbones take."""
+    return torch.as_tensor(np.asarray(labels, dtype=np.int64), device=device)
+
+
+def _part(labels: torch.Tensor | None, part: slice) -> torch.Tensor | None:
+    return None if labels is None else labels[part]
+
+
+def _prepare(backbone: Backbone, images: np.ndarray, fit: str, channels_last: bool = False) -> tuple[torch.Tensor, dict]:
+    x, how = fit_images(
+        images, size=backbone.input_size, channels=backbone.input_channels, value_range=backbone.value_range, fit=fit
+    )
+    x = x.to(backbone.device)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, how
+
+
+def _features_halving_on_oom(
+    backbone: Backbone, x0: torch.Tensor, ids: np.ndarray, plan: ExtractPlan, config: ExtractConfig, seed: int, bar: tqdm,
+    view: int = 0, labels: torch.Tensor | None = None, encoded: bool = False,
+) -> dict[str, np.ndarray]:
+    """Features of one batch; on out-of-memory the batch is split in halves (recursively) and retried.
+
+    Noise is keyed per sample, so the halves give the same features as the whole batch would.
+    """
+    counted = 0
+
+    def on_forward(n: int) -> None:
+        nonlocal counted
+        counted += n
+        bar.update(n)
+
+    try:
+        return _batch_features(backbone, x0, ids, plan, config.draws, seed, on_forward, config.precision, view, labels, encoded)
+    except torch.OutOfMemoryError:
+        bar.update(-counted)
+        if x0.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(ids) == 1:
+            raise ProbekitError(
+                "out of memory even at batch size 1: select fewer --layers, use --precision bf16, or a larger device"
+            ) from None
+        half = (len(ids) + 1) // 2
+        log.warning("out of memory at batch size %d: retrying in halves of %d", len(ids), half)
+        parts = [
+            _features_halving_on_oom(backbone, x0[:half], ids[:half], plan, config, seed, bar, view, _part(labels, slice(None, half)), encoded),
+            _features_halving_on_oom(backbone, x0[half:], ids[half:], plan, config, seed, bar, view, _part(labels, slice(half, None)), encoded),
+        ]
+        return {name: np.concatenate([part[name] for part in parts], axis=2) for name in parts[0]}
+
+
+def extract(
+    backbone: Backbone,
+    dataset: ImageDataset,
+    out: str | Path,
+    config: ExtractConfig = ExtractConfig(),
+    *,
+    command: str = "",
+    overwrite: bool = False,
+    progress: bool = True,
+    write_buffer: int = WRITE_BUFFER_BYTES,
+) -> Path:
+    """Extract features of every requested layer at every grid point for ``dataset`` into ``out``.
+
+    Returns the path of the finished cache. The file carries ``complete=True`` only when every
+    sample was written; an interrupted run (Ctrl-C, SIGTERM, ``kill -9``) leaves ``complete=False``
+    behind, and calling ``extract`` again with the same arguments continues it: samples already
+    written are skipped and the finished file equals an uninterrupted run's. ``overwrite`` starts
+    over instead; an existing *complete* cache is only replaced with ``overwrite``.
+    ``write_buffer`` (bytes) bounds the samples held back until they fill whole chunks
+    (:func:`probekit.features.cache.chunk_rows`): a larger buffer, larger chunks, fewer flushes.
+    """
+    out = Path(out)
+    plan = plan_extraction(backbone, config)
+    # Resolved once; the cache records the precision actually used (never "auto").
+    config = replace(config, precision=resolve_precision(config.precision, backbone.device))
+    log.info("precision: %s", config.precision)
+    dataset, resized = sized_dataset(dataset, config.image_size, backbone.image_size)
+    if resized is not None:
+        log.info("images decoded at %dx%d: %s, %s crop", resized["size"], resized["size"], resized["resize"], resized["crop"])
+    splits = {name: dataset.splits[name] for name in config.splits if name in dataset.splits}
+    for name, split in splits.items():
+        if len(split.labels) == 0:
+            raise ProbekitError(f"the {name} split of {dataset.name} is empty: check the data path or the --*-limit options")
+    if out.is_dir():
+        raise ProbekitError(f"--out {out} is a folder: give the path of an .h5 file to write")
+    if not out.parent.exists():
+        raise ProbekitError(f"output folder {out.parent} does not exist: create it or choose another --out")
+    # One writer per file: a second extraction into the same --out refuses here, before any work.
+    with exclusive_output(out) as lock_fd:
+        return _extract_locked(backbone, dataset, out, config, plan, splits, resized, lock_fd,
+                               command=command, overwrite=overwrite, progress=progress, write_buffer=write_buffer)
+
+
+def _extract_locked(
+    backbone: Backbone, dataset: ImageDataset, out: Path, config: ExtractConfig, plan: ExtractPlan,
+    splits: dict, resized: dict | None, lock_fd: int, *, command: str, overwrite: bool, progress: bool, write_buffer: int,
+) -> Path:
+    """:func:`extract` once the output's lock is held."""
+
+    # One forward of one real sample gives the pooled widths and the record of how images were fitted.
+    first = next(iter(splits.values()))
+    applied = backbone.speed_up(channels_last=config.channels_last, compile=config.compile)
+    if applied:
+        log.info("speed-ups: %s", ", ".join(applied))
+    x_probe, fit_record = _prepare(backbone, first.read(slice(0, 1)), config.fit, config.channels_last)
+    if resized is not None:
+        fit_record["resize"] = resized  # in the resume plan: another size is other work
+    counted_at = time.perf_counter()
+    probe = _probe_forward(backbone, x_probe, plan, config.precision, _labels(first.labels[:1], backbone.device))
+    widths, flops_per_image, encode_flops = probe.widths, probe.forward_flops, probe.encode_flops
+    log.info("start-up: FLOPs counted in %.2f s", time.perf_counter() - counted_at)
+    layer_infos = [layer for layer in backbone.layers() if layer.name in plan.layers]
+    dtype = config.dtype or ("float16" if plan.pooling.spatial else "float32")
+
+    hashed_at = time.perf_counter()
+    model_sha256 = backbone.weights_sha256()
+    log.info("start-up: weights identified in %.2f s%s", time.perf_counter() - hashed_at,
+             "" if backbone.weights_key else " (not remembered: the weights are not all local files)")
+    if config.vae_memory is not None:
+        if config.vae_memory < 1:
+            raise ProbekitError(f"--vae-memory must be a positive number of GiB, got {config.vae_memory / 2**30:g}")
+        backbone.vae_budget = config.vae_memory
+    layout = CacheLayout(
+        attrs={
+            "command": command,
+            "model_id": backbone.model_id,
+            "model_sha256": model_sha256,
+            "framework": backbone.framework,
+            "schedule": backbone.schedule.describe(),
+            "dataset": dataset.name,
+            "dataset_source": dataset.source,
+            "dataset_info": dataset.info,
+            "fit": fit_record,
+            "seed": config.seed,
+            "pooling": plan.pooling.name,
+            "precision": config.precision,
+            "value_range": list(backbone.value_range),
+            **({"flops_per_image": flops_per_image} if flops_per_image is not None else {}),
+            **({"encode_flops_per_image": encode_flops} if encode_flops else {}),
+            **backbone.cache_attrs(),
+        },
+        grid=plan.grid,
+        layers=layer_infos,
+        widths=widths,
+        splits={name: SplitLabels(split.labels, split.index) for name, split in splits.items()},
+        class_names=list(dataset.class_names),
+        draws=config.draws,
+        dtype=dtype,
+        views=config.views if "train" in splits else 0,
+        spatial_side=plan.pooling.k if plan.pooling.spatial else 0,
+    )
+    slots = {name: layout.slots(name) for name in splits}
+    disk, batch_bytes = feature_budget(widths, len(plan.grid), slots, {n: len(s.labels) for n, s in splits.items()},
+                                       dtype, config.draws, config.batch_size)
+    per_image = batch_bytes // config.batch_size
+    batch_size = _fit_batch_size(per_image, config.batch_size, config.max_memory)
+    if batch_size < config.batch_size:
+        log.info("batch size %d -> %d to keep the features in flight within --max-memory", config.batch_size, batch_size)
+        config = replace(config, batch_size=batch_size)
+    log.info(
+        "budget: %s of %s features on disk; %s of float32 features per batch of %d in memory, up to %d batches in flight",
+        _size(disk), dtype, _size(per_image * batch_size), batch_size, _BATCHES_IN_FLIGHT,
+    )
+    total = sum(len(split.labels) * layout.slots(name) for name, split in splits.items()) * len(plan.grid)
+    workers = auto_workers(list(splits.values())) if config.workers is None else config.workers
+    convert = Converter(_as_pair(backbone.input_size), backbone.input_channels, tuple(backbone.value_range), config.fit, config.channels_last)
+    log.info("host pipeline: %s", f"{workers} worker processes" if workers else "in the main process (--workers 0)")
+    log.info(
+        "extracting %d layers x %d grid points x %d draws%s for %s -> %s",
+        len(plan.layers), len(plan.grid), config.draws,
+        f" x (1 + {layout.views} augmented train views)" if layout.views else "",
+        ", ".join(f"{k}={len(v.labels)}" for k, v in splits.items()), out,
+    )
+    encodes = sum(len(split.labels) * (layout.slots(name) // config.draws) for name, split in splits.items())
+    if flops_per_image:
+        encoder = f" + {encodes} image-view encodes x {encode_flops / 1e9:.3g} GFLOP" if encode_flops else ""
+        log.info(
+            "work: %d image x grid-point forwards x %.3g GFLOP%s = %.3g TFLOP",
+            total, flops_per_image / 1e9, encoder, (total * flops_per_image + encodes * (encode_flops or 0)) / 1e12,
+        )
+    store = _latent_store(backbone, config, out, fit_record, dataset)
+    try:
+        writer = CacheWriter(out, layout, resume=not overwrite, buffer_bytes=write_buffer, lock_fd=lock_fd)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+    done = {name: writer.done(name) for name in splits}
+    already = sum(int(flags.sum()) for flags in done.values())
+    if already:
+        log.info("resuming %s: %d of %d samples already written", out, already, sum(len(f) for f in done.values()))
+    complete, computed = False, 0  # computed: image x grid point x draw forwards run by this call
+    encoded = 0  # image views the encoder ran on in this call
+    end_attrs: dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        with tqdm(total=total, unit="fwd", desc="extract", disable=not progress, smoothing=0.1) as bar:
+            for split_name, split in splits.items():
+                bar.set_postfix_str(split_name)
+                seed = split_seed(config.seed, split_name)
+                pending = []
+                for start in range(0, len(split.labels), config.batch_size):
+                    stop = min(start + config.batch_size, len(split.labels))
+                    if done[split_name][start:stop].all():
+                        bar.update((stop - start) * len(plan.grid) * layout.slots(split_name))
+                    else:
+                        pending.append((start, stop))
+                batches = host_batches(
+                    split, pending, layout.slots(split_name) // config.draws, seed=config.seed, split_name=split_name,
+                    convert=convert, device=backbone.device, workers=workers,
+                )
+                for batch, views in batches:
+                    start, stop, ids = batch.start, batch.stop, batch.ids
+                    labels = _labels(batch.labels, backbone.device)
+                    per_view = []
+                    for view, x0 in enumerate(views):
+                        latent, fresh = _encoded(backbone, x0, store, split_name, view_name(view, config.seed), ids)
+                        encoded += fresh
+                        per_view.append(_features_halving_on_oom(backbone, latent, ids, plan, config, seed, bar, view, labels, True))
+                    feats = per_view[0] if len(per_view) == 1 else {
+                        name: np.concatenate([part[name] for part in per_view], axis=1) for name in per_view[0]
+                    }
+                    writer.write_batch(split_name, start, feats)
+                    computed += (stop - start) * len(plan.grid) * layout.slots(split_name)
+        complete = True
+        elapsed = time.perf_counter() - started
+        # A backbone with no floating-point work (pixels) has no rate worth logging.
+        if store is not None:
+            log.info("latents: encoder ran on %d image views, skipped for %d found in %s", encoded, store.hits, store.path)
+        if flops_per_image and computed:
+            work = flops_per_image * computed + (encode_flops or 0) * encoded
+            end_attrs["achieved_flops"] = work / elapsed
+            log.info(
+                "forward: %.3g GFLOP per image and grid point%s; achieved %.3g GFLOP/s over %d forwards%s "
+                "(wall time, including decoding, noise, hooks and writes)",
+                flops_per_image / 1e9, f", encoder {encode_flops / 1e9:.3g} GFLOP per image view" if encode_flops else "",
+                end_attrs["achieved_flops"] / 1e9, computed, f" and {encoded} encodes" if encode_flops else "",
+            )
+    finally:
+        writer.close(complete=complete, attrs=end_attrs)
+        if store is not None:
+            store.close()
+    log.info("wrote %s in %.1f s", out, time.perf_counter() - started)
+    _warn_nonfinite(out)
+    return out
+
+
+def _warn_nonfinite(out: Path) -> None:
+    """Warn about cells whose pooled features hold NaN or inf (counted while writing)."""
+    with FeatureCache(out) as cache:
+        bad = cache.nonfinite()
+    if bad:
+        cells = ", ".join(f"t={t} {layer} ({count})" for (t, layer), count in sorted(bad.items())[:6])
+        more = f" and {len(bad) - 6} more" if len(bad) > 6 else ""
+        log.warning(
+            "non-finite features (NaN/inf values) in %d cells: %s%s; probing skips them. Check the model and "
+            "--precision (float16 VAEs overflow); `probekit info %s` lists them all", len(bad), cells, more, out,
+        )
