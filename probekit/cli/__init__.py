@@ -1,0 +1,92 @@
+"""The ``probekit`` command: argument parsing, one module per command group, each command a thin
+call into the library (its work lives in the stage packages: features, probes, evaluate,
+analyses, plots, train)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from typing import Callable, NoReturn, Sequence
+
+from probekit.cli import analyses, dense, features, plots, probes, run, train
+from probekit.cli.common import Interrupted
+from probekit.core.errors import ProbekitError
+
+
+DESCRIPTION = """\
+Which layer, at which noise level, holds the most linearly separable features of a diffusion model?
+probekit extracts pooled features over a (timestep x layer) grid into an HDF5 cache, probes every
+cell (choosing on a validation split, reporting on test), compares models with paired tests and
+draws the heatmaps. `probekit COMMAND --help` describes each command."""
+
+EXAMPLES = """\
+examples:
+  probekit run --config experiments/demo.yaml          # the whole question, one command
+  probekit layers --model checkpoints/fashion-mnist-ddpm
+  probekit extract --model checkpoints/fashion-mnist-ddpm --data fashion-mnist --grid --out feats.h5
+  probekit probe --cache feats.h5 --out results.csv
+  probekit plot --results results.csv --out figures/
+  probekit compare --results results.csv results_pixels.csv"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with probekit's one-line errors, and negative timestep lists read as values."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # `--timesteps -5,10` is a (bad) value, not an option: let it reach the range check.
+        self._negative_number_matcher = re.compile(r"^-\d+(,-?\d+)*$|^-\d*\.\d+$")
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"probekit: error: {message}; see `{self.prog} --help`\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="probekit", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    features.register(sub)
+    probes.register(sub)
+    analyses.register(sub)
+    plots.register(sub)
+    train.register(sub)
+    dense.register(sub)
+    run.register(sub)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    # Progress messages go to stdout, so stderr carries errors only (one line each).
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    run: Callable[[argparse.Namespace], None] = args.run
+    try:
+        run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below, not at interpreter exit
+    except ProbekitError as err:
+        if args.debug:
+            raise
+        print(f"probekit: error: {err}", file=sys.stderr)
+        return 2
+    except Interrupted as err:
+        print(f"probekit: interrupted: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("probekit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`probekit info x | head`): stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    return 0
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())
