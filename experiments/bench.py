@@ -55,7 +55,8 @@ from probekit.models.backbone import Backbone
 from probekit.core.noise import sample_noise, split_seed
 from probekit.core.precision import machine_description
 from probekit.probes import CellScore, run_probe
-from probekit.probes.run import Cell, ProbeRunConfig, cell_infos, load_cells
+from probekit.features.group import Cell, cell_infos, load_cells
+from probekit.probes.run import ProbeRunConfig
 from probekit.core.schedule import GridPoint
 
 DEFAULT_MODEL = "checkpoints/fashion-mnist-ddpm"  # the shipped checkpoint: trained features make the bf16 accuracy change meaningful

@@ -11,8 +11,8 @@ from pathlib import Path
 from probekit.features.cache import FeatureCache
 from probekit.core.errors import ProbekitError
 from probekit.plots import plot_tsne
-from probekit.probes.run import ProbeRunConfig, best_cell, run_probes
-from probekit.evaluate.results import read_table
+from probekit.probes.run import ProbeRunConfig, run_probes
+from probekit.evaluate.results import best_cell, read_table
 
 
 def tsne_of_cell(
@@ -35,7 +35,7 @@ def tsne_of_cell(
         with FeatureCache(cache_path) as cache:
             model = str(cache.attrs.get("model_id"))
         table = read_table(results) if results else run_probes(cache_path, ProbeRunConfig(probes=("linear",)), progress=False)
-        best_t, best_layer = best_cell(table, probe="linear", model=model)
+        best_t, best_layer = best_cell(table, probe="linear", model=model, source=str(results or "the linear probe run"))
         t = best_t if t is None else t
         layer = best_layer if layer is None else layer
     with FeatureCache(cache_path) as cache:

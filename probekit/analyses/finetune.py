@@ -411,16 +411,7 @@ def _write_curves(curves: list[dict], out: Path) -> None:
 
 
 def cell_from_results(path: str | Path, probe: str = "linear") -> tuple[int, str]:
-    """(t, layer) of the val-chosen best ``probe`` cell of a results table; refuses a table without val rows."""
-    from probekit.evaluate.results import best_cells, read_table
+    """(t, layer) of the val-chosen best ``probe`` cell of a results table (:func:`~probekit.evaluate.results.best_cell`)."""
+    from probekit.evaluate.results import best_cell, read_table
 
-    table = read_table(path)
-    rows = table[table["probe"] == probe]
-    if rows.empty:
-        raise ProbekitError(f"{path} has no rows of probe {probe!r} (its probes: {', '.join(sorted(table['probe'].unique()))})")
-    if rows["model"].nunique() > 1:
-        raise ProbekitError(f"{path} holds several models: give --timestep and --layer")
-    best = best_cells(rows, "top1").iloc[0]
-    if best["chosen_on"] != "val":
-        raise ProbekitError(f"{path} has no validation rows: probe with a validation split (--val-fraction > 0) first")
-    return int(best["t"]), str(best["layer"])
+    return best_cell(read_table(path), probe=probe, source=str(path))

@@ -206,7 +206,7 @@ def fuse_cache(cache_paths: str | Path | Sequence[str | Path], results_path: str
                config: FusionConfig = FusionConfig(), *, progress: bool = False) -> FusionResult:  # fmt: skip
     """Both fusion probes on a cache, the cells ranked by ``config.probe``'s val accuracy in
     ``results_path`` (the results of ``probekit probe`` on the same cache)."""
-    from probekit.probes.run import CacheGroup  # run imports the registry; keep this module light
+    from probekit.features.group import CacheGroup
 
     paths = [cache_paths] if isinstance(cache_paths, (str, Path)) else list(cache_paths)
     results = read_table(results_path)

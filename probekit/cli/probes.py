@@ -10,9 +10,8 @@ from probekit.cli.common import float_list, int_list, memory_budget, resolve_dev
 def cmd_probe(args: argparse.Namespace) -> None:
     from probekit.evaluate.predictions import predictions_path, write_predictions
     from probekit.evaluate.results import format_summary, write_table
-    from probekit.features.distributed import current_rank, init_process_group
     from probekit.probes import ProbeSettings
-    from probekit.probes.run import ProbeRunConfig, probe_cache
+    from probekit.probes.run import ProbeRunConfig, probe_launched
 
     config = ProbeRunConfig(
         probes=[p.strip() for p in args.probes.split(",") if p.strip()],
@@ -36,15 +35,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
         write_table(table, args.out)
         print(f"wrote {args.out} (label budgets {args.labels_per_class}; draw it with `probekit plot --results {args.out} ...`)")
         return
-    rank = current_rank()
-    if rank is not None:
-        # Under torchrun: each rank probes a share of the cells; rank 0 writes the one table. The
-        # results are small numpy arrays gathered through gloo whatever device the probes run on.
-        init_process_group("cpu")
-    results = probe_cache(args.cache, config, progress=not args.quiet and rank is None,
-                          max_memory=memory_budget(args.max_memory),
-                          rank=None if rank is None else (rank.rank, rank.world_size))
-    if rank is not None and rank.rank != 0:
+    results = probe_launched(args.cache, config, progress=not args.quiet, max_memory=memory_budget(args.max_memory))
+    if results is None:  # a torchrun rank other than 0: rank 0 writes the table
         return
     write_table(results.table, args.out)
     sidecar = write_predictions(predictions_path(args.out), results.predictions)

@@ -165,6 +165,32 @@ def best_cells(table: pd.DataFrame, metric: str = "top1", *, choose_on: str = "v
     return best.sort_values(["model", "dataset", "probe"], kind="mergesort").reset_index(drop=True)
 
 
+def best_cell(
+    table: pd.DataFrame, *, probe: str = "linear", model: str | None = None, require_val: bool = True, source: str = "the results table",
+) -> tuple[int, str]:
+    """(t, layer) of the best top-1 cell of one probe of one model, as :func:`best_cells` chooses it.
+
+    The policy, the same for every caller: the table must hold rows of ``probe``; of one model,
+    or of ``model`` when it is named; and, with ``require_val``, the choice must have been made
+    on a validation split (a choice made on test would make any later test number optimistic).
+    Anything else is refused with a :class:`ProbekitError` naming ``source``; nothing falls back.
+    """
+    rows = table[table["probe"] == probe]
+    if rows.empty:
+        raise ProbekitError(f"{source} has no rows of probe {probe!r} (its probes: {', '.join(sorted(table['probe'].unique()))})")
+    models = sorted(rows["model"].unique())
+    if model is not None:
+        if model not in models:
+            raise ProbekitError(f"{source} has no rows of model {model!r} (its models: {', '.join(models)})")
+        rows = rows[rows["model"] == model]
+    elif len(models) > 1:
+        raise ProbekitError(f"{source} holds several models ({', '.join(models)}): name the cell or the model")
+    best = best_cells(rows, "top1").iloc[0]
+    if require_val and best["chosen_on"] != "val":
+        raise ProbekitError(f"{source} has no validation rows: probe with a validation split (--val-fraction > 0) first")
+    return int(best["t"]), str(best["layer"])
+
+
 def format_summary(table: pd.DataFrame, metric: str = "top1") -> str:
     """Plain-text lines naming the val-chosen cell per probe, grouped under each (model, dataset).
 

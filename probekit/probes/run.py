@@ -6,20 +6,19 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from probekit.features.cache import FeatureCache
+from probekit.features.group import CacheGroup, Cell
 from probekit.core.errors import ProbekitError
 from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet
-from probekit.evaluate.results import CellInfo, best_cells, scores_to_table
+from probekit.evaluate.results import scores_to_table
 from probekit.probes.protocol import ProbeTask
 from probekit.probes.registry import EPOCH_BASED, PROBES, ProbeSettings, run_probe
 
-Cell = tuple[int, str]  # (t, layer)
 log = logging.getLogger(__name__)
 
 
@@ -39,8 +38,10 @@ class ProbeRunConfig:
         use_views: sample from the first ``use_views`` augmented views only (None: all); views
             are keyed by their number, so the first A views of a cache with more views are the
             views a cache extracted with ``--views A`` holds.
-        settings: every probe's own settings (see :class:`ProbeSettings`).
-        epochs, lr, weight_decay, batch_size: overrides of the epoch-based probes (sgd, mlp).
+        settings: every probe's own settings (see :class:`ProbeSettings`), the one place
+            probes read them from.
+        epochs, lr, weight_decay, batch_size: shorthands for the epoch-based probes (sgd, mlp):
+            folded into ``settings`` at construction, then None.
         device: where probes run.
         seed: seed of the validation split and of the probes.
     """
@@ -63,165 +64,13 @@ class ProbeRunConfig:
             raise ProbekitError(f"--train-features {self.train_features!r}: use mean or sample")
         if self.test_features not in ("mean", "single"):
             raise ProbekitError(f"--test-features {self.test_features!r}: use mean or single")
-
-    def resolved_settings(self) -> ProbeSettings:
-        """``settings`` with the seed and the epoch-based overrides applied."""
+        # ``settings`` is the one home of every probe setting: the epoch-based overrides given
+        # here are folded into its sgd and mlp recipes (with the run's seed) and cleared.
         overrides = {k: v for k, v in (("epochs", self.epochs), ("lr", self.lr), ("weight_decay", self.weight_decay),
                                         ("batch_size", self.batch_size)) if v is not None}
         s = self.settings
-        return replace(
-            s,
-            sgd=replace(s.sgd, seed=self.seed, **overrides),
-            mlp=replace(s.mlp, seed=self.seed, **overrides),
-        )
-
-
-def cell_infos(cache: FeatureCache) -> dict[Cell, CellInfo]:
-    """Metadata of every cell, keyed by (t, layer), in grid x depth order."""
-    return {
-        (point.t, layer.name): CellInfo(
-            t=point.t, sigma=point.sigma, logsnr=point.logsnr, alpha_bar=point.alpha_bar,
-            layer=layer.name, stage=layer.stage, depth=layer.depth,
-        )
-        for point in cache.grid
-        for layer in cache.layers
-    }
-
-
-def load_cells(cache: FeatureCache, split: str, cells: Sequence[Cell]) -> dict[Cell, np.ndarray]:
-    """(N, D) float32 features of each cell (mean over noise draws)."""
-    return {cell: cache.features(split, cell[1], cell[0]) for cell in cells}
-
-
-#: what must agree for caches to be probed together, with the word used to name it in errors
-_SAME_WORK = {"model_sha256": "model", "dataset": "dataset", "pooling": "pooling", "draws": "draws", "views": "views",
-              "seed": "seed", "precision": "precision", "fit": "image fitting"}
-
-
-class CacheGroup:
-    """One or more finished caches of the same extraction read as one (e.g. train and test run apart).
-
-    Splits present in several caches are concatenated in the order given; a sample id may appear
-    once per split only. Caches whose model, dataset, grid, layers or extraction settings differ
-    are refused, naming what differs.
-    """
-
-    def __init__(self, paths: Sequence[str | Path]) -> None:
-        if not paths:
-            raise ProbekitError("no cache given: pass --cache FILE [FILE ...]")
-        self.caches: list[FeatureCache] = []
-        try:
-            for path in paths:
-                cache = FeatureCache(path)
-                self.caches.append(cache)
-                cache.require_complete()
-            self._check_same_work()
-        except BaseException:
-            self.close()
-            raise
-        first = self.caches[0]
-        self.attrs = first.attrs
-        self.cells = cell_infos(first)
-        self.class_names = first.class_names
-        self.splits = [s for s in ("train", "val", "test") if any(s in c.splits for c in self.caches)]
-        self._parts = {split: [c for c in self.caches if split in c.splits] for split in self.splits}
-        for split, parts in self._parts.items():
-            ids = np.concatenate([c.index(split) for c in parts])
-            if len(np.unique(ids)) != len(ids):
-                raise ProbekitError(
-                    f"the {split} split appears in {len(parts)} caches with overlapping samples: give each sample once"
-                )
-
-    def _check_same_work(self) -> None:
-        first = self.caches[0]
-        for other in self.caches[1:]:
-            a, b = first.attrs, other.attrs
-            differing = [word for key, word in _SAME_WORK.items() if a.get(key) != b.get(key)]
-            if first.timesteps != other.timesteps:
-                differing.append(f"grid ({first.timesteps} vs {other.timesteps})")
-            if [l.name for l in first.layers] != [l.name for l in other.layers]:
-                differing.append("layers")
-            if first.class_names != other.class_names:
-                differing.append("class names")
-            if differing:
-                raise ProbekitError(
-                    f"{first.path} and {other.path} come from different extractions (they differ in "
-                    f"{', '.join(differing)}): probe them separately"
-                )
-
-    def labels(self, split: str) -> np.ndarray:
-        return np.concatenate([c.labels(split) for c in self._parts[split]])
-
-    def index(self, split: str) -> np.ndarray:
-        return np.concatenate([c.index(split) for c in self._parts[split]])
-
-    def features(self, split: str, cell: Cell, draws: str = "mean") -> np.ndarray:
-        """(N, D) clean-image features of ``split`` (mean over draws, or draw 0 with "single")."""
-        parts = [c.features(split, cell[1], cell[0], draws=draws) for c in self._parts[split]]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def row_chunks(self, split: str, cell: Cell, draws: str = "mean", block_bytes: int = 16 << 20) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, float32 block) over the caches holding ``split``, rows numbered as in
-        :meth:`labels` (see :meth:`FeatureCache.row_chunks`; "slots" blocks are (S, b, D))."""
-        offset = 0
-        for cache in self._parts[split]:
-            for start, rows in cache.row_chunks(split, cell[1], cell[0], draws=draws, block_bytes=block_bytes):
-                yield offset + start, rows
-            offset += len(cache.labels(split))
-
-    def fill(self, split: str, cell: Cell, targets: Sequence[tuple[np.ndarray, np.ndarray]], draws: str = "mean",
-             use_views: int | None = None) -> None:
-        """Read one cell of ``split`` straight into preallocated float32 arrays, block by block.
-
-        ``targets``: (out, positions): ``out[i] = row positions[i]`` (``out[:, i]`` for
-        ``draws="slots"``); positions ascending. No whole-cell temporary is made.
-        """
-        keep = self.slots(use_views) if draws == "slots" else None
-        for start, rows in self.row_chunks(split, cell, draws):
-            stop = start + rows.shape[-2]
-            for out, positions in targets:
-                lo, hi = np.searchsorted(positions, [start, stop])
-                if hi > lo:
-                    local = positions[lo:hi] - start
-                    if draws == "slots":
-                        out[:, lo:hi] = rows[:keep, local]
-                    else:
-                        out[lo:hi] = rows[local]
-
-    def train_slots(self, split: str, cell: Cell, use_views: int | None = None) -> np.ndarray:
-        """(S, N, D) features of every sampled (view, draw) slot of ``split`` (of its first
-        ``use_views`` augmented views when given)."""
-        keep = self.slots(use_views)
-        parts = [c.train_slots(split, cell[1], cell[0])[:keep] for c in self._parts[split]]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-
-    def slots(self, use_views: int | None = None) -> int:
-        """Slots a sampling probe draws from per train image."""
-        first = self.caches[0]
-        if use_views is not None and not 1 <= use_views <= first.views:
-            raise ProbekitError(
-                f"--use-views {use_views}: {first.path} holds {first.views} augmented views; use 1..{first.views}"
-                if first.views else f"--use-views needs a cache extracted with --views; {first.path} has none"
-            )
-        views = use_views if use_views is not None else first.views
-        return first.draws * (views if views > 0 else 1)
-
-    def cell_bytes(self, cell: Cell, train_slots: int = 1) -> int:
-        """float32 bytes of one cell's features as probed: ``train_slots`` rows per train image,
-        one per image of the other splits."""
-        width = self.caches[0].width(cell[1])
-        rows = sum(len(self.labels(split)) * (train_slots if split == "train" else 1) for split in self.splits)
-        return 4 * width * rows
-
-    def close(self) -> None:
-        for cache in self.caches:
-            cache.close()
-
-    def __enter__(self) -> "CacheGroup":
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+        self.settings = replace(s, sgd=replace(s.sgd, seed=self.seed, **overrides), mlp=replace(s.mlp, seed=self.seed, **overrides))
+        self.epochs = self.lr = self.weight_decay = self.batch_size = None
 
 
 def probe_bytes(width: int, n_fit: int, n_eval: int, num_classes: int, probes: Sequence[str], slots: int = 1) -> int:
@@ -440,7 +289,7 @@ def probe_cache(
     unknown = [name for name in config.probes if name not in PROBES]
     if unknown or not config.probes:
         raise ProbekitError(f"unknown probe(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(PROBES)}")
-    settings = config.resolved_settings()
+    settings = config.settings
     paths = [cache_path] if isinstance(cache_path, (str, Path)) else list(cache_path)
     outcomes: dict[str, dict[Cell, Any]] = {name: {} for name in config.probes}
     seconds = dict.fromkeys(config.probes, 0.0)  # wall time per probe, summed over cell groups
@@ -536,6 +385,22 @@ def probe_cache(
     return ProbeResults(table=table, predictions=predictions)
 
 
+def probe_launched(
+    cache_path: str | Path | Sequence[str | Path], config: ProbeRunConfig, *, progress: bool = True, max_memory: int | None = None,
+) -> ProbeResults | None:
+    """:func:`probe_cache` as one process, or as this rank of a ``torchrun`` launch: each rank probes
+    a share of the cells and rank 0 returns the results of all of them (other ranks return None).
+    The results are small numpy arrays, gathered through gloo whatever device the probes run on."""
+    from probekit.features.distributed import current_rank, init_process_group
+
+    rank = current_rank()
+    if rank is not None:
+        init_process_group("cpu")
+    results = probe_cache(cache_path, config, progress=progress and rank is None, max_memory=max_memory,
+                          rank=None if rank is None else (rank.rank, rank.world_size))
+    return results if rank is None or rank.rank == 0 else None
+
+
 def run_probes(
     cache_path: str | Path | Sequence[str | Path],
     config: ProbeRunConfig = ProbeRunConfig(),
@@ -545,14 +410,3 @@ def run_probes(
 ) -> pd.DataFrame:
     """The results table of :func:`probe_cache` (its predictions dropped)."""
     return probe_cache(cache_path, config, progress=progress, max_memory=max_memory).table
-
-
-def best_cell(table: pd.DataFrame, *, probe: str = "linear", model: str | None = None) -> Cell:
-    """(t, layer) of the val-chosen top-1 cell of ``probe`` (of ``model`` when the table holds several)."""
-    rows = table if model is None or model not in set(table["model"]) else table[table["model"] == model]
-    best = best_cells(rows)
-    best = best[best["probe"] == probe] if probe in set(best["probe"]) else best
-    if best.empty:
-        raise ProbekitError("the results table has no top-1 rows to pick a best cell from")
-    row = best.sort_values("value", ascending=False).iloc[0]
-    return int(row["t"]), str(row["layer"])

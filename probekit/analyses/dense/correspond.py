@@ -31,7 +31,7 @@ from probekit.analyses.dense.frame import ImageFrame, pixel_centres, read_maps
 from probekit.analyses.dense.table import dense_rows
 from probekit.core.errors import ProbekitError
 from probekit.evaluate.dense import keypoints_correct, pck_threshold
-from probekit.probes.run import cell_infos
+from probekit.features.group import cell_infos
 
 log = logging.getLogger(__name__)
 Cell = tuple[int, str]

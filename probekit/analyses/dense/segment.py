@@ -32,7 +32,8 @@ from probekit.probes.linear import (
     fit_linear_grid,
     predict_linear_grid,
 )
-from probekit.probes.run import cell_infos, plan_groups
+from probekit.features.group import cell_infos
+from probekit.probes.run import plan_groups
 
 log = logging.getLogger(__name__)
 Cell = tuple[int, str]

@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from probekit.evaluate.results import CellInfo
 from probekit.features.cache import FeatureCache
+from probekit.features.group import cell_infos
 from probekit.core.errors import ProbekitError
 from probekit.evaluate.results import COLUMNS
 from probekit.analyses.similarity.metrics import (
@@ -65,25 +67,6 @@ class SimilarityConfig:
     reference_layer: str | None = None
     preprocess: str = "raw"
     draws: str = "mean"
-
-
-@dataclass
-class _Cell:
-    t: int
-    sigma: float
-    logsnr: float
-    alpha_bar: float
-    layer: str
-    stage: str
-    depth: int
-
-
-def _cells(cache: FeatureCache) -> list[_Cell]:
-    return [
-        _Cell(p.t, p.sigma, p.logsnr, p.alpha_bar, layer.name, layer.stage, layer.depth)
-        for p in cache.grid
-        for layer in cache.layers
-    ]
 
 
 def _open(path: str | Path, split: str) -> FeatureCache:
@@ -139,8 +122,8 @@ def match_reference(cache: FeatureCache, reference: FeatureCache, split: str, po
     return ref_positions[positions]
 
 
-def _reference_cell(reference: FeatureCache, config: SimilarityConfig) -> _Cell:
-    cells = _cells(reference)
+def _reference_cell(reference: FeatureCache, config: SimilarityConfig) -> CellInfo:
+    cells = list(cell_infos(reference).values())
     if config.reference_t is None and config.reference_layer is None:
         if len(cells) == 1:
             return cells[0]
@@ -162,8 +145,8 @@ def _reference_cell(reference: FeatureCache, config: SimilarityConfig) -> _Cell:
     return chosen[0]
 
 
-def _row(cache_attrs: dict, cell: _Cell, metric: str, value: float, n: int, split: str,
-         reference: str, ref: _Cell, k: int | None) -> dict[str, object]:  # fmt: skip
+def _row(cache_attrs: dict, cell: CellInfo, metric: str, value: float, n: int, split: str,
+         reference: str, ref: CellInfo, k: int | None) -> dict[str, object]:  # fmt: skip
     return {
         "model": str(cache_attrs.get("model_id")), "dataset": str(cache_attrs.get("dataset")),
         "t": cell.t, "sigma": cell.sigma, "logsnr": cell.logsnr, "alpha_bar": cell.alpha_bar,
@@ -178,7 +161,7 @@ def _prepared(x: np.ndarray, config: SimilarityConfig) -> np.ndarray:
     return prh_preprocess(x) if config.preprocess == "prh" else x
 
 
-def _finite(features: np.ndarray, cell: _Cell) -> bool:
+def _finite(features: np.ndarray, cell: CellInfo) -> bool:
     if np.isfinite(features).all():
         return True
     log.warning("cell t=%s %s skipped: NaN/inf features", cell.t, cell.layer)
@@ -205,7 +188,7 @@ def similarity_table(
     rows: list[dict[str, object]] = []
     with _open(cache_path, config.split) as cache:
         attrs = cache.attrs
-        cells = _cells(cache)
+        cells = list(cell_infos(cache).values())
         positions = subsample(len(cache.labels(config.split)), config.samples, config.seed)
         n = len(positions)
         if config.k > n - 1:
@@ -239,7 +222,7 @@ def similarity_table(
     return table[ordered + [c for c in table.columns if c not in ordered]]
 
 
-def _against_reference(attrs: dict, cells: list[_Cell], features: dict, y: np.ndarray, ref: _Cell,
+def _against_reference(attrs: dict, cells: list[CellInfo], features: dict, y: np.ndarray, ref: CellInfo,
                        ref_name: str, n: int, config: SimilarityConfig) -> list[dict[str, object]]:  # fmt: skip
     """cka, cknna and mutual_knn of every cell against the reference features ``y``."""
     # Reference-side kernels and neighbour masks are computed once and reused for every cell.
