@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probekit.data.resize import resize_center_crop
+from probekit.data.resize import RESAMPLE, resize_center_crop
 from probekit.core.errors import ProbekitError
 
 Selection = slice | np.ndarray | Sequence[int]
@@ -219,3 +219,39 @@ class ImageDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+def sized_dataset(
+    dataset: ImageDataset, image_size: int | None, model_size: int | None
+) -> tuple[ImageDataset, dict | None]:
+    """``dataset`` as it must be read at one image size, and a record of the resize (None: none).
+
+    S is ``image_size`` when given (it then applies to every dataset), else the model's own input
+    side, and only for datasets whose images do not share one size.
+
+    Args:
+        image_size: ``--image-size`` S in pixels: every image is decoded to S x S.
+        model_size: the square input side the model declares (None where it has none); used
+            only when ``image_size`` is None and the dataset's images do not share one size.
+    """
+    if image_size is not None and image_size < 1:
+        raise ProbekitError(f"--image-size must be a positive number of pixels, got {image_size}")
+    chosen_by = "--image-size"
+    if image_size is None:
+        mixed = next((split.mixed_sizes for split in dataset.splits.values() if split.mixed_sizes), None)
+        if mixed is None:
+            return dataset, None
+        if model_size is None:
+            raise ProbekitError(
+                f"the images of {dataset.name} do not share one size ({mixed}) and the model declares no input "
+                f"size; pass --image-size S to resize each image's shorter side to S and centre-crop S x S"
+            )
+        image_size, chosen_by = model_size, "model input size"
+    splits = {name: split.at_size(image_size) for name, split in dataset.splits.items()}
+    record = {
+        "size": image_size,
+        "resize": f"shorter side to {image_size}, {RESAMPLE} (Pillow, antialiased)",
+        "crop": "centre",
+        "chosen_by": chosen_by,
+    }
+    return dataclasses.replace(dataset, splits=splits), record

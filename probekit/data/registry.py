@@ -40,7 +40,7 @@ from probekit.core.errors import ProbekitError
 
 
 @dataclass(frozen=True)
-class LoadOptions:
+class DatasetOptions:
     """The keyword arguments of :func:`load_dataset`, handed to every loader."""
 
     root: str | os.PathLike | None
@@ -52,7 +52,7 @@ class LoadOptions:
 @dataclass(frozen=True)
 class PathFormat:
     detect: Callable[[Path], bool]
-    load: Callable[[Path, LoadOptions], ImageDataset]
+    load: Callable[[Path, DatasetOptions], ImageDataset]
 
 
 def _located(
@@ -61,7 +61,7 @@ def _located(
     is_complete: Callable[[Path], bool],
     url: str,
     load: Callable[[Path], ImageDataset],
-) -> Callable[[LoadOptions], ImageDataset]:
+) -> Callable[[DatasetOptions], ImageDataset]:
     """A named loader for a dataset that probekit does not download: find its folder, then load."""
     how_to_get = (
         f"download and extract {url} so that a {folder}/ folder sits in one of those places"
@@ -71,7 +71,7 @@ def _located(
     )
 
 
-NAMED_DATASETS: dict[str, Callable[[LoadOptions], ImageDataset]] = {
+NAMED_DATASETS: dict[str, Callable[[DatasetOptions], ImageDataset]] = {
     "fashion-mnist": lambda o: load_idx("fashion-mnist", root=o.root, download=o.download),
     "mnist": lambda o: load_idx("mnist", root=o.root, download=o.download),
     "cifar10": _located(
@@ -99,7 +99,7 @@ NAMED_DATASETS: dict[str, Callable[[LoadOptions], ImageDataset]] = {
 }
 
 
-def _refuse_idx_path(path: Path, options: LoadOptions) -> ImageDataset:
+def _refuse_idx_path(path: Path, options: DatasetOptions) -> ImageDataset:
     # The IDX files do not say whether they hold MNIST or Fashion-MNIST, and the class names differ.
     raise ProbekitError(
         f"{path} holds IDX files; load them by name so the class names are right, e.g. "
@@ -179,7 +179,7 @@ def load_dataset(
     for option, value in (("--image-column", image_column), ("--label-column", label_column)):
         if value is not None:
             raise ProbekitError(f"{option} applies to hf: and hf-disk: data only, not to {spec!r}; drop it")
-    options = LoadOptions(root=root, download=download, test_fraction=test_fraction, seed=seed)
+    options = DatasetOptions(root=root, download=download, test_fraction=test_fraction, seed=seed)
     if spec in NAMED_DATASETS:
         return NAMED_DATASETS[spec](options)
     path = Path(spec).expanduser()

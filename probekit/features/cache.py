@@ -53,11 +53,10 @@ from typing import Callable, Iterator, Mapping, Sequence
 import h5py
 import numpy as np
 
-
 from probekit._version import __version__
-from probekit.core.errors import ProbekitError
-from probekit.features.output_lock import created_by_lock, is_lock_placeholder, lock_replaced_output
+from probekit.core.errors import ProbekitError, first_line
 from probekit.core.types import GridPoint, LayerInfo
+from probekit.features.output_lock import created_by_lock, is_lock_placeholder, lock_replaced_output
 
 FORMAT = "probekit-features"
 FORMAT_VERSION = 2
@@ -427,7 +426,7 @@ def _open_for_resume(path: Path, layout: CacheLayout, *, locking: bool = True) -
         file = h5py.File(path, "r+", locking=locking)
     except (OSError, RuntimeError) as err:
         raise ProbekitError(
-            f"{path} exists but cannot be opened to resume ({_first_line(err)}): it is damaged or not an HDF5 file; "
+            f"{path} exists but cannot be opened to resume ({first_line(err)}): it is damaged or not an HDF5 file; "
             "pass --overwrite to start it over"
         ) from err
     try:
@@ -459,10 +458,6 @@ def _errno(err: BaseException) -> int | None:
         return err.errno
     found = _HDF5_ERRNO.search(str(err))
     return int(found.group(1)) if found else None
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0].strip()
 
 
 def _reserve(path: Path, fd: int | None) -> None:
@@ -534,7 +529,7 @@ def _write_error(path: Path, layout: CacheLayout, err: BaseException, action: st
             f"file size limit reached while {'creating' if action == 'create' else 'writing'} {path} (ulimit -f): "
             "raise the limit and run the same command again to resume, or choose another --out"
         )
-    reason = os.strerror(number) if number else _first_line(err)
+    reason = os.strerror(number) if number else first_line(err)
     return ProbekitError(f"cannot {action} {path}: {reason}; choose a writable --out")
 
 

@@ -16,9 +16,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from probekit.features.cache import write_master  # noqa: F401  (re-exported: the merger lives with the format)
-from probekit.data import ImageDataset
 from probekit.core.errors import ProbekitError
+from probekit.data import ImageDataset
+from probekit.features.cache import write_master  # noqa: F401  (re-exported: the merger lives with the format)
 
 if TYPE_CHECKING:
     from probekit.features.extraction import ExtractConfig

@@ -19,20 +19,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from probekit.features.cache import WRITE_BUFFER_BYTES, CacheLayout, CacheWriter, FeatureCache, SplitLabels
-from probekit.data import ImageDataset, fit_images
-from probekit.data.resize import sized_dataset
-from probekit.features.distributed import current_rank
-from probekit.core.errors import ProbekitError
-from probekit.features.host_pipeline import Converter, auto_workers, host_batches
-from probekit.features.latents import LatentStore, view_name
-from probekit.models.backbone import Backbone
-from probekit.models.layers import select_layers
+from probekit.core.errors import ProbekitError, first_line
 from probekit.core.noise import sample_noise, split_seed
-from probekit.features.output_lock import exclusive_output
 from probekit.core.pooling import Pooling
 from probekit.core.precision import PRECISION_CHOICES, resolve_precision
 from probekit.core.schedule import GridPoint
+from probekit.data import ImageDataset, fit_images
+from probekit.data.base import sized_dataset
+from probekit.features.cache import WRITE_BUFFER_BYTES, CacheLayout, CacheWriter, FeatureCache, SplitLabels
+from probekit.features.distributed import current_rank
+from probekit.features.host_pipeline import Converter, auto_workers, host_batches
+from probekit.features.latents import LatentStore, view_name
+from probekit.features.output_lock import exclusive_output
+from probekit.models.backbone import Backbone
+from probekit.models.layers import select_layers
 
 log = logging.getLogger(__name__)
 
@@ -260,13 +260,13 @@ def _probe_forward(
     except (ProbekitError, KeyboardInterrupt):
         raise
     except Exception as err:  # noqa: BLE001 -- counting is a report, never a reason to fail extraction
-        log.info("fake tensors could not trace the model (%s): counting on one real forward", _first_line(err))
+        log.info("fake tensors could not trace the model (%s): counting on one real forward", first_line(err))
     try:
         return _count(backbone, x0, plan, precision, labels, fake=False)
     except (ProbekitError, torch.OutOfMemoryError, KeyboardInterrupt):
         raise
     except Exception as err:  # noqa: BLE001
-        log.info("could not count the forward's FLOPs (%s)", _first_line(err))
+        log.info("could not count the forward's FLOPs (%s)", first_line(err))
     with torch.no_grad(), _autocast(x0.device, precision):
         feats = backbone.features(backbone.encode(x0), plan.grid[0], plan.layers, plan.pooling, labels)
     return Probe({name: int(values.shape[-1]) for name, values in feats.items()}, None, None)
@@ -288,10 +288,6 @@ def _count(
         forward = int(counter.get_total_flops()) // len(x0)
         widths = {name: int(values.shape[-1]) for name, values in feats.items()}
     return Probe(widths, forward, encode)
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def _latent_store(

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from probekit.core.errors import ProbekitError
 from probekit.data.augment import crop_flip_views
 from probekit.data.base import ImageSplit
 from probekit.data.transforms import fit_tensor
-from probekit.core.errors import ProbekitError
 
 #: batches each worker keeps ready ahead of the network
 PREFETCH = 2

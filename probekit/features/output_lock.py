@@ -13,8 +13,8 @@ import contextlib
 import errno
 import fcntl
 import os
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 from probekit.core.errors import ProbekitError
 

@@ -7,6 +7,7 @@ here; nothing else in probekit branches on the checkpoint format.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -15,25 +16,21 @@ from typing import Callable
 
 import torch
 
-from probekit.core.errors import ProbekitError
+from probekit.core.errors import ProbekitError, first_line
 from probekit.core.schedule import DDPMSchedule
 from probekit.models.backbone import Backbone
 from probekit.models.ddae import is_ddae_spec, load_ddae
-from probekit.models.dit import load_dit, load_sit, recognises as recognises_dit, recognises_sit
+from probekit.models.dit import load_dit, load_sit, recognises_sit
+from probekit.models.dit import recognises as recognises_dit
+from probekit.models.options import LoadOptions, quiet_diffusers
 from probekit.models.pixels import PixelsBackbone
 from probekit.models.random_init import model_id, seeded
-from probekit.models.sd import load_sd, recognises as recognises_sd
+from probekit.models.sd import load_sd
+from probekit.models.sd import recognises as recognises_sd
 from probekit.models.unet import UNetBackbone
+from probekit.models.vision import load_vision
+from probekit.models.vision import recognises as recognises_vision
 from probekit.models.weight_hash import files_key, local_sources
-from probekit.models.vision import load_vision, recognises as recognises_vision
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """``random_init``: same architecture, fresh weights drawn with ``seed`` (the control baseline)."""
-
-    random_init: bool = False
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,28 +80,23 @@ def _read_scheduler_config(spec: str) -> dict:
 
 def _load_diffusers_unet(spec: str, options: LoadOptions) -> Backbone:
     from diffusers import UNet2DModel
-    from diffusers.utils import logging as diffusers_logging
-
     where, subfolder = _unet_folder(spec)
     kwargs = {"subfolder": subfolder} if subfolder else {}
-    verbosity = diffusers_logging.get_verbosity()
-    # diffusers warns on every load that `accelerate` is absent (probekit does not need it), and logs
-    # an error line for a folder with .bin weights only; real failures reach us as exceptions.
-    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
-    try:
-        if options.random_init:
-            config = UNet2DModel.load_config(where, **kwargs)
-            with seeded(options.seed):
-                net = UNet2DModel.from_config(config)
-        else:
-            net, loading_info = UNet2DModel.from_pretrained(where, output_loading_info=True, **kwargs)
-            _require_matching_keys(spec, loading_info)
-    except ProbekitError:
-        raise
-    except Exception as err:  # diffusers raises OSError/ValueError/EnvironmentError variants
-        raise ProbekitError(_explain_unet_error(spec, err)) from err
-    finally:
-        diffusers_logging.set_verbosity(verbosity)
+    # CRITICAL: diffusers also logs an error line for a folder with .bin weights only; real
+    # failures reach us as exceptions.
+    with quiet_diffusers(logging.CRITICAL):
+        try:
+            if options.random_init:
+                config = UNet2DModel.load_config(where, **kwargs)
+                with seeded(options.seed):
+                    net = UNet2DModel.from_config(config)
+            else:
+                net, loading_info = UNet2DModel.from_pretrained(where, output_loading_info=True, **kwargs)
+                _require_matching_keys(spec, loading_info)
+        except ProbekitError:
+            raise
+        except Exception as err:  # diffusers raises OSError/ValueError/EnvironmentError variants
+            raise ProbekitError(_explain_unet_error(spec, err)) from err
     schedule = DDPMSchedule.from_config(_read_scheduler_config(spec))
     return UNetBackbone(net, schedule, model_id=model_id(spec, options.random_init, options.seed))
 
@@ -135,11 +127,6 @@ def _error_chain(err: BaseException) -> list[BaseException]:
     return chain
 
 
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0].strip() if lines else type(err).__name__
-
-
 def _explain_unet_error(spec: str, err: Exception) -> str:
     """One line saying why diffusers could not load ``spec`` and what to do about it."""
     text, chain = str(err), _error_chain(err)
@@ -151,7 +138,7 @@ def _explain_unet_error(spec: str, err: Exception) -> str:
         return f"cannot read {denied.filename or spec}: permission denied; make the model files readable (chmod -R u+rX)"
     if "not a valid JSON file" in text:
         config = re.search(r"config file at '([^']+)'", text)
-        detail = next((_first_line(e) for e in chain if isinstance(e, json.JSONDecodeError)), "")
+        detail = next((first_line(e) for e in chain if isinstance(e, json.JSONDecodeError)), "")
         return (f"{config.group(1) if config else spec} is not valid JSON ({detail}); restore the model's "
                 "original config.json")
     if "Unable to load weights from checkpoint file" in text:
@@ -162,11 +149,11 @@ def _explain_unet_error(spec: str, err: Exception) -> str:
             what = f"would import {blocked.group(1)}" if blocked else "holds objects other than tensors"
             return (f"refusing to load {weights}: the pickle in it {what} when loaded, which could run code; "
                     "use a .safetensors copy of the weights from a source you trust")
-        cause = _first_line(chain[-1]) if len(chain) > 1 else "unreadable"
+        cause = first_line(chain[-1]) if len(chain) > 1 else "unreadable"
         return (f"cannot read the weights {weights} ({cause}): the file is corrupt, truncated or not a weights "
                 "file; re-download or re-export the model")
     return (
-        f"cannot load a UNet2DModel from {spec!r}: {_first_line(err)}; give a diffusers model folder "
+        f"cannot load a UNet2DModel from {spec!r}: {first_line(err)}; give a diffusers model folder "
         "(config.json + weights) or a hub id, with --random-init if it holds only a config"
     )
 

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 
-
 class StopForward(Exception):
     """Raised by the hook of the deepest requested module to skip the rest of the network."""
 

@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
-from probekit.core.errors import ProbekitError
+from probekit.core.errors import ProbekitError, first_line
 from probekit.core.pooling import Pooling
 from probekit.core.schedule import CleanSchedule
 from probekit.core.types import GridPoint, LayerInfo
 from probekit.models.backbone import HookedBackbone
+from probekit.models.options import LoadOptions
 from probekit.models.random_init import model_id, seeded
 from probekit.models.sources import folder_contents, require_existing_folder
-
-if TYPE_CHECKING:
-    from probekit.models.loaders import LoadOptions
 
 PREFIX = "hf-vision:"
 #: model_type -> the transformers class that loads its vision encoder
@@ -156,7 +154,7 @@ def recognises(spec: str) -> bool:
     return spec.startswith(PREFIX)
 
 
-def load_vision(spec: str, options: "LoadOptions") -> VisionEncoderBackbone:
+def load_vision(spec: str, options: LoadOptions) -> VisionEncoderBackbone:
     """Load ``hf-vision:SOURCE`` (a save_pretrained folder or a hub id) with its image processor."""
     try:
         import transformers
@@ -177,7 +175,7 @@ def load_vision(spec: str, options: "LoadOptions") -> VisionEncoderBackbone:
         config = transformers.AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
         where = "folder" if local else "hub id"
-        raise ProbekitError(f"cannot read a transformers config from {where} {source!r}: {_first_line(err)}") from err
+        raise ProbekitError(f"cannot read a transformers config from {where} {source!r}: {first_line(err)}") from err
     family = _FAMILIES.get(config.model_type)
     if family is None:
         raise ProbekitError(
@@ -202,12 +200,8 @@ def load_vision(spec: str, options: "LoadOptions") -> VisionEncoderBackbone:
         try:
             net = model_class.from_pretrained(source, **overrides)
         except (OSError, ValueError) as err:
-            raise ProbekitError(f"cannot load the weights of {source!r}: {_first_line(err)}") from err
+            raise ProbekitError(f"cannot load the weights of {source!r}: {first_line(err)}") from err
     blocks = _block_list(net)
     return VisionEncoderBackbone(net, processor, blocks, model_id(spec, options.random_init, options.seed))
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from probekit.data import fit_images, load_dataset, stratified_subset
-from probekit.data.resize import sized_dataset
+from probekit.data.base import sized_dataset
 from probekit.core.errors import ProbekitError
 from probekit.core.noise import noise_seed
 from probekit.core.precision import machine_description, resolve_precision

@@ -11,9 +11,9 @@ import torch
 
 from probekit.core.types import GridPoint, LayerInfo
 from probekit.models.backbone import HookedBackbone
-from probekit.models.trace import run_traced
 from probekit.models.ddae.schedules import DDAESchedule
 from probekit.models.ddae.unet import DDAEUNet, NamedLayer
+from probekit.models.trace import run_traced
 
 
 class DDAEBackbone(HookedBackbone):

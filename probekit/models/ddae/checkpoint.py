@@ -11,7 +11,6 @@ The file is opened with ``torch.load(weights_only=True)``: no arbitrary unpickli
 from __future__ import annotations
 
 import pickle
-import re
 import zipfile
 from pathlib import Path
 from typing import Callable, Mapping
@@ -19,7 +18,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from probekit.core.errors import ProbekitError
+from probekit.core.errors import ProbekitError, first_line
 
 ENTRIES = ("EMA", "MODEL")
 #: EMA bookkeeping that is not part of the averaged network (same in ema-pytorch 0.2 to 0.8)
@@ -28,9 +27,9 @@ _EMA_ONLINE = "online_model."
 
 
 def _first_line(err: BaseException) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours some messages
-    first = text.splitlines()[0][:160] if text else ""
-    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+    """The error's type and the first 160 characters of its first line (torch's unpickling errors are long)."""
+    line = first_line(err)
+    return type(err).__name__ if line == type(err).__name__ else f"{type(err).__name__}: {line[:160]}"
 
 
 def read_entry(path: str | Path, entry: str) -> dict[str, torch.Tensor]:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from probekit.core.errors import ProbekitError
-from probekit.models.random_init import model_id, seeded
 from probekit.models.ddae.backbone import DDAEBackbone
 from probekit.models.ddae.checkpoint import ENTRIES, load_strict, read_entry
 from probekit.models.ddae.config import DDPMParams, read_config
 from probekit.models.ddae.schedules import DDAEDDPMSchedule, DDAEEDMSchedule, DDAESchedule
 from probekit.models.ddae.unet import DDAEUNet
-
-if TYPE_CHECKING:
-    from probekit.models.loaders import LoadOptions
+from probekit.models.options import LoadOptions
+from probekit.models.random_init import model_id, seeded
 
 PREFIX = "ddae:"
 USAGE = "use ddae:CONFIG.yaml:CHECKPOINT.pth, optionally ending in #EMA (the default) or #MODEL"
@@ -49,7 +46,7 @@ def parse_spec(spec: str) -> DDAESpec:
     return DDAESpec(config=parts[0], checkpoint=parts[1], entry=entry)
 
 
-def load_ddae(spec: str, options: "LoadOptions") -> DDAEBackbone:
+def load_ddae(spec: str, options: LoadOptions) -> DDAEBackbone:
     """Build DDAE's network from the YAML and load the checkpoint entry strictly.
 
     With ``options.random_init`` the checkpoint is not read: the network keeps PyTorch's default

@@ -18,7 +18,6 @@ from probekit.models.backbone import HookedBackbone
 from probekit.models.vae import encode_mean, vae_scale_factor
 
 
-
 class LatentTransformerBackbone(HookedBackbone):
     """A transformer over patches of VAE latents (DiT, SiT, Stable Diffusion 3).
 

@@ -6,23 +6,20 @@ import argparse
 import json
 import logging
 import pickle
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
 
-from probekit.core.errors import ProbekitError
+from probekit.core.errors import ProbekitError, first_line
 from probekit.core.schedule import DDPMSchedule, FlowMatchingSchedule
-from probekit.models.random_init import model_id, seeded
 from probekit.models.dit.backbone import DiTBackbone, SiTBackbone, vae_scale_factor
 from probekit.models.dit.configs import OriginalShape, infer_original_shape, parse_config_name
 from probekit.models.dit.convert import check_original_keys, diffusers_config, few_keys, original_to_diffusers
 from probekit.models.dit.spec import DiTSpec, parse_spec, transformer_folder
-
-if TYPE_CHECKING:
-    from probekit.models.loaders import LoadOptions
+from probekit.models.options import LoadOptions, quiet_diffusers
+from probekit.models.random_init import model_id, seeded
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +30,6 @@ OFFICIAL_CHECKPOINTS = ("DiT-XL-2-256x256.pt", "DiT-XL-2-512x512.pt")
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/DiT/models/{name}"
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-@contextmanager
-def _quiet_diffusers() -> Iterator[None]:
-    # diffusers warns on every load that `accelerate` is absent; probekit does not need it.
-    from diffusers.utils import logging as diffusers_logging
-
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(verbosity)
 
 
 # ----------------------------------------------------------------------------- original .pt
@@ -75,7 +56,7 @@ def _download_official(name: str) -> Path:
         try:
             torch.hub.download_url_to_file(url, str(target), progress=True)
         except Exception as err:  # noqa: BLE001 -- urllib raises many types; all mean "no file"
-            raise ProbekitError(f"cannot download {url}: {_first_line(err)}; download it by hand and give its path") from err
+            raise ProbekitError(f"cannot download {url}: {first_line(err)}; download it by hand and give its path") from err
     return target
 
 
@@ -90,7 +71,7 @@ def read_original_state(path: Path) -> dict[str, torch.Tensor]:
             f"refusing to load {path}: it holds pickled objects besides tensors; re-save its state dict with torch.save"
         ) from err
     except Exception as err:  # noqa: BLE001 -- unpickling raises many types; all mean "unreadable"
-        raise ProbekitError(f"cannot read {path} as a weights-only torch file: {_first_line(err)}; re-save its state dict with torch.save") from err
+        raise ProbekitError(f"cannot read {path} as a weights-only torch file: {first_line(err)}; re-save its state dict with torch.save") from err
     if isinstance(loaded, Mapping) and isinstance(loaded.get("ema"), Mapping):
         loaded = loaded["ema"]  # DiT's own loader prefers the EMA weights, which it samples with
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
@@ -121,7 +102,7 @@ def _original_heads(spec: DiTSpec, shape: OriginalShape) -> int:
     )
 
 
-def _load_original(spec: DiTSpec, options: "LoadOptions") -> tuple[nn.Module, DDPMSchedule]:
+def _load_original(spec: DiTSpec, options: LoadOptions) -> tuple[nn.Module, DDPMSchedule]:
     from diffusers import DiTTransformer2DModel
 
     state = read_original_state(_original_path(spec.source))
@@ -139,7 +120,7 @@ def _load_original(spec: DiTSpec, options: "LoadOptions") -> tuple[nn.Module, DD
     try:
         net.load_state_dict({k: v.float() for k, v in mapped.items()}, strict=True, assign=True)
     except RuntimeError as err:
-        raise ProbekitError(f"the weights in {spec.source} do not fit a DiT ({_first_line(err)}): check the checkpoint") from err
+        raise ProbekitError(f"the weights in {spec.source} do not fit a DiT ({first_line(err)}): check the checkpoint") from err
     expected = tuple(net.pos_embed.pos_embed.shape)
     if tuple(pos_embed.shape) != expected:
         raise ProbekitError(f"pos_embed has shape {tuple(pos_embed.shape)}, expected {expected}: the checkpoint is damaged")
@@ -165,7 +146,7 @@ def _diffusers_location(source: str) -> tuple[str, str | None, bool]:
         return str(found[0]), found[1], True
     from diffusers import DiTTransformer2DModel
 
-    with _quiet_diffusers():
+    with quiet_diffusers():
         try:
             DiTTransformer2DModel.load_config(source, subfolder="transformer")
             return source, "transformer", False
@@ -173,12 +154,12 @@ def _diffusers_location(source: str) -> tuple[str, str | None, bool]:
             return source, None, False
 
 
-def _load_diffusers(spec: DiTSpec, options: "LoadOptions") -> tuple[nn.Module, DDPMSchedule, tuple[str, str | None] | None]:
+def _load_diffusers(spec: DiTSpec, options: LoadOptions) -> tuple[nn.Module, DDPMSchedule, tuple[str, str | None] | None]:
     from diffusers import DiTTransformer2DModel
 
     where, subfolder, local = _diffusers_location(spec.source)
     kwargs = {"subfolder": subfolder} if subfolder else {}
-    with _quiet_diffusers():
+    with quiet_diffusers():
         try:
             if options.random_init:
                 config = DiTTransformer2DModel.load_config(where, **kwargs)
@@ -193,7 +174,7 @@ def _load_diffusers(spec: DiTSpec, options: "LoadOptions") -> tuple[nn.Module, D
             raise
         except Exception as err:  # diffusers raises OSError/ValueError/EnvironmentError variants
             raise ProbekitError(
-                f"cannot load a DiTTransformer2DModel from {spec.source!r}: {_first_line(err)}; give a diffusers DiT "
+                f"cannot load a DiTTransformer2DModel from {spec.source!r}: {first_line(err)}; give a diffusers DiT "
                 "folder or hub id (add --random-init if it holds only a config)"
             ) from err
     pipeline_vae = None
@@ -227,7 +208,7 @@ def _scheduler_config(where: str, subfolder: str | None, local: bool) -> dict:
             raise ProbekitError(f"cannot read scheduler config {candidate}: {err}; fix or delete it") from err
     from diffusers import DDPMScheduler
 
-    with _quiet_diffusers():
+    with quiet_diffusers():
         try:
             return dict(DDPMScheduler.load_config(where, subfolder="scheduler"))
         except Exception:  # noqa: BLE001 -- a pipeline without a scheduler folder keeps the defaults
@@ -245,7 +226,7 @@ def _load_vae(where: str, subfolder: str | None) -> nn.Module:
     # A hub id may name a bare VAE repo or a pipeline that keeps its VAE in vae/.
     attempts = [subfolder] if subfolder or local.exists() else [None, "vae"]
     error: Exception | None = None
-    with _quiet_diffusers():
+    with quiet_diffusers():
         for sub in attempts:
             try:
                 kwargs = {"subfolder": sub} if sub else {}
@@ -253,7 +234,7 @@ def _load_vae(where: str, subfolder: str | None) -> nn.Module:
             except Exception as err:  # noqa: BLE001 -- try the next layout, report the first failure
                 error = error or err
     raise ProbekitError(
-        f"cannot load the VAE (AutoencoderKL) from {where!r}: {_first_line(error)}; give vae=HUB_ID or vae=FOLDER "
+        f"cannot load the VAE (AutoencoderKL) from {where!r}: {first_line(error)}; give vae=HUB_ID or vae=FOLDER "
         f"(default {DEFAULT_VAE})"
     )
 
@@ -270,7 +251,7 @@ def _vae_location(spec: DiTSpec, pipeline_vae: tuple[str, str | None] | None) ->
 # ----------------------------------------------------------------------------- entry point
 
 
-def load_dit(spec: str, options: "LoadOptions") -> DiTBackbone:
+def load_dit(spec: str, options: LoadOptions) -> DiTBackbone:
     """Load a DiT ``--model`` spec (see :mod:`probekit.models.dit`) into a :class:`DiTBackbone`."""
     return _load(parse_spec(spec), spec, options, sit=False)
 
@@ -282,7 +263,7 @@ def recognises_sit(spec: str) -> bool:
     return spec.startswith(SIT_PREFIX)
 
 
-def load_sit(spec: str, options: "LoadOptions") -> SiTBackbone:
+def load_sit(spec: str, options: LoadOptions) -> SiTBackbone:
     """``sit:PATH.pt[?config=SiT-XL/2&vae=...&heads=N]``: an original SiT checkpoint (DiT's state-dict
     names and sizes) on the flow-matching schedule; the options are the DiT ones."""
     parsed = parse_spec(spec[len(SIT_PREFIX):])
@@ -293,7 +274,7 @@ def load_sit(spec: str, options: "LoadOptions") -> SiTBackbone:
     return _load(parsed, spec, options, sit=True)  # type: ignore[return-value]
 
 
-def _load(parsed: DiTSpec, spec: str, options: "LoadOptions", *, sit: bool) -> DiTBackbone:
+def _load(parsed: DiTSpec, spec: str, options: LoadOptions, *, sit: bool) -> DiTBackbone:
     if parsed.is_original:
         net, schedule = _load_original(parsed, options)
         pipeline_vae = None

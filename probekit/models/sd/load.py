@@ -7,22 +7,18 @@ otherwise the ``unet/`` is SD 1.x / 2.x, or SDXL when ``text_encoder_2/`` is the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from torch import nn
 
 from probekit.core.errors import ProbekitError
 from probekit.core.schedule import DDPMSchedule, FlowMatchingSchedule
-from probekit.models.dit.load import _quiet_diffusers
+from probekit.models.options import LoadOptions, quiet_diffusers
 from probekit.models.random_init import model_id as twin_id
-from probekit.models.sources import folder_contents, require_existing_folder
 from probekit.models.random_init import seeded
 from probekit.models.sd.mmdit import SD3Backbone
 from probekit.models.sd.text import CLIPText, SD3Text, SDXLText, TextConditioning
 from probekit.models.sd.unet import StableDiffusionBackbone
-
-if TYPE_CHECKING:
-    from probekit.models.loaders import LoadOptions
+from probekit.models.sources import folder_contents, require_existing_folder
 
 PREFIX = "sd:"
 #: the grid of SD3's flow-matching schedule: t = 0..1000, noise fraction t / 1000
@@ -44,7 +40,7 @@ def _components(source: str) -> set[str]:
     return {name for name, value in index.items() if isinstance(value, (list, tuple)) and value and value[0] is not None}
 
 
-def _network(cls: type, source: str, subfolder: str, options: "LoadOptions") -> nn.Module:
+def _network(cls: type, source: str, subfolder: str, options: LoadOptions) -> nn.Module:
     if options.random_init:
         with seeded(options.seed):
             return cls.from_config(cls.load_config(source, subfolder=subfolder))
@@ -82,7 +78,7 @@ def _unet_text(source: str, parts: set[str]) -> TextConditioning:
     return SDXLText([_tokenizer(source, "tokenizer"), _tokenizer(source, "tokenizer_2")], [first, second])
 
 
-def _load_unet(source: str, parts: set[str], options: "LoadOptions", model_id: str) -> StableDiffusionBackbone:
+def _load_unet(source: str, parts: set[str], options: LoadOptions, model_id: str) -> StableDiffusionBackbone:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     _require(source, parts, ("unet", "vae", "scheduler"), "SD 1.x/2.x/XL")
@@ -95,7 +91,7 @@ def _load_unet(source: str, parts: set[str], options: "LoadOptions", model_id: s
     )
 
 
-def _load_sd3(source: str, parts: set[str], options: "LoadOptions", model_id: str) -> SD3Backbone:
+def _load_sd3(source: str, parts: set[str], options: LoadOptions, model_id: str) -> SD3Backbone:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import CLIPTextModelWithProjection, T5EncoderModel
 
@@ -135,7 +131,7 @@ def _refuse_part_folder(source: str) -> None:
     )
 
 
-def load_sd(spec: str, options: "LoadOptions") -> StableDiffusionBackbone | SD3Backbone:
+def load_sd(spec: str, options: LoadOptions) -> StableDiffusionBackbone | SD3Backbone:
     """Load ``sd:FOLDER_OR_HUB_ID`` (SD 1.x / 2.x / XL / 3): see :mod:`probekit.models.sd`."""
     try:
         import transformers  # noqa: F401
@@ -147,7 +143,7 @@ def load_sd(spec: str, options: "LoadOptions") -> StableDiffusionBackbone | SD3B
     require_existing_folder(source, PREFIX, "a saved diffusers pipeline (with model_index.json, unet/ or transformer/), or a hub id OWNER/NAME")
     _refuse_part_folder(source)
     model_id = twin_id(spec, options.random_init, options.seed)
-    with _quiet_diffusers():
+    with quiet_diffusers():
         try:
             parts = _components(source)
             if "transformer" in parts:

@@ -14,10 +14,10 @@ from torch import nn
 from probekit.core.errors import ProbekitError
 from probekit.core.schedule import NoiseSchedule
 from probekit.core.types import GridPoint
-from probekit.models.unet import UNetBackbone
-from probekit.models.vae import encode_mean, vae_scale_factor
 from probekit.models.sd.prompt import PromptConditioned
 from probekit.models.sd.text import SDXLText, TextConditioning
+from probekit.models.unet import UNetBackbone
+from probekit.models.vae import encode_mean, vae_scale_factor
 
 #: the number of SDXL ``time_ids``: original size, crop top-left, target size
 TIME_IDS = 6
