@@ -24,7 +24,8 @@ Usage (defaults take about 11 minutes on a 2-core CPU: extraction timings ~6, th
     python experiments/bench.py
     python experiments/bench.py --train 60 --test 30 --timesteps 0,50 --repeats 1   # smoke test
     python experiments/bench.py --model experiments/models/unet-small --random-init
-    python experiments/bench.py --only-extraction --train 300 --test 100 --timesteps 10,100,400   # sections 1, 2 (~3 min)
+    # sections 1, 2 (~3 min)
+    python experiments/bench.py --only-extraction --train 300 --test 100 --timesteps 10,100,400
 Writes experiments/results/bench.csv (measure, value, unit, machine, setup) and prints a table; the
 machine column names the CPU model and torch's CPU capability, since ratios differ between CPUs.
 """
@@ -39,27 +40,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from probekit.features.cache import CacheLayout, CacheWriter, FeatureCache, SplitLabels
-from probekit.data import ImageDataset, fit_images, load_dataset, stratified_subset
-from probekit.features.extraction import ExtractConfig, extract, plan_extraction
-from probekit.models import load_backbone
-from probekit.models.backbone import Backbone
 from probekit.core.noise import sample_noise, split_seed
 from probekit.core.precision import machine_description
-from probekit.probes import CellScore, run_probe
-from probekit.features.group import Cell, cell_infos, load_cells
-from probekit.probes.run import ProbeRunConfig
 from probekit.core.schedule import GridPoint
+from probekit.data import ImageDataset, fit_images, load_dataset, stratified_subset
+from probekit.features.cache import CacheLayout, CacheWriter, FeatureCache, SplitLabels
+from probekit.features.extraction import ExtractConfig, extract, plan_extraction
+from probekit.features.group import Cell, cell_infos, load_cells
+from probekit.models import load_backbone
+from probekit.models.backbone import Backbone
+from probekit.probes import CellScore, run_probe
+from probekit.probes.run import ProbeRunConfig
 
-DEFAULT_MODEL = "checkpoints/fashion-mnist-ddpm"  # the shipped checkpoint: trained features make the bf16 accuracy change meaningful
+# the shipped checkpoint: trained features make the bf16 accuracy change meaningful
+DEFAULT_MODEL = "checkpoints/fashion-mnist-ddpm"
 DEFAULT_TIMESTEPS = "10,50,100,200,400,700"
 DATASET = "fashion-mnist"
 MB = 1e6  # throughput in decimal megabytes per second, as disks are rated
@@ -85,7 +87,10 @@ class Report:
 
     def table(self, machine: str) -> pd.DataFrame:
         return pd.DataFrame(
-            [{"measure": r.measure, "value": r.value, "unit": r.unit, "machine": machine, "setup": r.setup} for r in self.rows]
+            [
+                {"measure": r.measure, "value": r.value, "unit": r.unit, "machine": machine, "setup": r.setup}
+                for r in self.rows
+            ]
         )
 
     def print(self, machine: str) -> None:
@@ -130,15 +135,22 @@ def _sync(device: str) -> None:
 # ---------------------------------------------------------------- 1 and 2: extraction timings
 
 
-def bare_inputs(backbone: Backbone, dataset: ImageDataset, config: ExtractConfig) -> list[tuple[torch.Tensor, GridPoint]]:
+def bare_inputs(
+    backbone: Backbone, dataset: ImageDataset, config: ExtractConfig
+) -> list[tuple[torch.Tensor, GridPoint]]:
     """The noised network inputs extraction would feed, built the same way but ahead of the clock."""
     plan = plan_extraction(backbone, config)
     inputs = []
     for split_name, split in dataset.splits.items():
         seed = split_seed(config.seed, split_name)
         for start in range(0, len(split.labels), config.batch_size):
-            x0, _ = fit_images(split.read(slice(start, start + config.batch_size)), size=backbone.input_size,
-                               channels=backbone.input_channels, value_range=backbone.value_range, fit=config.fit)
+            x0, _ = fit_images(
+                split.read(slice(start, start + config.batch_size)),
+                size=backbone.input_size,
+                channels=backbone.input_channels,
+                value_range=backbone.value_range,
+                fit=config.fit,
+            )
             x0 = backbone.encode(x0.to(backbone.device))
             ids = split.index[start : start + config.batch_size]
             for point in plan.grid:
@@ -186,8 +198,13 @@ def feature_change(fp32_path: Path, bf16_path: Path) -> tuple[float, float]:
 
 
 def extraction_section(
-    report: Report, backbone: Backbone, dataset: ImageDataset, config: ExtractConfig, repeats: int,
-    workdir: Path, setup: str,
+    report: Report,
+    backbone: Backbone,
+    dataset: ImageDataset,
+    config: ExtractConfig,
+    repeats: int,
+    workdir: Path,
+    setup: str,
 ) -> dict[str, Path]:
     """Sections 1 and 2 on the backbone's device; returns the fp32 and bf16 caches of the last repeat."""
     device = str(backbone.device)
@@ -211,8 +228,14 @@ def extraction_section(
                 times[side].append(time_extract(backbone, dataset, paths[side], configs[side]))
     matmul = matmul_flops(device)
     if not device.startswith("cuda"):  # the profiler's CPU times say nothing about GPU kernels
-        forward_breakdown(report, f"1b forward FLOP/s beside a float32 matmul ({device})", setup, backbone,
-                          inputs[: max(1, min(len(inputs), 6))], matmul)
+        forward_breakdown(
+            report,
+            f"1b forward FLOP/s beside a float32 matmul ({device})",
+            setup,
+            backbone,
+            inputs[: max(1, min(len(inputs), 6))],
+            matmul,
+        )
     del inputs
     med = {side: statistics.median(values) for side, values in times.items()}
     n_forwards = n_images(dataset) * len(plan_extraction(backbone, config).grid) * config.draws
@@ -227,8 +250,15 @@ def extraction_section(
     report.add(s2, timing, "extract bf16", med["bf16"], "s")
     report.add(s2, timing, "speed-up bf16 over fp32 (fp32 time / bf16 time)", med["fp32"] / med["bf16"], "x")
     report.add(s2, timing, "extract bf16 throughput", n_forwards / med["bf16"], "image x grid-point fwd/s")
-    flops_rows(report, f"1b forward FLOP/s beside a float32 matmul ({device})", timing, paths["fp32"], n_forwards,
-               med["bare"], matmul)
+    flops_rows(
+        report,
+        f"1b forward FLOP/s beside a float32 matmul ({device})",
+        timing,
+        paths["fp32"],
+        n_forwards,
+        med["bare"],
+        matmul,
+    )
     worst, mean = feature_change(paths["fp32"], paths["bf16"])
     change = f"{setup}; {device}; per cell |bf16 - fp32| / max |fp32| of the cell, train + test"
     report.add(s2, change, "max relative feature change (worst cell)", worst, "fraction")
@@ -251,11 +281,18 @@ def matmul_flops(device: str, size: int = 2048, repeats: int = 5) -> float:
     return 2.0 * size**3 / statistics.median(times[1:])
 
 
-def forward_breakdown(report: Report, section: str, setup: str, backbone: Backbone,
-                      inputs: Sequence[tuple[torch.Tensor, GridPoint]], matmul: float) -> None:
+def forward_breakdown(
+    report: Report,
+    section: str,
+    setup: str,
+    backbone: Backbone,
+    inputs: Sequence[tuple[torch.Tensor, GridPoint]],
+    matmul: float,
+) -> None:
     """Where a CPU forward's time goes: convolutions (with their FLOP rate beside the matmul's),
     attention, and the rest (normalisation, activations, copies), from torch.profiler self
-    times over ``inputs``, and convolution FLOPs from the counter ``probekit extract`` uses."""
+    times over ``inputs``, and convolution FLOPs from the counter ``probekit extract`` uses.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     from probekit.features.extraction import flop_counter
@@ -276,13 +313,16 @@ def forward_breakdown(report: Report, section: str, setup: str, backbone: Backbo
     note = f"{setup}; {len(inputs)} batches under torch.profiler (self CPU time); conv FLOPs by the extract counter"
     report.add(section, note, "convolution share of forward time", 100 * conv_us / total, "%")
     report.add(section, note, "attention share of forward time", 100 * attention_us / total, "%")
-    report.add(section, note, "other ops share (norms, activations, copies)", 100 * (1 - (conv_us + attention_us) / total), "%")
+    report.add(
+        section, note, "other ops share (norms, activations, copies)", 100 * (1 - (conv_us + attention_us) / total), "%"
+    )
     if conv_us:
         report.add(section, note, "convolution rate / matmul rate", 100 * conv_flops / (conv_us / 1e6) / matmul, "%")
 
 
-def flops_rows(report: Report, section: str, timing: str, fp32_cache: Path, n_forwards: int, bare_seconds: float,
-               matmul: float) -> None:
+def flops_rows(
+    report: Report, section: str, timing: str, fp32_cache: Path, n_forwards: int, bare_seconds: float, matmul: float
+) -> None:
     """The forward's FLOPs as ``probekit extract`` records them, its achieved rate, and ``matmul``'s rate."""
     with FeatureCache(fp32_cache) as cache:
         per_image, achieved = cache.attrs.get("flops_per_image"), cache.attrs.get("achieved_flops")
@@ -363,7 +403,18 @@ def probe_sections(report: Report, paths: dict[str, Path], setup: str) -> None:
 
 def layout_of(cache: FeatureCache) -> CacheLayout:
     """The layout of an existing cache, to write a synthetic twin of it."""
-    keep = ("model_id", "model_sha256", "framework", "schedule", "dataset", "fit", "seed", "pooling", "precision", "value_range")
+    keep = (
+        "model_id",
+        "model_sha256",
+        "framework",
+        "schedule",
+        "dataset",
+        "fit",
+        "seed",
+        "pooling",
+        "precision",
+        "value_range",
+    )
     attrs = cache.attrs
     return CacheLayout(
         attrs={key: attrs[key] for key in keep if key in attrs},
@@ -383,13 +434,15 @@ def time_write(layout: CacheLayout, path: Path, batch_size: int) -> tuple[float,
     # One random batch per layer, made before the clock and reused: HDF5 stores it uncompressed, so
     # the content does not change the cost.
     batch = {
-        layer.name: rng.standard_normal((len(layout.grid), layout.draws, batch_size, layout.widths[layer.name]))
-        .astype(layout.dtype)
+        layer.name: rng.standard_normal((len(layout.grid), layout.draws, batch_size, layout.widths[layer.name])).astype(
+            layout.dtype
+        )
         for layer in layout.layers
     }
     n_bytes = sum(
         len(layout.grid) * layout.draws * len(split.labels) * layout.widths[name] * np.dtype(layout.dtype).itemsize
-        for split in layout.splits.values() for name in layout.widths
+        for split in layout.splits.values()
+        for name in layout.widths
     )
     path.unlink(missing_ok=True)
     started = time.perf_counter()
@@ -437,11 +490,23 @@ def cache_section(report: Report, fp32_path: Path, workdir: Path, batch_size: in
     read_s, read_bytes = statistics.median(r[0] for r in reads), reads[0][1]
     s5 = "5 cache throughput"
     size = f"{write_bytes / MB:.1f} MB of {layout.dtype} features, median of {repeats}"
-    report.add(s5, f"{setup}; CacheWriter timed directly on synthetic arrays of the fp32 cache's layout, batch "
-               f"{batch_size}, file creation to close, no fsync (page cache); {size}", "cache write", write_bytes / MB / write_s, "MB/s")
+    report.add(
+        s5,
+        f"{setup}; CacheWriter timed directly on synthetic arrays of the fp32 cache's layout, batch "
+        f"{batch_size}, file creation to close, no fsync (page cache); {size}",
+        "cache write",
+        write_bytes / MB / write_s,
+        "MB/s",
+    )
     cold = "fsync + POSIX_FADV_DONTNEED before each pass (cold)" if reads[0][2] else "page cache not dropped (warm)"
-    report.add(s5, f"{setup}; FeatureCache.features over every cell of both splits, file reopened, {cold}; "
-               f"{read_bytes / MB:.1f} MB float32, median of {repeats}", "cache read", read_bytes / MB / read_s, "MB/s")
+    report.add(
+        s5,
+        f"{setup}; FeatureCache.features over every cell of both splits, file reopened, {cold}; "
+        f"{read_bytes / MB:.1f} MB float32, median of {repeats}",
+        "cache read",
+        read_bytes / MB / read_s,
+        "MB/s",
+    )
 
 
 # ---------------------------------------------------------------- 6: peak memory
@@ -483,8 +548,9 @@ def peak_rss_mib(probekit_args: list[str], log_path: Path) -> float:
     """Peak RSS (MiB) of a child process running ``python -m probekit *probekit_args``."""
     report = log_path.with_suffix(".rss")
     with open(log_path, "w") as log:
-        done = subprocess.run([sys.executable, "-c", _PEAK_RSS_CHILD, str(report), *probekit_args],
-                              stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            [sys.executable, "-c", _PEAK_RSS_CHILD, str(report), *probekit_args], stdout=log, stderr=subprocess.STDOUT
+        )
     if done.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-15:])
         raise RuntimeError(f"probekit {' '.join(probekit_args)} failed with exit code {done.returncode}:\n{tail}")
@@ -496,7 +562,11 @@ def model_args(model: str, random_init: bool) -> list[str]:
 
 
 def memory_section(
-    report: Report, args: argparse.Namespace, fp32_path: Path, workdir: Path, setup: str,
+    report: Report,
+    args: argparse.Namespace,
+    fp32_path: Path,
+    workdir: Path,
+    setup: str,
 ) -> None:
     t = args.timesteps[0]
     # One grid point keeps the 4N run short; per-batch memory is what extraction holds, whatever N is.
@@ -504,16 +574,36 @@ def memory_section(
     for scale in (1, 4):
         out = workdir / f"memory-{scale}n.h5"
         rss[scale] = peak_rss_mib(
-            ["extract", *model_args(args.model, args.random_init), "--data", DATASET, "--no-download",
-                        "--timesteps", str(t), "--train-limit", str(scale * args.train), "--test-limit", str(scale * args.test),
-                        "--batch-size", str(args.batch_size), "--device", "cpu", "--out", str(out), "--quiet", "--overwrite"],
+            [
+                "extract",
+                *model_args(args.model, args.random_init),
+                "--data",
+                DATASET,
+                "--no-download",
+                "--timesteps",
+                str(t),
+                "--train-limit",
+                str(scale * args.train),
+                "--test-limit",
+                str(scale * args.test),
+                "--batch-size",
+                str(args.batch_size),
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--quiet",
+                "--overwrite",
+            ],
             workdir / f"memory-{scale}n.log",
         )
         out.unlink(missing_ok=True)
     n = args.train + args.test
     s6 = "6 peak memory (RSS)"
-    note = (f"`probekit extract` subprocess, t={t} only, all layers, batch {args.batch_size}, cpu; "
-            f"peak RSS (VmHWM) reported by the child")
+    note = (
+        f"`probekit extract` subprocess, t={t} only, all layers, batch {args.batch_size}, cpu; "
+        f"peak RSS (VmHWM) reported by the child"
+    )
     report.add(s6, note, f"extract, N = {n} images", rss[1], "MiB")
     report.add(s6, note, f"extract, 4N = {4 * n} images", rss[4], "MiB")
     report.add(s6, note, "extract peak RSS 4N / N", rss[4] / rss[1], "x")
@@ -528,11 +618,14 @@ def memory_section(
     base = ["probe", "--cache", str(fp32_path), "--probes", "linear", "--device", "cpu", "--quiet"]
     probe_rss = {
         "default": peak_rss_mib(base + ["--out", str(workdir / "probe-a.csv")], workdir / "probe-a.log"),
-        "budget": peak_rss_mib(base + ["--out", str(workdir / "probe-b.csv"), "--max-memory", str(budget)],
-                               workdir / "probe-b.log"),
+        "budget": peak_rss_mib(
+            base + ["--out", str(workdir / "probe-b.csv"), "--max-memory", str(budget)], workdir / "probe-b.log"
+        ),
     }
-    note = (f"{setup}; `probekit probe --probes linear` subprocess on the fp32 cache ({total / 2**20:.1f} MiB of float32 "
-            f"features, {len(cells)} cells); peak RSS (VmHWM) reported by the child")
+    note = (
+        f"{setup}; `probekit probe --probes linear` subprocess on the fp32 cache ({total / 2**20:.1f} MiB of float32 "
+        f"features, {len(cells)} cells); peak RSS (VmHWM) reported by the child"
+    )
     report.add(s6, note, "probe, default --max-memory (auto: half of RAM)", probe_rss["default"], "MiB")
     report.add(s6, note, f"probe, --max-memory {budget / 2**20:.1f} MiB", probe_rss["budget"], "MiB")
     report.add(s6, note, "probe peak RSS saved by --max-memory", probe_rss["default"] - probe_rss["budget"], "MiB")
@@ -544,20 +637,34 @@ def memory_section(
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model folder (default {DEFAULT_MODEL})")
-    parser.add_argument("--random-init", action=argparse.BooleanOptionalAction, default=False,
-                        help="random weights of the same architecture (for a folder holding a config only)")
+    parser.add_argument(
+        "--random-init",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="random weights of the same architecture (for a folder holding a config only)",
+    )
     parser.add_argument("--train", type=int, default=1000, help="train images (class-stratified subset)")
     parser.add_argument("--test", type=int, default=500, help="test images (class-stratified subset)")
-    parser.add_argument("--timesteps", default=DEFAULT_TIMESTEPS,
-                        type=lambda text: [int(item) for item in text.split(",") if item.strip()],
-                        help=f"comma-separated timestep indices (default {DEFAULT_TIMESTEPS})")
+    parser.add_argument(
+        "--timesteps",
+        default=DEFAULT_TIMESTEPS,
+        type=lambda text: [int(item) for item in text.split(",") if item.strip()],
+        help=f"comma-separated timestep indices (default {DEFAULT_TIMESTEPS})",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     # Two keep the default run near 10 minutes on 2 CPU cores; a third adds about 3.
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each timing (median reported)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="auto: also time extraction on CUDA when a GPU is visible; cpu: CPU only")
-    parser.add_argument("--only-extraction", action="store_true",
-                        help="sections 1 and 2 only (extraction, FLOP/s, bf16), skipping probes, cache and memory")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: also time extraction on CUDA when a GPU is visible; cpu: CPU only",
+    )
+    parser.add_argument(
+        "--only-extraction",
+        action="store_true",
+        help="sections 1 and 2 only (extraction, FLOP/s, bf16), skipping probes, cache and memory",
+    )
     parser.add_argument("--out", default="experiments/results/bench.csv")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.train < 1 or args.test < 1 or not args.timesteps:
@@ -581,8 +688,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         for device in devices:
             backbone = load_backbone(args.model, random_init=args.random_init, device=device)
             n_layers = len(plan_extraction(backbone, config).layers)
-            setup = (f"{args.model}{' random init' if args.random_init else ''}, {DATASET} {args.train}/{args.test}, "
-                     f"t={','.join(map(str, args.timesteps))}, all {n_layers} layers, batch {args.batch_size}")
+            setup = (
+                f"{args.model}{' random init' if args.random_init else ''}, {DATASET} {args.train}/{args.test}, "
+                f"t={','.join(map(str, args.timesteps))}, all {n_layers} layers, batch {args.batch_size}"
+            )
             print(f"extraction timings on {device} ...", flush=True)
             caches[device] = extraction_section(report, backbone, dataset, config, args.repeats, workdir, setup)
             del backbone

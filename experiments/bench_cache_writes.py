@@ -37,11 +37,11 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
-from probekit.models import load_backbone
 from probekit.core.precision import machine_description
 from probekit.core.schedule import DDPMSchedule
 from probekit.core.types import LayerInfo
+from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
+from probekit.models import load_backbone
 
 ROOT = Path(__file__).resolve().parent.parent
 FMNIST_GRID = [0, 5, 10, 25, 50, 100, 200, 450]
@@ -61,13 +61,19 @@ def sd15_widths() -> list[int]:
     blocks 0-2 (resnet, attention, resnet, attention, downsampled output) at 320 / 640 / 1280,
     down block 3 (2 resnets), the mid block (resnet, attention, resnet), up block 0 (3 resnets +
     upsampled output), up blocks 1-2 (3 x (resnet, attention) + upsampled output), up block 3
-    (3 x (resnet, attention))."""
-    return [320] * 5 + [640] * 5 + [1280] * 5 + [1280] * 2 + [1280] * 3 + [1280] * 4 + [1280] * 7 + [640] * 7 + [320] * 6
+    (3 x (resnet, attention)).
+    """
+    return (
+        [320] * 5 + [640] * 5 + [1280] * 5 + [1280] * 2 + [1280] * 3 + [1280] * 4 + [1280] * 7 + [640] * 7 + [320] * 6
+    )
 
 
 def layout_of(widths: list[int], grid: list[int], n: dict[str, int]) -> CacheLayout:
     schedule = DDPMSchedule()
-    layers = [LayerInfo(name=f"layer{i:02d}", stage="down", depth=i, channels=w, resolution="1x1") for i, w in enumerate(widths)]
+    layers = [
+        LayerInfo(name=f"layer{i:02d}", stage="down", depth=i, channels=w, resolution="1x1")
+        for i, w in enumerate(widths)
+    ]
     return CacheLayout(
         attrs={"model_id": "bench", "model_sha256": "0", "dataset": "bench", "seed": 0, "pooling": "gap"},
         grid=sorted(schedule.points(grid), key=lambda p: p.t),
@@ -115,15 +121,20 @@ def run_setup(name: str, args: argparse.Namespace, tmp: Path) -> dict:
         widths = widths_of(model)
         grid = load_backbone(model, random_init=True, device="cpu").schedule.default_grid()
         action = lambda: write_layout(out, layout_of(widths, grid, samples), 64)
-        what = f"DDAE CIFAR-10 DDPM layout: {len(widths)} layers, {len(grid)} noise levels, batch 64, {sum(samples.values())} images"
+        what = (
+            f"DDAE CIFAR-10 DDPM layout: {len(widths)} layers, {len(grid)} noise levels, batch 64, "
+            f"{sum(samples.values())} images"
+        )
     elif name == "folder":
         samples = {"train": args.folder_images, "test": args.folder_images // 4}
         model = str(ROOT / "experiments" / "models" / "unet-small")
         widths = widths_of(model)
         grid = load_backbone(model, random_init=True, device="cpu").schedule.default_grid()
         action = lambda: write_layout(out, layout_of(widths, grid, samples), 64)
-        what = (f"unet-small on an image folder: {len(widths)} layers, {len(grid)} noise levels, batch 64, "
-                f"{sum(samples.values())} images")
+        what = (
+            f"unet-small on an image folder: {len(widths)} layers, {len(grid)} noise levels, batch 64, "
+            f"{sum(samples.values())} images"
+        )
     else:
         raise SystemExit(f"unknown setup {name!r}: choose from sd15, folder, fmnist, cifar")
     before, start = written_bytes(), time.perf_counter()
@@ -133,9 +144,17 @@ def run_setup(name: str, args: argparse.Namespace, tmp: Path) -> dict:
     with h5py.File(out, "r") as f:  # the features' own bytes (a last, partly filled chunk is allocated whole)
         payload = sum(d.nbytes for s in f if s not in ("grid", "layers") for d in f[s]["feats"].values())
     out.unlink()
-    return {"setup": name, "what": what, "samples": sum(samples.values()), "bytes_written": passed,
-            "file_bytes": size, "feature_bytes": payload, "ratio": passed / size, "ratio_to_features": passed / payload,
-            "seconds": seconds}
+    return {
+        "setup": name,
+        "what": what,
+        "samples": sum(samples.values()),
+        "bytes_written": passed,
+        "file_bytes": size,
+        "feature_bytes": payload,
+        "ratio": passed / size,
+        "ratio_to_features": passed / payload,
+        "seconds": seconds,
+    }
 
 
 def main() -> None:
@@ -152,9 +171,13 @@ def main() -> None:
         for name in args.setups.split(","):
             row = run_setup(name.strip(), args, Path(tmp))
             rows.append({**row, "machine": machine})
-            print(f"{row['setup']:>7}: {row['bytes_written'] / 2**20:9.1f} MiB written / {row['file_bytes'] / 2**20:8.1f} MiB file "
-                  f"= {row['ratio']:.3f}x  "
-                  f"({row['ratio_to_features']:.3f}x the feature bytes; {row['seconds']:.1f} s; {row['what']})", flush=True)
+            print(
+                f"{row['setup']:>7}: {row['bytes_written'] / 2**20:9.1f} MiB written / "
+                f"{row['file_bytes'] / 2**20:8.1f} MiB file "
+                f"= {row['ratio']:.3f}x  "
+                f"({row['ratio_to_features']:.3f}x the feature bytes; {row['seconds']:.1f} s; {row['what']})",
+                flush=True,
+            )
     pd.DataFrame(rows).to_csv(args.out, index=False)
     print(f"machine: {machine}\nwrote {args.out}")
 

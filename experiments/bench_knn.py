@@ -29,8 +29,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -74,13 +74,23 @@ def speed_sections(args: argparse.Namespace, rows: list[dict], device: torch.dev
     native = sorted(native_precisions(device))
     low = native[0] if native else None  # bf16 sorts before fp16, the order auto tries them
     auto = knn_similarity_precision("auto", device, max(ks))
-    setup = (f"{args.cells} cells of {args.train} train x {args.queries} queries x {args.width}, k={ks}, "
-             f"T={list(TEMPERATURES)}, blocks of {args.chunk} queries; {device.type}; "
-             f"median of {args.repeats} interleaved repeats; auto similarity chose {auto or 'float32'}")
+    setup = (
+        f"{args.cells} cells of {args.train} train x {args.queries} queries x {args.width}, k={ks}, "
+        f"T={list(TEMPERATURES)}, blocks of {args.chunk} queries; {device.type}; "
+        f"median of {args.repeats} interleaved repeats; auto similarity chose {auto or 'float32'}"
+    )
 
     def sweep(similarity: str, which_ks: Sequence[int]) -> dict:
-        return knn_sweep(train, y_train, {"test": queries}, which_ks, TEMPERATURES, device=device,
-                         chunk_size=args.chunk, similarity=similarity)
+        return knn_sweep(
+            train,
+            y_train,
+            {"test": queries},
+            which_ks,
+            TEMPERATURES,
+            device=device,
+            chunk_size=args.chunk,
+            similarity=similarity,
+        )
 
     sides: dict[str, Callable[[], object]] = {
         "bare": lambda: bare_products(train, queries, max(ks), args.chunk, device),
@@ -90,15 +100,17 @@ def speed_sections(args: argparse.Namespace, rows: list[dict], device: torch.dev
     if low is not None:
         # Low precision on the first cell only, beside float32 on the same cell (it is the slow side here).
         first = {0: train[0]}, {"test": {0: queries[0]}}
-        sides[f"1 cell {low}"] = lambda: knn_sweep(first[0], y_train, first[1], ks, TEMPERATURES, device=device,
-                                                   chunk_size=args.chunk, similarity=low)
-        sides["1 cell fp32"] = lambda: knn_sweep(first[0], y_train, first[1], ks, TEMPERATURES, device=device,
-                                                 chunk_size=args.chunk, similarity="fp32")
+        sides[f"1 cell {low}"] = lambda: knn_sweep(
+            first[0], y_train, first[1], ks, TEMPERATURES, device=device, chunk_size=args.chunk, similarity=low
+        )
+        sides["1 cell fp32"] = lambda: knn_sweep(
+            first[0], y_train, first[1], ks, TEMPERATURES, device=device, chunk_size=args.chunk, similarity="fp32"
+        )
     times: dict[str, list[float]] = {name: [] for name in sides}
     outputs: dict[str, object] = {}
     for repeat in range(args.repeats):
         names = list(sides)
-        names = names[repeat % len(names):] + names[: repeat % len(names)]  # rotate the order
+        names = names[repeat % len(names) :] + names[: repeat % len(names)]  # rotate the order
         for name in names:
             elapsed, outputs[name] = timed(sides[name])
             times[name].append(elapsed)
@@ -122,13 +134,16 @@ def speed_sections(args: argparse.Namespace, rows: list[dict], device: torch.dev
     add(f"{len(ks)} separate runs fp32", med["separate fp32"], "s")
     add(f"{len(ks)} separate runs / one sweep", med["separate fp32"] / med["sweep fp32"], "x")
     separate = {kt: cells for run in outputs["separate fp32"] for kt, cells in run.items()}
-    same = all(np.array_equal(separate[kt][c]["test"], outputs["sweep fp32"][kt][c]["test"])
-               for kt in separate for c in separate[kt])
+    same = all(
+        np.array_equal(separate[kt][c]["test"], outputs["sweep fp32"][kt][c]["test"])
+        for kt in separate
+        for c in separate[kt]
+    )
     add("sweep predictions equal separate runs", int(same), "bool")
 
 
 def centring_section(args: argparse.Namespace, rows: list[dict], device: torch.device) -> None:
-    """kNN top-1 per cell of a real cache, centred and not."""
+    """KNN top-1 per cell of a real cache, centred and not."""
     from probekit.features.cache import FeatureCache
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,7 +153,10 @@ def centring_section(args: argparse.Namespace, rows: list[dict], device: torch.d
             cells = [(t, layer.name) for t in cache.timesteps for layer in cache.layers]
             train = {c: np.asarray(cache.features("train", c[1], c[0]), dtype=np.float32) for c in cells}
             test = {c: np.asarray(cache.features("test", c[1], c[0]), dtype=np.float32) for c in cells}
-            what = f"{path.name if args.cache else 'shipped checkpoint'}: {len(cells)} cells, {len(y_train)}/{len(y_test)} images"
+            what = (
+                f"{path.name if args.cache else 'shipped checkpoint'}: {len(cells)} cells, "
+                f"{len(y_train)}/{len(y_test)} images"
+            )
     accuracy = {}
     for centre in (False, True):
         predictions = knn_sweep(train, y_train, {"test": test}, [20], [0.07], centre=centre, device=device)[(20, 0.07)]
@@ -153,8 +171,14 @@ def centring_section(args: argparse.Namespace, rows: list[dict], device: torch.d
         ("mean change over cells (centred - raw)", change.mean()),
         ("cells improved / worsened by > 0.5 point", f"{int((change > 0.5).sum())} / {int((change < -0.5).sum())}"),
     ]:
-        rows.append({"measure": measure, "value": value, "unit": "points" if not isinstance(value, str) else "cells",
-                     "setup": setup})
+        rows.append(
+            {
+                "measure": measure,
+                "value": value,
+                "unit": "points" if not isinstance(value, str) else "cells",
+                "setup": setup,
+            }
+        )
 
 
 def extract_small_cache(out: Path) -> Path:

@@ -27,7 +27,8 @@ setups, a subset on the big ones, where one scikit-learn fit takes minutes). Rep
   warm-started from C = 0.1), the way ``probekit probe --C 0.1,1`` runs.
 
 Both sides run single-threaded (OMP/BLAS threads = 1, torch threads = 1), so that neither gets
-more cores than the other and the ratio holds whatever else runs on the machine. Usage (about 10 minutes of CPU on a 2-core AMD EPYC):
+more cores than the other and the ratio holds whatever else runs on the machine. Usage (about 10 minutes of CPU on a
+2-core AMD EPYC):
     nice -n 5 python experiments/bench_linear.py
     python experiments/bench_linear.py --quick        # smoke test, seconds
 Writes experiments/results/bench_linear.csv and prints the table.
@@ -62,8 +63,13 @@ from probekit.probes.linear import (  # noqa: E402
 from probekit.probes.logreg import LogRegConfig  # noqa: E402
 
 # (N_train, width, cells, cells fitted by scikit-learn)
-SETUPS = [(2000, 32, 12, 12), (2000, 1024, 4, 4), (5000, 128, 48, 6), (20000, 256, 6, 2),
-          (60000, 1024, 2, 1)]  # 5000 x 128 x 48 cells: the shape of a probing grid's width group
+SETUPS = [
+    (2000, 32, 12, 12),
+    (2000, 1024, 4, 4),
+    (5000, 128, 48, 6),
+    (20000, 256, 6, 2),
+    (60000, 1024, 2, 1),
+]  # 5000 x 128 x 48 cells: the shape of a probing grid's width group
 QUICK = [(2000, 32, 4, 4), (4000, 128, 2, 1)]
 N_TEST = 5000
 CLASSES = 10
@@ -161,11 +167,16 @@ def main() -> None:
         itemsize = np.dtype(sk_dtype).itemsize  # StandardScaler and lbfgs keep float32 input float32
         bytes_per_s = np.mean(sk_iters) * 2 * n_train * width * itemsize / per_cell_sk
         row = dict(
-            n_train=n_train, width=width, cells=cells, sklearn_cells=sk_cells,
-            top1_min=round(100 * min(sk_top1), 2), top1_max=round(100 * max(sk_top1), 2),
+            n_train=n_train,
+            width=width,
+            cells=cells,
+            sklearn_cells=sk_cells,
+            top1_min=round(100 * min(sk_top1), 2),
+            top1_max=round(100 * max(sk_top1), 2),
             mean_abs_diff_points=round(float(np.mean(diffs)), 3),
             max_abs_diff_points=round(float(np.max(diffs)), 3),
-            linear_s_per_cell=round(per_cell_lin, 3), sklearn_s_per_cell=round(per_cell_sk, 3),
+            linear_s_per_cell=round(per_cell_lin, 3),
+            sklearn_s_per_cell=round(per_cell_sk, 3),
             speed_ratio=round(per_cell_sk / per_cell_lin, 1),
             linear_iters=round(float(np.mean([h.n_iter for h in heads[1.0].values()])), 1),
             sklearn_iters=round(float(np.mean(sk_iters)), 1),
@@ -178,13 +189,17 @@ def main() -> None:
         )
         rows.append(row)
         print(row, flush=True)
-    rows.append(dict(
-        n_train="all", width="all", cells=sum(r["cells"] for r in rows),
-        sklearn_cells=sum(r["sklearn_cells"] for r in rows),
-        mean_abs_diff_points=round(float(np.mean(all_diffs)), 3),
-        max_abs_diff_points=round(float(np.max(all_diffs)), 3),
-        speed_ratio=round(total_sklearn_all / total_linear, 1),
-    ))
+    rows.append(
+        dict(
+            n_train="all",
+            width="all",
+            cells=sum(r["cells"] for r in rows),
+            sklearn_cells=sum(r["sklearn_cells"] for r in rows),
+            mean_abs_diff_points=round(float(np.mean(all_diffs)), 3),
+            max_abs_diff_points=round(float(np.max(all_diffs)), 3),
+            speed_ratio=round(total_sklearn_all / total_linear, 1),
+        )
+    )
     info = machine()
     for r in rows:
         r["machine"] = info

@@ -31,19 +31,26 @@ def main() -> None:
     for width in (256, 1280):
         values = rng.normal(size=(args.grid, 1, args.batch, width)).astype(np.float32)
         with tempfile.TemporaryDirectory() as folder, h5py.File(Path(folder) / "b.h5", "w") as f:
-            data = f.create_dataset("x", shape=(args.grid, 1, args.batch * args.repeats, width), dtype="float32",
-                                    chunks=(1, 1, args.batch, width))
+            data = f.create_dataset(
+                "x",
+                shape=(args.grid, 1, args.batch * args.repeats, width),
+                dtype="float32",
+                chunks=(1, 1, args.batch, width),
+            )
             write = count = 0.0
             for i in range(args.repeats):
                 start = time.perf_counter()
-                data[:, :, i * args.batch:(i + 1) * args.batch, :] = values
+                data[:, :, i * args.batch : (i + 1) * args.batch, :] = values
                 f.flush()
                 write += time.perf_counter() - start
                 start = time.perf_counter()
                 np.count_nonzero(~np.isfinite(values), axis=(1, 3))
                 count += time.perf_counter() - start
-        print(f"D={width}: write {1e3 * write / args.repeats:.2f} ms/batch, count {1e3 * count / args.repeats:.2f} ms/batch "
-              f"({100 * count / write:.0f} % of the write)")
+        print(
+            f"D={width}: write {1e3 * write / args.repeats:.2f} ms/batch, count {1e3 * count / args.repeats:.2f} "
+            "ms/batch "
+            f"({100 * count / write:.0f} % of the write)"
+        )
 
 
 if __name__ == "__main__":

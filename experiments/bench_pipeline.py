@@ -54,7 +54,9 @@ def host_rate(split, convert, batch: int, workers: int) -> float:
 
     bounds = [(start, min(start + batch, len(split))) for start in range(0, len(split), batch)]
     started = time.perf_counter()
-    for _ in host_batches(split, bounds, 1, seed=0, split_name="train", convert=convert, device=torch.device("cpu"), workers=workers):
+    for _ in host_batches(
+        split, bounds, 1, seed=0, split_name="train", convert=convert, device=torch.device("cpu"), workers=workers
+    ):
         pass
     return len(split) / (time.perf_counter() - started)
 
@@ -63,17 +65,28 @@ def build_model(folder: Path, size: int, width: int) -> Path:
     from diffusers import UNet2DModel
 
     torch.manual_seed(0)
-    UNet2DModel(sample_size=size, in_channels=3, out_channels=3, block_out_channels=(width, 2 * width), layers_per_block=1,
-                down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                norm_num_groups=8).save_pretrained(folder)
-    (folder / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDPMScheduler", "num_train_timesteps": 1000}))
+    UNet2DModel(
+        sample_size=size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(width, 2 * width),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ).save_pretrained(folder)
+    (folder / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "DDPMScheduler", "num_train_timesteps": 1000})
+    )
     return folder
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--size", type=int, default=64, help="side the images are brought to (and the model's input side)")
+    parser.add_argument(
+        "--size", type=int, default=64, help="side the images are brought to (and the model's input side)"
+    )
     parser.add_argument("--width", type=int, default=32, help="channels of the benchmark UNet's first stage")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--folder", type=Path, help="where to write (or find) the JPEGs (default: a temporary folder)")
@@ -81,12 +94,12 @@ def main() -> None:
     parser.add_argument("--skip-overlap", action="store_true", help="only the host rate")
     args = parser.parse_args()
 
+    from probekit.core.precision import machine_description
     from probekit.data import load_dataset
     from probekit.data.base import ImageDataset, ImageSplit
     from probekit.features.extraction import ExtractConfig, extract
     from probekit.features.host_pipeline import Converter
     from probekit.models import load_backbone
-    from probekit.core.precision import machine_description
 
     torch.set_num_threads(1)  # per-core numbers: one torch thread in the main process (workers use one each)
     with tempfile.TemporaryDirectory() as work:
@@ -108,15 +121,25 @@ def main() -> None:
             {"measure": "host_speedup_2_workers", "value": parallel / serial},
             {"measure": "host_ms_per_image_per_core", "value": 1000 / serial},
         ]
-        print(f"host, {len(split)} JPEGs to {args.size} px: serial {serial:.1f} images/s, 2 workers {parallel:.1f} images/s "
-              f"({parallel / serial:.2f}x); host cost {1000 / serial:.2f} ms per image per core")
+        print(
+            f"host, {len(split)} JPEGs to {args.size} px: serial {serial:.1f} images/s, 2 workers {parallel:.1f} "
+            "images/s "
+            f"({parallel / serial:.2f}x); host cost {1000 / serial:.2f} ms per image per core"
+        )
         if not args.skip_overlap:
             backbone = load_backbone(str(build_model(work / "model", args.size, args.width)))
             config = {"timesteps": [100], "batch_size": args.batch_size, "image_size": args.size, "splits": ("train",)}
             host_alone = len(split) / host_rate(split, convert, args.batch_size, 1)
             pixels = split.read(slice(None))
-            in_memory = ImageDataset("memory", {"train": ImageSplit(pixels, split.labels, split.index),
-                                                "test": dataset.splits["test"].at_size(args.size)}, dataset.class_names, "memory")
+            in_memory = ImageDataset(
+                "memory",
+                {
+                    "train": ImageSplit(pixels, split.labels, split.index),
+                    "test": dataset.splits["test"].at_size(args.size),
+                },
+                dataset.class_names,
+                "memory",
+            )
             started = time.perf_counter()
             extract(backbone, in_memory, work / "forward.h5", ExtractConfig(**config, workers=0), progress=False)
             forward_alone = time.perf_counter() - started
@@ -130,8 +153,12 @@ def main() -> None:
                 {"measure": "extraction_s", "value": both},
                 {"measure": "extraction_over_max", "value": both / bound},
             ]
-            print(f"overlap, 1 worker: host alone {host_alone:.2f} s, forward alone {forward_alone:.2f} s, extraction {both:.2f} s "
-                  f"= {both / bound:.2f}x max(host, forward) (serial would be {(host_alone + forward_alone) / bound:.2f}x)")
+            print(
+                f"overlap, 1 worker: host alone {host_alone:.2f} s, forward alone {forward_alone:.2f} s, extraction "
+                f"{both:.2f} s "
+                f"= {both / bound:.2f}x max(host, forward) (serial would be "
+                f"{(host_alone + forward_alone) / bound:.2f}x)"
+            )
         print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
         if args.out:
             with open(args.out, "w", newline="") as handle:

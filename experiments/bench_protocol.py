@@ -43,9 +43,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,14 +53,14 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from probekit.features.cache import FeatureCache  # noqa: E402
+from probekit.core.noise import sample_noise, split_seed  # noqa: E402
+from probekit.core.precision import machine_description  # noqa: E402
 from probekit.data import fit_images, load_dataset, stratified_subset  # noqa: E402
 from probekit.data.augment import crop_flip_views  # noqa: E402
 from probekit.evaluate import stratified_val_split  # noqa: E402
+from probekit.features.cache import FeatureCache  # noqa: E402
 from probekit.features.extraction import ExtractConfig, extract, noise_draw, plan_extraction  # noqa: E402
 from probekit.models import load_backbone  # noqa: E402
-from probekit.core.noise import sample_noise, split_seed  # noqa: E402
-from probekit.core.precision import machine_description  # noqa: E402
 from probekit.probes.run import ProbeRunConfig, probe_cache  # noqa: E402
 
 Cell = tuple[int, str]
@@ -105,8 +105,9 @@ def cell_scores(table: pd.DataFrame, split: str) -> dict[Cell, float]:
 
 
 def _inputs(backbone, images: np.ndarray, fit: str) -> torch.Tensor:
-    x, _ = fit_images(images, size=backbone.input_size, channels=backbone.input_channels,
-                      value_range=backbone.value_range, fit=fit)
+    x, _ = fit_images(
+        images, size=backbone.input_size, channels=backbone.input_channels, value_range=backbone.value_range, fit=fit
+    )
     return backbone.encode(x.to(backbone.device))
 
 
@@ -126,7 +127,9 @@ def online_arm(backbone, train, test, fit_pos: np.ndarray, val_pos: np.ndarray, 
     n_classes = int(train.labels.max()) + 1
     # Widths from one forward; heads as DDAE builds them: nn.Linear's default init, seeded once.
     probe_x = _inputs(backbone, images[:1], args.fit)
-    widths = {name: int(v.shape[1]) for name, v in backbone.features(probe_x, plan.grid[0], plan.layers, plan.pooling).items()}
+    widths = {
+        name: int(v.shape[1]) for name, v in backbone.features(probe_x, plan.grid[0], plan.layers, plan.pooling).items()
+    }
     torch.manual_seed(args.seed)
     heads = {cell: nn.Linear(widths[cell[1]], n_classes) for cell in cells}
     optims = {cell: torch.optim.Adam(heads[cell].parameters(), lr=args.lr) for cell in cells}
@@ -146,7 +149,9 @@ def online_arm(backbone, train, test, fit_pos: np.ndarray, val_pos: np.ndarray, 
             pos = np.sort(order[start : start + args.batch_size])
             ids = train.index[pos]
             tick = time.perf_counter()
-            x0 = _inputs(backbone, crop_flip_views(images[pos], ids, seed=args.seed, split="train", view=view), args.fit)
+            x0 = _inputs(
+                backbone, crop_flip_views(images[pos], ids, seed=args.seed, split="train", view=view), args.fit
+            )
             feature_s += time.perf_counter() - tick
             for point in plan.grid:
                 tick = time.perf_counter()
@@ -167,8 +172,11 @@ def online_arm(backbone, train, test, fit_pos: np.ndarray, val_pos: np.ndarray, 
                 head_s += time.perf_counter() - tock
         for sched in scheds.values():
             sched.step()
-        print(f"  arm A epoch {epoch + 1}/{args.epochs}: {time.perf_counter() - started:.0f} s, "
-              f"{forwards / feature_s:.1f} forwards/s", file=sys.stderr)
+        print(
+            f"  arm A epoch {epoch + 1}/{args.epochs}: {time.perf_counter() - started:.0f} s, "
+            f"{forwards / feature_s:.1f} forwards/s",
+            file=sys.stderr,
+        )
 
     # Val (held-out train images) and test: one noise draw of the clean image, as cached.
     scores: dict[str, dict[Cell, float]] = {}
@@ -185,8 +193,9 @@ def online_arm(backbone, train, test, fit_pos: np.ndarray, val_pos: np.ndarray, 
             tick = time.perf_counter()
             x0 = _inputs(backbone, split.read(pos), args.fit)
             for point in plan.grid:
-                feats = backbone.features(_noisy(backbone, x0, ids, point, seed, noise_draw(0, 0)), point,
-                                          plan.layers, plan.pooling)
+                feats = backbone.features(
+                    _noisy(backbone, x0, ids, point, seed, noise_draw(0, 0)), point, plan.layers, plan.pooling
+                )
                 forwards += len(pos)
                 tock = time.perf_counter()
                 feature_s += tock - tick
@@ -286,18 +295,29 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     backbone = load_backbone(args.model)
     dataset = load_dataset(args.data, download=False, seed=args.seed)
-    dataset.splits = {"train": stratified_subset(dataset.splits["train"], args.train, seed=args.seed),
-                      "test": stratified_subset(dataset.splits["test"], args.test, seed=args.seed)}
+    dataset.splits = {
+        "train": stratified_subset(dataset.splits["train"], args.train, seed=args.seed),
+        "test": stratified_subset(dataset.splits["test"], args.test, seed=args.seed),
+    }
     train, test = dataset.splits["train"], dataset.splits["test"]
-    base = ExtractConfig(timesteps=timesteps, layers=args.layers, seed=args.seed, batch_size=args.batch_size,
-                         precision="fp32", fit=args.fit, splits=("train", "test"))
+    base = ExtractConfig(
+        timesteps=timesteps,
+        layers=args.layers,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        precision="fp32",
+        fit=args.fit,
+        splits=("train", "test"),
+    )
     plan = plan_extraction(backbone, base)
     fit_pos, val_pos = stratified_val_split(train.labels, args.val_fraction, args.seed)
     cells = [(point.t, layer) for point in plan.grid for layer in plan.layers]
-    setup = (f"{args.model} on {args.data}: {len(train.labels)} train ({len(fit_pos)} fit + {len(val_pos)} val) / "
-             f"{len(test.labels)} test, t = {timesteps}, {len(plan.layers)} layers ({len(cells)} cells), "
-             f"{args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr}, fp32, views A = {args.views}, "
-             f"seed {args.seed}")
+    setup = (
+        f"{args.model} on {args.data}: {len(train.labels)} train ({len(fit_pos)} fit + {len(val_pos)} val) / "
+        f"{len(test.labels)} test, t = {timesteps}, {len(plan.layers)} layers ({len(cells)} cells), "
+        f"{args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr}, fp32, views A = {args.views}, "
+        f"seed {args.seed}"
+    )
     print(setup, file=sys.stderr)
 
     results: dict[str, ArmResult] = {}
@@ -310,22 +330,51 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"  extract mean cache: {mean_s:.0f} s, {mean_fwd / mean_s:.1f} forwards/s", file=sys.stderr)
         views_s, views_fwd = timed_extract(backbone, dataset, views_cache, replace(base, views=args.views))
         print(f"  extract views cache: {views_s:.0f} s, {views_fwd / views_s:.1f} forwards/s", file=sys.stderr)
-        common = {"val_fraction": args.val_fraction, "seed": args.seed, "test_features": "single",
-                  "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}
+        common = {
+            "val_fraction": args.val_fraction,
+            "seed": args.seed,
+            "test_features": "single",
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+        }
         variants = [
-            ("(i) mean + sgd", mean_cache, mean_s, mean_fwd,
-             ProbeRunConfig(probes=("sgd",), train_features="mean", **common)),
-            (f"(ii) views {args.views} + sgd", views_cache, views_s, views_fwd,
-             ProbeRunConfig(probes=("sgd",), train_features="sample", use_views=args.views, **common)),
-            ("(iii) mean + linear", mean_cache, mean_s, mean_fwd,
-             ProbeRunConfig(probes=("linear",), train_features="mean", **common)),
-            (f"(ii) views {args.views} + sgd, probe seed {args.seed + 1}", views_cache, views_s, views_fwd,
-             _ProbeSeed(probes=("sgd",), train_features="sample", use_views=args.views, probe_seed=args.seed + 1,
-                        **common)),
+            (
+                "(i) mean + sgd",
+                mean_cache,
+                mean_s,
+                mean_fwd,
+                ProbeRunConfig(probes=("sgd",), train_features="mean", **common),
+            ),
+            (
+                f"(ii) views {args.views} + sgd",
+                views_cache,
+                views_s,
+                views_fwd,
+                ProbeRunConfig(probes=("sgd",), train_features="sample", use_views=args.views, **common),
+            ),
+            (
+                "(iii) mean + linear",
+                mean_cache,
+                mean_s,
+                mean_fwd,
+                ProbeRunConfig(probes=("linear",), train_features="mean", **common),
+            ),
+            (
+                f"(ii) views {args.views} + sgd, probe seed {args.seed + 1}",
+                views_cache,
+                views_s,
+                views_fwd,
+                _ProbeSeed(
+                    probes=("sgd",), train_features="sample", use_views=args.views, probe_seed=args.seed + 1, **common
+                ),
+            ),
         ]
         for name, cache, extract_s, forwards, config in variants:
             probe_s, table = timed_probe(cache, config)
-            results[name] = ArmResult(name, extract_s, probe_s, forwards, cell_scores(table, "test"), cell_scores(table, "val"))
+            results[name] = ArmResult(
+                name, extract_s, probe_s, forwards, cell_scores(table, "test"), cell_scores(table, "val")
+            )
             print(f"  probe {name}: {probe_s:.1f} s", file=sys.stderr)
         # Arm A.
         arm_a, seen = online_arm(backbone, train, test, fit_pos, val_pos, plan, args)
@@ -400,11 +449,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     depth = {layer.name: layer.depth for layer in backbone.layers()}
-    per_cell = pd.DataFrame([
-        {"t": t, "layer": layer, "depth": depth[layer],
-         **{f"{arm.name} {split}": 100 * getattr(arm, split)[(t, layer)] for arm in arms for split in ("val", "test")}}
-        for t, layer in cells
-    ])
+    per_cell = pd.DataFrame(
+        [
+            {
+                "t": t,
+                "layer": layer,
+                "depth": depth[layer],
+                **{
+                    f"{arm.name} {split}": 100 * getattr(arm, split)[(t, layer)]
+                    for arm in arms
+                    for split in ("val", "test")
+                },
+            }
+            for t, layer in cells
+        ]
+    )
     cells_out = args.out.replace(".csv", "_cells.csv")
     per_cell.to_csv(cells_out, index=False, float_format="%.2f")
 
@@ -418,7 +477,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def print_agreement(cells_csv: str) -> None:
     """How each variant's per-cell test top-1 ranks and averages against arm A, beside the
-    seed-to-seed yardstick: Spearman correlation over cells and the difference of grid means."""
+    seed-to-seed yardstick: Spearman correlation over cells and the difference of grid means.
+    """
     from scipy.stats import spearmanr
 
     per_cell = pd.read_csv(cells_csv)

@@ -34,8 +34,12 @@ def build(folder: Path) -> None:
     # diffusers' default config is SD 1.x's UNet but for the 768-wide text context and 64 px latents
     UNet2DConditionModel(sample_size=64, cross_attention_dim=768).save_pretrained(folder / "unet")
     AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
     ).save_pretrained(folder / "vae")
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     vocab.update({c: len(vocab) + i for i, c in enumerate(string.ascii_lowercase)})
@@ -44,12 +48,28 @@ def build(folder: Path) -> None:
     tokenizer_dir.mkdir(parents=True, exist_ok=True)
     (tokenizer_dir / "vocab.json").write_text(json.dumps(vocab))
     (tokenizer_dir / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(tokenizer_dir / "vocab.json"), str(tokenizer_dir / "merges.txt"), model_max_length=77,
-                  pad_token="<|endoftext|>").save_pretrained(tokenizer_dir)
-    CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=768, intermediate_size=768, num_hidden_layers=1,
-                                 num_attention_heads=12, max_position_embeddings=77, eos_token_id=1, bos_token_id=0,
-                                 pad_token_id=1)).save_pretrained(folder / "text_encoder")
-    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(folder / "scheduler")
+    CLIPTokenizer(
+        str(tokenizer_dir / "vocab.json"),
+        str(tokenizer_dir / "merges.txt"),
+        model_max_length=77,
+        pad_token="<|endoftext|>",
+    ).save_pretrained(tokenizer_dir)
+    CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=768,
+            intermediate_size=768,
+            num_hidden_layers=1,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            eos_token_id=1,
+            bos_token_id=0,
+            pad_token_id=1,
+        )
+    ).save_pretrained(folder / "text_encoder")
+    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(
+        folder / "scheduler"
+    )
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
 
 
@@ -84,7 +104,9 @@ def open_once(folder: Path, real_forward: bool) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "probekit-sd15-random")
-    parser.add_argument("--real-forward", action="store_true", help="also time the one-image real forward (UNet + VAE at 512 px)")
+    parser.add_argument(
+        "--real-forward", action="store_true", help="also time the one-image real forward (UNet + VAE at 512 px)"
+    )
     parser.add_argument("--open", action="store_true", help=argparse.SUPPRESS)  # one timed open, in this process
     args = parser.parse_args()
     if args.open:

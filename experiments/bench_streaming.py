@@ -29,8 +29,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from probekit.features.cache import FeatureCache
 from probekit.core.precision import machine_description
+from probekit.features.cache import FeatureCache
 from probekit.probes.linear import LinearProbeConfig, _Problem
 from probekit.probes.streamed import TrainRows, _StreamedProblem, knn_streamed
 
@@ -57,8 +57,9 @@ def main() -> None:
     scale = IMAGENET_ROWS / args.rows * IMAGENET_WIDTH / args.width
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = synthetic_cache(Path(tmp) / "cell.h5", args.rows, args.rows // 10, [args.width], timesteps=(0,),
-                               classes=args.classes)
+        path = synthetic_cache(
+            Path(tmp) / "cell.h5", args.rows, args.rows // 10, [args.width], timesteps=(0,), classes=args.classes
+        )
         with FeatureCache(path) as cache:
             layer = cache.layers[0].name
             y = cache.labels("train")
@@ -69,13 +70,20 @@ def main() -> None:
 
             source = TrainRows(args.rows, args.width, blocks)
             queries = {"test": cache.features("test", layer, 0)}
-            problem = _StreamedProblem.stream("cell", source, torch.from_numpy(y), args.classes, torch.device("cpu"),
-                                              LinearProbeConfig().precondition)
+            problem = _StreamedProblem.stream(
+                "cell", source, torch.from_numpy(y), args.classes, torch.device("cpu"), LinearProbeConfig().precondition
+            )
             problem.set_C(1.0)
             theta = torch.zeros((1, problem.n_params))
             active = torch.ones(1, dtype=torch.bool)
-            in_memory = _Problem.build(["cell"], {"cell": cache.features("train", layer, 0)}, torch.from_numpy(y),
-                                       args.classes, torch.device("cpu"), LinearProbeConfig().precondition)
+            in_memory = _Problem.build(
+                ["cell"],
+                {"cell": cache.features("train", layer, 0)},
+                torch.from_numpy(y),
+                args.classes,
+                torch.device("cpu"),
+                LinearProbeConfig().precondition,
+            )
             in_memory.set_C(1.0)
             measures = {
                 "read pass": lambda: sum(len(b) for b in source.blocks()),
@@ -94,10 +102,19 @@ def main() -> None:
                 # images, against rows // 10 here
                 queries_ratio = (IMAGENET_ROWS // 10 + 50_000) / (args.rows // 10)
                 projected = seconds * scale * (queries_ratio if name.startswith("knn") else 1.0)
-                rows.append({"measure": name, "seconds": seconds, "projected_imagenet_seconds": projected,
-                             "setup": f"{args.rows} x {args.width} float32, {args.classes} classes, blocks of {args.block}",
-                             "machine": machine})
-                print(f"{name:>40}: {seconds:7.2f} s here; projected {projected / 60:7.1f} min at 1.28 M x 1280", flush=True)
+                rows.append(
+                    {
+                        "measure": name,
+                        "seconds": seconds,
+                        "projected_imagenet_seconds": projected,
+                        "setup": f"{args.rows} x {args.width} float32, {args.classes} classes, blocks of {args.block}",
+                        "machine": machine,
+                    }
+                )
+                print(
+                    f"{name:>40}: {seconds:7.2f} s here; projected {projected / 60:7.1f} min at 1.28 M x 1280",
+                    flush=True,
+                )
     pd.DataFrame(rows).to_csv(args.out, index=False)
     print(f"machine: {machine}\nwrote {args.out}")
 

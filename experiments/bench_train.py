@@ -36,7 +36,12 @@ def main() -> None:
     base = TrainConfig.from_yaml(args.config, sample_count=4, sample_steps=2, train_limit=2000)
     rows = []
     for precision in ("fp32", "bf16", "fp32", "bf16"):
-        rows.append({"precision": precision, "seconds_per_step": seconds_per_step(replace(base, precision=precision), args.steps)})
+        rows.append(
+            {
+                "precision": precision,
+                "seconds_per_step": seconds_per_step(replace(base, precision=precision), args.steps),
+            }
+        )
     table = pd.DataFrame(rows).groupby("precision", as_index=False)["seconds_per_step"].min()
     table["images_per_second"] = base.batch_size / table["seconds_per_step"]
     table["machine"] = machine_description()

@@ -35,7 +35,9 @@ def write(root: Path, n: int, side: int) -> tuple[Path, Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(path)
     npz = root / f"data{n}.npz"
-    np.savez(npz, x=pixels[: n - n_test], y=labels[: n - n_test], x_test=pixels[n - n_test :], y_test=labels[n - n_test :])
+    np.savez(
+        npz, x=pixels[: n - n_test], y=labels[: n - n_test], x_test=pixels[n - n_test :], y_test=labels[n - n_test :]
+    )
     return root / f"folder{n}", npz
 
 
@@ -61,7 +63,7 @@ def main() -> None:
         for n in (int(s) for s in args.sizes.split(",")):
             folder, npz = write(Path(tmp), n, args.side)
             lazy, in_memory = peak(folder, Path(tmp) / "f.h5"), peak(npz, Path(tmp) / "n.h5")
-            print(f"{n:>6} {n * args.side ** 2 * 3 / 1e6:>10.1f} {lazy / 1e6:>15.2f} {in_memory / 1e6:>12.2f}")
+            print(f"{n:>6} {n * args.side**2 * 3 / 1e6:>10.1f} {lazy / 1e6:>15.2f} {in_memory / 1e6:>12.2f}")
 
 
 if __name__ == "__main__":

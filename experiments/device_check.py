@@ -37,7 +37,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FIELDS = ["section", "check", "device", "precision", "metric", "value", "reference", "tolerance", "passed", "seconds", "note"]
+FIELDS = [
+    "section",
+    "check",
+    "device",
+    "precision",
+    "metric",
+    "value",
+    "reference",
+    "tolerance",
+    "passed",
+    "seconds",
+    "note",
+]
 
 
 @dataclass
@@ -74,10 +86,20 @@ def tiny_unet(folder: Path) -> Path:
     from diffusers import UNet2DModel
 
     torch.manual_seed(0)
-    UNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-                down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                norm_num_groups=4, attention_head_dim=8).save_pretrained(folder)
-    (folder / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDPMScheduler", "num_train_timesteps": 1000}))
+    UNet2DModel(
+        sample_size=16,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=8,
+    ).save_pretrained(folder)
+    (folder / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "DDPMScheduler", "num_train_timesteps": 1000})
+    )
     return folder
 
 
@@ -86,26 +108,48 @@ def ddae_cifar10(tiny: bool) -> tuple[torch.nn.Module, Callable[[int], tuple], i
     from diffusers import UNet2DModel
 
     if tiny:
-        net = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
-                          down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                          norm_num_groups=4, attention_head_dim=8)
+        net = UNet2DModel(
+            sample_size=8,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+            norm_num_groups=4,
+            attention_head_dim=8,
+        )
         side = 8
     else:
-        net = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256), layers_per_block=2,
-                          down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-                          up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), attention_head_dim=None)
+        net = UNet2DModel(
+            sample_size=32,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(128, 256, 256, 256),
+            layers_per_block=2,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=None,
+        )
         side = 32
     return net, lambda b: (torch.randn(b, 3, side, side), torch.full((b,), 100)), 256
 
 
 def sd15_unet(tiny: bool) -> tuple[torch.nn.Module, Callable[[int], tuple], int]:
-    """diffusers' default UNet2DConditionModel (SD 1.5's 860 M UNet) at 64 x 64 latents (512 px)."""
+    """Diffusers' default UNet2DConditionModel (SD 1.5's 860 M UNet) at 64 x 64 latents (512 px)."""
     from diffusers import UNet2DConditionModel
 
     if tiny:
-        net = UNet2DConditionModel(sample_size=8, block_out_channels=(8, 16), layers_per_block=1, cross_attention_dim=12,
-                                   down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=4, norm_num_groups=4)
+        net = UNet2DConditionModel(
+            sample_size=8,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            cross_attention_dim=12,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            attention_head_dim=4,
+            norm_num_groups=4,
+        )
         side, context = 8, 12
     else:
         net, side, context = UNet2DConditionModel(sample_size=64, cross_attention_dim=768), 64, 768
@@ -120,12 +164,21 @@ def dit_xl2(tiny: bool) -> tuple[torch.nn.Module, Callable[[int], tuple], int]:
     """DiT-XL/2 (28 blocks x 1152 wide, 16 heads, patch 2) over 32 x 32 latents (256 px), class-conditioned.
 
     diffusers' layout has 750 M parameters, not the original 675 M: each block keeps its own copy
-    of the timestep and class embedders (28 x 2.7 M); they cost no forward FLOPs to speak of."""
+    of the timestep and class embedders (28 x 2.7 M); they cost no forward FLOPs to speak of.
+    """
     from diffusers import DiTTransformer2DModel
 
     layers, heads, dim, side = (2, 2, 8, 8) if tiny else (28, 16, 72, 32)
-    net = DiTTransformer2DModel(num_attention_heads=heads, attention_head_dim=dim, in_channels=4, out_channels=8,
-                                num_layers=layers, sample_size=side, patch_size=2, num_embeds_ada_norm=1000)
+    net = DiTTransformer2DModel(
+        num_attention_heads=heads,
+        attention_head_dim=dim,
+        in_channels=4,
+        out_channels=8,
+        num_layers=layers,
+        sample_size=side,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
+    )
 
     def inputs(b: int) -> tuple:
         return torch.randn(b, 4, side, side), torch.full((b,), 100), torch.zeros(b, dtype=torch.long)
@@ -137,14 +190,35 @@ def dinov2_large(tiny: bool) -> tuple[torch.nn.Module, Callable[[int], tuple], i
     """DINOv2 ViT-L/14 (24 x 1024, 16 heads) at 224 px."""
     from transformers import Dinov2Config, Dinov2Model
 
-    config = Dinov2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=28,
-                          patch_size=14) if tiny else Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                                                   intermediate_size=4096, image_size=224, patch_size=14)
+    config = (
+        Dinov2Config(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=28,
+            patch_size=14,
+        )
+        if tiny
+        else Dinov2Config(
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            intermediate_size=4096,
+            image_size=224,
+            patch_size=14,
+        )
+    )
     side = config.image_size
     return Dinov2Model(config), lambda b: (torch.randn(b, 3, side, side),), 128
 
 
-MODELS = {"ddae-cifar10-35.7M": ddae_cifar10, "sd1.5-unet-512px": sd15_unet, "dit-xl-2-256px": dit_xl2, "dinov2-l-14-224px": dinov2_large}
+MODELS = {
+    "ddae-cifar10-35.7M": ddae_cifar10,
+    "sd1.5-unet-512px": sd15_unet,
+    "dit-xl-2-256px": dit_xl2,
+    "dinov2-l-14-224px": dinov2_large,
+}
 
 
 def _call(net: torch.nn.Module, args: tuple) -> object:
@@ -175,7 +249,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_model(name: str, build: Callable, device: torch.device, precision: str, tiny: bool, repeats: int) -> list[Row]:
+def bench_model(
+    name: str, build: Callable, device: torch.device, precision: str, tiny: bool, repeats: int
+) -> list[Row]:
     net, make_inputs, batch = build(tiny)
     batch = 2 if tiny else batch
     net = net.eval().to(device)
@@ -199,7 +275,16 @@ def bench_model(name: str, build: Callable, device: torch.device, precision: str
     del net
     return [
         Row("throughput", name, device.type, precision, "images_per_s", batch / seconds, seconds=seconds, note=note),
-        Row("throughput", name, device.type, precision, "achieved_tflops", flops / seconds / 1e12, seconds=seconds, note=note),
+        Row(
+            "throughput",
+            name,
+            device.type,
+            precision,
+            "achieved_tflops",
+            flops / seconds / 1e12,
+            seconds=seconds,
+            note=note,
+        ),
         Row("throughput", name, device.type, precision, "peak_memory_gib", memory, note=note),
     ]
 
@@ -224,8 +309,19 @@ def bench_linear(device: torch.device, tiny: bool) -> list[Row]:
     reference = LogisticRegression(C=LinearProbeConfig().C, max_iter=1000).fit(train, y[:n]).score(test, y[n:])
     sk_s = time.perf_counter() - started
     return [
-        Row("probe", f"linear {n} x {width}", device.type, "fp32", "test_top1", ours.top1, reference, 0.01,
-            abs(ours.top1 - reference) <= 0.01, ours_s, f"scikit-learn {sk_s:.1f} s: {sk_s / ours_s:.1f}x"),
+        Row(
+            "probe",
+            f"linear {n} x {width}",
+            device.type,
+            "fp32",
+            "test_top1",
+            ours.top1,
+            reference,
+            0.01,
+            abs(ours.top1 - reference) <= 0.01,
+            ours_s,
+            f"scikit-learn {sk_s:.1f} s: {sk_s / ours_s:.1f}x",
+        ),
     ]
 
 
@@ -242,7 +338,9 @@ def bench_knn(device: torch.device, tiny: bool) -> list[Row]:
     knn_probe({"cell": train}, y_train, {"cell": test}, y_test, KnnConfig(k=20, num_classes=1000), device=device)
     _sync(device)
     seconds = time.perf_counter() - started
-    return [Row("probe", f"knn {n_train} x {n_test} x {width}", device.type, "auto", "seconds", seconds, seconds=seconds)]
+    return [
+        Row("probe", f"knn {n_train} x {n_test} x {width}", device.type, "auto", "seconds", seconds, seconds=seconds)
+    ]
 
 
 # ----------------------------------------------------------------------------- agreement
@@ -273,7 +371,8 @@ def _accuracies(path: Path) -> dict[tuple, float]:
 
 #: 20 steps of a tiny DDPM UNet on 8 px digits, sample grid of 4 images in 2 steps
 TRAIN_RECIPE = """\
-unet: {sample_size: 8, in_channels: 1, out_channels: 1, block_out_channels: [8, 16], layers_per_block: 1, norm_num_groups: 4,
+unet: {sample_size: 8, in_channels: 1, out_channels: 1, block_out_channels: [8, 16], layers_per_block: 1,
+       norm_num_groups: 4,
        down_block_types: [DownBlock2D, DownBlock2D], up_block_types: [UpBlock2D, UpBlock2D]}
 batch_size: 16
 total_steps: 20
@@ -297,15 +396,47 @@ def agreement(device: torch.device, work: Path, tiny: bool = False) -> list[Row]
         for precision in ("fp32", "bf16"):
             out = work / f"feats-{side}-{precision}.h5"
             started = time.perf_counter()
-            _cli(["extract", "--model", str(model), *data, "--out", str(out), "--timesteps", "10,200", "--device", where,
-                  "--precision", precision, "--quiet", "--overwrite", "--batch-size", "64"])
+            _cli(
+                [
+                    "extract",
+                    "--model",
+                    str(model),
+                    *data,
+                    "--out",
+                    str(out),
+                    "--timesteps",
+                    "10,200",
+                    "--device",
+                    where,
+                    "--precision",
+                    precision,
+                    "--quiet",
+                    "--overwrite",
+                    "--batch-size",
+                    "64",
+                ]
+            )
             caches[(side, precision)] = (out, time.perf_counter() - started)
     reference = _features(caches[("cpu", "fp32")][0])
     for precision, tolerance in (("fp32", 1e-4), ("bf16", 0.1)):
         got = _features(caches[("device", precision)][0])
-        worst = max(float(np.abs(got[k] - reference[k]).max() / (np.abs(reference[k]).max() + 1e-12)) for k in reference)
-        rows.append(Row("agreement", "extract", device.type, precision, "max_rel_diff_vs_cpu_fp32", worst, 0.0, tolerance,
-                        worst <= tolerance, caches[("device", precision)][1]))
+        worst = max(
+            float(np.abs(got[k] - reference[k]).max() / (np.abs(reference[k]).max() + 1e-12)) for k in reference
+        )
+        rows.append(
+            Row(
+                "agreement",
+                "extract",
+                device.type,
+                precision,
+                "max_rel_diff_vs_cpu_fp32",
+                worst,
+                0.0,
+                tolerance,
+                worst <= tolerance,
+                caches[("device", precision)][1],
+            )
+        )
     cache = caches[("cpu", "fp32")][0]
     for probe, tolerance in (("linear", 0.02), ("knn", 1 / n_test + 1e-9), ("sgd", 0.05), ("mlp", 0.05)):
         tables = {}
@@ -316,56 +447,137 @@ def agreement(device: torch.device, work: Path, tiny: bool = False) -> list[Row]
             tables[side] = (_accuracies(out), time.perf_counter() - started)
         ours, ref = tables["device"][0], tables["cpu"][0]
         worst = max(abs(ours[key] - ref[key]) for key in ref)
-        rows.append(Row("agreement", f"probe {probe}", device.type, "auto", "max_abs_top1_diff_vs_cpu", worst, 0.0, tolerance,
-                        worst <= tolerance, tables["device"][1], f"{len(ref)} cells"))
+        rows.append(
+            Row(
+                "agreement",
+                f"probe {probe}",
+                device.type,
+                "auto",
+                "max_abs_top1_diff_vs_cpu",
+                worst,
+                0.0,
+                tolerance,
+                worst <= tolerance,
+                tables["device"][1],
+                f"{len(ref)} cells",
+            )
+        )
     finals = {}
     for side, where in sides.items():
         out = work / f"finetune-{side}"
         started = time.perf_counter()
-        _cli(["finetune", "--model", str(model), *data, "--out", str(out), "--timestep", "10", "--layer", "mid_block",
-              "--epochs", "2", "--batch-size", "32", "--device", where, "--quiet"])
+        _cli(
+            [
+                "finetune",
+                "--model",
+                str(model),
+                *data,
+                "--out",
+                str(out),
+                "--timestep",
+                "10",
+                "--layer",
+                "mid_block",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "32",
+                "--device",
+                where,
+                "--quiet",
+            ]
+        )
         finals[side] = (_accuracies(out / "results.csv"), time.perf_counter() - started)
     worst = max(abs(finals["device"][0][k] - finals["cpu"][0][k]) for k in finals["cpu"][0])
-    rows.append(Row("agreement", "finetune", device.type, "fp32", "max_abs_top1_diff_vs_cpu", worst, 0.0, 0.10, worst <= 0.10,
-                    finals["device"][1]))
+    rows.append(
+        Row(
+            "agreement",
+            "finetune",
+            device.type,
+            "fp32",
+            "max_abs_top1_diff_vs_cpu",
+            worst,
+            0.0,
+            0.10,
+            worst <= 0.10,
+            finals["device"][1],
+        )
+    )
     losses = {}
     recipe = work / "train.yaml"
     recipe.write_text(TRAIN_RECIPE)
     for side, where in sides.items():
         out = work / f"train-{side}"
         started = time.perf_counter()
-        _cli(["train", "--config", str(recipe), "--out", str(out), "--data", "digits", "--train-limit", "200", "--device", where, "--quiet"])
+        _cli(
+            [
+                "train",
+                "--config",
+                str(recipe),
+                "--out",
+                str(out),
+                "--data",
+                "digits",
+                "--train-limit",
+                "200",
+                "--device",
+                where,
+                "--quiet",
+            ]
+        )
         last = (out / "loss.csv").read_text().strip().splitlines()[-1].split(",")
         losses[side] = (float(last[1]), time.perf_counter() - started)
     relative = abs(losses["device"][0] - losses["cpu"][0]) / losses["cpu"][0]
-    rows.append(Row("agreement", "train", device.type, "fp32", "last_loss_rel_diff_vs_cpu", relative, 0.0, 0.10, relative <= 0.10,
-                    losses["device"][1]))
+    rows.append(
+        Row(
+            "agreement",
+            "train",
+            device.type,
+            "fp32",
+            "last_loss_rel_diff_vs_cpu",
+            relative,
+            0.0,
+            0.10,
+            relative <= 0.10,
+            losses["device"][1],
+        )
+    )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda", help="the device to check (cuda; cpu runs the same code on the CPU)")
+    parser.add_argument(
+        "--device", default="cuda", help="the device to check (cuda; cpu runs the same code on the CPU)"
+    )
     parser.add_argument("--out", type=Path, default=Path("experiments/results/device_check.csv"))
-    parser.add_argument("--tiny", action="store_true", help="part 2 at tiny sizes, part 1 on half the images (what the test suite runs)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="part 2 at tiny sizes, part 1 on half the images (what the test suite runs)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed forwards per model (after one warm-up)")
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out: agreement, models, linear, knn")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("device_check: no CUDA GPU is visible; run it on a GPU machine or pass --device cpu --tiny", file=sys.stderr)
+        print(
+            "device_check: no CUDA GPU is visible; run it on a GPU machine or pass --device cpu --tiny", file=sys.stderr
+        )
         return 2
     skip = {part.strip() for part in args.skip.split(",") if part.strip()}
     from probekit.core.precision import machine_description
 
-    rows: list[Row] = [Row("machine", machine_description(device), device.type, "", "torch", float("nan"), note=torch.__version__)]
+    rows: list[Row] = [
+        Row("machine", machine_description(device), device.type, "", "torch", float("nan"), note=torch.__version__)
+    ]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         if "agreement" not in skip:
             rows += agreement(device, Path(work), args.tiny)
     if "models" not in skip:
         for name, build in MODELS.items():
-            for precision in ("fp32", "bf16") if name.startswith("ddae") else ("bf16",) if device.type == "cuda" else ("fp32",):
+            for precision in (
+                ("fp32", "bf16") if name.startswith("ddae") else ("bf16",) if device.type == "cuda" else ("fp32",)
+            ):
                 rows += bench_model(name, build, device, precision, args.tiny, 1 if args.tiny else args.repeats)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -377,8 +589,10 @@ def main(argv: list[str] | None = None) -> int:
     write_rows(rows, args.out)
     failed = [row for row in rows if row.passed is False]
     for row in rows:
-        print(f"{row.section:<10} {row.check:<34} {row.precision:<5} {row.metric:<26} {row.value:10.4g}"
-              + ("" if row.passed is None else ("  ok" if row.passed else f"  FAILED (tolerance {row.tolerance})")))
+        print(
+            f"{row.section:<10} {row.check:<34} {row.precision:<5} {row.metric:<26} {row.value:10.4g}"
+            + ("" if row.passed is None else ("  ok" if row.passed else f"  FAILED (tolerance {row.tolerance})"))
+        )
     print(f"wrote {args.out}: {len(rows)} rows, {len(failed)} failed")
     return 1 if failed else 0
 

@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING, Any
 from probekit._version import __version__
 
 if TYPE_CHECKING:  # the lazy exports below, spelled out for type checkers and the API reference
-    from probekit.features.cache import FeatureCache
     from probekit.analyses.cell_tsne import tsne_of_cell
-    from probekit.evaluate.compare import compare_runs
-    from probekit.data import ImageDataset, load_dataset, stratified_subset
     from probekit.core.errors import ProbekitError
+    from probekit.data import ImageDataset, load_dataset, stratified_subset
+    from probekit.evaluate.compare import compare_runs
+    from probekit.evaluate.results import best_cells, format_summary, read_table, write_table
+    from probekit.features.cache import FeatureCache
     from probekit.features.extraction import ExtractConfig, extract
     from probekit.models import Backbone, LayerInfo, load_backbone, select_layers
     from probekit.plots import plot_accuracy_vs_t, plot_all, plot_heatmap, plot_tsne
     from probekit.probes.run import ProbeRunConfig, probe_cache, run_probes
-    from probekit.evaluate.results import best_cells, format_summary, read_table, write_table
 
 _EXPORTS = {
     "ProbekitError": "probekit.core.errors",

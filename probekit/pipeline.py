@@ -21,9 +21,10 @@ import json
 import re
 import shlex
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from probekit.core.atomic import publish
 from probekit.core.errors import ProbekitError
@@ -122,7 +123,9 @@ def _read_yaml(path: str) -> dict[str, Any]:
     values = {str(k).replace("-", "_"): v for k, v in values.items()}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ProbekitError(f"--config {path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ProbekitError(
+            f"--config {path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     for key in ("probes", "pixels_probes", "random_init_probes"):  # "linear,knn" or [linear, knn]
         if isinstance(values.get(key), str):
             values[key] = [p.strip() for p in values[key].split(",") if p.strip()]
@@ -212,27 +215,61 @@ def _extract_model(c: RunConfig, p: RunPaths) -> StepPlan:
 def _extract_pixels(c: RunConfig, p: RunPaths) -> StepPlan | None:
     if not c.pixels:
         return None
-    return StepPlan([["extract", "--model", "pixels", *_data_args(c), "--out", str(p.cache("pixels"))]], [p.cache("pixels")])
+    return StepPlan(
+        [["extract", "--model", "pixels", *_data_args(c), "--out", str(p.cache("pixels"))]], [p.cache("pixels")]
+    )
 
 
 def _extract_random_init(c: RunConfig, p: RunPaths) -> StepPlan | None:
     if not c.random_init:
         return None
-    argv = ["extract", "--model", c.model, "--random-init", *_data_args(c), "--timesteps", _join(c.random_init_timesteps),
-            "--precision", c.precision, "--device", c.device]  # fmt: skip
+    argv = [
+        "extract",
+        "--model",
+        c.model,
+        "--random-init",
+        *_data_args(c),
+        "--timesteps",
+        _join(c.random_init_timesteps),
+        "--precision",
+        c.precision,
+        "--device",
+        c.device,
+    ]
     argv += ["--layers", c.layers] if c.layers else []
     return StepPlan([argv + ["--out", str(p.cache("random-init"))]], [p.cache("random-init")])
 
 
-def _probe(run: str, probes: Callable[[RunConfig], list[str]], k: Callable[[RunConfig], list[int]],
-           enabled: Callable[[RunConfig], bool]) -> Callable[[RunConfig, RunPaths], StepPlan | None]:
+def _probe(
+    run: str,
+    probes: Callable[[RunConfig], list[str]],
+    k: Callable[[RunConfig], list[int]],
+    enabled: Callable[[RunConfig], bool],
+) -> Callable[[RunConfig, RunPaths], StepPlan | None]:
     def plan(c: RunConfig, p: RunPaths) -> StepPlan | None:
         if not enabled(c):
             return None
         name = p.label if run == "model" else run
         out = p.results(name)
-        argv = ["probe", "--cache", str(p.cache(name)), "--probes", _join(probes(c)), "--k", _join(k(c)), "--C", _join(c.C),
-                "--seed", str(c.seed), "--device", c.device, "--max-memory", c.max_memory, "--out", str(out)]  # fmt: skip
+        argv = [
+            "probe",
+            "--cache",
+            str(p.cache(name)),
+            "--probes",
+            _join(probes(c)),
+            "--k",
+            _join(k(c)),
+            "--C",
+            _join(c.C),
+            "--seed",
+            str(c.seed),
+            "--device",
+            c.device,
+            "--max-memory",
+            c.max_memory,
+            "--out",
+            str(out),
+        ]
         return StepPlan([argv], [out, _sidecar(out)])
 
     return plan
@@ -249,8 +286,22 @@ def _tsne(c: RunConfig, p: RunPaths) -> StepPlan | None:
     if not c.tsne or "linear" not in c.probes:
         return None
     out = p.out / "tsne_best_linear.png"
-    return StepPlan([["tsne", "--cache", str(p.cache(p.label)), "--results", str(p.results(p.label)), "--seed", str(c.seed),
-                      "--out", str(out)]], [out])  # fmt: skip
+    return StepPlan(
+        [
+            [
+                "tsne",
+                "--cache",
+                str(p.cache(p.label)),
+                "--results",
+                str(p.results(p.label)),
+                "--seed",
+                str(c.seed),
+                "--out",
+                str(out),
+            ]
+        ],
+        [out],
+    )
 
 
 def _similarity_path(p: RunPaths) -> Path:
@@ -261,8 +312,24 @@ def _similarity(c: RunConfig, p: RunPaths) -> StepPlan | None:
     if not (c.similarity and c.pixels):
         return None
     out = _similarity_path(p)
-    return StepPlan([["similarity", "--cache", str(p.cache(p.label)), "--reference", str(p.cache("pixels")),
-                      "--seed", str(c.seed), "--out", str(out), "--figures", str(p.out)]], [out])  # fmt: skip
+    return StepPlan(
+        [
+            [
+                "similarity",
+                "--cache",
+                str(p.cache(p.label)),
+                "--reference",
+                str(p.cache("pixels")),
+                "--seed",
+                str(c.seed),
+                "--out",
+                str(out),
+                "--figures",
+                str(p.out),
+            ]
+        ],
+        [out],
+    )
 
 
 def _fusion_path(p: RunPaths) -> Path:
@@ -273,9 +340,28 @@ def _fusion(c: RunConfig, p: RunPaths) -> StepPlan | None:
     if not c.fusion:
         return None
     out = _fusion_path(p)
-    return StepPlan([["fuse", "--cache", str(p.cache(p.label)), "--results", str(p.results(p.label)),
-                      "--probe", c.primary_probe, "--seed", str(c.seed), "--device", c.device, "--out", str(out),
-                      "--figures", str(p.out)]], [out, _sidecar(out)])  # fmt: skip
+    return StepPlan(
+        [
+            [
+                "fuse",
+                "--cache",
+                str(p.cache(p.label)),
+                "--results",
+                str(p.results(p.label)),
+                "--probe",
+                c.primary_probe,
+                "--seed",
+                str(c.seed),
+                "--device",
+                c.device,
+                "--out",
+                str(out),
+                "--figures",
+                str(p.out),
+            ]
+        ],
+        [out, _sidecar(out)],
+    )
 
 
 def _comparisons(c: RunConfig, p: RunPaths) -> StepPlan | None:
@@ -286,14 +372,44 @@ def _comparisons(c: RunConfig, p: RunPaths) -> StepPlan | None:
     for run, probes in baselines:
         b = str(p.results(run))
         if probe in probes:
-            commands.append(["compare", "--results", a, b, "--probe", probe, "--n-boot", str(c.n_boot), "--seed", str(c.seed)])
+            commands.append(
+                ["compare", "--results", a, b, "--probe", probe, "--n-boot", str(c.n_boot), "--seed", str(c.seed)]
+            )
         if run == "pixels" and "logreg" in probes and probe != "logreg":
-            commands.append(["compare", "--results", a, b, "--probe", probe, "--probe-b", "logreg",
-                             "--n-boot", str(c.n_boot), "--seed", str(c.seed)])  # fmt: skip
+            commands.append(
+                [
+                    "compare",
+                    "--results",
+                    a,
+                    b,
+                    "--probe",
+                    probe,
+                    "--probe-b",
+                    "logreg",
+                    "--n-boot",
+                    str(c.n_boot),
+                    "--seed",
+                    str(c.seed),
+                ]
+            )
     if c.fusion:
         for fused in ("fusion-concat", "fusion-mixture"):
-            commands.append(["compare", "--results", str(_fusion_path(p)), a, "--probe", fused, "--probe-b", probe,
-                             "--n-boot", str(c.n_boot), "--seed", str(c.seed)])  # fmt: skip
+            commands.append(
+                [
+                    "compare",
+                    "--results",
+                    str(_fusion_path(p)),
+                    a,
+                    "--probe",
+                    fused,
+                    "--probe-b",
+                    probe,
+                    "--n-boot",
+                    str(c.n_boot),
+                    "--seed",
+                    str(c.seed),
+                ]
+            )
     if not commands:
         return None
     out = p.out / "comparisons.txt"
@@ -307,8 +423,16 @@ def _report(c: RunConfig, p: RunPaths) -> StepPlan:
     images = ([str(p.out / "tsne_best_linear.png")] if _tsne(c, p) else []) + list(c.images)
     argv = ["report", "--results", *results, "--cache", *[str(p.cache(r)) for r in runs]]
     argv += ["--images", *images] if images else []
-    argv += ["--x", c.x, "--n-boot", str(c.n_boot), "--title", c.title or f"probekit run: {p.label} on {c.data}",
-             "--out", str(p.report)]  # fmt: skip
+    argv += [
+        "--x",
+        c.x,
+        "--n-boot",
+        str(c.n_boot),
+        "--title",
+        c.title or f"probekit run: {p.label} on {c.data}",
+        "--out",
+        str(p.report),
+    ]
     return StepPlan([argv], [p.report])
 
 
@@ -317,8 +441,10 @@ STEPS: tuple[Step, ...] = (
     Step("extract random-init", _extract_random_init, resumable=True),
     Step("extract model", _extract_model, resumable=True),
     Step("probe pixels", _probe("pixels", lambda c: c.pixels_probes, lambda c: c.baseline_k, lambda c: c.pixels)),
-    Step("probe random-init", _probe("random-init", lambda c: c.random_init_probes, lambda c: c.baseline_k,
-                                     lambda c: c.random_init)),
+    Step(
+        "probe random-init",
+        _probe("random-init", lambda c: c.random_init_probes, lambda c: c.baseline_k, lambda c: c.random_init),
+    ),
     Step("probe model", _probe("model", lambda c: c.probes, lambda c: c.k, lambda c: True)),
     Step("plots", _plot),
     Step("t-SNE", _tsne),
@@ -350,7 +476,9 @@ class Runner:
         self.config = config
         self.execute = execute
         out = Path(config.out)
-        self.paths = RunPaths(out=out, caches=Path(config.cache_dir) if config.cache_dir else out / "caches", label=config.label)
+        self.paths = RunPaths(
+            out=out, caches=Path(config.cache_dir) if config.cache_dir else out / "caches", label=config.label
+        )
         self.steps = steps
 
     def _stamp(self, step: Step) -> Path:
@@ -370,7 +498,11 @@ class Runner:
             stamp = self._stamp(step)
             record = json.loads(stamp.read_text()) if stamp.is_file() else {}
             header = f"== [{number}/{len(active)}] {step.name}"
-            if record.get("fingerprint") == fingerprint and record.get("state") == "done" and all(o.exists() for o in plan.outputs):
+            if (
+                record.get("fingerprint") == fingerprint
+                and record.get("state") == "done"
+                and all(o.exists() for o in plan.outputs)
+            ):
                 _PRINT(f"{header}: done already, skipped")
                 if plan.capture is not None:
                     _PRINT(plan.capture.read_text(), end="")
@@ -402,8 +534,16 @@ class Runner:
             missing = [str(o) for o in plan.outputs if not o.exists()]
             if missing:
                 raise ProbekitError(f"step {step.name!r} finished without writing {', '.join(missing)}")
-            _write_atomic(stamp, json.dumps({"fingerprint": fingerprint, "state": "done",
-                                             "commands": [format_command(a) for a in plan.commands]}))  # fmt: skip
+            _write_atomic(
+                stamp,
+                json.dumps(
+                    {
+                        "fingerprint": fingerprint,
+                        "state": "done",
+                        "commands": [format_command(a) for a in plan.commands],
+                    }
+                ),
+            )
         return self.paths.report
 
 

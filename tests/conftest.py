@@ -13,7 +13,8 @@ import torch
 def auto_precision_is_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
     """``--precision auto`` depends on the machine (bf16 where native and faster); tests compare
     features with float32 references, so auto is pinned to fp32 here, in subprocesses too.
-    tests/core/test_precision.py tests auto itself (it overrides this fixture)."""
+    tests/core/test_precision.py tests auto itself (it overrides this fixture).
+    """
     monkeypatch.setenv("PROBEKIT_AUTO_PRECISION", "fp32")
     monkeypatch.setattr("probekit.probes.knn._low_precision_is_faster", lambda *args: False)
 

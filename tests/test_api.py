@@ -9,7 +9,9 @@ def test_every_public_name_resolves():
 def test_python_api_end_to_end(tmp_path):
     data = probekit.load_dataset("digits")
     data.splits["train"] = probekit.stratified_subset(data.splits["train"], 300, seed=0)
-    path = probekit.extract(probekit.load_backbone("pixels"), data, tmp_path / "p.h5", probekit.ExtractConfig(), progress=False)
+    path = probekit.extract(
+        probekit.load_backbone("pixels"), data, tmp_path / "p.h5", probekit.ExtractConfig(), progress=False
+    )
     table = probekit.run_probes(path, probekit.ProbeRunConfig(probes=("knn",)), progress=False)
     # 10 % of the 300 train images are held out for validation
     assert set(table["probe"]) == {"knn"} and table["n_train"].iloc[0] == 270

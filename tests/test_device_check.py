@@ -1,6 +1,7 @@
 """experiments/device_check.py run whole on the CPU at tiny sizes (its CUDA paths are the same code
 with --device cuda): every check agrees with the CPU (here: with itself, exactly), every model
-builder runs, and the one CSV has every row."""
+builder runs, and the one CSV has every row.
+"""
 
 import csv
 import importlib.util
@@ -29,13 +30,19 @@ def test_tiny_cpu_run_writes_every_row_and_passes(device_check, tmp_path):
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == device_check.FIELDS
     checks = {(row["section"], row["check"], row["precision"]) for row in rows}
-    for expected in [("agreement", "extract", "fp32"), ("agreement", "extract", "bf16"), ("agreement", "finetune", "fp32"),
-                     ("agreement", "train", "fp32")] + [("agreement", f"probe {p}", "auto") for p in ("linear", "knn", "sgd", "mlp")]:
+    for expected in [
+        ("agreement", "extract", "fp32"),
+        ("agreement", "extract", "bf16"),
+        ("agreement", "finetune", "fp32"),
+        ("agreement", "train", "fp32"),
+    ] + [("agreement", f"probe {p}", "auto") for p in ("linear", "knn", "sgd", "mlp")]:
         assert expected in checks
     agreement = [row for row in rows if row["section"] == "agreement"]
     # The same device on both sides: the same code gives the same numbers.
     assert all(row["passed"] == "True" for row in agreement)
-    assert all(float(row["value"]) == 0.0 for row in agreement if row["check"] != "extract" or row["precision"] == "fp32")
+    assert all(
+        float(row["value"]) == 0.0 for row in agreement if row["check"] != "extract" or row["precision"] == "fp32"
+    )
     throughput = {row["check"] for row in rows if row["section"] == "throughput"}
     assert throughput == set(device_check.MODELS)
     assert all(float(row["value"]) > 0 for row in rows if row["metric"] in ("images_per_s", "achieved_tflops"))
@@ -49,7 +56,9 @@ def test_flops_on_fake_tensors_match_a_conv_and_linear_count(device_check):
     counted = {"flops": 0}
 
     def conv(module, _inputs, output):
-        counted["flops"] += 2 * output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        counted["flops"] += (
+            2 * output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        )
 
     def linear(module, _inputs, output):
         counted["flops"] += 2 * output.numel() * module.in_features

@@ -1,6 +1,7 @@
 """`probekit run` end to end: the shipped checkpoint's family (a tiny diffusers UNet) and a tiny
 random DiT pipeline, re-runs that skip finished steps, and a run killed mid-way (SIGKILL) whose
-re-run gives the same files as an uninterrupted run."""
+re-run gives the same files as an uninterrupted run.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +27,20 @@ from probekit.cli import main
 from probekit.evaluate.predictions import read_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
-STEP_NAMES = ["extract pixels", "extract random-init", "extract model", "probe pixels", "probe random-init", "probe model",
-              "plots", "t-SNE", "similarity to pixels", "fusion", "paired comparisons", "report"]  # fmt: skip
+STEP_NAMES = [
+    "extract pixels",
+    "extract random-init",
+    "extract model",
+    "probe pixels",
+    "probe random-init",
+    "probe model",
+    "plots",
+    "t-SNE",
+    "similarity to pixels",
+    "fusion",
+    "paired comparisons",
+    "report",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +55,26 @@ def toy_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _argv(model: Path, data: Path) -> list[str]:
-    return ["run", "--model", str(model), "--data", str(data), "--out", "run", "--name", "m", "--timesteps", "2,60",
-            "--layers", "0,mid_block,-1", "--batch-size", "4", "--n-boot", "200", "--quiet"]  # fmt: skip
+    return [
+        "run",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        "run",
+        "--name",
+        "m",
+        "--timesteps",
+        "2,60",
+        "--layers",
+        "0,mid_block,-1",
+        "--batch-size",
+        "4",
+        "--n-boot",
+        "200",
+        "--quiet",
+    ]
 
 
 def _run_in(folder: Path, argv: list[str], capsys: pytest.CaptureFixture) -> str:
@@ -82,7 +113,9 @@ def _accuracy(results_csv: Path, described: str) -> float:
     """Accuracy (%) of the cell named in a compare line, computed from the predictions sidecar with numpy."""
     probe, t, layer = re.search(r" (\S+) t=(-?\d+) (\S+)", described).groups()
     preds = read_predictions(results_csv.with_suffix(".predictions.npz"))
-    rows = [i for i, (p, tt, l) in enumerate(zip(preds.probe, preds.t, preds.layer)) if (p, tt, l) == (probe, int(t), layer)]
+    rows = [
+        i for i, (p, tt, l) in enumerate(zip(preds.probe, preds.t, preds.layer)) if (p, tt, l) == (probe, int(t), layer)
+    ]
     assert len(rows) == 1, described
     return 100 * float(np.mean(preds.predictions[rows[0]] == preds.labels))
 
@@ -93,9 +126,21 @@ def test_run_answers_the_question_on_the_shipped_family(unet_run):
     assert out.strip().splitlines()[-1] == "report: run/report.html"
     for name in STEP_NAMES:
         assert f"] {name}\n" in out, name
-    for name in ("results_m.csv", "results_pixels.csv", "results_random-init.csv", "fusion_m.csv", "similarity_m_pixels.csv",
-                 "comparisons.txt", "report.html", "heatmap_linear.png", "random-init/heatmap_linear.png",
-                 "tsne_best_linear.png", "caches/m.h5", "caches/pixels.h5", "caches/random-init.h5"):  # fmt: skip
+    for name in (
+        "results_m.csv",
+        "results_pixels.csv",
+        "results_random-init.csv",
+        "fusion_m.csv",
+        "similarity_m_pixels.csv",
+        "comparisons.txt",
+        "report.html",
+        "heatmap_linear.png",
+        "random-init/heatmap_linear.png",
+        "tsne_best_linear.png",
+        "caches/m.h5",
+        "caches/pixels.h5",
+        "caches/random-init.h5",
+    ):
         assert (run / name).is_file(), name
     table = pd.read_csv(run / "results_m.csv")
     with h5py.File(run / "caches" / "m.h5", "r") as cache:
@@ -109,9 +154,13 @@ def test_run_answers_the_question_on_the_shipped_family(unet_run):
     text = (run / "comparisons.txt").read_text()
     compared = _comparisons(text)
     assert len(compared) == 5
-    sources = [("results_m.csv", "results_pixels.csv"), ("results_m.csv", "results_pixels.csv"),
-               ("results_m.csv", "results_random-init.csv"), ("fusion_m.csv", "results_m.csv"),
-               ("fusion_m.csv", "results_m.csv")]  # fmt: skip
+    sources = [
+        ("results_m.csv", "results_pixels.csv"),
+        ("results_m.csv", "results_pixels.csv"),
+        ("results_m.csv", "results_random-init.csv"),
+        ("fusion_m.csv", "results_m.csv"),
+        ("fusion_m.csv", "results_m.csv"),
+    ]
     for (a_line, b_line, acc_a, acc_b, diff), (a_csv, b_csv) in zip(compared, sources):
         if "fusion" not in a_line:
             assert acc_a == pytest.approx(_accuracy(run / a_csv, a_line), abs=0.051)
@@ -177,12 +226,20 @@ def _written(cache: Path) -> int:
         return 0
 
 
-def test_a_killed_run_continues_to_the_files_of_an_uninterrupted_run(unet_run, tiny_unet_dir, toy_npz, tmp_path, capsys):
+def test_a_killed_run_continues_to_the_files_of_an_uninterrupted_run(
+    unet_run, tiny_unet_dir, toy_npz, tmp_path, capsys
+):
     whole, _ = unet_run
     argv = _argv(tiny_unet_dir, toy_npz)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "probekit", *argv], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "probekit", *argv],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     cache, deadline = tmp_path / "run" / "caches" / "m.h5", time.monotonic() + 300
     # Kill in the middle of the model's extraction: some of its samples are on disk, not all.
     while _written(cache) < 8 and proc.poll() is None and time.monotonic() < deadline:
@@ -217,14 +274,41 @@ def _tiny_dit_pipeline(root: Path) -> Path:
     from diffusers import AutoencoderKL, DiTTransformer2DModel
 
     torch.manual_seed(0)
-    DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=2,
-                          sample_size=8, patch_size=2, num_embeds_ada_norm=10, norm_eps=1e-6).save_pretrained(root / "transformer")  # fmt: skip
-    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
-                  latent_channels=4, norm_num_groups=4, sample_size=16, scaling_factor=0.5).save_pretrained(root / "vae")  # fmt: skip
+    DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=8,
+        num_layers=2,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=10,
+        norm_eps=1e-6,
+    ).save_pretrained(root / "transformer")
+    AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+        scaling_factor=0.5,
+    ).save_pretrained(root / "vae")
     (root / "scheduler").mkdir()
-    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(
-        {"_class_name": "DDIMScheduler", "num_train_timesteps": 500, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}))
+    (root / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "DDIMScheduler",
+                "num_train_timesteps": 500,
+                "beta_schedule": "linear",
+                "beta_start": 1e-4,
+                "beta_end": 0.02,
+            }
+        )
+    )
     (root / "model_index.json").write_text(json.dumps({"_class_name": "DiTPipeline"}))
     return root
 
@@ -232,8 +316,10 @@ def _tiny_dit_pipeline(root: Path) -> Path:
 def test_run_on_a_tiny_random_dit_from_a_config_file(toy_npz, tmp_path, capsys):
     dit = _tiny_dit_pipeline(tmp_path / "dit")
     config = tmp_path / "run.yaml"
-    config.write_text(f"model: {dit}\ndata: {toy_npz}\nout: wrong\ntimesteps: [10, 200]\nprobes: linear\n"
-                      "n_boot: 200\nquiet: true\nrandom_init_probes: [linear]\n")  # fmt: skip
+    config.write_text(
+        f"model: {dit}\ndata: {toy_npz}\nout: wrong\ntimesteps: [10, 200]\nprobes: linear\n"
+        "n_boot: 200\nquiet: true\nrandom_init_probes: [linear]\n"
+    )
     out = _run_in(tmp_path, ["run", "--config", str(config), "--out", "run"], capsys)  # the flag overrides the file
     run = tmp_path / "run"
     assert out.strip().splitlines()[-1] == "report: run/report.html" and not (tmp_path / "wrong").exists()
@@ -247,11 +333,14 @@ def test_run_on_a_tiny_random_dit_from_a_config_file(toy_npz, tmp_path, capsys):
     assert "Paired comparisons" in (run / "report.html").read_text()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["run", "--data", "x.npz", "--out", "o"], "needs --model"),
-    (["run", "--model", "pixels", "--data", "x.npz", "--out", "o", "--config", "missing.yaml"], "does not exist"),
-    (["run", "--model", "pixels", "--data", "x.npz", "--out", "o", "--train-limit", "0"], "positive number"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--data", "x.npz", "--out", "o"], "needs --model"),
+        (["run", "--model", "pixels", "--data", "x.npz", "--out", "o", "--config", "missing.yaml"], "does not exist"),
+        (["run", "--model", "pixels", "--data", "x.npz", "--out", "o", "--train-limit", "0"], "positive number"),
+    ],
+)
 def test_bad_settings_are_one_line_errors(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2

@@ -1,5 +1,6 @@
 """mkdocs hook: the command-line reference page, generated from probekit's argument parser at build
-time (``reference/cli.md`` has no file on disk), so the page cannot drift from the code."""
+time (``reference/cli.md`` has no file on disk), so the page cannot drift from the code.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ def _flags(action: argparse.Action) -> str:
 
 
 def _default(action: argparse.Action) -> str:
-    if action.required or action.default in (None, False, argparse.SUPPRESS) or isinstance(action, argparse._StoreTrueAction):
+    if (
+        action.required
+        or action.default in (None, False, argparse.SUPPRESS)
+        or isinstance(action, argparse._StoreTrueAction)
+    ):
         return ""
     return f"`{action.default}`" if not isinstance(action.default, list) else f"`{','.join(map(str, action.default))}`"
 
@@ -33,21 +38,40 @@ def render(parser: argparse.ArgumentParser) -> str:
     """Markdown: every command with its help, usage and one table row per option."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {choice.dest: choice.help for choice in sub._choices_actions}
-    lines = ["# Command line", "",
-             "Generated from `probekit.cli.build_parser()` when the site is built. Every command prints one-line "
-             "errors (`probekit: error: ...`, exit code 2) and accepts `--debug` before the command for a full "
-             "traceback.", "", "| command | what it does |", "| --- | --- |"]  # fmt: skip
+    lines = [
+        "# Command line",
+        "",
+        "Generated from `probekit.cli.build_parser()` when the site is built. Every command prints one-line "
+        "errors (`probekit: error: ...`, exit code 2) and accepts `--debug` before the command for a full "
+        "traceback.",
+        "",
+        "| command | what it does |",
+        "| --- | --- |",
+    ]
     lines += [f"| [`{name}`](#{name}) | {_cell(helps.get(name))} |" for name in sub.choices]
     for name, command in sub.choices.items():
         usage = command.format_usage().replace("usage: ", "").strip()
-        lines += ["", f"## {name}", "", _cell(helps.get(name)), "", "```", usage, "```", "",
-                  "| option | required | default | meaning |", "| --- | --- | --- | --- |"]  # fmt: skip
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            _cell(helps.get(name)),
+            "",
+            "```",
+            usage,
+            "```",
+            "",
+            "| option | required | default | meaning |",
+            "| --- | --- | --- | --- |",
+        ]
         for action in command._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
             choices = f" (one of: {', '.join(map(str, action.choices))})" if action.choices else ""
-            lines.append(f"| {_flags(action)} | {'yes' if action.required else ''} | {_default(action)} | "
-                         f"{_cell(action.help)}{choices} |")  # fmt: skip
+            lines.append(
+                f"| {_flags(action)} | {'yes' if action.required else ''} | {_default(action)} | "
+                f"{_cell(action.help)}{choices} |"
+            )
     return "\n".join(lines) + "\n"
 
 

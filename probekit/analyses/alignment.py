@@ -20,15 +20,15 @@ Torch-free (numpy only): it reads the cache and writes the results table.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-from probekit.features.cache import FeatureCache
 from probekit.core.errors import ProbekitError
+from probekit.features.cache import FeatureCache
 
 METRICS = ("alignment", "uniformity")
 #: the ``probe`` column of the rows this module writes
@@ -40,7 +40,8 @@ _ROW_BLOCK = 1024  # rows of the pairwise-distance matrix held in memory at once
 @dataclass
 class AlignConfig:
     """``split``: the cache split to measure (rows record it in the ``split`` column);
-    ``max_points``: images kept for uniformity."""
+    ``max_points``: images kept for uniformity.
+    """
 
     split: str = "test"
     max_points: int = 4096
@@ -103,7 +104,9 @@ def cell_metrics(draws: np.ndarray, positions: np.ndarray) -> tuple[float, float
     return align, uniform
 
 
-def measure(cache_path: str | Path, config: AlignConfig = AlignConfig(), *, cells: Iterable[tuple[int, str]] | None = None) -> pd.DataFrame:
+def measure(
+    cache_path: str | Path, config: AlignConfig = AlignConfig(), *, cells: Iterable[tuple[int, str]] | None = None
+) -> pd.DataFrame:
     """Alignment and uniformity of every (t, layer) cell of a cache as results-table rows.
 
     Rows have ``probe`` = ``geometry``, ``metric`` in {alignment, uniformity}, ``split`` = the
@@ -114,7 +117,9 @@ def measure(cache_path: str | Path, config: AlignConfig = AlignConfig(), *, cell
     with FeatureCache(cache_path) as cache:
         cache.require_complete()
         if config.split not in cache.splits:
-            raise ProbekitError(f"split {config.split!r} is not in {cache_path} (its splits: {', '.join(cache.splits)})")
+            raise ProbekitError(
+                f"split {config.split!r} is not in {cache_path} (its splits: {', '.join(cache.splits)})"
+            )
         if config.max_points < 2:
             raise ProbekitError(f"--max-points must be at least 2, got {config.max_points}")
         draws = cache.draws
@@ -134,11 +139,26 @@ def measure(cache_path: str | Path, config: AlignConfig = AlignConfig(), *, cell
             align, uniform = cell_metrics(stack, positions)
             point, layer = grid[t], layers[name]
             for metric, value in (("alignment", align), ("uniformity", uniform)):
-                rows.append({
-                    "model": str(attrs.get("model_id")), "dataset": str(attrs.get("dataset")), "t": t,
-                    "sigma": point.sigma, "logsnr": point.logsnr, "alpha_bar": point.alpha_bar,
-                    "layer": name, "stage": layer.stage, "depth": layer.depth, "probe": PROBE, "params": "",
-                    "metric": metric, "split": config.split, "value": value, "ci_low": math.nan,
-                    "ci_high": math.nan, "n_train": n, "n_eval": len(positions),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "model": str(attrs.get("model_id")),
+                        "dataset": str(attrs.get("dataset")),
+                        "t": t,
+                        "sigma": point.sigma,
+                        "logsnr": point.logsnr,
+                        "alpha_bar": point.alpha_bar,
+                        "layer": name,
+                        "stage": layer.stage,
+                        "depth": layer.depth,
+                        "probe": PROBE,
+                        "params": "",
+                        "metric": metric,
+                        "split": config.split,
+                        "value": value,
+                        "ci_low": math.nan,
+                        "ci_high": math.nan,
+                        "n_train": n,
+                        "n_eval": len(positions),
+                    }
+                )
     return pd.DataFrame(rows)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probekit.features.cache import FeatureCache
 from probekit.core.errors import ProbekitError
+from probekit.evaluate.results import best_cell, read_table
+from probekit.features.cache import FeatureCache
 from probekit.plots import plot_tsne
 from probekit.probes.run import ProbeRunConfig, run_probes
-from probekit.evaluate.results import best_cell, read_table
 
 
 def tsne_of_cell(
@@ -34,8 +34,14 @@ def tsne_of_cell(
     if t is None or layer is None:
         with FeatureCache(cache_path) as cache:
             model = str(cache.attrs.get("model_id"))
-        table = read_table(results) if results else run_probes(cache_path, ProbeRunConfig(probes=("linear",)), progress=False)
-        best_t, best_layer = best_cell(table, probe="linear", model=model, source=str(results or "the linear probe run"))
+        table = (
+            read_table(results)
+            if results
+            else run_probes(cache_path, ProbeRunConfig(probes=("linear",)), progress=False)
+        )
+        best_t, best_layer = best_cell(
+            table, probe="linear", model=model, source=str(results or "the linear probe run")
+        )
         t = best_t if t is None else t
         layer = best_layer if layer is None else layer
     with FeatureCache(cache_path) as cache:
@@ -45,6 +51,9 @@ def tsne_of_cell(
         features = cache.features(split, layer, t)
         labels = cache.labels(split)
         point = next(p for p in cache.grid if p.t == t)
-        title = f"{cache.attrs.get('model_id')} | {cache.attrs.get('dataset')} {split}\nt={t} (sigma={point.sigma:.3g})  {layer}"
+        title = (
+            f"{cache.attrs.get('model_id')} | {cache.attrs.get('dataset')} {split}\nt={t} "
+            f"(sigma={point.sigma:.3g})  {layer}"
+        )
         class_names = cache.class_names
     return plot_tsne(features, labels, class_names, out, title=title, max_points=max_points, seed=seed)

@@ -38,9 +38,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -49,18 +49,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from probekit.data import ImageDataset, ImageSplit, fit_images
 from probekit.core.errors import ProbekitError
-from probekit.models.backbone import Backbone
-from probekit.models.trace import StopForward, trace
-from probekit.models.layers import select_layers
 from probekit.core.noise import noise_seed, sample_noise, split_seed
 from probekit.core.pooling import Pooling
 from probekit.core.precision import machine_description
+from probekit.core.schedule import GridPoint
+from probekit.data import ImageDataset, ImageSplit, fit_images
 from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet, predictions_path, write_predictions
 from probekit.evaluate.results import CellInfo, scores_to_table, write_table
-from probekit.core.schedule import GridPoint
+from probekit.models.backbone import Backbone
+from probekit.models.layers import select_layers
+from probekit.models.trace import StopForward, trace
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -74,7 +74,8 @@ class FinetuneConfig:
     rates are peak values (per parameter group), reached after ``warmup_epochs`` (may be
     fractional) and cosine-decayed to 0 at the last step; ``val_fraction`` of train is held out
     (class-stratified, seeded); ``crop_padding`` in pixels (0 = no crop); ``precision``: fp32 or a
-    bf16 / fp16 autocast of the forward."""
+    bf16 / fp16 autocast of the forward.
+    """
 
     timestep: int
     layer: str
@@ -100,7 +101,9 @@ def _network_call(backbone: Backbone) -> Callable[[torch.Tensor, GridPoint], obj
         call = getattr(backbone, name, None)
         if callable(call) and isinstance(getattr(backbone, "net", None), nn.Module):
             return call
-    raise ProbekitError(f"{backbone.model_id} ({backbone.framework}) cannot be fine-tuned: use a UNet, DDAE or DiT model")
+    raise ProbekitError(
+        f"{backbone.model_id} ({backbone.framework}) cannot be fine-tuned: use a UNet, DDAE or DiT model"
+    )
 
 
 class TruncatedClassifier(nn.Module):
@@ -153,11 +156,15 @@ def augment(x0: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, paddin
     if padding > 0:
         padded = F.pad(x0, (padding,) * 4, value=low)
         h, w = x0.shape[-2:]
-        x0 = torch.stack([padded[i, :, int(dy) : int(dy) + h, int(dx) : int(dx) + w] for i, (dy, dx) in enumerate(offsets)])
+        x0 = torch.stack(
+            [padded[i, :, int(dy) : int(dy) + h, int(dx) : int(dx) + w] for i, (dy, dx) in enumerate(offsets)]
+        )
     return torch.where(flips[:, None, None, None], x0.flip(-1), x0)
 
 
-def _step_randomness(seed: int, step: int, shape: tuple[int, ...], padding: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _step_randomness(
+    seed: int, step: int, shape: tuple[int, ...], padding: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(crop offsets, flips, noise) of one step: a pure function of (seed, step)."""
     generator = torch.Generator().manual_seed(noise_seed(seed, step, -3, 0))
     offsets = torch.randint(0, 2 * padding + 1, (shape[0], 2), generator=generator)
@@ -190,8 +197,16 @@ def _take(split: ImageSplit, positions: np.ndarray) -> ImageSplit:
 class Finetuner:
     """Everything one run needs; :meth:`run` trains (or resumes) and returns the results table."""
 
-    def __init__(self, backbone: Backbone, dataset: ImageDataset, out: str | Path, config: FinetuneConfig, *,
-                 device: torch.device | str = "cpu", random_init: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        backbone: Backbone,
+        dataset: ImageDataset,
+        out: str | Path,
+        config: FinetuneConfig,
+        *,
+        device: torch.device | str = "cpu",
+        random_init: bool = False,
+    ) -> None:
         if config.precision not in _PRECISIONS:
             raise ProbekitError(f"unknown --precision {config.precision!r}: use {', '.join(_PRECISIONS)}")
         if config.epochs < 1 or config.batch_size < 1:
@@ -212,7 +227,10 @@ class Finetuner:
         self.point = backbone.schedule.point(config.timestep)
         train = dataset.splits["train"]
         if not 0.0 < config.val_fraction < 1.0:
-            raise ProbekitError(f"--val-fraction must be strictly between 0 and 1 (the epoch is chosen on val), got {config.val_fraction}")
+            raise ProbekitError(
+                "--val-fraction must be strictly between 0 and 1 (the epoch is chosen on val), got "
+                f"{config.val_fraction}"
+            )
         # The same split `probekit probe` holds out of the same train images with the same seed.
         keep, held = stratified_val_split(train.labels, config.val_fraction, config.seed)
         self.splits = {"train": _take(train, keep), "val": _take(train, held), "test": dataset.splits["test"]}
@@ -224,25 +242,36 @@ class Finetuner:
             self.model.head.reset_parameters()
         example = self._inputs(self.splits["train"].images[:2])
         body = used_body_parameters(self.model, example, self.point)
-        self.parameter_counts = {"body_trained": sum(p.numel() for p in body),
-                                 "body_total": sum(p.numel() for p in self.model.body.parameters()),
-                                 "head": sum(p.numel() for p in self.model.head.parameters())}  # fmt: skip
+        self.parameter_counts = {
+            "body_trained": sum(p.numel() for p in body),
+            "body_total": sum(p.numel() for p in self.model.body.parameters()),
+            "head": sum(p.numel() for p in self.model.head.parameters()),
+        }
         self.optimizer = torch.optim.AdamW(
-            [{"params": body, "lr": config.lr_body}, {"params": list(self.model.head.parameters()), "lr": config.lr_head}],
+            [
+                {"params": body, "lr": config.lr_body},
+                {"params": list(self.model.head.parameters()), "lr": config.lr_head},
+            ],
             weight_decay=config.weight_decay,
         )
         self.order = _Order(len(self.splits["train"]), config.batch_size, config.seed)
         self.total_steps = config.epochs * self.order.steps_per_epoch
         warmup = int(round(config.warmup_epochs * self.order.steps_per_epoch))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(s, warmup, self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: _lr_factor(s, warmup, self.total_steps)
+        )
         fp16 = config.precision == "fp16"
         if fp16 and self.device.type != "cuda":
             raise ProbekitError("--precision fp16 needs a CUDA GPU: use bf16 or fp32 on the CPU")
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
 
     def _inputs(self, images: np.ndarray) -> torch.Tensor:
-        x, _ = fit_images(images, size=self.backbone.input_size, channels=self.backbone.input_channels,
-                          value_range=self.backbone.value_range)  # fmt: skip
+        x, _ = fit_images(
+            images,
+            size=self.backbone.input_size,
+            channels=self.backbone.input_channels,
+            value_range=self.backbone.value_range,
+        )
         return self.backbone.encode(x.to(self.device))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -276,8 +305,13 @@ class Finetuner:
         rows = self.order.batch(step)
         x0 = self._inputs(data.images[rows])
         offsets, flips, noise = _step_randomness(cfg.seed, step, tuple(x0.shape), cfg.crop_padding)
-        x0 = augment(x0, offsets, flips.to(self.device) if cfg.hflip else torch.zeros_like(flips, device=self.device),
-                     cfg.crop_padding, self.backbone.value_range[0])  # fmt: skip
+        x0 = augment(
+            x0,
+            offsets,
+            flips.to(self.device) if cfg.hflip else torch.zeros_like(flips, device=self.device),
+            cfg.crop_padding,
+            self.backbone.value_range[0],
+        )
         y = torch.as_tensor(data.labels[rows], device=self.device)
         with self._autocast():
             logits = self.model(self._noisy(x0, noise.to(self.device)), self.point).float()
@@ -299,10 +333,20 @@ class Finetuner:
         return identity
 
     def _state(self, step: int, wall: float, best: dict, curves: list[dict]) -> dict:
-        return {"step": step, "wall_seconds": wall, "config": self.config.as_dict(), "random_init": self.random_init,
-                "model_sha256": self.model_sha256, "data": self._data_identity(), "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "best": best, "curves": curves}  # fmt: skip
+        return {
+            "step": step,
+            "wall_seconds": wall,
+            "config": self.config.as_dict(),
+            "random_init": self.random_init,
+            "model_sha256": self.model_sha256,
+            "data": self._data_identity(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best": best,
+            "curves": curves,
+        }
 
     def run(self, *, progress: bool = True, stop_at_epoch: int | None = None) -> pd.DataFrame | None:
         """Train or resume; returns the results table, or None when stopped early by ``stop_at_epoch`` (tests)."""
@@ -326,14 +370,28 @@ class Finetuner:
                     val_loss, val_pred = self.evaluate("val")
                     val_top1 = float(np.mean(val_pred == self.splits["val"].labels))
                     lrs = self.scheduler.get_last_lr()
-                    curves.append({"step": step, "epoch": epoch, "images_seen": epoch * len(self.splits["train"]),
-                                   "train_loss": sums[0] / sums[2], "train_top1": sums[1] / sums[2],
-                                   "val_loss": val_loss, "val_top1": val_top1, "lr_body": lrs[0], "lr_head": lrs[1]})  # fmt: skip
+                    curves.append(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "images_seen": epoch * len(self.splits["train"]),
+                            "train_loss": sums[0] / sums[2],
+                            "train_top1": sums[1] / sums[2],
+                            "val_loss": val_loss,
+                            "val_top1": val_top1,
+                            "lr_body": lrs[0],
+                            "lr_head": lrs[1],
+                        }
+                    )
                     sums = [0.0, 0, 0]
                     bar.set_postfix(loss=f"{curves[-1]['train_loss']:.3f}", val=f"{100 * val_top1:.1f}%")
                     if val_top1 > best["val_top1"]:  # ties keep the earlier epoch
-                        best = {"val_top1": val_top1, "epoch": epoch, "val_predictions": torch.as_tensor(val_pred),
-                                "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}  # fmt: skip
+                        best = {
+                            "val_top1": val_top1,
+                            "epoch": epoch,
+                            "val_predictions": torch.as_tensor(val_pred),
+                            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                        }
                     wall = wall_before + time.perf_counter() - started
                     _atomic_save(self._state(step, wall, best, curves), state_path)
                     _write_curves(curves, self.out)
@@ -346,15 +404,24 @@ class Finetuner:
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as err:  # noqa: BLE001 -- truncated zip, refused pickle, ...: all mean "unusable"
-            raise ProbekitError(f"cannot resume from {path} ({str(err).splitlines()[0][:160]}): delete it or choose another --out") from err
-        if state["config"] != self.config.as_dict() or state["model_sha256"] != self.model_sha256 \
-                or state["random_init"] != self.random_init:
-            raise ProbekitError(f"{self.out} holds a fine-tuning run with another recipe or model: use its command or another --out")
+            raise ProbekitError(
+                f"cannot resume from {path} ({str(err).splitlines()[0][:160]}): delete it or choose another --out"
+            ) from err
+        if (
+            state["config"] != self.config.as_dict()
+            or state["model_sha256"] != self.model_sha256
+            or state["random_init"] != self.random_init
+        ):
+            raise ProbekitError(
+                f"{self.out} holds a fine-tuning run with another recipe or model: use its command or another --out"
+            )
         if "data" not in state:
             log.warning("%s was written without a record of its images: resuming without checking them", path)
         elif state["data"] != self._data_identity():
-            raise ProbekitError(f"{self.out} holds a fine-tuning run on other images (--data, --train-limit, --test-limit or "
-                                "--seed differ): use its command or another --out")
+            raise ProbekitError(
+                f"{self.out} holds a fine-tuning run on other images (--data, --train-limit, --test-limit or "
+                "--seed differ): use its command or another --out"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -372,25 +439,55 @@ class Finetuner:
         info = next(l for l in self.backbone.layers() if l.name == self.layer)
         p = self.point
         cells = {(p.t, self.layer): CellInfo(p.t, p.sigma, p.logsnr, p.alpha_bar, self.layer, info.stage, info.depth)}
-        scores = {"val": score_predictions(self.splits["val"].labels, best["val_predictions"].numpy()),
-                  "test": score_predictions(y_test, test_pred)}  # fmt: skip
-        table = scores_to_table({PROBE: {(p.t, self.layer): scores}}, cells, model=self.backbone.model_id,
-                                dataset=self.dataset.name, n_train=len(self.splits["train"]),
-                                params={PROBE: {(p.t, self.layer): f"epoch={best['epoch']}"}})  # fmt: skip
+        scores = {
+            "val": score_predictions(self.splits["val"].labels, best["val_predictions"].numpy()),
+            "test": score_predictions(y_test, test_pred),
+        }
+        table = scores_to_table(
+            {PROBE: {(p.t, self.layer): scores}},
+            cells,
+            model=self.backbone.model_id,
+            dataset=self.dataset.name,
+            n_train=len(self.splits["train"]),
+            params={PROBE: {(p.t, self.layer): f"epoch={best['epoch']}"}},
+        )
         write_table(table, self.out / "results.csv")
-        write_predictions(predictions_path(self.out / "results.csv"), PredictionSet(
-            model=self.backbone.model_id, dataset=self.dataset.name, index=self.splits["test"].index, labels=y_test,
-            probe=[PROBE], t=[p.t], layer=[self.layer], predictions=test_pred[None].astype(np.int32)))  # fmt: skip
-        record = {"recipe": self.config.as_dict(), "model": self.backbone.model_id, "random_init": self.random_init,
-                  "layer": self.layer, "point": p.as_dict(), "chosen_epoch": best["epoch"],
-                  "val_top1": best["val_top1"], "test_top1": float(np.mean(test_pred == y_test)),
-                  "images": {k: len(v) for k, v in self.splits.items()}, "parameters": self.parameter_counts,
-                  "steps": self.total_steps, "wall_seconds": round(wall, 1),
-                  "machine": machine_description(self.device), "device": str(self.device), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+        write_predictions(
+            predictions_path(self.out / "results.csv"),
+            PredictionSet(
+                model=self.backbone.model_id,
+                dataset=self.dataset.name,
+                index=self.splits["test"].index,
+                labels=y_test,
+                probe=[PROBE],
+                t=[p.t],
+                layer=[self.layer],
+                predictions=test_pred[None].astype(np.int32),
+            ),
+        )
+        record = {
+            "recipe": self.config.as_dict(),
+            "model": self.backbone.model_id,
+            "random_init": self.random_init,
+            "layer": self.layer,
+            "point": p.as_dict(),
+            "chosen_epoch": best["epoch"],
+            "val_top1": best["val_top1"],
+            "test_top1": float(np.mean(test_pred == y_test)),
+            "images": {k: len(v) for k, v in self.splits.items()},
+            "parameters": self.parameter_counts,
+            "steps": self.total_steps,
+            "wall_seconds": round(wall, 1),
+            "machine": machine_description(self.device),
+            "device": str(self.device),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        }
         _atomic_text(json.dumps(record, indent=2, default=float), self.out / "record.json")
         from probekit.plots.training import plot_training_curves  # figures last: training needs no plotting
 
-        plot_training_curves(pd.DataFrame(curves), self.out / "curves.png", title=f"{self.backbone.model_id} · t={p.t} · {self.layer}")
+        plot_training_curves(
+            pd.DataFrame(curves), self.out / "curves.png", title=f"{self.backbone.model_id} · t={p.t} · {self.layer}"
+        )
         return table
 
 
@@ -411,7 +508,9 @@ def _write_curves(curves: list[dict], out: Path) -> None:
 
 
 def cell_from_results(path: str | Path, probe: str = "linear") -> tuple[int, str]:
-    """(t, layer) of the val-chosen best ``probe`` cell of a results table (:func:`~probekit.evaluate.results.best_cell`)."""
+    """(t, layer) of the val-chosen best ``probe`` cell of a results table
+    (:func:`~probekit.evaluate.results.best_cell`).
+    """
     from probekit.evaluate.results import best_cell, read_table
 
     return best_cell(read_table(path), probe=probe, source=str(path))

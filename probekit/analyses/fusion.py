@@ -36,9 +36,9 @@ import torch
 from probekit.core.errors import ProbekitError
 from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet
+from probekit.evaluate.results import COLUMNS, CellInfo, read_table, scores_to_table
 from probekit.probes.protocol import ProbeTask, accuracy
 from probekit.probes.registry import ProbeSettings, run_probe
-from probekit.evaluate.results import COLUMNS, CellInfo, read_table, scores_to_table
 
 Cell = tuple[int, str]  # (t, layer)
 log = logging.getLogger(__name__)
@@ -90,7 +90,8 @@ class FusionConfig:
 @dataclass
 class FusionResult:
     """Results rows (both fusion probes, val and test, plus the mixture weights), the test
-    predictions sidecar, and the mixture weights by cell."""
+    predictions sidecar, and the mixture weights by cell.
+    """
 
     table: pd.DataFrame
     predictions: PredictionSet
@@ -102,11 +103,14 @@ def rank_cells(table: pd.DataFrame, probe: str, model: str) -> list[Cell]:
     rows = table[(table["model"] == model) & (table["probe"] == probe) & (table["metric"] == "top1")]
     if rows.empty:
         have = sorted(set(table.loc[table["model"] == model, "probe"]))
-        raise ProbekitError(f"the results hold no {probe!r} rows for {model}: pick --probe from {', '.join(have) or '(none)'}")
+        raise ProbekitError(
+            f"the results hold no {probe!r} rows for {model}: pick --probe from {', '.join(have) or '(none)'}"
+        )
     val = rows[rows["split"] == "val"]
     if val.empty:
         raise ProbekitError(
-            "the results have no val rows (probed with --val-fraction 0): fusion chooses on val; re-run `probekit probe` with a validation split"
+            "the results have no val rows (probed with --val-fraction 0): fusion chooses on val; re-run `probekit "
+            "probe` with a validation split"
         )
     ranked = val.sort_values(["value", "t", "depth"], ascending=[False, True, True], kind="mergesort")
     return [(int(t), str(layer)) for t, layer in zip(ranked["t"], ranked["layer"])]
@@ -121,10 +125,12 @@ class MixtureHead(torch.nn.Module):
         for c, d in enumerate(widths):
             self.groups.setdefault(d, []).append(c)
         self.mix_logits = torch.nn.Parameter(torch.zeros(len(widths)))
-        self.projections = torch.nn.ParameterDict({
-            str(d): torch.nn.Parameter(torch.randn(len(members), d, width, generator=generator) / math.sqrt(d))
-            for d, members in self.groups.items()
-        })  # fmt: skip
+        self.projections = torch.nn.ParameterDict(
+            {
+                str(d): torch.nn.Parameter(torch.randn(len(members), d, width, generator=generator) / math.sqrt(d))
+                for d, members in self.groups.items()
+            }
+        )
         self.classifier = torch.nn.Linear(width, num_classes)
         with torch.no_grad():
             bound = 1 / math.sqrt(width)
@@ -153,8 +159,14 @@ def _standardise(fit: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
 
 
 def fit_mixture(
-    train: Sequence[np.ndarray], y_train: np.ndarray, evals: Mapping[str, Sequence[np.ndarray]],
-    y_evals: Mapping[str, np.ndarray], num_classes: int, config: FusionConfig, *, select_on: str = "val",
+    train: Sequence[np.ndarray],
+    y_train: np.ndarray,
+    evals: Mapping[str, Sequence[np.ndarray]],
+    y_evals: Mapping[str, np.ndarray],
+    num_classes: int,
+    config: FusionConfig,
+    *,
+    select_on: str = "val",
 ) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
     """Train the mixture on ``train`` (one (N, D_c) array per cell) and predict every split.
 
@@ -169,17 +181,22 @@ def fit_mixture(
     model = MixtureHead(widths, config.width, num_classes, generator).to(device)
 
     def stack(split_index: int) -> dict[int, torch.Tensor]:
-        return {d: torch.from_numpy(np.stack([scaled[c][split_index] for c in members])).to(device)
-                for d, members in model.groups.items()}  # fmt: skip
+        return {
+            d: torch.from_numpy(np.stack([scaled[c][split_index] for c in members])).to(device)
+            for d, members in model.groups.items()
+        }
 
     x_fit = stack(0)
     x_eval = {s: stack(i + 1) for i, s in enumerate(evals)}
     y_fit = torch.from_numpy(np.asarray(y_train, dtype=np.int64)).to(device)
     decayed = list(model.projections.parameters()) + [model.classifier.weight]
-    optimiser = torch.optim.Adam([
-        {"params": decayed, "weight_decay": config.weight_decay},
-        {"params": [model.mix_logits, model.classifier.bias], "weight_decay": 0.0},
-    ], lr=config.lr)  # fmt: skip
+    optimiser = torch.optim.Adam(
+        [
+            {"params": decayed, "weight_decay": config.weight_decay},
+            {"params": [model.mix_logits, model.classifier.bias], "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+    )
     n = len(y_fit)
     best: tuple[float, int, dict[str, np.ndarray], np.ndarray] | None = None
     for epoch in range(1, config.epochs + 1):
@@ -202,10 +219,16 @@ def fit_mixture(
     return best[2], best[3], best[1]
 
 
-def fuse_cache(cache_paths: str | Path | Sequence[str | Path], results_path: str | Path,
-               config: FusionConfig = FusionConfig(), *, progress: bool = False) -> FusionResult:  # fmt: skip
+def fuse_cache(
+    cache_paths: str | Path | Sequence[str | Path],
+    results_path: str | Path,
+    config: FusionConfig = FusionConfig(),
+    *,
+    progress: bool = False,
+) -> FusionResult:
     """Both fusion probes on a cache, the cells ranked by ``config.probe``'s val accuracy in
-    ``results_path`` (the results of ``probekit probe`` on the same cache)."""
+    ``results_path`` (the results of ``probekit probe`` on the same cache).
+    """
     from probekit.features.group import CacheGroup
 
     paths = [cache_paths] if isinstance(cache_paths, (str, Path)) else list(cache_paths)
@@ -236,7 +259,11 @@ def fuse_cache(cache_paths: str | Path | Sequence[str | Path], results_path: str
         y_fit = y_all[fit_pos]
         y_evals = {"val": group.labels("val") if val_pos is None else y_all[val_pos], "test": group.labels("test")}
         mixed_cells = ranked if config.mixture_top is None else ranked[: config.mixture_top]
-        needed = ranked[: max(config.top_k)] if not config.mixture else list(dict.fromkeys(ranked[: max(config.top_k)] + mixed_cells))
+        needed = (
+            ranked[: max(config.top_k)]
+            if not config.mixture
+            else list(dict.fromkeys(ranked[: max(config.top_k)] + mixed_cells))
+        )
         feats: dict[str, dict[Cell, np.ndarray]] = {"train": {}, "val": {}, "test": {}}
         for cell in needed:
             clean = group.features("train", cell)
@@ -244,7 +271,9 @@ def fuse_cache(cache_paths: str | Path | Sequence[str | Path], results_path: str
             feats["val"][cell] = group.features("val", cell) if val_pos is None else clean[val_pos]
             feats["test"][cell] = group.features("test", cell)
             if not all(np.isfinite(feats[s][cell]).all() for s in feats):
-                raise ProbekitError(f"cell t={cell[0]} {cell[1]} holds NaN/inf features: leave it out with --mixture-top or re-extract")
+                raise ProbekitError(
+                    f"cell t={cell[0]} {cell[1]} holds NaN/inf features: leave it out with --mixture-top or re-extract"
+                )
         infos = group.cells
         test_index = group.index("test")
         num_classes = len(group.class_names)
@@ -253,9 +282,11 @@ def fuse_cache(cache_paths: str | Path | Sequence[str | Path], results_path: str
     # (a) concatenation of the top-k cells, every k fitted by the linear probe, k chosen on val.
     ks = sorted({min(k, len(ranked)) for k in config.top_k})
     task = ProbeTask(
-        train={k: np.concatenate([feats["train"][c] for c in ranked[:k]], axis=1) for k in ks}, y_train=y_fit,
+        train={k: np.concatenate([feats["train"][c] for c in ranked[:k]], axis=1) for k in ks},
+        y_train=y_fit,
         evals={s: {k: np.concatenate([feats[s][c] for c in ranked[:k]], axis=1) for k in ks} for s in ("val", "test")},
-        y_evals=y_evals, num_classes=num_classes,
+        y_evals=y_evals,
+        num_classes=num_classes,
     )
     per_k = run_probe("linear", task, ProbeSettings(linear_C=tuple(config.C)), progress=progress)
     best_k = max(ks, key=lambda k: (accuracy(y_evals["val"], per_k[k].predictions["val"]), -k))
@@ -266,8 +297,12 @@ def fuse_cache(cache_paths: str | Path | Sequence[str | Path], results_path: str
     weights: dict[Cell, float] = {}
     if config.mixture:
         preds, a, epoch = fit_mixture(
-            [feats["train"][c] for c in mixed_cells], y_fit, {s: [feats[s][c] for c in mixed_cells] for s in ("val", "test")},
-            y_evals, num_classes, config,
+            [feats["train"][c] for c in mixed_cells],
+            y_fit,
+            {s: [feats[s][c] for c in mixed_cells] for s in ("val", "test")},
+            y_evals,
+            num_classes,
+            config,
         )
         weights = {cell: float(w) for cell, w in zip(mixed_cells, a)}
         outcomes[MIXTURE] = (f"W={config.width},epoch={epoch}", f"{len(mixed_cells)} cells", preds)
@@ -275,11 +310,18 @@ def fuse_cache(cache_paths: str | Path | Sequence[str | Path], results_path: str
 
     table = _fusion_table(outcomes, y_evals, model_id, dataset, len(y_fit))
     if weights:
-        table = pd.concat([table, _weight_rows(weights, infos, model_id, dataset, len(y_fit), config.width)], ignore_index=True)
+        table = pd.concat(
+            [table, _weight_rows(weights, infos, model_id, dataset, len(y_fit), config.width)], ignore_index=True
+        )
     names = list(outcomes)
     predictions = PredictionSet(
-        model=model_id, dataset=dataset, index=test_index, labels=y_evals["test"], probe=names,
-        t=[-1] * len(names), layer=[_FUSED_LAYER] * len(names),
+        model=model_id,
+        dataset=dataset,
+        index=test_index,
+        labels=y_evals["test"],
+        probe=names,
+        t=[-1] * len(names),
+        layer=[_FUSED_LAYER] * len(names),
         predictions=np.stack([outcomes[name][2]["test"] for name in names]).astype(np.int32),
     )
     return FusionResult(table=table, predictions=predictions, weights=weights)
@@ -301,30 +343,57 @@ def format_fusion(table: pd.DataFrame) -> str:
 
 #: the fused rows' stand-in cell: no single (t, layer); the members are in the ``cells`` column
 _FUSED_LAYER = "fused"
-_FUSED_CELL = CellInfo(t=-1, sigma=math.nan, logsnr=math.nan, alpha_bar=math.nan, layer=_FUSED_LAYER, stage="fused", depth=-1)
+_FUSED_CELL = CellInfo(
+    t=-1, sigma=math.nan, logsnr=math.nan, alpha_bar=math.nan, layer=_FUSED_LAYER, stage="fused", depth=-1
+)
 
 
-def _fusion_table(outcomes: Mapping[str, tuple[str, str, dict[str, np.ndarray]]], y_evals: Mapping[str, np.ndarray],
-                  model: str, dataset: str, n_train: int) -> pd.DataFrame:  # fmt: skip
+def _fusion_table(
+    outcomes: Mapping[str, tuple[str, str, dict[str, np.ndarray]]],
+    y_evals: Mapping[str, np.ndarray],
+    model: str,
+    dataset: str,
+    n_train: int,
+) -> pd.DataFrame:
     key = (-1, _FUSED_LAYER)
-    scores = {name: {key: {s: score_predictions(y_evals[s], preds[s]) for s in ("val", "test")}}
-              for name, (_, _, preds) in outcomes.items()}  # fmt: skip
+    scores = {
+        name: {key: {s: score_predictions(y_evals[s], preds[s]) for s in ("val", "test")}}
+        for name, (_, _, preds) in outcomes.items()
+    }
     params = {name: {key: setting} for name, (setting, _, _) in outcomes.items()}
     table = scores_to_table(scores, {key: _FUSED_CELL}, model=model, dataset=dataset, n_train=n_train, params=params)
     table["cells"] = table["probe"].map({name: members for name, (_, members, _) in outcomes.items()})
     return table
 
 
-def _weight_rows(weights: Mapping[Cell, float], infos: Mapping[Cell, CellInfo], model: str, dataset: str,
-                 n_train: int, width: int) -> pd.DataFrame:  # fmt: skip
+def _weight_rows(
+    weights: Mapping[Cell, float], infos: Mapping[Cell, CellInfo], model: str, dataset: str, n_train: int, width: int
+) -> pd.DataFrame:
     """One row per mixed cell: metric "mixture_weight", split "train" (learned there), value a_c."""
     rows = []
     for cell, a in weights.items():
         info = infos[cell]
-        rows.append({
-            "model": model, "dataset": dataset, "t": info.t, "sigma": info.sigma, "logsnr": info.logsnr,
-            "alpha_bar": info.alpha_bar, "layer": info.layer, "stage": info.stage, "depth": info.depth,
-            "probe": MIXTURE, "params": f"W={width}", "metric": WEIGHT_METRIC, "split": "train", "value": a,
-            "ci_low": math.nan, "ci_high": math.nan, "n_train": n_train, "n_eval": 0, "cells": "",
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "t": info.t,
+                "sigma": info.sigma,
+                "logsnr": info.logsnr,
+                "alpha_bar": info.alpha_bar,
+                "layer": info.layer,
+                "stage": info.stage,
+                "depth": info.depth,
+                "probe": MIXTURE,
+                "params": f"W={width}",
+                "metric": WEIGHT_METRIC,
+                "split": "train",
+                "value": a,
+                "ci_low": math.nan,
+                "ci_high": math.nan,
+                "n_train": n_train,
+                "n_eval": 0,
+                "cells": "",
+            }
+        )
     return pd.DataFrame(rows, columns=[*COLUMNS, "cells"])

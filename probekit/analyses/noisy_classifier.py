@@ -20,23 +20,22 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
-from probekit.features.cache import FeatureCache
-from probekit.data import ImageDataset, fit_images
 from probekit.core.errors import ProbekitError
+from probekit.core.noise import sample_noise, split_seed
+from probekit.data import ImageDataset, fit_images
+from probekit.evaluate import score_predictions
+from probekit.evaluate.results import CellInfo, scores_to_table, write_table
+from probekit.features.cache import FeatureCache
 from probekit.features.extraction import ExtractConfig, extract, plan_extraction
 from probekit.models.backbone import Backbone
-from probekit.core.noise import sample_noise, split_seed
-from probekit.evaluate import score_predictions
 from probekit.probes.noise_conditional import NoiseConditionalConfig, fit_noise_conditional, predict_per_level
-from probekit.evaluate.results import CellInfo, scores_to_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,8 @@ PIXELS = "pixels (noisy)"
 class NoisyClassifierConfig:
     """``layer``: one name, alias or index; ``timesteps``: the schedule's indices (None = its
     default grid); ``draws``: noise draws per (image, level) for training; ``pixels``: also train
-    the head on noisy pixels; ``x``: noise axis of the figure (sigma or logsnr)."""
+    the head on noisy pixels; ``x``: noise axis of the figure (sigma or logsnr).
+    """
 
     layer: str
     timesteps: Sequence[int] | None = None
@@ -69,8 +69,14 @@ def _layer_features(cache: FeatureCache, split: str, layer: str) -> np.ndarray:
 
 
 def noisy_pixels(
-    backbone: Backbone, images: np.ndarray, ids: np.ndarray, timesteps: Sequence[int], draws: int, seed: int,
-    fit: dict | str = "auto", batch_size: int = 256,
+    backbone: Backbone,
+    images: np.ndarray,
+    ids: np.ndarray,
+    timesteps: Sequence[int],
+    draws: int,
+    seed: int,
+    fit: dict | str = "auto",
+    batch_size: int = 256,
 ) -> np.ndarray:
     """(T, K, N, C*H*W) float32: the exact noisy inputs extraction feeds the network, flattened.
 
@@ -80,8 +86,13 @@ def noisy_pixels(
     mode = fit["fit"] if isinstance(fit, dict) else fit
     out: np.ndarray | None = None
     for start in range(0, len(ids), batch_size):
-        x0, _ = fit_images(images[start : start + batch_size], size=backbone.input_size,
-                           channels=backbone.input_channels, value_range=backbone.value_range, fit=mode)  # fmt: skip
+        x0, _ = fit_images(
+            images[start : start + batch_size],
+            size=backbone.input_size,
+            channels=backbone.input_channels,
+            value_range=backbone.value_range,
+            fit=mode,
+        )
         x0 = backbone.encode(x0)
         if out is None:
             out = np.empty((len(points), draws, len(ids), int(np.prod(x0.shape[1:]))), dtype=np.float32)
@@ -98,8 +109,13 @@ def noisy_pixels(
 
 
 def run_noisy_classifier(
-    backbone: Backbone, dataset: ImageDataset, out_dir: str | Path, config: NoisyClassifierConfig, *,
-    command: str = "", progress: bool = True,
+    backbone: Backbone,
+    dataset: ImageDataset,
+    out_dir: str | Path,
+    config: NoisyClassifierConfig,
+    *,
+    command: str = "",
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Extract (or reuse), train both heads, write the table, loss CSV and figure; return the table."""
     from probekit.plots import plot_model_comparison  # figures only here: the computation above needs no plotting
@@ -110,8 +126,13 @@ def run_noisy_classifier(
         raise ProbekitError(f"{dataset.name} needs a train and a test split for the noise-conditional classifier")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    extract_config = ExtractConfig(timesteps=config.timesteps, layers=config.layer, draws=config.draws,
-                                   seed=config.seed, batch_size=config.batch_size)  # fmt: skip
+    extract_config = ExtractConfig(
+        timesteps=config.timesteps,
+        layers=config.layer,
+        draws=config.draws,
+        seed=config.seed,
+        batch_size=config.batch_size,
+    )
     plan = plan_extraction(backbone, extract_config)
     if len(plan.layers) != 1:
         raise ProbekitError(f"--layer {config.layer!r} selects {len(plan.layers)} layers: give exactly one")
@@ -121,7 +142,11 @@ def run_noisy_classifier(
         extract(backbone, dataset, cache_path, extract_config, command=command, progress=progress)
     with FeatureCache(cache_path) as cache:
         wanted = [point.t for point in plan.grid]
-        if cache.timesteps != wanted or layer not in [l.name for l in cache.layers] or int(cache.attrs["draws"]) != config.draws:
+        if (
+            cache.timesteps != wanted
+            or layer not in [l.name for l in cache.layers]
+            or int(cache.attrs["draws"]) != config.draws
+        ):
             raise ProbekitError(
                 f"{cache_path} holds another extraction (grid {cache.timesteps}, draws {cache.attrs['draws']}): "
                 f"delete it or choose another --out"
@@ -139,24 +164,48 @@ def run_noisy_classifier(
         splits = {name: dataset.splits[name] for name in ("train", "test")}
         for name, target in (("train", train), ("test", test)):
             positions = _positions(splits[name].index, ids[name])
-            target["pixels"] = noisy_pixels(backbone, splits[name].images[positions], ids[name], wanted,
-                                            config.draws, split_seed(config.seed, name), fit)  # fmt: skip
+            target["pixels"] = noisy_pixels(
+                backbone,
+                splits[name].images[positions],
+                ids[name],
+                wanted,
+                config.draws,
+                split_seed(config.seed, name),
+                fit,
+            )
     num_classes = len(dataset.class_names)
     tables, losses = [], {}
     for name in train:
-        log.info("training the noise-conditional head on %s (%d dims)", layer if name == "layer" else "noisy pixels", train[name].shape[-1])
+        log.info(
+            "training the noise-conditional head on %s (%d dims)",
+            layer if name == "layer" else "noisy pixels",
+            train[name].shape[-1],
+        )
         fitted = fit_noise_conditional(train[name], y_train, wanted, num_classes, config.head, progress=progress)
         predictions = predict_per_level(fitted, test[name])
         losses[name] = fitted.losses
         cells = {
-            point.t: CellInfo(point.t, point.sigma, point.logsnr, point.alpha_bar,
-                              layer if name == "layer" else "pixels", info.stage if name == "layer" else "input",
-                              info.depth if name == "layer" else 0)  # fmt: skip
+            point.t: CellInfo(
+                point.t,
+                point.sigma,
+                point.logsnr,
+                point.alpha_bar,
+                layer if name == "layer" else "pixels",
+                info.stage if name == "layer" else "input",
+                info.depth if name == "layer" else 0,
+            )
             for point in grid
         }
         scores = {PROBE: {point.t: {"test": score_predictions(y_test, predictions[i])} for i, point in enumerate(grid)}}
-        tables.append(scores_to_table(scores, cells, model=backbone.model_id if name == "layer" else PIXELS,
-                                      dataset=dataset.name, n_train=len(y_train)))  # fmt: skip
+        tables.append(
+            scores_to_table(
+                scores,
+                cells,
+                model=backbone.model_id if name == "layer" else PIXELS,
+                dataset=dataset.name,
+                n_train=len(y_train),
+            )
+        )
     table = pd.concat(tables, ignore_index=True)
     write_table(table, out_dir / "results.csv")
     loss_table = pd.DataFrame({"epoch": np.arange(1, config.head.epochs + 1)})
@@ -186,5 +235,7 @@ def _positions(index: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     where = {int(sample): pos for pos, sample in enumerate(index)}
     missing = [int(s) for s in wanted if int(s) not in where]
     if missing:
-        raise ProbekitError(f"the cache holds samples {missing[:5]} that the dataset lacks: use the same --data and limits")
+        raise ProbekitError(
+            f"the cache holds samples {missing[:5]} that the dataset lacks: use the same --data and limits"
+        )
     return np.asarray([where[int(s)] for s in wanted], dtype=np.int64)

@@ -28,9 +28,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """``label``: folder name under OUT; ``spec``: what ``load_backbone`` takes; ``images_seen``: training images so far."""
+    """``label``: folder name under OUT; ``spec``: what ``load_backbone`` takes; ``images_seen``: training images so
+    far.
+    """
 
     label: str
     spec: str
@@ -71,7 +73,9 @@ def _batch_size(record: Path) -> int:
     try:
         return int(json.loads(record.read_text())["recipe"]["batch_size"])
     except (OSError, KeyError, ValueError, TypeError) as err:
-        raise ProbekitError(f"cannot read the batch size from {record} ({err}): images seen are step x batch size") from err
+        raise ProbekitError(
+            f"cannot read the batch size from {record} ({err}): images seen are step x batch size"
+        ) from err
 
 
 def find_checkpoints(source: str, images_per_epoch: int = 50000) -> list[Checkpoint]:
@@ -86,7 +90,9 @@ def find_checkpoints(source: str, images_per_epoch: int = 50000) -> list[Checkpo
             match = re.fullmatch(r"model_(\d+)\.pth", os.path.basename(path))
             if match:
                 epoch = int(match.group(1))
-                found.append(Checkpoint(f"epoch-{epoch:05d}", f"ddae:{config}:{path}", epoch, (epoch + 1) * images_per_epoch))
+                found.append(
+                    Checkpoint(f"epoch-{epoch:05d}", f"ddae:{config}:{path}", epoch, (epoch + 1) * images_per_epoch)
+                )
         if not found:
             raise ProbekitError(f"no model_N.pth files in {folder}")
         return sorted(found, key=lambda c: c.step)
@@ -111,7 +117,9 @@ def find_checkpoints(source: str, images_per_epoch: int = 50000) -> list[Checkpo
 
 
 def best_row(results: pd.DataFrame, probe: str) -> pd.Series:
-    """The chosen ``probe`` cell's test top-1 row, with ``chosen_on`` and ``val_value`` (see :func:`probekit.evaluate.results.best_cells`)."""
+    """The chosen ``probe`` cell's test top-1 row, with ``chosen_on`` and ``val_value`` (see
+    :func:`probekit.evaluate.results.best_cells`).
+    """
     from probekit.evaluate.results import best_cells
 
     rows = results[results["probe"] == probe]
@@ -121,8 +129,14 @@ def best_row(results: pd.DataFrame, probe: str) -> pd.Series:
 
 
 def run_sweep(
-    checkpoints: Sequence[Checkpoint], data: Callable[[], object], out: str | Path, config: SweepConfig, *,
-    device: str = "cpu", progress: bool = True, probe_config: object | None = None,
+    checkpoints: Sequence[Checkpoint],
+    data: Callable[[], object],
+    out: str | Path,
+    config: SweepConfig,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+    probe_config: object | None = None,
 ) -> pd.DataFrame:
     """Process every checkpoint not yet done, then write ``sweep.csv`` and ``sweep.png``; returns the summary.
 
@@ -130,11 +144,11 @@ def run_sweep(
     ``probe_config`` is a :class:`probekit.probes.run.ProbeRunConfig` (default: ``config.probe`` only).
     """
     from probekit.analyses.alignment import AlignConfig, measure
+    from probekit.evaluate.predictions import predictions_path, write_predictions
+    from probekit.evaluate.results import read_table, write_table
     from probekit.features.extraction import ExtractConfig, extract
     from probekit.models import load_backbone
-    from probekit.evaluate.predictions import predictions_path, write_predictions
     from probekit.probes.run import ProbeRunConfig, probe_cache
-    from probekit.evaluate.results import read_table, write_table
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,28 +166,51 @@ def run_sweep(
             if not _complete(cache):
                 dataset = dataset if dataset is not None else data()
                 backbone = load_backbone(checkpoint.spec, device=device)
-                extract(backbone, dataset, cache,
-                        ExtractConfig(timesteps=config.timesteps, layers=config.layers, draws=config.draws,
-                                      seed=config.seed, batch_size=config.batch_size),
-                        command=f"probekit sweep ({checkpoint.spec})", progress=progress)  # fmt: skip
+                extract(
+                    backbone,
+                    dataset,
+                    cache,
+                    ExtractConfig(
+                        timesteps=config.timesteps,
+                        layers=config.layers,
+                        draws=config.draws,
+                        seed=config.seed,
+                        batch_size=config.batch_size,
+                    ),
+                    command=f"probekit sweep ({checkpoint.spec})",
+                    progress=progress,
+                )
             run_config = probe_config or ProbeRunConfig(probes=[config.probe], device=device, seed=config.seed)
             probed = probe_cache([cache], run_config, progress=progress)
             write_predictions(predictions_path(results_path), probed.predictions)
             write_table(probed.table, results_path)  # last: its presence marks the probing done
-            write_table(measure(cache, AlignConfig(split=config.align_split, max_points=config.max_points,
-                                                   seed=config.seed)), align_path)  # fmt: skip
+            write_table(
+                measure(cache, AlignConfig(split=config.align_split, max_points=config.max_points, seed=config.seed)),
+                align_path,
+            )
         row = best_row(read_table(results_path), config.probe)
         geometry = read_table(align_path)
         at_cell = geometry[(geometry["t"] == row["t"]) & (geometry["layer"] == row["layer"])]
         metric = dict(zip(at_cell["metric"], at_cell["value"]))
-        summary.append({
-            "label": checkpoint.label, "step": checkpoint.step, "images_seen": checkpoint.images_seen,
-            "model": checkpoint.spec, "probe": config.probe, "chosen_on": row["chosen_on"], "t": int(row["t"]),
-            "sigma": float(row["sigma"]), "layer": row["layer"], "val_top1": float(row["val_value"]),
-            "test_top1": float(row["value"]),
-            "test_ci_low": float(row["ci_low"]), "test_ci_high": float(row["ci_high"]),
-            "alignment": metric.get("alignment"), "uniformity": metric.get("uniformity"),
-        })  # fmt: skip
+        summary.append(
+            {
+                "label": checkpoint.label,
+                "step": checkpoint.step,
+                "images_seen": checkpoint.images_seen,
+                "model": checkpoint.spec,
+                "probe": config.probe,
+                "chosen_on": row["chosen_on"],
+                "t": int(row["t"]),
+                "sigma": float(row["sigma"]),
+                "layer": row["layer"],
+                "val_top1": float(row["val_value"]),
+                "test_top1": float(row["value"]),
+                "test_ci_low": float(row["ci_low"]),
+                "test_ci_high": float(row["ci_high"]),
+                "alignment": metric.get("alignment"),
+                "uniformity": metric.get("uniformity"),
+            }
+        )
     table = pd.DataFrame(summary)
     tmp = out / ".sweep.csv.tmp"
     table.to_csv(tmp, index=False)

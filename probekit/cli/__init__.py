@@ -1,6 +1,7 @@
 """The ``probekit`` command: argument parsing, one module per command group, each command a thin
 call into the library (its work lives in the stage packages: features, probes, evaluate,
-analyses, plots, train)."""
+analyses, plots, train).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import logging
 import os
 import re
 import sys
-from typing import Callable, NoReturn, Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from probekit.cli import analyses, dense, features, plots, probes, run, train
 from probekit.cli.common import Interrupted
 from probekit.core.errors import ProbekitError
-
 
 DESCRIPTION = """\
 Which layer, at which noise level, holds the most linearly separable features of a diffusion model?
@@ -45,7 +46,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="probekit", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="probekit", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     features.register(sub)
@@ -85,7 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     return 0
-
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import argparse
 import os
 import re
 import shlex
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from probekit.core.errors import ProbekitError
 
@@ -24,7 +25,9 @@ def number_list(kind: type, example: str) -> Callable[[str], list]:
         try:
             return [kind(item) for item in items]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {KIND_WORDS[kind]} (e.g. {example})") from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a comma-separated list of {KIND_WORDS[kind]} (e.g. {example})"
+            ) from None
 
     return parse
 
@@ -74,30 +77,53 @@ def raise_interrupt(_signum: int, _frame: object) -> None:
 def add_model_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """--model and the flags of how it is loaded, in one argument group."""
     group = p.add_argument_group("model")
-    group.add_argument("--model", required=True, help="diffusers model folder, hub id (owner/name), ddae:CONFIG.yaml:CKPT.pth[#MODEL], "
-                   "dit:CKPT.pt or dit:owner/name, sit:CKPT.pt, hf-vision:FOLDER_OR_ID, sd:PIPELINE, or 'pixels'")
-    group.add_argument("--random-init", action="store_true", help="same architecture, freshly initialised weights (control)")
+    group.add_argument(
+        "--model",
+        required=True,
+        help="diffusers model folder, hub id (owner/name), ddae:CONFIG.yaml:CKPT.pth[#MODEL], "
+        "dit:CKPT.pt or dit:owner/name, sit:CKPT.pt, hf-vision:FOLDER_OR_ID, sd:PIPELINE, or 'pixels'",
+    )
+    group.add_argument(
+        "--random-init", action="store_true", help="same architecture, freshly initialised weights (control)"
+    )
     group.add_argument("--init-seed", type=int, default=0, help="seed of --random-init weights (default 0)")
-    group.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): cuda when a GPU is visible, else cpu")
+    group.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto (default): cuda when a GPU is visible, else cpu",
+    )
     return group
 
 
-DATA_HELP = ("dataset name (fashion-mnist, mnist, cifar10, cifar100, tiny-imagenet, digits), path, "
-             "hf:NAME[:CONFIG] (Hugging Face hub) or hf-disk:PATH (a save_to_disk folder)")
+DATA_HELP = (
+    "dataset name (fashion-mnist, mnist, cifar10, cifar100, tiny-imagenet, digits), path, "
+    "hf:NAME[:CONFIG] (Hugging Face hub) or hf-disk:PATH (a save_to_disk folder)"
+)
 
 
 def add_data_args(
-    p: argparse.ArgumentParser, *, required: bool = True, default: str | None = None, data_help: str = DATA_HELP,
-    limits: tuple[str, ...] = ("train", "test"), download: bool = True,
+    p: argparse.ArgumentParser,
+    *,
+    required: bool = True,
+    default: str | None = None,
+    data_help: str = DATA_HELP,
+    limits: tuple[str, ...] = ("train", "test"),
+    download: bool = True,
 ) -> argparse._ArgumentGroup:
     """The flags of every command that reads a dataset, in one argument group: --data, the hf:
-    columns, the class-stratified split limits and --no-download. :func:`load_data` reads them."""
+    columns, the class-stratified split limits and --no-download. :func:`load_data` reads them.
+    """
     group = p.add_argument_group("data")
     group.add_argument("--data", required=required, default=default, help=data_help)
     group.add_argument("--image-column", help="hf: data: the image column (default: the one Image column)")
-    group.add_argument("--label-column", help="hf: data: the label column (default: the one ClassLabel column, or 'label')")
+    group.add_argument(
+        "--label-column", help="hf: data: the label column (default: the one ClassLabel column, or 'label')"
+    )
     for split in limits:
-        group.add_argument(f"--{split}-limit", type=int, metavar="N", help=f"class-stratified subset of N images of the {split} split")
+        group.add_argument(
+            f"--{split}-limit", type=int, metavar="N", help=f"class-stratified subset of N images of the {split} split"
+        )
     if download:
         group.add_argument("--no-download", action="store_true", help="never download missing datasets")
     return group
@@ -105,12 +131,18 @@ def add_data_args(
 
 def load_data(args: argparse.Namespace) -> ImageDataset:
     """The dataset that :func:`add_data_args`' flags name, with its split limits applied (class-stratified,
-    seeded by --seed)."""
+    seeded by --seed).
+    """
     from probekit.data import load_dataset, stratified_subset
 
     seed = getattr(args, "seed", 0)
-    dataset = load_dataset(args.data, download=not getattr(args, "no_download", False), seed=seed,
-                           image_column=args.image_column, label_column=args.label_column)
+    dataset = load_dataset(
+        args.data,
+        download=not getattr(args, "no_download", False),
+        seed=seed,
+        image_column=args.image_column,
+        label_column=args.label_column,
+    )
     for split in ("train", "test"):
         limit = getattr(args, f"{split}_limit", None)
         if limit is not None:

@@ -30,7 +30,6 @@ def cmd_plot(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
-
 def cmd_report(args: argparse.Namespace) -> None:
     from probekit.plots.report import build_report
 
@@ -39,11 +38,22 @@ def cmd_report(args: argparse.Namespace) -> None:
         path = Path(args.commands)
         if not path.is_file():
             raise ProbekitError(f"--commands {path} does not exist: give a text file with one command per line")
-        commands = [line.rstrip() for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    out = build_report(args.results, args.out, caches=args.cache or (), images=args.images or (), commands=commands,
-                       title=args.title, x=args.x, n_boot=args.n_boot)
+        commands = [
+            line.rstrip()
+            for line in path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+    out = build_report(
+        args.results,
+        args.out,
+        caches=args.cache or (),
+        images=args.images or (),
+        commands=commands,
+        title=args.title,
+        x=args.x,
+        n_boot=args.n_boot,
+    )
     print(f"wrote {out}")
-
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,14 +62,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", required=True, nargs="+", help="one or more results CSVs")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--x", default="t", choices=["t", "sigma", "logsnr"], help="noise axis of the curves")
-    p.add_argument("--metric", default="top1",
-                   help="metric drawn (default top1; miou / pixel_accuracy for segment, pck / pck_point for correspond)")
+    p.add_argument(
+        "--metric",
+        default="top1",
+        help="metric drawn (default top1; miou / pixel_accuracy for segment, pck / pck_point for correspond)",
+    )
     p.set_defaults(run=cmd_plot)
 
-    p = sub.add_parser("report", help="one self-contained HTML page: protocol, val-chosen cells, paired comparisons, "
-                       "figures and commands")
-    p.add_argument("--results", required=True, nargs="+",
-                   help="results CSVs: probe runs (with their sidecars), fusion runs and similarity tables")
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML page: protocol, val-chosen cells, paired comparisons, figures and commands",
+    )
+    p.add_argument(
+        "--results",
+        required=True,
+        nargs="+",
+        help="results CSVs: probe runs (with their sidecars), fusion runs and similarity tables",
+    )
     p.add_argument("--out", required=True, help="HTML file to write")
     p.add_argument("--cache", nargs="*", help="caches the results came from: their metadata and recorded commands")
     p.add_argument("--images", nargs="*", help="extra PNG figures to embed (e.g. a t-SNE from `probekit tsne`)")
@@ -68,4 +87,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--x", default="t", choices=["t", "sigma", "logsnr"], help="noise axis of the curves")
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples of the paired comparisons")
     p.set_defaults(run=cmd_report)
-

@@ -26,17 +26,23 @@ def cmd_run(args: argparse.Namespace) -> None:
     try:
         report = run_all(config, run_command)
     except KeyboardInterrupt:
-        raise Interrupted(f"{config.out} is unfinished: run the same command again to continue where it stopped") from None
+        raise Interrupted(
+            f"{config.out} is unfinished: run the same command again to continue where it stopped"
+        ) from None
     print(f"report: {report}")
-
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's commands to the top-level parser."""
-    p = sub.add_parser("run", help="the whole question for one model: extract it and its baselines, probe, compare, "
-                       "plot, similarity, fusion and the report; re-running continues where it stopped")
-    p.add_argument("--config", help="YAML file of the settings below (underscored names, e.g. train_limit: 1500); "
-                   "flags given override it")
+    p = sub.add_parser(
+        "run",
+        help="the whole question for one model: extract it and its baselines, probe, compare, "
+        "plot, similarity, fusion and the report; re-running continues where it stopped",
+    )
+    p.add_argument(
+        "--config",
+        help="YAML file of the settings below (underscored names, e.g. train_limit: 1500); flags given override it",
+    )
     p.add_argument("--model", help="the model, as for extract (required here or in --config)")
     p.add_argument("--data", help="the dataset, as for extract (required here or in --config)")
     p.add_argument("--out", help="folder of the results tables, figures, comparisons.txt and report.html")
@@ -48,32 +54,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-limit", type=int, help="class-stratified subset of the test split")
     p.add_argument("--seed", type=int, help="seed of the noise, subsets, validation split and probes (default 0)")
     p.add_argument("--batch-size", type=int, help="extraction batch size (default 64)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="extraction compute precision (default auto)")
+    p.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16", "fp16"], help="extraction compute precision (default auto)"
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
-    p.add_argument("--probes", type=name_list,
-                   help="probes of the model (default linear,knn)")
+    p.add_argument("--probes", type=name_list, help="probes of the model (default linear,knn)")
     p.add_argument("--k", type=int_list, help="kNN neighbours of the model's probe, chosen on val (default 20)")
     p.add_argument("--C", type=float_list, help="inverse L2 strength(s) of linear / logreg, chosen on val (default 1)")
     p.add_argument("--no-pixels", dest="pixels", action="store_const", const=False, help="no raw-pixel baseline")
-    p.add_argument("--pixels-probes", type=name_list,
-                   help="probes of the pixel baseline (default linear,logreg,knn)")
-    p.add_argument("--no-random-init", dest="random_init", action="store_const", const=False,
-                   help="no random-init twin (same architecture, fresh weights)")
+    p.add_argument("--pixels-probes", type=name_list, help="probes of the pixel baseline (default linear,logreg,knn)")
+    p.add_argument(
+        "--no-random-init",
+        dest="random_init",
+        action="store_const",
+        const=False,
+        help="no random-init twin (same architecture, fresh weights)",
+    )
     p.add_argument("--random-init-timesteps", type=int_list, help="grid of the random-init twin (default 0)")
-    p.add_argument("--random-init-probes", type=name_list,
-                   help="probes of the random-init twin (default linear,knn)")
+    p.add_argument("--random-init-probes", type=name_list, help="probes of the random-init twin (default linear,knn)")
     p.add_argument("--baseline-k", type=int_list, help="kNN neighbours of the baselines' probes (default 20)")
-    p.add_argument("--no-similarity", dest="similarity", action="store_const", const=False,
-                   help="skip CKA / CKNNA / mutual k-NN to the pixels")
+    p.add_argument(
+        "--no-similarity",
+        dest="similarity",
+        action="store_const",
+        const=False,
+        help="skip CKA / CKNNA / mutual k-NN to the pixels",
+    )
     p.add_argument("--no-fusion", dest="fusion", action="store_const", const=False, help="skip the fusion probes")
     p.add_argument("--no-tsne", dest="tsne", action="store_const", const=False, help="skip the t-SNE of the best cell")
     p.add_argument("--images", nargs="*", help="extra PNGs to embed in the report (e.g. the model's samples)")
     p.add_argument("--x", choices=["t", "sigma", "logsnr"], help="noise axis of the report's curves (default sigma)")
     p.add_argument("--n-boot", type=int, help="bootstrap resamples of the paired comparisons (default 10000)")
     p.add_argument("--max-memory", help="probing memory budget, as for probe (default auto)")
-    p.add_argument("--no-download", dest="no_download", action="store_const", const=True,
-                   help="never download missing datasets")
+    p.add_argument(
+        "--no-download", dest="no_download", action="store_const", const=True, help="never download missing datasets"
+    )
     p.add_argument("--title", help="title of the report (default: model and data)")
     p.add_argument("--quiet", dest="quiet", action="store_const", const=True, help="no progress bars")
     p.set_defaults(run=cmd_run)
-

@@ -12,7 +12,7 @@ import os
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
-    """chmod ``tmp`` to the umask's default file mode and rename it onto ``path``."""
+    """Chmod ``tmp`` to the umask's default file mode and rename it onto ``path``."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)

@@ -13,6 +13,7 @@ class ProbekitError(Exception):
 
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message (terminal colour codes removed), or its type's name
-    when it has none: what a one-line error quotes of a lower-level failure."""
+    when it has none: what a one-line error quotes of a lower-level failure.
+    """
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours some messages
     return text.splitlines()[0].strip() if text else type(err).__name__

@@ -12,7 +12,7 @@ Features then do not depend on batch size, order, shard or resume point. Each sa
 from __future__ import annotations
 
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

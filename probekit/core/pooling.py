@@ -42,7 +42,7 @@ class Pooling:
         return "gap" if self.k == 1 else f"avg{self.k}"
 
     @classmethod
-    def parse(cls, text: str) -> "Pooling":
+    def parse(cls, text: str) -> Pooling:
         """``gap``, ``avgK`` (for example ``avg2``), ``spatialS`` (for example ``spatial8``) or ``cls``."""
         spatial = re.fullmatch(r"spatial([1-9][0-9]*)", text)
         if spatial:
@@ -53,8 +53,10 @@ class Pooling:
             return cls(1, cls=True)
         match = re.fullmatch(r"avg([1-9][0-9]*)", text)
         if not match:
-            raise ProbekitError(f"unknown pooling {text!r}: use gap, avgK (for example avg2), spatialS (for example spatial8) "
-                               "or cls (vision encoders)")
+            raise ProbekitError(
+                f"unknown pooling {text!r}: use gap, avgK (for example avg2), spatialS (for example spatial8) "
+                "or cls (vision encoders)"
+            )
         return cls(int(match.group(1)))
 
     def width(self, channels: int, *, spatial: bool) -> int:
@@ -70,15 +72,19 @@ class Pooling:
         activation = activation.float()
         if activation.dim() == 2:
             if self.spatial:
-                raise ProbekitError(f"{self.name} pooling needs spatial layers, got a vector of width {activation.shape[1]}: "
-                                    "select spatial --layers or use gap")
+                raise ProbekitError(
+                    f"{self.name} pooling needs spatial layers, got a vector of width {activation.shape[1]}: "
+                    "select spatial --layers or use gap"
+                )
             return activation
         if activation.dim() == 3:  # (B, N, C) tokens
             if self.k == 1:
                 return activation.mean(dim=1)
             side = math.isqrt(activation.shape[1])
             if side * side != activation.shape[1]:
-                raise ProbekitError(f"{self.name} pooling needs a square token grid, got {activation.shape[1]} tokens: use gap")
+                raise ProbekitError(
+                    f"{self.name} pooling needs a square token grid, got {activation.shape[1]} tokens: use gap"
+                )
             activation = activation.transpose(1, 2).reshape(activation.shape[0], -1, side, side)
         if activation.dim() != 4:
             raise ProbekitError(f"cannot pool an activation of shape {tuple(activation.shape)}")

@@ -114,7 +114,7 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _auto(device_type: str, device_index: int | None) -> str:
     import torch
 
@@ -155,7 +155,9 @@ def resolve_precision(requested: str, device: Any) -> str:
             log.warning(
                 "--precision %s: this %s has no native %s instructions, so torch emulates it and it is "
                 "usually much slower than fp32; use --precision auto or fp32",
-                requested, device.type, requested,
+                requested,
+                device.type,
+                requested,
             )
     return requested
 
@@ -192,8 +194,10 @@ def machine_description(device: Any = None) -> str:
 
     import torch
 
-    text = (f"{platform.platform()}, {cpu_description()}, {os.cpu_count()} CPUs, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    text = (
+        f"{platform.platform()}, {cpu_description()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
     on_cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
     if on_cuda:
         text += f", GPU {torch.cuda.get_device_name(device)}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -80,6 +80,7 @@ def betas_for(beta_schedule: str, beta_start: float, beta_end: float, num_steps:
 
         return _betas_for_alpha_bar(f, num_steps)
     if beta_schedule == "laplace":
+
         def f(u: float) -> float:
             lmb = -0.5 * math.copysign(1, 0.5 - u) * math.log(1 - 2 * math.fabs(0.5 - u) + 1e-6)
             return math.sqrt(math.exp(lmb) / (1 + math.exp(lmb)))
@@ -89,9 +90,7 @@ def betas_for(beta_schedule: str, beta_start: float, beta_end: float, num_steps:
         # GeoDiff's sigmoid schedule, as diffusers builds it.
         ramp = 1.0 / (1.0 + np.exp(-np.linspace(-6.0, 6.0, num_steps, dtype=np.float64)))
         return ramp * (beta_end - beta_start) + beta_start
-    raise ProbekitError(
-        f"unknown beta_schedule {beta_schedule!r}: use one of {', '.join(BETA_SCHEDULES)}"
-    )
+    raise ProbekitError(f"unknown beta_schedule {beta_schedule!r}: use one of {', '.join(BETA_SCHEDULES)}")
 
 
 def _betas_for_alpha_bar(alpha_bar_fn, num_steps: int) -> np.ndarray:
@@ -103,7 +102,9 @@ def _betas_for_alpha_bar(alpha_bar_fn, num_steps: int) -> np.ndarray:
 
 
 def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
-    """Lin et al. 2023 (arXiv 2305.08891, Algorithm 1): shift and scale sqrt(alpha_bar) so the last step is pure noise."""
+    """Lin et al. 2023 (arXiv 2305.08891, Algorithm 1): shift and scale sqrt(alpha_bar) so the last step is pure
+    noise.
+    """
     root = np.sqrt(np.cumprod(1.0 - betas))
     first, last = root[0], root[-1]
     root = (root - last) * (first / (first - last))
@@ -138,7 +139,9 @@ class DDPMSchedule(NoiseSchedule):
         if self.trained_betas is not None:
             betas = np.asarray(self.trained_betas, dtype=np.float64)
             if betas.ndim != 1 or not len(betas) or not np.all((betas > 0) & (betas <= 1)):
-                raise ProbekitError("trained_betas must be a non-empty list of betas in (0, 1]: fix the scheduler config")
+                raise ProbekitError(
+                    "trained_betas must be a non-empty list of betas in (0, 1]: fix the scheduler config"
+                )
             # diffusers builds the schedule from the betas given, whatever num_train_timesteps says.
             self.num_train_timesteps = len(betas)
         else:
@@ -151,7 +154,7 @@ class DDPMSchedule(NoiseSchedule):
             self.name += "-zero-snr"
 
     @classmethod
-    def from_config(cls, config: dict) -> "DDPMSchedule":
+    def from_config(cls, config: dict) -> DDPMSchedule:
         """Build from a diffusers scheduler config dict (missing keys take DDPM's defaults).
 
         Every field that changes the training noise or what the network receives is honoured or
@@ -170,7 +173,9 @@ class DDPMSchedule(NoiseSchedule):
 
     def point(self, t: int) -> GridPoint:
         if isinstance(t, bool) or int(t) != t:
-            raise ProbekitError(f"timestep {t!r} is not an integer: give integer indices 0..{self.num_train_timesteps - 1}")
+            raise ProbekitError(
+                f"timestep {t!r} is not an integer: give integer indices 0..{self.num_train_timesteps - 1}"
+            )
         t = int(t)
         if not 0 <= t < self.num_train_timesteps:
             raise ProbekitError(
@@ -188,8 +193,11 @@ class DDPMSchedule(NoiseSchedule):
         return steps
 
     def describe(self) -> str:
-        betas = ("trained betas" if self.trained_betas is not None
-                 else f"{self.beta_schedule} betas {self.beta_start:g}..{self.beta_end:g}")
+        betas = (
+            "trained betas"
+            if self.trained_betas is not None
+            else f"{self.beta_schedule} betas {self.beta_start:g}..{self.beta_end:g}"
+        )
         if self.rescale_betas_zero_snr:
             betas += f", zero terminal SNR: t = {self.num_train_timesteps - 1} is pure noise (sigma = inf)"
         return f"DDPM ({betas}), t = diffusers index 0..{self.num_train_timesteps - 1}, larger t = more noise"
@@ -208,14 +216,31 @@ class DDPMSchedule(NoiseSchedule):
 
 
 #: diffusers schedulers whose training noise is the discrete DDPM (variance-preserving, betas) form
-VP_SCHEDULERS = frozenset({
-    "DDPMScheduler", "DDIMScheduler", "DDIMInverseScheduler", "DDIMParallelScheduler", "DDPMParallelScheduler",
-    "PNDMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
-    "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler",
-    "DPMSolverMultistepInverseScheduler", "DPMSolverSDEScheduler", "KDPM2DiscreteScheduler",
-    "KDPM2AncestralDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler",
-    "SASolverScheduler", "TCDScheduler", "LCMScheduler",
-})
+VP_SCHEDULERS = frozenset(
+    {
+        "DDPMScheduler",
+        "DDIMScheduler",
+        "DDIMInverseScheduler",
+        "DDIMParallelScheduler",
+        "DDPMParallelScheduler",
+        "PNDMScheduler",
+        "EulerDiscreteScheduler",
+        "EulerAncestralDiscreteScheduler",
+        "HeunDiscreteScheduler",
+        "LMSDiscreteScheduler",
+        "DPMSolverMultistepScheduler",
+        "DPMSolverSinglestepScheduler",
+        "DPMSolverMultistepInverseScheduler",
+        "DPMSolverSDEScheduler",
+        "KDPM2DiscreteScheduler",
+        "KDPM2AncestralDiscreteScheduler",
+        "UniPCMultistepScheduler",
+        "DEISMultistepScheduler",
+        "SASolverScheduler",
+        "TCDScheduler",
+        "LCMScheduler",
+    }
+)
 
 
 def check_scheduler_config(config: dict) -> None:
@@ -228,10 +253,13 @@ def check_scheduler_config(config: dict) -> None:
         )
     schedule = config.get("beta_schedule", "linear")
     if config.get("trained_betas") is None and schedule not in BETA_SCHEDULES:
-        raise ProbekitError(f"unknown beta_schedule {schedule!r} in the scheduler config: use one of {', '.join(BETA_SCHEDULES)}")
+        raise ProbekitError(
+            f"unknown beta_schedule {schedule!r} in the scheduler config: use one of {', '.join(BETA_SCHEDULES)}"
+        )
     if config.get("timestep_type", "discrete") != "discrete":
         raise ProbekitError(
-            f"timestep_type {config['timestep_type']!r} feeds the network a continuous noise level, not the step index: "
+            f"timestep_type {config['timestep_type']!r} feeds the network a continuous noise level, not the step "
+            "index: "
             "not supported; use a scheduler config with timestep_type 'discrete'"
         )
     if config.get("prediction_type", "epsilon") not in ("epsilon", "v_prediction", "sample"):
@@ -248,7 +276,9 @@ class CleanSchedule(NoiseSchedule):
 
     def point(self, t: int) -> GridPoint:
         if isinstance(t, bool) or int(t) != t or int(t) != 0:
-            raise ProbekitError(f"timestep {t!r} is not available: this model sees clean inputs only, use --timesteps 0")
+            raise ProbekitError(
+                f"timestep {t!r} is not available: this model sees clean inputs only, use --timesteps 0"
+            )
         return GridPoint(t=0, model_input=0.0, alpha_bar=1.0, sigma=0.0, logsnr=math.inf)
 
     def default_grid(self) -> list[int]:
@@ -283,7 +313,8 @@ class FlowMatchingSchedule(NoiseSchedule):
     def point(self, t: int) -> GridPoint:
         if isinstance(t, bool) or int(t) != t or not 0 <= int(t) <= self.steps:
             raise ProbekitError(
-                f"timestep {t!r} is not a flow-matching grid index: use integers 0..{self.steps} (noise fraction t/{self.steps})"
+                f"timestep {t!r} is not a flow-matching grid index: use integers 0..{self.steps} (noise fraction "
+                f"t/{self.steps})"
             )
         t = int(t)
         s = t / self.steps

@@ -1,5 +1,6 @@
 """Small shared records (a readable layer, a noise-grid point). No torch: cache, results and plots
-use them without loading a deep-learning framework."""
+use them without loading a deep-learning framework.
+"""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probekit.data.resize import RESAMPLE, resize_center_crop
 from probekit.core.errors import ProbekitError
+from probekit.data.resize import RESAMPLE, resize_center_crop
 
 Selection = slice | np.ndarray | Sequence[int]
 
@@ -126,8 +126,7 @@ class ImageSplit:
         for what, array in (("labels", labels), ("index", index)):
             if array.dtype != np.int64 or array.shape != (shape[0],):
                 raise ProbekitError(
-                    f"{what} must be int64 of shape ({shape[0]},) to match the images, got "
-                    f"{array.dtype} {array.shape}"
+                    f"{what} must be int64 of shape ({shape[0]},) to match the images, got {array.dtype} {array.shape}"
                 )
 
     def __len__(self) -> int:
@@ -205,9 +204,7 @@ class ImageDataset:
                 raise ProbekitError(f"dataset {self.name!r} has no {required!r} split")
         for split_name, split in self.splits.items():
             if len(split) == 0:
-                raise ProbekitError(
-                    f"dataset {self.name!r}: the {split_name!r} split is empty; add images to it"
-                )
+                raise ProbekitError(f"dataset {self.name!r}: the {split_name!r} split is empty; add images to it")
             low, high = int(split.labels.min()), int(split.labels.max())
             if low < 0 or high >= len(self.class_names):
                 raise ProbekitError(

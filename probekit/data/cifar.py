@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from probekit.data.base import ImageDataset, ImageSplit
 from probekit.core.errors import ProbekitError
+from probekit.data.base import ImageDataset, ImageSplit
 
 try:  # numpy >= 2 moved the array-pickle helper; files name the old place, numpy 2 pickles the new
     from numpy._core.multiarray import _reconstruct
@@ -121,63 +121,38 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def _load(folder: Path, layout: CifarLayout, name: str) -> ImageDataset:
     if missing := _missing_files(folder, layout):
-        raise ProbekitError(
-            f"{folder} is not a {layout.folder} folder: missing {', '.join(missing)}"
-        )
+        raise ProbekitError(f"{folder} is not a {layout.folder} folder: missing {', '.join(missing)}")
     meta = read_batch(folder / layout.meta_file)
     if layout.names_key not in meta:
-        raise ProbekitError(
-            f"{folder / layout.meta_file} has no {layout.names_key!r}; re-extract the archive"
-        )
+        raise ProbekitError(f"{folder / layout.meta_file} has no {layout.names_key!r}; re-extract the archive")
     names = meta[layout.names_key]
     if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names) or not names:
         raise ProbekitError(
-            f"{folder / layout.meta_file}: {layout.names_key!r} is not a list of class names; "
-            f"re-extract the archive"
+            f"{folder / layout.meta_file}: {layout.names_key!r} is not a list of class names; re-extract the archive"
         )
     class_names = [_text(label_name) for label_name in names]
-    train = [
-        _read_images_and_labels(folder / f, layout, len(class_names)) for f in layout.train_files
-    ]
-    test_images, test_labels = _read_images_and_labels(
-        folder / layout.test_file, layout, len(class_names)
-    )
+    train = [_read_images_and_labels(folder / f, layout, len(class_names)) for f in layout.train_files]
+    test_images, test_labels = _read_images_and_labels(folder / layout.test_file, layout, len(class_names))
     train_images = np.concatenate([images for images, _ in train])
     train_labels = np.concatenate([labels for _, labels in train])
     splits = {
-        "train": ImageSplit(
-            train_images, train_labels, np.arange(len(train_labels), dtype=np.int64)
-        ),
+        "train": ImageSplit(train_images, train_labels, np.arange(len(train_labels), dtype=np.int64)),
         "test": ImageSplit(test_images, test_labels, np.arange(len(test_labels), dtype=np.int64)),
     }
-    return ImageDataset(
-        name, splits, class_names, str(folder), {"format": name, "test_split": "official"}
-    )
+    return ImageDataset(name, splits, class_names, str(folder), {"format": name, "test_split": "official"})
 
 
-def _read_images_and_labels(
-    path: Path, layout: CifarLayout, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _read_images_and_labels(path: Path, layout: CifarLayout, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     batch = read_batch(path)
     data, labels = batch.get("data"), batch.get(layout.labels_key)
-    if (
-        not isinstance(data, np.ndarray)
-        or data.dtype != np.uint8
-        or data.ndim != 2
-        or data.shape[1] != 3 * 32 * 32
-    ):
-        raise ProbekitError(
-            f"{path}: 'data' is not a uint8 (N, 3072) array; re-extract the archive"
-        )
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ProbekitError(f"{path}: 'data' is not a uint8 (N, 3072) array; re-extract the archive")
     label_array = _label_array(labels)
     if label_array is None:
-        raise ProbekitError(
-            f"{path}: {layout.labels_key!r} is not a list of integer class ids; re-extract the archive"
-        )
+        raise ProbekitError(f"{path}: {layout.labels_key!r} is not a list of integer class ids; re-extract the archive")
     if len(label_array) != len(data):
         raise ProbekitError(
-            f"{path}: {len(data)} images but {len(label_array)} {layout.labels_key!r}; "
-            f"re-extract the archive"
+            f"{path}: {len(data)} images but {len(label_array)} {layout.labels_key!r}; re-extract the archive"
         )
     if len(label_array) and (label_array.min() < 0 or label_array.max() >= num_classes):
         bad = label_array.max() if label_array.max() >= num_classes else label_array.min()

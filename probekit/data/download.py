@@ -27,9 +27,7 @@ def download_verified(url: str, destination: Path, md5: str) -> Path:
         destination.parent.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
     except OSError as exc:
-        raise ProbekitError(
-            f"cannot write to {destination.parent} ({exc}); pass a writable root"
-        ) from exc
+        raise ProbekitError(f"cannot write to {destination.parent} ({exc}); pass a writable root") from exc
     log.info("downloading %s -> %s", url, destination)
     temp = Path(temp_name)
     try:

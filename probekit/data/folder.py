@@ -15,17 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from probekit.core.errors import ProbekitError
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.images import IMAGE_SUFFIXES, FileImages, is_image_file, scan_images
 from probekit.data.sampling import holdout_split
-from probekit.core.errors import ProbekitError
 
 _TEST_FOLDERS = ("test", "val")
 
 
-def load_folder(
-    root: str | os.PathLike, *, test_fraction: float = 0.2, seed: int = 0
-) -> ImageDataset:
+def load_folder(root: str | os.PathLike, *, test_fraction: float = 0.2, seed: int = 0) -> ImageDataset:
     """Load an image folder; ``test_fraction`` and ``seed`` apply only when it has no test folder."""
     root = Path(root)
     if not root.is_dir():
@@ -48,9 +46,7 @@ def _load_train_test(root: Path, test_dir: Path) -> ImageDataset:
     train_paths, train_labels = _scan(root / "train", class_names)
     unknown = sorted(set(_class_names(test_dir)) - set(class_names))
     if unknown:
-        raise ProbekitError(
-            f"{test_dir / unknown[0]} is a class with no folder in {root / 'train'}; add or remove it"
-        )
+        raise ProbekitError(f"{test_dir / unknown[0]} is a class with no folder in {root / 'train'}; add or remove it")
     test_paths, test_labels = _scan(test_dir, class_names)
     mode, shape, mixed = scan_images(train_paths + test_paths)
     splits = {
@@ -122,9 +118,7 @@ def _scan(folder: Path, class_names: list[str]) -> tuple[list[Path], np.ndarray]
             continue  # a test folder may lack a class; train folders are scanned from their own names
         files = sorted(p for p in (folder / name).rglob("*") if is_image_file(p))
         if not files:
-            raise ProbekitError(
-                f"class folder {folder / name} has no images; add some or remove the folder"
-            )
+            raise ProbekitError(f"class folder {folder / name} has no images; add some or remove the folder")
         paths += files
         labels += [class_id] * len(files)
     return paths, np.asarray(labels, dtype=np.int64)

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from probekit.core.errors import ProbekitError
 from probekit.data.base import ImageDataset, ImageSplit, LazyImages
 from probekit.data.images import decode_image, image_header, is_grayscale_mode
 from probekit.data.sampling import holdout_split
-from probekit.core.errors import ProbekitError
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,7 @@ def load_hf(
     class_names, labels = _class_names(spec, train, label, labels, datasets)
     mode, shape = _mode_and_shape(spec, parts, image, datasets)
     images = {
-        name: HFImages(part, image, mode, shape, where=f"the {name} split of {spec}")
-        for name, part in parts.items()
+        name: HFImages(part, image, mode, shape, where=f"the {name} split of {spec}") for name, part in parts.items()
     }
     mixed = _mixed_sizes(images)
     for part_images in images.values():
@@ -96,8 +95,7 @@ def load_hf(
         info.update(test_split="holdout", test_fraction=test_fraction, holdout_seed=seed)
     else:
         splits = {
-            name: ImageSplit(images[name], labels[name], np.arange(len(labels[name]), dtype=np.int64))
-            for name in parts
+            name: ImageSplit(images[name], labels[name], np.arange(len(labels[name]), dtype=np.int64)) for name in parts
         }
     return ImageDataset(spec, splits, class_names, spec, info)
 
@@ -155,7 +153,7 @@ def _import_datasets() -> Any:
 
 
 def _load_hub(datasets: Any, spec: str) -> Any:
-    name, _, config = spec[len(HUB_PREFIX):].partition(":")
+    name, _, config = spec[len(HUB_PREFIX) :].partition(":")
     if not name:
         raise ProbekitError(f"{spec!r} names no dataset; write hf:NAME or hf:NAME:CONFIG, e.g. hf:ylecun/mnist")
     try:
@@ -169,7 +167,7 @@ def _load_hub(datasets: Any, spec: str) -> Any:
 
 
 def _load_disk(datasets: Any, spec: str) -> Any:
-    path = spec[len(DISK_PREFIX):]
+    path = spec[len(DISK_PREFIX) :]
     try:
         return datasets.load_from_disk(path)
     except FileNotFoundError as err:
@@ -182,7 +180,7 @@ def _load_disk(datasets: Any, spec: str) -> Any:
 
 
 def _map_splits(spec: str, parts: dict[str, Any]) -> dict[str, Any]:
-    """train / test / val from the dataset's own split names; other splits are left out."""
+    """Train / test / val from the dataset's own split names; other splits are left out."""
     if "train" not in parts:
         raise ProbekitError(
             f"{spec} has splits {', '.join(parts) or '(none)'} but none named 'train'; probekit reads "
@@ -208,7 +206,9 @@ def _image_column(spec: str, part: Any, given: str | None, datasets: Any) -> str
     images = [name for name, feature in part.features.items() if isinstance(feature, datasets.Image)]
     if given is not None:
         if given not in part.features:
-            raise ProbekitError(f"{spec} has no column {given!r} (--image-column); its columns: {_describe_columns(part)}")
+            raise ProbekitError(
+                f"{spec} has no column {given!r} (--image-column); its columns: {_describe_columns(part)}"
+            )
         if given not in images:
             raise ProbekitError(
                 f"column {given!r} of {spec} is {type(part.features[given]).__name__}, not an image; "
@@ -226,7 +226,9 @@ def _label_column(spec: str, part: Any, given: str | None, datasets: Any) -> str
     features = part.features
     if given is not None:
         if given not in features:
-            raise ProbekitError(f"{spec} has no column {given!r} (--label-column); its columns: {_describe_columns(part)}")
+            raise ProbekitError(
+                f"{spec} has no column {given!r} (--label-column); its columns: {_describe_columns(part)}"
+            )
         if not _is_label_feature(features[given], datasets):
             raise ProbekitError(
                 f"column {given!r} of {spec} is {features[given]!r}, not a class label; give "
@@ -276,21 +278,16 @@ def _class_names(
         names = sorted(set().union(*(set(ids.tolist()) for ids in labels.values())))
         lookup = {name: i for i, name in enumerate(names)}
         return names, {
-            split: np.fromiter((lookup[v] for v in ids.tolist()), np.int64, len(ids))
-            for split, ids in labels.items()
+            split: np.fromiter((lookup[v] for v in ids.tolist()), np.int64, len(ids)) for split, ids in labels.items()
         }
     low = min(int(ids.min()) for ids in labels.values() if len(ids))
     if low < 0:
-        raise ProbekitError(
-            f"column {column!r} of {spec} has label {low}; integer labels must be class ids 0..K-1"
-        )
+        raise ProbekitError(f"column {column!r} of {spec} has label {low}; integer labels must be class ids 0..K-1")
     high = max(int(ids.max()) for ids in labels.values() if len(ids))
     return [str(i) for i in range(high + 1)], {name: ids.astype(np.int64) for name, ids in labels.items()}
 
 
-def _mode_and_shape(
-    spec: str, parts: dict[str, Any], column: str, datasets: Any
-) -> tuple[str, tuple[int, int, int]]:
+def _mode_and_shape(spec: str, parts: dict[str, Any], column: str, datasets: Any) -> tuple[str, tuple[int, int, int]]:
     """Pillow mode and the (H, W, C) every image must have, from the feature and the first image."""
     train = parts["train"]
     if len(train) == 0:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from probekit.core.errors import ProbekitError
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.download import download_verified
 from probekit.data.locations import candidate_dirs, download_dir, find_dataset_dir
-from probekit.core.errors import ProbekitError
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,7 @@ _ALL_FILES = [stem for pair in SPLIT_FILES.values() for stem in pair]
 _REDOWNLOAD = "delete it and run again to re-download it (or put a good copy in its place)"
 
 
-def load_idx(
-    name: str, *, root: str | os.PathLike | None = None, download: bool = True
-) -> ImageDataset:
+def load_idx(name: str, *, root: str | os.PathLike | None = None, download: bool = True) -> ImageDataset:
     """Load ``"mnist"`` or ``"fashion-mnist"`` (60000 train / 10000 test, 28x28x1 uint8).
 
     Looks for the four IDX files as described in :mod:`probekit.data.locations`; if they are
@@ -121,8 +119,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     header_bytes = 4 + 4 * ndim
     if len(raw) < header_bytes:
         raise ProbekitError(
-            f"{path} is truncated: {len(raw)} bytes, not even the {header_bytes}-byte IDX header; "
-            f"{_REDOWNLOAD}"
+            f"{path} is truncated: {len(raw)} bytes, not even the {header_bytes}-byte IDX header; {_REDOWNLOAD}"
         )
     magic = int.from_bytes(raw[:4], "big")
     expected_magic = 0x0800 | ndim
@@ -134,14 +131,12 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     if 0 in dims[1:]:
         raise ProbekitError(
-            f"{path} has header dimensions {dims}, with an empty item size; the file is corrupt, "
-            f"{_REDOWNLOAD}"
+            f"{path} has header dimensions {dims}, with an empty item size; the file is corrupt, {_REDOWNLOAD}"
         )
     expected = header_bytes + math.prod(dims)
     if len(raw) < expected:
         raise ProbekitError(
-            f"{path} is truncated: its header ({dims}) promises {expected} bytes, found {len(raw)}; "
-            f"{_REDOWNLOAD}"
+            f"{path} is truncated: its header ({dims}) promises {expected} bytes, found {len(raw)}; {_REDOWNLOAD}"
         )
     if len(raw) > expected:
         raise ProbekitError(
@@ -160,9 +155,7 @@ def _read_split(folder: Path, images_stem: str, labels_stem: str) -> ImageSplit:
             f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; "
             f"the two files do not belong together, delete both and run again to re-download them"
         )
-    return ImageSplit(
-        images[..., np.newaxis], labels.astype(np.int64), np.arange(len(labels), dtype=np.int64)
-    )
+    return ImageSplit(images[..., np.newaxis], labels.astype(np.int64), np.arange(len(labels), dtype=np.int64))
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:
@@ -181,9 +174,7 @@ def _read_bytes(path: Path) -> bytes:
     except PermissionError as exc:
         raise ProbekitError(f"cannot read {path}: permission denied; make it readable") from exc
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-        raise ProbekitError(
-            f"cannot read {path} ({exc}); the file is truncated or corrupt, {_REDOWNLOAD}"
-        ) from exc
+        raise ProbekitError(f"cannot read {path} ({exc}); the file is truncated or corrupt, {_REDOWNLOAD}") from exc
 
 
 def _download(name: str, source: IdxSource, root: str | os.PathLike | None) -> Path:
@@ -194,7 +185,5 @@ def _download(name: str, source: IdxSource, root: str | os.PathLike | None) -> P
             try:
                 download_verified(source.base_url + file_name, target, md5)
             except ProbekitError as exc:
-                raise ProbekitError(
-                    f"{exc}; or put the four {name} .gz files in {folder} by hand"
-                ) from exc
+                raise ProbekitError(f"{exc}; or put the four {name} .gz files in {folder} by hand") from exc
     return folder

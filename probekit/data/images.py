@@ -9,8 +9,8 @@ from typing import IO
 import numpy as np
 from PIL import Image
 
-from probekit.data.base import LazyImages
 from probekit.core.errors import ProbekitError
+from probekit.data.base import LazyImages
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 _GRAYSCALE_MODES = frozenset({"1", "L", "LA"})
@@ -74,9 +74,7 @@ def decode_image(source: str | Path | IO[bytes], mode: str, name: str | None = N
     except PermissionError as exc:
         raise _unreadable(name) from exc
     except Exception as exc:  # Pillow signals damaged files with many exception types
-        raise ProbekitError(
-            f"cannot decode image {name} ({exc}); the file is corrupt, remove or replace it"
-        ) from exc
+        raise ProbekitError(f"cannot decode image {name} ({exc}); the file is corrupt, remove or replace it") from exc
     return pixels if pixels.ndim == 3 else pixels[..., np.newaxis]
 
 
@@ -89,9 +87,7 @@ def image_header(source: str | Path | IO[bytes], name: str | None = None) -> tup
     except PermissionError as exc:
         raise _unreadable(name) from exc
     except Exception as exc:  # Pillow signals damaged files with many exception types
-        raise ProbekitError(
-            f"cannot read image {name} ({exc}); the file is corrupt, remove or replace it"
-        ) from exc
+        raise ProbekitError(f"cannot read image {name} ({exc}); the file is corrupt, remove or replace it") from exc
 
 
 def is_grayscale_mode(mode: str) -> bool:

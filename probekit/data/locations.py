@@ -26,9 +26,7 @@ def candidate_dirs(folder: str, root: str | os.PathLike | None) -> list[Path]:
     return [base / folder for base in _default_bases()] + [d / folder for d in SYSTEM_DATA_DIRS]
 
 
-def find_dataset_dir(
-    folder: str, root: str | os.PathLike | None, is_complete: Callable[[Path], bool]
-) -> Path | None:
+def find_dataset_dir(folder: str, root: str | os.PathLike | None, is_complete: Callable[[Path], bool]) -> Path | None:
     """The first candidate directory for which ``is_complete`` holds, or None."""
     for candidate in candidate_dirs(folder, root):
         if candidate.is_dir() and is_complete(candidate):
@@ -60,7 +58,5 @@ def download_dir(folder: str, root: str | os.PathLike | None) -> Path:
 
 def _default_bases() -> list[Path]:
     # Read at call time, not import time, so a changed $PROBEKIT_DATA or $HOME takes effect.
-    bases = (
-        [Path(os.environ["PROBEKIT_DATA"]).expanduser()] if os.environ.get("PROBEKIT_DATA") else []
-    )
+    bases = [Path(os.environ["PROBEKIT_DATA"]).expanduser()] if os.environ.get("PROBEKIT_DATA") else []
     return bases + [Path.home() / ".cache" / "probekit"]

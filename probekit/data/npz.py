@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from probekit.core.errors import ProbekitError
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.sampling import holdout_split
-from probekit.core.errors import ProbekitError
 
 
 def is_npz_file(path: Path) -> bool:
@@ -28,9 +28,7 @@ def load_npz(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: int =
     path = Path(path)
     arrays = _read_arrays(path)
     if "x" not in arrays or "y" not in arrays:
-        raise ProbekitError(
-            f"{path} needs arrays 'x' (images) and 'y' (labels), it has {sorted(arrays)}"
-        )
+        raise ProbekitError(f"{path} needs arrays 'x' (images) and 'y' (labels), it has {sorted(arrays)}")
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise ProbekitError(f"{path} has only one of 'x_test' and 'y_test'; save both or neither")
 
@@ -43,9 +41,7 @@ def load_npz(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: int =
 
     if "test" in images:
         splits = {
-            name: ImageSplit(
-                images[name], labels[name], np.arange(len(labels[name]), dtype=np.int64)
-            )
+            name: ImageSplit(images[name], labels[name], np.arange(len(labels[name]), dtype=np.int64))
             for name in ("train", "test")
         }
         info: dict[str, object] = {"format": "npz", "test_split": "official"}
@@ -62,9 +58,7 @@ def load_npz(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: int =
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    corrupt = (
-        f"cannot read {path} as an .npz archive; the file is corrupt, re-save it with numpy.savez"
-    )
+    corrupt = f"cannot read {path} as an .npz archive; the file is corrupt, re-save it with numpy.savez"
     # Our own handle: numpy leaves its file open when the zip inside is damaged.
     try:
         handle = open(path, "rb")
@@ -104,25 +98,20 @@ def _to_uint8_nhwc(x: np.ndarray, path: Path, key: str) -> np.ndarray:
         return np.ascontiguousarray(x)
     if np.issubdtype(x.dtype, np.floating):
         if not np.all(np.isfinite(x)):
-            raise ProbekitError(
-                f"{path}: float {key!r} has NaN or infinite values; fix the images before saving"
-            )
+            raise ProbekitError(f"{path}: float {key!r} has NaN or infinite values; fix the images before saving")
         if x.min() < 0.0 or x.max() > 1.0:
             raise ProbekitError(
                 f"{path}: float {key!r} has values outside [0, 1] (min {x.min():g}, max {x.max():g}); "
                 f"scale float images to [0, 1] or save them as uint8"
             )
         return np.round(x * 255.0).astype(np.uint8)
-    raise ProbekitError(
-        f"{path}: {key!r} is {x.dtype}; save images as uint8 (0..255) or float in [0, 1]"
-    )
+    raise ProbekitError(f"{path}: {key!r} is {x.dtype}; save images as uint8 (0..255) or float in [0, 1]")
 
 
 def _check_labels(y: np.ndarray, images: np.ndarray, path: Path, key: str) -> np.ndarray:
     if y.ndim != 1 or len(y) != len(images):
         raise ProbekitError(
-            f"{path}: {key!r} has shape {y.shape} but there are {len(images)} images; "
-            f"save one label per image"
+            f"{path}: {key!r} has shape {y.shape} but there are {len(images)} images; save one label per image"
         )
     return y
 

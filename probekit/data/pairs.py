@@ -34,12 +34,12 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import map_coordinates
 
+from probekit.core.errors import ProbekitError
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.images import FileImages, is_image_file, scan_images
 from probekit.data.segmentation import (
     FOREGROUND,  # the same garment threshold as the mosaics
 )
-from probekit.core.errors import ProbekitError
 
 SPLITS = ("val", "test")
 #: the image-dataset split that holds each pair split's images
@@ -78,8 +78,11 @@ def load_pair_folder(root: str | os.PathLike) -> ImageDataset:
             raise ProbekitError(f"{root}/images/{split} has no images: a pair folder needs val and test pairs")
     mode, shape, mixed = scan_images([p for split_paths in paths.values() for p in split_paths])
     splits = {
-        DATASET_SPLIT[split]: ImageSplit(FileImages(split_paths, mode, shape, mixed_sizes=mixed),
-                                         np.zeros(len(split_paths), dtype=np.int64), np.arange(len(split_paths), dtype=np.int64))
+        DATASET_SPLIT[split]: ImageSplit(
+            FileImages(split_paths, mode, shape, mixed_sizes=mixed),
+            np.zeros(len(split_paths), dtype=np.int64),
+            np.arange(len(split_paths), dtype=np.int64),
+        )
         for split, split_paths in paths.items()
     }
     return ImageDataset(root.name, splits, ["image"], str(root), {"format": "pair-folder"})
@@ -94,14 +97,23 @@ def read_pairs(root: str | os.PathLike, split: str) -> PairSet:
     with np.load(path, allow_pickle=False) as data:
         if f"{split}_source" not in data:
             raise ProbekitError(f"{path} has no {split} pairs")
-        pairs = PairSet(*(np.asarray(data[f"{split}_{field}"]) for field in
-                          ("source", "target", "source_kps", "target_kps", "target_bbox")))
+        pairs = PairSet(
+            *(
+                np.asarray(data[f"{split}_{field}"])
+                for field in ("source", "target", "source_kps", "target_kps", "target_bbox")
+            )
+        )
     n_images = len(image_paths(root, split))
     for name, ids in (("source", pairs.source), ("target", pairs.target)):
         if len(ids) and (ids.min() < 0 or ids.max() >= n_images):
-            raise ProbekitError(f"{path}: a {split} pair's {name} image is not among the {n_images} images of images/{split}")
+            raise ProbekitError(
+                f"{path}: a {split} pair's {name} image is not among the {n_images} images of images/{split}"
+            )
     if pairs.source_kps.shape != pairs.target_kps.shape or pairs.source_kps.shape[0] != len(pairs.source):
-        raise ProbekitError(f"{path}: {split} keypoint arrays do not match the pairs ({pairs.source_kps.shape}, {pairs.target_kps.shape})")
+        raise ProbekitError(
+            f"{path}: {split} keypoint arrays do not match the pairs ({pairs.source_kps.shape}, "
+            f"{pairs.target_kps.shape})"
+        )
     return pairs
 
 
@@ -118,8 +130,11 @@ def write_pair_folder(root: str | os.PathLike, images: dict[str, list], pairs: d
                 shutil.copyfile(image, folder / f"{i:06d}{Path(image).suffix.lower()}")
             else:
                 Image.fromarray(np.asarray(image, dtype=np.uint8)).save(folder / f"{i:06d}.png")
-    arrays = {f"{split}_{field}": getattr(split_pairs, field) for split, split_pairs in pairs.items()
-              for field in ("source", "target", "source_kps", "target_kps", "target_bbox")}
+    arrays = {
+        f"{split}_{field}": getattr(split_pairs, field)
+        for split, split_pairs in pairs.items()
+        for field in ("source", "target", "source_kps", "target_kps", "target_bbox")
+    }
     np.savez_compressed(root / "pairs.npz", **arrays)
     return root
 
@@ -127,8 +142,9 @@ def write_pair_folder(root: str | os.PathLike, images: dict[str, list], pairs: d
 # ---------------------------------------------------------------------------------------- warps
 
 
-def random_affine(rng: np.random.Generator, side: tuple[int, int], rotation: float, scale: float, shift: float
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def random_affine(
+    rng: np.random.Generator, side: tuple[int, int], rotation: float, scale: float, shift: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(A (2, 2), b (2,)) of a random affine map p_t = A p_s + b on pixel-index (x, y) coordinates, about the centre.
 
     Rotation uniform in +-``rotation`` degrees, isotropic scale in [1 - scale, 1 + scale],
@@ -145,7 +161,8 @@ def random_affine(rng: np.random.Generator, side: tuple[int, int], rotation: flo
 
 def warp_image(image: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """uint8 (H, W) image warped by p_t = A p_s + b: target pixel p_t takes the source's bilinear value
-    at A^-1 (p_t - b) (0 outside the source), rounded to uint8."""
+    at A^-1 (p_t - b) (0 outside the source), rounded to uint8.
+    """
     height, width = image.shape
     rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
     target = np.stack([cols.reshape(-1), rows.reshape(-1)]).astype(np.float64)  # (2, HW) as (x, y)
@@ -162,8 +179,15 @@ def foreground_box(image: np.ndarray) -> np.ndarray:
     return np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], dtype=np.float64)
 
 
-def warp_pairs(images: np.ndarray, *, keypoints: int = 8, rotation: float = 15.0, scale: float = 0.1,
-               shift: float = 0.1, seed: int = 0) -> tuple[list[np.ndarray], PairSet]:
+def warp_pairs(
+    images: np.ndarray,
+    *,
+    keypoints: int = 8,
+    rotation: float = 15.0,
+    scale: float = 0.1,
+    shift: float = 0.1,
+    seed: int = 0,
+) -> tuple[list[np.ndarray], PairSet]:
     """One pair per (H, W) uint8 image: (image, its warp); keypoints on the image's foreground pixels.
 
     Keypoint k of pair i is a distinct foreground pixel index (x, y) of the source; its ground
@@ -176,7 +200,9 @@ def warp_pairs(images: np.ndarray, *, keypoints: int = 8, rotation: float = 15.0
         matrix, offset = random_affine(rng, image.shape, rotation, scale, shift)
         warped = warp_image(image, matrix, offset)
         rows, cols = np.nonzero(image >= FOREGROUND)
-        chosen = rng.choice(len(rows), size=min(keypoints, len(rows)), replace=False) if len(rows) else np.array([], int)
+        chosen = (
+            rng.choice(len(rows), size=min(keypoints, len(rows)), replace=False) if len(rows) else np.array([], int)
+        )
         src = np.full((keypoints, 2), np.nan)
         src[: len(chosen)] = np.stack([cols[chosen], rows[chosen]], axis=1) if len(chosen) else np.empty((0, 2))
         trg = src @ matrix.T + offset
@@ -188,15 +214,30 @@ def warp_pairs(images: np.ndarray, *, keypoints: int = 8, rotation: float = 15.0
         target_kps.append(trg)
         boxes.append(foreground_box(warped))
     n = len(images)
-    pairs = PairSet(np.arange(n, dtype=np.int64) * 2, np.arange(n, dtype=np.int64) * 2 + 1, np.stack(source_kps),
-                    np.stack(target_kps), np.stack(boxes))
+    pairs = PairSet(
+        np.arange(n, dtype=np.int64) * 2,
+        np.arange(n, dtype=np.int64) * 2 + 1,
+        np.stack(source_kps),
+        np.stack(target_kps),
+        np.stack(boxes),
+    )
     return out_images, pairs
 
 
-def write_warp_pairs(dataset: ImageDataset, out: str | os.PathLike, *, counts: dict[str, int], keypoints: int = 8,
-                     rotation: float = 15.0, scale: float = 0.1, shift: float = 0.1, seed: int = 0) -> Path:
+def write_warp_pairs(
+    dataset: ImageDataset,
+    out: str | os.PathLike,
+    *,
+    counts: dict[str, int],
+    keypoints: int = 8,
+    rotation: float = 15.0,
+    scale: float = 0.1,
+    shift: float = 0.1,
+    seed: int = 0,
+) -> Path:
     """A pair folder of warps of grayscale images: val pairs from the train split's first images, test
-    pairs from the test split's (so no image is in both)."""
+    pairs from the test split's (so no image is in both).
+    """
     images, pairs = {}, {}
     for split, count in counts.items():
         source = dataset.splits["train" if split == "val" else "test"]
@@ -204,9 +245,17 @@ def write_warp_pairs(dataset: ImageDataset, out: str | os.PathLike, *, counts: d
             raise ProbekitError(f"--{split} {count}: give 1..{len(source.labels)} pairs")
         pixels = source.read(slice(0, count))
         if pixels.shape[-1] != 1:
-            raise ProbekitError(f"warp pairs are built from grayscale images; {dataset.name} has {pixels.shape[-1]} channels")
-        images[split], pairs[split] = warp_pairs(pixels[..., 0], keypoints=keypoints, rotation=rotation, scale=scale,
-                                                 shift=shift, seed=seed + SPLITS.index(split))
+            raise ProbekitError(
+                f"warp pairs are built from grayscale images; {dataset.name} has {pixels.shape[-1]} channels"
+            )
+        images[split], pairs[split] = warp_pairs(
+            pixels[..., 0],
+            keypoints=keypoints,
+            rotation=rotation,
+            scale=scale,
+            shift=shift,
+            seed=seed + SPLITS.index(split),
+        )
     return write_pair_folder(out, images, pairs)
 
 
@@ -224,8 +273,13 @@ def _pack(records: list[tuple[int, int, list, list, list | None]]) -> PairSet:
         trg[i, : len(target_kps)] = np.asarray(target_kps, dtype=np.float64).reshape(-1, 2)
         if box is not None:
             boxes[i] = np.asarray(box, dtype=np.float64)
-    return PairSet(np.array([r[0] for r in records], dtype=np.int64), np.array([r[1] for r in records], dtype=np.int64),
-                   src, trg, boxes)
+    return PairSet(
+        np.array([r[0] for r in records], dtype=np.int64),
+        np.array([r[1] for r in records], dtype=np.int64),
+        src,
+        trg,
+        boxes,
+    )
 
 
 def _index_images(files: list[Path]) -> tuple[list[Path], dict[Path, int]]:
@@ -296,7 +350,9 @@ def convert_pf_pascal(root: str | os.PathLike, out: str | os.PathLike, *, limit:
                 xa, ya, xb, yb = (_coordinates(row[key]) for key in ("XA", "YA", "XB", "YB"))
                 source, target = (_pf_image(root, row[key]) for key in ("source_image", "target_image"))
             except KeyError as err:
-                raise ProbekitError(f"{path} lacks column {err}: expected source_image,target_image,class,XA,YA,XB,YB") from err
+                raise ProbekitError(
+                    f"{path} lacks column {err}: expected source_image,target_image,class,XA,YA,XB,YB"
+                ) from err
             if not len(xa) == len(ya) == len(xb) == len(yb):
                 raise ProbekitError(f"{path}: a row's XA, YA, XB, YB lists differ in length")
             entries.append((source, target, list(zip(xa, ya)), list(zip(xb, yb))))

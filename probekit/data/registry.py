@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from probekit.core.errors import ProbekitError
 from probekit.data.base import ImageDataset
 from probekit.data.cifar import (
     CIFAR10,
@@ -36,7 +37,6 @@ from probekit.data.pairs import is_pair_folder, load_pair_folder
 from probekit.data.segmentation import is_segmentation_folder, load_segmentation_folder
 from probekit.data.tiny_imagenet import FOLDER as TINY_IMAGENET_FOLDER
 from probekit.data.tiny_imagenet import is_tiny_imagenet_folder, load_tiny_imagenet
-from probekit.core.errors import ProbekitError
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,8 @@ def _located(
     load: Callable[[Path], ImageDataset],
 ) -> Callable[[DatasetOptions], ImageDataset]:
     """A named loader for a dataset that probekit does not download: find its folder, then load."""
-    how_to_get = (
-        f"download and extract {url} so that a {folder}/ folder sits in one of those places"
-    )
-    return lambda options: load(
-        require_dataset_dir(name, folder, options.root, is_complete, how_to_get)
-    )
+    how_to_get = f"download and extract {url} so that a {folder}/ folder sits in one of those places"
+    return lambda options: load(require_dataset_dir(name, folder, options.root, is_complete, how_to_get))
 
 
 NAMED_DATASETS: dict[str, Callable[[DatasetOptions], ImageDataset]] = {
@@ -108,18 +104,14 @@ def _refuse_idx_path(path: Path, options: DatasetOptions) -> ImageDataset:
 
 
 PATH_FORMATS: dict[str, PathFormat] = {
-    "npz": PathFormat(
-        is_npz_file, lambda p, o: load_npz(p, test_fraction=o.test_fraction, seed=o.seed)
-    ),
+    "npz": PathFormat(is_npz_file, lambda p, o: load_npz(p, test_fraction=o.test_fraction, seed=o.seed)),
     "cifar10": PathFormat(is_cifar10_folder, lambda p, o: load_cifar10(p)),
     "cifar100": PathFormat(is_cifar100_folder, lambda p, o: load_cifar100(p)),
     "tiny-imagenet": PathFormat(is_tiny_imagenet_folder, lambda p, o: load_tiny_imagenet(p)),
     "idx": PathFormat(is_idx_folder, _refuse_idx_path),
     "segmentation": PathFormat(is_segmentation_folder, lambda p, o: load_segmentation_folder(p)),
     "pairs": PathFormat(is_pair_folder, lambda p, o: load_pair_folder(p)),
-    "folder": PathFormat(
-        Path.is_dir, lambda p, o: load_folder(p, test_fraction=o.test_fraction, seed=o.seed)
-    ),
+    "folder": PathFormat(Path.is_dir, lambda p, o: load_folder(p, test_fraction=o.test_fraction, seed=o.seed)),
 }
 
 
@@ -197,6 +189,5 @@ def load_dataset(
         if path_format.detect(path):
             return dataclasses.replace(path_format.load(path, options), name=spec)
     raise ProbekitError(
-        f"{spec} is not a dataset probekit can read; give an .npz file or a folder "
-        f"({', '.join(PATH_FORMATS)})"
+        f"{spec} is not a dataset probekit can read; give an .npz file or a folder ({', '.join(PATH_FORMATS)})"
     )

@@ -14,10 +14,8 @@ A pure pixel operation: which datasets are resized, and to what, is
 
 from __future__ import annotations
 
-
 import numpy as np
 from PIL import Image
-
 
 RESAMPLE = "bicubic"
 
@@ -32,7 +30,7 @@ def resize_center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
     else:
         new_height, new_width = size * height // width, size
     gray = pixels.shape[2] == 1
-    image = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if gray else pixels))  # "L" or "RGB" 
+    image = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if gray else pixels))  # "L" or "RGB"
     resized = np.asarray(image.resize((new_width, new_height), Image.Resampling.BICUBIC))
     top, left = (new_height - size) // 2, (new_width - size) // 2
     cropped = resized[top : top + size, left : left + size]

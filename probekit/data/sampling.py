@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from probekit.data.base import ImageSplit, LazyImages
 from probekit.core.errors import ProbekitError
 from probekit.core.stratify import stratified_mask
+from probekit.data.base import ImageSplit, LazyImages
 
 
 def stratified_subset(split: ImageSplit, limit: int | None, seed: int) -> ImageSplit:

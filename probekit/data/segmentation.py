@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from probekit.core.errors import ProbekitError
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.images import FileImages, is_image_file, scan_images
-from probekit.core.errors import ProbekitError
 
 SPLITS = ("train", "val", "test")
 IGNORE_INDEX = 255
@@ -56,15 +56,18 @@ def load_segmentation_folder(root: str | os.PathLike) -> ImageDataset:
         masks = _stems(root / "masks" / split)
         missing = sorted(set(images) - set(masks))
         if missing:
-            raise ProbekitError(f"{root / 'images' / split / missing[0]}.* has no mask in {root / 'masks' / split}: add it")
+            raise ProbekitError(
+                f"{root / 'images' / split / missing[0]}.* has no mask in {root / 'masks' / split}: add it"
+            )
         paths_by_split[split] = [images[stem] for stem in sorted(images)]
     if "train" not in paths_by_split or "test" not in paths_by_split:
         raise ProbekitError(f"{root} needs images/train and images/test (and masks/ beside them)")
     mode, shape, mixed = scan_images([p for paths in paths_by_split.values() for p in paths])
     for split, paths in paths_by_split.items():
         n = len(paths)
-        splits[split] = ImageSplit(FileImages(paths, mode, shape, mixed_sizes=mixed), np.zeros(n, dtype=np.int64),
-                                   np.arange(n, dtype=np.int64))
+        splits[split] = ImageSplit(
+            FileImages(paths, mode, shape, mixed_sizes=mixed), np.zeros(n, dtype=np.int64), np.arange(n, dtype=np.int64)
+        )
     info = {"format": "segmentation-folder", "mask_classes": class_names}
     return ImageDataset(root.name, splits, ["image"], str(root), info)
 
@@ -88,16 +91,23 @@ def read_masks(root: str | os.PathLike, split: str, index: np.ndarray) -> list[n
     out = []
     for i in np.asarray(index):
         if not 0 <= int(i) < len(stems):
-            raise ProbekitError(f"sample {int(i)} of split {split} is not in {root}: give the folder the cache was extracted from")
+            raise ProbekitError(
+                f"sample {int(i)} of split {split} is not in {root}: give the folder the cache was extracted from"
+            )
         stem = stems[int(i)]
         with Image.open(masks[stem]) as mask:
             if mask.mode not in ("P", "L"):
-                raise ProbekitError(f"{masks[stem]} is a {mask.mode} image: masks must be palette (P) or 8-bit gray (L) PNGs of class ids")
+                raise ProbekitError(
+                    f"{masks[stem]} is a {mask.mode} image: masks must be palette (P) or 8-bit gray (L) PNGs of class "
+                    "ids"
+                )
             values = np.asarray(mask)  # a palette image's array holds the indices, not the colours
         with Image.open(images[stem]) as image:
             if image.size != (values.shape[1], values.shape[0]):
-                raise ProbekitError(f"{masks[stem]} is {values.shape[1]}x{values.shape[0]} but its image is "
-                                    f"{image.size[0]}x{image.size[1]}: masks must match their images")
+                raise ProbekitError(
+                    f"{masks[stem]} is {values.shape[1]}x{values.shape[0]} but its image is "
+                    f"{image.size[0]}x{image.size[1]}: masks must match their images"
+                )
         out.append(values.astype(np.uint8))
     return out
 
@@ -127,7 +137,8 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
 def fashion_mosaic(
     images: np.ndarray, labels: np.ndarray, count: int, *, tile: int = 16, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` 2 x 2 mosaics from (N, H, W, 1) uint8 garments: images (count, 2t, 2t) uint8, masks (count, 2t, 2t) uint8.
+    """``count`` 2 x 2 mosaics from (N, H, W, 1) uint8 garments: images (count, 2t, 2t) uint8, masks (count, 2t, 2t)
+    uint8.
 
     Tile k of mosaic m (k = 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) is garment
     ``numpy.random.default_rng(seed).choice(N, (count, 4))[m, k]`` shrunk with Pillow's box filter.
@@ -172,7 +183,9 @@ def write_fashion_mosaic(
             part = slice(0, None, 2) if split == "train" else slice(1, None, 2)
             pixels, labels = pixels[part], labels[part]
         if pixels.shape[-1] != 1:
-            raise ProbekitError(f"mosaics are built from grayscale images; {dataset.name} has {pixels.shape[-1]} channels")
+            raise ProbekitError(
+                f"mosaics are built from grayscale images; {dataset.name} has {pixels.shape[-1]} channels"
+            )
         images, masks = fashion_mosaic(pixels, labels, count, tile=tile, seed=seed + SPLITS.index(split))
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "masks" / split).mkdir(parents=True, exist_ok=True)

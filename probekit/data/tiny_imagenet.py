@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from probekit.core.errors import ProbekitError
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.images import FileImages, image_header
-from probekit.core.errors import ProbekitError
 
 FOLDER = "tiny-imagenet-200"
 _JPEG_SUFFIXES = (".jpeg", ".jpg")
@@ -80,17 +80,13 @@ def _train_files(folder: Path, class_ids: dict[str, int]) -> tuple[list[Path], l
     train = folder / "train"
     unknown = sorted(d.name for d in train.iterdir() if d.is_dir() and d.name not in class_ids)
     if unknown:
-        raise ProbekitError(
-            f"{train} has folder {unknown[0]} whose wnid is not in wnids.txt; the archive is mixed up"
-        )
+        raise ProbekitError(f"{train} has folder {unknown[0]} whose wnid is not in wnids.txt; the archive is mixed up")
     paths: list[Path] = []
     labels: list[int] = []
     for wnid, class_id in class_ids.items():
         image_dir = train / wnid / "images"
         files = (
-            sorted(p for p in image_dir.glob("*") if p.suffix.lower() in _JPEG_SUFFIXES)
-            if image_dir.is_dir()
-            else []
+            sorted(p for p in image_dir.glob("*") if p.suffix.lower() in _JPEG_SUFFIXES) if image_dir.is_dir() else []
         )
         if not files:
             raise ProbekitError(f"no JPEGs in {image_dir} for class {wnid}; re-extract the archive")
@@ -114,27 +110,21 @@ def _val_files(folder: Path, class_ids: dict[str, int]) -> tuple[list[Path], lis
         file_name, _, rest = line.partition("\t")
         wnid = rest.split("\t")[0].strip()
         if wnid not in class_ids:
-            raise ProbekitError(
-                f"{annotations} line {line_number}: wnid {wnid!r} is not in wnids.txt"
-            )
+            raise ProbekitError(f"{annotations} line {line_number}: wnid {wnid!r} is not in wnids.txt")
         paths.append(image_dir / file_name.strip())
         labels.append(class_ids[wnid])
     if not paths:
         raise ProbekitError(f"{annotations} lists no images; re-extract the archive")
     listed = {p.name for p in paths}
     on_disk = (
-        {p.name for p in image_dir.glob("*") if p.suffix.lower() in _JPEG_SUFFIXES}
-        if image_dir.is_dir()
-        else set()
+        {p.name for p in image_dir.glob("*") if p.suffix.lower() in _JPEG_SUFFIXES} if image_dir.is_dir() else set()
     )
     if missing := sorted(listed - on_disk):
         raise ProbekitError(
             f"{annotations} labels {missing[0]} but {image_dir} has no such image; re-extract the archive"
         )
     if unlabelled := sorted(on_disk - listed):
-        raise ProbekitError(
-            f"{image_dir / unlabelled[0]} has no line in {annotations}; labels and images do not match"
-        )
+        raise ProbekitError(f"{image_dir / unlabelled[0]} has no line in {annotations}; labels and images do not match")
     return paths, labels
 
 

@@ -46,7 +46,9 @@ def fit_images(
     """
     _check_inputs(images, channels, value_range, fit)
     # a copy: inputs may be read-only views of a file buffer, which torch.from_numpy refuses
-    return fit_tensor(torch.from_numpy(np.array(images)), size=size, channels=channels, value_range=value_range, fit=fit)
+    return fit_tensor(
+        torch.from_numpy(np.array(images)), size=size, channels=channels, value_range=value_range, fit=fit
+    )
 
 
 def fit_tensor(
@@ -63,7 +65,9 @@ def fit_tensor(
     converts them there; on the CPU the same function runs in the loader's workers.
     """
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] not in (1, 3):
-        raise ProbekitError(f"fit_tensor needs a uint8 (B, H, W, C) tensor with C in {{1, 3}}, got {images.dtype} {tuple(images.shape)}")
+        raise ProbekitError(
+            f"fit_tensor needs a uint8 (B, H, W, C) tensor with C in {{1, 3}}, got {images.dtype} {tuple(images.shape)}"
+        )
     _check_inputs(np.empty((1, 1, 1, images.shape[-1]), np.uint8), channels, value_range, fit)
     from_size = (int(images.shape[1]), int(images.shape[2]))
     to_size = from_size if size is None else _as_size(size)
@@ -90,9 +94,7 @@ def fit_tensor(
     return x.contiguous(), record
 
 
-def _check_inputs(
-    images: np.ndarray, channels: int | None, value_range: tuple[float, float], fit: str
-) -> None:
+def _check_inputs(images: np.ndarray, channels: int | None, value_range: tuple[float, float], fit: str) -> None:
     if (
         not isinstance(images, np.ndarray)
         or images.dtype != np.uint8
@@ -100,9 +102,7 @@ def _check_inputs(
         or images.shape[-1] not in (1, 3)
     ):
         shape = getattr(images, "shape", None)
-        raise ProbekitError(
-            f"fit_images needs uint8 (B, H, W, C) numpy images with C in {{1, 3}}, got {shape}"
-        )
+        raise ProbekitError(f"fit_images needs uint8 (B, H, W, C) numpy images with C in {{1, 3}}, got {shape}")
     if channels not in (None, 1, 3):
         raise ProbekitError(f"channels must be 1, 3 or None, got {channels!r}")
     if fit not in FITS:
@@ -131,9 +131,7 @@ def _resolve_fit(fit: str, from_size: tuple[int, int], to_size: tuple[int, int])
             f"cannot pad {from_size} images to {to_size}: they are larger; use fit='resize' or 'center-crop'"
         )
     if fit == "center-crop" and not covers:
-        raise ProbekitError(
-            f"cannot crop {from_size} images to {to_size}: they are smaller; use fit='pad' or 'resize'"
-        )
+        raise ProbekitError(f"cannot crop {from_size} images to {to_size}: they are smaller; use fit='pad' or 'resize'")
     return fit
 
 

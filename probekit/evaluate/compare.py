@@ -48,7 +48,9 @@ def chosen_cell(results_path: str | os.PathLike, probe: str, flag: str = "--prob
         )
     models = sorted(set(table["model"]))
     if len(models) != 1:
-        raise ProbekitError(f"{results_path} holds {len(models)} models ({', '.join(models)}): compare runs of one model each")
+        raise ProbekitError(
+            f"{results_path} holds {len(models)} models ({', '.join(models)}): compare runs of one model each"
+        )
     best = best_cells(table)
     row = best[best["probe"] == probe]
     if row.empty:
@@ -57,16 +59,27 @@ def chosen_cell(results_path: str | os.PathLike, probe: str, flag: str = "--prob
             f"{results_path} has no {probe!r} rows; it has probes {', '.join(probes)}: pick one with {flag} {probes[0]}"
         )
     r = row.iloc[0]
-    return ChosenCell(model=str(r["model"]), probe=probe, t=int(r["t"]), layer=str(r["layer"]), params=str(r["params"]),
-                      chosen_on=str(r["chosen_on"]))
+    return ChosenCell(
+        model=str(r["model"]),
+        probe=probe,
+        t=int(r["t"]),
+        layer=str(r["layer"]),
+        params=str(r["params"]),
+        chosen_on=str(r["chosen_on"]),
+    )
 
 
 def check_same_test_set(a: PredictionSet, b: PredictionSet, names: tuple[str, str]) -> None:
     """Refuse two sidecars whose test images or labels differ, naming what differs."""
     if a.dataset != b.dataset:
-        raise ProbekitError(f"{names[0]} is on {a.dataset} but {names[1]} on {b.dataset}: a paired comparison needs the same test images")
+        raise ProbekitError(
+            f"{names[0]} is on {a.dataset} but {names[1]} on {b.dataset}: a paired comparison needs the same test "
+            "images"
+        )
     if len(a.index) != len(b.index):
-        raise ProbekitError(f"{names[0]} has {len(a.index)} test images but {names[1]} has {len(b.index)}: probe the same test set")
+        raise ProbekitError(
+            f"{names[0]} has {len(a.index)} test images but {names[1]} has {len(b.index)}: probe the same test set"
+        )
     if not np.array_equal(a.index, b.index):
         first = int(np.flatnonzero(a.index != b.index)[0])
         raise ProbekitError(
@@ -74,12 +87,19 @@ def check_same_test_set(a: PredictionSet, b: PredictionSet, names: tuple[str, st
             f"{a.index[first]} vs {b.index[first]}): extract both with the same --data, --test-limit and --seed"
         )
     if not np.array_equal(a.labels, b.labels):
-        raise ProbekitError(f"{names[0]} and {names[1]} have the same test images but different labels: check the datasets")
+        raise ProbekitError(
+            f"{names[0]} and {names[1]} have the same test images but different labels: check the datasets"
+        )
 
 
 def compare_runs(
-    results_a: str | os.PathLike, results_b: str | os.PathLike, *, probe: str = "linear", probe_b: str | None = None,
-    n_boot: int = 10_000, seed: int = 0,
+    results_a: str | os.PathLike,
+    results_b: str | os.PathLike,
+    *,
+    probe: str = "linear",
+    probe_b: str | None = None,
+    n_boot: int = 10_000,
+    seed: int = 0,
 ) -> RunComparison:
     """Paired bootstrap interval and exact McNemar test of A's and B's val-chosen cells."""
     cell_a = chosen_cell(results_a, probe)
@@ -88,8 +108,10 @@ def compare_runs(
     pred_b = read_predictions(predictions_path(results_b))
     check_same_test_set(pred_a, pred_b, (str(results_a), str(results_b)))
     paired = compare_correct(
-        pred_a.correct(cell_a.probe, cell_a.t, cell_a.layer), pred_b.correct(cell_b.probe, cell_b.t, cell_b.layer),
-        n_boot=n_boot, seed=seed,
+        pred_a.correct(cell_a.probe, cell_a.t, cell_a.layer),
+        pred_b.correct(cell_b.probe, cell_b.t, cell_b.layer),
+        n_boot=n_boot,
+        seed=seed,
     )
     return RunComparison(a=cell_a, b=cell_b, paired=paired)
 
@@ -103,10 +125,12 @@ def format_comparison(c: RunComparison) -> str:
         note = "" if cell.chosen_on == "val" else " (chosen on test)"
         return f"{cell.model} {cell.probe} t={cell.t} {cell.layer}{setting}{note}: {100 * acc:.1f} %"
 
-    return "\n".join([
-        f"A  {describe(c.a, p.acc_a)}",
-        f"B  {describe(c.b, p.acc_b)}",
-        f"A - B = {100 * p.diff:+.1f} points, paired bootstrap {100 * p.level:.0f} % interval "
-        f"[{100 * p.ci_low:+.1f}, {100 * p.ci_high:+.1f}] ({p.n_boot} resamples of {p.n} test images)",
-        f"exact McNemar: {p.only_a} images right only for A, {p.only_b} only for B, p = {p.p_value:.3g}",
-    ])
+    return "\n".join(
+        [
+            f"A  {describe(c.a, p.acc_a)}",
+            f"B  {describe(c.b, p.acc_b)}",
+            f"A - B = {100 * p.diff:+.1f} points, paired bootstrap {100 * p.level:.0f} % interval "
+            f"[{100 * p.ci_low:+.1f}, {100 * p.ci_high:+.1f}] ({p.n_boot} resamples of {p.n} test images)",
+            f"exact McNemar: {p.only_a} images right only for A, {p.only_b} only for B, p = {p.p_value:.3g}",
+        ]
+    )

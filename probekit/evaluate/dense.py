@@ -34,14 +34,18 @@ def keypoints_correct(predicted_xy: np.ndarray, true_xy: np.ndarray, threshold: 
     """(K,) bool: ``||predicted - true|| / threshold <= alpha`` for each of K keypoints ((K, 2) as x, y)."""
     predicted_xy, true_xy = np.asarray(predicted_xy, dtype=np.float64), np.asarray(true_xy, dtype=np.float64)
     if predicted_xy.shape != true_xy.shape or predicted_xy.ndim != 2 or predicted_xy.shape[1] != 2:
-        raise ProbekitError(f"keypoints must be (K, 2) arrays of equal shape, got {predicted_xy.shape} and {true_xy.shape}")
+        raise ProbekitError(
+            f"keypoints must be (K, 2) arrays of equal shape, got {predicted_xy.shape} and {true_xy.shape}"
+        )
     if not threshold > 0:
         raise ProbekitError(f"PCK threshold must be positive, got {threshold}")
     distance = np.sqrt(((predicted_xy - true_xy) ** 2).sum(axis=1))
     return distance / threshold <= alpha
 
 
-def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+def confusion_matrix(
+    predicted: np.ndarray, labels: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
     """(num_classes, num_classes) int64 counts, rows = true class, columns = predicted class."""
     predicted, labels = np.asarray(predicted).reshape(-1), np.asarray(labels).reshape(-1)
     if predicted.shape != labels.shape:
@@ -49,8 +53,12 @@ def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, num_classes: int
     keep = labels != ignore_index
     predicted, labels = predicted[keep].astype(np.int64), labels[keep].astype(np.int64)
     if labels.size and (labels.max() >= num_classes or labels.min() < 0):
-        raise ProbekitError(f"label {int(labels.max())} outside 0..{num_classes - 1} (and not the ignore index {ignore_index})")
-    return np.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+        raise ProbekitError(
+            f"label {int(labels.max())} outside 0..{num_classes - 1} (and not the ignore index {ignore_index})"
+        )
+    return np.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
 
 
 def segmentation_scores(confusion: np.ndarray) -> dict[str, float]:

@@ -73,9 +73,7 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def score_predictions(
-    y_true: np.ndarray, y_pred: np.ndarray, *, converged: bool = True
-) -> CellScore:
+def score_predictions(y_true: np.ndarray, y_pred: np.ndarray, *, converged: bool = True) -> CellScore:
     """Build a :class:`CellScore` from test labels and a probe's predictions."""
     y_true, y_pred = _check_pair(y_true, y_pred)
     return CellScore(
@@ -91,10 +89,7 @@ def _check_pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     if y_true.ndim != 1 or y_true.shape != y_pred.shape:
-        raise ValueError(
-            f"labels and predictions must be 1-D of equal length, got {y_true.shape} and "
-            f"{y_pred.shape}"
-        )
+        raise ValueError(f"labels and predictions must be 1-D of equal length, got {y_true.shape} and {y_pred.shape}")
     if len(y_true) == 0:
         raise ValueError("cannot score an empty test set")
     return y_true, y_pred

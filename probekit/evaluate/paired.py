@@ -89,9 +89,17 @@ def compare_correct(
     a, b = _pair(correct_a, correct_b)
     diff, low, high = paired_bootstrap(a, b, n_boot=n_boot, level=level, seed=seed)
     return PairedComparison(
-        n=len(a), acc_a=float(a.mean()), acc_b=float(b.mean()), diff=diff, ci_low=low, ci_high=high,
-        only_a=int(np.sum(a & ~b)), only_b=int(np.sum(~a & b)), p_value=mcnemar_exact(a, b),
-        level=level, n_boot=n_boot,
+        n=len(a),
+        acc_a=float(a.mean()),
+        acc_b=float(b.mean()),
+        diff=diff,
+        ci_low=low,
+        ci_high=high,
+        only_a=int(np.sum(a & ~b)),
+        only_b=int(np.sum(~a & b)),
+        p_value=mcnemar_exact(a, b),
+        level=level,
+        n_boot=n_boot,
     )
 
 

@@ -83,12 +83,18 @@ def write_predictions(path: str | os.PathLike, predictions: PredictionSet) -> Pa
     try:
         np.savez_compressed(
             tmp,
-            format=np.array(FORMAT), format_version=np.array(FORMAT_VERSION),
-            model=np.array(p.model), dataset=np.array(p.dataset),
-            index=np.asarray(p.index, dtype=np.int64), labels=np.asarray(p.labels, dtype=np.int64),
-            probe=np.array(p.probe, dtype=str), t=np.asarray(p.t, dtype=np.int64),
-            layer=np.array(p.layer, dtype=str), predictions=np.asarray(p.predictions, dtype=np.int32),
-            val_index=np.asarray(p.val_index, dtype=np.int64), val_fraction=np.array(float(p.val_fraction)),
+            format=np.array(FORMAT),
+            format_version=np.array(FORMAT_VERSION),
+            model=np.array(p.model),
+            dataset=np.array(p.dataset),
+            index=np.asarray(p.index, dtype=np.int64),
+            labels=np.asarray(p.labels, dtype=np.int64),
+            probe=np.array(p.probe, dtype=str),
+            t=np.asarray(p.t, dtype=np.int64),
+            layer=np.array(p.layer, dtype=str),
+            predictions=np.asarray(p.predictions, dtype=np.int32),
+            val_index=np.asarray(p.val_index, dtype=np.int64),
+            val_fraction=np.array(float(p.val_fraction)),
         )
         publish(tmp, path)
     except BaseException:
@@ -114,10 +120,14 @@ def read_predictions(path: str | os.PathLike) -> PredictionSet:
     if int(fields["format_version"]) > FORMAT_VERSION:
         raise ProbekitError(f"{path} has format version {int(fields['format_version'])}: upgrade probekit to read it")
     return PredictionSet(
-        model=str(fields["model"]), dataset=str(fields["dataset"]),
-        index=fields["index"].astype(np.int64), labels=fields["labels"].astype(np.int64),
-        probe=[str(x) for x in fields["probe"]], t=[int(x) for x in fields["t"]],
-        layer=[str(x) for x in fields["layer"]], predictions=fields["predictions"],
+        model=str(fields["model"]),
+        dataset=str(fields["dataset"]),
+        index=fields["index"].astype(np.int64),
+        labels=fields["labels"].astype(np.int64),
+        probe=[str(x) for x in fields["probe"]],
+        t=[int(x) for x in fields["t"]],
+        layer=[str(x) for x in fields["layer"]],
+        predictions=fields["predictions"],
         val_index=fields.get("val_index", np.zeros(0, dtype=np.int64)).astype(np.int64),
         val_fraction=float(fields.get("val_fraction", np.nan)),
     )

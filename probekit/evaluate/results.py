@@ -47,18 +47,48 @@ from probekit.core.errors import ProbekitError
 from probekit.evaluate.metrics import CellScore, wilson_interval
 
 COLUMNS: tuple[str, ...] = (
-    "model", "dataset", "t", "sigma", "logsnr", "alpha_bar", "layer", "stage", "depth",
-    "probe", "params", "metric", "split", "value", "ci_low", "ci_high", "n_train", "n_eval",
-)  # fmt: skip
+    "model",
+    "dataset",
+    "t",
+    "sigma",
+    "logsnr",
+    "alpha_bar",
+    "layer",
+    "stage",
+    "depth",
+    "probe",
+    "params",
+    "metric",
+    "split",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n_train",
+    "n_eval",
+)
 METRICS: tuple[str, ...] = ("top1", "mean_class_recall")
 SPLITS: tuple[str, ...] = ("val", "test")
 
 _DTYPES = {
-    "model": str, "dataset": str, "t": "int64", "sigma": "float64", "logsnr": "float64",
-    "alpha_bar": "float64", "layer": str, "stage": str, "depth": "int64", "probe": str,
-    "params": str, "metric": str, "split": str, "value": "float64", "ci_low": "float64",
-    "ci_high": "float64", "n_train": "int64", "n_eval": "int64",
-}  # fmt: skip
+    "model": str,
+    "dataset": str,
+    "t": "int64",
+    "sigma": "float64",
+    "logsnr": "float64",
+    "alpha_bar": "float64",
+    "layer": str,
+    "stage": str,
+    "depth": "int64",
+    "probe": str,
+    "params": str,
+    "metric": str,
+    "split": str,
+    "value": "float64",
+    "ci_low": "float64",
+    "ci_high": "float64",
+    "n_train": "int64",
+    "n_eval": "int64",
+}
 
 # pandas < 3 parses floats with a fast, not always exact, parser unless asked; pandas 3 is exact
 # by default and deprecates the option.
@@ -113,12 +143,24 @@ def scores_to_table(
                 for metric in METRICS:
                     rows.append(
                         {
-                            "model": model, "dataset": dataset, "t": info.t, "sigma": info.sigma,
-                            "logsnr": info.logsnr, "alpha_bar": info.alpha_bar, "layer": info.layer,
-                            "stage": info.stage, "depth": info.depth, "probe": probe,
-                            "params": setting, "metric": metric, "split": split,
-                            "value": getattr(score, metric), "ci_low": ci[metric][0],
-                            "ci_high": ci[metric][1], "n_train": n_train, "n_eval": score.n_test,
+                            "model": model,
+                            "dataset": dataset,
+                            "t": info.t,
+                            "sigma": info.sigma,
+                            "logsnr": info.logsnr,
+                            "alpha_bar": info.alpha_bar,
+                            "layer": info.layer,
+                            "stage": info.stage,
+                            "depth": info.depth,
+                            "probe": probe,
+                            "params": setting,
+                            "metric": metric,
+                            "split": split,
+                            "value": getattr(score, metric),
+                            "ci_low": ci[metric][0],
+                            "ci_high": ci[metric][1],
+                            "n_train": n_train,
+                            "n_eval": score.n_test,
                         }
                     )
     return pd.DataFrame(rows, columns=list(COLUMNS)).astype(_DTYPES)
@@ -166,7 +208,12 @@ def best_cells(table: pd.DataFrame, metric: str = "top1", *, choose_on: str = "v
 
 
 def best_cell(
-    table: pd.DataFrame, *, probe: str = "linear", model: str | None = None, require_val: bool = True, source: str = "the results table",
+    table: pd.DataFrame,
+    *,
+    probe: str = "linear",
+    model: str | None = None,
+    require_val: bool = True,
+    source: str = "the results table",
 ) -> tuple[int, str]:
     """(t, layer) of the best top-1 cell of one probe of one model, as :func:`best_cells` chooses it.
 
@@ -177,7 +224,9 @@ def best_cell(
     """
     rows = table[table["probe"] == probe]
     if rows.empty:
-        raise ProbekitError(f"{source} has no rows of probe {probe!r} (its probes: {', '.join(sorted(table['probe'].unique()))})")
+        raise ProbekitError(
+            f"{source} has no rows of probe {probe!r} (its probes: {', '.join(sorted(table['probe'].unique()))})"
+        )
     models = sorted(rows["model"].unique())
     if model is not None:
         if model not in models:
@@ -187,7 +236,9 @@ def best_cell(
         raise ProbekitError(f"{source} holds several models ({', '.join(models)}): name the cell or the model")
     best = best_cells(rows, "top1").iloc[0]
     if require_val and best["chosen_on"] != "val":
-        raise ProbekitError(f"{source} has no validation rows: probe with a validation split (--val-fraction > 0) first")
+        raise ProbekitError(
+            f"{source} has no validation rows: probe with a validation split (--val-fraction > 0) first"
+        )
     return int(best["t"]), str(best["layer"])
 
 
@@ -220,7 +271,9 @@ def format_summary(table: pd.DataFrame, metric: str = "top1") -> str:
                 f"  {row.probe:<{width}}  t={row.t} (sigma={row.sigma:.3g}) {row.layer}{setting}  "
                 f"{chosen} {metric}={100 * row.value:.1f} %{ci}"
             )
-            alt = on_test[(on_test["model"] == model) & (on_test["dataset"] == dataset) & (on_test["probe"] == row.probe)]
+            alt = on_test[
+                (on_test["model"] == model) & (on_test["dataset"] == dataset) & (on_test["probe"] == row.probe)
+            ]
             if row.chosen_on == "val" and not alt.empty:
                 other = alt.iloc[0]
                 if (other["t"], other["layer"]) != (row.t, row.layer):
@@ -263,17 +316,13 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             **_EXACT_FLOATS,
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ProbekitError(
-            f"{path} is not a probekit results table (unreadable CSV: {err})"
-        ) from err
+        raise ProbekitError(f"{path} is not a probekit results table (unreadable CSV: {err})") from err
     check_columns(table, where=str(path))
     table["params"] = table["params"].fillna("")
     try:
         table = table.astype(_DTYPES)
     except (ValueError, TypeError) as err:
-        raise ProbekitError(
-            f"{path} has a column of the wrong type ({err}); is it a probekit results table?"
-        ) from err
+        raise ProbekitError(f"{path} has a column of the wrong type ({err}); is it a probekit results table?") from err
     extra = [c for c in table.columns if c not in COLUMNS]
     return table[list(COLUMNS) + extra]
 
@@ -282,6 +331,4 @@ def check_columns(table: pd.DataFrame, *, where: str = "the table") -> None:
     """Raise :class:`ProbekitError` naming the required columns that ``table`` lacks."""
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
-        raise ProbekitError(
-            f"{where} lacks column(s) {', '.join(missing)}: it is not a probekit results table"
-        )
+        raise ProbekitError(f"{where} lacks column(s) {', '.join(missing)}: it is not a probekit results table")

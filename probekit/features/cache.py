@@ -44,11 +44,11 @@ import os
 import re
 import resource
 import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -152,11 +152,18 @@ class CacheWriter:
     """
 
     def __init__(
-        self, path: str | Path, layout: CacheLayout, *, resume: bool = False, max_pending: int = 2,
-        buffer_bytes: int = WRITE_BUFFER_BYTES, lock_fd: int | None = None,
+        self,
+        path: str | Path,
+        layout: CacheLayout,
+        *,
+        resume: bool = False,
+        max_pending: int = 2,
+        buffer_bytes: int = WRITE_BUFFER_BYTES,
+        lock_fd: int | None = None,
     ) -> None:
         """``lock_fd``: a descriptor of ``path`` whose holder keeps other writers out
-        (:func:`probekit.features.output_lock.exclusive_output`); HDF5's own lock is then left off."""
+        (:func:`probekit.features.output_lock.exclusive_output`); HDF5's own lock is then left off.
+        """
         self.path = Path(path)
         self.layout = layout
         self.buffer_bytes = buffer_bytes
@@ -167,7 +174,12 @@ class CacheWriter:
         # The lock's placeholder holds no features to resume, also one left behind by a process
         # killed during start-up, before its cache was renamed into place.
         placeholder = is_lock_placeholder(self.path)
-        if resume and self.path.exists() and not placeholder and not (lock_fd is not None and created_by_lock(self.path)):
+        if (
+            resume
+            and self.path.exists()
+            and not placeholder
+            and not (lock_fd is not None and created_by_lock(self.path))
+        ):
             self.file = _open_for_resume(self.path, layout, locking=locking)
         else:
             # Created under a temporary name and renamed once its layout is on disk: a process
@@ -191,8 +203,10 @@ class CacheWriter:
                 raise _write_error(self.path, layout, err, action="create") from err
         # Handles stay open while writing: HDF5 then reports a failed chunk write on our flush,
         # instead of on a handle's garbage collection, where the error would be lost.
-        self._feats = {split: {name: self.file[split]["feats"][name] for name in self.file[split]["feats"]}
-                       for split in layout.splits}
+        self._feats = {
+            split: {name: self.file[split]["feats"][name] for name in self.file[split]["feats"]}
+            for split in layout.splits
+        }
         self._done = {split: self.file[split]["done"] for split in layout.splits}
         self._counts = {split: self.file[split].get(NONFINITE) for split in layout.splits}
         self._layer_index = {layer.name: i for i, layer in enumerate(layout.layers)}
@@ -250,8 +264,13 @@ class CacheWriter:
             g.create_dataset("labels", data=np.asarray(split_labels.labels, dtype=np.int64))
             g.create_dataset("index", data=np.asarray(split_labels.index, dtype=np.int64))
             g.create_dataset("done", shape=(n,), dtype=np.uint8, fillvalue=0, dcpl=_early_allocation(fill=True))
-            g.create_dataset(NONFINITE, shape=(len(layout.grid), len(layers), n), dtype=np.uint32, fillvalue=0,
-                             dcpl=_early_allocation(fill=True))
+            g.create_dataset(
+                NONFINITE,
+                shape=(len(layout.grid), len(layers), n),
+                dtype=np.uint32,
+                fillvalue=0,
+                dcpl=_early_allocation(fill=True),
+            )
             feats = g.create_group("feats")
             rows = chunk_rows(layout, split, self.buffer_bytes)
             for layer in layers:
@@ -291,7 +310,9 @@ class CacheWriter:
         n = len(self._on_disk[split])
         stop = start + next(iter(feats.values())).shape[2]
         for index in range(start // rows, (stop - 1) // rows + 1):
-            block = self._blocks.get((split, index)) or self._open_block(split, index * rows, min(n, (index + 1) * rows))
+            block = self._blocks.get((split, index)) or self._open_block(
+                split, index * rows, min(n, (index + 1) * rows)
+            )
             lo, hi = max(start, block.start), min(stop, block.stop)
             for layer, values in feats.items():
                 block.feats[layer][:, :, lo - block.start : hi - block.start] = values[:, :, lo - start : hi - start]
@@ -304,8 +325,11 @@ class CacheWriter:
         layout = self.layout
         shape = (len(layout.grid), layout.slots(split), stop - start)
         block = _Block(
-            start, stop,
-            feats={layer.name: np.empty((*shape, layout.widths[layer.name]), dtype=np.float32) for layer in layout.layers},
+            start,
+            stop,
+            feats={
+                layer.name: np.empty((*shape, layout.widths[layer.name]), dtype=np.float32) for layer in layout.layers
+            },
             filled=np.zeros(stop - start, dtype=bool),
             on_disk=self._on_disk[split][start:stop].copy(),
         )
@@ -431,9 +455,13 @@ def _open_for_resume(path: Path, layout: CacheLayout, *, locking: bool = True) -
         ) from err
     try:
         if file.attrs.get("format") != FORMAT:
-            raise ProbekitError(f"{path} exists and is not a probekit feature cache: choose another --out or pass --overwrite")
+            raise ProbekitError(
+                f"{path} exists and is not a probekit feature cache: choose another --out or pass --overwrite"
+            )
         if bool(file.attrs.get("complete", False)):
-            raise ProbekitError(f"{path} is already a complete cache: pass --overwrite to redo it or choose another --out")
+            raise ProbekitError(
+                f"{path} is already a complete cache: pass --overwrite to redo it or choose another --out"
+            )
         stored = json.loads(file.attrs.get("plan", "{}"))
         wanted = json.loads(json.dumps(layout_plan(layout)))
         differing = [key for key in wanted if stored.get(key) != wanted[key]]
@@ -573,7 +601,9 @@ class FeatureCache:
         version = int(self.file.attrs["format_version"])
         if version > FORMAT_VERSION:
             self.file.close()
-            raise ProbekitError(f"{self.path} has cache format {version}; this probekit reads up to {FORMAT_VERSION}: upgrade probekit")
+            raise ProbekitError(
+                f"{self.path} has cache format {version}; this probekit reads up to {FORMAT_VERSION}: upgrade probekit"
+            )
         self._shards = self._check_shards()
         # The file is opened read-only, so the grid and layer names can be read once, not per cell.
         self._timesteps = [int(t) for t in self.file["grid"]["t"][:]]
@@ -610,7 +640,7 @@ class FeatureCache:
                     unfinished.append(shard)
         return unfinished
 
-    def __enter__(self) -> "FeatureCache":
+    def __enter__(self) -> FeatureCache:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -774,8 +804,15 @@ class FeatureCache:
         return out
 
     def row_chunks(
-        self, split: str, layer: str, t: int, *, draws: str = "mean", block_bytes: int = 16 << 20,
-        start: int = 0, stop: int | None = None,
+        self,
+        split: str,
+        layer: str,
+        t: int,
+        *,
+        draws: str = "mean",
+        block_bytes: int = 16 << 20,
+        start: int = 0,
+        stop: int | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, float32 rows) of one cell, consecutive blocks of whole chunks of at most
         about ``block_bytes`` (float32), for samples ``start .. stop``.
@@ -838,7 +875,8 @@ class FeatureCache:
             f"status: {'complete' if self.complete else 'INCOMPLETE'}",
             f"model: {a.get('model_id')}  [{a.get('framework')}]  sha256 {str(a.get('model_sha256'))[:16]}...",
             f"dataset: {a.get('dataset')}  fit: {a.get('fit')}",
-            f"pooling: {a.get('pooling')}  draws: {a.get('draws')}  views: {a.get('views', 0)}  dtype: {a.get('dtype')}  "
+            f"pooling: {a.get('pooling')}  draws: {a.get('draws')}  views: {a.get('views', 0)}  dtype: "
+            f"{a.get('dtype')}  "
             f"precision: {a.get('precision', 'fp32')}  seed: {a.get('seed')}",
             f"created: {a.get('created')} by probekit {a.get('probekit_version')}",
             *([f"prompt template: {a['prompt']!r}"] if a.get("prompt") else []),
@@ -847,7 +885,8 @@ class FeatureCache:
             f"grid ({len(self.grid)} points):",
         ]
         lines += [
-            f"  t={p.t:<5d} sigma={p.sigma:<10.4g} logsnr={p.logsnr:<8.3g} alpha_bar={p.alpha_bar:.5f}" for p in self.grid
+            f"  t={p.t:<5d} sigma={p.sigma:<10.4g} logsnr={p.logsnr:<8.3g} alpha_bar={p.alpha_bar:.5f}"
+            for p in self.grid
         ]
         bad = self.nonfinite()
         if bad is None:
@@ -904,9 +943,11 @@ def _stitch_split(master: h5py.File, opened: list[h5py.File], shards: list[Path]
     group = master.create_group(split)
     for key, value in opened[0][split].attrs.items():
         group.attrs[key] = value
-    names = ["labels", "index", "done"] + [NONFINITE] * (NONFINITE in opened[0][split]) + [
-        f"feats/{layer}" for layer in opened[0][split]["feats"]
-    ]
+    names = (
+        ["labels", "index", "done"]
+        + [NONFINITE] * (NONFINITE in opened[0][split])
+        + [f"feats/{layer}" for layer in opened[0][split]["feats"]]
+    )
     group.create_group("feats")
     for name in names:
         parts = [f[split][name] for f in opened]

@@ -8,9 +8,7 @@ Noise is keyed per sample, so the merged features match a single-process run.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +19,6 @@ from probekit.data import ImageDataset
 from probekit.features.cache import write_master  # noqa: F401  (re-exported: the merger lives with the format)
 
 if TYPE_CHECKING:
-    from probekit.features.extraction import ExtractConfig
     from probekit.models.backbone import Backbone
 
 
@@ -57,7 +54,8 @@ def shard_dataset(dataset: ImageDataset, rank: int, world_size: int) -> ImageDat
     for name, split in dataset.splits.items():
         if len(split.labels) < world_size:
             raise ProbekitError(
-                f"the {name} split has {len(split.labels)} samples, fewer than the {world_size} processes: use fewer processes"
+                f"the {name} split has {len(split.labels)} samples, fewer than the {world_size} processes: use fewer "
+                "processes"
             )
         start, stop = shard_bounds(len(split.labels), rank, world_size)
         splits[name] = split.take(slice(start, stop))  # lazy splits stay lazy: no pixels are read here
@@ -81,7 +79,8 @@ def barrier() -> None:
 
 def share_weight_hashes(backbone: Backbone) -> None:
     """Rank 0 hashes the weights (or finds them remembered) and hands the hashes to every rank, so
-    a launch of N processes pays the hash once, not N times."""
+    a launch of N processes pays the hash once, not N times.
+    """
     import torch.distributed as dist
 
     if not dist.is_initialized():
@@ -94,40 +93,3 @@ def share_weight_hashes(backbone: Backbone) -> None:
     dist.broadcast_object_list(payload, src=0)
     if dist.get_rank() != 0:
         backbone.adopt_hashes(payload[0])  # type: ignore[arg-type]
-
-
-def extract_launched(
-    out: str | Path, open_job: Callable[[], tuple[Backbone, ImageDataset]], config: ExtractConfig, *,
-    command: str, overwrite: bool, progress: bool, write_buffer: int,
-) -> Path:
-    """:func:`~probekit.features.extraction.extract` into ``out`` as one process, or as this rank of a
-    ``torchrun`` launch (its shard of every split into its shard file; rank 0 then writes ``out``).
-
-    ``open_job`` loads the model and the data; it runs only once this process holds its output
-    file, so a second extraction into the same file is refused before it loads a model.
-    """
-    from probekit.features.extraction import extract
-    from probekit.features.output_lock import exclusive_output
-
-    rank = current_rank()
-    target = Path(out) if rank is None else shard_path(out, rank.rank, rank.world_size)
-    with contextlib.ExitStack() as held:
-        if target.parent.is_dir() and not target.is_dir():
-            held.enter_context(exclusive_output(target))
-        backbone, dataset = open_job()
-        if rank is not None:
-            init_process_group(backbone.device.type)
-            share_weight_hashes(backbone)  # one rank hashes, the others take its result
-            dataset = shard_dataset(dataset, rank.rank, rank.world_size)
-            progress = progress and rank.rank == 0
-        written = extract(backbone, dataset, target, config, command=command, overwrite=overwrite, progress=progress,
-                          write_buffer=write_buffer)
-    if rank is None:
-        return written
-    barrier()
-    if rank.rank == 0:
-        shards = [shard_path(out, r, rank.world_size) for r in range(rank.world_size)]
-        written = write_master(out, shards, command=command)
-        print(f"wrote {written} over {rank.world_size} shards")
-    barrier()
-    return Path(out)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -81,8 +81,13 @@ _BATCHES_IN_FLIGHT = 3
 
 
 def feature_budget(
-    widths: Mapping[str, int], grid_points: int, slots: Mapping[str, int], samples: Mapping[str, int],
-    dtype: str, draws: int, batch_size: int,
+    widths: Mapping[str, int],
+    grid_points: int,
+    slots: Mapping[str, int],
+    samples: Mapping[str, int],
+    dtype: str,
+    draws: int,
+    batch_size: int,
 ) -> tuple[int, int]:
     """(disk bytes of the features, float32 bytes one batch of features holds in memory).
 
@@ -176,7 +181,9 @@ def _batch_features(
             if point.alpha_bar >= 1.0:
                 x_noisy = x0
             else:
-                noise = sample_noise(x0.shape[1:], ids, seed=seed, t=point.t, draw=noise_draw(view, draw), device=x0.device)
+                noise = sample_noise(
+                    x0.shape[1:], ids, seed=seed, t=point.t, draw=noise_draw(view, draw), device=x0.device
+                )
                 x_noisy = backbone.schedule.add_noise(x0, noise, point)
             with _autocast(x0.device, precision):
                 feats = backbone.features(x_noisy, point, plan.layers, plan.pooling, labels)
@@ -193,7 +200,8 @@ def _batch_features(
 def noise_draw(view: int, draw: int) -> int:
     """The noise key of (view, draw): the draw itself on the clean view (so caches without views
     are unchanged), and a number no clean draw reaches on an augmented view (fresh noise per view,
-    as DDAE draws for each augmented image)."""
+    as DDAE draws for each augmented image).
+    """
     return draw if view == 0 else (view << 32) | draw
 
 
@@ -209,7 +217,8 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 
 def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:  # noqa: ANN001
     """FLOPs of softmax(Q K^T) V in the CPU fused-attention kernel: 2 B H L S E for Q K^T plus
-    2 B H L S Ev for the product with V, the count torch gives its GPU attention kernels."""
+    2 B H L S Ev for the product with V, the count torch gives its GPU attention kernels.
+    """
     batch, heads, queries, dim = query_shape
     return 2 * batch * heads * queries * key_shape[-2] * (dim + value_shape[-1])
 
@@ -223,9 +232,10 @@ _UNLISTED_FLOPS = {
 }
 
 
-def flop_counter() -> "torch.utils.flop_counter.FlopCounterMode":
+def flop_counter() -> torch.utils.flop_counter.FlopCounterMode:
     """``torch.utils.flop_counter.FlopCounterMode`` (no display) that also counts the kernels
-    torch does not list (CPU attention): the counter ``probekit extract`` records FLOPs with."""
+    torch does not list (CPU attention): the counter ``probekit extract`` records FLOPs with.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     return FlopCounterMode(display=False, custom_mapping=_UNLISTED_FLOPS)
@@ -235,7 +245,8 @@ def flop_counter() -> "torch.utils.flop_counter.FlopCounterMode":
 class Probe:
     """What extraction learns before its first batch: pooled widths per layer, and the FLOPs per
     image of one hooked forward (at one grid point) and of the latent encoder (0 for pixel-space
-    models); FLOPs are None when they could not be counted."""
+    models); FLOPs are None when they could not be counted.
+    """
 
     widths: dict[str, int]
     forward_flops: int | None
@@ -343,7 +354,9 @@ def _part(labels: torch.Tensor | None, part: slice) -> torch.Tensor | None:
     return None if labels is None else labels[part]
 
 
-def _prepare(backbone: Backbone, images: np.ndarray, fit: str, channels_last: bool = False) -> tuple[torch.Tensor, dict]:
+def _prepare(
+    backbone: Backbone, images: np.ndarray, fit: str, channels_last: bool = False
+) -> tuple[torch.Tensor, dict]:
     x, how = fit_images(
         images, size=backbone.input_size, channels=backbone.input_channels, value_range=backbone.value_range, fit=fit
     )
@@ -354,8 +367,16 @@ def _prepare(backbone: Backbone, images: np.ndarray, fit: str, channels_last: bo
 
 
 def _features_halving_on_oom(
-    backbone: Backbone, x0: torch.Tensor, ids: np.ndarray, plan: ExtractPlan, config: ExtractConfig, seed: int, bar: tqdm,
-    view: int = 0, labels: torch.Tensor | None = None, encoded: bool = False,
+    backbone: Backbone,
+    x0: torch.Tensor,
+    ids: np.ndarray,
+    plan: ExtractPlan,
+    config: ExtractConfig,
+    seed: int,
+    bar: tqdm,
+    view: int = 0,
+    labels: torch.Tensor | None = None,
+    encoded: bool = False,
 ) -> dict[str, np.ndarray]:
     """Features of one batch; on out-of-memory the batch is split in halves (recursively) and retried.
 
@@ -369,7 +390,9 @@ def _features_halving_on_oom(
         bar.update(n)
 
     try:
-        return _batch_features(backbone, x0, ids, plan, config.draws, seed, on_forward, config.precision, view, labels, encoded)
+        return _batch_features(
+            backbone, x0, ids, plan, config.draws, seed, on_forward, config.precision, view, labels, encoded
+        )
     except torch.OutOfMemoryError:
         bar.update(-counted)
         if x0.device.type == "cuda":
@@ -381,8 +404,30 @@ def _features_halving_on_oom(
         half = (len(ids) + 1) // 2
         log.warning("out of memory at batch size %d: retrying in halves of %d", len(ids), half)
         parts = [
-            _features_halving_on_oom(backbone, x0[:half], ids[:half], plan, config, seed, bar, view, _part(labels, slice(None, half)), encoded),
-            _features_halving_on_oom(backbone, x0[half:], ids[half:], plan, config, seed, bar, view, _part(labels, slice(half, None)), encoded),
+            _features_halving_on_oom(
+                backbone,
+                x0[:half],
+                ids[:half],
+                plan,
+                config,
+                seed,
+                bar,
+                view,
+                _part(labels, slice(None, half)),
+                encoded,
+            ),
+            _features_halving_on_oom(
+                backbone,
+                x0[half:],
+                ids[half:],
+                plan,
+                config,
+                seed,
+                bar,
+                view,
+                _part(labels, slice(half, None)),
+                encoded,
+            ),
         ]
         return {name: np.concatenate([part[name] for part in parts], axis=2) for name in parts[0]}
 
@@ -415,27 +460,53 @@ def extract(
     log.info("precision: %s", config.precision)
     dataset, resized = sized_dataset(dataset, config.image_size, backbone.image_size)
     if resized is not None:
-        log.info("images decoded at %dx%d: %s, %s crop", resized["size"], resized["size"], resized["resize"], resized["crop"])
+        log.info(
+            "images decoded at %dx%d: %s, %s crop", resized["size"], resized["size"], resized["resize"], resized["crop"]
+        )
     splits = {name: dataset.splits[name] for name in config.splits if name in dataset.splits}
     for name, split in splits.items():
         if len(split.labels) == 0:
-            raise ProbekitError(f"the {name} split of {dataset.name} is empty: check the data path or the --*-limit options")
+            raise ProbekitError(
+                f"the {name} split of {dataset.name} is empty: check the data path or the --*-limit options"
+            )
     if out.is_dir():
         raise ProbekitError(f"--out {out} is a folder: give the path of an .h5 file to write")
     if not out.parent.exists():
         raise ProbekitError(f"output folder {out.parent} does not exist: create it or choose another --out")
     # One writer per file: a second extraction into the same --out refuses here, before any work.
     with exclusive_output(out) as lock_fd:
-        return _extract_locked(backbone, dataset, out, config, plan, splits, resized, lock_fd,
-                               command=command, overwrite=overwrite, progress=progress, write_buffer=write_buffer)
+        return _extract_locked(
+            backbone,
+            dataset,
+            out,
+            config,
+            plan,
+            splits,
+            resized,
+            lock_fd,
+            command=command,
+            overwrite=overwrite,
+            progress=progress,
+            write_buffer=write_buffer,
+        )
 
 
 def _extract_locked(
-    backbone: Backbone, dataset: ImageDataset, out: Path, config: ExtractConfig, plan: ExtractPlan,
-    splits: dict, resized: dict | None, lock_fd: int, *, command: str, overwrite: bool, progress: bool, write_buffer: int,
+    backbone: Backbone,
+    dataset: ImageDataset,
+    out: Path,
+    config: ExtractConfig,
+    plan: ExtractPlan,
+    splits: dict,
+    resized: dict | None,
+    lock_fd: int,
+    *,
+    command: str,
+    overwrite: bool,
+    progress: bool,
+    write_buffer: int,
 ) -> Path:
     """:func:`extract` once the output's lock is held."""
-
     # One forward of one real sample gives the pooled widths and the record of how images were fitted.
     first = next(iter(splits.values()))
     applied = backbone.speed_up(channels_last=config.channels_last, compile=config.compile)
@@ -453,8 +524,11 @@ def _extract_locked(
 
     hashed_at = time.perf_counter()
     model_sha256 = backbone.weights_sha256()
-    log.info("start-up: weights identified in %.2f s%s", time.perf_counter() - hashed_at,
-             "" if backbone.weights_key else " (not remembered: the weights are not all local files)")
+    log.info(
+        "start-up: weights identified in %.2f s%s",
+        time.perf_counter() - hashed_at,
+        "" if backbone.weights_key else " (not remembered: the weights are not all local files)",
+    )
     if config.vae_memory is not None:
         if config.vae_memory < 1:
             raise ProbekitError(f"--vae-memory must be a positive number of GiB, got {config.vae_memory / 2**30:g}")
@@ -489,33 +563,59 @@ def _extract_locked(
         spatial_side=plan.pooling.k if plan.pooling.spatial else 0,
     )
     slots = {name: layout.slots(name) for name in splits}
-    disk, batch_bytes = feature_budget(widths, len(plan.grid), slots, {n: len(s.labels) for n, s in splits.items()},
-                                       dtype, config.draws, config.batch_size)
+    disk, batch_bytes = feature_budget(
+        widths,
+        len(plan.grid),
+        slots,
+        {n: len(s.labels) for n, s in splits.items()},
+        dtype,
+        config.draws,
+        config.batch_size,
+    )
     per_image = batch_bytes // config.batch_size
     batch_size = _fit_batch_size(per_image, config.batch_size, config.max_memory)
     if batch_size < config.batch_size:
-        log.info("batch size %d -> %d to keep the features in flight within --max-memory", config.batch_size, batch_size)
+        log.info(
+            "batch size %d -> %d to keep the features in flight within --max-memory", config.batch_size, batch_size
+        )
         config = replace(config, batch_size=batch_size)
     log.info(
-        "budget: %s of %s features on disk; %s of float32 features per batch of %d in memory, up to %d batches in flight",
-        _size(disk), dtype, _size(per_image * batch_size), batch_size, _BATCHES_IN_FLIGHT,
+        "budget: %s of %s features on disk; %s of float32 features per batch of %d in memory, up to %d batches in "
+        "flight",
+        _size(disk),
+        dtype,
+        _size(per_image * batch_size),
+        batch_size,
+        _BATCHES_IN_FLIGHT,
     )
     total = sum(len(split.labels) * layout.slots(name) for name, split in splits.items()) * len(plan.grid)
     workers = auto_workers(list(splits.values())) if config.workers is None else config.workers
-    convert = Converter(_as_pair(backbone.input_size), backbone.input_channels, tuple(backbone.value_range), config.fit, config.channels_last)
+    convert = Converter(
+        _as_pair(backbone.input_size),
+        backbone.input_channels,
+        tuple(backbone.value_range),
+        config.fit,
+        config.channels_last,
+    )
     log.info("host pipeline: %s", f"{workers} worker processes" if workers else "in the main process (--workers 0)")
     log.info(
         "extracting %d layers x %d grid points x %d draws%s for %s -> %s",
-        len(plan.layers), len(plan.grid), config.draws,
+        len(plan.layers),
+        len(plan.grid),
+        config.draws,
         f" x (1 + {layout.views} augmented train views)" if layout.views else "",
-        ", ".join(f"{k}={len(v.labels)}" for k, v in splits.items()), out,
+        ", ".join(f"{k}={len(v.labels)}" for k, v in splits.items()),
+        out,
     )
     encodes = sum(len(split.labels) * (layout.slots(name) // config.draws) for name, split in splits.items())
     if flops_per_image:
         encoder = f" + {encodes} image-view encodes x {encode_flops / 1e9:.3g} GFLOP" if encode_flops else ""
         log.info(
             "work: %d image x grid-point forwards x %.3g GFLOP%s = %.3g TFLOP",
-            total, flops_per_image / 1e9, encoder, (total * flops_per_image + encodes * (encode_flops or 0)) / 1e12,
+            total,
+            flops_per_image / 1e9,
+            encoder,
+            (total * flops_per_image + encodes * (encode_flops or 0)) / 1e12,
         )
     store = _latent_store(backbone, config, out, fit_record, dataset)
     try:
@@ -545,8 +645,14 @@ def _extract_locked(
                     else:
                         pending.append((start, stop))
                 batches = host_batches(
-                    split, pending, layout.slots(split_name) // config.draws, seed=config.seed, split_name=split_name,
-                    convert=convert, device=backbone.device, workers=workers,
+                    split,
+                    pending,
+                    layout.slots(split_name) // config.draws,
+                    seed=config.seed,
+                    split_name=split_name,
+                    convert=convert,
+                    device=backbone.device,
+                    workers=workers,
                 )
                 for batch, views in batches:
                     start, stop, ids = batch.start, batch.stop, batch.ids
@@ -555,25 +661,34 @@ def _extract_locked(
                     for view, x0 in enumerate(views):
                         latent, fresh = _encoded(backbone, x0, store, split_name, view_name(view, config.seed), ids)
                         encoded += fresh
-                        per_view.append(_features_halving_on_oom(backbone, latent, ids, plan, config, seed, bar, view, labels, True))
-                    feats = per_view[0] if len(per_view) == 1 else {
-                        name: np.concatenate([part[name] for part in per_view], axis=1) for name in per_view[0]
-                    }
+                        per_view.append(
+                            _features_halving_on_oom(backbone, latent, ids, plan, config, seed, bar, view, labels, True)
+                        )
+                    feats = (
+                        per_view[0]
+                        if len(per_view) == 1
+                        else {name: np.concatenate([part[name] for part in per_view], axis=1) for name in per_view[0]}
+                    )
                     writer.write_batch(split_name, start, feats)
                     computed += (stop - start) * len(plan.grid) * layout.slots(split_name)
         complete = True
         elapsed = time.perf_counter() - started
         # A backbone with no floating-point work (pixels) has no rate worth logging.
         if store is not None:
-            log.info("latents: encoder ran on %d image views, skipped for %d found in %s", encoded, store.hits, store.path)
+            log.info(
+                "latents: encoder ran on %d image views, skipped for %d found in %s", encoded, store.hits, store.path
+            )
         if flops_per_image and computed:
             work = flops_per_image * computed + (encode_flops or 0) * encoded
             end_attrs["achieved_flops"] = work / elapsed
             log.info(
                 "forward: %.3g GFLOP per image and grid point%s; achieved %.3g GFLOP/s over %d forwards%s "
                 "(wall time, including decoding, noise, hooks and writes)",
-                flops_per_image / 1e9, f", encoder {encode_flops / 1e9:.3g} GFLOP per image view" if encode_flops else "",
-                end_attrs["achieved_flops"] / 1e9, computed, f" and {encoded} encodes" if encode_flops else "",
+                flops_per_image / 1e9,
+                f", encoder {encode_flops / 1e9:.3g} GFLOP per image view" if encode_flops else "",
+                end_attrs["achieved_flops"] / 1e9,
+                computed,
+                f" and {encoded} encodes" if encode_flops else "",
             )
     finally:
         writer.close(complete=complete, attrs=end_attrs)
@@ -593,5 +708,9 @@ def _warn_nonfinite(out: Path) -> None:
         more = f" and {len(bad) - 6} more" if len(bad) > 6 else ""
         log.warning(
             "non-finite features (NaN/inf values) in %d cells: %s%s; probing skips them. Check the model and "
-            "--precision (float16 VAEs overflow); `probekit info %s` lists them all", len(bad), cells, more, out,
+            "--precision (float16 VAEs overflow); `probekit info %s` lists them all",
+            len(bad),
+            cells,
+            more,
+            out,
         )

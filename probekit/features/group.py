@@ -1,10 +1,11 @@
 """Cells of finished caches as probes and analyses read them: every cell's metadata, and several
-caches of one extraction (each holding some of its layers) read as one."""
+caches of one extraction (each holding some of its layers) read as one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -19,8 +20,13 @@ def cell_infos(cache: FeatureCache) -> dict[Cell, CellInfo]:
     """Metadata of every cell, keyed by (t, layer), in grid x depth order."""
     return {
         (point.t, layer.name): CellInfo(
-            t=point.t, sigma=point.sigma, logsnr=point.logsnr, alpha_bar=point.alpha_bar,
-            layer=layer.name, stage=layer.stage, depth=layer.depth,
+            t=point.t,
+            sigma=point.sigma,
+            logsnr=point.logsnr,
+            alpha_bar=point.alpha_bar,
+            layer=layer.name,
+            stage=layer.stage,
+            depth=layer.depth,
         )
         for point in cache.grid
         for layer in cache.layers
@@ -33,8 +39,16 @@ def load_cells(cache: FeatureCache, split: str, cells: Sequence[Cell]) -> dict[C
 
 
 #: what must agree for caches to be probed together, with the word used to name it in errors
-_SAME_WORK = {"model_sha256": "model", "dataset": "dataset", "pooling": "pooling", "draws": "draws", "views": "views",
-              "seed": "seed", "precision": "precision", "fit": "image fitting"}
+_SAME_WORK = {
+    "model_sha256": "model",
+    "dataset": "dataset",
+    "pooling": "pooling",
+    "draws": "draws",
+    "views": "views",
+    "seed": "seed",
+    "precision": "precision",
+    "fit": "image fitting",
+}
 
 
 class CacheGroup:
@@ -99,17 +113,26 @@ class CacheGroup:
         parts = [c.features(split, cell[1], cell[0], draws=draws) for c in self._parts[split]]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def row_chunks(self, split: str, cell: Cell, draws: str = "mean", block_bytes: int = 16 << 20) -> Iterator[tuple[int, np.ndarray]]:
+    def row_chunks(
+        self, split: str, cell: Cell, draws: str = "mean", block_bytes: int = 16 << 20
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, float32 block) over the caches holding ``split``, rows numbered as in
-        :meth:`labels` (see :meth:`FeatureCache.row_chunks`; "slots" blocks are (S, b, D))."""
+        :meth:`labels` (see :meth:`FeatureCache.row_chunks`; "slots" blocks are (S, b, D)).
+        """
         offset = 0
         for cache in self._parts[split]:
             for start, rows in cache.row_chunks(split, cell[1], cell[0], draws=draws, block_bytes=block_bytes):
                 yield offset + start, rows
             offset += len(cache.labels(split))
 
-    def fill(self, split: str, cell: Cell, targets: Sequence[tuple[np.ndarray, np.ndarray]], draws: str = "mean",
-             use_views: int | None = None) -> None:
+    def fill(
+        self,
+        split: str,
+        cell: Cell,
+        targets: Sequence[tuple[np.ndarray, np.ndarray]],
+        draws: str = "mean",
+        use_views: int | None = None,
+    ) -> None:
         """Read one cell of ``split`` straight into preallocated float32 arrays, block by block.
 
         ``targets``: (out, positions): ``out[i] = row positions[i]`` (``out[:, i]`` for
@@ -129,7 +152,8 @@ class CacheGroup:
 
     def train_slots(self, split: str, cell: Cell, use_views: int | None = None) -> np.ndarray:
         """(S, N, D) features of every sampled (view, draw) slot of ``split`` (of its first
-        ``use_views`` augmented views when given)."""
+        ``use_views`` augmented views when given).
+        """
         keep = self.slots(use_views)
         parts = [c.train_slots(split, cell[1], cell[0])[:keep] for c in self._parts[split]]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
@@ -140,14 +164,16 @@ class CacheGroup:
         if use_views is not None and not 1 <= use_views <= first.views:
             raise ProbekitError(
                 f"--use-views {use_views}: {first.path} holds {first.views} augmented views; use 1..{first.views}"
-                if first.views else f"--use-views needs a cache extracted with --views; {first.path} has none"
+                if first.views
+                else f"--use-views needs a cache extracted with --views; {first.path} has none"
             )
         views = use_views if use_views is not None else first.views
         return first.draws * (views if views > 0 else 1)
 
     def cell_bytes(self, cell: Cell, train_slots: int = 1) -> int:
         """float32 bytes of one cell's features as probed: ``train_slots`` rows per train image,
-        one per image of the other splits."""
+        one per image of the other splits.
+        """
         width = self.caches[0].width(cell[1])
         rows = sum(len(self.labels(split)) * (train_slots if split == "train" else 1) for split in self.splits)
         return 4 * width * rows
@@ -156,7 +182,7 @@ class CacheGroup:
         for cache in self.caches:
             cache.close()
 
-    def __enter__(self) -> "CacheGroup":
+    def __enter__(self) -> CacheGroup:
         return self
 
     def __exit__(self, *_exc: object) -> None:

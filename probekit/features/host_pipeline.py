@@ -54,7 +54,8 @@ class Converter:
 class HostBatch:
     """One batch as the host prepared it: positions [start, stop) in the split, sample ids,
     labels, and one tensor per view (uint8 (B, H, W, C) when the device converts, else float
-    (B, C, H, W))."""
+    (B, C, H, W)).
+    """
 
     start: int
     stop: int
@@ -76,7 +77,13 @@ class _Failure:
 
 class _SplitBatches(Dataset):
     def __init__(
-        self, split: ImageSplit, bounds: Sequence[tuple[int, int]], views: int, *, seed: int, split_name: str,
+        self,
+        split: ImageSplit,
+        bounds: Sequence[tuple[int, int]],
+        views: int,
+        *,
+        seed: int,
+        split_name: str,
         convert: Converter | None,
     ) -> None:
         self.split, self.bounds, self.views = split, list(bounds), views
@@ -97,7 +104,9 @@ class _SplitBatches(Dataset):
         pixels = self.split.read(slice(start, stop))  # lazy datasets decode just this batch
         views = []
         for view in range(self.views):
-            images = pixels if view == 0 else crop_flip_views(pixels, ids, seed=self.seed, split=self.split_name, view=view)
+            images = (
+                pixels if view == 0 else crop_flip_views(pixels, ids, seed=self.seed, split=self.split_name, view=view)
+            )
             tensor = torch.from_numpy(np.ascontiguousarray(images))
             views.append(tensor if self.convert is None else self.convert(tensor))
         return HostBatch(start, stop, ids, self.split.labels[start:stop], views)
@@ -105,7 +114,8 @@ class _SplitBatches(Dataset):
 
 def auto_workers(splits: Sequence[ImageSplit]) -> int:
     """The ``--workers`` default: none when every split is in memory at its size (nothing to decode),
-    else one per core but one (the main process runs the network), at most :data:`MAX_AUTO_WORKERS`."""
+    else one per core but one (the main process runs the network), at most :data:`MAX_AUTO_WORKERS`.
+    """
     if all(not split.lazy and split.size is None for split in splits):
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -113,8 +123,15 @@ def auto_workers(splits: Sequence[ImageSplit]) -> int:
 
 
 def host_batches(
-    split: ImageSplit, bounds: Sequence[tuple[int, int]], views: int, *, seed: int, split_name: str,
-    convert: Converter, device: torch.device, workers: int,
+    split: ImageSplit,
+    bounds: Sequence[tuple[int, int]],
+    views: int,
+    *,
+    seed: int,
+    split_name: str,
+    convert: Converter,
+    device: torch.device,
+    workers: int,
 ) -> Iterator[tuple[HostBatch, list[torch.Tensor]]]:
     """Each batch of ``bounds`` (in order) with its views as float tensors on ``device``.
 
@@ -124,10 +141,17 @@ def host_batches(
     if workers < 0:
         raise ProbekitError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
     on_device = device.type == "cuda"  # uint8 over the bus, converted by the GPU
-    dataset = _SplitBatches(split, bounds, views, seed=seed, split_name=split_name, convert=None if on_device else convert)
+    dataset = _SplitBatches(
+        split, bounds, views, seed=seed, split_name=split_name, convert=None if on_device else convert
+    )
     loader = DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=workers, pin_memory=on_device,
-        prefetch_factor=PREFETCH if workers else None, collate_fn=_identity,
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=on_device,
+        prefetch_factor=PREFETCH if workers else None,
+        collate_fn=_identity,
     )
     iterator = iter(loader)
     try:

@@ -37,7 +37,9 @@ FORMAT_VERSION = 1
 
 def latent_key(fields: dict[str, object]) -> str:
     """The SHA-256 of the key fields (JSON with sorted keys)."""
-    return hashlib.sha256(json.dumps({"format_version": FORMAT_VERSION, **fields}, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps({"format_version": FORMAT_VERSION, **fields}, sort_keys=True, default=str).encode()
+    ).hexdigest()
 
 
 def view_name(view: int, seed: int) -> str:
@@ -54,7 +56,9 @@ class LatentStore:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise ProbekitError(f"cannot create the latent folder {folder} ({err}): choose another --latent-cache or --no-latent-cache") from err
+            raise ProbekitError(
+                f"cannot create the latent folder {folder} ({err}): choose another --latent-cache or --no-latent-cache"
+            ) from err
         self.path = folder / f"latents-{self.key[:16]}{suffix}.h5"
         self.file = self._open(fields)
         self.hits = 0
@@ -103,12 +107,20 @@ class LatentStore:
         name = f"{split}/{view}"
         if name not in self.file:
             group = self.file.create_group(name)
-            group.create_dataset("latents", shape=(0, *values.shape[1:]), maxshape=(None, *values.shape[1:]),
-                                 dtype=np.float32, chunks=(1, *values.shape[1:]))
+            group.create_dataset(
+                "latents",
+                shape=(0, *values.shape[1:]),
+                maxshape=(None, *values.shape[1:]),
+                dtype=np.float32,
+                chunks=(1, *values.shape[1:]),
+            )
             group.create_dataset("done", shape=(0,), maxshape=(None,), dtype=bool, chunks=(4096,))
         group = self.file[name]
         if group["latents"].shape[1:] != values.shape[1:]:
-            raise ProbekitError(f"{self.path}: stored latents are {group['latents'].shape[1:]}, new ones {values.shape[1:]}; delete the file")
+            raise ProbekitError(
+                f"{self.path}: stored latents are {group['latents'].shape[1:]}, new ones {values.shape[1:]}; delete "
+                "the file"
+            )
         needed = int(ids.max()) + 1
         if needed > len(group["done"]):
             group["latents"].resize(needed, axis=0)

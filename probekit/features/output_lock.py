@@ -37,7 +37,8 @@ def is_lock_placeholder(path: str | Path) -> bool:
 
 def created_by_lock(path: str | Path) -> bool:
     """True while this process holds the lock on ``path`` and the file did not exist before it (so an
-    empty file there is the lock's own, not a user's file to refuse)."""
+    empty file there is the lock's own, not a user's file to refuse).
+    """
     entry = _held.get(Path(os.path.abspath(path)))
     return bool(entry and entry[2])
 
@@ -61,7 +62,9 @@ def exclusive_output(path: str | Path, what: str = "probekit extract") -> Iterat
     try:
         fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as err:
-        raise ProbekitError(f"cannot open {path} to write it: {os.strerror(err.errno)}; choose a writable --out") from err
+        raise ProbekitError(
+            f"cannot open {path} to write it: {os.strerror(err.errno)}; choose a writable --out"
+        ) from err
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
@@ -105,7 +108,9 @@ def lock_replaced_output(path: str | Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise ProbekitError(f"another process took {path} while it was being created: let it finish, then re-run") from None
+        raise ProbekitError(
+            f"another process took {path} while it was being created: let it finish, then re-run"
+        ) from None
     os.close(entry[0])  # releases the lock on the replaced file
     entry[0], entry[2] = fd, False
 

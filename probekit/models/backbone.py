@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -45,7 +45,8 @@ class Backbone(ABC):
     @property
     def image_size(self) -> int | None:
         """The square side, in pixels, that images of mixed sizes are decoded to by default
-        (:mod:`probekit.data.resize`): the side of a square ``input_size``, else None."""
+        (:mod:`probekit.data.resize`): the side of a square ``input_size``, else None.
+        """
         size = self.input_size
         return int(size[0]) if size is not None and size[0] == size[1] else None
 
@@ -67,7 +68,11 @@ class Backbone(ABC):
 
     @abstractmethod
     def features(
-        self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling,
+        self,
+        x_noisy: torch.Tensor,
+        point: GridPoint,
+        layers: Sequence[str],
+        pooling: Pooling,
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``{layer: (B, D) pooled features}`` from one forward of ``x_noisy`` at ``point``.
@@ -84,7 +89,9 @@ class Backbone(ABC):
 
         Only text-conditioned families (``sd:``) have a prompt; the others refuse.
         """
-        raise ProbekitError(f"--prompt applies to text-conditioned models (sd:) only; {self.model_id} ({self.framework}) has no prompt")
+        raise ProbekitError(
+            f"--prompt applies to text-conditioned models (sd:) only; {self.model_id} ({self.framework}) has no prompt"
+        )
 
     def cache_attrs(self) -> dict[str, object]:
         """What the cache records about this backbone besides its id, framework and weights (e.g. the prompt)."""
@@ -106,7 +113,7 @@ class Backbone(ABC):
         """The weight hashes computed so far (to hand to other processes of one launch)."""
         return {}
 
-    def adopt_hashes(self, hashes: dict[str, str]) -> None:
+    def adopt_hashes(self, hashes: dict[str, str]) -> None:  # noqa: B027 (optional: most backbones hash nothing)
         """Take hashes another process computed for the same weights (:meth:`known_hashes`)."""
 
     @property
@@ -137,7 +144,7 @@ class Backbone(ABC):
             applied.append(f"torch.compile on {len(leaves)} layers")
         return applied
 
-    def to(self, device: torch.device | str) -> "Backbone":
+    def to(self, device: torch.device | str) -> Backbone:
         return self
 
 
@@ -167,14 +174,22 @@ class HookedBackbone(Backbone):
         return list(self._layers)
 
     def features(
-        self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling,
+        self,
+        x_noisy: torch.Tensor,
+        point: GridPoint,
+        layers: Sequence[str],
+        pooling: Pooling,
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         canonical = {name: self._canonical_name(name) for name in layers}
         wanted = {name: self._modules[name] for name in canonical.values()}
         deepest = max(wanted, key=lambda name: self._depth[name])
         captured = run_traced(
-            lambda: self._run(x_noisy, point, labels), wanted, self._pool(pooling), stop_after=deepest, select=self._output
+            lambda: self._run(x_noisy, point, labels),
+            wanted,
+            self._pool(pooling),
+            stop_after=deepest,
+            select=self._output,
         )
         return {name: captured[canonical[name]] for name in layers}
 
@@ -223,7 +238,8 @@ class HookedBackbone(Backbone):
 
     def module_sha256(self, role: str) -> str:
         """:func:`state_dict_sha256` of one weight module (``net``, ``unet``, ``vae``, ...), remembered
-        under :attr:`weights_key` when the weights came from local files."""
+        under :attr:`weights_key` when the weights came from local files.
+        """
         cache = self.__dict__.setdefault("_role_sha256", {})
         if role not in cache:
             module = self._weight_modules()[role]
@@ -237,8 +253,10 @@ class HookedBackbone(Backbone):
         roles = dict(self.__dict__.get("_role_sha256", {}))
         return {**roles, **({"*": self._sha256} if self._sha256 is not None else {})}
 
-    def adopt_hashes(self, hashes: dict[str, str]) -> None:
-        self.__dict__.setdefault("_role_sha256", {}).update({role: value for role, value in hashes.items() if role != "*"})
+    def adopt_hashes(self, hashes: dict[str, str]) -> None:  # noqa: B027 (optional: most backbones hash nothing)
+        self.__dict__.setdefault("_role_sha256", {}).update(
+            {role: value for role, value in hashes.items() if role != "*"}
+        )
         if "*" in hashes:
             self._sha256 = hashes["*"]
 
@@ -246,7 +264,7 @@ class HookedBackbone(Backbone):
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    def to(self, device: torch.device | str) -> "HookedBackbone":
+    def to(self, device: torch.device | str) -> HookedBackbone:
         for module in self._weight_modules().values():
             module.to(device)
         return self

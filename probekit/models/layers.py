@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from probekit.core.errors import ProbekitError
 from probekit.core.types import LayerInfo
@@ -42,7 +42,10 @@ def _resolve(item: str, ordered: Sequence[LayerInfo], by_name: dict[str, str]) -
     if re.fullmatch(r"-?\d+", item):
         index = int(item)
         if not -len(ordered) <= index < len(ordered):
-            raise ProbekitError(f"layer index {index} is out of range: this model has {len(ordered)} layers (0..{len(ordered) - 1}, or -1 for the last)")
+            raise ProbekitError(
+                f"layer index {index} is out of range: this model has {len(ordered)} layers (0..{len(ordered) - 1}, or "
+                "-1 for the last)"
+            )
         return [ordered[index].name]
     if re.fullmatch(r"-?\d*:-?\d*", item):
         start, stop = (int(p) if p else None for p in item.split(":"))
@@ -53,7 +56,9 @@ def _resolve(item: str, ordered: Sequence[LayerInfo], by_name: dict[str, str]) -
     if any(ch in item for ch in "*?["):
         picked = sorted({by_name[name] for name in fnmatch.filter(by_name, item)})
         if not picked:
-            raise ProbekitError(f"layer pattern {item!r} matches no layer: run `probekit layers --model ...` to list them")
+            raise ProbekitError(
+                f"layer pattern {item!r} matches no layer: run `probekit layers --model ...` to list them"
+            )
         return picked
     close = difflib.get_close_matches(item, list(by_name), n=4, cutoff=0.5)
     hint = f"; close matches: {', '.join(close)}" if close else "; run `probekit layers --model ...` to list them"

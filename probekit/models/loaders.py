@@ -10,9 +10,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -80,6 +80,7 @@ def _read_scheduler_config(spec: str) -> dict:
 
 def _load_diffusers_unet(spec: str, options: LoadOptions) -> Backbone:
     from diffusers import UNet2DModel
+
     where, subfolder = _unet_folder(spec)
     kwargs = {"subfolder": subfolder} if subfolder else {}
     # CRITICAL: diffusers also logs an error line for a folder with .bin weights only; real
@@ -109,12 +110,15 @@ _MATCH_CONFIG = "use the config.json saved with these weights, or fix its settin
 
 
 def _require_matching_keys(spec: str, loading_info: dict[str, list[str]]) -> None:
-    """diffusers only warns about absent or extra weights and leaves absent ones random: refuse that."""
+    """Diffusers only warns about absent or extra weights and leaves absent ones random: refuse that."""
     missing, unexpected = sorted(loading_info.get("missing_keys", [])), sorted(loading_info.get("unexpected_keys", []))
     if not missing and not unexpected:
         return
-    parts = [f"{label} {', '.join(keys[:2])}{f' and {len(keys) - 2} more' if len(keys) > 2 else ''}"
-             for label, keys in (("the weights lack", missing), ("the config has no place for", unexpected)) if keys]
+    parts = [
+        f"{label} {', '.join(keys[:2])}{f' and {len(keys) - 2} more' if len(keys) > 2 else ''}"
+        for label, keys in (("the weights lack", missing), ("the config has no place for", unexpected))
+        if keys
+    ]
     raise ProbekitError(f"the weights in {spec} do not match its config.json: {'; '.join(parts)}; {_MATCH_CONFIG}")
 
 
@@ -131,27 +135,39 @@ def _explain_unet_error(spec: str, err: Exception) -> str:
     """One line saying why diffusers could not load ``spec`` and what to do about it."""
     text, chain = str(err), _error_chain(err)
     if mismatches := _SIZE_MISMATCH.findall(text):
-        shown = ", ".join(f"{key} is [{have}] in the weights but [{want}] by the config" for key, have, want in mismatches[:2])
+        shown = ", ".join(
+            f"{key} is [{have}] in the weights but [{want}] by the config" for key, have, want in mismatches[:2]
+        )
         more = f" and {len(mismatches) - 2} more" if len(mismatches) > 2 else ""
         return f"the weights in {spec} do not match its config.json: {shown}{more}; {_MATCH_CONFIG}"
     if denied := next((e for e in chain if isinstance(e, PermissionError)), None):
-        return f"cannot read {denied.filename or spec}: permission denied; make the model files readable (chmod -R u+rX)"
+        return (
+            f"cannot read {denied.filename or spec}: permission denied; make the model files readable (chmod -R u+rX)"
+        )
     if "not a valid JSON file" in text:
         config = re.search(r"config file at '([^']+)'", text)
         detail = next((first_line(e) for e in chain if isinstance(e, json.JSONDecodeError)), "")
-        return (f"{config.group(1) if config else spec} is not valid JSON ({detail}); restore the model's "
-                "original config.json")
+        return (
+            f"{config.group(1) if config else spec} is not valid JSON ({detail}); restore the model's "
+            "original config.json"
+        )
     if "Unable to load weights from checkpoint file" in text:
         found = re.search(r"checkpoint file for '([^']+)'", text)
         weights = found.group(1) if found else spec
-        blocked = next((re.search(r"GLOBAL (\S+)", str(e)) for e in chain if "Weights only load failed" in str(e)), None)
+        blocked = next(
+            (re.search(r"GLOBAL (\S+)", str(e)) for e in chain if "Weights only load failed" in str(e)), None
+        )
         if blocked is not None or any("Weights only load failed" in str(e) for e in chain):
             what = f"would import {blocked.group(1)}" if blocked else "holds objects other than tensors"
-            return (f"refusing to load {weights}: the pickle in it {what} when loaded, which could run code; "
-                    "use a .safetensors copy of the weights from a source you trust")
+            return (
+                f"refusing to load {weights}: the pickle in it {what} when loaded, which could run code; "
+                "use a .safetensors copy of the weights from a source you trust"
+            )
         cause = first_line(chain[-1]) if len(chain) > 1 else "unreadable"
-        return (f"cannot read the weights {weights} ({cause}): the file is corrupt, truncated or not a weights "
-                "file; re-download or re-export the model")
+        return (
+            f"cannot read the weights {weights} ({cause}): the file is corrupt, truncated or not a weights "
+            "file; re-download or re-export the model"
+        )
     return (
         f"cannot load a UNet2DModel from {spec!r}: {first_line(err)}; give a diffusers model folder "
         "(config.json + weights) or a hub id, with --random-init if it holds only a config"
@@ -187,17 +203,23 @@ FORMATS: dict[str, ModelFormat] = {
     # Before the UNet entries: a DiT folder also has a config.json, and dit:OWNER/NAME looks like a hub id.
     "dit": ModelFormat(
         "dit",
-        "DiT over VAE latents: dit:PATH.pt[?config=DiT-XL/2&vae=...], dit:OWNER/NAME, or a DiT transformer/pipeline folder",
+        "DiT over VAE latents: dit:PATH.pt[?config=DiT-XL/2&vae=...], dit:OWNER/NAME, or a DiT transformer/pipeline "
+        "folder",
         recognises_dit,
         load_dit,
     ),
     "hf-vision": ModelFormat(
-        "hf-vision", "transformers vision encoder, noise-free (DINOv2, CLIP vision, ViT): hf-vision:FOLDER_OR_HUB_ID",
-        recognises_vision, load_vision,
+        "hf-vision",
+        "transformers vision encoder, noise-free (DINOv2, CLIP vision, ViT): hf-vision:FOLDER_OR_HUB_ID",
+        recognises_vision,
+        load_vision,
     ),
     "sd": ModelFormat(
-        "sd", "Stable Diffusion pipeline, 1.x/2.x/XL (UNet2DConditionModel) or 3 (SD3Transformer2DModel), over VAE latents: sd:FOLDER_OR_HUB_ID",
-        recognises_sd, load_sd,
+        "sd",
+        "Stable Diffusion pipeline, 1.x/2.x/XL (UNet2DConditionModel) or 3 (SD3Transformer2DModel), over VAE latents: "
+        "sd:FOLDER_OR_HUB_ID",
+        recognises_sd,
+        load_sd,
     ),
     "sit": ModelFormat(
         "sit", "SiT (flow matching) over VAE latents: sit:PATH.pt[?config=SiT-XL/2&vae=...]", recognises_sit, load_sit
@@ -209,14 +231,18 @@ FORMATS: dict[str, ModelFormat] = {
         _load_diffusers_unet,
     ),
     "diffusers-hub": ModelFormat(
-        "diffusers-hub", "hub id of a UNet2DModel, e.g. google/ddpm-cifar10-32 (needs network)", _looks_like_hub_id, _load_diffusers_unet
+        "diffusers-hub",
+        "hub id of a UNet2DModel, e.g. google/ddpm-cifar10-32 (needs network)",
+        _looks_like_hub_id,
+        _load_diffusers_unet,
     ),
 }
 
 
 def _weights_key(spec: str, options: LoadOptions, backbone: Backbone) -> str | None:
     """The key weight hashes are remembered under (:mod:`.weight_hash`), or None when some weights
-    may come from the hub: a latent transformer whose VAE is neither ``vae=PATH`` nor a pipeline's."""
+    may come from the hub: a latent transformer whose VAE is neither ``vae=PATH`` nor a pipeline's.
+    """
     sources = local_sources(spec)
     if getattr(backbone, "vae", None) is not None and not backbone.framework.startswith("stable-diffusion"):
         named = re.search(r"vae=([^&,]+)", spec)
@@ -226,7 +252,9 @@ def _weights_key(spec: str, options: LoadOptions, backbone: Backbone) -> str | N
     return files_key(spec, sources, f"random_init={options.random_init},seed={options.seed},{type(backbone).__name__}")
 
 
-def load_backbone(spec: str, *, random_init: bool = False, seed: int = 0, device: str | torch.device = "cpu") -> Backbone:
+def load_backbone(
+    spec: str, *, random_init: bool = False, seed: int = 0, device: str | torch.device = "cpu"
+) -> Backbone:
     """Load ``spec`` with the first format that recognises it and move it to ``device``."""
     options = LoadOptions(random_init=random_init, seed=seed)
     _require_readable(spec)
@@ -236,7 +264,10 @@ def load_backbone(spec: str, *, random_init: bool = False, seed: int = 0, device
             backbone.weights_key = _weights_key(spec, options, backbone)
             return backbone.to(device)
     if not Path(spec).exists():
-        raise ProbekitError(f"model {spec!r} not found: give a model folder, a hub id (owner/name), "
-                             "ddae:CONFIG.yaml:CHECKPOINT.pth, dit:CHECKPOINT.pt, sit:CHECKPOINT.pt, hf-vision:FOLDER, sd:PIPELINE, or 'pixels'")
+        raise ProbekitError(
+            f"model {spec!r} not found: give a model folder, a hub id (owner/name), "
+            "ddae:CONFIG.yaml:CHECKPOINT.pth, dit:CHECKPOINT.pt, sit:CHECKPOINT.pt, hf-vision:FOLDER, sd:PIPELINE, or "
+            "'pixels'"
+        )
     known = "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values())
     raise ProbekitError(f"{spec!r} is not a model probekit can read (known formats: {known})")

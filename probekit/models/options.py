@@ -18,7 +18,7 @@ class LoadOptions:
 
 @contextmanager
 def quiet_diffusers(level: int = logging.ERROR) -> Iterator[None]:
-    """diffusers' own log at ``level`` and above only, while loading.
+    """Diffusers' own log at ``level`` and above only, while loading.
 
     diffusers warns on every load that `accelerate` is absent (probekit does not need it); real
     failures reach the caller as exceptions.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -16,7 +16,8 @@ from probekit.models.backbone import Backbone
 
 class PixelsBackbone(Backbone):
     """Raw pixels in [0, 1] at the data's native size; pooling does not apply (the vector is the image),
-    except ``spatialS``, which averages the image to an S x S map like any other layer."""
+    except ``spatialS``, which averages the image to an S x S map like any other layer.
+    """
 
     framework = "pixels"
     model_id = "pixels"
@@ -31,7 +32,11 @@ class PixelsBackbone(Backbone):
         return [LayerInfo(name="pixels", stage="input", depth=0, channels=0, resolution="native")]
 
     def features(
-        self, x_noisy: torch.Tensor, point: GridPoint, layers: Sequence[str], pooling: Pooling,
+        self,
+        x_noisy: torch.Tensor,
+        point: GridPoint,
+        layers: Sequence[str],
+        pooling: Pooling,
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         if list(layers) != ["pixels"]:

@@ -10,10 +10,16 @@ from probekit.core.errors import ProbekitError
 
 def looks_local(source: str) -> bool:
     """True for what can only be a path: absolute, ``./``, ``../`` or ``~``, a trailing slash, a
-    backslash, or more than one slash (a hub id is ``OWNER/NAME``), or anything that exists on disk."""
+    backslash, or more than one slash (a hub id is ``OWNER/NAME``), or anything that exists on disk.
+    """
     if Path(source).expanduser().exists():
         return True
-    return source.startswith(("/", "./", "../", "~", ".\\")) or source.endswith("/") or "\\" in source or source.count("/") > 1
+    return (
+        source.startswith(("/", "./", "../", "~", ".\\"))
+        or source.endswith("/")
+        or "\\" in source
+        or source.count("/") > 1
+    )
 
 
 def require_existing_folder(source: str, prefix: str, expected: str) -> None:
@@ -30,7 +36,9 @@ def require_existing_folder(source: str, prefix: str, expected: str) -> None:
 def folder_contents(path: Path) -> str:
     """A short description of what a folder holds: its model class when config.json names one, and its entries."""
     entries = sorted(child.name + ("/" if child.is_dir() else "") for child in path.iterdir())
-    shown = ", ".join(entries[:6]) + (f" and {len(entries) - 6} more" if len(entries) > 6 else "") if entries else "nothing"
+    shown = (
+        ", ".join(entries[:6]) + (f" and {len(entries) - 6} more" if len(entries) > 6 else "") if entries else "nothing"
+    )
     config = path / "config.json"
     if config.is_file():
         try:

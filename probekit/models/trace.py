@@ -8,8 +8,8 @@ block and stores its pooled output under its name; the hook of ``stop_after`` ra
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -34,7 +34,9 @@ def primary_output(output: object) -> torch.Tensor:
 
 @contextmanager
 def trace(
-    modules: Mapping[str, nn.Module], pooling: Callable[[torch.Tensor], torch.Tensor] | None, stop_after: str | None = None,
+    modules: Mapping[str, nn.Module],
+    pooling: Callable[[torch.Tensor], torch.Tensor] | None,
+    stop_after: str | None = None,
     select: Callable[[object], torch.Tensor] = primary_output,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Hook ``modules`` for the duration of the block; pooled outputs land in the yielded dict.
@@ -66,7 +68,10 @@ def trace(
 
 
 def run_traced(
-    run: Callable[[], object], modules: Mapping[str, nn.Module], pooling: Callable[[torch.Tensor], torch.Tensor] | None, stop_after: str | None = None,
+    run: Callable[[], object],
+    modules: Mapping[str, nn.Module],
+    pooling: Callable[[torch.Tensor], torch.Tensor] | None,
+    stop_after: str | None = None,
     select: Callable[[object], torch.Tensor] = primary_output,
 ) -> dict[str, torch.Tensor]:
     """Call ``run`` (a forward) without gradients under :func:`trace`; it stops right after ``stop_after``.

@@ -50,7 +50,9 @@ class UNetBackbone(HookedBackbone):
     def _trace_layers(self, candidates: dict[str, nn.Module]) -> list[LayerInfo]:
         """Run one blank forward and record each candidate's completion order and output shape."""
         blank = torch.zeros(1, *self._network_input_shape(), device=self.device)
-        outputs = run_traced(lambda: self._run(blank, self.schedule.point(0)), candidates, pooling=None, select=self._output)
+        outputs = run_traced(
+            lambda: self._run(blank, self.schedule.point(0)), candidates, pooling=None, select=self._output
+        )
 
         layers: list[LayerInfo] = []
         previous_output = None

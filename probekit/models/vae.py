@@ -26,7 +26,8 @@ def vae_scale_factor(vae: nn.Module) -> int:
 
 def encode_bytes_per_image(vae: nn.Module, height: int, width: int) -> int:
     """Estimated peak activation bytes of encoding one (3, height, width) image: the first stage's
-    live activations, plus a float32 attention matrix over the latent pixels in the mid block."""
+    live activations, plus a float32 attention matrix over the latent pixels in the mid block.
+    """
     first = int(vae.config.block_out_channels[0])
     tokens = (height // vae_scale_factor(vae)) * (width // vae_scale_factor(vae))
     return LIVE_ACTIVATIONS * first * height * width * 4 + tokens * tokens * 4

@@ -22,8 +22,8 @@ bit for bit.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -40,12 +40,15 @@ from probekit.models.sources import folder_contents, require_existing_folder
 PREFIX = "hf-vision:"
 #: model_type -> the transformers class that loads its vision encoder
 _FAMILIES = {
-    "dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel", "vit": "ViTModel", "vit_mae": "ViTMAEModel",
-    "clip_vision_model": "CLIPVisionModel", "clip": "CLIPVisionModel",
+    "dinov2": "Dinov2Model",
+    "dinov2_with_registers": "Dinov2WithRegistersModel",
+    "vit": "ViTModel",
+    "vit_mae": "ViTMAEModel",
+    "clip_vision_model": "CLIPVisionModel",
+    "clip": "CLIPVisionModel",
 }
 #: model_type -> config values set at load time (MAE: keep every patch)
 _CONFIG_OVERRIDES = {"vit_mae": {"mask_ratio": 0.0}}
-
 
 
 class VisionEncoderBackbone(HookedBackbone):
@@ -82,7 +85,8 @@ class VisionEncoderBackbone(HookedBackbone):
     @property
     def image_size(self) -> int | None:
         """The side the processor resizes to: images of mixed sizes are decoded to it (shorter
-        side, centre crop), and the processor then crops and normalises them as it does any image."""
+        side, centre crop), and the processor then crops and normalises them as it does any image.
+        """
         return _resize_side(self.processor)
 
     def _run(self, x: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -106,7 +110,9 @@ class VisionEncoderBackbone(HookedBackbone):
         """Weights and the preprocessing both decide the features: the hash covers the processor's settings."""
         if self._sha256 is None:
             weights = super().weights_sha256()
-            settings = self.processor.to_json_string() if hasattr(self.processor, "to_json_string") else repr(self.processor)
+            settings = (
+                self.processor.to_json_string() if hasattr(self.processor, "to_json_string") else repr(self.processor)
+            )
             self._sha256 = hashlib.sha256(f"{weights}|{settings}".encode()).hexdigest()
         return self._sha256
 
@@ -142,12 +148,19 @@ def _resize_side(processor: object) -> int | None:
 
 def _block_list(net: nn.Module) -> nn.ModuleList:
     """The list of transformer blocks: its path differs between families and transformers releases
-    (``encoder.layer``, ``layers``, ``vision_model.encoder.layers``), its length does not."""
+    (``encoder.layer``, ``layers``, ``vision_model.encoder.layers``), its length does not.
+    """
     depth = int(net.config.num_hidden_layers)
     for name, module in net.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == depth and name.rsplit(".", 1)[-1] in ("layer", "layers"):
+        if (
+            isinstance(module, nn.ModuleList)
+            and len(module) == depth
+            and name.rsplit(".", 1)[-1] in ("layer", "layers")
+        ):
             return module
-    raise ProbekitError(f"cannot find the {depth} transformer blocks of this {type(net).__name__}: it is not a supported layout")
+    raise ProbekitError(
+        f"cannot find the {depth} transformer blocks of this {type(net).__name__}: it is not a supported layout"
+    )
 
 
 def recognises(spec: str) -> bool:
@@ -161,14 +174,19 @@ def load_vision(spec: str, options: LoadOptions) -> VisionEncoderBackbone:
     except ImportError:
         raise ProbekitError("hf-vision: models need the transformers package: pip install 'probekit[vision]'") from None
 
-    source = spec[len(PREFIX):]
+    source = spec[len(PREFIX) :]
     if not source:
         raise ProbekitError(f"{spec!r} names no model: write hf-vision:FOLDER or hf-vision:OWNER/NAME")
-    require_existing_folder(source, PREFIX, "a folder saved with save_pretrained (config.json, weights, preprocessor_config.json), or a hub id OWNER/NAME")
+    require_existing_folder(
+        source,
+        PREFIX,
+        "a folder saved with save_pretrained (config.json, weights, preprocessor_config.json), or a hub id OWNER/NAME",
+    )
     local = Path(source).expanduser().is_dir()
     if local and not (Path(source).expanduser() / "config.json").is_file():
         raise ProbekitError(
-            f"{source} holds {folder_contents(Path(source).expanduser())}, but no config.json: hf-vision: needs a folder "
+            f"{source} holds {folder_contents(Path(source).expanduser())}, but no config.json: hf-vision: needs a "
+            "folder "
             "saved with save_pretrained (config.json, weights and preprocessor_config.json)"
         )
     try:
@@ -203,5 +221,3 @@ def load_vision(spec: str, options: LoadOptions) -> VisionEncoderBackbone:
             raise ProbekitError(f"cannot load the weights of {source!r}: {first_line(err)}") from err
     blocks = _block_list(net)
     return VisionEncoderBackbone(net, processor, blocks, model_id(spec, options.random_init, options.seed))
-
-

@@ -43,7 +43,9 @@ def local_sources(spec: str) -> list[Path]:
     pieces = [spec]
     for separator in (":", ",", "=", "?", "&"):
         pieces = [part for piece in pieces for part in piece.split(separator)]
-    return sorted({Path(piece).expanduser().resolve() for piece in pieces if piece and Path(piece).expanduser().exists()})
+    return sorted(
+        {Path(piece).expanduser().resolve() for piece in pieces if piece and Path(piece).expanduser().exists()}
+    )
 
 
 def files_key(spec: str, sources: Sequence[Path], extra: str) -> str | None:

@@ -11,17 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from probekit.evaluate.results import check_columns
 from probekit.plots._common import sanitise
 from probekit.plots.compare import comparison_lines, plot_model_comparison
 from probekit.plots.curves import plot_accuracy_vs_t
 from probekit.plots.heatmap import plot_heatmap
 from probekit.plots.tsne import plot_tsne
-from probekit.evaluate.results import check_columns
 
 
-def plot_all(
-    table: pd.DataFrame, out_dir: str | os.PathLike, metric: str = "top1", *, x: str = "t"
-) -> list[Path]:
+def plot_all(table: pd.DataFrame, out_dir: str | os.PathLike, metric: str = "top1", *, x: str = "t") -> list[Path]:
     """One heatmap and one accuracy-vs-noise figure per (model, dataset, probe) in ``table``,
     and, when it holds several models, ``compare_acc_vs_<x>_<probe>.png`` overlaying each model's
     best layer on one noise axis.
@@ -39,22 +37,22 @@ def plot_all(
     paths: list[Path] = []
     for (model, dataset, probe), _ in rows.groupby(["model", "dataset", "probe"], sort=True):
         prefix = "".join(
-            f"{sanitise(name)}_"
-            for name, several in ((model, several_models), (dataset, several_datasets))
-            if several
+            f"{sanitise(name)}_" for name, several in ((model, several_models), (dataset, several_datasets)) if several
         )
         name = sanitise(probe)
         paths.append(
-            plot_heatmap(table, probe, metric, out_dir / f"{prefix}heatmap_{name}.png",
-                         model=model, dataset=dataset)  # fmt: skip
+            plot_heatmap(table, probe, metric, out_dir / f"{prefix}heatmap_{name}.png", model=model, dataset=dataset)
         )
         paths.append(
-            plot_accuracy_vs_t(table, probe, metric, out_dir / f"{prefix}acc_vs_{x}_{name}.png",
-                               x=x, model=model, dataset=dataset)  # fmt: skip
+            plot_accuracy_vs_t(
+                table, probe, metric, out_dir / f"{prefix}acc_vs_{x}_{name}.png", x=x, model=model, dataset=dataset
+            )
         )
     if several_models:
         for probe in sorted(rows["probe"].unique()):
-            paths.append(plot_model_comparison(table, probe, out_dir / f"compare_acc_vs_{x}_{sanitise(probe)}.png", metric, x=x))
+            paths.append(
+                plot_model_comparison(table, probe, out_dir / f"compare_acc_vs_{x}_{sanitise(probe)}.png", metric, x=x)
+            )
     return paths
 
 

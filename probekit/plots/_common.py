@@ -18,10 +18,15 @@ from probekit.core.errors import ProbekitError
 from probekit.evaluate.results import best_cells, check_columns
 
 METRIC_LABELS = {
-    "top1": "top-1 accuracy", "mean_class_recall": "mean class recall",
-    "alignment": "alignment (lower = more noise-invariant)", "uniformity": "uniformity (lower = more uniform)",
-    "miou": "mIoU", "pixel_accuracy": "pixel accuracy", "pck": "PCK (per pair)", "pck_point": "PCK (per keypoint)",
-}  # fmt: skip
+    "top1": "top-1 accuracy",
+    "mean_class_recall": "mean class recall",
+    "alignment": "alignment (lower = more noise-invariant)",
+    "uniformity": "uniformity (lower = more uniform)",
+    "miou": "mIoU",
+    "pixel_accuracy": "pixel accuracy",
+    "pck": "PCK (per pair)",
+    "pck_point": "PCK (per keypoint)",
+}
 #: metrics that are fractions in [0, 1], drawn in %
 PERCENT_METRICS = ("top1", "mean_class_recall", "miou", "pixel_accuracy", "pck", "pck_point")
 
@@ -39,7 +44,8 @@ def new_figure(width: float, height: float) -> Figure:
 
 def grid_figure(layer_labels: Sequence[object], n_rows: int, n_cols: int) -> Figure:
     """A figure sized for a layers x noise-levels heatmap: wider for long layer names and many
-    columns, taller for many rows, each side clipped to a readable range."""
+    columns, taller for many rows, each side clipped to a readable range.
+    """
     longest = max(len(str(label)) for label in layer_labels)
     return new_figure(
         width=float(np.clip(2.5 + 0.07 * longest + 0.75 * n_cols, 5.0, 32.0)),
@@ -90,9 +96,7 @@ def select_rows(
             rows = rows[rows[column] == wanted]
     rows = rows[rows["split"] == "test"]
     if rows.duplicated(["t", "layer"]).any():
-        raise ProbekitError(
-            "the table has several rows for the same (t, layer) cell; merge or filter it first"
-        )
+        raise ProbekitError("the table has several rows for the same (t, layer) cell; merge or filter it first")
     return rows
 
 
@@ -109,7 +113,7 @@ def chosen_cell(
 
 
 def chosen_label(best: pd.Series) -> str:
-    """"val-chosen" or, for a table without val rows, a warning that the cell was chosen on test."""
+    """The label "val-chosen" or, for a table without val rows, a warning that the cell was chosen on test."""
     return "val-chosen" if best.get("chosen_on", "val") == "val" else "chosen on test"
 
 

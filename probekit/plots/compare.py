@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 
 from probekit.core.errors import ProbekitError
+from probekit.evaluate.results import best_cells
 from probekit.plots._common import METRIC_LABELS, new_figure, save_figure
 from probekit.plots.curves import X_AXES
-from probekit.evaluate.results import best_cells
 
 
 def comparison_lines(table: pd.DataFrame, probe: str, metric: str = "top1", *, x: str = "t") -> dict[str, pd.DataFrame]:
-    """``{"model (layer)": test rows sorted by x}``: for each (model, dataset), its val-chosen cell's layer at every noise level.
+    """``{"model (layer)": test rows sorted by x}``: for each (model, dataset), its val-chosen cell's layer at every
+    noise level.
 
     Rows whose ``x`` cannot be drawn (sigma 0 or infinite on a log axis, infinite logSNR) are left out.
     """
@@ -82,8 +83,13 @@ def _require_one_meaning_of_t(rows: pd.DataFrame) -> None:
         differ = [t for t in shared if not np.isclose(first[t], mine[t], rtol=1e-6, atol=0.0)]
         merged = pd.concat([first, mine[~mine.index.isin(shared)]]).sort_index()
         if differ or not merged.is_monotonic_increasing:
-            where = (f"at t = {differ[0]} sigma is {first[differ[0]]:.4g} for {models[0]} but {mine[differ[0]]:.4g} for {other}"
-                     if differ else f"their sigmas do not grow together with t")
+            where = (
+                f"at t = {differ[0]} sigma is {first[differ[0]]:.4g} for {models[0]} but {mine[differ[0]]:.4g} for "
+                f"{other}"
+                if differ
+                else "their sigmas do not grow together with t"
+            )
             raise ProbekitError(
-                f"t means different noise levels for {models[0]} and {other} ({where}): compare them with --x sigma or --x logsnr"
+                f"t means different noise levels for {models[0]} and {other} ({where}): compare them with --x sigma or "
+                "--x logsnr"
             )

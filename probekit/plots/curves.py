@@ -12,9 +12,9 @@ import pandas as pd
 
 from probekit.core.errors import ProbekitError
 from probekit.plots._common import (
+    METRIC_LABELS,
     chosen_cell,
     chosen_label,
-    METRIC_LABELS,
     new_figure,
     sanitise,
     save_figure,
@@ -47,7 +47,8 @@ def plot_accuracy_vs_t(
 
     Args:
         x: the noise axis: "t" (timestep index), "sigma" (log axis; sigma = 0, the clean
-            input, and sigma = inf, a zero-terminal-SNR point, cannot sit on it and are dropped with a note) or "logsnr" (non-finite values,
+            input, and sigma = inf, a zero-terminal-SNR point, cannot sit on it and are dropped with a note) or
+            "logsnr" (non-finite values,
             +inf for clean input, are dropped with a note).
         layers: layer names to draw (default: all), coloured by depth on a sequential colormap.
         model, dataset: pick one when the table holds several.
@@ -97,8 +98,16 @@ def plot_accuracy_vs_t(
         ax.plot(line[x], 100 * line["value"], marker="o", markersize=3, color=colour, label=layer)
 
     best = chosen_cell(table, probe, metric, model=model, dataset=dataset)
-    ax.plot(best[x], 100 * best["value"], marker="*", markersize=16, color="red",
-            markeredgecolor="black", linestyle="none", zorder=5)  # fmt: skip
+    ax.plot(
+        best[x],
+        100 * best["value"],
+        marker="*",
+        markersize=16,
+        color="red",
+        markeredgecolor="black",
+        linestyle="none",
+        zorder=5,
+    )
     # Put the label on the side of the star that faces the middle of the plot, so it stays inside.
     xs = np.sort(rows[x].unique())
     on_right = np.searchsorted(xs, best[x]) > (len(xs) - 1) / 2
@@ -124,11 +133,16 @@ def plot_accuracy_vs_t(
     if n_layers <= _INSIDE_LEGEND:
         ax.legend(fontsize=7, title="layer", title_fontsize=8)
     elif legend_outside:
-        ax.legend(fontsize=6, title="layer", title_fontsize=7, loc="upper left",
-                  bbox_to_anchor=(1.01, 1.0), ncols=1 if n_layers <= 20 else 2)  # fmt: skip
+        ax.legend(
+            fontsize=6,
+            title="layer",
+            title_fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            ncols=1 if n_layers <= 20 else 2,
+        )
     else:
         fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="layer depth")
     if note:
-        ax.text(0.99, 0.01, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
-                color="dimgray")  # fmt: skip
+        ax.text(0.99, 0.01, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="dimgray")
     return save_figure(fig, out_path)

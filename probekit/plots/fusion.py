@@ -39,15 +39,25 @@ def plot_mixture_weights(table: pd.DataFrame, out_path: str | os.PathLike, *, mo
     fig = grid_figure(layer_order, n_rows, n_cols)
     ax = fig.add_subplot()
     sns.heatmap(
-        grid, ax=ax, cmap="rocket_r", vmin=0.0, annot=n_cols <= 20 and n_rows <= 40, fmt=".1f",
-        annot_kws={"fontsize": 7}, xticklabels=[f"t={t}\nσ={sigma_at_t[t]:.3g}" for t in t_order],
-        yticklabels=[str(l) for l in layer_order], cbar_kws={"label": "mixture weight (%)"},
-    )  # fmt: skip
+        grid,
+        ax=ax,
+        cmap="rocket_r",
+        vmin=0.0,
+        annot=n_cols <= 20 and n_rows <= 40,
+        fmt=".1f",
+        annot_kws={"fontsize": 7},
+        xticklabels=[f"t={t}\nσ={sigma_at_t[t]:.3g}" for t in t_order],
+        yticklabels=[str(l) for l in layer_order],
+        cbar_kws={"label": "mixture weight (%)"},
+    )
     ax.set_xlabel("noise level")
     ax.set_ylabel("layer (forward order)")
     ax.tick_params(axis="x", labelrotation=0, labelsize=7)
     ax.tick_params(axis="y", labelsize=7)
     first = rows.iloc[0]
-    ax.set_title(f"{first['model']} · fusion-mixture weights ({first['params']}, {len(rows)} cells, uniform = "
-                 f"{100 / len(rows):.2g} %)", fontsize=9)  # fmt: skip
+    ax.set_title(
+        f"{first['model']} · fusion-mixture weights ({first['params']}, {len(rows)} cells, uniform = "
+        f"{100 / len(rows):.2g} %)",
+        fontsize=9,
+    )
     return save_figure(fig, out_path)

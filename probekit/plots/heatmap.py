@@ -11,10 +11,10 @@ import seaborn as sns
 from matplotlib.patches import Rectangle
 
 from probekit.plots._common import (
-    chosen_cell,
-    chosen_label,
     METRIC_LABELS,
     PERCENT_METRICS,
+    chosen_cell,
+    chosen_label,
     grid_figure,
     sanitise,
     save_figure,

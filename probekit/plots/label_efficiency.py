@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from probekit.core.errors import ProbekitError
-from probekit.plots._common import METRIC_LABELS, new_figure, save_figure
 from probekit.evaluate.results import best_cells
+from probekit.plots._common import METRIC_LABELS, new_figure, save_figure
 
 BUDGET_COLUMNS = ("labels_per_class", "budget_draw")
 
@@ -30,25 +30,36 @@ def label_efficiency_table(table: pd.DataFrame, probe: str = "linear", metric: s
     """
     missing = [c for c in BUDGET_COLUMNS if c not in table.columns]
     if missing:
-        raise ProbekitError("the results have no labels_per_class column: write them with `probekit probe --labels-per-class ...`")
+        raise ProbekitError(
+            "the results have no labels_per_class column: write them with `probekit probe --labels-per-class ...`"
+        )
     rows = table[(table["probe"] == probe) & (table["metric"] == metric)]
     if rows.empty:
         raise ProbekitError(f"no {probe!r} {metric!r} rows in the label-budget results: probe with --probes {probe}")
     out = []
     for (model, budget), group in rows.groupby(["model", rows["labels_per_class"].astype(str)], sort=False):
         picks = []
-        for draw, part in group.groupby("budget_draw", sort=True):
+        for _draw, part in group.groupby("budget_draw", sort=True):
             best = best_cells(part, metric).iloc[0]
             picks.append((float(best["value"]), f"t={int(best['t'])} {best['layer']}", int(best["n_train"])))
         values = np.array([value for value, _, _ in picks])
         per_class = float(budget) if budget != "all" else float("nan")
-        out.append({
-            "model": model, "dataset": str(group["dataset"].iloc[0]), "probe": probe, "labels_per_class": budget,
-            "per_class": per_class, "n_train": picks[0][2], "draws": len(picks), "mean": float(values.mean()),
-            "min": float(values.min()), "max": float(values.max()),
-            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "cells": "; ".join(cell for _, cell, _ in picks),
-        })
+        out.append(
+            {
+                "model": model,
+                "dataset": str(group["dataset"].iloc[0]),
+                "probe": probe,
+                "labels_per_class": budget,
+                "per_class": per_class,
+                "n_train": picks[0][2],
+                "draws": len(picks),
+                "mean": float(values.mean()),
+                "min": float(values.min()),
+                "max": float(values.max()),
+                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "cells": "; ".join(cell for _, cell, _ in picks),
+            }
+        )
     summary = pd.DataFrame(out)
     # "all": placed at the mean number of fit images per class (n_train over the classes of the budgets).
     for model, group in summary.groupby("model"):
@@ -74,7 +85,9 @@ def plot_label_efficiency(
     ax.set_xscale("log")
     ticks = summary.dropna(subset=["per_class"]).drop_duplicates("labels_per_class").sort_values("per_class")
     ax.set_xticks(ticks["per_class"].to_numpy())
-    ax.set_xticklabels([b if b != "all" else f"\nall (~{p:.0f})" for b, p in zip(ticks["labels_per_class"], ticks["per_class"])])
+    ax.set_xticklabels(
+        [b if b != "all" else f"\nall (~{p:.0f})" for b, p in zip(ticks["labels_per_class"], ticks["per_class"])]
+    )
     ax.minorticks_off()
     ax.set_xlabel("labelled train images per class")
     ax.set_ylabel(f"test {METRIC_LABELS.get(metric, metric)} (%)")

@@ -29,14 +29,13 @@ from pathlib import Path
 
 import pandas as pd
 
-
 from probekit._version import __version__
 from probekit.core.atomic import publish
-from probekit.features.cache import FeatureCache
-from probekit.evaluate.compare import compare_runs
 from probekit.core.errors import ProbekitError
+from probekit.evaluate.compare import compare_runs
 from probekit.evaluate.predictions import predictions_path
 from probekit.evaluate.results import best_cells, read_table
+from probekit.features.cache import FeatureCache
 
 _FUSED = "fused"
 
@@ -44,9 +43,11 @@ _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
      padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em} th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em} th,td{border:1px solid #ddd;padding:.3em
+.6em;text-align:left}
 th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
-figure{display:inline-block;margin:.6em;vertical-align:top;max-width:48%} figure img{max-width:100%;height:auto;border:1px solid #eee}
+figure{display:inline-block;margin:.6em;vertical-align:top;max-width:48%} figure
+img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555} pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
 .note{color:#666;font-size:.9em} .warn{color:#a40}
 """
@@ -63,7 +64,7 @@ window.addEventListener('load', function () {
 
 
 def _kind(table: pd.DataFrame) -> str:
-    """"similarity", "fusion" or "probe": what a results table holds."""
+    """What a results table holds: "similarity", "fusion" or "probe". a results table holds."""
     if (table["probe"] == "similarity").all():
         return "similarity"
     if (table["layer"] == _FUSED).any():
@@ -78,7 +79,9 @@ def _percent(value: float) -> str:
 def _table_html(header: Sequence[str], rows: Sequence[Sequence[object]], numeric: Sequence[int] = ()) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td{' class=num' if i in numeric else ''}>{html.escape(str(v))}</td>" for i, v in enumerate(r)) + "</tr>"
+        "<tr>"
+        + "".join(f"<td{' class=num' if i in numeric else ''}>{html.escape(str(v))}</td>" for i, v in enumerate(r))
+        + "</tr>"
         for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -86,8 +89,10 @@ def _table_html(header: Sequence[str], rows: Sequence[Sequence[object]], numeric
 
 def _image_html(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+    return (
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _protocol_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
@@ -100,8 +105,10 @@ def _protocol_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
                 protocol = f"{int(sizes.get('test', max(sizes.values())))} images, seeded subsample"
             else:
                 chosen = "val" if "val" in sizes else "test (no validation split)"
-                protocol = (f"fit on {int(group['n_train'].max())}, val {int(sizes.get('val', 0))}, "
-                            f"test {int(sizes.get('test', 0))}; chosen on {chosen}")  # fmt: skip
+                protocol = (
+                    f"fit on {int(group['n_train'].max())}, val {int(sizes.get('val', 0))}, "
+                    f"test {int(sizes.get('test', 0))}; chosen on {chosen}"
+                )
             probes = ", ".join(sorted(set(group["probe"]) - {""}))
             rows.append([path.name, kind, model, dataset, probes, protocol])
     return rows
@@ -109,13 +116,23 @@ def _protocol_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
 
 def _best_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
     rows = []
-    for path, table in tables.items():
+    for table in tables.values():
         if _kind(table) == "similarity":
             continue
         for r in best_cells(table).itertuples(index=False):
             cell = getattr(r, "cells", "") if r.layer == _FUSED else f"t={r.t} (σ={r.sigma:.3g}) {r.layer}"
-            rows.append([r.model, r.probe, cell, r.params, _percent(r.val_value), _percent(r.value),
-                         f"[{_percent(r.ci_low)}, {_percent(r.ci_high)}]", r.chosen_on])  # fmt: skip
+            rows.append(
+                [
+                    r.model,
+                    r.probe,
+                    cell,
+                    r.params,
+                    _percent(r.val_value),
+                    _percent(r.value),
+                    f"[{_percent(r.ci_low)}, {_percent(r.ci_high)}]",
+                    r.chosen_on,
+                ]
+            )
     return rows
 
 
@@ -153,13 +170,17 @@ def _comparison_rows(tables: dict[Path, pd.DataFrame], n_boot: int) -> list[list
             rows.append([f"{a.name} {probe_a}", f"{b.name} {probe_b}", "", "", "", "", f"not comparable: {err}"])
             continue
         p = c.paired
-        rows.append([
-            f"{c.a.model} {probe_a} ({'fused' if c.a.layer == _FUSED else f't={c.a.t} {c.a.layer}'})",
-            f"{c.b.model} {probe_b} ({'fused' if c.b.layer == _FUSED else f't={c.b.t} {c.b.layer}'})",
-            _percent(p.acc_a), _percent(p.acc_b), f"{100 * p.diff:+.1f}",
-            f"[{100 * p.ci_low:+.1f}, {100 * p.ci_high:+.1f}]",
-            f"p = {p.p_value:.3g} ({p.only_a} vs {p.only_b} discordant of {p.n})",
-        ])  # fmt: skip
+        rows.append(
+            [
+                f"{c.a.model} {probe_a} ({'fused' if c.a.layer == _FUSED else f't={c.a.t} {c.a.layer}'})",
+                f"{c.b.model} {probe_b} ({'fused' if c.b.layer == _FUSED else f't={c.b.t} {c.b.layer}'})",
+                _percent(p.acc_a),
+                _percent(p.acc_b),
+                f"{100 * p.diff:+.1f}",
+                f"[{100 * p.ci_low:+.1f}, {100 * p.ci_high:+.1f}]",
+                f"p = {p.p_value:.3g} ({p.only_a} vs {p.only_b} discordant of {p.n})",
+            ]
+        )
     return rows
 
 
@@ -193,18 +214,35 @@ def _cache_rows(caches: Sequence[Path]) -> tuple[list[list[object]], list[str]]:
         with FeatureCache(path) as cache:
             a = cache.attrs
             sizes = ", ".join(f"{s} {cache.progress(s)[1]}" for s in cache.splits)
-            rows.append([path.name, a.get("model_id"), a.get("framework"), a.get("dataset"), sizes,
-                         f"{len(cache.timesteps)} ({', '.join(map(str, cache.timesteps))})", len(cache.layers),
-                         a.get("pooling"), a.get("draws"), a.get("views", 0)])  # fmt: skip
+            rows.append(
+                [
+                    path.name,
+                    a.get("model_id"),
+                    a.get("framework"),
+                    a.get("dataset"),
+                    sizes,
+                    f"{len(cache.timesteps)} ({', '.join(map(str, cache.timesteps))})",
+                    len(cache.layers),
+                    a.get("pooling"),
+                    a.get("draws"),
+                    a.get("views", 0),
+                ]
+            )
             if a.get("command"):
                 commands.append(str(a["command"]))
     return rows, commands
 
 
 def build_report(
-    results: Sequence[str | os.PathLike], out: str | os.PathLike, *, caches: Sequence[str | os.PathLike] = (),
-    images: Sequence[str | os.PathLike] = (), commands: Sequence[str] = (), title: str = "probekit report",
-    x: str = "t", n_boot: int = 10_000,
+    results: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    caches: Sequence[str | os.PathLike] = (),
+    images: Sequence[str | os.PathLike] = (),
+    commands: Sequence[str] = (),
+    title: str = "probekit report",
+    x: str = "t",
+    n_boot: int = 10_000,
 ) -> Path:
     """Write the report page to ``out`` (atomically) and return its path. See the module docstring."""
     if not results:
@@ -228,20 +266,43 @@ def build_report(
         _table_html(["results", "kind", "model", "dataset", "probes / metrics", "protocol"], _protocol_rows(tables)),
     ]
     if cache_rows:
-        parts.append(_table_html(["cache", "model", "framework", "dataset", "images", "noise levels", "layers",
-                                  "pooling", "draws", "views"], cache_rows))  # fmt: skip
+        parts.append(
+            _table_html(
+                [
+                    "cache",
+                    "model",
+                    "framework",
+                    "dataset",
+                    "images",
+                    "noise levels",
+                    "layers",
+                    "pooling",
+                    "draws",
+                    "views",
+                ],
+                cache_rows,
+            )
+        )
     best = _best_rows(tables)
     if best:
-        parts += ["<h2>Val-chosen best cells</h2>",
-                  _table_html(["model", "probe", "cell", "setting", "val top-1 %", "test top-1 %", "Wilson 95 %", "chosen on"],
-                              best, numeric=(4, 5))]  # fmt: skip
+        parts += [
+            "<h2>Val-chosen best cells</h2>",
+            _table_html(
+                ["model", "probe", "cell", "setting", "val top-1 %", "test top-1 %", "Wilson 95 %", "chosen on"],
+                best,
+                numeric=(4, 5),
+            ),
+        ]
     comparisons = _comparison_rows(tables, n_boot)
     if comparisons:
-        parts += ["<h2>Paired comparisons (A − B on the same test images)</h2>",
-                  "<p class=note>Paired bootstrap 95 % interval of the accuracy difference and exact McNemar test "
-                  "on the discordant images (<code>probekit compare</code>).</p>",
-                  _table_html(["A", "B", "A %", "B %", "A − B (points)", "95 % interval", "McNemar"], comparisons,
-                              numeric=(2, 3, 4))]  # fmt: skip
+        parts += [
+            "<h2>Paired comparisons (A − B on the same test images)</h2>",
+            "<p class=note>Paired bootstrap 95 % interval of the accuracy difference and exact McNemar test "
+            "on the discordant images (<code>probekit compare</code>).</p>",
+            _table_html(
+                ["A", "B", "A %", "B %", "A − B (points)", "95 % interval", "McNemar"], comparisons, numeric=(2, 3, 4)
+            ),
+        ]
     parts += ["<h2>Figures</h2>", figure_html or "<p class=note>no figures</p>"]
     all_commands = cache_commands + [c for c in commands if c.strip()]
     if all_commands:

@@ -61,10 +61,18 @@ def plot_similarity_heatmap(
     fig = grid_figure(layer_order, n_rows, n_cols)
     ax = fig.add_subplot()
     sns.heatmap(
-        grid, ax=ax, cmap="magma", vmin=0.0, vmax=1.0, annot=n_cols <= 20 and n_rows <= 40, fmt=".2f",
-        annot_kws={"fontsize": 7}, xticklabels=[f"t={t}\nσ={sigma_at_t[t]:.3g}" for t in t_order],
-        yticklabels=[str(l) for l in layer_order], cbar_kws={"label": SIMILARITY_LABELS.get(metric, metric)},
-    )  # fmt: skip
+        grid,
+        ax=ax,
+        cmap="magma",
+        vmin=0.0,
+        vmax=1.0,
+        annot=n_cols <= 20 and n_rows <= 40,
+        fmt=".2f",
+        annot_kws={"fontsize": 7},
+        xticklabels=[f"t={t}\nσ={sigma_at_t[t]:.3g}" for t in t_order],
+        yticklabels=[str(l) for l in layer_order],
+        cbar_kws={"label": SIMILARITY_LABELS.get(metric, metric)},
+    )
     ax.set_xlabel("noise level")
     ax.set_ylabel("layer (forward order)")
     ax.tick_params(axis="x", labelrotation=0, labelsize=7)
@@ -72,14 +80,23 @@ def plot_similarity_heatmap(
     finite = rows[np.isfinite(rows["value"])]
     if not finite.empty:
         top = finite.sort_values(["value", "t", "depth"], ascending=[False, True, True], kind="mergesort").iloc[0]
-        ax.add_patch(Rectangle((int(np.searchsorted(t_order, top["t"])), layer_order.get_loc(top["layer"])), 1, 1,
-                               fill=False, edgecolor="cyan", linewidth=2.5))  # fmt: skip
+        ax.add_patch(
+            Rectangle(
+                (int(np.searchsorted(t_order, top["t"])), layer_order.get_loc(top["layer"])),
+                1,
+                1,
+                fill=False,
+                edgecolor="cyan",
+                linewidth=2.5,
+            )
+        )
         first = rows.iloc[0]
         k = f", {first['params']}" if first.get("params") else ""
         ref_cell = f"t={first['ref_t']} {first['ref_layer']}"
         ax.set_title(
             f"{first['model']} vs {reference} ({ref_cell}) · {SIMILARITY_LABELS.get(metric, metric)}{k}\n"
-            f"highest {top['value']:.3f} at t={top['t']}, {top['layer']} · {int(first['n_eval'])} {first.get('split', '')} images",
+            f"highest {top['value']:.3f} at t={top['t']}, {top['layer']} · {int(first['n_eval'])} "
+            f"{first.get('split', '')} images",
             fontsize=9,
         )
     return save_figure(fig, out_path)
@@ -94,13 +111,19 @@ def plot_cka_matrix(table: pd.DataFrame, out_path: str | os.PathLike, *, model: 
     rows = _similarity_rows(table, model)
     rows = rows[(rows["metric"] == "cka") & (rows["reference"] == _SELF)]
     if rows.empty:
-        raise ProbekitError("no cell x cell CKA rows (reference 'self') in the table: run `probekit similarity` with the matrix on")
+        raise ProbekitError(
+            "no cell x cell CKA rows (reference 'self') in the table: run `probekit similarity` with the matrix on"
+        )
     depth_of = dict(zip(rows["layer"], rows["depth"])) | dict(zip(rows["ref_layer"], rows["ref_depth"]))
-    cells = sorted(set(zip(rows["t"], rows["layer"])) | set(zip(rows["ref_t"], rows["ref_layer"])),
-                   key=lambda c: (c[0], depth_of[c[1]]))  # fmt: skip
+    cells = sorted(
+        set(zip(rows["t"], rows["layer"])) | set(zip(rows["ref_t"], rows["ref_layer"])),
+        key=lambda c: (c[0], depth_of[c[1]]),
+    )
     at = {cell: i for i, cell in enumerate(cells)}
     matrix = np.full((len(cells), len(cells)), np.nan)
-    for a_t, a_layer, b_t, b_layer, value in zip(rows["t"], rows["layer"], rows["ref_t"], rows["ref_layer"], rows["value"]):
+    for a_t, a_layer, b_t, b_layer, value in zip(
+        rows["t"], rows["layer"], rows["ref_t"], rows["ref_layer"], rows["value"]
+    ):
         i, j = at[(a_t, a_layer)], at[(b_t, b_layer)]
         matrix[i, j] = matrix[j, i] = value
     size = float(np.clip(3.0 + 0.05 * len(cells), 5.0, 14.0))
@@ -128,7 +151,8 @@ def plot_cka_matrix(table: pd.DataFrame, out_path: str | os.PathLike, *, model: 
 
 def plot_similarity(table: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
     """Every similarity figure the table supports: ``similarity_<metric>_<reference>.png`` per
-    reference and metric, and ``cka_matrix.png`` (prefixed by model when there are several)."""
+    reference and metric, and ``cka_matrix.png`` (prefixed by model when there are several).
+    """
     out_dir = Path(out_dir)
     if "reference" not in table.columns or not (table["probe"] == "similarity").any():
         raise ProbekitError("the table holds no similarity rows: run `probekit similarity` first")
@@ -137,8 +161,14 @@ def plot_similarity(table: pd.DataFrame, out_dir: str | os.PathLike) -> list[Pat
     for model, reference in similarity_references(table):
         prefix = f"{sanitise(model)}_" if several else ""
         for metric in sorted(table[(table["reference"] == reference) & (table["model"] == model)]["metric"].unique()):
-            paths.append(plot_similarity_heatmap(table[table["model"] == model], metric, reference,
-                                                 out_dir / f"{prefix}similarity_{metric}_{sanitise(reference)}.png"))  # fmt: skip
+            paths.append(
+                plot_similarity_heatmap(
+                    table[table["model"] == model],
+                    metric,
+                    reference,
+                    out_dir / f"{prefix}similarity_{metric}_{sanitise(reference)}.png",
+                )
+            )
     for model in sorted(table[(table["probe"] == "similarity") & (table["reference"] == _SELF)]["model"].unique()):
         prefix = f"{sanitise(model)}_" if several else ""
         paths.append(plot_cka_matrix(table[table["model"] == model], out_dir / f"{prefix}cka_matrix.png"))

@@ -13,8 +13,20 @@ from probekit.plots._common import new_figure, save_figure
 
 
 def plot_sweep(summary: pd.DataFrame, out_path: str | os.PathLike) -> Path:
-    """Three panels from ``sweep.csv`` rows (images_seen, test_top1 + CI, alignment, uniformity, t, layer, chosen_on)."""
-    needed = {"images_seen", "test_top1", "test_ci_low", "test_ci_high", "alignment", "uniformity", "t", "layer", "chosen_on"}
+    """Three panels from ``sweep.csv`` rows (images_seen, test_top1 + CI, alignment, uniformity, t, layer,
+    chosen_on).
+    """
+    needed = {
+        "images_seen",
+        "test_top1",
+        "test_ci_low",
+        "test_ci_high",
+        "alignment",
+        "uniformity",
+        "t",
+        "layer",
+        "chosen_on",
+    }
     if summary.empty or not needed <= set(summary.columns):
         raise ProbekitError(f"a sweep summary needs the columns {', '.join(sorted(needed))} and at least one row")
     rows = summary.sort_values("images_seen")

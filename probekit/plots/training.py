@@ -22,8 +22,15 @@ def plot_training_curves(curves: pd.DataFrame, out_path: str | os.PathLike, *, t
         loss_ax.plot(curves["epoch"], curves[f"{split}_loss"], style, marker="o", markersize=3, label=split)
         acc_ax.plot(curves["epoch"], 100 * curves[f"{split}_top1"], style, marker="o", markersize=3, label=split)
     best = curves.loc[curves["val_top1"].idxmax()]
-    acc_ax.plot([best["epoch"]], [100 * best["val_top1"]], marker="*", markersize=12, color="red", linestyle="",
-                label=f"val-chosen (epoch {int(best['epoch'])})")  # fmt: skip
+    acc_ax.plot(
+        [best["epoch"]],
+        [100 * best["val_top1"]],
+        marker="*",
+        markersize=12,
+        color="red",
+        linestyle="",
+        label=f"val-chosen (epoch {int(best['epoch'])})",
+    )
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("cross-entropy")
     acc_ax.set_xlabel("epoch")

@@ -39,15 +39,11 @@ def plot_tsne(
     features = np.asarray(features)
     labels = np.asarray(labels)
     if features.ndim != 2 or labels.shape != (len(features),):
-        raise ProbekitError(
-            f"t-SNE needs features (N, C) and labels (N,), got {features.shape} and {labels.shape}"
-        )
+        raise ProbekitError(f"t-SNE needs features (N, C) and labels (N,), got {features.shape} and {labels.shape}")
     if len(features) < 5:
         raise ProbekitError(f"t-SNE needs at least 5 samples, got {len(features)}")
     if labels.min() < 0 or labels.max() >= len(class_names):
-        raise ProbekitError(
-            f"labels go up to {labels.max()} but only {len(class_names)} class names were given"
-        )
+        raise ProbekitError(f"labels go up to {labels.max()} but only {len(class_names)} class names were given")
 
     rng = np.random.default_rng(seed)
     keep = stratified_subsample(labels, max_points, rng)
@@ -64,21 +60,25 @@ def plot_tsne(
     ax = fig.add_subplot()
     for colour, c in zip(palette, classes):
         at = kept_labels == c
-        ax.scatter(embedding[at, 0], embedding[at, 1], s=6, color=colour, label=class_names[c],
-                   alpha=0.8, linewidths=0)  # fmt: skip
+        ax.scatter(embedding[at, 0], embedding[at, 1], s=6, color=colour, label=class_names[c], alpha=0.8, linewidths=0)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or f"t-SNE of {len(x)} samples", fontsize=10)
-    ax.legend(fontsize=7, markerscale=2.5, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-              ncols=1 if len(classes) <= 25 else 2, frameon=False)  # fmt: skip
+    ax.legend(
+        fontsize=7,
+        markerscale=2.5,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        ncols=1 if len(classes) <= 25 else 2,
+        frameon=False,
+    )
     return save_figure(fig, out_path)
 
 
-def stratified_subsample(
-    labels: np.ndarray, max_points: int, rng: np.random.Generator
-) -> np.ndarray:
+def stratified_subsample(labels: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
     """Sorted indices of ~``max_points`` samples (never more, unless there are more classes than
-    that), each class keeping its share of the data and at least one sample."""
+    that), each class keeping its share of the data and at least one sample.
+    """
     if len(labels) <= max_points:
         return np.arange(len(labels))
     classes, counts = np.unique(labels, return_counts=True)

@@ -8,6 +8,13 @@ validation split, and chooses every setting on it.
 
 from __future__ import annotations
 
+from probekit.evaluate.metrics import (
+    CellScore,
+    mean_class_recall,
+    score_predictions,
+    top1_accuracy,
+    wilson_interval,
+)
 from probekit.probes.knn import KnnConfig, knn_probe
 from probekit.probes.linear import (
     LinearHead,
@@ -22,14 +29,6 @@ from probekit.probes.logreg import LogRegConfig, logreg_probe
 from probekit.probes.minibatch import MinibatchConfig, train_minibatch_heads
 from probekit.probes.protocol import ProbeOutcome, ProbeTask, choose_per_cell
 from probekit.probes.registry import EPOCH_BASED, PROBES, ProbeSettings, run_probe
-from probekit.evaluate.metrics import (
-    CellScore,
-    mean_class_recall,
-    score_predictions,
-    top1_accuracy,
-    wilson_interval,
-)
-
 
 __all__ = [
     "PROBES",

@@ -33,8 +33,7 @@ def check_probe_inputs(
         only_train = [k for k in train if k not in test]
         only_test = [k for k in test if k not in train]
         raise ProbekitError(
-            f"train and test must hold the same cells; only in train: {only_train[:5]}, "
-            f"only in test: {only_test[:5]}"
+            f"train and test must hold the same cells; only in train: {only_train[:5]}, only in test: {only_test[:5]}"
         )
     for key in train:
         x_tr, x_te = train[key], test[key]
@@ -94,6 +93,5 @@ def _check_features(x: np.ndarray, n_rows: int, name: str, label_name: str) -> N
         raise ProbekitError(f"{name} has no feature columns")
     if not np.isfinite(x).all():
         raise ProbekitError(
-            f"{name} holds NaN or inf features; re-extract the cell "
-            "(float16 overflow is a common cause)"
+            f"{name} holds NaN or inf features; re-extract the cell (float16 overflow is a common cause)"
         )

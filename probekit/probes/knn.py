@@ -83,8 +83,16 @@ def knn_probe(
     y_train, y_test = check_probe_inputs(train, y_train, test, y_test)
     num_classes = resolve_num_classes(config.num_classes, y_train, y_test)
     sweep = knn_sweep(
-        train, y_train, {"test": test}, [config.k], [config.temperature], centre=config.centre,
-        num_classes=num_classes, device=device, chunk_size=config.chunk_size, progress=progress,
+        train,
+        y_train,
+        {"test": test},
+        [config.k],
+        [config.temperature],
+        centre=config.centre,
+        num_classes=num_classes,
+        device=device,
+        chunk_size=config.chunk_size,
+        progress=progress,
     )
     predictions = sweep[(config.k, config.temperature)]
     return {key: score_predictions(y_test, predictions[key]["test"]) for key in train}
@@ -104,7 +112,7 @@ def knn_sweep(
     similarity: str = "auto",
     progress: bool = False,
 ) -> dict[tuple[int, float], dict[K, dict[str, np.ndarray]]]:
-    """kNN predictions for every (k, temperature), cell and query set, from one top-``max(ks)`` pass.
+    """KNN predictions for every (k, temperature), cell and query set, from one top-``max(ks)`` pass.
 
     Args:
         train: cell -> (N_train, C) features; y_train: (N_train,) integer labels.
@@ -165,10 +173,12 @@ def knn_sweep(
         for name, cells in queries.items():
             sims, indices = [], []
             for start in range(0, len(cells[group[0]]), chunk_size):
-                q = torch.stack([
-                    _unit_rows(as_float32_tensor(cells[key][start : start + chunk_size]).to(device), mean)
-                    for key, mean in zip(group, means)
-                ])  # (G, B, C)
+                q = torch.stack(
+                    [
+                        _unit_rows(as_float32_tensor(cells[key][start : start + chunk_size]).to(device), mean)
+                        for key, mean in zip(group, means)
+                    ]
+                )  # (G, B, C)
                 top_sim, top_idx = _top_neighbours(q, bank, bank_low, k_max)
                 sims.append(top_sim)
                 indices.append(top_idx)
@@ -213,7 +223,7 @@ def knn_similarity_precision(similarity: str, device: torch.device, k: int = 20)
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _low_precision_is_faster(device_type: str, device_index: int | None, dtype: torch.dtype, k: int) -> bool:
     """Time one kNN block (512 queries x 16384 train rows x 128) in float32 and with ``dtype``."""
     device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
@@ -262,7 +272,8 @@ def _check_sweep(ks: Sequence[int], temperatures: Sequence[float], chunk_size: i
 
 def _cell_groups(train: Mapping[K, np.ndarray], device: torch.device, chunk_size: int) -> list[list[K]]:
     """Cells processed together: one at a time on the CPU; on CUDA, cells of one width in batches
-    whose banks and similarity blocks fit in a quarter of the free memory."""
+    whose banks and similarity blocks fit in a quarter of the free memory.
+    """
     keys = list(train)
     if device.type != "cuda":
         return [[key] for key in keys]
@@ -340,10 +351,10 @@ def _low_precision_candidates(
     """
     n, width = bank.shape[1], bank.shape[2]
     dtype = bank_low.dtype
-    unit = 2.0 ** -8 if dtype == torch.bfloat16 else 2.0 ** -11
+    unit = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11
     # |low - exact| for unit rows: input rounding (2u + u^2), output rounding (u), fp32
     # accumulation (width * 2^-24) and fp16 subnormals (width * 2^-24); doubled for safety.
-    bound = 2 * (3 * unit + unit * unit + width * 2.0 ** -23)
+    bound = 2 * (3 * unit + unit * unit + width * 2.0**-23)
     candidates = min(n, 2 * m + 16)
     sim_low = torch.bmm(q.to(dtype), bank_low.transpose(1, 2))
     low_top, cand_idx = sim_low.topk(candidates, dim=2)
@@ -389,7 +400,7 @@ def _votes(
     shifted = top_sim - top_sim[..., :1]
     k_used = {k: min(k, top_sim.shape[-1]) for k in ks}
     # contiguous slices: scatter_add_ on strided views takes a far slower path on the CPU
-    labels = {k: top_labels[..., :k_used[k]].contiguous() for k in ks}
+    labels = {k: top_labels[..., : k_used[k]].contiguous() for k in ks}
     out = {}
     for t in temperatures:
         weights = (shifted / t).exp()  # the weights of a prefix are the prefix of the weights

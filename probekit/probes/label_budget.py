@@ -36,7 +36,9 @@ def parse_budgets(text: str) -> list[int | None]:
         try:
             value = int(item)
         except ValueError:
-            raise ProbekitError(f"--labels-per-class {text!r}: write positive integers or 'all', e.g. 1,5,10,50,all") from None
+            raise ProbekitError(
+                f"--labels-per-class {text!r}: write positive integers or 'all', e.g. 1,5,10,50,all"
+            ) from None
         if value < 1:
             raise ProbekitError(f"--labels-per-class {text!r}: each budget must be at least 1 label per class")
         budgets.append(value)
@@ -84,7 +86,10 @@ def probe_label_budgets(
         for draw in range(1 if per_class is None else draws):
             subset = None
             if per_class is not None:
-                subset = lambda y, k=per_class, d=draw: budget_positions(y, k, config.seed, d)
+
+                def subset(y: np.ndarray, k: int = per_class, d: int = draw) -> np.ndarray:
+                    return budget_positions(y, k, config.seed, d)
+
             table = probe_cache(cache_path, config, progress=progress, max_memory=max_memory, fit_subset=subset).table
             table["labels_per_class"] = ALL if per_class is None else str(per_class)
             table["budget_draw"] = draw

@@ -161,9 +161,7 @@ def linear_probe_grid(
     Returns:
         cell key -> :class:`CellScore` (``converged`` from the solver), in the order of ``train``.
     """
-    path = linear_probe_path(
-        train, y_train, test, y_test, [config.C], config, device=device, progress=progress
-    )
+    path = linear_probe_path(train, y_train, test, y_test, [config.C], config, device=device, progress=progress)
     return path[config.C]
 
 
@@ -191,10 +189,7 @@ def linear_probe_path(
     scores: dict[float, dict[K, CellScore]] = {}
     for c, heads in path.items():
         predictions = predict_linear_grid(heads, test, eval_batch_size=config.eval_batch_size)
-        scores[c] = {
-            key: score_predictions(y_test, predictions[key], converged=heads[key].converged)
-            for key in train
-        }
+        scores[c] = {key: score_predictions(y_test, predictions[key], converged=heads[key].converged) for key in train}
     return scores
 
 
@@ -212,9 +207,7 @@ def fit_linear_grid(
     train label + 1. Memory: one float32 copy of the train features on ``device`` beyond the
     input. Returns cell key -> :class:`LinearHead`, in the order of ``train``.
     """
-    return fit_linear_path(train, y_train, [config.C], config, device=device, progress=progress)[
-        config.C
-    ]
+    return fit_linear_path(train, y_train, [config.C], config, device=device, progress=progress)[config.C]
 
 
 def fit_linear_path(
@@ -310,7 +303,12 @@ def _fit(
             logger.warning(
                 "linear: %d of %d cells did not reach tol=%g within max_iter=%d at C=%g "
                 "(first: %r); raise LinearProbeConfig.max_iter if their scores matter",
-                len(not_converged), len(fitted), config.tol, config.max_iter, c, not_converged[0],
+                len(not_converged),
+                len(fitted),
+                config.tol,
+                config.max_iter,
+                c,
+                not_converged[0],
             )
     return {float(c): {key: heads[float(c)][key] for key in train} for c in Cs}
 
@@ -408,8 +406,9 @@ class _Problem:
             # 0 if constant), so keep the sample's correlations and put in the true variances.
             full_var = torch.square(torch.linalg.vector_norm(self.xt[i], dim=1).double()) / n
             sample_var = cov.diagonal().clone()
-            scale = torch.where(sample_var > 0, (full_var / sample_var.clamp(min=1e-300)).sqrt(),
-                                torch.zeros_like(sample_var))  # fmt: skip
+            scale = torch.where(
+                sample_var > 0, (full_var / sample_var.clamp(min=1e-300)).sqrt(), torch.zeros_like(sample_var)
+            )
             cov.mul_(scale[:, None]).mul_(scale[None, :])
             cov.diagonal().copy_(full_var)
             m = cov / 2
@@ -453,9 +452,7 @@ class _Problem:
         weight_t, bias = self.split(theta)
         return weight_t.transpose(1, 2).contiguous(), bias[:, :, 0]
 
-    def evaluate(
-        self, theta: torch.Tensor, active: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def evaluate(self, theta: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Objective F (G,) float64 and gradient (G, P) float32 of the ``active`` cells.
 
         F = mean_i CE + ||W||^2 / (2 C N). Rows of inactive cells are returned as NaN (F) and 0.
@@ -481,8 +478,7 @@ class _Problem:
             residual = logits.div_(total)
             residual.scatter_add_(1, index, self.minus_one[run])
             g_weight_t, g_bias = self.split(grad[run])
-            torch.baddbmm(weight_t, residual, xt.transpose(1, 2), beta=self.l2, alpha=1 / n,
-                          out=g_weight_t)  # fmt: skip
+            torch.baddbmm(weight_t, residual, xt.transpose(1, 2), beta=self.l2, alpha=1 / n, out=g_weight_t)
             g_bias.copy_(residual.sum(dim=2, keepdim=True) / n)
         return f, grad
 
@@ -506,7 +502,8 @@ def _lbfgs(
     problem: _Problem, config: LinearProbeConfig, progress: bool, start: torch.Tensor | None = None
 ) -> tuple[dict[Hashable, LinearHead], torch.Tensor]:
     """Batched L-BFGS from ``start`` (G, P) or zero weights: every cell its own history, step
-    and stopping state. Returns the heads and the final parameters (G, P)."""
+    and stopping state. Returns the heads and the final parameters (G, P).
+    """
     n_cells, device = len(problem.keys), problem.device
     m = config.history
     theta = torch.zeros((n_cells, problem.n_params), device=device) if start is None else start.clone()
@@ -548,7 +545,7 @@ def _lbfgs(
         for _ in range(_MAX_BACKTRACKS):
             theta_try[pending] = theta[pending] + step[pending, None] * direction[pending]
             f_new, g_new = problem.evaluate(theta_try, pending)
-            decrease = (f[pending] + _ARMIJO * (step[pending] * slope[pending]).double())
+            decrease = f[pending] + _ARMIJO * (step[pending] * slope[pending]).double()
             ok_sub = f_new[pending] <= decrease
             ok = torch.zeros_like(pending)
             ok[pending] = ok_sub
@@ -586,9 +583,7 @@ def _lbfgs(
         grad = torch.where(accepted[:, None], grad_try, grad)
         f_scale = torch.maximum(f.abs(), torch.ones_like(f))
         f = torch.where(accepted, f_try, f)
-        done = accepted & (
-            (grad.abs().amax(dim=1) <= config.tol) | (f_drop <= config.ftol * f_scale)
-        )
+        done = accepted & ((grad.abs().amax(dim=1) <= config.tol) | (f_drop <= config.ftol * f_scale))
         converged |= done
         active &= ~done
         bar.update(1)
@@ -622,7 +617,8 @@ def _two_loop(
     h0: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """L-BFGS inverse-Hessian times gradient, per cell, from the initial ``gamma * h0``;
-    pairs with rho = 0 are skipped exactly."""
+    pairs with rho = 0 are skipped exactly.
+    """
     m = len(rho)
     order = [(slot - 1 - j) % m for j in range(m)]  # newest first
     q = grad.clone()

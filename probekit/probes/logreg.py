@@ -64,9 +64,7 @@ def logreg_probe(
     y_train, y_test = check_probe_inputs(train, y_train, test, y_test)
     scores: dict[K, CellScore] = {}
     for key in tqdm(train, desc="logreg probe", unit="cell", disable=not progress):
-        model = make_pipeline(
-            StandardScaler(), LogisticRegression(C=config.C, max_iter=config.max_iter)
-        )
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=config.C, max_iter=config.max_iter))
         with warnings.catch_warnings(record=True) as caught:
             # Record instead of printing: one warning per cell would bury the progress bar.
             warnings.simplefilter("always", ConvergenceWarning)
@@ -83,6 +81,9 @@ def logreg_probe(
         logger.warning(
             "logreg: %d of %d cells stopped at max_iter=%d before converging (first: %r); "
             "raise LogRegConfig.max_iter if their scores matter",
-            len(not_converged), len(scores), config.max_iter, not_converged[0],
+            len(not_converged),
+            len(scores),
+            config.max_iter,
+            not_converged[0],
         )
     return scores

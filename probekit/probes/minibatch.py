@@ -68,15 +68,17 @@ class MinibatchConfig:
             raise ProbekitError(f"unknown schedule {self.schedule!r}: use cosine-epoch, cosine-step or constant")
 
     @classmethod
-    def ddae_linear(cls, seed: int = 0) -> "MinibatchConfig":
+    def ddae_linear(cls, seed: int = 0) -> MinibatchConfig:
         """DDAE's linear.py: Adam lr 1e-3, batch 128, cosine per epoch over 15 epochs, no decay,
-        raw features, final epoch reported."""
+        raw features, final epoch reported.
+        """
         return cls(seed=seed)
 
     @classmethod
-    def ddae_mlp(cls, seed: int = 0) -> "MinibatchConfig":
+    def ddae_mlp(cls, seed: int = 0) -> MinibatchConfig:
         """DDAE's noise-conditional classifier head (C -> 2C, SiLU, 2C -> classes) with the same
-        optimiser, on standardised features, its epoch chosen on val."""
+        optimiser, on standardised features, its epoch chosen on val.
+        """
         return cls(hidden_factor=2, standardize=True, pick_epoch_on_val=True, seed=seed)
 
 
@@ -86,7 +88,11 @@ def slot_choice(seed: int, epoch: int, n: int, slots: int) -> np.ndarray:
 
 
 def train_minibatch_heads(
-    task: ProbeTask, config: MinibatchConfig, *, device: str | torch.device = "cpu", progress: bool = False,
+    task: ProbeTask,
+    config: MinibatchConfig,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
     desc: str = "probe",
 ) -> dict[Hashable, ProbeOutcome]:
     """Train one head per cell of ``task`` and predict every split of ``task.evals``."""
@@ -100,7 +106,9 @@ def train_minibatch_heads(
     return {key: out[key] for key in task.cells}
 
 
-def _train_group(task: ProbeTask, keys: list, config: MinibatchConfig, device: torch.device, progress: bool, desc: str) -> dict:
+def _train_group(
+    task: ProbeTask, keys: list, config: MinibatchConfig, device: torch.device, progress: bool, desc: str
+) -> dict:
     first = task.train[keys[0]]
     slotted = first.ndim == 3
     slots = first.shape[0] if slotted else 1
@@ -120,8 +128,10 @@ def _train_group(task: ProbeTask, keys: list, config: MinibatchConfig, device: t
         std = torch.ones_like(mean)
     params = _init_heads(keys, width, task.num_classes, config, device)
     optimizer = torch.optim.AdamW(
-        [{"params": [p for name, p in params.items() if name.startswith("w")], "weight_decay": config.weight_decay},
-         {"params": [p for name, p in params.items() if name.startswith("b")], "weight_decay": 0.0}],
+        [
+            {"params": [p for name, p in params.items() if name.startswith("w")], "weight_decay": config.weight_decay},
+            {"params": [p for name, p in params.items() if name.startswith("b")], "weight_decay": 0.0},
+        ],
         lr=config.lr,
     )
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -150,9 +160,15 @@ def _train_group(task: ProbeTask, keys: list, config: MinibatchConfig, device: t
             optimizer.step()
             step += 1
         if config.pick_epoch_on_val or epoch == config.epochs - 1:
-            preds = {split: _predict(params, feats, mean, std, config.eval_batch_size) for split, feats in evals.items()}
+            preds = {
+                split: _predict(params, feats, mean, std, config.eval_batch_size) for split, feats in evals.items()
+            }
             for i in range(len(keys)):
-                acc = accuracy(task.y_evals[task.select_on], preds[task.select_on][i]) if config.pick_epoch_on_val else 0.0
+                acc = (
+                    accuracy(task.y_evals[task.select_on], preds[task.select_on][i])
+                    if config.pick_epoch_on_val
+                    else 0.0
+                )
                 if acc > best_acc[i] or not config.pick_epoch_on_val:
                     best_acc[i] = acc
                     best_preds[i] = {split: p[i] for split, p in preds.items()}
@@ -173,7 +189,9 @@ def _lr_factor(config: MinibatchConfig, epoch: int, step: int, steps_per_epoch: 
     return 0.5 * (1.0 + math.cos(math.pi * step / (config.epochs * steps_per_epoch)))
 
 
-def _init_heads(keys: list, width: int, num_classes: int, config: MinibatchConfig, device: torch.device) -> dict[str, torch.Tensor]:
+def _init_heads(
+    keys: list, width: int, num_classes: int, config: MinibatchConfig, device: torch.device
+) -> dict[str, torch.Tensor]:
     """nn.Linear's default init (uniform in +-1/sqrt(fan_in)), drawn per cell from its own key."""
     hidden = config.hidden_factor * width
     shapes = [("w1", width, hidden or num_classes)]

@@ -15,8 +15,8 @@ std over all levels and draws of train), which keeps the head the same function 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,8 @@ from probekit.core.errors import ProbekitError
 class NoiseConditionalConfig:
     """Recipe. ``epochs``: passes over the N train images (each sample at one random level per
     pass); ``lr``: peak Adam learning rate, cosine-decayed to 0 over all steps; ``batch_size`` in
-    images; ``seed`` fixes the initialisation, order, levels and draws."""
+    images; ``seed`` fixes the initialisation, order, levels and draws.
+    """
 
     epochs: int = 15
     lr: float = 1e-3

@@ -15,7 +15,7 @@ searches a setting, chooses it per cell on the task's selection split.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +71,8 @@ Adapter = Callable[[ProbeTask, ProbeSettings, torch.device, bool], dict[Hashable
 def _joint_eval(task: ProbeTask) -> tuple[dict, np.ndarray, Callable[[dict], dict]]:
     """Every eval split of ``task`` concatenated as one "test" split, and the function that cuts
     a probe's {key: score} on it back into {key: {split: predictions}}: one fit serves val and
-    test alike."""
+    test alike.
+    """
     splits = list(task.evals)
     joint = {key: np.concatenate([task.evals[s][key] for s in splits]) for key in task.train}
     y_joint = np.concatenate([task.y_evals[s] for s in splits])
@@ -106,8 +107,7 @@ def _linear(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: b
     config = dataclasses.replace(s.linear, num_classes=task.num_classes)
     train, y_train = task.stacked()
     joint, y_joint, cut = _joint_eval(task)
-    path = linear_probe_path(train, y_train, joint, y_joint, list(s.linear_C), config,
-                             device=device, progress=progress)  # fmt: skip
+    path = linear_probe_path(train, y_train, joint, y_joint, list(s.linear_C), config, device=device, progress=progress)
     return choose_per_cell(task, [(f"C={c:g}", cut(path[float(c)])) for c in s.linear_C])
 
 
@@ -123,8 +123,15 @@ def _knn(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool
     # One top-max(k) pass per cell serves every (k, T) and both splits.
     train, y_train = task.stacked()
     sweep = knn_sweep(
-        train, y_train, task.evals, list(s.knn_k), list(s.knn_temperature), centre=s.knn_centre,
-        num_classes=task.num_classes, device=device, progress=progress,
+        train,
+        y_train,
+        task.evals,
+        list(s.knn_k),
+        list(s.knn_temperature),
+        centre=s.knn_centre,
+        num_classes=task.num_classes,
+        device=device,
+        progress=progress,
     )
     centred = ",centred" if s.knn_centre else ""
     candidates = [(f"k={k},T={t:g}{centred}", sweep[(k, t)]) for k in s.knn_k for t in s.knn_temperature]
@@ -151,8 +158,12 @@ EPOCH_BASED = frozenset({"sgd", "mlp"})
 
 
 def run_probe(
-    name: str, task: ProbeTask, settings: ProbeSettings = ProbeSettings(), *,
-    device: str | torch.device = "cpu", progress: bool = False,
+    name: str,
+    task: ProbeTask,
+    settings: ProbeSettings = ProbeSettings(),
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> dict[Hashable, ProbeOutcome]:
     """Run the probe registered as ``name`` on ``task``."""
     if name not in PROBES:

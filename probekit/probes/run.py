@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from probekit.features.group import CacheGroup, Cell
 from probekit.core.errors import ProbekitError
 from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet
 from probekit.evaluate.results import scores_to_table
+from probekit.features.group import CacheGroup, Cell
 from probekit.probes.protocol import ProbeTask
 from probekit.probes.registry import EPOCH_BASED, PROBES, ProbeSettings, run_probe
 
@@ -66,10 +67,20 @@ class ProbeRunConfig:
             raise ProbekitError(f"--test-features {self.test_features!r}: use mean or single")
         # ``settings`` is the one home of every probe setting: the epoch-based overrides given
         # here are folded into its sgd and mlp recipes (with the run's seed) and cleared.
-        overrides = {k: v for k, v in (("epochs", self.epochs), ("lr", self.lr), ("weight_decay", self.weight_decay),
-                                        ("batch_size", self.batch_size)) if v is not None}
+        overrides = {
+            k: v
+            for k, v in (
+                ("epochs", self.epochs),
+                ("lr", self.lr),
+                ("weight_decay", self.weight_decay),
+                ("batch_size", self.batch_size),
+            )
+            if v is not None
+        }
         s = self.settings
-        self.settings = replace(s, sgd=replace(s.sgd, seed=self.seed, **overrides), mlp=replace(s.mlp, seed=self.seed, **overrides))
+        self.settings = replace(
+            s, sgd=replace(s.sgd, seed=self.seed, **overrides), mlp=replace(s.mlp, seed=self.seed, **overrides)
+        )
         self.epochs = self.lr = self.weight_decay = self.batch_size = None
 
 
@@ -90,8 +101,11 @@ def probe_bytes(width: int, n_fit: int, n_eval: int, num_classes: int, probes: S
     rows = slots * n_fit
     features = 4 * width * (rows + n_eval)
     extra = {
-        "linear": 4 * width * (rows + n_eval) + 4 * (num_classes + 1) * rows + 8 * 3 * width * width
-        + 2 * 10 * 4 * (width + 1) * num_classes + (4 * width * rows if slots > 1 else 0),
+        "linear": 4 * width * (rows + n_eval)
+        + 4 * (num_classes + 1) * rows
+        + 8 * 3 * width * width
+        + 2 * 10 * 4 * (width + 1) * num_classes
+        + (4 * width * rows if slots > 1 else 0),
         "knn": 4 * width * (rows + n_eval) + 2 * 4 * 1024 * rows + (4 * width * rows if slots > 1 else 0),
     }
     return features + max(extra.get(name, features) for name in probes)
@@ -104,7 +118,8 @@ STREAMABLE = frozenset({"linear", "knn"})
 def plan_groups(cell_bytes: dict[Cell, int], budget: int | None) -> list[list[Cell]]:
     """Consecutive cells packed into groups whose probing bytes (:func:`probe_bytes`) fit
     ``budget`` (all in one group when None). A cell that alone exceeds the budget is refused
-    here; :func:`probe_cache` streams such cells from the cache instead."""
+    here; :func:`probe_cache` streams such cells from the cache instead.
+    """
     if budget is None:
         return [list(cell_bytes)]
     groups: list[list[Cell]] = [[]]
@@ -124,12 +139,17 @@ def plan_groups(cell_bytes: dict[Cell, int], budget: int | None) -> list[list[Ce
 
 
 def _read_group(
-    group: CacheGroup, members: Sequence[Cell], config: ProbeRunConfig, fit_pos: np.ndarray, val_pos: np.ndarray | None,
+    group: CacheGroup,
+    members: Sequence[Cell],
+    config: ProbeRunConfig,
+    fit_pos: np.ndarray,
+    val_pos: np.ndarray | None,
     slots: int,
 ) -> dict[str, dict[Cell, np.ndarray]]:
     """Train (fit rows), val and test features of ``members``, each read straight from the cache
     into its own preallocated float32 array: the validation split is taken by row index while
-    reading, so no whole-cell copy exists besides the arrays returned."""
+    reading, so no whole-cell copy exists besides the arrays returned.
+    """
     features: dict[str, dict[Cell, np.ndarray]] = {"train": {}, "val": {}, "test": {}}
     sample = config.train_features == "sample"
     eval_mode = config.test_features
@@ -160,23 +180,36 @@ def _read_group(
 
 def _check_streamable(streamed: list[Cell], costs: dict[Cell, int], config: ProbeRunConfig, budget: int) -> None:
     cell = streamed[0]
-    where = f"cell {cell[1]} at t={cell[0]} needs {costs[cell] / 2**20:.0f} MiB to probe in memory, more than --max-memory " \
-            f"{budget / 2**20:.0f} MiB"
+    where = (
+        f"cell {cell[1]} at t={cell[0]} needs {costs[cell] / 2**20:.0f} MiB to probe in memory, more than --max-memory "
+        f"{budget / 2**20:.0f} MiB"
+    )
     others = [name for name in config.probes if name not in STREAMABLE]
     if others:
-        raise ProbekitError(f"{where}, and {', '.join(others)} cannot stream it from disk: raise --max-memory or probe "
-                            f"with {', '.join(sorted(STREAMABLE))} only")
+        raise ProbekitError(
+            f"{where}, and {', '.join(others)} cannot stream it from disk: raise --max-memory or probe "
+            f"with {', '.join(sorted(STREAMABLE))} only"
+        )
     if config.train_features == "sample":
         raise ProbekitError(f"{where}, and --train-features sample is not streamed: raise --max-memory or use mean")
 
 
 def _probe_streamed(
-    group: CacheGroup, cell: Cell, config: ProbeRunConfig, settings: ProbeSettings, fit_pos: np.ndarray,
-    val_pos: np.ndarray | None, y_fit: np.ndarray, y_evals: dict[str, np.ndarray], num_classes: int, select_on: str,
+    group: CacheGroup,
+    cell: Cell,
+    config: ProbeRunConfig,
+    settings: ProbeSettings,
+    fit_pos: np.ndarray,
+    val_pos: np.ndarray | None,
+    y_fit: np.ndarray,
+    y_evals: dict[str, np.ndarray],
+    num_classes: int,
+    select_on: str,
     budget: int,
 ) -> dict[str, dict[Cell, Any]]:
     """Probe one cell whose train rows do not fit in memory: val and test are read into memory,
-    the fit rows are read block by block on every pass (:mod:`probekit.probes.streamed`)."""
+    the fit rows are read block by block on every pass (:mod:`probekit.probes.streamed`).
+    """
     from probekit.probes.protocol import choose_per_cell
     from probekit.probes.streamed import TrainRows, fit_linear_streamed, knn_streamed, predict_linear_streamed
 
@@ -191,8 +224,10 @@ def _probe_streamed(
     per_row = 4 * 4 * (2 * width + 2 * 1024 + 2 * (num_classes + 1))
     if left < 256 * per_row:
         raise ProbekitError(
-            f"--max-memory {budget / 2**20:.0f} MiB is too small even to stream cell {cell[1]} at t={cell[0]}: its val and "
-            f"test rows and blocks of 256 train rows need {(budget - left + 256 * per_row) / 2**20:.0f} MiB; raise --max-memory"
+            f"--max-memory {budget / 2**20:.0f} MiB is too small even to stream cell {cell[1]} at t={cell[0]}: its val "
+            "and "
+            f"test rows and blocks of 256 train rows need {(budget - left + 256 * per_row) / 2**20:.0f} MiB; raise "
+            "--max-memory"
         )
     block_bytes = 4 * width * min(left // per_row, (256 << 20) // (4 * width))
 
@@ -203,25 +238,52 @@ def _probe_streamed(
                 yield rows[fit_pos[lo:hi] - start]
 
     source = TrainRows(len(fit_pos), width, blocks)
-    task = ProbeTask(train={cell: evals[select_on][:0]}, y_train=y_fit[:0], evals={s: {cell: v} for s, v in evals.items()},
-                     y_evals=y_evals, num_classes=num_classes, select_on=select_on)
+    task = ProbeTask(
+        train={cell: evals[select_on][:0]},
+        y_train=y_fit[:0],
+        evals={s: {cell: v} for s, v in evals.items()},
+        y_evals=y_evals,
+        num_classes=num_classes,
+        select_on=select_on,
+    )
     out: dict[str, dict[Cell, Any]] = {}
     for name in config.probes:
         start = time.perf_counter()
         if name == "linear":
             linear = replace(settings.linear, num_classes=num_classes)
             heads = fit_linear_streamed(cell, source, y_fit, list(settings.linear_C), linear, device=config.device)
-            candidates = [(f"C={c:g}", {cell: {s: predict_linear_streamed({c: heads[float(c)]}, cell, q)[c]
-                                               for s, q in evals.items()}}) for c in settings.linear_C]
+            candidates = [
+                (
+                    f"C={c:g}",
+                    {cell: {s: predict_linear_streamed({c: heads[float(c)]}, cell, q)[c] for s, q in evals.items()}},
+                )
+                for c in settings.linear_C
+            ]
         else:
-            sweep = knn_streamed(source, y_fit, evals, list(settings.knn_k), list(settings.knn_temperature),
-                                 centre=settings.knn_centre, num_classes=num_classes)
+            sweep = knn_streamed(
+                source,
+                y_fit,
+                evals,
+                list(settings.knn_k),
+                list(settings.knn_temperature),
+                centre=settings.knn_centre,
+                num_classes=num_classes,
+            )
             centred = ",centred" if settings.knn_centre else ""
-            candidates = [(f"k={k},T={t:g}{centred}", {cell: sweep[(k, float(t))]})
-                          for k in settings.knn_k for t in settings.knn_temperature]
+            candidates = [
+                (f"k={k},T={t:g}{centred}", {cell: sweep[(k, float(t))]})
+                for k in settings.knn_k
+                for t in settings.knn_temperature
+            ]
         out[name] = choose_per_cell(task, candidates)
-        log.info("%s: cell t=%s %s streamed: %d passes over its train rows in %.1f s", name, cell[0], cell[1],
-                 source.passes, time.perf_counter() - start)
+        log.info(
+            "%s: cell t=%s %s streamed: %d passes over its train rows in %.1f s",
+            name,
+            cell[0],
+            cell[1],
+            source.passes,
+            time.perf_counter() - start,
+        )
         source.passes = 0
     return out
 
@@ -245,12 +307,16 @@ def _finite_cells(features: dict[str, dict[Cell, np.ndarray]]) -> list[Cell]:
     """Cells with only finite features in every split; each other cell is logged and left out."""
     keep = []
     for cell in next(iter(features.values())):
-        bad = {split: int((~np.isfinite(values[cell])).reshape(-1, values[cell].shape[-1]).any(axis=1).sum())
-               for split, values in features.items()}
+        bad = {
+            split: int((~np.isfinite(values[cell])).reshape(-1, values[cell].shape[-1]).any(axis=1).sum())
+            for split, values in features.items()
+        }
         if any(bad.values()):
             log.warning(
                 "cell t=%s %s skipped: NaN/inf features in %s (the other cells are probed)",
-                cell[0], cell[1], ", ".join(f"{n} {split} rows" for split, n in bad.items() if n),
+                cell[0],
+                cell[1],
+                ", ".join(f"{n} {split} rows" for split, n in bad.items() if n),
             )
         else:
             keep.append(cell)
@@ -295,7 +361,9 @@ def probe_cache(
     seconds = dict.fromkeys(config.probes, 0.0)  # wall time per probe, summed over cell groups
     with CacheGroup(paths) as group:
         if "train" not in group.splits or "test" not in group.splits:
-            raise ProbekitError(f"{', '.join(map(str, paths))} need a train and a test split to be probed; found {group.splits}")
+            raise ProbekitError(
+                f"{', '.join(map(str, paths))} need a train and a test split to be probed; found {group.splits}"
+            )
         y_all = group.labels("train")
         if "val" in group.splits:
             fit_pos, val_pos = np.arange(len(y_all)), None
@@ -303,10 +371,17 @@ def probe_cache(
         else:
             fit_pos, val_pos = stratified_val_split(y_all, config.val_fraction, config.seed)
             if len(val_pos):
-                log.info("validation split: %d of %d train images (stratified, seed %d)", len(val_pos), len(y_all), config.seed)
+                log.info(
+                    "validation split: %d of %d train images (stratified, seed %d)",
+                    len(val_pos),
+                    len(y_all),
+                    config.seed,
+                )
         select_on = "val" if ("val" in group.splits or len(val_pos)) else "test"
         if select_on == "test":
-            log.warning("no validation split (--val-fraction 0): every choice is made on test, so test scores are optimistic")
+            log.warning(
+                "no validation split (--val-fraction 0): every choice is made on test, so test scores are optimistic"
+            )
         y_evals = {"test": group.labels("test")}
         if select_on == "val":
             y_evals["val"] = group.labels("val") if val_pos is None else y_all[val_pos]
@@ -322,8 +397,10 @@ def probe_cache(
         if rank is not None:
             first, last = len(mine) * rank[0] // rank[1], len(mine) * (rank[0] + 1) // rank[1]
             mine = mine[first:last]
-        costs = {cell: probe_bytes(group.caches[0].width(cell[1]), len(y_fit), n_eval, num_classes, config.probes, slots)
-                 for cell in mine}
+        costs = {
+            cell: probe_bytes(group.caches[0].width(cell[1]), len(y_fit), n_eval, num_classes, config.probes, slots)
+            for cell in mine
+        }
         streamed = [cell for cell, cost in costs.items() if max_memory is not None and cost > max_memory]
         if streamed:
             _check_streamable(streamed, costs, config, max_memory)
@@ -333,8 +410,9 @@ def probe_cache(
         if len(groups) > 1:
             log.info("probing %d cells in %d groups to stay within --max-memory", len(cells), len(groups))
         for cell in streamed:
-            for name, outcome in _probe_streamed(group, cell, config, settings, fit_pos, val_pos, y_fit, y_evals,
-                                                 num_classes, select_on, max_memory).items():
+            for name, outcome in _probe_streamed(
+                group, cell, config, settings, fit_pos, val_pos, y_fit, y_evals, num_classes, select_on, max_memory
+            ).items():
                 outcomes[name].update(outcome)
         for members in groups:
             features = _read_group(group, members, config, fit_pos, val_pos, slots)
@@ -343,13 +421,28 @@ def probe_cache(
             if not finite:
                 continue
             task = ProbeTask(
-                train={cell: features["train"][cell] for cell in finite}, y_train=y_fit,
-                evals={split: {cell: values[cell] for cell in finite} for split, values in features.items() if split != "train"},
-                y_evals=y_evals, num_classes=num_classes, select_on=select_on,
+                train={cell: features["train"][cell] for cell in finite},
+                y_train=y_fit,
+                evals={
+                    split: {cell: values[cell] for cell in finite}
+                    for split, values in features.items()
+                    if split != "train"
+                },
+                y_evals=y_evals,
+                num_classes=num_classes,
+                select_on=select_on,
             )
             for name in config.probes:
-                flat = task if (not sample or name in EPOCH_BASED) else ProbeTask(
-                    *task.stacked(), evals=task.evals, y_evals=task.y_evals, num_classes=num_classes, select_on=select_on
+                flat = (
+                    task
+                    if (not sample or name in EPOCH_BASED)
+                    else ProbeTask(
+                        *task.stacked(),
+                        evals=task.evals,
+                        y_evals=task.y_evals,
+                        num_classes=num_classes,
+                        select_on=select_on,
+                    )
                 )
                 start = time.perf_counter()
                 outcomes[name].update(run_probe(name, flat, settings, device=config.device, progress=progress))
@@ -369,35 +462,56 @@ def probe_cache(
         raise ProbekitError("every cell has NaN/inf features: nothing to probe; check the model and --precision")
     model, dataset = str(attrs.get("model_id")), str(attrs.get("dataset"))
     scores = {
-        name: {cell: {split: score_predictions(y_evals[split], preds) for split, preds in per_cell[cell].predictions.items()}
-               for cell in cells if cell in per_cell}
+        name: {
+            cell: {
+                split: score_predictions(y_evals[split], preds) for split, preds in per_cell[cell].predictions.items()
+            }
+            for cell in cells
+            if cell in per_cell
+        }
         for name, per_cell in outcomes.items()
     }
     params = {name: {cell: outcome.params for cell, outcome in per_cell.items()} for name, per_cell in outcomes.items()}
     table = scores_to_table(scores, cells, model=model, dataset=dataset, n_train=len(y_fit), params=params)
     kept = [(name, cell) for name in scores for cell in scores[name]]
     predictions = PredictionSet(
-        model=model, dataset=dataset, index=test_index, labels=y_evals["test"],
-        probe=[name for name, _ in kept], t=[cell[0] for _, cell in kept], layer=[cell[1] for _, cell in kept],
+        model=model,
+        dataset=dataset,
+        index=test_index,
+        labels=y_evals["test"],
+        probe=[name for name, _ in kept],
+        t=[cell[0] for _, cell in kept],
+        layer=[cell[1] for _, cell in kept],
         predictions=np.stack([outcomes[name][cell].predictions["test"] for name, cell in kept]).astype(np.int32),
-        val_index=val_index, val_fraction=val_fraction,
+        val_index=val_index,
+        val_fraction=val_fraction,
     )
     return ProbeResults(table=table, predictions=predictions)
 
 
 def probe_launched(
-    cache_path: str | Path | Sequence[str | Path], config: ProbeRunConfig, *, progress: bool = True, max_memory: int | None = None,
+    cache_path: str | Path | Sequence[str | Path],
+    config: ProbeRunConfig,
+    *,
+    progress: bool = True,
+    max_memory: int | None = None,
 ) -> ProbeResults | None:
     """:func:`probe_cache` as one process, or as this rank of a ``torchrun`` launch: each rank probes
     a share of the cells and rank 0 returns the results of all of them (other ranks return None).
-    The results are small numpy arrays, gathered through gloo whatever device the probes run on."""
+    The results are small numpy arrays, gathered through gloo whatever device the probes run on.
+    """
     from probekit.features.distributed import current_rank, init_process_group
 
     rank = current_rank()
     if rank is not None:
         init_process_group("cpu")
-    results = probe_cache(cache_path, config, progress=progress and rank is None, max_memory=max_memory,
-                          rank=None if rank is None else (rank.rank, rank.world_size))
+    results = probe_cache(
+        cache_path,
+        config,
+        progress=progress and rank is None,
+        max_memory=max_memory,
+        rank=None if rank is None else (rank.rank, rank.world_size),
+    )
     return results if rank is None or rank.rank == 0 else None
 
 

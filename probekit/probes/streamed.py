@@ -84,9 +84,14 @@ class _StreamedProblem(_Problem):
 
     @classmethod
     def stream(
-        cls, key: object, source: TrainRows, labels: torch.Tensor, num_classes: int, device: torch.device,
+        cls,
+        key: object,
+        source: TrainRows,
+        labels: torch.Tensor,
+        num_classes: int,
+        device: torch.device,
         precondition: bool | str = "auto",
-    ) -> "_StreamedProblem":
+    ) -> _StreamedProblem:
         """Mean (float64 sums, one pass) and std (of the float32-centred rows, one pass)."""
         n, width = source.n, source.width
         if precondition == "auto":
@@ -101,8 +106,16 @@ class _StreamedProblem(_Problem):
             squares += torch.square(centred).sum(dim=0, dtype=torch.float64)
         s = (squares / n).sqrt().float()
         std = torch.where(s < CONSTANT_STD, torch.ones_like(s), s)
-        problem = cls([key], torch.empty(0), mean[None].to(device), std[None].to(device), labels, num_classes,
-                      bool(precondition), source=source)
+        problem = cls(
+            [key],
+            torch.empty(0),
+            mean[None].to(device),
+            std[None].to(device),
+            labels,
+            num_classes,
+            bool(precondition),
+            source=source,
+        )
         problem.full_var = (squares / n / torch.square(std.double())).to(device)
         return problem
 
@@ -122,8 +135,9 @@ class _StreamedProblem(_Problem):
         sample = self._sample
         cov = sample.T @ sample / len(rows)
         sample_var = cov.diagonal().clone()
-        scale = torch.where(sample_var > 0, (self.full_var / sample_var.clamp(min=1e-300)).sqrt(),
-                            torch.zeros_like(sample_var))  # fmt: skip
+        scale = torch.where(
+            sample_var > 0, (self.full_var / sample_var.clamp(min=1e-300)).sqrt(), torch.zeros_like(sample_var)
+        )
         cov.mul_(scale[:, None]).mul_(scale[None, :])
         cov.diagonal().copy_(self.full_var)
         m = cov / 2
@@ -164,11 +178,17 @@ class _StreamedProblem(_Problem):
 
 @torch.no_grad()
 def fit_linear_streamed(
-    key: object, source: TrainRows, y_train: np.ndarray, Cs: Sequence[float], config: LinearProbeConfig,
-    *, device: str | torch.device = "cpu",
+    key: object,
+    source: TrainRows,
+    y_train: np.ndarray,
+    Cs: Sequence[float],
+    config: LinearProbeConfig,
+    *,
+    device: str | torch.device = "cpu",
 ) -> dict[float, LinearHead]:
     """The heads :func:`probekit.probes.linear.fit_linear_path` fits for one cell, C -> head,
-    with the features read from ``source`` on every evaluation."""
+    with the features read from ``source`` on every evaluation.
+    """
     device = torch.device(device)
     num_classes = config.num_classes or int(y_train.max()) + 1
     labels = torch.from_numpy(np.asarray(y_train, dtype=np.int64)).to(device)
@@ -182,19 +202,28 @@ def fit_linear_streamed(
     return {float(c): heads[float(c)] for c in Cs}
 
 
-def predict_linear_streamed(heads: Mapping[float, LinearHead], key: object, queries: np.ndarray) -> dict[float, np.ndarray]:
+def predict_linear_streamed(
+    heads: Mapping[float, LinearHead], key: object, queries: np.ndarray
+) -> dict[float, np.ndarray]:
     """Predictions of every C's head on in-memory ``queries`` (N_q, C)."""
     return {c: predict_linear_grid({key: head}, {key: queries})[key] for c, head in heads.items()}
 
 
 @torch.no_grad()
 def knn_streamed(
-    source: TrainRows, y_train: np.ndarray, queries: Mapping[str, np.ndarray], ks: Sequence[int],
-    temperatures: Sequence[float], *, centre: bool = False, num_classes: int | None = None,
+    source: TrainRows,
+    y_train: np.ndarray,
+    queries: Mapping[str, np.ndarray],
+    ks: Sequence[int],
+    temperatures: Sequence[float],
+    *,
+    centre: bool = False,
+    num_classes: int | None = None,
     chunk_size: int = 1024,
 ) -> dict[tuple[int, float], dict[str, np.ndarray]]:
     """``knn_sweep``'s predictions for one cell, {(k, T): {query set: (N_q,) int64}}, with the
-    train rows read block by block (one pass, two with ``centre``)."""
+    train rows read block by block (one pass, two with ``centre``).
+    """
     ks, temperatures = list(dict.fromkeys(int(k) for k in ks)), list(dict.fromkeys(float(t) for t in temperatures))
     y = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
     num_classes = num_classes or int(y.max()) + 1
@@ -205,8 +234,14 @@ def knn_streamed(
         for block in source.blocks():
             total += block.sum(axis=0, dtype=np.float64)
         mean = torch.from_numpy(total / source.n).float()
-    units = {name: _unit_rows(torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)), mean) for name, q in queries.items()}
-    best = {name: (torch.full((len(q), 0), -math.inf), torch.zeros((len(q), 0), dtype=torch.int64)) for name, q in units.items()}
+    units = {
+        name: _unit_rows(torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)), mean)
+        for name, q in queries.items()
+    }
+    best = {
+        name: (torch.full((len(q), 0), -math.inf), torch.zeros((len(q), 0), dtype=torch.int64))
+        for name, q in units.items()
+    }
     start = 0
     for block in source.blocks():
         bank = _unit_rows(torch.from_numpy(block), mean)[None]  # (1, b, C)

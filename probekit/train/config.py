@@ -11,7 +11,6 @@ import yaml
 
 from probekit.core.errors import ProbekitError
 
-
 # 3.7 M parameters, 32 x 32 x 1: the architecture of experiments/models/unet-small.
 SMALL_UNET: dict[str, Any] = {
     "sample_size": 32,
@@ -59,7 +58,7 @@ class TrainConfig:
     log_every: int = 50
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
@@ -69,11 +68,13 @@ class TrainConfig:
         return cls.from_dict({**raw, **{k: v for k, v in overrides.items() if v is not None}})
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise ProbekitError(f"unknown training setting(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}")
+            raise ProbekitError(
+                f"unknown training setting(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}"
+            )
         config = cls(**raw)
         config.validate()
         return config

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -28,11 +28,16 @@ def _copy_model(source: Path, dest: Path, dtype: torch.dtype | None = None) -> N
 
 
 def export_checkpoint(
-    run: str | Path, dest: str | Path, *, intermediate_steps: Sequence[int] = (), intermediate_dtype: torch.dtype = torch.float16
+    run: str | Path,
+    dest: str | Path,
+    *,
+    intermediate_steps: Sequence[int] = (),
+    intermediate_dtype: torch.dtype = torch.float16,
 ) -> Path:
     """Copy the run's final EMA model (float32) to ``dest`` with its samples, loss curve, record and a
     model card; add the EMA checkpoints of ``intermediate_steps`` under ``dest/intermediate/`` in
-    ``intermediate_dtype`` (for accuracy-over-training plots)."""
+    ``intermediate_dtype`` (for accuracy-over-training plots).
+    """
     run, dest = Path(run), Path(dest)
     record_path = run / "record.json"
     if not record_path.is_file():
@@ -48,7 +53,10 @@ def export_checkpoint(
     for s in intermediate_steps:
         source = run / "checkpoints" / f"step-{s:07d}"
         if not source.is_dir():
-            raise ProbekitError(f"{run} has no checkpoint at step {s}: choose among {sorted(p.name for p in (run / 'checkpoints').iterdir())}")
+            raise ProbekitError(
+                f"{run} has no checkpoint at step {s}: choose among "
+                f"{sorted(p.name for p in (run / 'checkpoints').iterdir())}"
+            )
         _copy_model(source, dest / "intermediate" / f"step-{s:07d}", intermediate_dtype)
     (dest / "README.md").write_text(model_card(record, run / "loss.csv", intermediate_steps))
     return dest
@@ -68,10 +76,14 @@ def model_card(record: dict, loss_csv: Path, intermediate_steps: Sequence[int]) 
         "",
         "| | |",
         "| --- | --- |",
-        f"| architecture | UNet2DModel, channels {unet['block_out_channels']}, {unet['layers_per_block']} layers per block, "
-        f"{unet['sample_size']}x{unet['sample_size']}x{unet['in_channels']}, {record['parameters'] / 1e6:.2f} M parameters |",
-        f"| noise schedule | DDPM, {recipe['beta_schedule']} betas {recipe['beta_start']}..{recipe['beta_end']}, T = {recipe['num_train_timesteps']} |",
-        f"| optimiser | AdamW lr {recipe['lr']}, weight decay {recipe['weight_decay']}, {recipe['warmup_steps']} warm-up steps, "
+        f"| architecture | UNet2DModel, channels {unet['block_out_channels']}, {unet['layers_per_block']} layers per "
+        "block, "
+        f"{unet['sample_size']}x{unet['sample_size']}x{unet['in_channels']}, {record['parameters'] / 1e6:.2f} M "
+        "parameters |",
+        f"| noise schedule | DDPM, {recipe['beta_schedule']} betas {recipe['beta_start']}..{recipe['beta_end']}, T = "
+        f"{recipe['num_train_timesteps']} |",
+        f"| optimiser | AdamW lr {recipe['lr']}, weight decay {recipe['weight_decay']}, {recipe['warmup_steps']} "
+        "warm-up steps, "
         f"gradient clip {recipe['grad_clip']}, batch {recipe['batch_size']}, EMA decay {recipe['ema_decay']} |",
         f"| augmentation | random horizontal flip: {recipe['hflip']} |",
         f"| precision | {recipe['precision']} |",
@@ -79,7 +91,8 @@ def model_card(record: dict, loss_csv: Path, intermediate_steps: Sequence[int]) 
         f"| images seen | {record['images_seen']} ({record['epochs']} epochs of {record['train_images']} images) |",
         f"| wall time | {record['wall_seconds'] / 3600:.2f} h |",
         f"| machine | {record['machine']} |",
-        f"| final training loss (mean of the last {len(last_losses)} logged) | {sum(last_losses) / len(last_losses):.4f} |",
+        f"| final training loss (mean of the last {len(last_losses)} logged) | "
+        f"{sum(last_losses) / len(last_losses):.4f} |",
         "",
         f"DDIM samples of these weights ({recipe['sample_steps']} steps, eta 0):",
         "",
@@ -89,6 +102,10 @@ def model_card(record: dict, loss_csv: Path, intermediate_steps: Sequence[int]) 
         "`loss.csv` (step, loss, lr), `record.json` (the full recipe).",
     ]
     if intermediate_steps:
-        lines += ["", "Intermediate EMA checkpoints of the same run (float16 weights, loaded as float32): "
-                  + ", ".join(f"`intermediate/step-{s:07d}`" for s in intermediate_steps) + "."]
+        lines += [
+            "",
+            "Intermediate EMA checkpoints of the same run (float16 weights, loaded as float32): "
+            + ", ".join(f"`intermediate/step-{s:07d}`" for s in intermediate_steps)
+            + ".",
+        ]
     return "\n".join(lines) + "\n"

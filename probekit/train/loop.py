@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from probekit.data import fit_images, load_dataset, stratified_subset
-from probekit.data.base import sized_dataset
 from probekit.core.errors import ProbekitError
 from probekit.core.noise import noise_seed
 from probekit.core.precision import machine_description, resolve_precision
+from probekit.data import fit_images, load_dataset, stratified_subset
+from probekit.data.base import sized_dataset
 from probekit.train.config import TrainConfig
 from probekit.train.sampling import ddim_sample_grid
 
@@ -63,7 +63,9 @@ class _Order:
         return self._perm[position * self.batch_size : (position + 1) * self.batch_size]
 
 
-def _step_randomness(config: TrainConfig, step: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _step_randomness(
+    config: TrainConfig, step: int, shape: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(timesteps, noise, flip mask) of one step: a pure function of (seed, step)."""
     generator = torch.Generator().manual_seed(noise_seed(config.seed, step, -2, 0))
     timesteps = torch.randint(0, config.num_train_timesteps, (shape[0],), generator=generator)
@@ -106,7 +108,8 @@ def train(
     stop_at: int | None = None,
 ) -> Path:
     """Train (or resume) into ``out``; returns ``out/model``. ``stop_at`` ends the run early at that
-    step with a checkpoint, as an interruption would (used to test resume)."""
+    step with a checkpoint, as an interruption would (used to test resume).
+    """
     out, device = Path(out), torch.device(device)
     # Resolved once, before the recipe is saved or compared for resume: runs record what they used.
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, device))
@@ -137,7 +140,9 @@ def train(
         # Settings added since a run was saved take their defaults, so older runs still resume.
         saved = {k: v for k, v in {**TrainConfig().as_dict(), **state["config"]}.items() if k != "total_steps"}
         if saved != {k: v for k, v in config.as_dict().items() if k != "total_steps"}:
-            raise ProbekitError(f"{out} holds a run with a different recipe: resume with the same config or choose another --out")
+            raise ProbekitError(
+                f"{out} holds a run with a different recipe: resume with the same config or choose another --out"
+            )
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -184,7 +189,9 @@ def train(
 def _alphas_cumprod(config: TrainConfig) -> np.ndarray:
     from probekit.core.schedule import betas_for
 
-    return np.cumprod(1.0 - betas_for(config.beta_schedule, config.beta_start, config.beta_end, config.num_train_timesteps))
+    return np.cumprod(
+        1.0 - betas_for(config.beta_schedule, config.beta_start, config.beta_end, config.num_train_timesteps)
+    )
 
 
 @torch.no_grad()

@@ -13,7 +13,9 @@ from probekit.train.config import TrainConfig
 
 
 @torch.no_grad()
-def ddim_sample_grid(model: torch.nn.Module, config: TrainConfig, out: Path, *, device: torch.device, seed: int = 0) -> Path:
+def ddim_sample_grid(
+    model: torch.nn.Module, config: TrainConfig, out: Path, *, device: torch.device, seed: int = 0
+) -> Path:
     """``config.sample_count`` deterministic DDIM samples (eta 0, ``config.sample_steps`` steps), tiled."""
     from diffusers import DDIMScheduler
 
@@ -34,7 +36,9 @@ def ddim_sample_grid(model: torch.nn.Module, config: TrainConfig, out: Path, *, 
     grid = np.zeros((rows * (size + 2), columns * (size + 2), channels), dtype=np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
-        grid[r * (size + 2) + 1 : r * (size + 2) + 1 + size, c * (size + 2) + 1 : c * (size + 2) + 1 + size] = image.transpose(1, 2, 0)
+        grid[r * (size + 2) + 1 : r * (size + 2) + 1 + size, c * (size + 2) + 1 : c * (size + 2) + 1 + size] = (
+            image.transpose(1, 2, 0)
+        )
     picture = Image.fromarray(grid[..., 0] if channels == 1 else grid)
     tmp = out.with_name(out.name + ".tmp.png")
     picture.save(tmp)

@@ -56,8 +56,13 @@ def test_extremes():
 @pytest.fixture(scope="module")
 def two_draw_cache(tiny_unet_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("align") / "f.h5"
-    extract(load_backbone(str(tiny_unet_dir)), _dataset(n_train=12, n_test=30),
-            path, ExtractConfig(timesteps=[3, 80], layers=LAYERS, draws=2, batch_size=16), progress=False)
+    extract(
+        load_backbone(str(tiny_unet_dir)),
+        _dataset(n_train=12, n_test=30),
+        path,
+        ExtractConfig(timesteps=[3, 80], layers=LAYERS, draws=2, batch_size=16),
+        progress=False,
+    )
     return path
 
 
@@ -88,8 +93,13 @@ def test_subsample_is_seeded_and_used(two_draw_cache):
 
 def test_one_draw_is_refused(tiny_unet_dir, tmp_path):
     path = tmp_path / "one.h5"
-    extract(load_backbone(str(tiny_unet_dir)), _dataset(n_train=6, n_test=6), path,
-            ExtractConfig(timesteps=[3], layers=LAYERS[:1], draws=1), progress=False)
+    extract(
+        load_backbone(str(tiny_unet_dir)),
+        _dataset(n_train=6, n_test=6),
+        path,
+        ExtractConfig(timesteps=[3], layers=LAYERS[:1], draws=1),
+        progress=False,
+    )
     with pytest.raises(ProbekitError, match="--draws 2"):
         measure(path)
 

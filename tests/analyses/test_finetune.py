@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from probekit.data.base import ImageDataset, ImageSplit
-from probekit.core.errors import ProbekitError
 from probekit.analyses.finetune import FinetuneConfig, Finetuner, TruncatedClassifier, augment, cell_from_results
-from probekit.models import load_backbone
+from probekit.core.errors import ProbekitError
+from probekit.data.base import ImageDataset, ImageSplit
 from probekit.evaluate.predictions import predictions_path, read_predictions
 from probekit.evaluate.results import read_table
+from probekit.models import load_backbone
 
 LAYER = "down_blocks.1.resnets.0"
 
@@ -28,8 +28,16 @@ def _dataset(n_train=48, n_test=16, size=16):
 
 
 def _config(**kw):
-    base = dict(timestep=5, layer=LAYER, epochs=3, batch_size=8, lr_head=1e-2, lr_body=1e-3, warmup_epochs=0.5,
-                val_fraction=0.25)
+    base = dict(
+        timestep=5,
+        layer=LAYER,
+        epochs=3,
+        batch_size=8,
+        lr_head=1e-2,
+        lr_body=1e-3,
+        warmup_epochs=0.5,
+        val_fraction=0.25,
+    )
     return FinetuneConfig(**{**base, **kw})
 
 
@@ -71,7 +79,9 @@ def test_resume_is_exact(tiny_unet_dir, tmp_path):
     b = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "curves.csv"), pd.read_csv(tmp_path / "b" / "curves.csv"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "a" / "curves.csv"), pd.read_csv(tmp_path / "b" / "curves.csv")
+    )
     other = Finetuner(load_backbone(str(tiny_unet_dir)), _dataset(), tmp_path / "b", _config(lr_body=5e-4))
     with pytest.raises(ProbekitError, match="another recipe"):
         other.run(progress=False)
@@ -91,8 +101,11 @@ def test_nothing_past_the_layer_runs(tiny_unet_dir):
     depth = {layer.name: layer.depth for layer in backbone.layers()}
     model = TruncatedClassifier(backbone, LAYER, num_classes=3)
     calls: dict[str, int] = {}
-    handles = [module.register_forward_hook(lambda *_a, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
-               for name, module in backbone.net.named_modules() if name]
+    handles = [
+        module.register_forward_hook(lambda *_a, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+        for name, module in backbone.net.named_modules()
+        if name
+    ]
     try:
         logits = model(torch.zeros(2, 1, 16, 16), backbone.schedule.point(5))
     finally:
@@ -124,13 +137,34 @@ def test_augment_is_a_padded_crop_and_flip():
 def test_from_results_needs_validation_rows(tmp_path):
     from probekit.evaluate.results import COLUMNS
 
-    row = dict(model="m", dataset="d", t=5, sigma=0.1, logsnr=4.0, alpha_bar=0.9, layer="L", stage="up", depth=3,
-               probe="linear", params="", metric="top1", split="test", value=0.8, ci_low=0.7, ci_high=0.9,
-               n_train=10, n_eval=10)
+    row = dict(
+        model="m",
+        dataset="d",
+        t=5,
+        sigma=0.1,
+        logsnr=4.0,
+        alpha_bar=0.9,
+        layer="L",
+        stage="up",
+        depth=3,
+        probe="linear",
+        params="",
+        metric="top1",
+        split="test",
+        value=0.8,
+        ci_low=0.7,
+        ci_high=0.9,
+        n_train=10,
+        n_eval=10,
+    )
     pd.DataFrame([row], columns=list(COLUMNS)).to_csv(tmp_path / "r.csv", index=False)
     with pytest.raises(ProbekitError, match="validation"):
         cell_from_results(tmp_path / "r.csv")
-    rows = [dict(row, split="val", value=0.6), dict(row, split="test", t=9, value=0.9),
-            dict(row, split="val", t=7, layer="K", value=0.7), dict(row, split="test", t=7, layer="K", value=0.5)]
+    rows = [
+        dict(row, split="val", value=0.6),
+        dict(row, split="test", t=9, value=0.9),
+        dict(row, split="val", t=7, layer="K", value=0.7),
+        dict(row, split="test", t=7, layer="K", value=0.5),
+    ]
     pd.DataFrame(rows).to_csv(tmp_path / "r.csv", index=False)
     assert cell_from_results(tmp_path / "r.csv") == (7, "K")

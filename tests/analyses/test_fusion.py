@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from probekit.cli import main
-from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
-from probekit.evaluate.compare import compare_runs
-from probekit.core.errors import ProbekitError
-from probekit.models import LayerInfo
-from probekit.evaluate.predictions import predictions_path, read_predictions, write_predictions
 from probekit.analyses.fusion import FusionConfig, fuse_cache
-from probekit.probes.run import ProbeRunConfig, probe_cache
-from probekit.evaluate.results import best_cells, read_table, write_table
+from probekit.cli import main
+from probekit.core.errors import ProbekitError
 from probekit.core.schedule import DDPMSchedule
+from probekit.evaluate.compare import compare_runs
+from probekit.evaluate.predictions import predictions_path, read_predictions, write_predictions
+from probekit.evaluate.results import best_cells, read_table, write_table
+from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
+from probekit.models import LayerInfo
+from probekit.probes.run import ProbeRunConfig, probe_cache
 from tests.plots.conftest import assert_png
 
 
@@ -40,8 +40,9 @@ def run(tmp_path_factory):
         layers=[LayerInfo("a", "down", 0, 4, "1x1"), LayerInfo("b", "up", 1, 6, "1x1")],
         widths={"a": 4, "b": 6},
         splits={s: SplitLabels(y, ids) for s, (_, y, ids) in splits.items()},
-        class_names=["neg", "pos"], draws=1,
-    )  # fmt: skip
+        class_names=["neg", "pos"],
+        draws=1,
+    )
     cache = tmp / "c.h5"
     writer = CacheWriter(cache, layout)
     for s, (cells, _, _) in splits.items():
@@ -75,7 +76,9 @@ def test_mixture_weights_are_a_distribution_favouring_the_informative_cells(run)
     assert weights["value"].sum() == pytest.approx(1.0, abs=1e-6)
     assert sum(fused.weights.values()) == pytest.approx(1.0, abs=1e-6)
     # the two informative cells (t=1) weigh more than the two noise cells (t=50)
-    assert min(fused.weights[(1, "a")], fused.weights[(1, "b")]) > max(fused.weights[(50, "a")], fused.weights[(50, "b")])
+    assert min(fused.weights[(1, "a")], fused.weights[(1, "b")]) > max(
+        fused.weights[(50, "a")], fused.weights[(50, "b")]
+    )
 
 
 def test_compare_against_the_best_single_cell(run):
@@ -89,14 +92,48 @@ def test_compare_against_the_best_single_cell(run):
 def test_cli_writes_rows_sidecar_and_weight_figure(run, tmp_path, capsys):
     cache, results_csv, *_ = run
     out = tmp_path / "f.csv"
-    assert main(["fuse", "--cache", str(cache), "--results", str(results_csv), "--out", str(out), "--top-k", "2",
-                 "--epochs", "5", "--figures", str(tmp_path), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "fuse",
+                "--cache",
+                str(cache),
+                "--results",
+                str(results_csv),
+                "--out",
+                str(out),
+                "--top-k",
+                "2",
+                "--epochs",
+                "5",
+                "--figures",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "fusion-concat" in printed and "fusion-mixture" in printed and "t=1:a;t=1:b" in printed
     assert predictions_path(out).is_file()
     assert_png(tmp_path / "fusion_weights.png")
-    assert main(["compare", "--results", str(out), str(results_csv), "--probe", "fusion-mixture", "--probe-b", "linear",
-                 "--n-boot", "200"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "compare",
+                "--results",
+                str(out),
+                str(results_csv),
+                "--probe",
+                "fusion-mixture",
+                "--probe-b",
+                "linear",
+                "--n-boot",
+                "200",
+            ]
+        )
+        == 0
+    )
     assert "McNemar" in capsys.readouterr().out
 
 
@@ -110,18 +147,21 @@ def test_a_different_validation_split_is_refused(run):
 
 def test_concat_predicts_as_scikit_learn_on_the_concatenated_cells(run):
     """fusion-concat (k = 2, C = 1 chosen) is scikit-learn's StandardScaler + LogisticRegression
-    fitted on the two informative cells side by side, on the same fitting rows."""
+    fitted on the two informative cells side by side, on the same fitting rows.
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from probekit.features.cache import FeatureCache
     from probekit.evaluate import stratified_val_split
+    from probekit.features.cache import FeatureCache
 
     cache, _, fusion_csv, *_ = run
     with FeatureCache(cache) as reader:
+
         def concat(split):
             return np.concatenate([reader.features(split, "a", 1), reader.features(split, "b", 1)], axis=1)
+
         x_train, x_test = concat("train"), concat("test")
         y_train, y_test = reader.labels("train"), reader.labels("test")
     fit_pos, _ = stratified_val_split(y_train, 0.1, 0)

@@ -1,15 +1,14 @@
 import math
 
 import numpy as np
-import pytest
 
-from probekit.cli import main
-from probekit.data.base import ImageDataset, ImageSplit
-from probekit.models import load_backbone
-from probekit.core.noise import sample_noise, split_seed
 from probekit.analyses.noisy_classifier import PIXELS, NoisyClassifierConfig, noisy_pixels, run_noisy_classifier
-from probekit.probes.noise_conditional import NoiseConditionalConfig
+from probekit.cli import main
+from probekit.core.noise import sample_noise, split_seed
+from probekit.data.base import ImageDataset, ImageSplit
 from probekit.evaluate.results import read_table
+from probekit.models import load_backbone
+from probekit.probes.noise_conditional import NoiseConditionalConfig
 
 
 def _dataset(n_train=24, n_test=12, size=12):
@@ -26,8 +25,9 @@ def _dataset(n_train=24, n_test=12, size=12):
 def test_every_grid_level_is_scored_for_features_and_pixels(tiny_unet_dir, tmp_path):
     backbone = load_backbone(str(tiny_unet_dir))
     grid = [0, 10, 60, 150]
-    config = NoisyClassifierConfig(layer="mid_block", timesteps=grid, draws=2,
-                                   head=NoiseConditionalConfig(epochs=3, batch_size=8))
+    config = NoisyClassifierConfig(
+        layer="mid_block", timesteps=grid, draws=2, head=NoiseConditionalConfig(epochs=3, batch_size=8)
+    )
     table = run_noisy_classifier(backbone, _dataset(), tmp_path / "run", config, progress=False)
     top1 = table[table["metric"] == "top1"]
     for model in (backbone.model_id, PIXELS):
@@ -46,7 +46,9 @@ def test_noisy_pixels_are_the_variance_preserving_mix(tiny_unet_dir):
     backbone = load_backbone(str(tiny_unet_dir))
     data = _dataset().splits["test"]
     ids = data.index
-    got = noisy_pixels(backbone, data.images, ids, [0, 60], draws=2, seed=split_seed(0, "test"), fit="pad", batch_size=5)
+    got = noisy_pixels(
+        backbone, data.images, ids, [0, 60], draws=2, seed=split_seed(0, "test"), fit="pad", batch_size=5
+    )
     assert got.shape == (2, 2, len(ids), 16 * 16)
     # Independent: pad 12 -> 16 with the low value -1, scale 0..255 to -1..1, then mix.
     x0 = np.full((len(ids), 16, 16), -1.0)
@@ -58,6 +60,21 @@ def test_noisy_pixels_are_the_variance_preserving_mix(tiny_unet_dir):
 
 
 def test_cli_refuses_two_layers(tiny_unet_dir, tmp_path, capsys):
-    code = main(["noisy-classifier", "--model", str(tiny_unet_dir), "--data", "digits", "--layer", "mid_block,0",
-                 "--out", str(tmp_path / "x"), "--train-limit", "30", "--test-limit", "20"])
+    code = main(
+        [
+            "noisy-classifier",
+            "--model",
+            str(tiny_unet_dir),
+            "--data",
+            "digits",
+            "--layer",
+            "mid_block,0",
+            "--out",
+            str(tmp_path / "x"),
+            "--train-limit",
+            "30",
+            "--test-limit",
+            "20",
+        ]
+    )
     assert code == 2 and "exactly one" in capsys.readouterr().err

@@ -1,12 +1,11 @@
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
+from probekit.analyses.sweep import SweepConfig, best_row, find_checkpoints, run_sweep
 from probekit.core.errors import ProbekitError
 from probekit.evaluate.results import read_table
-from probekit.analyses.sweep import SweepConfig, best_row, find_checkpoints, run_sweep
 from tests.conftest import make_tiny_unet
 from tests.features.test_extraction import _dataset
 
@@ -39,8 +38,9 @@ def test_find_checkpoints_layouts(tmp_path):
 def test_sweep_summarises_each_checkpoint_and_resumes(tmp_path, monkeypatch):
     run = _train_run(tmp_path / "run")
     config = SweepConfig(timesteps=[0, 20], layers="down_blocks.0.resnets.0,mid_block", draws=2, probe="logreg")
-    summary = run_sweep(find_checkpoints(str(run)), lambda: _dataset(n_train=30, n_test=15), tmp_path / "out", config,
-                        progress=False)
+    summary = run_sweep(
+        find_checkpoints(str(run)), lambda: _dataset(n_train=30, n_test=15), tmp_path / "out", config, progress=False
+    )
     assert list(summary["images_seen"]) == [16, 32]
     for row in summary.itertuples():
         results = read_table(tmp_path / "out" / row.label / "results.csv")
@@ -68,10 +68,30 @@ def test_sweep_summarises_each_checkpoint_and_resumes(tmp_path, monkeypatch):
 
 
 def test_best_row_prefers_validation():
-    base = dict(model="m", dataset="d", sigma=0.1, logsnr=1.0, alpha_bar=0.5, stage="up", depth=1, probe="linear",
-                params="", metric="top1", ci_low=0.0, ci_high=1.0, n_train=1, n_eval=1)
-    rows = pd.DataFrame([dict(base, t=1, layer="a", split="val", value=0.9), dict(base, t=1, layer="a", split="test", value=0.6),
-                         dict(base, t=2, layer="a", split="val", value=0.5), dict(base, t=2, layer="a", split="test", value=0.95)])
+    base = dict(
+        model="m",
+        dataset="d",
+        sigma=0.1,
+        logsnr=1.0,
+        alpha_bar=0.5,
+        stage="up",
+        depth=1,
+        probe="linear",
+        params="",
+        metric="top1",
+        ci_low=0.0,
+        ci_high=1.0,
+        n_train=1,
+        n_eval=1,
+    )
+    rows = pd.DataFrame(
+        [
+            dict(base, t=1, layer="a", split="val", value=0.9),
+            dict(base, t=1, layer="a", split="test", value=0.6),
+            dict(base, t=2, layer="a", split="val", value=0.5),
+            dict(base, t=2, layer="a", split="test", value=0.95),
+        ]
+    )
     row = best_row(rows, "linear")
     assert (row["t"], row["value"], row["val_value"], row["chosen_on"]) == (1, 0.6, 0.9, "val")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit.features.cache import FeatureCache
 from probekit.cli import main
+from probekit.features.cache import FeatureCache
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,27 @@ def test_layers_lists_the_registry(tiny_unet_dir, capsys):
 
 def test_extract_probe_plot_tsne_info(tiny_unet_dir, npz_data, tmp_path, capsys):
     cache = tmp_path / "f.h5"
-    assert main(["extract", "--model", str(tiny_unet_dir), "--data", npz_data, "--timesteps", "2,20,120",
-                 "--layers", "down_blocks.*,mid_block", "--train-limit", "45", "--out", str(cache), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                "--model",
+                str(tiny_unet_dir),
+                "--data",
+                npz_data,
+                "--timesteps",
+                "2,20,120",
+                "--layers",
+                "down_blocks.*,mid_block",
+                "--train-limit",
+                "45",
+                "--out",
+                str(cache),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with FeatureCache(cache) as c:
         assert c.complete and c.timesteps == [2, 20, 120] and len(c.labels("train")) == 45
         assert np.bincount(c.labels("train")).tolist() == [15, 15, 15]
@@ -45,7 +64,23 @@ def test_extract_probe_plot_tsne_info(tiny_unet_dir, npz_data, tmp_path, capsys)
     assert "complete" in capsys.readouterr().out
 
     results = tmp_path / "r.csv"
-    assert main(["probe", "--cache", str(cache), "--probes", "linear,logreg,knn", "--epochs", "5", "--out", str(results), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "--cache",
+                str(cache),
+                "--probes",
+                "linear,logreg,knn",
+                "--epochs",
+                "5",
+                "--out",
+                str(results),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(results)
     assert len(table) == 3 * n_layers * 3 * 2 * 2  # t x layers x probes x splits x metrics
     assert set(table["probe"]) == {"linear", "logreg", "knn"}
@@ -61,7 +96,21 @@ def test_extract_probe_plot_tsne_info(tiny_unet_dir, npz_data, tmp_path, capsys)
 
 def test_pixels_baseline(npz_data, tmp_path):
     assert main(["extract", "--model", "pixels", "--data", npz_data, "--out", str(tmp_path / "p.h5"), "--quiet"]) == 0
-    assert main(["probe", "--cache", str(tmp_path / "p.h5"), "--probes", "logreg", "--out", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "--cache",
+                str(tmp_path / "p.h5"),
+                "--probes",
+                "logreg",
+                "--out",
+                str(tmp_path / "p.csv"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(tmp_path / "p.csv")
     top1 = table[(table.metric == "top1") & (table.split == "test")]["value"].item()
     assert top1 > 0.9  # the classes differ in brightness
@@ -74,11 +123,39 @@ def test_compare_pairs_two_runs_on_the_same_images_and_refuses_others(npz_data, 
 
     assert main(["extract", "--model", "pixels", "--data", npz_data, "--out", str(tmp_path / "p.h5"), "--quiet"]) == 0
     for probe in ("logreg", "knn"):
-        assert main(["probe", "--cache", str(tmp_path / "p.h5"), "--probes", probe, "--k", "1,3",
-                     "--out", str(tmp_path / f"{probe}.csv"), "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "probe",
+                    "--cache",
+                    str(tmp_path / "p.h5"),
+                    "--probes",
+                    probe,
+                    "--k",
+                    "1,3",
+                    "--out",
+                    str(tmp_path / f"{probe}.csv"),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     capsys.readouterr()
-    assert main(["compare", "--results", str(tmp_path / "logreg.csv"), str(tmp_path / "knn.csv"),
-                 "--probe", "logreg", "--probe-b", "knn"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--results",
+                str(tmp_path / "logreg.csv"),
+                str(tmp_path / "knn.csv"),
+                "--probe",
+                "logreg",
+                "--probe-b",
+                "knn",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     # independent recount from the sidecars and the tables' chosen cells
     a = read_predictions(predictions_path(tmp_path / "logreg.csv"))
@@ -92,10 +169,41 @@ def test_compare_pairs_two_runs_on_the_same_images_and_refuses_others(npz_data, 
     assert f"{only_a} images right only for A, {only_b} only for B, p = {expected_p:.3g}" in out
     assert f"A - B = {100 * (ok_a.mean() - ok_b.mean()):+.1f} points" in out
 
-    assert main(["extract", "--model", "pixels", "--data", npz_data, "--test-limit", "20",
-                 "--out", str(tmp_path / "q.h5"), "--quiet"]) == 0
-    assert main(["probe", "--cache", str(tmp_path / "q.h5"), "--probes", "logreg", "--out", str(tmp_path / "q.csv"), "--quiet"]) == 0
-    assert main(["compare", "--results", str(tmp_path / "logreg.csv"), str(tmp_path / "q.csv"), "--probe", "logreg"]) == 2
+    assert (
+        main(
+            [
+                "extract",
+                "--model",
+                "pixels",
+                "--data",
+                npz_data,
+                "--test-limit",
+                "20",
+                "--out",
+                str(tmp_path / "q.h5"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "probe",
+                "--cache",
+                str(tmp_path / "q.h5"),
+                "--probes",
+                "logreg",
+                "--out",
+                str(tmp_path / "q.csv"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["compare", "--results", str(tmp_path / "logreg.csv"), str(tmp_path / "q.csv"), "--probe", "logreg"]) == 2
+    )
     assert "test images" in capsys.readouterr().err
 
 
@@ -104,7 +212,10 @@ def test_compare_pairs_two_runs_on_the_same_images_and_refuses_others(npz_data, 
     [
         (["layers", "--model", "/nope/model"], "not found"),
         (["extract", "--model", "pixels", "--data", "/nope/data.npz", "--out", "x.h5"], "no such path"),
-        (["extract", "--model", "pixels", "--data", "digits", "--timesteps", "5", "--out", "{tmp}/x.h5"], "clean inputs only"),
+        (
+            ["extract", "--model", "pixels", "--data", "digits", "--timesteps", "5", "--out", "{tmp}/x.h5"],
+            "clean inputs only",
+        ),
         (["probe", "--cache", "/nope/f.h5", "--out", "r.csv"], "not found"),
         (["info", "/nope/f.h5"], "not found"),
     ],
@@ -128,18 +239,62 @@ def test_train_then_probe_the_checkpoint(npz_data, tmp_path, capsys):
     import yaml
 
     recipe = {
-        "unet": {"sample_size": 16, "in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16],
-                 "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-                 "layers_per_block": 1, "norm_num_groups": 4, "attention_head_dim": 8},
-        "batch_size": 8, "warmup_steps": 1, "sample_count": 4, "sample_steps": 2, "num_train_timesteps": 100,
+        "unet": {
+            "sample_size": 16,
+            "in_channels": 1,
+            "out_channels": 1,
+            "block_out_channels": [8, 16],
+            "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+            "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+            "layers_per_block": 1,
+            "norm_num_groups": 4,
+            "attention_head_dim": 8,
+        },
+        "batch_size": 8,
+        "warmup_steps": 1,
+        "sample_count": 4,
+        "sample_steps": 2,
+        "num_train_timesteps": 100,
     }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     run = tmp_path / "run"
-    assert main(["train", "--config", str(tmp_path / "recipe.yaml"), "--data", npz_data, "--total-steps", "2",
-                 "--checkpoint-every", "1", "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tmp_path / "recipe.yaml"),
+                "--data",
+                npz_data,
+                "--total-steps",
+                "2",
+                "--checkpoint-every",
+                "1",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "probekit extract --model" in capsys.readouterr().out
-    assert main(["extract", "--model", str(run / "model"), "--data", npz_data, "--timesteps", "5,50",
-                 "--out", str(tmp_path / "f.h5"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                "--model",
+                str(run / "model"),
+                "--data",
+                npz_data,
+                "--timesteps",
+                "5,50",
+                "--out",
+                str(tmp_path / "f.h5"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(run)]) == 2
 
 
@@ -147,16 +302,22 @@ def test_a_closed_stdout_pipe_ends_quietly():
     # `probekit layers ... | head -1`: the reader has gone; no BrokenPipeError traceback.
     read_end, write_end = os.pipe()
     os.close(read_end)
-    done = subprocess.run([sys.executable, "-m", "probekit", "layers", "--model", "pixels"], stdout=write_end,
-                          stderr=subprocess.PIPE, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "probekit", "layers", "--model", "pixels"],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=300,
+    )
     os.close(write_end)
     assert (done.returncode, done.stderr) == (141, "")
 
 
 def test_extract_from_a_saved_hf_dataset_with_named_columns(tmp_path):
     datasets = pytest.importorskip("datasets")
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     rng = np.random.default_rng(3)
 
@@ -168,16 +329,40 @@ def test_extract_from_a_saved_hf_dataset_with_named_columns(tmp_path):
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, format="PNG")
             encoded.append({"bytes": buffer.getvalue(), "path": None})
-        features = datasets.Features({"img": datasets.Image(), "fine": datasets.ClassLabel(names=list("wxyz")),
-                                      "coarse": datasets.ClassLabel(names=["even", "odd"])})
+        features = datasets.Features(
+            {
+                "img": datasets.Image(),
+                "fine": datasets.ClassLabel(names=list("wxyz")),
+                "coarse": datasets.ClassLabel(names=["even", "odd"]),
+            }
+        )
         data = {"img": encoded, "fine": fine.tolist(), "coarse": coarse.tolist()}
         return datasets.Dataset.from_dict(data, features=features), pixels, coarse
 
     (train, train_px, _), (test, test_px, test_y) = table(9), table(5)
     datasets.DatasetDict(train=train, test=test).save_to_disk(str(tmp_path / "hfds"))
     out = tmp_path / "p.h5"
-    assert main(["extract", "--model", "pixels", "--data", f"hf-disk:{tmp_path / 'hfds'}", "--image-column", "img",
-                 "--label-column", "coarse", "--batch-size", "2", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                "--model",
+                "pixels",
+                "--data",
+                f"hf-disk:{tmp_path / 'hfds'}",
+                "--image-column",
+                "img",
+                "--label-column",
+                "coarse",
+                "--batch-size",
+                "2",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with FeatureCache(out) as cache:
         assert cache.class_names == ["even", "odd"]
         np.testing.assert_array_equal(cache.labels("test"), test_y)
@@ -200,10 +385,33 @@ def test_zero_terminal_snr_point_is_recorded_as_infinite(tiny_unet_dir, npz_data
     shutil.copytree(tiny_unet_dir, folder)
     config = {**json.loads((folder / "scheduler_config.json").read_text()), "rescale_betas_zero_snr": True}
     (folder / "scheduler_config.json").write_text(json.dumps(config))
-    reference = DDPMScheduler(**{k: v for k, v in config.items() if not k.startswith("_")}).alphas_cumprod.double().numpy()
+    reference = (
+        DDPMScheduler(**{k: v for k, v in config.items() if not k.startswith("_")}).alphas_cumprod.double().numpy()
+    )
     out = tmp_path / "z.h5"
-    assert main(["extract", "--model", str(folder), "--data", npz_data, "--timesteps", "20,199", "--train-limit", "6",
-                 "--test-limit", "3", "--layers", "0", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                "--model",
+                str(folder),
+                "--data",
+                npz_data,
+                "--timesteps",
+                "20,199",
+                "--train-limit",
+                "6",
+                "--test-limit",
+                "3",
+                "--layers",
+                "0",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with FeatureCache(out) as cache:
         low, last = cache.grid
         assert low.alpha_bar == pytest.approx(reference[20], rel=1e-5)
@@ -211,4 +419,6 @@ def test_zero_terminal_snr_point_is_recorded_as_infinite(tiny_unet_dir, npz_data
         assert "zero terminal SNR" in cache.attrs["schedule"]
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
-    assert any(line.split()[:3] == ["t=199", "sigma=inf", "logsnr=-inf"] for line in capsys.readouterr().out.splitlines())
+    assert any(
+        line.split()[:3] == ["t=199", "sigma=inf", "logsnr=-inf"] for line in capsys.readouterr().out.splitlines()
+    )

@@ -13,19 +13,19 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
 import pytest
 import torch
 
+from probekit.cli import main
+from probekit.core.errors import ProbekitError
+from probekit.data import locations
 from probekit.features import cache
 from probekit.features.cache import FeatureCache
-from probekit.cli import main
-from probekit.data import locations
-from probekit.core.errors import ProbekitError
 from tests.conftest import make_tiny_unet
 from tests.data.formats import python2_pickle, write_cifar10, write_idx, write_idx_folder, write_image
 
@@ -456,11 +456,21 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _real_cli(tmp_path: Path, argv: list[object], driver: str = "from probekit.cli import main; import sys; sys.exit(main(sys.argv[1:]))") -> subprocess.CompletedProcess:
+def _real_cli(
+    tmp_path: Path,
+    argv: list[object],
+    driver: str = "from probekit.cli import main; import sys; sys.exit(main(sys.argv[1:]))",
+) -> subprocess.CompletedProcess:
     """The command in a fresh interpreter, so that stderr holds everything a user would see."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-c", driver, *map(str, argv)], capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", driver, *map(str, argv)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_real_process_prints_one_line(tmp_path):
@@ -470,7 +480,9 @@ def test_real_process_prints_one_line(tmp_path):
 
 
 def test_real_process_disk_full_prints_one_line(npz_data, tmp_path):
-    done = _real_cli(tmp_path, extract_argv("pixels", npz_data, tmp_path / "f.h5", "--batch-size", 4), _DISK_FULL_DRIVER)
+    done = _real_cli(
+        tmp_path, extract_argv("pixels", npz_data, tmp_path / "f.h5", "--batch-size", 4), _DISK_FULL_DRIVER
+    )
     assert_one_line_error(done.returncode, done.stderr, "disk full")
 
 
@@ -507,7 +519,9 @@ def test_timesteps_that_are_not_integers_give_one_line(value, npz_data, tmp_path
 
 def test_hf_dataset_with_a_missing_column(tmp_path, capsys):
     datasets = pytest.importorskip("datasets")
-    table = datasets.Dataset.from_dict({"label": [0, 1]}, features=datasets.Features({"label": datasets.ClassLabel(names=["a", "b"])}))
+    table = datasets.Dataset.from_dict(
+        {"label": [0, 1]}, features=datasets.Features({"label": datasets.ClassLabel(names=["a", "b"])})
+    )
     datasets.DatasetDict(train=table, test=table).save_to_disk(str(tmp_path / "hfds"))
     capsys.readouterr()  # the progress bars of save_to_disk
     argv = extract_argv("pixels", f"hf-disk:{tmp_path / 'hfds'}", tmp_path / "f.h5", "--image-column", "photo")
@@ -550,9 +564,29 @@ def test_hf_vision_on_a_folder_without_config_names_what_it_holds(tmp_path, caps
 def _results_csv(path: Path, probe: str, metric: str = "top1") -> None:
     from probekit.evaluate.results import COLUMNS
 
-    rows = [dict(model="m", dataset="d", t=0, sigma=0.0, logsnr=float("inf"), alpha_bar=1.0, layer="l", stage="block",
-                 depth=0, probe=probe, params="", metric=metric, split=split, value=0.5, ci_low=float("nan"),
-                 ci_high=float("nan"), n_train=10, n_eval=10) for split in ("val", "test")]
+    rows = [
+        dict(
+            model="m",
+            dataset="d",
+            t=0,
+            sigma=0.0,
+            logsnr=float("inf"),
+            alpha_bar=1.0,
+            layer="l",
+            stage="block",
+            depth=0,
+            probe=probe,
+            params="",
+            metric=metric,
+            split=split,
+            value=0.5,
+            ci_low=float("nan"),
+            ci_high=float("nan"),
+            n_train=10,
+            n_eval=10,
+        )
+        for split in ("val", "test")
+    ]
     import pandas as pd
 
     pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(path, index=False)

@@ -1,5 +1,6 @@
 """Faults built by hand against a real `probekit extract` process: a full disk, a file-size limit,
-two writers on one file, a damaged HDF5 file, and a model whose features overflow to NaN."""
+two writers on one file, a damaged HDF5 file, and a model whose features overflow to NaN.
+"""
 
 import os
 import resource
@@ -14,11 +15,10 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
-from probekit.features.cache import FeatureCache
 from probekit.cli import main
 from probekit.core.errors import ProbekitError
+from probekit.features.cache import FeatureCache
 from probekit.features.output_lock import exclusive_output
-
 from tests.cli.test_cli_interrupt import _features, _written
 
 PYTHON = [sys.executable, "-m", "probekit"]
@@ -30,15 +30,31 @@ def npz_160(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("data") / "toy160.npz"
     np.savez(
         path,
-        x=rng.integers(0, 256, size=(120, 12, 12), dtype=np.uint8), y=np.arange(120) % 4,
-        x_test=rng.integers(0, 256, size=(40, 12, 12), dtype=np.uint8), y_test=np.arange(40) % 4,
+        x=rng.integers(0, 256, size=(120, 12, 12), dtype=np.uint8),
+        y=np.arange(120) % 4,
+        x_test=rng.integers(0, 256, size=(40, 12, 12), dtype=np.uint8),
+        y_test=np.arange(40) % 4,
     )
     return str(path)
 
 
 def _argv(model, data, out, batch=2) -> list[str]:
-    return ["extract", "--model", str(model), "--data", data, "--timesteps", "2,40,120", "--batch-size", str(batch),
-            "--layers", "0,mid_block,-1", "--quiet", "--out", str(out)]
+    return [
+        "extract",
+        "--model",
+        str(model),
+        "--data",
+        data,
+        "--timesteps",
+        "2,40,120",
+        "--batch-size",
+        str(batch),
+        "--layers",
+        "0,mid_block,-1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
 
 
 def _run(argv, **kwargs) -> subprocess.CompletedProcess:
@@ -127,8 +143,9 @@ def test_write_failing_mid_extraction_keeps_the_cache_resumable(tiny_unet_dir, n
 def _can_mount_tmpfs(where) -> bool:
     if shutil.which("unshare") is None:
         return False
-    probe = subprocess.run(["unshare", "-Urm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {where}"],
-                           capture_output=True)
+    probe = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {where}"], capture_output=True
+    )
     return probe.returncode == 0
 
 
@@ -139,10 +156,18 @@ def test_full_disk_is_found_at_creation_in_one_line(tiny_unet_dir, npz_160, unin
     if not _can_mount_tmpfs(small):
         pytest.skip("no user namespace to mount a size-limited tmpfs in")
     out = small / "c.h5"
-    script = (f"mount -t tmpfs -o size=64k tmpfs {small} && {sys.executable} -m probekit "
-              + " ".join(_argv(tiny_unet_dir, npz_160, out)) + f"; rc=$?; echo \"left: $(ls -A {small})\"; exit $rc")
-    full = subprocess.run(["unshare", "-Urm", "sh", "-c", script], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    script = (
+        f"mount -t tmpfs -o size=64k tmpfs {small} && {sys.executable} -m probekit "
+        + " ".join(_argv(tiny_unet_dir, npz_160, out))
+        + f'; rc=$?; echo "left: $(ls -A {small})"; exit $rc'
+    )
+    full = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     assert full.returncode == 2, full.stderr
     assert "Traceback" not in full.stderr
     (line,) = _error_lines(full.stderr)
@@ -177,9 +202,14 @@ def test_second_writer_refuses_at_once_and_neither_corrupts(tiny_unet_dir, npz_1
 def test_lock_of_a_killed_process_does_not_outlive_it(tmp_path):
     out = tmp_path / "x.h5"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from probekit.features.output_lock import exclusive_output\n"
-         f"with exclusive_output({str(out)!r}):\n    print('held', flush=True); time.sleep(600)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from probekit.features.output_lock import exclusive_output\n"
+            f"with exclusive_output({str(out)!r}):\n    print('held', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(ProbekitError, match="another probekit extract is writing"):
@@ -211,8 +241,11 @@ def test_damaged_cache_is_one_line_naming_the_file(uninterrupted, tiny_unet_dir,
     path = tmp_path / "damaged.h5"
     shutil.copy(uninterrupted, path)
     _damaged(path, how)
-    for argv in (["info", str(path)], ["probe", "--cache", str(path), "--probes", "knn", "--out", str(tmp_path / "r.csv")],
-                 _argv(tiny_unet_dir, npz_160, path)):
+    for argv in (
+        ["info", str(path)],
+        ["probe", "--cache", str(path), "--probes", "knn", "--out", str(tmp_path / "r.csv")],
+        _argv(tiny_unet_dir, npz_160, path),
+    ):
         capsys.readouterr()
         code = main(argv)
         err = capsys.readouterr().err

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from probekit.features.cache import FeatureCache
 from probekit.cli import main
+from probekit.features.cache import FeatureCache
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +20,31 @@ def npz_500(tmp_path_factory) -> str:
     y, y_test = np.arange(400) % 4, np.arange(100) % 4
     np.savez(
         path,
-        x=rng.integers(0, 256, size=(400, 12, 12), dtype=np.uint8), y=y,
-        x_test=rng.integers(0, 256, size=(100, 12, 12), dtype=np.uint8), y_test=y_test,
+        x=rng.integers(0, 256, size=(400, 12, 12), dtype=np.uint8),
+        y=y,
+        x_test=rng.integers(0, 256, size=(100, 12, 12), dtype=np.uint8),
+        y_test=y_test,
     )
     return str(path)
 
 
 def _argv(model: str, data: str, out: str) -> list[str]:
-    return ["extract", "--model", model, "--data", data, "--timesteps", "2,40,120", "--batch-size", "2",
-            "--layers", "0,mid_block,-1", "--quiet", "--out", out]
+    return [
+        "extract",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--timesteps",
+        "2,40,120",
+        "--batch-size",
+        "2",
+        "--layers",
+        "0,mid_block,-1",
+        "--quiet",
+        "--out",
+        out,
+    ]
 
 
 def _written(path) -> int:
@@ -41,7 +57,9 @@ def _written(path) -> int:
 
 def _run_and_signal(argv: list[str], out, sig: int) -> subprocess.CompletedProcess:
     """Start the CLI in a subprocess, send ``sig`` once some (not all) samples are on disk."""
-    proc = subprocess.Popen([sys.executable, "-m", "probekit", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "probekit", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while _written(out) < 20 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -85,22 +103,32 @@ def test_killed_extraction_resumes_to_identical_cache(sig, tiny_unet_dir, npz_50
 def test_killed_at_many_moments_resumes_to_identical_cache(tiny_unet_dir, npz_500, tmp_path):
     """SIGKILL the same extraction again and again, at moments spread over its run (before the
     file exists, while it is created, between and inside block writes); every restart resumes,
-    and the last one finishes a cache equal to an uninterrupted run, byte for byte."""
+    and the last one finishes a cache equal to an uninterrupted run, byte for byte.
+    """
     whole, part = tmp_path / "whole.h5", tmp_path / "part.h5"
     # A small write buffer: blocks of a few dozen samples, so that kills land between and inside blocks.
     small = ["--write-buffer", "12K", "--train-limit", "120", "--test-limit", "40"]
     # Every run with the same thread count: kernels may round differently with another count.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "probekit", *_argv(str(tiny_unet_dir), npz_500, str(whole)), *small],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "probekit", *_argv(str(tiny_unet_dir), npz_500, str(whole)), *small],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     with FeatureCache(whole) as cache:
         rows = cache.file["train"]["feats"][cache.layers[0].name].chunks[2]
     assert 4 < rows < 40, "the buffer must make several blocks per split"
     rng = np.random.default_rng(0)
     progress = []
     for threshold in [0, 1, 30, 70, 125]:
-        proc = subprocess.Popen([sys.executable, "-m", "probekit", *_argv(str(tiny_unet_dir), npz_500, str(part)), *small],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "probekit", *_argv(str(tiny_unet_dir), npz_500, str(part)), *small],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         deadline = time.monotonic() + 120
         if threshold == 0:  # at start-up: imports, model load, or while the file is being created
             time.sleep(float(rng.uniform(0.5, 5.0)))
@@ -112,8 +140,13 @@ def test_killed_at_many_moments_resumes_to_identical_cache(tiny_unet_dir, npz_50
         progress.append(_written(part))
     assert progress[-1] < 160, f"the last kill must interrupt the run (samples written after each kill: {progress})"
     assert any(0 < p < 160 for p in progress), progress
-    subprocess.run([sys.executable, "-m", "probekit", *_argv(str(tiny_unet_dir), npz_500, str(part)), *small],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "probekit", *_argv(str(tiny_unet_dir), npz_500, str(part)), *small],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     expected, resumed = _features(whole), _features(part)
     assert expected.keys() == resumed.keys()
     for key in expected:

@@ -27,5 +27,7 @@ def test_splits_get_unrelated_noise_streams():
     from probekit.core.noise import split_seed
 
     assert split_seed(0, "train") != split_seed(0, "test")
-    assert not torch.allclose(sample_noise((8,), [0], seed=split_seed(0, "train"), t=1, draw=0),
-                              sample_noise((8,), [0], seed=split_seed(0, "test"), t=1, draw=0))
+    assert not torch.allclose(
+        sample_noise((8,), [0], seed=split_seed(0, "train"), t=1, draw=0),
+        sample_noise((8,), [0], seed=split_seed(0, "test"), t=1, draw=0),
+    )

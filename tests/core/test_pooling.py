@@ -48,7 +48,11 @@ def test_pooling_under_autocast_is_float32_not_rounded_to_bf16(name, shape):
     else:
         if len(shape) == 3:
             a = a.transpose(0, 2, 1).reshape(2, 5, 4, 4)
-        expected = a.mean(axis=(2, 3)) if name == "gap" else a.reshape(*a.shape[:2], 2, 2, 2, 2).mean(axis=(3, 5)).reshape(2, -1)
+        expected = (
+            a.mean(axis=(2, 3))
+            if name == "gap"
+            else a.reshape(*a.shape[:2], 2, 2, 2, 2).mean(axis=(3, 5)).reshape(2, -1)
+        )
     np.testing.assert_allclose(pooled.numpy(), expected, rtol=1e-6)
     # The same means rounded to bf16 would be off by far more than the tolerance above.
     rounded = torch.from_numpy(expected).to(torch.bfloat16).double().numpy()

@@ -110,11 +110,18 @@ def test_every_noise_field_matches_the_scheduler_class(config, scheduler_class):
     x0, noise = torch.randn(3, 2, 4, 4, dtype=torch.float64), torch.randn(3, 2, 4, 4, dtype=torch.float64)
     for t in (0, len(expected) // 3, len(expected) - 1):
         theirs = reference.add_noise(x0.float(), noise.float(), torch.tensor([t] * 3)).double()
-        torch.testing.assert_close(ours.add_noise(x0, noise, ours.point(t)), theirs, rtol=1e-4, atol=1e-4)  # float32 on their side
+        torch.testing.assert_close(
+            ours.add_noise(x0, noise, ours.point(t)), theirs, rtol=1e-4, atol=1e-4
+        )  # float32 on their side
 
 
 def test_zero_terminal_snr_point_is_pure_noise_with_infinite_sigma():
-    config = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "rescale_betas_zero_snr": True}
+    config = {
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "rescale_betas_zero_snr": True,
+    }
     reference = DDPMScheduler(**config)
     ours = DDPMSchedule.from_config(config)
     last = ours.point(999)
@@ -145,8 +152,15 @@ def test_noise_changing_fields_that_are_not_supported_are_refused(config, words)
 
 def test_sampling_only_fields_do_not_change_the_grid():
     plain = DDPMSchedule.from_config({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012})
-    sampler = DDPMSchedule.from_config({
-        "_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085,
-        "beta_end": 0.012, "use_karras_sigmas": True, "timestep_spacing": "trailing", "steps_offset": 1,
-    })
+    sampler = DDPMSchedule.from_config(
+        {
+            "_class_name": "EulerDiscreteScheduler",
+            "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "use_karras_sigmas": True,
+            "timestep_spacing": "trailing",
+            "steps_offset": 1,
+        }
+    )
     assert plain.points(range(0, 1000, 37)) == sampler.points(range(0, 1000, 37))

@@ -162,9 +162,7 @@ def write_cifar100(
 def write_image(path: Path, pixels: np.ndarray) -> Path:
     """Save uint8 (H, W) or (H, W, 3) pixels; the format follows the suffix."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = {".jpeg": "JPEG", ".jpg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}[
-        path.suffix.lower()
-    ]
+    fmt = {".jpeg": "JPEG", ".jpg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}[path.suffix.lower()]
     options = {"quality": 95} if fmt == "JPEG" else {"lossless": True} if fmt == "WEBP" else {}
     Image.fromarray(pixels).save(path, format=fmt, **options)
     return path
@@ -206,7 +204,5 @@ def write_tiny_imagenet(folder: Path) -> Path:
             write_image(folder / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", pixels)
     for file_name, _, colour in TINY_VAL:
         write_image(folder / "val" / "images" / file_name, np.full((64, 64, 3), colour, np.uint8))
-    (folder / "val" / "val_annotations.txt").write_text(
-        "".join(f"{f}\t{w}\t0\t0\t63\t63\n" for f, w, _ in TINY_VAL)
-    )
+    (folder / "val" / "val_annotations.txt").write_text("".join(f"{f}\t{w}\t0\t0\t63\t63\n" for f, w, _ in TINY_VAL))
     return folder

@@ -12,8 +12,12 @@ def test_views_are_shifted_or_flipped_crops_keyed_by_sample_and_view():
     for img, aug in zip(images, out):
         padded = np.pad(img, ((4, 4), (4, 4), (0, 0)))
         found = any(
-            np.array_equal(aug, (padded[dy:dy + 10, dx:dx + 10][:, ::-1] if flip else padded[dy:dy + 10, dx:dx + 10]))
-            for dy in range(9) for dx in range(9) for flip in (0, 1)
+            np.array_equal(
+                aug, (padded[dy : dy + 10, dx : dx + 10][:, ::-1] if flip else padded[dy : dy + 10, dx : dx + 10])
+            )
+            for dy in range(9)
+            for dx in range(9)
+            for flip in (0, 1)
         )
         assert found
     # a pure function of (seed, split, sample id, view): batch order and composition do not matter

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from probekit.data import ImageDataset, ImageSplit
 from probekit.core.errors import ProbekitError
+from probekit.data import ImageDataset, ImageSplit
 
 
 def split(n=3, labels=None):
@@ -68,9 +68,7 @@ def test_dataset_needs_train_and_test():
 
 def test_labels_must_fit_the_class_names():
     with pytest.raises(ProbekitError, match="labels span 0..2 but there are 2 class names"):
-        ImageDataset(
-            "toy", {"train": split(labels=[0, 1, 2]), "test": split()}, ["a", "b"], "memory"
-        )
+        ImageDataset("toy", {"train": split(labels=[0, 1, 2]), "test": split()}, ["a", "b"], "memory")
 
 
 def test_empty_split():

@@ -5,10 +5,9 @@ import pickle
 import numpy as np
 import pytest
 
+from probekit.core.errors import ProbekitError
 from probekit.data import load_dataset
 from probekit.data.cifar import load_cifar10, load_cifar100, read_batch
-from probekit.core.errors import ProbekitError
-
 from tests.data.formats import (
     CIFAR10_NAMES,
     cifar_rows,
@@ -21,9 +20,7 @@ from tests.data.formats import (
 def test_cifar10_pixels_labels_and_names(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     written = write_cifar10(folder, np.random.default_rng(0))
-    assert (
-        b"_codecs" not in (folder / "data_batch_1").read_bytes()
-    )  # a genuine Python 2 style pickle
+    assert b"_codecs" not in (folder / "data_batch_1").read_bytes()  # a genuine Python 2 style pickle
     dataset = load_cifar10(folder)
     assert dataset.class_names == CIFAR10_NAMES
     assert dataset.info == {"format": "cifar10", "test_split": "official"}
@@ -70,11 +67,7 @@ def test_str_keys_from_a_python3_resave_are_accepted(tmp_path):
 def test_new_numpy_module_name_is_accepted(tmp_path):
     path = tmp_path / "batch"
     data = np.arange(3072, dtype=np.uint8).reshape(1, 3072)
-    path.write_bytes(
-        python2_pickle({b"data": data}).replace(
-            b"cnumpy.core.multiarray\n", b"cnumpy._core.multiarray\n"
-        )
-    )
+    path.write_bytes(python2_pickle({b"data": data}).replace(b"cnumpy.core.multiarray\n", b"cnumpy._core.multiarray\n"))
     np.testing.assert_array_equal(read_batch(path)["data"], data)
 
 
@@ -99,9 +92,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, payload):
     folder = tmp_path / "cifar-10-batches-py"
     write_cifar10(folder, np.random.default_rng(6))
     marker = tmp_path / "pwned"
-    (folder / "batches.meta").write_bytes(
-        pickle.dumps({"label_names": payload(marker)}, protocol=4)
-    )
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": payload(marker)}, protocol=4))
     with pytest.raises(
         ProbekitError,
         match=r"refusing to unpickle (posix\.system|builtins\.exec) from .*batches.meta: not a CIFAR batch",

@@ -16,9 +16,7 @@ def test_digits_match_sklearn_and_are_stratified():
     }
     train, test = dataset.splits["train"], dataset.splits["test"]
     assert len(test) == round(1797 * 0.2) and len(train) + len(test) == 1797
-    np.testing.assert_array_equal(
-        np.sort(np.concatenate([train.index, test.index])), np.arange(1797)
-    )
+    np.testing.assert_array_equal(np.sort(np.concatenate([train.index, test.index])), np.arange(1797))
     for split in (train, test):
         assert split.images.shape[1:] == (8, 8, 1) and split.images.dtype == np.uint8
         expected = np.floor(reference.images[split.index] * 255 / 16 + 0.5)

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
+from probekit.core.errors import ProbekitError
 from probekit.data import load_dataset
 from probekit.data.folder import load_folder
-from probekit.core.errors import ProbekitError
-
 from tests.data.formats import write_image
 
 COUNTS = {"bird": 10, "cat": 5, "dog": 5}  # sorted names: bird=0, cat=1, dog=2
@@ -53,9 +52,7 @@ def test_pool_is_split_by_stratified_holdout(tmp_path):
 def test_holdout_is_seeded(tmp_path):
     write_pool(tmp_path / "pets", np.random.default_rng(1))
     first = load_folder(tmp_path / "pets", seed=3).splits["test"].index
-    np.testing.assert_array_equal(
-        load_folder(tmp_path / "pets", seed=3).splits["test"].index, first
-    )
+    np.testing.assert_array_equal(load_folder(tmp_path / "pets", seed=3).splits["test"].index, first)
     others = [load_folder(tmp_path / "pets", seed=s).splits["test"].index for s in range(4, 8)]
     assert any(not np.array_equal(first, other) for other in others)
 
@@ -117,7 +114,9 @@ def test_images_of_different_sizes_are_found_from_the_headers(tmp_path):
     dataset = load_folder(tmp_path / "pets")
     assert all(split.lazy for split in dataset.splits.values())
     assert all(
-        split.mixed_sizes is not None and "dog/99.png is 8x8 but" in split.mixed_sizes and split.mixed_sizes.endswith("is 7x6")
+        split.mixed_sizes is not None
+        and "dog/99.png is 8x8 but" in split.mixed_sizes
+        and split.mixed_sizes.endswith("is 7x6")
         for split in dataset.splits.values()
     )
     assert load_folder(tmp_path / "pets").splits["train"].at_size(4).mixed_sizes is None

@@ -9,8 +9,8 @@ from PIL import Image
 
 datasets = pytest.importorskip("datasets")
 
-from probekit.data import load_dataset  # noqa: E402
 from probekit.core.errors import ProbekitError  # noqa: E402
+from probekit.data import load_dataset  # noqa: E402
 
 NAMES = ["ant", "bee", "cow"]
 
@@ -32,7 +32,9 @@ def make_split(rng, n, height=5, width=6, channels=3, label_kind="class"):
         "string": datasets.Value("string"),
     }[label_kind]
     values = [NAMES[i] for i in labels] if label_kind == "string" else labels.tolist()
-    features = datasets.Features({"picture": datasets.Image(), "label": label_feature, "note": datasets.Value("string")})
+    features = datasets.Features(
+        {"picture": datasets.Image(), "label": label_feature, "note": datasets.Value("string")}
+    )
     table = datasets.Dataset.from_dict(
         {"picture": [png(p) for p in pixels], "label": values, "note": [f"n{i}" for i in range(n)]},
         features=features,
@@ -47,9 +49,7 @@ def save(path, **splits):
 
 def test_train_test_and_validation_are_read_lazily(tmp_path):
     rng = np.random.default_rng(0)
-    (train, train_px, train_y), (test, test_px, test_y), (val, val_px, val_y) = (
-        make_split(rng, n) for n in (12, 7, 5)
-    )
+    (train, train_px, train_y), (test, test_px, test_y), (val, val_px, val_y) = (make_split(rng, n) for n in (12, 7, 5))
     spec = save(tmp_path / "ds", train=train, test=test, validation=val)
     dataset = load_dataset(spec)
     assert dataset.class_names == NAMES
@@ -139,7 +139,9 @@ def test_columns_are_named_when_detection_cannot_choose(tmp_path):
     coarse = datasets.ClassLabel(names=["small", "big"])
     train = train.add_column("coarse", (labels > 0).astype(int).tolist()).cast_column("coarse", coarse)
     spec = save(tmp_path / "ds", train=train, test=train)
-    with pytest.raises(ProbekitError, match=r"several ClassLabel columns \(label, coarse\); choose one with --label-column"):
+    with pytest.raises(
+        ProbekitError, match=r"several ClassLabel columns \(label, coarse\); choose one with --label-column"
+    ):
         load_dataset(spec)
     dataset = load_dataset(spec, label_column="coarse", image_column="picture")
     assert dataset.class_names == ["small", "big"]
@@ -150,7 +152,10 @@ def test_columns_are_named_when_detection_cannot_choose(tmp_path):
     "options, message",
     [
         ({"image_column": "photo"}, r"has no column 'photo' \(--image-column\); its columns: picture \(Image\)"),
-        ({"image_column": "note"}, r"column 'note' of .* is Value, not an image; give an Image column to --image-column \(picture\)"),
+        (
+            {"image_column": "note"},
+            r"column 'note' of .* is Value, not an image; give an Image column to --image-column \(picture\)",
+        ),
         ({"label_column": "picture"}, r"column 'picture' of .* not a class label"),
         ({"label_column": "nope"}, r"has no column 'nope' \(--label-column\)"),
     ],
@@ -176,10 +181,14 @@ def test_unknown_splits(tmp_path):
 
 def _with_odd_image(train, row):
     """``train`` with an 8 x 8 image in place of row ``row``."""
-    return train.cast_column("picture", datasets.Image(decode=False)).map(
-        lambda r, i: {"picture": png(np.zeros((8, 8, 3), np.uint8)) if i == row else r["picture"]},
-        with_indices=True,
-    ).cast_column("picture", datasets.Image())
+    return (
+        train.cast_column("picture", datasets.Image(decode=False))
+        .map(
+            lambda r, i: {"picture": png(np.zeros((8, 8, 3), np.uint8)) if i == row else r["picture"]},
+            with_indices=True,
+        )
+        .cast_column("picture", datasets.Image())
+    )
 
 
 def test_mixed_sizes_among_the_first_images_are_read_at_one_size(tmp_path):
@@ -208,7 +217,9 @@ def test_an_image_of_another_size_after_the_scanned_ones_fails_when_its_batch_is
     dataset = load_dataset(save(tmp_path / "ds", train=_with_odd_image(train, 4), test=train))
     assert dataset.splits["train"].mixed_sizes is None
     dataset.splits["train"].read(slice(0, 4))  # the batches before it read fine
-    with pytest.raises(ProbekitError, match=r"row 4 of the train split of hf-disk:.* is 8x8 but .* are 6x5.*--image-size S"):
+    with pytest.raises(
+        ProbekitError, match=r"row 4 of the train split of hf-disk:.* is 8x8 but .* are 6x5.*--image-size S"
+    ):
         dataset.splits["train"].read(slice(4, 6))
 
 
@@ -235,7 +246,10 @@ def test_hub_specs_reach_load_dataset_with_name_and_config(tmp_path, monkeypatch
         raise ConnectionError("Couldn't reach the hub\nmore detail")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(ProbekitError, match=r"cannot load 'someone/pets' from the Hugging Face hub \(Couldn't reach the hub\); .*hf-disk:PATH") as error:
+    with pytest.raises(
+        ProbekitError,
+        match=r"cannot load 'someone/pets' from the Hugging Face hub \(Couldn't reach the hub\); .*hf-disk:PATH",
+    ) as error:
         load_dataset("hf:someone/pets")
     assert "\n" not in str(error.value)
 

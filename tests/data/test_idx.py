@@ -5,9 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probekit.data import idx, load_dataset, locations
 from probekit.core.errors import ProbekitError
-
+from probekit.data import idx, load_dataset, locations
 from tests.data.formats import write_idx, write_idx_folder
 
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -20,9 +19,7 @@ def isolated_locations(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setattr(locations, "SYSTEM_DATA_DIRS", ())
     for name, source in list(idx.SOURCES.items()):
-        unreachable = idx.IdxSource(
-            (tmp_path / "no-mirror").as_uri() + "/", source.md5, source.class_names
-        )
+        unreachable = idx.IdxSource((tmp_path / "no-mirror").as_uri() + "/", source.md5, source.class_names)
         monkeypatch.setitem(idx.SOURCES, name, unreachable)
 
 
@@ -115,9 +112,7 @@ def test_not_found_without_download_lists_the_places_tried(tmp_path):
         load_dataset("mnist", root=tmp_path, download=False)
 
 
-def _serve(
-    mirror: Path, rng: np.random.Generator, monkeypatch, *, corrupt: str | None = None
-) -> None:
+def _serve(mirror: Path, rng: np.random.Generator, monkeypatch, *, corrupt: str | None = None) -> None:
     """Write the four .gz files into ``mirror`` and point the mnist source at it (file:// URLs)."""
     write_idx_folder(mirror, rng)
     md5 = {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in mirror.glob("*.gz")}
@@ -134,9 +129,7 @@ def test_download_when_absent(tmp_path, monkeypatch):
     _serve(tmp_path / "mirror", np.random.default_rng(11), monkeypatch)
     dataset = load_dataset("mnist", root=tmp_path / "data")
     assert dataset.source == str(tmp_path / "data" / "mnist")
-    assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(
-        idx.SOURCES["mnist"].md5
-    )
+    assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(idx.SOURCES["mnist"].md5)
     expected = gzip.decompress((tmp_path / "mirror" / "train-images-idx3-ubyte.gz").read_bytes())
     assert dataset.splits["train"].images.tobytes() == expected[16:]
 
@@ -163,15 +156,11 @@ def test_download_with_wrong_checksum_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_failed_download_says_where_to_put_the_files(tmp_path):
-    with pytest.raises(
-        ProbekitError, match=r"could not download .*put the four mnist .gz files in"
-    ):
+    with pytest.raises(ProbekitError, match=r"could not download .*put the four mnist .gz files in"):
         load_dataset("mnist", root=tmp_path / "data")
 
 
-@pytest.mark.skipif(
-    not REAL_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
-)
+@pytest.mark.skipif(not REAL_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist(monkeypatch):
     monkeypatch.setattr(locations, "SYSTEM_DATA_DIRS", (REAL_FASHION.parent,))
     dataset = load_dataset("fashion-mnist", download=False)

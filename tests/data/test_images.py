@@ -5,12 +5,11 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from probekit.core.errors import ProbekitError
 from probekit.data import load_dataset, stratified_subset
 from probekit.data.images import FileImages
-from probekit.core.errors import ProbekitError
 from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
-
 from tests.data.formats import write_image
 
 SIZE = 24  # 24 x 24 x 3 = 1728 bytes of pixels per image
@@ -18,7 +17,9 @@ BATCH = 50
 
 
 def write_folder(root, n, seed=0):
-    """root/train/<class>/ and root/test/<class>/ PNGs, n images in all; returns (train pixels, labels) in load order."""
+    """root/train/<class>/ and root/test/<class>/ PNGs, n images in all; returns (train pixels, labels) in load
+    order.
+    """
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, size=(n, SIZE, SIZE, 3), dtype=np.uint8)
     n_test = n // 10

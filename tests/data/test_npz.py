@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from probekit.core.errors import ProbekitError
 from probekit.data import load_dataset
 from probekit.data.npz import load_npz
-from probekit.core.errors import ProbekitError
 
 
 def test_nhwc_uint8_with_test_arrays(tmp_path):
@@ -84,9 +84,7 @@ def test_holdout_without_test_arrays(tmp_path):
     }
     test = dataset.splits["test"]
     np.testing.assert_array_equal(np.bincount(test.labels), [2, 2])
-    np.testing.assert_array_equal(
-        test.images[:, 0, 0, 0], test.index
-    )  # each image encodes its position
+    np.testing.assert_array_equal(test.images[:, 0, 0, 0], test.index)  # each image encodes its position
 
 
 @pytest.mark.parametrize(
@@ -125,9 +123,7 @@ def test_bad_contents(tmp_path, arrays, message):
 
 
 def test_object_arrays_are_not_unpickled(tmp_path):
-    np.savez(
-        tmp_path / "d.npz", x=np.zeros((2, 2, 2), np.uint8), y=np.array([0, "a"], dtype=object)
-    )
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 2, 2), np.uint8), y=np.array([0, "a"], dtype=object))
     with pytest.raises(ProbekitError, match="object arrays"):
         load_npz(tmp_path / "d.npz")
 

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 
-from probekit.data import list_datasets, load_dataset
 from probekit.core.errors import ProbekitError
-
+from probekit.data import list_datasets, load_dataset
 from tests.data.formats import (
     write_cifar10,
     write_cifar100,

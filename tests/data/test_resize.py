@@ -1,18 +1,18 @@
 """Datasets of mixed image sizes: each image's shorter side resized to S (Pillow bicubic) and its
-centre cropped to S x S as its batch is decoded, checked against a resize + crop written here."""
+centre cropped to S x S as its batch is decoded, checked against a resize + crop written here.
+"""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from probekit.features.cache import FeatureCache
 from probekit.cli import main
+from probekit.core.errors import ProbekitError
 from probekit.data import load_dataset
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.resize import resize_center_crop
-from probekit.core.errors import ProbekitError
+from probekit.features.cache import FeatureCache
 from tests.cli.test_cli_errors import assert_one_line_error, run_cli
-
 from tests.data.formats import write_image
 
 # (height, width) of each file: landscape, portrait, odd margins, smaller than S, exactly S
@@ -85,11 +85,15 @@ def test_extract_with_image_size_gives_the_resized_pixels(tmp_path, capsys):
 
 def test_mixed_sizes_without_a_size_are_a_one_line_error(tmp_path, capsys):
     write_mixed_folder(tmp_path / "pets")
-    code, err = run_cli(["extract", "--model", "pixels", "--data", tmp_path / "pets", "--out", tmp_path / "c.h5"], capsys)
+    code, err = run_cli(
+        ["extract", "--model", "pixels", "--data", tmp_path / "pets", "--out", tmp_path / "c.h5"], capsys
+    )
     assert_one_line_error(code, err, "do not share one size", "--image-size S", "centre-crop")
     assert not (tmp_path / "c.h5").exists()
-    code, err = run_cli(["extract", "--model", "pixels", "--data", tmp_path / "pets", "--image-size", 0,
-                         "--out", tmp_path / "c.h5"], capsys)
+    code, err = run_cli(
+        ["extract", "--model", "pixels", "--data", tmp_path / "pets", "--image-size", 0, "--out", tmp_path / "c.h5"],
+        capsys,
+    )
     assert_one_line_error(code, err, "--image-size must be a positive number of pixels")
 
 
@@ -128,23 +132,36 @@ def test_a_model_with_an_input_size_resizes_mixed_data_to_it(tiny_unet_dir, tmp_
 
 def test_same_size_data_are_untouched(tiny_unet_dir, tmp_path):
     """Data already at the model's size: --image-size of that size changes no bit; other uniform
-    sizes keep --fit (here: pad 12 -> 16) and record no resize."""
+    sizes keep --fit (here: pad 12 -> 16) and record no resize.
+    """
     from probekit.features.extraction import ExtractConfig, extract
     from probekit.models import load_backbone
 
     rng = np.random.default_rng(5)
     backbone = load_backbone(str(tiny_unet_dir))
     config = ExtractConfig(timesteps=[10], layers="mid_block", batch_size=4)
-    at_16 = _memory_dataset({"train": rng.integers(0, 256, (6, 16, 16, 1), np.uint8),
-                             "test": rng.integers(0, 256, (3, 16, 16, 1), np.uint8)})
+    at_16 = _memory_dataset(
+        {
+            "train": rng.integers(0, 256, (6, 16, 16, 1), np.uint8),
+            "test": rng.integers(0, 256, (3, 16, 16, 1), np.uint8),
+        }
+    )
     extract(backbone, at_16, tmp_path / "plain.h5", config, progress=False)
-    extract(backbone, at_16, tmp_path / "sized.h5", ExtractConfig(**{**config.__dict__, "image_size": 16}), progress=False)
-    at_12 = _memory_dataset({"train": rng.integers(0, 256, (6, 12, 12, 1), np.uint8),
-                             "test": rng.integers(0, 256, (3, 12, 12, 1), np.uint8)})
+    extract(
+        backbone, at_16, tmp_path / "sized.h5", ExtractConfig(**{**config.__dict__, "image_size": 16}), progress=False
+    )
+    at_12 = _memory_dataset(
+        {
+            "train": rng.integers(0, 256, (6, 12, 12, 1), np.uint8),
+            "test": rng.integers(0, 256, (3, 12, 12, 1), np.uint8),
+        }
+    )
     extract(backbone, at_12, tmp_path / "pad.h5", config, progress=False)
     with FeatureCache(tmp_path / "plain.h5") as plain, FeatureCache(tmp_path / "sized.h5") as sized:
         assert plain.attrs["fit"]["fit"] == "none" and "resize" not in plain.attrs["fit"]
         for split in ("train", "test"):
-            np.testing.assert_array_equal(plain.features(split, "mid_block.resnets.1", 10), sized.features(split, "mid_block.resnets.1", 10))
+            np.testing.assert_array_equal(
+                plain.features(split, "mid_block.resnets.1", 10), sized.features(split, "mid_block.resnets.1", 10)
+            )
     with FeatureCache(tmp_path / "pad.h5") as pad:
         assert pad.attrs["fit"]["fit"] == "pad" and "resize" not in pad.attrs["fit"]

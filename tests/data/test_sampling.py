@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from probekit.data import ImageSplit, holdout_split, stratified_subset
 from probekit.core.errors import ProbekitError
+from probekit.data import ImageSplit, holdout_split, stratified_subset
 
 
 def make_split(labels, index_offset=1000):
@@ -28,13 +28,9 @@ def test_subset_largest_remainder_rounding():
     # quotas for 5 of [6, 3, 1]: 3, 1.5, 0.5 -> floors 3, 1, 0; the one left goes to the tie's
     # lower class (class 1), so [3, 2, 0]
     split = make_split(shuffled_labels([6, 3, 1]))
-    np.testing.assert_array_equal(
-        np.bincount(stratified_subset(split, 5, seed=4).labels, minlength=3), [3, 2, 0]
-    )
+    np.testing.assert_array_equal(np.bincount(stratified_subset(split, 5, seed=4).labels, minlength=3), [3, 2, 0])
     # quotas for 7 of [6, 3, 1]: 4.2, 2.1, 0.7 -> floors 4, 2, 0 -> class 2 has the largest remainder
-    np.testing.assert_array_equal(
-        np.bincount(stratified_subset(split, 7, seed=4).labels, minlength=3), [4, 2, 1]
-    )
+    np.testing.assert_array_equal(np.bincount(stratified_subset(split, 7, seed=4).labels, minlength=3), [4, 2, 1])
 
 
 def test_subset_keeps_order_and_ids():

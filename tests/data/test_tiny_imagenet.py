@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
+from probekit.core.errors import ProbekitError
 from probekit.data import load_dataset
 from probekit.data.tiny_imagenet import load_tiny_imagenet
-from probekit.core.errors import ProbekitError
-
 from tests.data.formats import TINY_VAL, TINY_WNIDS, tiny_colour, write_image, write_tiny_imagenet
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from probekit.data import fit_images
 from probekit.core.errors import ProbekitError
+from probekit.data import fit_images
 
 
 def random_images(shape, seed=0):
@@ -40,17 +40,13 @@ def test_odd_pad_puts_the_extra_pixel_bottom_right():
 
 def test_pad_refuses_larger_images():
     with pytest.raises(ProbekitError, match="cannot pad .*fit='resize'"):
-        fit_images(
-            random_images((1, 40, 40, 3)), size=32, channels=None, value_range=(0, 1), fit="pad"
-        )
+        fit_images(random_images((1, 40, 40, 3)), size=32, channels=None, value_range=(0, 1), fit="pad")
 
 
 def test_center_crop():
     images = random_images((3, 6, 7, 3))
     x, record = fit_images(images, size=4, channels=None, value_range=(0.0, 1.0), fit="center-crop")
-    np.testing.assert_allclose(
-        x.numpy(), images[:, 1:5, 1:5].transpose(0, 3, 1, 2) / 255.0, atol=1e-6
-    )
+    np.testing.assert_allclose(x.numpy(), images[:, 1:5, 1:5].transpose(0, 3, 1, 2) / 255.0, atol=1e-6)
     assert record["fit"] == "center-crop" and record["to_size"] == [4, 4]
     with pytest.raises(ProbekitError, match="cannot crop"):
         fit_images(images, size=8, channels=None, value_range=(0, 1), fit="center-crop")
@@ -90,9 +86,7 @@ def test_antialiased_halving_uses_a_stretched_triangle_filter():
     ],
 )
 def test_auto_pads_when_it_fits_and_resizes_otherwise(from_size, to_size, done):
-    _, record = fit_images(
-        random_images((1, *from_size, 1)), size=to_size, channels=None, value_range=(0, 1)
-    )
+    _, record = fit_images(random_images((1, *from_size, 1)), size=to_size, channels=None, value_range=(0, 1))
     assert record["fit"] == done and record["to_size"] == [to_size, to_size]
 
 

@@ -22,8 +22,10 @@ def test_mcnemar_equals_scipy_binomtest_on_discordant_pairs(seed):
 def test_mcnemar_with_no_discordant_pair_is_one_and_large_counts_stay_finite():
     a = np.array([True, False, True])
     assert mcnemar_exact(a, a) == 1.0
-    a = np.zeros(20000, bool); b = np.zeros(20000, bool)
-    a[:6000] = True; b[3000:6500] = True  # 3000 vs 500 discordant
+    a = np.zeros(20000, bool)
+    b = np.zeros(20000, bool)
+    a[:6000] = True
+    b[3000:6500] = True  # 3000 vs 500 discordant
     expected = binomtest(500, 3500, 0.5).pvalue
     assert mcnemar_exact(a, b) == pytest.approx(expected, abs=1e-300)
 

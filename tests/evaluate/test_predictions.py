@@ -7,8 +7,9 @@ from probekit.evaluate.predictions import PredictionSet, predictions_path, read_
 
 def test_round_trip_and_lookup(tmp_path):
     preds = np.array([[0, 1, 2, 1], [1, 1, 2, 0]], dtype=np.int32)
-    p = PredictionSet("m", "d", np.array([5, 6, 7, 8]), np.array([0, 1, 2, 0]), ["linear", "knn"], [10, 0],
-                      ["mid", "up.0"], preds)
+    p = PredictionSet(
+        "m", "d", np.array([5, 6, 7, 8]), np.array([0, 1, 2, 0]), ["linear", "knn"], [10, 0], ["mid", "up.0"], preds
+    )
     path = write_predictions(predictions_path(tmp_path / "r.csv"), p)
     assert path.name == "r.predictions.npz"
     back = read_predictions(path)

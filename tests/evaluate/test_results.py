@@ -20,16 +20,14 @@ N_TEST = 200
 
 
 def _score(top1: float, mcr: float) -> CellScore:
-    return CellScore(top1=top1, mean_class_recall=mcr, n_test=N_TEST,
-                     predictions=np.zeros(N_TEST, dtype=np.int64))  # fmt: skip
+    return CellScore(top1=top1, mean_class_recall=mcr, n_test=N_TEST, predictions=np.zeros(N_TEST, dtype=np.int64))
 
 
 @pytest.fixture
 def cells():
     # t=0 is the clean input: sigma 0, logSNR +inf.
     infos = {}
-    for t, sigma, logsnr, alpha_bar in [(0, 0.0, math.inf, 1.0), (100, 0.34, 2.16, 0.897),
-                                        (500, 2.1, -1.48, 0.185)]:  # fmt: skip
+    for t, sigma, logsnr, alpha_bar in [(0, 0.0, math.inf, 1.0), (100, 0.34, 2.16, 0.897), (500, 2.1, -1.48, 0.185)]:
         for depth, layer in enumerate(["down.0", "mid", "up.1"]):
             stage = layer.split(".")[0]
             infos[(t, layer)] = CellInfo(t, sigma, logsnr, alpha_bar, layer, stage, depth)
@@ -42,9 +40,13 @@ def scores(cells):
     out = {}
     for probe in ["linear", "knn"]:
         # Multiples of 1/N_TEST so that top1 * n_test is a whole number of correct answers.
-        out[probe] = {key: {"val": _score(rng.integers(20, 190) / N_TEST, rng.uniform(0.1, 0.9)),
-                            "test": _score(rng.integers(20, 190) / N_TEST, rng.uniform(0.1, 0.9))}
-                      for key in cells}  # fmt: skip
+        out[probe] = {
+            key: {
+                "val": _score(rng.integers(20, 190) / N_TEST, rng.uniform(0.1, 0.9)),
+                "test": _score(rng.integers(20, 190) / N_TEST, rng.uniform(0.1, 0.9)),
+            }
+            for key in cells
+        }
     return out
 
 
@@ -62,7 +64,9 @@ def test_columns_and_row_count(table, cells, scores):
 
 
 def test_values_and_intervals(table, scores):
-    row = table[(table["probe"] == "knn") & (table["t"] == 100) & (table["layer"] == "mid") & (table["split"] == "test")]
+    row = table[
+        (table["probe"] == "knn") & (table["t"] == 100) & (table["layer"] == "mid") & (table["split"] == "test")
+    ]
     top1 = row[row["metric"] == "top1"].iloc[0]
     score = scores["knn"][(100, "mid")]["test"]
     assert top1["value"] == score.top1
@@ -85,10 +89,16 @@ def test_best_cells_is_the_val_argmax_reported_on_test(table):
     for probe, rows in top1.groupby("probe"):
         val = rows[rows["split"] == "val"]
         chosen = val.loc[val["value"].idxmax()]
-        test_row = rows[(rows["split"] == "test") & (rows["t"] == chosen["t"]) & (rows["layer"] == chosen["layer"])].iloc[0]
+        test_row = rows[
+            (rows["split"] == "test") & (rows["t"] == chosen["t"]) & (rows["layer"] == chosen["layer"])
+        ].iloc[0]
         got = best[best["probe"] == probe].iloc[0]
         assert (got["t"], got["layer"], got["value"], got["split"]) == (
-            chosen["t"], chosen["layer"], test_row["value"], "test")  # fmt: skip
+            chosen["t"],
+            chosen["layer"],
+            test_row["value"],
+            "test",
+        )
         assert got["val_value"] == chosen["value"] and got["chosen_on"] == "val"
 
 

@@ -2,20 +2,30 @@ import h5py
 import numpy as np
 import pytest
 
-from probekit.features.cache import CacheLayout, CacheWriter, FeatureCache, SplitLabels, write_master
 from probekit.core.errors import ProbekitError
-from probekit.models import LayerInfo
 from probekit.core.schedule import DDPMSchedule
+from probekit.features.cache import CacheLayout, CacheWriter, FeatureCache, SplitLabels, write_master
+from probekit.models import LayerInfo
 
 
 def _layout(dtype="float32", draws=2):
     schedule = DDPMSchedule()
     return CacheLayout(
-        attrs={"model_id": "m", "model_sha256": "ab" * 32, "dataset": "toy", "fit": {"fit": "pad"}, "seed": 0, "pooling": "gap"},
+        attrs={
+            "model_id": "m",
+            "model_sha256": "ab" * 32,
+            "dataset": "toy",
+            "fit": {"fit": "pad"},
+            "seed": 0,
+            "pooling": "gap",
+        },
         grid=schedule.points([1, 50]),
         layers=[LayerInfo("a", "down", 0, 3, "4x4"), LayerInfo("b", "mid", 1, 5, "2x2", aliases=("mid_block",))],
         widths={"a": 3, "b": 5},
-        splits={"train": SplitLabels(np.array([0, 1, 1, 0, 2]), np.arange(5) + 10), "test": SplitLabels(np.array([2, 0]), np.array([7, 3]))},
+        splits={
+            "train": SplitLabels(np.array([0, 1, 1, 0, 2]), np.arange(5) + 10),
+            "test": SplitLabels(np.array([2, 0]), np.array([7, 3])),
+        },
         class_names=["x", "y", "z"],
         draws=draws,
         dtype=dtype,
@@ -27,10 +37,15 @@ def _fill(path, layout, rng, batch=2):
     written = {}
     for split, labels in layout.splits.items():
         n = len(labels.labels)
-        full = {name: rng.normal(size=(2, layout.draws, n, layout.widths[name])).astype(np.float32) for name in layout.widths}
+        full = {
+            name: rng.normal(size=(2, layout.draws, n, layout.widths[name])).astype(np.float32)
+            for name in layout.widths
+        }
         written[split] = full
         for start in range(0, n, batch):
-            writer.write_batch(split, start, {name: values[:, :, start : start + batch] for name, values in full.items()})
+            writer.write_batch(
+                split, start, {name: values[:, :, start : start + batch] for name, values in full.items()}
+            )
     writer.close(complete=True)
     return written
 
@@ -42,7 +57,10 @@ def test_round_trip_of_features_labels_grid_and_layers(tmp_path):
         assert cache.complete
         assert cache.timesteps == [1, 50]
         assert cache.grid[1].alpha_bar == pytest.approx(DDPMSchedule().point(50).alpha_bar)
-        assert [(l.name, l.depth, l.channels, l.aliases) for l in cache.layers] == [("a", 0, 3, ()), ("b", 1, 5, ("mid_block",))]
+        assert [(l.name, l.depth, l.channels, l.aliases) for l in cache.layers] == [
+            ("a", 0, 3, ()),
+            ("b", 1, 5, ("mid_block",)),
+        ]
         assert cache.class_names == ["x", "y", "z"]
         np.testing.assert_array_equal(cache.labels("train"), [0, 1, 1, 0, 2])
         np.testing.assert_array_equal(cache.index("test"), [7, 3])
@@ -150,10 +168,22 @@ def test_master_with_an_unfinished_shard_is_refused(tmp_path):
 def test_info_prints_the_prompt_template(tmp_path, capsys):
     rng = np.random.default_rng(2)
     layout = CacheLayout(
-        attrs={"model_id": "sd:x", "model_sha256": "ab" * 32, "dataset": "toy", "fit": {}, "seed": 0, "pooling": "gap",
-               "prompt": "a photo of a {}", "command": "probekit extract --prompt 'a photo of a {}'"},
-        grid=DDPMSchedule().points([10]), layers=[LayerInfo("a", "down", 0, 4, "1x1")], widths={"a": 4},
-        splits={"test": SplitLabels(np.arange(6) % 3, np.arange(6))}, class_names=["a", "b", "c"], draws=1,
+        attrs={
+            "model_id": "sd:x",
+            "model_sha256": "ab" * 32,
+            "dataset": "toy",
+            "fit": {},
+            "seed": 0,
+            "pooling": "gap",
+            "prompt": "a photo of a {}",
+            "command": "probekit extract --prompt 'a photo of a {}'",
+        },
+        grid=DDPMSchedule().points([10]),
+        layers=[LayerInfo("a", "down", 0, 4, "1x1")],
+        widths={"a": 4},
+        splits={"test": SplitLabels(np.arange(6) % 3, np.arange(6))},
+        class_names=["a", "b", "c"],
+        draws=1,
     )
     writer = CacheWriter(tmp_path / "p.h5", layout)
     writer.write_batch("test", 0, {"a": rng.normal(size=(1, 1, 6, 4)).astype(np.float32)})

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 
-from probekit.features.cache import FeatureCache
 from probekit.cli import main
+from probekit.features.cache import FeatureCache
 from probekit.features.distributed import shard_bounds, shard_dataset, shard_path, write_master
 from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
-
 from tests.features.test_extraction import LAYERS, _dataset
 
 
@@ -72,16 +70,49 @@ def test_master_of_an_unfinished_shard_is_not_complete(tiny_unet_dir, tmp_path):
 def test_torchrun_two_processes_equal_one(tiny_unet_dir, tmp_path):
     rng = np.random.default_rng(0)
     data = tmp_path / "toy.npz"
-    np.savez(data, x=rng.integers(0, 256, (30, 12, 12), dtype=np.uint8), y=np.arange(30) % 3,
-             x_test=rng.integers(0, 256, (11, 12, 12), dtype=np.uint8), y_test=np.arange(11) % 3)
-    argv = ["extract", "--model", str(tiny_unet_dir), "--data", str(data), "--timesteps", "3,60",
-            "--layers", "0,mid_block,-1", "--batch-size", "4", "--quiet"]
+    np.savez(
+        data,
+        x=rng.integers(0, 256, (30, 12, 12), dtype=np.uint8),
+        y=np.arange(30) % 3,
+        x_test=rng.integers(0, 256, (11, 12, 12), dtype=np.uint8),
+        y_test=np.arange(11) % 3,
+    )
+    argv = [
+        "extract",
+        "--model",
+        str(tiny_unet_dir),
+        "--data",
+        str(data),
+        "--timesteps",
+        "3,60",
+        "--layers",
+        "0,mid_block,-1",
+        "--batch-size",
+        "4",
+        "--quiet",
+    ]
     assert main([*argv, "--out", str(tmp_path / "single.h5")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "probekit", *argv, "--device", "cpu", "--out", str(tmp_path / "multi.h5")],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "probekit",
+            *argv,
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "multi.h5"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "wrote" in done.stdout and "over 2 shards" in done.stdout
@@ -95,7 +126,6 @@ def test_torchrun_two_processes_equal_one(tiny_unet_dir, tmp_path):
 
 def test_shards_of_a_folder_dataset_stay_lazy(tmp_path):
     from probekit.data import load_dataset
-
     from tests.features.data.formats import write_image
 
     rng = np.random.default_rng(5)
@@ -137,6 +167,8 @@ def test_only_rank_zero_hashes_the_weights(tiny_unet_dir, tmp_path):
     mp.spawn(_hash_rank, args=(str(tiny_unet_dir), str(tmp_path / "init"), counts), nprocs=2)
     expected = state_dict_sha256(load_backbone(str(tiny_unet_dir)).net)
     assert counts[0] == (1, expected) and counts[1] == (0, expected)
+
+
 def _free_port() -> int:
     import socket
 
@@ -147,15 +179,40 @@ def _free_port() -> int:
 
 def _single_and_two_nodes(argv: list[str], single_out: Path, multi_out: Path, rdzv_id: str) -> list[str]:
     """Run ``probekit ARGV`` once as one process and once as two c10d "nodes" on localhost (one
-    thread each); returns the nodes' stdout."""
+    thread each); returns the nodes' stdout.
+    """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "probekit", *argv, "--out", str(single_out)],
-                            capture_output=True, text=True, env=env, timeout=600)
+    single = subprocess.run(
+        [sys.executable, "-m", "probekit", *argv, "--out", str(single_out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert single.returncode == 0, single.stderr[-2000:]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-              "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{_free_port()}", "--rdzv_id", rdzv_id,
-              "-m", "probekit", *argv, "--out", str(multi_out)]
-    nodes = [subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "1",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        f"127.0.0.1:{_free_port()}",
+        "--rdzv_id",
+        rdzv_id,
+        "-m",
+        "probekit",
+        *argv,
+        "--out",
+        str(multi_out),
+    ]
+    nodes = [
+        subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     outputs = [node.communicate(timeout=600) for node in nodes]
     for node, (_, err) in zip(nodes, outputs):
         assert node.returncode == 0, err[-2000:]
@@ -164,16 +221,36 @@ def _single_and_two_nodes(argv: list[str], single_out: Path, multi_out: Path, rd
 
 def test_two_nodes_c10d_on_localhost_equal_one_process(tiny_unet_dir, tmp_path):
     """Two torchrun launchers (--nnodes 2, one process each) meeting through a c10d rendezvous, as
-    two machines of a cluster would, write the cache a single process writes, bit for bit."""
+    two machines of a cluster would, write the cache a single process writes, bit for bit.
+    """
     rng = np.random.default_rng(1)
     data = tmp_path / "toy.npz"
     # Shard boundaries on batch boundaries (24 = 2 x 12 = 2 x 3 batches of 4; 8 = 2 x 4): both runs
     # then push the same batches through the network. A batch cut differently by a shard boundary
     # can move a feature by one float32 ulp (convolution kernels vary with the batch size).
-    np.savez(data, x=rng.integers(0, 256, (24, 12, 12), dtype=np.uint8), y=np.arange(24) % 3,
-             x_test=rng.integers(0, 256, (8, 12, 12), dtype=np.uint8), y_test=np.arange(8) % 3)
-    argv = ["extract", "--model", str(tiny_unet_dir), "--data", str(data), "--timesteps", "3,60",
-            "--layers", "0,mid_block,-1", "--batch-size", "4", "--quiet", "--device", "cpu"]
+    np.savez(
+        data,
+        x=rng.integers(0, 256, (24, 12, 12), dtype=np.uint8),
+        y=np.arange(24) % 3,
+        x_test=rng.integers(0, 256, (8, 12, 12), dtype=np.uint8),
+        y_test=np.arange(8) % 3,
+    )
+    argv = [
+        "extract",
+        "--model",
+        str(tiny_unet_dir),
+        "--data",
+        str(data),
+        "--timesteps",
+        "3,60",
+        "--layers",
+        "0,mid_block,-1",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     outputs = _single_and_two_nodes(argv, tmp_path / "single.h5", tmp_path / "multi.h5", "probekit-two-nodes")
     assert any("over 2 shards" in out for out in outputs)
     complete, merged = _read_all(tmp_path / "multi.h5")
@@ -185,7 +262,8 @@ def test_two_nodes_c10d_on_localhost_equal_one_process(tiny_unet_dir, tmp_path):
 
 def test_two_nodes_c10d_probe_gives_the_single_process_table(tmp_path):
     """`probekit probe` under two c10d launchers (--nnodes 2): cells shared over the ranks, one
-    table and one prediction file written by rank 0, equal to a single process's bit for bit."""
+    table and one prediction file written by rank 0, equal to a single process's bit for bit.
+    """
     from tests.probes.test_probe_memory import synthetic_cache
 
     cache = synthetic_cache(tmp_path / "c.h5", 900, 300, [16, 32, 16], timesteps=(0, 10, 50), classes=4, separation=0.3)

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from probekit.features.cache import FeatureCache
-from probekit.data.base import ImageDataset, ImageSplit
 from probekit.core.errors import ProbekitError
-from probekit.features.extraction import ExtractConfig, extract
-from probekit.models import load_backbone
 from probekit.core.noise import sample_noise, split_seed
 from probekit.core.pooling import Pooling
+from probekit.data.base import ImageDataset, ImageSplit
+from probekit.features.cache import FeatureCache
+from probekit.features.extraction import ExtractConfig, extract
+from probekit.models import load_backbone
 
 
 def _dataset(n_train=20, n_test=9, size=12, seed=0):
@@ -42,7 +42,11 @@ def test_cache_shapes_and_metadata(tiny_unet_dir, tmp_path):
         assert cache.timesteps == [0, 10, 150]
         p = cache.grid[1]
         assert p.sigma == pytest.approx(math.sqrt((1 - p.alpha_bar) / p.alpha_bar)) and p.model_input == 10
-        assert [l.name for l in cache.layers] == ["down_blocks.0.resnets.0", "mid_block.resnets.1", "up_blocks.1.resnets.1"]
+        assert [l.name for l in cache.layers] == [
+            "down_blocks.0.resnets.0",
+            "mid_block.resnets.1",
+            "up_blocks.1.resnets.1",
+        ]
         assert cache.file["train/feats/mid_block.resnets.1"].shape == (3, 2, 20, 16)
         assert cache.file["test/feats/down_blocks.0.resnets.0"].shape == (3, 2, 9, 8)
         np.testing.assert_array_equal(cache.index("train"), np.arange(20) + 100)
@@ -52,7 +56,13 @@ def test_features_identical_for_batch_sizes_7_and_32(tiny_unet_dir, tmp_path):
     backbone = load_backbone(str(tiny_unet_dir))
     data = _dataset()
     for batch in (7, 32):
-        extract(backbone, data, tmp_path / f"b{batch}.h5", ExtractConfig(timesteps=[5, 60], layers=LAYERS, batch_size=batch), progress=False)
+        extract(
+            backbone,
+            data,
+            tmp_path / f"b{batch}.h5",
+            ExtractConfig(timesteps=[5, 60], layers=LAYERS, batch_size=batch),
+            progress=False,
+        )
     with FeatureCache(tmp_path / "b7.h5") as small, FeatureCache(tmp_path / "b32.h5") as large:
         for split in ("train", "test"):
             for layer in small.layers:
@@ -64,7 +74,9 @@ def test_features_identical_for_batch_sizes_7_and_32(tiny_unet_dir, tmp_path):
 def test_one_cell_equals_a_hand_noised_forward(tiny_unet_dir, tmp_path):
     backbone = load_backbone(str(tiny_unet_dir))
     data = _dataset()
-    extract(backbone, data, tmp_path / "f.h5", ExtractConfig(timesteps=[30], layers=["mid_block"], seed=4), progress=False)
+    extract(
+        backbone, data, tmp_path / "f.h5", ExtractConfig(timesteps=[30], layers=["mid_block"], seed=4), progress=False
+    )
     # Independent path: pad 12 -> 16 and scale to [-1, 1] by hand, noise sample 2 with its own id.
     image = data.splits["test"].images[2, :, :, 0].astype(np.float64) / 255 * 2 - 1
     x0 = torch.full((1, 1, 16, 16), -1.0)
@@ -87,7 +99,9 @@ def test_pixels_cache_is_the_scaled_image(tmp_path):
     extract(load_backbone("pixels"), data, tmp_path / "p.h5", ExtractConfig(), progress=False)
     with FeatureCache(tmp_path / "p.h5") as cache:
         assert cache.timesteps == [0]
-        np.testing.assert_allclose(cache.features("train", "pixels", 0), data.splits["train"].images.reshape(20, -1) / 255, rtol=1e-6)
+        np.testing.assert_allclose(
+            cache.features("train", "pixels", 0), data.splits["train"].images.reshape(20, -1) / 255, rtol=1e-6
+        )
 
 
 def test_bad_requests_leave_no_file(tiny_unet_dir, tmp_path):
@@ -130,7 +144,9 @@ def test_error_mid_extraction_leaves_an_incomplete_cache(tiny_unet_dir, tmp_path
 def _all_features(path):
     with FeatureCache(path) as cache:
         return {
-            (split, layer.name): cache.file[split]["feats"][layer.name][:] for split in cache.splits for layer in cache.layers
+            (split, layer.name): cache.file[split]["feats"][layer.name][:]
+            for split in cache.splits
+            for layer in cache.layers
         }
 
 
@@ -163,7 +179,9 @@ def test_interrupted_extraction_resumes_to_the_uninterrupted_result(tiny_unet_di
 
     calls = {"n": 0}
     original = backbone.features
-    monkeypatch.setattr(backbone, "features", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), original(*a, **k))[1])
+    monkeypatch.setattr(
+        backbone, "features", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), original(*a, **k))[1]
+    )
     extract(backbone, _dataset(), tmp_path / "part.h5", config, progress=False)
     # Only the 4 train samples and 9 test samples left: 1 + 3 batches, x 2 t x 2 draws, plus the width probe.
     assert calls["n"] == 1 + (1 + 3) * 2 * 2
@@ -183,9 +201,17 @@ def test_resume_refuses_different_work_and_complete_caches(tiny_unet_dir, tmp_pa
         extract(backbone, _dataset(), tmp_path / "part.h5", config, progress=False)
     restore()
     with pytest.raises(ProbekitError, match="different grid"):
-        extract(backbone, _dataset(), tmp_path / "part.h5", ExtractConfig(timesteps=[0, 31], layers=LAYERS), progress=False)
+        extract(
+            backbone, _dataset(), tmp_path / "part.h5", ExtractConfig(timesteps=[0, 31], layers=LAYERS), progress=False
+        )
     with pytest.raises(ProbekitError, match="different seed"):
-        extract(backbone, _dataset(), tmp_path / "part.h5", ExtractConfig(timesteps=[0, 30], layers=LAYERS, seed=1), progress=False)
+        extract(
+            backbone,
+            _dataset(),
+            tmp_path / "part.h5",
+            ExtractConfig(timesteps=[0, 30], layers=LAYERS, seed=1),
+            progress=False,
+        )
     with pytest.raises(ProbekitError, match="different splits"):
         extract(backbone, _dataset(n_train=21), tmp_path / "part.h5", config, progress=False)
     other = load_backbone(str(tiny_unet_dir), random_init=True, seed=5)
@@ -239,7 +265,8 @@ def test_bf16_autocast_moves_features_a_little_and_is_recorded(tiny_unet_dir, tm
 def _hand_count_flops(backbone, layer: str) -> tuple[int, int]:
     """FLOPs of one 16 x 16 image's forward up to ``layer``, counted by hooks: 2 x outputs x fan-in
     for every convolution and linear layer, and 4 B L^2 (heads x head width) for softmax(Q K^T) V
-    in each attention layer; returns (FLOPs, attention layers that ran)."""
+    in each attention layer; returns (FLOPs, attention layers that ran).
+    """
     from diffusers.models.attention_processor import Attention
 
     expected, attentions = 0, 0
@@ -268,7 +295,8 @@ def _hand_count_flops(backbone, layer: str) -> tuple[int, int]:
 
 def test_flops_per_image_and_achieved_rate_are_recorded(tiny_unet_dir, tmp_path, caplog):
     """The recorded count equals a hand count of every convolution and linear layer that ran
-    (the forward stops after down_blocks.0, before any attention)."""
+    (the forward stops after down_blocks.0, before any attention).
+    """
     backbone = load_backbone(str(tiny_unet_dir))
     config = ExtractConfig(timesteps=[10, 50], layers=["down_blocks.0.resnets.0"], batch_size=8, precision="auto")
     with caplog.at_level("INFO", logger="probekit.features.extraction"):
@@ -281,7 +309,10 @@ def test_flops_per_image_and_achieved_rate_are_recorded(tiny_unet_dir, tmp_path,
         assert cache.attrs["achieved_flops"] > 0
     assert "GFLOP per image and grid point" in caplog.text and "GFLOP/s" in caplog.text
     forwards = 2 * (len(_dataset().splits["train"].labels) + len(_dataset().splits["test"].labels))
-    budget = f"work: {forwards} image x grid-point forwards x {expected / 1e9:.3g} GFLOP = {forwards * expected / 1e12:.3g} TFLOP"
+    budget = (
+        f"work: {forwards} image x grid-point forwards x {expected / 1e9:.3g} GFLOP = "
+        f"{forwards * expected / 1e12:.3g} TFLOP"
+    )
     assert budget in caplog.text
 
 
@@ -297,7 +328,9 @@ def test_flops_count_attention_on_the_cpu(tiny_unet_dir, tmp_path):
         assert cache.attrs["flops_per_image"] == expected
 
 
-def test_views_are_deterministic_survive_resume_and_match_a_hand_augmented_forward(tiny_unet_dir, tmp_path, monkeypatch):
+def test_views_are_deterministic_survive_resume_and_match_a_hand_augmented_forward(
+    tiny_unet_dir, tmp_path, monkeypatch
+):
     from probekit.data.augment import crop_flip_views
     from probekit.features.extraction import noise_draw
 
@@ -318,21 +351,30 @@ def test_views_are_deterministic_survive_resume_and_match_a_hand_augmented_forwa
     images = crop_flip_views(split.images, split.index, seed=0, split="train", view=2)
     from probekit.data import fit_images
 
-    x0, _ = fit_images(images, size=backbone.input_size, channels=backbone.input_channels,
-                       value_range=backbone.value_range, fit="auto")
+    x0, _ = fit_images(
+        images, size=backbone.input_size, channels=backbone.input_channels, value_range=backbone.value_range, fit="auto"
+    )
     point = backbone.schedule.points([30])[0]
     noise = sample_noise(x0.shape[1:], split.index, seed=split_seed(0, "train"), t=30, draw=noise_draw(2, 1))
     from probekit.core.pooling import Pooling
 
     with torch.no_grad():
-        feats = backbone.features(backbone.schedule.add_noise(x0, noise, point), point, ["up_blocks.1.resnets.1"],
-                                  Pooling.parse("gap"))
+        feats = backbone.features(
+            backbone.schedule.add_noise(x0, noise, point), point, ["up_blocks.1.resnets.1"], Pooling.parse("gap")
+        )
     np.testing.assert_allclose(stored_view2_draw1, feats["up_blocks.1.resnets.1"].numpy(), rtol=1e-5, atol=1e-6)
 
     # a batch size that splits differently, and a resumed run, give the same bytes
-    extract(backbone, _dataset(), tmp_path / "b7.h5", ExtractConfig(timesteps=[0, 30], layers=LAYERS, draws=2, views=2,
-                                                                     batch_size=7), progress=False)
-    restore = _interrupt_after(backbone, monkeypatch, forwards=1 + 2 * 3 * 2 * 2)  # probe + 2 batches x 3 views x 2 t x 2 draws
+    extract(
+        backbone,
+        _dataset(),
+        tmp_path / "b7.h5",
+        ExtractConfig(timesteps=[0, 30], layers=LAYERS, draws=2, views=2, batch_size=7),
+        progress=False,
+    )
+    restore = _interrupt_after(
+        backbone, monkeypatch, forwards=1 + 2 * 3 * 2 * 2
+    )  # probe + 2 batches x 3 views x 2 t x 2 draws
     with pytest.raises(KeyboardInterrupt):
         extract(backbone, _dataset(), tmp_path / "part.h5", config, progress=False)
     restore()

@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from probekit.features.cache import FeatureCache
-from probekit.data.base import ImageDataset, ImageSplit
 from probekit.core.errors import ProbekitError
+from probekit.data.base import ImageDataset, ImageSplit
+from probekit.features.cache import FeatureCache
 from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
 
@@ -29,8 +29,13 @@ def _dataset(n_train=12, n_test=6):
 def test_spatial_cache_layout_and_maps_match_a_hooked_forward(tiny_unet_dir, tmp_path):
     backbone = load_backbone(str(tiny_unet_dir))
     data = _dataset()
-    out = extract(backbone, data, tmp_path / "s.h5", ExtractConfig(timesteps=[0], layers=LAYERS, pooling="spatial4"),
-                  progress=False)
+    out = extract(
+        backbone,
+        data,
+        tmp_path / "s.h5",
+        ExtractConfig(timesteps=[0], layers=LAYERS, pooling="spatial4"),
+        progress=False,
+    )
     with h5py.File(out) as f:
         assert int(f.attrs["format_version"]) == 2 and int(f.attrs["spatial_side"]) == 4
         assert f["train/feats/down_blocks.0.resnets.0"].dtype == np.float16
@@ -38,21 +43,28 @@ def test_spatial_cache_layout_and_maps_match_a_hooked_forward(tiny_unet_dir, tmp
     # the grid averaged over space is the gap feature of the same noisy forward (layout check),
     # and the flattened grid is avg4's vector (same numbers, float16-rounded)
     gap = extract(backbone, data, tmp_path / "g.h5", ExtractConfig(timesteps=[0], layers=LAYERS), progress=False)
-    avg = extract(backbone, data, tmp_path / "a.h5", ExtractConfig(timesteps=[0], layers=LAYERS, pooling="avg4"),
-                  progress=False)
+    avg = extract(
+        backbone, data, tmp_path / "a.h5", ExtractConfig(timesteps=[0], layers=LAYERS, pooling="avg4"), progress=False
+    )
     with FeatureCache(out) as cache, FeatureCache(gap) as g, FeatureCache(avg) as a:
         assert cache.spatial_side == 4
         maps = cache.feature_maps("test", "down_blocks.0.resnets.0", 0, rows=np.array([0, 2, 3]))
         assert maps.shape == (3, 8, 4, 4) and maps.dtype == np.float32
-        np.testing.assert_allclose(maps.mean(axis=(2, 3)), g.features("test", "down_blocks.0.resnets.0", 0)[[0, 2, 3]],
-                                   rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(
+            maps.mean(axis=(2, 3)), g.features("test", "down_blocks.0.resnets.0", 0)[[0, 2, 3]], rtol=2e-3, atol=2e-3
+        )
         flat = a.features("test", "down_blocks.0.resnets.0", 0)[[0, 2, 3]].reshape(3, 8, 4, 4)
         np.testing.assert_allclose(maps, flat.astype(np.float16).astype(np.float32), rtol=1e-6)
 
 
 def test_plain_caches_stay_version_1_and_have_no_maps(tiny_unet_dir, tmp_path):
-    out = extract(load_backbone(str(tiny_unet_dir)), _dataset(), tmp_path / "g.h5",
-                  ExtractConfig(timesteps=[0], layers=LAYERS), progress=False)
+    out = extract(
+        load_backbone(str(tiny_unet_dir)),
+        _dataset(),
+        tmp_path / "g.h5",
+        ExtractConfig(timesteps=[0], layers=LAYERS),
+        progress=False,
+    )
     with h5py.File(out) as f:
         assert int(f.attrs["format_version"]) == 1 and "spatial_side" not in f.attrs
         assert f["train/feats/mid_block.resnets.1"].dtype == np.float32
@@ -76,15 +88,25 @@ def test_budget_is_printed_and_max_memory_lowers_the_batch(tiny_unet_dir, tmp_pa
     # down_blocks.0.resnets.0: 8 channels x 4 x 4 = 128 values; mid_block: 16 x 16 = 256; per image 384 values
     per_image = 2 * 384 * 4  # two grid points, float32 in memory
     with caplog.at_level(logging.INFO, logger="probekit.features.extraction"):
-        extract(backbone, _dataset(), tmp_path / "m.h5",
-                ExtractConfig(timesteps=[0, 10], layers=LAYERS, pooling="spatial4", batch_size=8,
-                              max_memory=3 * per_image * 5),
-                progress=False)
+        extract(
+            backbone,
+            _dataset(),
+            tmp_path / "m.h5",
+            ExtractConfig(
+                timesteps=[0, 10], layers=LAYERS, pooling="spatial4", batch_size=8, max_memory=3 * per_image * 5
+            ),
+            progress=False,
+        )
     text = caplog.text
     assert "batch size 8 -> 5" in text
     disk = 2 * 384 * 2 * (12 + 6)  # grid x values x float16 x images
     assert f"{disk / 2**20:.1f} MiB of float16 features on disk" in text
     with pytest.raises(ProbekitError, match="cannot hold the features of even one image"):
-        extract(backbone, _dataset(), tmp_path / "n.h5",
-                ExtractConfig(timesteps=[0, 10], layers=LAYERS, pooling="spatial4", max_memory=per_image), progress=False)
+        extract(
+            backbone,
+            _dataset(),
+            tmp_path / "n.h5",
+            ExtractConfig(timesteps=[0, 10], layers=LAYERS, pooling="spatial4", max_memory=per_image),
+            progress=False,
+        )
     assert not (tmp_path / "n.h5").exists()

@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from probekit.features.cache import FeatureCache
+from probekit.core.errors import ProbekitError
 from probekit.data import load_dataset
 from probekit.data.transforms import fit_images
+from probekit.features.cache import FeatureCache
 from probekit.features.distributed import shard_dataset
-from probekit.core.errors import ProbekitError
 from probekit.features.extraction import ExtractConfig, extract
 from probekit.features.host_pipeline import Converter, auto_workers, host_batches
 from probekit.models import load_backbone
@@ -33,17 +33,25 @@ def _jpeg_folder(root, n_train=10, n_test=10):
             folder = root / split / f"c{i % 2}"
             folder.mkdir(parents=True, exist_ok=True)
             width, height = SIZES[i % len(SIZES)]
-            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(folder / f"{i}.jpg", quality=90)
+            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+                folder / f"{i}.jpg", quality=90
+            )
     return root
 
 
 def _features(path):
     with FeatureCache(path) as cache:
-        return {f"{split}/{layer.name}": cache.file[split]["feats"][layer.name][:] for split in ("train", "test") for layer in cache.layers}
+        return {
+            f"{split}/{layer.name}": cache.file[split]["feats"][layer.name][:]
+            for split in ("train", "test")
+            for layer in cache.layers
+        }
 
 
 def _config(**changes):
-    return ExtractConfig(**{"timesteps": [5, 40], "layers": [LAYER], "views": 1, "batch_size": 5, "image_size": 16, **changes})
+    return ExtractConfig(
+        **{"timesteps": [5, 40], "layers": [LAYER], "views": 1, "batch_size": 5, "image_size": 16, **changes}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +76,13 @@ def test_two_workers_give_identical_features(tiny_unet_dir, reference, tmp_path)
 def test_another_batch_size_agrees_to_the_forwards_rounding(tiny_unet_dir, reference, tmp_path):
     root, expected = reference
     out = tmp_path / "b3.h5"
-    extract(load_backbone(str(tiny_unet_dir)), load_dataset(str(root)), out, _config(workers=1, batch_size=3), progress=False)
+    extract(
+        load_backbone(str(tiny_unet_dir)),
+        load_dataset(str(root)),
+        out,
+        _config(workers=1, batch_size=3),
+        progress=False,
+    )
     got = _features(out)
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6)
@@ -115,7 +129,13 @@ def test_a_corrupt_image_in_a_worker_is_a_one_line_error(tiny_unet_dir, tmp_path
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) * 2 // 3])  # the header survives, the pixels do not
     with pytest.raises(ProbekitError, match=r"^cannot decode image .*3\.jpg") as err:
-        extract(load_backbone(str(tiny_unet_dir)), load_dataset(str(root)), tmp_path / "f.h5", _config(workers=2), progress=False)
+        extract(
+            load_backbone(str(tiny_unet_dir)),
+            load_dataset(str(root)),
+            tmp_path / "f.h5",
+            _config(workers=2),
+            progress=False,
+        )
     assert "\n" not in str(err.value)
 
 
@@ -128,11 +148,23 @@ def test_batches_arrive_in_order_converted_as_fit_images_does_whatever_the_batch
     got = list(host_batches(split, bounds, 2, seed=0, split_name="train", convert=convert, device=cpu, workers=2))
     assert [(batch.start, batch.stop) for batch, _ in got] == bounds
     for (batch, views), (start, stop) in zip(got, bounds):
-        expected, _ = fit_images(split.read(slice(start, stop)), size=32, channels=3, value_range=(-1.0, 1.0), fit="pad")
+        expected, _ = fit_images(
+            split.read(slice(start, stop)), size=32, channels=3, value_range=(-1.0, 1.0), fit="pad"
+        )
         assert torch.equal(views[0], expected) and views[1].shape == expected.shape
         np.testing.assert_array_equal(batch.ids, split.index[start:stop])
-    singles = list(host_batches(split, [(i, i + 1) for i in range(10)], 2, seed=0, split_name="train", convert=convert,
-                                device=cpu, workers=0))
+    singles = list(
+        host_batches(
+            split,
+            [(i, i + 1) for i in range(10)],
+            2,
+            seed=0,
+            split_name="train",
+            convert=convert,
+            device=cpu,
+            workers=0,
+        )
+    )
     by_sample = {int(batch.ids[0]): views for batch, views in singles}
     for batch, views in got:
         for row, sample in enumerate(batch.ids.tolist()):
@@ -144,8 +176,11 @@ def test_auto_workers_decodes_in_the_main_process_only_when_nothing_needs_decodi
     dataset = load_dataset(str(_jpeg_folder(tmp_path / "data")))
     assert auto_workers(list(dataset.splits.values())) >= 1
     in_memory = dataset.splits["train"]
-    in_memory = type(in_memory)(in_memory.read(slice(None)) if not in_memory.mixed_sizes else in_memory.at_size(8).read(slice(None)),
-                                in_memory.labels, in_memory.index)
+    in_memory = type(in_memory)(
+        in_memory.read(slice(None)) if not in_memory.mixed_sizes else in_memory.at_size(8).read(slice(None)),
+        in_memory.labels,
+        in_memory.index,
+    )
     assert auto_workers([in_memory]) == 0
     with pytest.raises(ProbekitError, match="--workers must be 0"):
         extract(load_backbone("pixels"), dataset, tmp_path / "f.h5", _config(workers=-1, layers=None), progress=False)

@@ -1,6 +1,7 @@
 """VAE latents: counted in the logged work (against a count by hand from layer shapes), stored and
 reused by a second run (the log shows the encoder skipped), keyed so another VAE or image size is
-never served; the encoder batch follows the memory budget."""
+never served; the encoder batch follows the memory budget.
+"""
 
 import logging
 import re
@@ -10,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from probekit.features.cache import FeatureCache
-from probekit.data.base import ImageDataset, ImageSplit
 from probekit.core.errors import ProbekitError
+from probekit.data.base import ImageDataset, ImageSplit
+from probekit.features.cache import FeatureCache
 from probekit.features.extraction import ExtractConfig, extract
 from probekit.features.latents import LatentStore
 from probekit.models import load_backbone
@@ -40,14 +41,18 @@ def pipe(tmp_path_factory):
 
 def _dataset(n=6, size=20):
     rng = np.random.default_rng(0)
-    split = lambda n: ImageSplit(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), (np.arange(n) % 2).astype(np.int64),
-                                 np.arange(n, dtype=np.int64))
+    split = lambda n: ImageSplit(
+        rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+        (np.arange(n) % 2).astype(np.int64),
+        np.arange(n, dtype=np.int64),
+    )
     return ImageDataset("toy", {"train": split(n), "test": split(4)}, ["a", "b"], "memory")
 
 
 def _hand_flops(run, root_modules):
     """FLOPs of ``run()`` counted by hooks from layer shapes: 2 x MACs of every Conv2d and Linear,
-    plus Q K^T and A V of every attention (2 B L S d each), independently of torch's counter."""
+    plus Q K^T and A V of every attention (2 B L S d each), independently of torch's counter.
+    """
     from diffusers.models.attention_processor import Attention
 
     total = [0]
@@ -92,14 +97,22 @@ def test_logged_work_counts_the_encoder_and_matches_a_hand_count(pipe, tmp_path,
     backbone = load_backbone(f"sd:{pipe}")
     data, grid = _dataset(), [10, 500]
     with caplog.at_level(logging.INFO, logger="probekit"):
-        extract(backbone, data, tmp_path / "f.h5", ExtractConfig(timesteps=grid, layers=LAYERS, batch_size=4), progress=False)
+        extract(
+            backbone,
+            data,
+            tmp_path / "f.h5",
+            ExtractConfig(timesteps=grid, layers=LAYERS, batch_size=4),
+            progress=False,
+        )
     assert backbone.input_size == (16, 16)  # 8 latent pixels, two VAE stages
     image = torch.zeros(1, 3, 16, 16)
     encode = _hand_flops(lambda: backbone.encode(image), [backbone.vae])
     latent = backbone.encode(image)
     point = backbone.schedule.points([10])[0]
-    forward = _hand_flops(lambda: backbone.features(latent, point, LAYERS, __import__("probekit").pooling.Pooling.parse("gap")),
-                          [backbone.net])
+    forward = _hand_flops(
+        lambda: backbone.features(latent, point, LAYERS, __import__("probekit").pooling.Pooling.parse("gap")),
+        [backbone.net],
+    )
     images = 6 + 4
     expected = images * encode + images * len(grid) * forward
     assert encode > forward  # the encoder is no rounding error here, as at SD's 512 px
@@ -125,17 +138,32 @@ def test_second_run_skips_the_encoder_and_gives_the_same_features(pipe, tmp_path
     assert calls["n"] == 6 * 2 + 4  # train: clean + one view; test: clean
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="probekit"):
-        extract(backbone, _dataset(), tmp_path / "second.h5", ExtractConfig(timesteps=[10, 900], layers=LAYERS, batch_size=4, views=1),
-                progress=False)
+        extract(
+            backbone,
+            _dataset(),
+            tmp_path / "second.h5",
+            ExtractConfig(timesteps=[10, 900], layers=LAYERS, batch_size=4, views=1),
+            progress=False,
+        )
     assert calls["n"] == 16  # not one more image encoded
-    assert any(re.match(r"latents: encoder ran on 0 image views, skipped for 16 found in .*latents", r.getMessage()) for r in caplog.records)
-    extract(backbone, _dataset(), tmp_path / "fresh.h5", ExtractConfig(timesteps=[10, 900], layers=LAYERS, batch_size=4, views=1,
-                                                                       store_latents=False), progress=False)
+    assert any(
+        re.match(r"latents: encoder ran on 0 image views, skipped for 16 found in .*latents", r.getMessage())
+        for r in caplog.records
+    )
+    extract(
+        backbone,
+        _dataset(),
+        tmp_path / "fresh.h5",
+        ExtractConfig(timesteps=[10, 900], layers=LAYERS, batch_size=4, views=1, store_latents=False),
+        progress=False,
+    )
     assert calls["n"] == 32
     with FeatureCache(tmp_path / "second.h5") as reused, FeatureCache(tmp_path / "fresh.h5") as fresh:
         for split in ("train", "test"):
             for layer in reused.layers:
-                np.testing.assert_array_equal(reused.file[split]["feats"][layer.name][:], fresh.file[split]["feats"][layer.name][:])
+                np.testing.assert_array_equal(
+                    reused.file[split]["feats"][layer.name][:], fresh.file[split]["feats"][layer.name][:]
+                )
 
 
 def test_another_vae_or_image_size_or_seed_is_never_served_stored_latents(pipe, tmp_path, caplog):
@@ -145,7 +173,13 @@ def test_another_vae_or_image_size_or_seed_is_never_served_stored_latents(pipe, 
     def skipped(model, out, **changes):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="probekit"):
-            extract(load_backbone(f"sd:{model}"), _dataset(), tmp_path / out, ExtractConfig(**{**config.__dict__, **changes}), progress=False)
+            extract(
+                load_backbone(f"sd:{model}"),
+                _dataset(),
+                tmp_path / out,
+                ExtractConfig(**{**config.__dict__, **changes}),
+                progress=False,
+            )
         line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("latents: encoder ran"))
         return int(re.search(r"skipped for (\d+)", line).group(1))
 
@@ -161,7 +195,9 @@ def test_store_round_trip_in_any_id_order_and_missing_rows(tmp_path):
     store = LatentStore(tmp_path, {"k": 1})
     latents = torch.randn(4, 2, 3, 3)
     store.put("train", "clean", np.array([7, 2, 5, 0]), latents)
-    np.testing.assert_array_equal(store.get("train", "clean", np.array([5, 7, 0, 2])).numpy(), latents[[2, 0, 3, 1]].numpy())
+    np.testing.assert_array_equal(
+        store.get("train", "clean", np.array([5, 7, 0, 2])).numpy(), latents[[2, 0, 3, 1]].numpy()
+    )
     assert store.get("train", "clean", np.array([1, 2])) is None  # row 1 was never written (not zeros)
     assert store.get("train", "crop-flip-pad4-seed0-view1", np.array([2])) is None
     assert store.get("test", "clean", np.array([20])) is None

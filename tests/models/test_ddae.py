@@ -10,19 +10,31 @@ import numpy as np
 import pytest
 import torch
 
-from probekit.features.cache import FeatureCache
 from probekit.cli import main
-from probekit.data.base import ImageDataset, ImageSplit
 from probekit.core.errors import ProbekitError
+from probekit.core.pooling import Pooling
+from probekit.data.base import ImageDataset, ImageSplit
+from probekit.features.cache import FeatureCache
 from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone, select_layers
 from probekit.models.ddae import DDAEEDMSchedule, EDMParams, parse_spec
-from probekit.core.pooling import Pooling
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ddae"
 CASES = {"ddpm_unet": [1, 11, 300, 1000], "edm_ddpmpp": [1, 4, 10, 18]}
-DDPM_LAYERS = ["stem", "in_1", "downsample_1", "in_2", "mid_res1", "mid_attn", "mid",
-               "out_1", "out_2", "upsample_1", "out_3", "out_4"]
+DDPM_LAYERS = [
+    "stem",
+    "in_1",
+    "downsample_1",
+    "in_2",
+    "mid_res1",
+    "mid_attn",
+    "mid",
+    "out_1",
+    "out_2",
+    "upsample_1",
+    "out_3",
+    "out_4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +76,9 @@ def test_pooled_features_equal_ddae_get_feature(checkpoints, name, entry):
     expected = _expected(name)
     names = [layer.name for layer in backbone.layers()]
     # DDAE's own decoder readout names, exactly as its get_feature returns them
-    assert {n for n in names if n.startswith("out_")} == {k.split("/")[-1] for k in expected if k.startswith(f"ema/1/out_")}
+    assert {n for n in names if n.startswith("out_")} == {
+        k.split("/")[-1] for k in expected if k.startswith("ema/1/out_")
+    }
     checked = 0
     for t in CASES[name]:
         if f"x_noised/{entry}/{t}" not in expected:
@@ -72,7 +86,9 @@ def test_pooled_features_equal_ddae_get_feature(checkpoints, name, entry):
         x_noised = torch.from_numpy(expected[f"x_noised/{entry}/{t}"])
         feats = backbone.features(x_noised, backbone.schedule.point(t), names, Pooling())
         for layer in names:
-            np.testing.assert_allclose(feats[layer].numpy(), expected[f"{entry}/{t}/{layer}"], rtol=0, atol=1e-5, err_msg=f"{layer} t={t}")
+            np.testing.assert_allclose(
+                feats[layer].numpy(), expected[f"{entry}/{t}/{layer}"], rtol=0, atol=1e-5, err_msg=f"{layer} t={t}"
+            )
             checked += 1
     assert checked >= len(names)
 
@@ -311,8 +327,13 @@ def _dataset() -> ImageDataset:
 @pytest.mark.parametrize(("name", "timesteps"), [("ddpm_unet", [1, 11]), ("edm_ddpmpp", [4, 2])])
 def test_extract_end_to_end(checkpoints, tmp_path, name, timesteps):
     backbone = load_backbone(_spec(name, checkpoints[name]))
-    out = extract(backbone, _dataset(), tmp_path / "f.h5",
-                  ExtractConfig(timesteps=timesteps, layers="in_1,mid,out_3", batch_size=4), progress=False)
+    out = extract(
+        backbone,
+        _dataset(),
+        tmp_path / "f.h5",
+        ExtractConfig(timesteps=timesteps, layers="in_1,mid,out_3", batch_size=4),
+        progress=False,
+    )
     with FeatureCache(out) as cache:
         assert cache.complete and cache.timesteps == sorted(timesteps)
         assert [layer.name for layer in cache.layers] == ["in_1", "mid", "out_3"]

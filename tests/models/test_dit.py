@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probekit.features.cache import FeatureCache
-from probekit.data.base import ImageDataset, ImageSplit
 from probekit.core.errors import ProbekitError
+from probekit.core.noise import sample_noise, split_seed
+from probekit.core.pooling import Pooling
+from probekit.data.base import ImageDataset, ImageSplit
+from probekit.features.cache import FeatureCache
 from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import FORMATS, UNetBackbone, load_backbone, select_layers
 from probekit.models.dit import DiTBackbone, infer_original_shape, parse_config_name
-from probekit.core.noise import sample_noise, split_seed
-from probekit.core.pooling import Pooling
 
 LATENT, PATCH, HIDDEN, DEPTH, HEADS, CLASSES = 8, 2, 32, 2, 2, 10
 TOKENS = (LATENT // PATCH) ** 2
@@ -119,9 +119,9 @@ class RefDiT(nn.Module):
     def blocks_out(self, x: torch.Tensor, t: float, y: int) -> list[torch.Tensor]:
         with torch.no_grad():
             h = self.x_embedder.proj(x).flatten(2).transpose(1, 2) + self.pos_embed
-            c = self.t_embedder.mlp(_timestep_embedding(torch.full((len(x),), float(t)))) + self.y_embedder.embedding_table(
-                torch.full((len(x),), y, dtype=torch.long)
-            )
+            c = self.t_embedder.mlp(
+                _timestep_embedding(torch.full((len(x),), float(t)))
+            ) + self.y_embedder.embedding_table(torch.full((len(x),), y, dtype=torch.long))
             outs = []
             for block in self.blocks:
                 h = block(h, c)
@@ -161,8 +161,15 @@ def _diffusers_dit(ref: RefDiT):
     from diffusers import DiTTransformer2DModel
 
     net = DiTTransformer2DModel(
-        num_attention_heads=HEADS, attention_head_dim=HIDDEN // HEADS, in_channels=4, out_channels=8,
-        num_layers=DEPTH, sample_size=LATENT, patch_size=PATCH, num_embeds_ada_norm=CLASSES, norm_eps=1e-6,
+        num_attention_heads=HEADS,
+        attention_head_dim=HIDDEN // HEADS,
+        in_channels=4,
+        out_channels=8,
+        num_layers=DEPTH,
+        sample_size=LATENT,
+        patch_size=PATCH,
+        num_embeds_ada_norm=CLASSES,
+        norm_eps=1e-6,
     )
     net.load_state_dict(_to_diffusers_keys(ref.state_dict()), strict=True)
     return net
@@ -173,8 +180,15 @@ def _tiny_vae():
 
     torch.manual_seed(1)
     return AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
         scaling_factor=VAE_SCALE,
     )
 
@@ -195,10 +209,25 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict:
     vae.save_pretrained(pipe / "vae")
     (pipe / "scheduler").mkdir()
     (pipe / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps({"_class_name": "DDIMScheduler", "num_train_timesteps": 500, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02})
+        json.dumps(
+            {
+                "_class_name": "DDIMScheduler",
+                "num_train_timesteps": 500,
+                "beta_schedule": "linear",
+                "beta_start": 1e-4,
+                "beta_end": 0.02,
+            }
+        )
     )
     (pipe / "model_index.json").write_text(json.dumps({"_class_name": "DiTPipeline"}))
-    return {"root": root, "ref": ref, "pt": root / "tiny.pt", "vae": root / "vae", "folder": root / "transformer-only", "pipe": pipe}
+    return {
+        "root": root,
+        "ref": ref,
+        "pt": root / "tiny.pt",
+        "vae": root / "vae",
+        "folder": root / "transformer-only",
+        "pipe": pipe,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +306,9 @@ def test_null_class_conditions_every_forward(files, original):
 
 def test_avg_pooling_averages_the_token_grid(files, original):
     x = _latents(2)
-    feats = original.features(x, original.schedule.point(20), ["transformer_blocks.1"], Pooling(2))["transformer_blocks.1"]
+    feats = original.features(x, original.schedule.point(20), ["transformer_blocks.1"], Pooling(2))[
+        "transformer_blocks.1"
+    ]
     tokens = files["ref"].blocks_out(x, 20, CLASSES)[1].numpy()  # (B, 16, C), row-major 4 x 4 grid
     side = LATENT // PATCH
     grid = tokens.reshape(2, side, side, HIDDEN)
@@ -313,14 +344,20 @@ def test_learned_sigma_and_fixed_sigma_both_load(files, tmp_path, original):
     x = _latents(2)
     np.testing.assert_allclose(
         backbone.features(x, backbone.schedule.point(5), ["layer-1"], Pooling())["layer-1"].numpy(),
-        fixed.blocks_out(x, 5, CLASSES)[1].numpy().mean(axis=1), rtol=1e-4, atol=1e-5,
+        fixed.blocks_out(x, 5, CLASSES)[1].numpy().mean(axis=1),
+        rtol=1e-4,
+        atol=1e-5,
     )
 
 
 def test_training_checkpoint_uses_its_ema_weights(files, tmp_path, original):
     other = RefDiT(seed=7).state_dict()
-    checkpoint = {"model": other, "ema": files["ref"].state_dict(), "opt": {"state": {}, "param_groups": []},
-                  "args": argparse.Namespace(model="DiT-XL/2", image_size=256)}
+    checkpoint = {
+        "model": other,
+        "ema": files["ref"].state_dict(),
+        "opt": {"state": {}, "param_groups": []},
+        "args": argparse.Namespace(model="DiT-XL/2", image_size=256),
+    }
     torch.save(checkpoint, tmp_path / "0050000.pt")
     backbone = load_backbone(f"dit:{tmp_path / '0050000.pt'}?heads={HEADS}&vae={files['vae']}")
     x = _latents(2)
@@ -424,7 +461,9 @@ def test_pipeline_folder_is_recognised_with_its_vae_and_scheduler(files, origina
     assert backbone.schedule.num_train_timesteps == 500
     assert backbone.weights_sha256() == original.weights_sha256()  # same weights, and its vae/ is the same VAE
     assert not backbone.original_temb  # diffusers layouts run with diffusers' timestep embedding by default
-    assert FORMATS["dit"].recognises(str(files["folder"]))  # a bare transformer folder too (its VAE is then the hub default)
+    assert FORMATS["dit"].recognises(
+        str(files["folder"])
+    )  # a bare transformer folder too (its VAE is then the hub default)
 
 
 def test_unet_folders_stay_unets(tiny_unet_dir):
@@ -448,10 +487,23 @@ def test_shapes_identify_published_sizes():
             assert (size.depth, size.hidden, size.patch, size.heads) == (depth, hidden, patch, heads)
             assert parse_config_name(f"DiT-{width}-{patch}") == size
     # DiT-S/2 at 256 px, shapes only (expanded zeros use no memory)
-    shapes = {"x_embedder.proj.weight": (384, 4, 2, 2), "pos_embed": (1, 256, 384), "blocks.0.mlp.fc1.weight": (1536, 384),
-              "blocks.11.mlp.fc2.bias": (384,), "y_embedder.embedding_table.weight": (1001, 384), "final_layer.linear.weight": (32, 384)}
+    shapes = {
+        "x_embedder.proj.weight": (384, 4, 2, 2),
+        "pos_embed": (1, 256, 384),
+        "blocks.0.mlp.fc1.weight": (1536, 384),
+        "blocks.11.mlp.fc2.bias": (384,),
+        "y_embedder.embedding_table.weight": (1001, 384),
+        "final_layer.linear.weight": (32, 384),
+    }
     shape = infer_original_shape({k: torch.zeros(1).expand(s) for k, s in shapes.items()})
-    assert (shape.depth, shape.hidden, shape.patch, shape.num_classes, shape.latent_size, shape.out_channels) == (12, 384, 2, 1000, 32, 8)
+    assert (shape.depth, shape.hidden, shape.patch, shape.num_classes, shape.latent_size, shape.out_channels) == (
+        12,
+        384,
+        2,
+        1000,
+        32,
+        8,
+    )
     assert shape.known_size().name == "DiT-S/2"
 
 
@@ -507,6 +559,8 @@ def test_diffusers_folder_with_absent_weights_is_refused(files, tmp_path):
     del weights["transformer_blocks.1.ff.net.2.bias"]
     weights["transformer_blocks.0.extra.weight"] = torch.zeros(1)
     save_file(weights, folder / "diffusion_pytorch_model.safetensors")
-    with pytest.raises(ProbekitError, match=r"missing transformer_blocks\.1\.ff\.net\.2\.bias.*unexpected transformer_blocks\.0\.extra") as info:
+    with pytest.raises(
+        ProbekitError, match=r"missing transformer_blocks\.1\.ff\.net\.2\.bias.*unexpected transformer_blocks\.0\.extra"
+    ) as info:
         load_backbone(f"dit:{folder}?vae={files['vae']}")
     assert "\n" not in str(info.value)

@@ -35,7 +35,9 @@ def test_unknown_name_lists_close_matches():
         names("mid_blok")
 
 
-@pytest.mark.parametrize("spec, message", [("7", "out of range"), ("-6", "out of range"), ("attn*", "matches no layer"), ("", "empty")])
+@pytest.mark.parametrize(
+    "spec, message", [("7", "out of range"), ("-6", "out of range"), ("attn*", "matches no layer"), ("", "empty")]
+)
 def test_bad_selections_are_refused(spec, message):
     with pytest.raises(ProbekitError, match=message):
         names(spec)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from probekit.core.errors import ProbekitError
-from probekit.models import PixelsBackbone, load_backbone, state_dict_sha256
 from probekit.core.pooling import Pooling
+from probekit.models import PixelsBackbone, load_backbone, state_dict_sha256
 from tests.conftest import make_tiny_unet
 
 
@@ -22,7 +22,12 @@ def test_folder_loads_weights_and_scheduler_config(tiny_unet_dir):
 def test_missing_scheduler_config_means_ddpm_linear_1000(tmp_path):
     make_tiny_unet().save_pretrained(tmp_path)
     schedule = load_backbone(str(tmp_path)).schedule
-    assert (schedule.num_train_timesteps, schedule.beta_schedule, schedule.beta_start, schedule.beta_end) == (1000, "linear", 1e-4, 0.02)
+    assert (schedule.num_train_timesteps, schedule.beta_schedule, schedule.beta_start, schedule.beta_end) == (
+        1000,
+        "linear",
+        1e-4,
+        0.02,
+    )
 
 
 def test_pipeline_layout_with_unet_and_scheduler_subfolders(tmp_path):
@@ -126,7 +131,9 @@ def test_damaged_weights_file(damage, tiny_unet_dir, tmp_path):
     folder = _copy_of(tiny_unet_dir, tmp_path)
     weights = folder / "diffusion_pytorch_model.safetensors"
     raw = weights.read_bytes()
-    weights.write_bytes({"garbage": np.random.default_rng(0).bytes(800), "truncated": raw[: len(raw) // 3], "empty": b""}[damage])
+    weights.write_bytes(
+        {"garbage": np.random.default_rng(0).bytes(800), "truncated": raw[: len(raw) // 3], "empty": b""}[damage]
+    )
     with pytest.raises(ProbekitError, match=r"diffusion_pytorch_model.safetensors .*corrupt.*re-download") as error:
         load_backbone(str(folder))
     _one_line(error)
@@ -155,7 +162,9 @@ def test_weights_missing_or_extra_are_refused_not_randomly_filled(tiny_unet_dir,
     del state["conv_out.bias"]
     state["head.weight"] = torch.zeros(3)
     save_file(state, weights)
-    with pytest.raises(ProbekitError, match=r"the weights lack conv_out.bias; the config has no place for head.weight") as error:
+    with pytest.raises(
+        ProbekitError, match=r"the weights lack conv_out.bias; the config has no place for head.weight"
+    ) as error:
         load_backbone(str(folder))
     _one_line(error)
 

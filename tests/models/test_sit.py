@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from probekit.core.errors import ProbekitError
+from probekit.core.pooling import Pooling
 from probekit.models import load_backbone
 from probekit.models.dit import SiTBackbone
-from probekit.core.pooling import Pooling
-
 from tests.models.test_dit import CLASSES, DEPTH, HEADS, RefDiT, _latents, _names, _tiny_vae
 
 
@@ -42,7 +41,9 @@ def test_latents_are_noised_on_the_linear_path(sit):
     _, backbone, _ = sit
     x0, eps = _latents(seed=1), _latents(seed=2)
     point = backbone.schedule.point(250)
-    np.testing.assert_allclose(backbone.schedule.add_noise(x0, eps, point).numpy(), (0.75 * x0 + 0.25 * eps).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        backbone.schedule.add_noise(x0, eps, point).numpy(), (0.75 * x0 + 0.25 * eps).numpy(), rtol=1e-6
+    )
     assert point.sigma == pytest.approx(0.25 / 0.75) and point.logsnr == pytest.approx(2 * np.log(3.0))
     assert "1 - t/T" in backbone.schedule.describe()
     assert len(backbone.layers()) == DEPTH

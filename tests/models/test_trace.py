@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from probekit.models.trace import run_traced, trace
 from probekit.core.pooling import Pooling
+from probekit.models.trace import run_traced, trace
 
 
 def _net():

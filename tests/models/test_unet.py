@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from probekit.models import UNetBackbone
 from probekit.core.pooling import Pooling
 from probekit.core.schedule import DDPMSchedule
+from probekit.models import UNetBackbone
 from tests.conftest import make_tiny_unet
 
 
@@ -17,10 +17,12 @@ def _reference_activations(net, x, t):
     """Independent read-out: plain forward hooks on every named module, full forward."""
     outputs, handles = {}, []
     for name, module in net.named_modules():
+
         def hook(_m, _a, out, name=name):
             out = out[0] if isinstance(out, tuple) else out
             if torch.is_tensor(out):
                 outputs[name] = out.detach().clone()
+
         handles.append(module.register_forward_hook(hook))
     with torch.no_grad():
         net(x, torch.full((x.shape[0],), float(t)))
@@ -35,8 +37,14 @@ def test_registry_lists_down_mid_up_blocks_in_forward_order(backbone):
     assert [layer.depth for layer in layers] == list(range(len(layers)))
     stages = [layer.stage for layer in layers]
     assert stages == sorted(stages, key=["down", "mid", "up"].index)  # down, then mid, then up
-    for expected in ("down_blocks.0.resnets.0", "down_blocks.0", "down_blocks.1.attentions.0", "mid_block.attentions.0",
-                     "up_blocks.0.attentions.1", "up_blocks.1.resnets.1"):
+    for expected in (
+        "down_blocks.0.resnets.0",
+        "down_blocks.0",
+        "down_blocks.1.attentions.0",
+        "mid_block.attentions.0",
+        "up_blocks.0.attentions.1",
+        "up_blocks.1.resnets.1",
+    ):
         assert expected in names
     # resnet -> attention order inside an attention block
     assert names.index("down_blocks.1.resnets.0") < names.index("down_blocks.1.attentions.0")
@@ -71,7 +79,9 @@ def test_forward_stops_after_deepest_requested_layer(backbone):
         backbone.net.conv_out.register_forward_hook(lambda *_: calls.append("conv_out")),
     ]
     try:
-        backbone.features(torch.randn(2, 1, 16, 16), backbone.schedule.point(3), ["down_blocks.0.resnets.0", "mid_block"], Pooling())
+        backbone.features(
+            torch.randn(2, 1, 16, 16), backbone.schedule.point(3), ["down_blocks.0.resnets.0", "mid_block"], Pooling()
+        )
         assert calls == []
         backbone.features(torch.randn(2, 1, 16, 16), backbone.schedule.point(3), ["up_blocks.0.resnets.0"], Pooling())
         assert calls == ["up entered"]
@@ -94,7 +104,10 @@ def test_features_do_not_depend_on_batch_composition(backbone):
     x = torch.randn(6, 1, 16, 16)
     point = backbone.schedule.point(50)
     whole = backbone.features(x, point, ["mid_block", "up_blocks.1.resnets.1"], Pooling())
-    halves = [backbone.features(x[i : i + 3], point, ["mid_block.resnets.1", "up_blocks.1.resnets.1"], Pooling()) for i in (0, 3)]
+    halves = [
+        backbone.features(x[i : i + 3], point, ["mid_block.resnets.1", "up_blocks.1.resnets.1"], Pooling())
+        for i in (0, 3)
+    ]
     np.testing.assert_allclose(
         whole["mid_block"].numpy(), torch.cat([h["mid_block.resnets.1"] for h in halves]).numpy(), rtol=1e-5, atol=1e-6
     )

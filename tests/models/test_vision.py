@@ -1,6 +1,7 @@
 """transformers vision encoders as noise-free backbones: tiny random DINOv2, CLIP and ViT saved with
 save_pretrained (with their image processors), checked against the library's own
-``output_hidden_states`` run on the processor's output."""
+``output_hidden_states`` run on the processor's output.
+"""
 
 import numpy as np
 import pytest
@@ -8,11 +9,11 @@ import torch
 import transformers
 
 from probekit.core.errors import ProbekitError
-from probekit.features.extraction import ExtractConfig, extract
-from probekit.features.cache import FeatureCache
-from probekit.data.base import ImageDataset, ImageSplit
-from probekit.models import VisionEncoderBackbone, load_backbone
 from probekit.core.pooling import Pooling
+from probekit.data.base import ImageDataset, ImageSplit
+from probekit.features.cache import FeatureCache
+from probekit.features.extraction import ExtractConfig, extract
+from probekit.models import VisionEncoderBackbone, load_backbone
 
 SMALL = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32, patch_size=4)
 
@@ -20,26 +21,37 @@ SMALL = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, interme
 def _dinov2(root):
     torch.manual_seed(0)
     transformers.Dinov2Model(transformers.Dinov2Config(image_size=16, **SMALL)).save_pretrained(root)
-    transformers.BitImageProcessor(size={"shortest_edge": 20}, crop_size={"height": 16, "width": 16},
-                                   image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(root)
+    transformers.BitImageProcessor(
+        size={"shortest_edge": 20},
+        crop_size={"height": 16, "width": 16},
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(root)
     return transformers.Dinov2Model
 
 
 def _clip(root):
     torch.manual_seed(1)
     config = transformers.CLIPConfig(
-        text_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=99),
-        vision_config=dict(image_size=16, **SMALL), projection_dim=8,
+        text_config=dict(
+            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=99
+        ),
+        vision_config=dict(image_size=16, **SMALL),
+        projection_dim=8,
     )
     transformers.CLIPModel(config).save_pretrained(root)
-    transformers.CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(root)
+    transformers.CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(
+        root
+    )
     return transformers.CLIPVisionModel
 
 
 def _vit(root):
     torch.manual_seed(2)
     transformers.ViTModel(transformers.ViTConfig(image_size=16, **SMALL), add_pooling_layer=False).save_pretrained(root)
-    transformers.ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(root)
+    transformers.ViTImageProcessor(
+        size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ).save_pretrained(root)
     return transformers.ViTModel
 
 
@@ -86,7 +98,9 @@ def test_extraction_runs_clean_with_cls_pooling(tmp_path):
     rng = np.random.default_rng(0)
 
     def split(n):
-        return ImageSplit(images=rng.integers(0, 256, (n, 12, 12, 1), dtype=np.uint8), labels=np.arange(n) % 2, index=np.arange(n))
+        return ImageSplit(
+            images=rng.integers(0, 256, (n, 12, 12, 1), dtype=np.uint8), labels=np.arange(n) % 2, index=np.arange(n)
+        )
 
     data = ImageDataset(name="toy", splits={"train": split(4), "test": split(2)}, class_names=["a", "b"], source="test")
     extract(backbone, data, tmp_path / "c.h5", ExtractConfig(pooling="cls", batch_size=3), progress=False)
@@ -96,7 +110,9 @@ def test_extraction_runs_clean_with_cls_pooling(tmp_path):
 
 
 def test_errors_are_one_line(tmp_path):
-    transformers.BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8).save_pretrained(tmp_path / "bert")
+    transformers.BertConfig(
+        hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8
+    ).save_pretrained(tmp_path / "bert")
     with pytest.raises(ProbekitError, match="'bert' model; hf-vision: loads"):
         load_backbone(f"hf-vision:{tmp_path / 'bert'}")
     transformers.ViTConfig(image_size=16, **SMALL).save_pretrained(tmp_path / "noproc")
@@ -109,10 +125,18 @@ def test_errors_are_one_line(tmp_path):
 def _mae(root):
     """A ViTMAEForPreTraining checkpoint (the layout of facebook/vit-mae-*): encoder under ``vit.``."""
     torch.manual_seed(3)
-    config = transformers.ViTMAEConfig(image_size=16, decoder_hidden_size=8, decoder_num_hidden_layers=1,
-                                       decoder_num_attention_heads=2, decoder_intermediate_size=16, **SMALL)
+    config = transformers.ViTMAEConfig(
+        image_size=16,
+        decoder_hidden_size=8,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=16,
+        **SMALL,
+    )
     transformers.ViTMAEForPreTraining(config).save_pretrained(root)
-    transformers.ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(root)
+    transformers.ViTImageProcessor(
+        size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ).save_pretrained(root)
 
 
 def test_mae_sees_every_patch_in_order_and_is_deterministic(tmp_path):
@@ -165,8 +189,14 @@ def test_random_init_is_the_same_architecture_seeded_without_the_weights(build, 
         torch.testing.assert_close(state[key], expected[key], rtol=0, atol=0)
     trained = load_backbone(f"hf-vision:{tmp_path / 'trained'}")
     assert len(twin.layers()) == len(trained.layers())
-    assert twin.weights_sha256() == load_backbone(f"hf-vision:{tmp_path / 'trained'}", random_init=True, seed=5).weights_sha256()
-    assert twin.weights_sha256() not in (trained.weights_sha256(), load_backbone(f"hf-vision:{bare}", random_init=True, seed=6).weights_sha256())
+    assert (
+        twin.weights_sha256()
+        == load_backbone(f"hf-vision:{tmp_path / 'trained'}", random_init=True, seed=5).weights_sha256()
+    )
+    assert twin.weights_sha256() not in (
+        trained.weights_sha256(),
+        load_backbone(f"hf-vision:{bare}", random_init=True, seed=6).weights_sha256(),
+    )
     with pytest.raises(ProbekitError, match="cannot load the weights"):
         load_backbone(f"hf-vision:{bare}")
 
@@ -186,7 +216,11 @@ def test_mixed_image_sizes_are_decoded_at_the_processors_resize_side(tmp_path):
     processor = transformers.AutoImageProcessor.from_pretrained(tmp_path / "dino")
     reference_model = model_class.from_pretrained(tmp_path / "dino").eval()
     with FeatureCache(tmp_path / "c.h5") as cache:
-        assert cache.attrs["fit"]["resize"] == {**cache.attrs["fit"]["resize"], "size": 20, "chosen_by": "model input size"}
+        assert cache.attrs["fit"]["resize"] == {
+            **cache.attrs["fit"]["resize"],
+            "size": 20,
+            "chosen_by": "model input size",
+        }
         index = cache.index("test")
         values = processor(images=[reference(paths[i], 20) for i in index], return_tensors="pt")["pixel_values"]
         with torch.no_grad():
@@ -199,7 +233,9 @@ def test_register_tokens_are_left_out_of_cls_and_gap(tmp_path):
     torch.manual_seed(3)
     config = transformers.Dinov2WithRegistersConfig(image_size=16, num_register_tokens=4, **SMALL)
     transformers.Dinov2WithRegistersModel(config).save_pretrained(tmp_path)
-    transformers.BitImageProcessor(size={"shortest_edge": 20}, crop_size={"height": 16, "width": 16}).save_pretrained(tmp_path)
+    transformers.BitImageProcessor(size={"shortest_edge": 20}, crop_size={"height": 16, "width": 16}).save_pretrained(
+        tmp_path
+    )
     backbone = load_backbone(f"hf-vision:{tmp_path}")
     names = [layer.name for layer in backbone.layers()]
     assert names == ["blocks.0", "blocks.1", "blocks.2"] and backbone.layers()[0].resolution == "21 tokens"

@@ -3,7 +3,6 @@ import pytest
 
 from probekit.core.errors import ProbekitError
 from probekit.plots import comparison_lines, plot_all, plot_model_comparison
-
 from tests.plots.conftest import assert_png, make_table
 
 

@@ -11,27 +11,36 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
-from probekit.cli import main
-from probekit.models import LayerInfo
-from probekit.evaluate.predictions import predictions_path, write_predictions
 from probekit.analyses.fusion import FusionConfig, fuse_cache
-from probekit.probes.run import ProbeRunConfig, probe_cache
-from probekit.evaluate.results import write_table
-from probekit.core.schedule import DDPMSchedule
 from probekit.analyses.similarity import SimilarityConfig, similarity_table
+from probekit.cli import main
+from probekit.core.schedule import DDPMSchedule
+from probekit.evaluate.predictions import predictions_path, write_predictions
+from probekit.evaluate.results import write_table
+from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
+from probekit.models import LayerInfo
+from probekit.probes.run import ProbeRunConfig, probe_cache
 from tests.analyses.test_fusion import _split
 
 
 def _cache(path, splits, model, timesteps, widths):
     layout = CacheLayout(
-        attrs={"model_id": model, "model_sha256": "ab" * 32, "dataset": "toy", "fit": {}, "seed": 0, "pooling": "gap",
-               "command": f"probekit extract --model {model} --data toy --out {path.name}"},
+        attrs={
+            "model_id": model,
+            "model_sha256": "ab" * 32,
+            "dataset": "toy",
+            "fit": {},
+            "seed": 0,
+            "pooling": "gap",
+            "command": f"probekit extract --model {model} --data toy --out {path.name}",
+        },
         grid=DDPMSchedule().points(timesteps),
         layers=[LayerInfo(name, "down", d, w, "1x1") for d, (name, w) in enumerate(widths.items())],
-        widths=widths, splits={s: SplitLabels(y, ids) for s, (_, y, ids) in splits.items()},
-        class_names=["neg", "pos"], draws=1,
-    )  # fmt: skip
+        widths=widths,
+        splits={s: SplitLabels(y, ids) for s, (_, y, ids) in splits.items()},
+        class_names=["neg", "pos"],
+        draws=1,
+    )
     writer = CacheWriter(path, layout)
     for s, (cells, _, _) in splits.items():
         writer.write_batch(s, 0, {name: f[:, None].astype(np.float32) for name, f in cells.items()})
@@ -45,7 +54,9 @@ def report_inputs(tmp_path_factory):
     rng = np.random.default_rng(0)
     splits = {"train": _split(rng, 300, 0), "test": _split(rng, 120, 10_000)}
     cache = _cache(tmp / "m.h5", splits, "m", [1, 50], {"a": 4, "b": 6})
-    pixels = {s: ({"pixels": (cells["a"][:1] + cells["b"][:1, :, :4])}, y, ids) for s, (cells, y, ids) in splits.items()}
+    pixels = {
+        s: ({"pixels": (cells["a"][:1] + cells["b"][:1, :, :4])}, y, ids) for s, (cells, y, ids) in splits.items()
+    }
     reference = _cache(tmp / "pixels.h5", pixels, "pixels", [0], {"pixels": 4})
     paths = {}
     for name, path in (("m", cache), ("pixels", reference)):
@@ -64,8 +75,25 @@ def report_inputs(tmp_path_factory):
 def test_page_is_self_contained_and_complete(report_inputs):
     tmp, cache, reference, paths, commands = report_inputs
     out = tmp / "report.html"
-    assert main(["report", "--results", *map(str, paths.values()), "--cache", str(cache), str(reference),
-                 "--commands", str(commands), "--n-boot", "200", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "report",
+                "--results",
+                *map(str, paths.values()),
+                "--cache",
+                str(cache),
+                str(reference),
+                "--commands",
+                str(commands),
+                "--n-boot",
+                "200",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     page = out.read_text()
     # self-contained: no external resources of any kind
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page)
@@ -73,8 +101,16 @@ def test_page_is_self_contained_and_complete(report_inputs):
     # knn heatmap + curve of the gridded model (pixels, one clean point, is in the tables only),
     # 3 similarity maps + matrix, mixture weights
     assert len(images) == 2 + 4 + 1
-    for text in ("Val-chosen best cells", "fusion-concat", "fusion-mixture", "Paired comparisons", "McNemar",
-                 "probekit extract --model m", "probekit fuse --cache m.h5", "chosen on val"):  # fmt: skip
+    for text in (
+        "Val-chosen best cells",
+        "fusion-concat",
+        "fusion-mixture",
+        "Paired comparisons",
+        "McNemar",
+        "probekit extract --model m",
+        "probekit fuse --cache m.h5",
+        "chosen on val",
+    ):
         assert text in page, text
     assert "# main job" not in page and "not comparable" not in page
 
@@ -108,14 +144,27 @@ def _render(page, tmp_path):
     copy = tmp_path / f"rendered_{page.name}"
     copy.write_text(page.read_text().replace("</body>", _NONBLANK_SCRIPT + "</body>"))
     return subprocess.run(
-        [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom",
-         copy.resolve().as_uri()],
-        capture_output=True, text=True, timeout=180, check=True,
-    ).stdout  # fmt: skip
+        [
+            _browser(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            copy.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    ).stdout
 
 
 def _cells(row_html):
-    return [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row_html, flags=re.S)]
+    return [
+        html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+        for c in re.findall(r"<td[^>]*>(.*?)</td>", row_html, flags=re.S)
+    ]
 
 
 def _best_table(dom):
@@ -125,7 +174,8 @@ def _best_table(dom):
 
 def _check_best_cells(dom, results):
     """Each row of the page's best-cells table holds its cell's val and test top-1 from the results
-    files, and that cell's val top-1 is the highest of its (model, probe): read with pandas here."""
+    files, and that cell's val top-1 is the highest of its (model, probe): read with pandas here.
+    """
     table = pd.concat([pd.read_csv(path) for path in results], ignore_index=True)
     top1 = table[table["metric"] == "top1"].fillna({"params": ""})
     rows = _best_table(dom)

@@ -11,8 +11,9 @@ def test_tsne_three_classes(tmp_path, check_png):
     labels = np.repeat([0, 1, 2], 40)
     # 64 features: wider than 50, so the PCA step runs too.
     features = rng.standard_normal((120, 64)) + 3.0 * np.eye(3, 64)[labels]
-    path = plot_tsne(features, labels, ["cat", "dog", "ship"], tmp_path / "tsne.png",
-                     title="t=100, up_blocks.1", max_points=90)  # fmt: skip
+    path = plot_tsne(
+        features, labels, ["cat", "dog", "ship"], tmp_path / "tsne.png", title="t=100, up_blocks.1", max_points=90
+    )
     check_png(path)
 
 

@@ -54,8 +54,9 @@ def test_k_larger_than_train_set_uses_all_samples(random_cells):
     small = {key: x[:12] for key, x in train.items()}
     scores = knn_probe(small, y_train[:12], test, y_test, KnnConfig(k=50))
     for key in train:
-        expected = brute_force_knn(small[key].astype(np.float64), y_train[:12],
-                                   test[key].astype(np.float64), 12, 0.07, num_classes)  # fmt: skip
+        expected = brute_force_knn(
+            small[key].astype(np.float64), y_train[:12], test[key].astype(np.float64), 12, 0.07, num_classes
+        )
         np.testing.assert_array_equal(scores[key].predictions, expected)
 
 
@@ -72,7 +73,8 @@ def test_separable_cells_are_easy_for_knn(separable_grid):
 
 def brute_force_sweep(train, y_train, query, k, temperature, num_classes, centre=False):
     """float64 reference of the documented rule: zero rows have cosine 0 with everything,
-    neighbour ties go to the lower train index, vote ties to the lower class."""
+    neighbour ties go to the lower train index, vote ties to the lower class.
+    """
     train, query = train.astype(np.float64), query.astype(np.float64)
     if centre:
         mean = train.mean(axis=0)
@@ -97,7 +99,8 @@ def brute_force_sweep(train, y_train, query, k, temperature, num_classes, centre
 @pytest.fixture(scope="module")
 def tied_cells():
     """Duplicated train rows (ties at every k), zero train and query rows. Distinct rows are
-    continuous random, so ties come only from duplicates (whose products are bit-identical)."""
+    continuous random, so ties come only from duplicates (whose products are bit-identical).
+    """
     rng = np.random.default_rng(11)
     n_train, num_classes = 120, 4
     base = rng.standard_normal((30, 6)).astype(np.float32)
@@ -118,8 +121,17 @@ def test_sweep_matches_brute_force_with_ties_and_zero_rows(tied_cells, centre, s
     ks, temperatures = [1, 3, 7, 25, 500], [0.07, 0.5]
     # chunk_size=7 leaves a ragged last block; two query sets share the pass.
     half = {key: x[:17] for key, x in query.items()}
-    sweep = knn_sweep(train, y_train, {"test": query, "val": half}, ks, temperatures, centre=centre,
-                      num_classes=num_classes, chunk_size=7, similarity=similarity)
+    sweep = knn_sweep(
+        train,
+        y_train,
+        {"test": query, "val": half},
+        ks,
+        temperatures,
+        centre=centre,
+        num_classes=num_classes,
+        chunk_size=7,
+        similarity=similarity,
+    )
     assert set(sweep) == {(k, t) for k in ks for t in temperatures}
     for (k, t), cells in sweep.items():
         for key in train:

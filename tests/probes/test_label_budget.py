@@ -6,10 +6,10 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from probekit.features.cache import FeatureCache
-from probekit.data.base import ImageDataset, ImageSplit
 from probekit.core.errors import ProbekitError
+from probekit.data.base import ImageDataset, ImageSplit
 from probekit.evaluate import stratified_val_split
+from probekit.features.cache import FeatureCache
 from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
 from probekit.probes.label_budget import (
@@ -76,8 +76,13 @@ def test_probe_label_budgets_fits_on_the_drawn_images_only(cache):
     scaler = StandardScaler().fit(x[chosen])
     clf = LogisticRegression(C=1.0, tol=1e-6, max_iter=10_000).fit(scaler.transform(x[chosen]), y[chosen])
     expected = (clf.predict(scaler.transform(x_test)) == y_test).mean()
-    row = two[(two["budget_draw"] == 1) & (two["t"] == 40) & (two["layer"] == "mid_block.resnets.1") & (two["split"] == "test")
-              & (two["metric"] == "top1")]
+    row = two[
+        (two["budget_draw"] == 1)
+        & (two["t"] == 40)
+        & (two["layer"] == "mid_block.resnets.1")
+        & (two["split"] == "test")
+        & (two["metric"] == "top1")
+    ]
     assert row["value"].iloc[0] == pytest.approx(expected, abs=1 / len(y_test) + 1e-9)
     # val and test are the same images under every budget
     assert two.groupby(["split"])["n_eval"].unique().map(len).eq(1).all()

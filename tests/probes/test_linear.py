@@ -89,16 +89,16 @@ def test_tight_tolerance_reaches_sklearns_optimum(mixture, C):
         head = heads[key]
         # At tol 1e-7 a float32 line search may stop on rounding noise (converged=False) at the
         # optimum: the objective and weights below are what this test is about.
-        ours = sklearn_objective(z, y_train, head.weight.numpy().astype(np.float64),
-                                 head.bias.numpy().astype(np.float64), C)  # fmt: skip
+        ours = sklearn_objective(
+            z, y_train, head.weight.numpy().astype(np.float64), head.bias.numpy().astype(np.float64), C
+        )
         theirs = sklearn_objective(z, y_train, model.coef_.T, model.intercept_, C)
         assert ours == pytest.approx(head.objective, rel=1e-5)  # reported value is the objective
         assert ours == pytest.approx(theirs, rel=1e-6), key
         np.testing.assert_allclose(head.weight.numpy(), model.coef_.T, atol=1e-2, rtol=1e-2)
         # The intercept is unpenalised: only its differences between classes are defined.
         bias = head.bias.numpy()
-        np.testing.assert_allclose(bias - bias.mean(), model.intercept_ - model.intercept_.mean(),
-                                   atol=1e-2, rtol=1e-2)  # fmt: skip
+        np.testing.assert_allclose(bias - bias.mean(), model.intercept_ - model.intercept_.mean(), atol=1e-2, rtol=1e-2)
 
 
 def test_path_solves_every_C_to_sklearns_optimum(mixture):
@@ -112,8 +112,9 @@ def test_path_solves_every_C_to_sklearns_optimum(mixture):
             scaler, model = sklearn_fit(x, y_train, C=C, tol=1e-10, solver="newton-cholesky")
             z = scaler.transform(x)
             head = path[C][key]
-            ours = sklearn_objective(z, y_train, head.weight.numpy().astype(np.float64),
-                                     head.bias.numpy().astype(np.float64), C)  # fmt: skip
+            ours = sklearn_objective(
+                z, y_train, head.weight.numpy().astype(np.float64), head.bias.numpy().astype(np.float64), C
+            )
             theirs = sklearn_objective(z, y_train, model.coef_.T, model.intercept_, C)
             assert ours == pytest.approx(theirs, rel=1e-6), (C, key)
     # the scoring wrapper gives each C's predictions from those heads
@@ -231,7 +232,8 @@ def test_cuda_matches_cpu(mixture):
 def test_preconditioner_uses_every_rows_variance_for_a_feature_its_sample_misses():
     """M = cov / 2 + l2 I is built from 4096 sampled rows, but its diagonal must be each
     feature's variance over *all* rows (numpy, float64): a rare feature that the sample skips
-    (sampled variance 0) would otherwise get M^-1 = 1 / l2 along it and stall the solver."""
+    (sampled variance 0) would otherwise get M^-1 = 1 / l2 along it and stall the solver.
+    """
     rng = np.random.default_rng(3)
     n, width = 8192, 6
     x = rng.standard_normal((n, width)).astype(np.float32)
@@ -266,7 +268,8 @@ def test_precondition_setting_is_checked():
 
 def test_preconditioner_applies_the_inverse_of_the_curvature_bound():
     """H0 q = q M^-1 per class, M = cov / 2 + l2 I of the standardised features (numpy, float64,
-    all rows sampled since N <= 4096); the bias part passes unchanged."""
+    all rows sampled since N <= 4096); the bias part passes unchanged.
+    """
     rng = np.random.default_rng(5)
     n, width, classes = 600, 8, 4
     mixing = rng.standard_normal((width, width))

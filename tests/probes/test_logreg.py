@@ -27,8 +27,9 @@ def test_predictions_match_a_hand_built_sklearn_model(separable_grid):
     scaler = StandardScaler().fit(g.train[key])
     model = LogisticRegression(C=0.5, max_iter=500).fit(scaler.transform(g.train[key]), g.y_train)
     expected = model.predict(scaler.transform(g.test[key]))
-    score = logreg_probe({key: g.train[key]}, g.y_train, {key: g.test[key]}, g.y_test,
-                         LogRegConfig(C=0.5, max_iter=500))[key]  # fmt: skip
+    score = logreg_probe(
+        {key: g.train[key]}, g.y_train, {key: g.test[key]}, g.y_test, LogRegConfig(C=0.5, max_iter=500)
+    )[key]
     np.testing.assert_array_equal(score.predictions, expected)
     assert score.converged
 

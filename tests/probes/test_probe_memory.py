@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
-from probekit.probes.run import ProbeRunConfig, probe_cache
 from probekit.core.schedule import DDPMSchedule
 from probekit.core.types import LayerInfo
+from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
+from probekit.probes.run import ProbeRunConfig, probe_cache
 
 REPO = Path(__file__).resolve().parents[2]
 # The CLI in a fresh interpreter that prints its own peak resident set (VmHWM) when it is done.
@@ -26,36 +26,54 @@ sys.exit(code)
 """
 
 
-def synthetic_cache(path: Path, n_train: int, n_test: int, widths: list[int], timesteps=(0, 10), classes: int = 10,
-                    separation: float = 0.12, seed: int = 0) -> Path:
+def synthetic_cache(
+    path: Path,
+    n_train: int,
+    n_test: int,
+    widths: list[int],
+    timesteps=(0, 10),
+    classes: int = 10,
+    separation: float = 0.12,
+    seed: int = 0,
+) -> Path:
     """A complete cache of noisy class centres (hard enough that probes make mistakes)."""
     rng = np.random.default_rng(seed)
-    layers = [LayerInfo(name=f"layer{i}", stage="down", depth=i, channels=w, resolution="1x1") for i, w in enumerate(widths)]
+    layers = [
+        LayerInfo(name=f"layer{i}", stage="down", depth=i, channels=w, resolution="1x1") for i, w in enumerate(widths)
+    ]
     labels = {"train": rng.integers(0, classes, n_train), "test": rng.integers(0, classes, n_test)}
     layout = CacheLayout(
         attrs={"model_id": "synthetic", "model_sha256": "0", "dataset": "synthetic", "seed": 0, "pooling": "gap"},
-        grid=DDPMSchedule().points(list(timesteps)), layers=layers, widths={l.name: w for l, w in zip(layers, widths)},
+        grid=DDPMSchedule().points(list(timesteps)),
+        layers=layers,
+        widths={l.name: w for l, w in zip(layers, widths)},
         splits={s: SplitLabels(y, np.arange(len(y))) for s, y in labels.items()},
-        class_names=[f"c{i}" for i in range(classes)], draws=1,
+        class_names=[f"c{i}" for i in range(classes)],
+        draws=1,
     )
     centres = {w: rng.standard_normal((classes, w)).astype(np.float32) for w in set(widths)}
     writer = CacheWriter(path, layout)
     for split, y in labels.items():
         for start in range(0, len(y), 1000):
             part = y[start : start + 1000]
-            writer.write_batch(split, start, {
-                layer.name: separation * centres[layer.channels][part][None, None]
-                + rng.standard_normal((len(timesteps), 1, len(part), layer.channels), dtype=np.float32)
-                for layer in layers
-            })
+            writer.write_batch(
+                split,
+                start,
+                {
+                    layer.name: separation * centres[layer.channels][part][None, None]
+                    + rng.standard_normal((len(timesteps), 1, len(part), layer.channels), dtype=np.float32)
+                    for layer in layers
+                },
+            )
     writer.close(complete=True)
     return path
 
 
 def _peak_rss(tmp_path: Path, argv: list[str]) -> tuple[int, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, "-c", _DRIVER, *argv], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", _DRIVER, *argv], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     peak = [line for line in done.stdout.splitlines() if line.startswith("PEAK ")]
     return int(peak[0].split()[1]), done.stderr
@@ -67,10 +85,14 @@ def test_probe_keeps_max_memory_within_the_import_footprint(tmp_path):
     tiny = synthetic_cache(tmp_path / "tiny.h5", 120, 40, [4])
     # What the process holds besides features: interpreter, torch, pandas, h5py, scikit-learn...
     footprint, _ = _peak_rss(tmp_path, ["probe", "--cache", str(tiny), "--out", "tiny.csv", "--quiet"])
-    unbounded, _ = _peak_rss(tmp_path, ["probe", "--cache", str(big), "--out", "all.csv", "--quiet", "--max-memory", "8G"])
+    unbounded, _ = _peak_rss(
+        tmp_path, ["probe", "--cache", str(big), "--out", "all.csv", "--quiet", "--max-memory", "8G"]
+    )
     budget = 64 << 20
     peak, _ = _peak_rss(tmp_path, ["probe", "--cache", str(big), "--out", "bounded.csv", "--max-memory", "64M"])
-    print(f"footprint {footprint / 2**20:.0f} MiB, unbounded {unbounded / 2**20:.0f} MiB, bounded {peak / 2**20:.0f} MiB")
+    print(
+        f"footprint {footprint / 2**20:.0f} MiB, unbounded {unbounded / 2**20:.0f} MiB, bounded {peak / 2**20:.0f} MiB"
+    )
     assert unbounded - footprint > budget, "the cache must need more than the budget, or the test shows nothing"
     assert peak <= footprint + budget, (
         f"peak {peak / 2**20:.0f} MiB > footprint {footprint / 2**20:.0f} MiB + budget {budget / 2**20:.0f} MiB "
@@ -83,8 +105,9 @@ def test_probe_keeps_max_memory_within_the_import_footprint(tmp_path):
 
 def test_a_cell_streamed_from_disk_predicts_as_in_memory(tmp_path):
     path = synthetic_cache(tmp_path / "c.h5", 3000, 800, [48, 96], classes=6, separation=0.25)
-    config = ProbeRunConfig(probes=("linear", "knn"), settings=ProbeRunConfig().settings.__class__(
-        linear_C=(0.1, 1.0), knn_k=(5, 20)))
+    config = ProbeRunConfig(
+        probes=("linear", "knn"), settings=ProbeRunConfig().settings.__class__(linear_C=(0.1, 1.0), knn_k=(5, 20))
+    )
     memory = probe_cache(path, config, progress=False)
     streamed = probe_cache(path, config, progress=False, max_memory=12 << 20)  # every cell needs over 12 MiB in memory
     acc = memory.table[(memory.table.metric == "top1") & (memory.table.split == "test")]["value"]

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit.data.base import ImageDataset, ImageSplit
 from probekit.core.errors import ProbekitError
+from probekit.data.base import ImageDataset, ImageSplit
+from probekit.evaluate import stratified_val_split
+from probekit.features.cache import FeatureCache
 from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
-from probekit.features.cache import FeatureCache
-from probekit.evaluate import stratified_val_split
 from probekit.probes.run import ProbeRunConfig, plan_groups, probe_bytes, run_probes
 
 LAYERS = ["down_blocks.0.resnets.0", "mid_block", "up_blocks.1.resnets.1"]
@@ -35,8 +35,12 @@ def caches(tiny_unet_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("caches")
     backbone = load_backbone(str(tiny_unet_dir))
     paths = {}
-    for name, splits, timesteps in [("both", ("train", "test"), [0, 40]), ("train", ("train",), [0, 40]),
-                                    ("test", ("test",), [0, 40]), ("other_grid", ("test",), [0, 41])]:
+    for name, splits, timesteps in [
+        ("both", ("train", "test"), [0, 40]),
+        ("train", ("train",), [0, 40]),
+        ("test", ("test",), [0, 40]),
+        ("other_grid", ("test",), [0, 41]),
+    ]:
         paths[name] = root / f"{name}.h5"
         config = ExtractConfig(timesteps=timesteps, layers=LAYERS, splits=splits, batch_size=16)
         extract(backbone, _dataset(), paths[name], config, progress=False)
@@ -105,17 +109,22 @@ def test_train_and_test_caches_combine_and_mismatches_are_refused(caches):
 
 def _write_cache(path, train_feats, test_feats, y_train, y_test):
     """A cache written directly: one grid point, cells = layers 'a', 'b' (width 4)."""
+    from probekit.core.schedule import GridPoint
     from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
     from probekit.models.backbone import LayerInfo
-    from probekit.core.schedule import GridPoint
 
     layers = [LayerInfo("a", "down", 0, 4, "1x1"), LayerInfo("b", "up", 1, 4, "1x1")]
     layout = CacheLayout(
         attrs={"model_id": "made", "model_sha256": "0", "dataset": "made", "seed": 0, "pooling": "gap"},
         grid=[GridPoint(t=0, model_input=0.0, alpha_bar=1.0, sigma=0.0, logsnr=float("inf"))],
-        layers=layers, widths={"a": 4, "b": 4},
-        splits={"train": SplitLabels(y_train, np.arange(len(y_train))), "test": SplitLabels(y_test, np.arange(len(y_test)))},
-        class_names=["0", "1"], draws=1,
+        layers=layers,
+        widths={"a": 4, "b": 4},
+        splits={
+            "train": SplitLabels(y_train, np.arange(len(y_train))),
+            "test": SplitLabels(y_test, np.arange(len(y_test))),
+        },
+        class_names=["0", "1"],
+        draws=1,
     )
     writer = CacheWriter(path, layout)
     writer.write_batch("train", 0, {name: x[None, None] for name, x in train_feats.items()})

@@ -49,10 +49,19 @@ def test_streamed_knn_matches_in_memory_predictions():
     x, y, x_test, _ = _cell(n=2500, n_test=700)
     queries = {"val": x_test[:300], "test": x_test[300:]}
     for centre in (False, True):
-        memory = knn_sweep({"c": x}, y, {s: {"c": q} for s, q in queries.items()}, [1, 10, 50], [0.07, 0.5],
-                           centre=centre, num_classes=5, similarity="fp32")
-        streamed = knn_streamed(_rows(x, 333), y, queries, [1, 10, 50], [0.07, 0.5], centre=centre, num_classes=5,
-                                chunk_size=128)
+        memory = knn_sweep(
+            {"c": x},
+            y,
+            {s: {"c": q} for s, q in queries.items()},
+            [1, 10, 50],
+            [0.07, 0.5],
+            centre=centre,
+            num_classes=5,
+            similarity="fp32",
+        )
+        streamed = knn_streamed(
+            _rows(x, 333), y, queries, [1, 10, 50], [0.07, 0.5], centre=centre, num_classes=5, chunk_size=128
+        )
         for kt in memory:
             for split in queries:
                 np.testing.assert_array_equal(streamed[kt][split], memory[kt]["c"][split])

@@ -7,16 +7,19 @@ import torch
 from safetensors.torch import load_file
 
 from probekit.core.errors import ProbekitError
-from probekit.features.extraction import ExtractConfig, extract
-from probekit.features.cache import FeatureCache
-from probekit.data.base import ImageDataset, ImageSplit
 from probekit.models import load_backbone
 from probekit.train import TrainConfig, train
 
 TINY_UNET = {
-    "sample_size": 16, "in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16],
-    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-    "layers_per_block": 1, "norm_num_groups": 4, "attention_head_dim": 8,
+    "sample_size": 16,
+    "in_channels": 1,
+    "out_channels": 1,
+    "block_out_channels": [8, 16],
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "attention_head_dim": 8,
 }
 
 
@@ -24,14 +27,30 @@ TINY_UNET = {
 def tiny_npz(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "tiny.npz"
-    np.savez(path, x=rng.integers(0, 256, size=(40, 12, 12), dtype=np.uint8), y=np.arange(40) % 4,
-             x_test=rng.integers(0, 256, size=(8, 12, 12), dtype=np.uint8), y_test=np.arange(8) % 4)
+    np.savez(
+        path,
+        x=rng.integers(0, 256, size=(40, 12, 12), dtype=np.uint8),
+        y=np.arange(40) % 4,
+        x_test=rng.integers(0, 256, size=(8, 12, 12), dtype=np.uint8),
+        y_test=np.arange(8) % 4,
+    )
     return str(path)
 
 
 def _config(data, **overrides):
-    settings = dict(data=data, unet=TINY_UNET, batch_size=8, total_steps=6, checkpoint_every=3, warmup_steps=2,
-                    ema_decay=0.9, log_every=1, sample_count=4, sample_steps=2, num_train_timesteps=100)
+    settings = dict(
+        data=data,
+        unet=TINY_UNET,
+        batch_size=8,
+        total_steps=6,
+        checkpoint_every=3,
+        warmup_steps=2,
+        ema_decay=0.9,
+        log_every=1,
+        sample_count=4,
+        sample_steps=2,
+        num_train_timesteps=100,
+    )
     settings.update(overrides)
     return TrainConfig.from_dict(settings)
 
@@ -107,7 +126,9 @@ def test_bad_recipes_are_refused(tiny_npz, tmp_path):
 def test_a_corrupt_state_file_is_one_clear_error(tiny_npz, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "state.pt").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(ProbekitError, match=r"cannot resume from .*state\.pt .*delete it to start the run over") as info:
+    with pytest.raises(
+        ProbekitError, match=r"cannot resume from .*state\.pt .*delete it to start the run over"
+    ) as info:
         train(_config(tiny_npz, total_steps=2), tmp_path / "run", progress=False)
     assert "\n" not in str(info.value)
 
@@ -130,7 +151,9 @@ def test_a_lazy_hf_dataset_trains_exactly_like_the_same_pixels_in_memory(tiny_np
         return datasets.Dataset.from_dict({"image": encoded, "digit": y.tolist()}, features=features)
 
     hf = tmp_path / "hf"
-    datasets.DatasetDict(train=table(arrays["x"], arrays["y"]), test=table(arrays["x_test"], arrays["y_test"])).save_to_disk(str(hf))
+    datasets.DatasetDict(
+        train=table(arrays["x"], arrays["y"]), test=table(arrays["x_test"], arrays["y_test"])
+    ).save_to_disk(str(hf))
     steps = dict(total_steps=3, checkpoint_every=3)
     from_memory = train(_config(tiny_npz, **steps), tmp_path / "memory", progress=False)
     lazy = train(_config(f"hf-disk:{hf}", label_column="digit", **steps), tmp_path / "lazy", progress=False)

@@ -24,13 +24,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from probekit.features.cache import FeatureCache
-from probekit.data.images import image_header
-from probekit.data.pairs import DATASET_SPLIT, PairSet, image_paths, read_pairs
 from probekit.analyses.dense.frame import ImageFrame, pixel_centres, read_maps
 from probekit.analyses.dense.table import dense_rows
 from probekit.core.errors import ProbekitError
+from probekit.data.images import image_header
+from probekit.data.pairs import DATASET_SPLIT, PairSet, image_paths, read_pairs
 from probekit.evaluate.dense import keypoints_correct, pck_threshold
+from probekit.features.cache import FeatureCache
 from probekit.features.group import cell_infos
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,12 @@ class CorrespondResults:
     test_pairs: np.ndarray  # the scored test pairs' numbers
 
 
-def match_keypoints(source_features: torch.Tensor, target_features: torch.Tensor, target_hw: tuple[int, int],
-                    searchable: np.ndarray | None = None) -> np.ndarray:
+def match_keypoints(
+    source_features: torch.Tensor,
+    target_features: torch.Tensor,
+    target_hw: tuple[int, int],
+    searchable: np.ndarray | None = None,
+) -> np.ndarray:
     """(K, 2) predicted (x, y) pixel indices: each source feature's cosine nearest target pixel.
 
     ``source_features`` (K, C); ``target_features`` (H * W, C) row-major; ``searchable`` (H * W,)
@@ -70,8 +74,9 @@ def _sizes(root: Path, split: str) -> list[tuple[int, int]]:
     return [image_header(path)[1][::-1] for path in image_paths(root, split)]
 
 
-def correspond_cache(cache_path: str | Path, data_root: str | Path, config: CorrespondConfig = CorrespondConfig()
-                     ) -> CorrespondResults:
+def correspond_cache(
+    cache_path: str | Path, data_root: str | Path, config: CorrespondConfig = CorrespondConfig()
+) -> CorrespondResults:
     """Score every cell on the val and test pairs; see the module docstring."""
     if not 0 < config.alpha <= 1:
         raise ProbekitError(f"--alpha must be in (0, 1], got {config.alpha}")
@@ -79,18 +84,24 @@ def correspond_cache(cache_path: str | Path, data_root: str | Path, config: Corr
     with FeatureCache(cache_path) as cache:
         cache.require_complete()
         if not cache.spatial_side:
-            raise ProbekitError(f"{cache_path} holds pooled vectors: extract it with --pooling spatialS (e.g. spatial8) to correspond")
+            raise ProbekitError(
+                f"{cache_path} holds pooled vectors: extract it with --pooling spatialS (e.g. spatial8) to correspond"
+            )
         splits = ["val", "test"]
         if any(DATASET_SPLIT[s] not in cache.splits for s in splits):
-            raise ProbekitError(f"{cache_path} lacks the val or test pairs' images: extract it from a pair folder (`probekit pairs`)")
+            raise ProbekitError(
+                f"{cache_path} lacks the val or test pairs' images: extract it from a pair folder (`probekit pairs`)"
+            )
         fit = cache.attrs["fit"]
         pairs = {split: read_pairs(data_root, split) for split in splits}
         sizes = {split: _sizes(data_root, split) for split in splits}
         for split in splits:
             index = cache.index(DATASET_SPLIT[split])
             if len(sizes[split]) != len(index) or not np.array_equal(index, np.arange(len(sizes[split]))):
-                raise ProbekitError(f"{cache_path}'s {split} images are not the {len(sizes[split])} images of {data_root}: "
-                                    "extract the whole pair folder (no --*-limit)")
+                raise ProbekitError(
+                    f"{cache_path}'s {split} images are not the {len(sizes[split])} images of {data_root}: "
+                    "extract the whole pair folder (no --*-limit)"
+                )
         frames = {split: [ImageFrame.from_fit(fit, hw) for hw in sizes[split]] for split in splits}
         cells = cell_infos(cache)
         scores: dict[Cell, dict[str, dict[str, float]]] = {}
@@ -104,26 +115,39 @@ def correspond_cache(cache_path: str | Path, data_root: str | Path, config: Corr
                 scored[split] = kept
                 if len(per_pair) == 0:
                     raise ProbekitError(f"no {split} pair has a keypoint to score")
-                scores[cell][split] = {"pck": float(np.mean(per_pair[:, 0] / per_pair[:, 1])),
-                                       "pck_point": float(per_pair[:, 0].sum() / per_pair[:, 1].sum()),
-                                       "n_eval": len(per_pair)}
+                scores[cell][split] = {
+                    "pck": float(np.mean(per_pair[:, 0] / per_pair[:, 1])),
+                    "pck_point": float(per_pair[:, 0].sum() / per_pair[:, 1].sum()),
+                    "n_eval": len(per_pair),
+                }
                 if split == "test":
                     counts[cell] = per_pair
         attrs = cache.attrs
-    table = dense_rows(scores, cells, probe="correspond", metrics=("pck", "pck_point"), model=str(attrs.get("model_id")),
-                       dataset=str(attrs.get("dataset")), n_train=0, params=f"alpha={config.alpha:g}")
+    table = dense_rows(
+        scores,
+        cells,
+        probe="correspond",
+        metrics=("pck", "pck_point"),
+        model=str(attrs.get("model_id")),
+        dataset=str(attrs.get("dataset")),
+        n_train=0,
+        params=f"alpha={config.alpha:g}",
+    )
     return CorrespondResults(table=table, test_counts=counts, test_pairs=scored["test"])
 
 
-def _score_pairs(maps: torch.Tensor, pairs: PairSet, sizes: list[tuple[int, int]], frames: list[ImageFrame],
-                 alpha: float) -> tuple[np.ndarray, np.ndarray]:
+def _score_pairs(
+    maps: torch.Tensor, pairs: PairSet, sizes: list[tuple[int, int]], frames: list[ImageFrame], alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(n, 2) (correct, total) per pair with at least one scorable keypoint, and those pairs' numbers."""
     rows, kept = [], []
     for p in range(len(pairs)):
         source, target = int(pairs.source[p]), int(pairs.target[p])
         src_kps, trg_kps = pairs.source_kps[p], pairs.target_kps[p]
         valid = np.isfinite(src_kps).all(axis=1) & np.isfinite(trg_kps).all(axis=1)
-        valid &= frames[source].inside(np.nan_to_num(src_kps) + 0.5) & frames[target].inside(np.nan_to_num(trg_kps) + 0.5)
+        valid &= frames[source].inside(np.nan_to_num(src_kps) + 0.5) & frames[target].inside(
+            np.nan_to_num(trg_kps) + 0.5
+        )
         if not valid.any():
             continue
         src_points = torch.from_numpy(frames[source].to_frame(src_kps[valid] + 0.5)).float()[None]

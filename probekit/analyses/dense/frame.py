@@ -93,7 +93,9 @@ def read_maps(maps: torch.Tensor, frame_xy: torch.Tensor, frame_hw: tuple[int, i
     """
     height, width = frame_hw
     grid = torch.stack([2 * frame_xy[..., 0] / width - 1, 2 * frame_xy[..., 1] / height - 1], dim=-1)
-    sampled = F.grid_sample(maps, grid[:, :, None, :].to(maps.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    sampled = F.grid_sample(
+        maps, grid[:, :, None, :].to(maps.dtype), mode="bilinear", padding_mode="border", align_corners=False
+    )
     return sampled[..., 0].transpose(1, 2)
 
 

@@ -21,18 +21,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probekit.features.cache import FeatureCache
-from probekit.data.segmentation import IGNORE_INDEX, read_masks, segmentation_classes
 from probekit.analyses.dense.frame import ImageFrame, pixel_centres, read_maps
 from probekit.analyses.dense.table import dense_rows
 from probekit.core.errors import ProbekitError
+from probekit.data.segmentation import IGNORE_INDEX, read_masks, segmentation_classes
 from probekit.evaluate.dense import confusion_matrix, segmentation_scores
+from probekit.features.cache import FeatureCache
+from probekit.features.group import cell_infos
 from probekit.probes.linear import (
     LinearProbeConfig,
     fit_linear_grid,
     predict_linear_grid,
 )
-from probekit.features.group import cell_infos
 from probekit.probes.run import plan_groups
 
 log = logging.getLogger(__name__)
@@ -59,27 +59,42 @@ class SegmentResults:
 
 
 def _split_positions(cache: FeatureCache, config: SegmentConfig) -> dict[str, tuple[str, np.ndarray]]:
-    """split name -> (cache split it is read from, positions in it)."""
+    """Split name -> (cache split it is read from, positions in it)."""
     n_train = len(cache.labels("train"))
     if "val" in cache.splits:
-        return {"train": ("train", np.arange(n_train)), "val": ("val", np.arange(len(cache.labels("val")))),
-                "test": ("test", np.arange(len(cache.labels("test"))))}
+        return {
+            "train": ("train", np.arange(n_train)),
+            "val": ("val", np.arange(len(cache.labels("val")))),
+            "test": ("test", np.arange(len(cache.labels("test")))),
+        }
     if not 0 < config.val_fraction < 1:
-        raise ProbekitError(f"--val-fraction must be in (0, 1) for a cache without a val split, got {config.val_fraction}")
+        raise ProbekitError(
+            f"--val-fraction must be in (0, 1) for a cache without a val split, got {config.val_fraction}"
+        )
     n_val = round(n_train * config.val_fraction)
     if not 1 <= n_val < n_train:
-        raise ProbekitError(f"--val-fraction {config.val_fraction} of {n_train} train images leaves no val or no train image")
+        raise ProbekitError(
+            f"--val-fraction {config.val_fraction} of {n_train} train images leaves no val or no train image"
+        )
     order = np.random.default_rng([config.seed, 1]).permutation(n_train)
-    return {"train": ("train", np.sort(order[n_val:])), "val": ("train", np.sort(order[:n_val])),
-            "test": ("test", np.arange(len(cache.labels("test"))))}
+    return {
+        "train": ("train", np.sort(order[n_val:])),
+        "val": ("train", np.sort(order[:n_val])),
+        "test": ("test", np.arange(len(cache.labels("test")))),
+    }
 
 
 def _frames(fit: dict, masks: list[np.ndarray]) -> list[ImageFrame]:
     return [ImageFrame.from_fit(fit, mask.shape) for mask in masks]
 
 
-def segment_cache(cache_path: str | Path, data_root: str | Path, config: SegmentConfig = SegmentConfig(),
-                  *, max_memory: int | None = None) -> SegmentResults:
+def segment_cache(
+    cache_path: str | Path,
+    data_root: str | Path,
+    config: SegmentConfig = SegmentConfig(),
+    *,
+    max_memory: int | None = None,
+) -> SegmentResults:
     """Fit and score the per-pixel linear classifier on every cell; see the module docstring."""
     if config.pixels_per_image < 1:
         raise ProbekitError(f"--pixels-per-image must be at least 1, got {config.pixels_per_image}")
@@ -88,11 +103,15 @@ def segment_cache(cache_path: str | Path, data_root: str | Path, config: Segment
     with FeatureCache(cache_path) as cache:
         cache.require_complete()
         if not cache.spatial_side:
-            raise ProbekitError(f"{cache_path} holds pooled vectors: extract it with --pooling spatialS (e.g. spatial8) to segment")
+            raise ProbekitError(
+                f"{cache_path} holds pooled vectors: extract it with --pooling spatialS (e.g. spatial8) to segment"
+            )
         fit = cache.attrs["fit"]
         parts = _split_positions(cache, config)
-        masks = {name: read_masks(data_root, source, cache.index(source)[positions])
-                 for name, (source, positions) in parts.items()}
+        masks = {
+            name: read_masks(data_root, source, cache.index(source)[positions])
+            for name, (source, positions) in parts.items()
+        }
         frames = {name: _frames(fit, split_masks) for name, split_masks in masks.items()}
         points, y_train = _train_pixels(masks["train"], frames["train"], config)
         cells = cell_infos(cache)
@@ -111,21 +130,36 @@ def segment_cache(cache_path: str | Path, data_root: str | Path, config: Segment
             per_split = {}
             for name in ("val", "test"):
                 source, positions = parts[name]
-                per_split[name] = _predict_confusions(cache, source, positions, group, heads, masks[name], frames[name],
-                                                      num_classes, config.eval_images)
+                per_split[name] = _predict_confusions(
+                    cache, source, positions, group, heads, masks[name], frames[name], num_classes, config.eval_images
+                )
             for cell in group:
-                scores[cell] = {name: {**segmentation_scores(per_split[name][cell].sum(axis=0)),
-                                       "n_eval": int(per_split[name][cell].sum())} for name in ("val", "test")}
+                scores[cell] = {
+                    name: {
+                        **segmentation_scores(per_split[name][cell].sum(axis=0)),
+                        "n_eval": int(per_split[name][cell].sum()),
+                    }
+                    for name in ("val", "test")
+                }
                 confusions[cell] = per_split["test"][cell]
         attrs = cache.attrs
         test_index = cache.index("test")
-    table = dense_rows(scores, cells, probe="segment-linear", metrics=("miou", "pixel_accuracy"),
-                       model=str(attrs.get("model_id")), dataset=str(attrs.get("dataset")), n_train=len(y_train),
-                       params=f"C={config.C:g},pixels={config.pixels_per_image}")
+    table = dense_rows(
+        scores,
+        cells,
+        probe="segment-linear",
+        metrics=("miou", "pixel_accuracy"),
+        model=str(attrs.get("model_id")),
+        dataset=str(attrs.get("dataset")),
+        n_train=len(y_train),
+        params=f"C={config.C:g},pixels={config.pixels_per_image}",
+    )
     return SegmentResults(table=table, test_confusions=confusions, test_index=test_index)
 
 
-def _train_pixels(masks: list[np.ndarray], frames: list[ImageFrame], config: SegmentConfig) -> tuple[np.ndarray, np.ndarray]:
+def _train_pixels(
+    masks: list[np.ndarray], frames: list[ImageFrame], config: SegmentConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """(N, P, 2) model-frame points and (N * P,) labels of ``pixels_per_image`` labelled pixels per image.
 
     An image with fewer labelled pixels (inside the frame) than asked repeats some (drawn with replacement).
@@ -149,13 +183,25 @@ def _read_points(maps: torch.Tensor, points: np.ndarray, frames: list[ImageFrame
     return features.reshape(-1, features.shape[-1]).numpy()
 
 
-def _predict_confusions(cache: FeatureCache, source: str, positions: np.ndarray, cells: list[Cell], heads: dict,
-                        masks: list[np.ndarray], frames: list[ImageFrame], num_classes: int, block: int) -> dict[Cell, np.ndarray]:
-    """cell -> (n_images, K, K) confusion matrix of each image, every pixel predicted."""
+def _predict_confusions(
+    cache: FeatureCache,
+    source: str,
+    positions: np.ndarray,
+    cells: list[Cell],
+    heads: dict,
+    masks: list[np.ndarray],
+    frames: list[ImageFrame],
+    num_classes: int,
+    block: int,
+) -> dict[Cell, np.ndarray]:
+    """Cell -> (n_images, K, K) confusion matrix of each image, every pixel predicted."""
     out = {cell: np.zeros((len(positions), num_classes, num_classes), dtype=np.int64) for cell in cells}
     for start in range(0, len(positions), block):
         stop = min(start + block, len(positions))
-        maps = {cell: torch.from_numpy(cache.feature_maps(source, cell[1], cell[0], rows=positions[start:stop])) for cell in cells}
+        maps = {
+            cell: torch.from_numpy(cache.feature_maps(source, cell[1], cell[0], rows=positions[start:stop]))
+            for cell in cells
+        }
         for i in range(start, stop):
             mask, frame = masks[i], frames[i]
             centres = pixel_centres(*mask.shape)

@@ -36,14 +36,20 @@ def sidecar_path(results: str | Path) -> Path:
     return results.with_name(results.stem + ".dense.npz")
 
 
-def write_dense_sidecar(results: str | Path, table: pd.DataFrame, kind: str, values: dict[Cell, np.ndarray],
-                        index: np.ndarray) -> Path:
+def write_dense_sidecar(
+    results: str | Path, table: pd.DataFrame, kind: str, values: dict[Cell, np.ndarray], index: np.ndarray
+) -> Path:
     path = sidecar_path(results)
     cells = list(values)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, kind=np.array(kind), index=np.asarray(index, dtype=np.int64),
-                        t=np.array([c[0] for c in cells], dtype=np.int64), layer=np.array([c[1] for c in cells]),
-                        values=np.stack([values[c] for c in cells]).astype(np.int64))
+    np.savez_compressed(
+        tmp,
+        kind=np.array(kind),
+        index=np.asarray(index, dtype=np.int64),
+        t=np.array([c[0] for c in cells], dtype=np.int64),
+        layer=np.array([c[1] for c in cells]),
+        values=np.stack([values[c] for c in cells]).astype(np.int64),
+    )
     tmp.replace(path)
     return path
 
@@ -81,8 +87,9 @@ def _chosen(results: str | Path, table: pd.DataFrame) -> tuple[str, Cell, np.nda
         return kind, cell, index, data["values"][cells.index(cell)]
 
 
-def compare_dense(results_a: str | Path, results_b: str | Path, *, n_boot: int = 10_000, seed: int = 0,
-                  level: float = 0.95) -> DenseComparison:
+def compare_dense(
+    results_a: str | Path, results_b: str | Path, *, n_boot: int = 10_000, seed: int = 0, level: float = 0.95
+) -> DenseComparison:
     """A minus B at each run's val-chosen cell, with a paired bootstrap interval over test units."""
     from probekit.evaluate.results import read_table
 
@@ -91,7 +98,9 @@ def compare_dense(results_a: str | Path, results_b: str | Path, *, n_boot: int =
     if kind_a != kind_b:
         raise ProbekitError(f"{results_a} holds {kind_a} results and {results_b} {kind_b}: compare like with like")
     if not np.array_equal(index_a, index_b):
-        raise ProbekitError(f"{results_a} and {results_b} were scored on different test units: run both on the same data")
+        raise ProbekitError(
+            f"{results_a} and {results_b} were scored on different test units: run both on the same data"
+        )
     rng = np.random.default_rng(seed)
     n = len(index_a)
     diffs = np.empty(n_boot)
@@ -101,11 +110,14 @@ def compare_dense(results_a: str | Path, results_b: str | Path, *, n_boot: int =
     tail = (1 - level) / 2
     low, high = np.quantile(diffs, [tail, 1 - tail])
     value_a, value_b = _metric(kind_a, values_a), _metric(kind_a, values_b)
-    return DenseComparison(METRIC_OF_KIND[kind_a], n, cell_a, cell_b, value_a, value_b, value_a - value_b,
-                           float(low), float(high), n_boot)
+    return DenseComparison(
+        METRIC_OF_KIND[kind_a], n, cell_a, cell_b, value_a, value_b, value_a - value_b, float(low), float(high), n_boot
+    )
 
 
 def format_dense_comparison(c: DenseComparison, name_a: str, name_b: str) -> str:
-    return (f"{c.metric} on {c.n} test units: {name_a} (t={c.cell_a[0]} {c.cell_a[1]}) {100 * c.value_a:.1f} %  vs  "
-            f"{name_b} (t={c.cell_b[0]} {c.cell_b[1]}) {100 * c.value_b:.1f} %  difference {100 * c.diff:+.1f} "
-            f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}] (paired bootstrap, {c.n_boot} draws)")
+    return (
+        f"{c.metric} on {c.n} test units: {name_a} (t={c.cell_a[0]} {c.cell_a[1]}) {100 * c.value_a:.1f} %  vs  "
+        f"{name_b} (t={c.cell_b[0]} {c.cell_b[1]}) {100 * c.value_b:.1f} %  difference {100 * c.diff:+.1f} "
+        f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}] (paired bootstrap, {c.n_boot} draws)"
+    )

@@ -35,11 +35,26 @@ def dense_rows(
             if split not in per_split:
                 continue
             for metric in metrics:
-                rows.append({
-                    "model": model, "dataset": dataset, "t": info.t, "sigma": info.sigma, "logsnr": info.logsnr,
-                    "alpha_bar": info.alpha_bar, "layer": info.layer, "stage": info.stage, "depth": info.depth,
-                    "probe": probe, "params": params, "metric": metric, "split": split,
-                    "value": per_split[split][metric], "ci_low": math.nan, "ci_high": math.nan,
-                    "n_train": n_train, "n_eval": int(per_split[split]["n_eval"]),
-                })
+                rows.append(
+                    {
+                        "model": model,
+                        "dataset": dataset,
+                        "t": info.t,
+                        "sigma": info.sigma,
+                        "logsnr": info.logsnr,
+                        "alpha_bar": info.alpha_bar,
+                        "layer": info.layer,
+                        "stage": info.stage,
+                        "depth": info.depth,
+                        "probe": probe,
+                        "params": params,
+                        "metric": metric,
+                        "split": split,
+                        "value": per_split[split][metric],
+                        "ci_low": math.nan,
+                        "ci_high": math.nan,
+                        "n_train": n_train,
+                        "n_eval": int(per_split[split]["n_eval"]),
+                    }
+                )
     return pd.DataFrame(rows, columns=list(COLUMNS))

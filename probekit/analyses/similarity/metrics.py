@@ -24,13 +24,17 @@ def _check_pair(x: np.ndarray, y: np.ndarray, *, min_n: int = 4) -> tuple[np.nda
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2:
-        raise ProbekitError(f"similarity needs two 2-D feature matrices (samples, features), got {x.shape} and {y.shape}")
+        raise ProbekitError(
+            f"similarity needs two 2-D feature matrices (samples, features), got {x.shape} and {y.shape}"
+        )
     if len(x) != len(y):
         raise ProbekitError(f"similarity needs the same samples on both sides, got {len(x)} and {len(y)} rows")
     if len(x) < min_n:
         raise ProbekitError(f"similarity needs at least {min_n} samples, got {len(x)}")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ProbekitError("similarity got NaN or inf features; re-extract the cell (float16 overflow is a common cause)")
+        raise ProbekitError(
+            "similarity got NaN or inf features; re-extract the cell (float16 overflow is a common cause)"
+        )
     return x, y
 
 
@@ -101,7 +105,8 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 def prh_preprocess(x: np.ndarray, q: float = 0.95) -> np.ndarray:
     """The platonic-representation (PRH) / REPA preprocessing applied before every metric:
     clip at ``±c`` where ``c`` is the mean over rows of each row's ``q``-quantile of ``|x|``, then
-    scale rows to unit norm."""
+    scale rows to unit norm.
+    """
     x = np.asarray(x, dtype=np.float64)
     limit = float(np.quantile(np.abs(x), q, axis=1).mean())
     return l2_normalise(np.clip(x, -limit, limit))
@@ -166,7 +171,8 @@ def cknna_from_masks(
     k: np.ndarray, l: np.ndarray, mask_k: np.ndarray, mask_l: np.ndarray, *, ll: float | None = None
 ) -> float:
     """CKNNA from kernels and their k-NN masks; ``ll`` = ``Align(L, L)`` when already known
-    (a reference's kernel, mask and self-alignment are computed once for every cell)."""
+    (a reference's kernel, mask and self-alignment are computed once for every cell).
+    """
     both = mask_k * mask_l
     kl = hsic_unbiased(both * k, both * l)
     kk = hsic_unbiased(mask_k * k, mask_k * k)

@@ -29,14 +29,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probekit.evaluate.results import CellInfo
+from probekit.analyses.similarity.metrics import (
+    cka_matrix,
+    cknna_from_masks,
+    hsic_unbiased,
+    knn_mask,
+    l2_normalise,
+    prh_preprocess,
+    u_center,
+)
+from probekit.core.errors import ProbekitError
+from probekit.evaluate.results import COLUMNS, CellInfo
 from probekit.features.cache import FeatureCache
 from probekit.features.group import cell_infos
-from probekit.core.errors import ProbekitError
-from probekit.evaluate.results import COLUMNS
-from probekit.analyses.similarity.metrics import (
-    cka_matrix, cknna_from_masks, hsic_unbiased, knn_mask, l2_normalise, prh_preprocess, u_center,
-)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,8 @@ DRAWS = ("mean", "single")
 class SimilarityConfig:
     """``samples``: images scored (seeded subsample); ``k``: neighbours of cknna and mutual_knn;
     ``max_memory``: bytes for the cell x cell CKA matrix's kernels; ``reference_t`` /
-    ``reference_layer`` pick the reference cell when the reference cache holds several."""
+    ``reference_layer`` pick the reference cell when the reference cache holds several.
+    """
 
     k: int = 10
     samples: int = 1000
@@ -132,10 +138,11 @@ def _reference_cell(reference: FeatureCache, config: SimilarityConfig) -> CellIn
             "--reference-t T --reference-layer NAME"
         )
     chosen = [
-        c for c in cells
+        c
+        for c in cells
         if (config.reference_t is None or c.t == config.reference_t)
         and (config.reference_layer is None or c.layer == config.reference_layer)
-    ]  # fmt: skip
+    ]
     if len(chosen) != 1:
         raise ProbekitError(
             f"--reference-t {config.reference_t} --reference-layer {config.reference_layer} select "
@@ -145,16 +152,41 @@ def _reference_cell(reference: FeatureCache, config: SimilarityConfig) -> CellIn
     return chosen[0]
 
 
-def _row(cache_attrs: dict, cell: CellInfo, metric: str, value: float, n: int, split: str,
-         reference: str, ref: CellInfo, k: int | None) -> dict[str, object]:  # fmt: skip
+def _row(
+    cache_attrs: dict,
+    cell: CellInfo,
+    metric: str,
+    value: float,
+    n: int,
+    split: str,
+    reference: str,
+    ref: CellInfo,
+    k: int | None,
+) -> dict[str, object]:
     return {
-        "model": str(cache_attrs.get("model_id")), "dataset": str(cache_attrs.get("dataset")),
-        "t": cell.t, "sigma": cell.sigma, "logsnr": cell.logsnr, "alpha_bar": cell.alpha_bar,
-        "layer": cell.layer, "stage": cell.stage, "depth": cell.depth, "probe": PROBE,
-        "params": "" if k is None else f"k={k}", "metric": metric, "split": split, "value": value, "ci_low": math.nan, "ci_high": math.nan,
-        "n_train": 0, "n_eval": n, "reference": reference, "ref_t": ref.t, "ref_layer": ref.layer,
+        "model": str(cache_attrs.get("model_id")),
+        "dataset": str(cache_attrs.get("dataset")),
+        "t": cell.t,
+        "sigma": cell.sigma,
+        "logsnr": cell.logsnr,
+        "alpha_bar": cell.alpha_bar,
+        "layer": cell.layer,
+        "stage": cell.stage,
+        "depth": cell.depth,
+        "probe": PROBE,
+        "params": "" if k is None else f"k={k}",
+        "metric": metric,
+        "split": split,
+        "value": value,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "n_train": 0,
+        "n_eval": n,
+        "reference": reference,
+        "ref_t": ref.t,
+        "ref_layer": ref.layer,
         "ref_depth": ref.depth,
-    }  # fmt: skip
+    }
 
 
 def _prepared(x: np.ndarray, config: SimilarityConfig) -> np.ndarray:
@@ -193,7 +225,9 @@ def similarity_table(
         n = len(positions)
         if config.k > n - 1:
             raise ProbekitError(f"--k {config.k} needs more than {config.k} images; only {n} are scored")
-        log.info("similarity over %d %s images (seeded subsample, seed %d) of %s", n, config.split, config.seed, cache_path)
+        log.info(
+            "similarity over %d %s images (seeded subsample, seed %d) of %s", n, config.split, config.seed, cache_path
+        )
         features = {}
         for cell in cells:
             x = cache.features(config.split, cell.layer, cell.t, draws=config.draws)[positions]
@@ -203,7 +237,9 @@ def similarity_table(
             with _open(reference_path, config.split) as reference:
                 ref_positions = match_reference(cache, reference, config.split, positions)
                 ref = _reference_cell(reference, config)
-                y = reference.features(config.split, ref.layer, ref.t, draws=config.draws)[ref_positions].astype(np.float64)
+                y = reference.features(config.split, ref.layer, ref.t, draws=config.draws)[ref_positions].astype(
+                    np.float64
+                )
                 ref_name = str(reference.attrs.get("model_id"))
             if not np.isfinite(y).all():
                 raise ProbekitError(f"the reference cell t={ref.t} {ref.layer} holds NaN/inf features: re-extract it")
@@ -222,8 +258,16 @@ def similarity_table(
     return table[ordered + [c for c in table.columns if c not in ordered]]
 
 
-def _against_reference(attrs: dict, cells: list[CellInfo], features: dict, y: np.ndarray, ref: CellInfo,
-                       ref_name: str, n: int, config: SimilarityConfig) -> list[dict[str, object]]:  # fmt: skip
+def _against_reference(
+    attrs: dict,
+    cells: list[CellInfo],
+    features: dict,
+    y: np.ndarray,
+    ref: CellInfo,
+    ref_name: str,
+    n: int,
+    config: SimilarityConfig,
+) -> list[dict[str, object]]:
     """cka, cknna and mutual_knn of every cell against the reference features ``y``."""
     # Reference-side kernels and neighbour masks are computed once and reused for every cell.
     ref_u = u_center(y @ y.T)

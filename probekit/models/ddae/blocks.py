@@ -49,7 +49,9 @@ class ResBlock(nn.Module):
     blocks: both the residual path (after the first activation) and the shortcut are resampled.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, time_channels: int, dropout: float, resample: str | None = None) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, time_channels: int, dropout: float, resample: str | None = None
+    ) -> None:
         super().__init__()
         self.resample = resample
         self.norm1 = _norm(in_channels)
@@ -103,7 +105,15 @@ class SelfAttention(nn.Module):
 class ResAttnBlock(nn.Module):
     """A residual block, followed by self-attention at resolutions flagged in ``is_attn``."""
 
-    def __init__(self, in_channels: int, out_channels: int, time_channels: int, attention: bool, head_channels: int | None, dropout: float) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        time_channels: int,
+        attention: bool,
+        head_channels: int | None,
+        dropout: float,
+    ) -> None:
         super().__init__()
         self.res = ResBlock(in_channels, out_channels, time_channels, dropout)
         self.attn = SelfAttention(out_channels, head_channels) if attention else nn.Identity()

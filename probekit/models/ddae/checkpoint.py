@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -40,7 +40,9 @@ def read_entry(path: str | Path, entry: str) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ProbekitError(f"DDAE checkpoint {path} not found: give the .pth file DDAE's train.py saved (ckpts/model_EPOCH.pth)")
+        raise ProbekitError(
+            f"DDAE checkpoint {path} not found: give the .pth file DDAE's train.py saved (ckpts/model_EPOCH.pth)"
+        )
     is_zip = zipfile.is_zipfile(path)  # torch.save writes zip archives (legacy files are bare pickles)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -55,24 +57,32 @@ def read_entry(path: str | Path, entry: str) -> dict[str, torch.Tensor]:
     except Exception as err:  # noqa: BLE001 -- torch raises many kinds for files that are not checkpoints
         if not is_zip:
             raise ProbekitError(f"{path} is not a PyTorch checkpoint: give the .pth DDAE's train.py saved") from err
-        raise ProbekitError(f"cannot read checkpoint {path} ({_first_line(err)}); give an intact .pth saved by DDAE's train.py") from err
+        raise ProbekitError(
+            f"cannot read checkpoint {path} ({_first_line(err)}); give an intact .pth saved by DDAE's train.py"
+        ) from err
     if not isinstance(checkpoint, dict) or entry not in checkpoint:
         found = sorted(map(str, checkpoint))[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ProbekitError(f"{path} has no '{entry}' entry (found {found}): give a checkpoint saved by DDAE's train.py")
+        raise ProbekitError(
+            f"{path} has no '{entry}' entry (found {found}): give a checkpoint saved by DDAE's train.py"
+        )
     state = checkpoint[entry]
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ProbekitError(f"the '{entry}' entry of {path} is not a state dict of tensors: give a checkpoint saved by DDAE's train.py")
+        raise ProbekitError(
+            f"the '{entry}' entry of {path} is not a state dict of tensors: give a checkpoint saved by DDAE's train.py"
+        )
     if entry == "EMA":
         return _strip(state, ("ema_model.nn_model.",), lambda key: key in _EMA_COUNTERS or key.startswith(_EMA_ONLINE))
     return _strip(state, ("module.nn_model.", "nn_model."), lambda key: False)
 
 
-def _strip(state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...], ignored: Callable[[str], bool]) -> dict[str, torch.Tensor]:
+def _strip(
+    state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...], ignored: Callable[[str], bool]
+) -> dict[str, torch.Tensor]:
     prefix = next((p for p in prefixes if any(key.startswith(p) for key in state)), prefixes[0])
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if key.startswith(prefix):
-            out[key[len(prefix):]] = tensor
+            out[key[len(prefix) :]] = tensor
         elif not ignored(key):
             out[key] = tensor  # foreign key: reported as unexpected by load_strict
     return out
@@ -89,7 +99,11 @@ def load_strict(net: nn.Module, state: Mapping[str, torch.Tensor], source: str, 
         if key in state and tuple(state[key].shape) != tuple(tensor.shape)
     ]
     problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape (checkpoint vs config)", shapes)):
+    for label, items in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("wrong shape (checkpoint vs config)", shapes),
+    ):
         if items:
             more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
             problems.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")

@@ -9,9 +9,10 @@ A DDAE config (``config/*.yaml`` in github.com/FutureXiang/ddae) has top-level `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
 
 import yaml
 
@@ -69,7 +70,7 @@ class DDAEConfig:
     model_type: str  # "DDPM" | "EDM"
     net_type: str  # "UNet"
     network: NetworkConfig
-    diffusion: Union[DDPMParams, EDMParams]
+    diffusion: DDPMParams | EDMParams
     path: str = ""
 
 
@@ -77,7 +78,9 @@ def read_config(path: str | Path) -> DDAEConfig:
     """Parse a DDAE YAML config; every problem is a one-line :class:`ProbekitError`."""
     path = Path(path)
     if not path.is_file():
-        raise ProbekitError(f"DDAE config {path} not found: give the YAML the checkpoint was trained with (config/*.yaml)")
+        raise ProbekitError(
+            f"DDAE config {path} not found: give the YAML the checkpoint was trained with (config/*.yaml)"
+        )
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
@@ -124,7 +127,11 @@ def _number(section: Mapping[str, Any], key: str, where: str, *, integer: bool =
 
 
 def _int_list(value: Any, key: str, where: str) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
         raise ProbekitError(f"{where}: network.{key} is {value!r}, expected a list of integers")
     return tuple(value)
 
@@ -138,7 +145,9 @@ def _network(section: Mapping[str, Any], where: str) -> NetworkConfig:
     values: dict[str, Any] = {}
     values["image_shape"] = _int_list(section.get("image_shape", defaults.image_shape), "image_shape", where)
     if len(values["image_shape"]) != 3:
-        raise ProbekitError(f"{where}: network.image_shape must be [channels, height, width], got {list(values['image_shape'])}")
+        raise ProbekitError(
+            f"{where}: network.image_shape must be [channels, height, width], got {list(values['image_shape'])}"
+        )
     values["ch_mults"] = _int_list(section.get("ch_mults", defaults.ch_mults), "ch_mults", where)
     is_attn = section.get("is_attn", defaults.is_attn)
     if not isinstance(is_attn, (list, tuple)) or not all(isinstance(v, bool) for v in is_attn):
@@ -148,7 +157,9 @@ def _network(section: Mapping[str, Any], where: str) -> NetworkConfig:
         values[key] = _number(section, key, where, integer=True) if key in section else getattr(defaults, key)
     values["dropout"] = _number(section, "dropout", where) if "dropout" in section else defaults.dropout
     head = section.get("attn_channels_per_head")
-    values["attn_channels_per_head"] = None if head is None else _number(section, "attn_channels_per_head", where, integer=True)
+    values["attn_channels_per_head"] = (
+        None if head is None else _number(section, "attn_channels_per_head", where, integer=True)
+    )
     values["use_res_for_updown"] = bool(section.get("use_res_for_updown", defaults.use_res_for_updown))
     config = NetworkConfig(**values)
     _check_network(config, where)
@@ -159,19 +170,26 @@ def _check_network(config: NetworkConfig, where: str) -> None:
     """Refuse configs DDAE's own code could not build, before any tensor is allocated."""
     levels = len(config.ch_mults)
     if len(config.is_attn) < levels:
-        raise ProbekitError(f"{where}: network.is_attn has {len(config.is_attn)} entries for {levels} ch_mults; give one per resolution")
+        raise ProbekitError(
+            f"{where}: network.is_attn has {len(config.is_attn)} entries for {levels} ch_mults; give one per resolution"
+        )
     if config.n_blocks < 1 or config.n_channels < 1 or min(config.ch_mults) < 1:
         raise ProbekitError(f"{where}: n_channels, n_blocks and ch_mults must be positive")
     for width in [config.n_channels, *config.stage_channels()]:
         if width % NORM_GROUPS:
-            raise ProbekitError(f"{where}: stage width {width} is not a multiple of {NORM_GROUPS} (DDAE's GroupNorm groups); fix n_channels/ch_mults")
+            raise ProbekitError(
+                f"{where}: stage width {width} is not a multiple of {NORM_GROUPS} (DDAE's GroupNorm groups); fix "
+                "n_channels/ch_mults"
+            )
     head = config.attn_channels_per_head
     if head is not None and any(attn and width < head for attn, width in zip(config.is_attn, config.stage_channels())):
         raise ProbekitError(f"{where}: attn_channels_per_head {head} exceeds an attention stage's width; lower it")
     _, height, width = config.image_shape
     factor = 2 ** (levels - 1)
     if height % factor or width % factor:
-        raise ProbekitError(f"{where}: image_shape {list(config.image_shape)} is not divisible by {factor} ({levels} resolutions)")
+        raise ProbekitError(
+            f"{where}: image_shape {list(config.image_shape)} is not divisible by {factor} ({levels} resolutions)"
+        )
 
 
 def _ddpm(section: Mapping[str, Any], where: str) -> DDPMParams:
@@ -181,7 +199,9 @@ def _ddpm(section: Mapping[str, Any], where: str) -> DDPMParams:
         raise ProbekitError(f"{where}: diffusion.betas is {betas!r}, expected [beta_1, beta_T]")
     beta_1, beta_T = (_number({"betas": b}, "betas", where) for b in betas)
     if n_T < 1 or not 0.0 < beta_1 < beta_T < 1.0:
-        raise ProbekitError(f"{where}: need n_T >= 1 and 0 < betas[0] < betas[1] < 1, got n_T={n_T}, betas={list(betas)}")
+        raise ProbekitError(
+            f"{where}: need n_T >= 1 and 0 < betas[0] < betas[1] < 1, got n_T={n_T}, betas={list(betas)}"
+        )
     return DDPMParams(n_T=n_T, beta_1=beta_1, beta_T=beta_T)
 
 

@@ -34,12 +34,14 @@ def parse_spec(spec: str) -> DDAESpec:
     """Split ``ddae:CFG:CKPT[#ENTRY]``; ENTRY is EMA or MODEL (any case)."""
     if not is_ddae_spec(spec):
         raise ProbekitError(f"{spec!r} is not a DDAE model spec: {USAGE}")
-    body, entry = spec[len(PREFIX):], "EMA"
+    body, entry = spec[len(PREFIX) :], "EMA"
     if "#" in body:
         body, _, entry = body.rpartition("#")
         entry = entry.strip().upper()
         if entry not in ENTRIES:
-            raise ProbekitError(f"unknown checkpoint entry #{entry} in {spec!r}: use #EMA (averaged weights, the default) or #MODEL")
+            raise ProbekitError(
+                f"unknown checkpoint entry #{entry} in {spec!r}: use #EMA (averaged weights, the default) or #MODEL"
+            )
     parts = body.split(":")
     if len(parts) != 2 or not all(parts):
         raise ProbekitError(f"cannot read {spec!r}: {USAGE}")

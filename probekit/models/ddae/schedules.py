@@ -63,7 +63,13 @@ class DDAEDDPMSchedule(DDAESchedule):
         t = _check_index(t, self.n_T, f"DDAE's {self.n_T}-step DDPM", "DDAE's steps start at 1, the least noise")
         alpha_bar = float(self.alphas_cumprod[t])
         sigma = math.sqrt((1.0 - alpha_bar) / alpha_bar)
-        return GridPoint(t=t, model_input=t / self.n_T, alpha_bar=alpha_bar, sigma=sigma, logsnr=math.log(alpha_bar / (1.0 - alpha_bar)))
+        return GridPoint(
+            t=t,
+            model_input=t / self.n_T,
+            alpha_bar=alpha_bar,
+            sigma=sigma,
+            logsnr=math.log(alpha_bar / (1.0 - alpha_bar)),
+        )
 
     def default_grid(self) -> list[int]:
         # Fractions of n_T plus one, dense at low noise: includes DDAE's grid search points 1, 11, 21 (n_T = 1000).
@@ -99,10 +105,19 @@ class DDAEEDMSchedule(DDAESchedule):
         self.name = "ddae-edm-karras"
 
     def point(self, t: int) -> GridPoint:
-        t = _check_index(t, self.steps, f"DDAE's {self.steps}-step EDM grid", "index 0 is sigma = 0, where c_noise = log(sigma)/4 is undefined")
+        t = _check_index(
+            t,
+            self.steps,
+            f"DDAE's {self.steps}-step EDM grid",
+            "index 0 is sigma = 0, where c_noise = log(sigma)/4 is undefined",
+        )
         sigma = float(self.sigmas[t])
         return GridPoint(
-            t=t, model_input=math.log(sigma) / 4, alpha_bar=1.0 / (1.0 + sigma**2), sigma=sigma, logsnr=-2.0 * math.log(sigma)
+            t=t,
+            model_input=math.log(sigma) / 4,
+            alpha_bar=1.0 / (1.0 + sigma**2),
+            sigma=sigma,
+            logsnr=-2.0 * math.log(sigma),
         )
 
     def default_grid(self) -> list[int]:

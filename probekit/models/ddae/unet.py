@@ -63,7 +63,11 @@ class DDAEUNet(nn.Module):
                 width = out_width
                 skips.append(width)
             if level < levels - 1:
-                down.append(ResResample(width, time_channels, dropout, "down") if config.use_res_for_updown else ConvDownsample(width))
+                down.append(
+                    ResResample(width, time_channels, dropout, "down")
+                    if config.use_res_for_updown
+                    else ConvDownsample(width)
+                )
                 skips.append(width)
         self.down = nn.ModuleList(down)
         self.middle = MiddleBlock(width, time_channels, head, dropout)
@@ -73,10 +77,16 @@ class DDAEUNet(nn.Module):
         for level in reversed(range(levels)):
             out_width = widths[level]
             for _ in range(config.n_blocks + 1):
-                up.append(ResAttnBlock(width + skips.pop(), out_width, time_channels, config.is_attn[level], head, dropout))
+                up.append(
+                    ResAttnBlock(width + skips.pop(), out_width, time_channels, config.is_attn[level], head, dropout)
+                )
                 width = out_width
             if level > 0:
-                up.append(ResResample(width, time_channels, dropout, "up") if config.use_res_for_updown else ConvUpsample(width))
+                up.append(
+                    ResResample(width, time_channels, dropout, "up")
+                    if config.use_res_for_updown
+                    else ConvUpsample(width)
+                )
         self.up = nn.ModuleList(up)
 
         self.norm = nn.GroupNorm(FINAL_NORM_GROUPS, width)
@@ -112,7 +122,8 @@ class DDAEUNet(nn.Module):
 
 def _numbered(stage: nn.ModuleList, path: str, block_name: str, sampler_name: str) -> list[NamedLayer]:
     """``block_name_1, ...`` for the residual blocks and ``sampler_name_1, ...`` for the resamplers of one
-    stage, each counted on its own, as DDAE's code numbers them."""
+    stage, each counted on its own, as DDAE's code numbers them.
+    """
     layers, blocks, samplers = [], 0, 0
     for index, module in enumerate(stage):
         if isinstance(module, ResAttnBlock):

@@ -41,7 +41,8 @@ class LatentTransformerBackbone(HookedBackbone):
         config = net.config
         if vae.config.latent_channels != config.in_channels:
             raise ProbekitError(
-                f"the VAE makes {vae.config.latent_channels}-channel latents but the {self.family} reads {config.in_channels}: "
+                f"the VAE makes {vae.config.latent_channels}-channel latents but the {self.family} reads "
+                f"{config.in_channels}: "
                 f"choose the VAE the {self.family} was trained with{self.vae_hint}"
             )
         self.latent_size = int(config.sample_size)
@@ -67,7 +68,10 @@ class LatentTransformerBackbone(HookedBackbone):
         return encode_mean(self.vae, x0, self.vae_budget)
 
     def _unknown_layer(self, name: str) -> str:
-        return f"unknown layer {name!r}: {self.family} layers are transformer_blocks.0..{len(self._layers) - 1} (or layer-i)"
+        return (
+            f"unknown layer {name!r}: {self.family} layers are transformer_blocks.0..{len(self._layers) - 1} (or "
+            "layer-i)"
+        )
 
 
 class DiTBackbone(LatentTransformerBackbone):
@@ -82,13 +86,17 @@ class DiTBackbone(LatentTransformerBackbone):
     family = "DiT"
     vae_hint = " (vae=...)"
 
-    def __init__(self, net: nn.Module, vae: nn.Module, schedule: NoiseSchedule, model_id: str, *, original_temb: bool) -> None:
+    def __init__(
+        self, net: nn.Module, vae: nn.Module, schedule: NoiseSchedule, model_id: str, *, original_temb: bool
+    ) -> None:
         self._setup(net, vae, schedule, model_id)
         self.original_temb = original_temb
         table = self.net.transformer_blocks[0].norm1.emb.class_embedder.embedding_table
         self.null_class = int(net.config.num_embeds_ada_norm)
         if table.num_embeddings != self.null_class + 1:
-            raise ProbekitError(f"{model_id} has no null-class embedding: probekit probes DiTs trained with label dropout only")
+            raise ProbekitError(
+                f"{model_id} has no null-class embedding: probekit probes DiTs trained with label dropout only"
+            )
         for block in self.net.transformer_blocks:
             block.norm1.emb.time_proj.downscale_freq_shift = 0 if original_temb else 1
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 
@@ -27,7 +27,9 @@ _SIZES: dict[str, tuple[int, int, int]] = {
 
 @dataclass(frozen=True)
 class DiTSize:
-    """A DiT architecture: ``depth`` blocks of width ``hidden`` with ``heads`` heads, ``patch`` x ``patch`` latent patches."""
+    """A DiT architecture: ``depth`` blocks of width ``hidden`` with ``heads`` heads, ``patch`` x ``patch`` latent
+    patches.
+    """
 
     name: str
     depth: int

@@ -11,7 +11,7 @@ The two layouts hold the same network. Differences that the mapping bridges:
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -50,7 +50,9 @@ def check_original_keys(state: Mapping[str, torch.Tensor], depth: int) -> None:
     expected, found = set(original_keys(depth)), set(state)
     missing, unexpected = expected - found, found - expected
     if missing or unexpected:
-        parts = ([f"missing {few_keys(missing)}"] if missing else []) + ([f"unexpected {few_keys(unexpected)}"] if unexpected else [])
+        parts = ([f"missing {few_keys(missing)}"] if missing else []) + (
+            [f"unexpected {few_keys(unexpected)}"] if unexpected else []
+        )
         raise ProbekitError(
             f"not an original DiT-{depth}-block state dict ({'; '.join(parts)}): give the model's "
             "own weights (the 'ema' entry of a DiT training checkpoint) or a diffusers DiT folder"
@@ -60,7 +62,9 @@ def check_original_keys(state: Mapping[str, torch.Tensor], depth: int) -> None:
 def diffusers_config(shape: OriginalShape, heads: int) -> dict[str, object]:
     """``DiTTransformer2DModel`` keyword arguments for an original DiT of this shape."""
     if shape.hidden % heads:
-        raise ProbekitError(f"hidden size {shape.hidden} is not divisible by heads={heads}: give the model's real head count")
+        raise ProbekitError(
+            f"hidden size {shape.hidden} is not divisible by heads={heads}: give the model's real head count"
+        )
     if shape.mlp_hidden != 4 * shape.hidden:
         raise ProbekitError(
             f"the MLP is {shape.mlp_hidden} wide, not 4 x {shape.hidden}: probekit reads DiTs with mlp_ratio 4 only"

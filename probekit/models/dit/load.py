@@ -6,8 +6,8 @@ import argparse
 import json
 import logging
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -28,8 +28,6 @@ DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
 #: checkpoints published with DiT, fetched on first use like DiT's own download.py does
 OFFICIAL_CHECKPOINTS = ("DiT-XL-2-256x256.pt", "DiT-XL-2-512x512.pt")
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/DiT/models/{name}"
-
-
 
 
 # ----------------------------------------------------------------------------- original .pt
@@ -56,7 +54,9 @@ def _download_official(name: str) -> Path:
         try:
             torch.hub.download_url_to_file(url, str(target), progress=True)
         except Exception as err:  # noqa: BLE001 -- urllib raises many types; all mean "no file"
-            raise ProbekitError(f"cannot download {url}: {first_line(err)}; download it by hand and give its path") from err
+            raise ProbekitError(
+                f"cannot download {url}: {first_line(err)}; download it by hand and give its path"
+            ) from err
     return target
 
 
@@ -71,11 +71,16 @@ def read_original_state(path: Path) -> dict[str, torch.Tensor]:
             f"refusing to load {path}: it holds pickled objects besides tensors; re-save its state dict with torch.save"
         ) from err
     except Exception as err:  # noqa: BLE001 -- unpickling raises many types; all mean "unreadable"
-        raise ProbekitError(f"cannot read {path} as a weights-only torch file: {first_line(err)}; re-save its state dict with torch.save") from err
+        raise ProbekitError(
+            f"cannot read {path} as a weights-only torch file: {first_line(err)}; re-save its state dict with "
+            "torch.save"
+        ) from err
     if isinstance(loaded, Mapping) and isinstance(loaded.get("ema"), Mapping):
         loaded = loaded["ema"]  # DiT's own loader prefers the EMA weights, which it samples with
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ProbekitError(f"{path} does not hold a state dict of tensors: save model.state_dict() (or DiT's 'ema' entry)")
+        raise ProbekitError(
+            f"{path} does not hold a state dict of tensors: save model.state_dict() (or DiT's 'ema' entry)"
+        )
     return dict(loaded)
 
 
@@ -90,7 +95,9 @@ def _original_heads(spec: DiTSpec, shape: OriginalShape) -> int:
                 f"({size.depth}, {size.hidden}, {size.patch}): fix config= or leave it out"
             )
         if spec.heads is not None and spec.heads != size.heads:
-            raise ProbekitError(f"{size.name} has {size.heads} heads but heads={spec.heads} was given: keep one of the two")
+            raise ProbekitError(
+                f"{size.name} has {size.heads} heads but heads={spec.heads} was given: keep one of the two"
+            )
         return size.heads
     if spec.heads is not None:
         return spec.heads
@@ -120,10 +127,14 @@ def _load_original(spec: DiTSpec, options: LoadOptions) -> tuple[nn.Module, DDPM
     try:
         net.load_state_dict({k: v.float() for k, v in mapped.items()}, strict=True, assign=True)
     except RuntimeError as err:
-        raise ProbekitError(f"the weights in {spec.source} do not fit a DiT ({first_line(err)}): check the checkpoint") from err
+        raise ProbekitError(
+            f"the weights in {spec.source} do not fit a DiT ({first_line(err)}): check the checkpoint"
+        ) from err
     expected = tuple(net.pos_embed.pos_embed.shape)
     if tuple(pos_embed.shape) != expected:
-        raise ProbekitError(f"pos_embed has shape {tuple(pos_embed.shape)}, expected {expected}: the checkpoint is damaged")
+        raise ProbekitError(
+            f"pos_embed has shape {tuple(pos_embed.shape)}, expected {expected}: the checkpoint is damaged"
+        )
     # The stored grid embedding is what the network was trained with (a non-persistent buffer in diffusers).
     net.pos_embed.pos_embed = pos_embed.float().clone()
     # DiT's diffusion: linear betas 1e-4..0.02 over 1000 steps (diffusion/__init__.py defaults).
@@ -154,7 +165,9 @@ def _diffusers_location(source: str) -> tuple[str, str | None, bool]:
             return source, None, False
 
 
-def _load_diffusers(spec: DiTSpec, options: LoadOptions) -> tuple[nn.Module, DDPMSchedule, tuple[str, str | None] | None]:
+def _load_diffusers(
+    spec: DiTSpec, options: LoadOptions
+) -> tuple[nn.Module, DDPMSchedule, tuple[str, str | None] | None]:
     from diffusers import DiTTransformer2DModel
 
     where, subfolder, local = _diffusers_location(spec.source)
@@ -184,10 +197,12 @@ def _load_diffusers(spec: DiTSpec, options: LoadOptions) -> tuple[nn.Module, DDP
 
 
 def _require_all_keys(source: str, info: Mapping[str, list[str]]) -> None:
-    """diffusers only warns about absent or extra weights and leaves absent ones random: refuse that."""
+    """Diffusers only warns about absent or extra weights and leaves absent ones random: refuse that."""
     missing, unexpected = set(info.get("missing_keys", [])), set(info.get("unexpected_keys", []))
     if missing or unexpected:
-        parts = ([f"missing {few_keys(missing)}"] if missing else []) + ([f"unexpected {few_keys(unexpected)}"] if unexpected else [])
+        parts = ([f"missing {few_keys(missing)}"] if missing else []) + (
+            [f"unexpected {few_keys(unexpected)}"] if unexpected else []
+        )
         raise ProbekitError(
             f"the weights in {source} do not match its config.json ({'; '.join(parts)}): "
             "use the config.json saved with these weights"
@@ -265,10 +280,13 @@ def recognises_sit(spec: str) -> bool:
 
 def load_sit(spec: str, options: LoadOptions) -> SiTBackbone:
     """``sit:PATH.pt[?config=SiT-XL/2&vae=...&heads=N]``: an original SiT checkpoint (DiT's state-dict
-    names and sizes) on the flow-matching schedule; the options are the DiT ones."""
-    parsed = parse_spec(spec[len(SIT_PREFIX):])
+    names and sizes) on the flow-matching schedule; the options are the DiT ones.
+    """
+    parsed = parse_spec(spec[len(SIT_PREFIX) :])
     if not parsed.is_original:
-        raise ProbekitError(f"{spec!r}: sit: takes an original SiT checkpoint file (.pt or .pth), e.g. sit:SiT-XL-2-256.pt")
+        raise ProbekitError(
+            f"{spec!r}: sit: takes an original SiT checkpoint file (.pt or .pth), e.g. sit:SiT-XL-2-256.pt"
+        )
     if not Path(parsed.source).expanduser().is_file():
         raise ProbekitError(f"SiT checkpoint {parsed.source!r} not found: give the path of a .pt file")
     return _load(parsed, spec, options, sit=True)  # type: ignore[return-value]
@@ -285,7 +303,8 @@ def _load(parsed: DiTSpec, spec: str, options: LoadOptions, *, sit: bool) -> DiT
         expected = net.config.sample_size * vae_scale_factor(vae)
         if parsed.image_size != expected:
             raise ProbekitError(
-                f"image_size={parsed.image_size} does not fit this DiT: its {net.config.sample_size}x{net.config.sample_size} "
+                f"image_size={parsed.image_size} does not fit this DiT: its "
+                f"{net.config.sample_size}x{net.config.sample_size} "
                 f"latents come from {expected}x{expected} images; give image_size={expected} or leave it out"
             )
     temb = parsed.temb or ("original" if parsed.is_original else "diffusers")

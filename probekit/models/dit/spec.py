@@ -44,7 +44,7 @@ def _positive_int(key: str, value: str) -> int:
 
 def parse_spec(spec: str) -> DiTSpec:
     """``dit:SOURCE?config=DiT-XL/2&vae=ID`` (or a bare folder) -> :class:`DiTSpec`."""
-    body = spec[len(PREFIX):] if spec.startswith(PREFIX) else spec
+    body = spec[len(PREFIX) :] if spec.startswith(PREFIX) else spec
     source, _, query = body.partition("?")
     if not source:
         raise ProbekitError(f"{spec!r} names no checkpoint: write dit:PATH.pt, dit:FOLDER or dit:OWNER/NAME")
@@ -52,7 +52,9 @@ def parse_spec(spec: str) -> DiTSpec:
     for item in filter(None, query.split("&")):
         key, sep, value = item.partition("=")
         if not sep or not value:
-            raise ProbekitError(f"DiT option {item!r} in {spec!r} has no value: write key=value, e.g. vae=stabilityai/sd-vae-ft-mse")
+            raise ProbekitError(
+                f"DiT option {item!r} in {spec!r} has no value: write key=value, e.g. vae=stabilityai/sd-vae-ft-mse"
+            )
         if key not in _KNOWN:
             raise ProbekitError(f"unknown DiT option {key!r} in {spec!r}: use {', '.join(_KNOWN)}")
         options[key] = value

@@ -37,7 +37,9 @@ def _components(source: str) -> set[str]:
     from diffusers import DiffusionPipeline
 
     index = DiffusionPipeline.load_config(source)
-    return {name for name, value in index.items() if isinstance(value, (list, tuple)) and value and value[0] is not None}
+    return {
+        name for name, value in index.items() if isinstance(value, (list, tuple)) and value and value[0] is not None
+    }
 
 
 def _network(cls: type, source: str, subfolder: str, options: LoadOptions) -> nn.Module:
@@ -67,7 +69,8 @@ def _unet_text(source: str, parts: set[str]) -> TextConditioning:
 
     if "text_encoder" not in parts:
         raise ProbekitError(
-            f"cannot load a Stable Diffusion pipeline from {source!r}: it has no text_encoder/: sd: needs the pipeline's first text encoder (SDXL refiners, with "
+            f"cannot load a Stable Diffusion pipeline from {source!r}: it has no text_encoder/: sd: needs the "
+            "pipeline's first text encoder (SDXL refiners, with "
             "text_encoder_2 only, are not supported)"
         )
     first = CLIPTextModel.from_pretrained(source, subfolder="text_encoder")
@@ -86,7 +89,11 @@ def _load_unet(source: str, parts: set[str], options: LoadOptions, model_id: str
     vae = AutoencoderKL.from_pretrained(source, subfolder="vae")
     scheduler = dict(DDPMScheduler.load_config(source, subfolder="scheduler"))
     return StableDiffusionBackbone(
-        unet, vae, _unet_text(source, parts), DDPMSchedule.from_config(scheduler), model_id,
+        unet,
+        vae,
+        _unet_text(source, parts),
+        DDPMSchedule.from_config(scheduler),
+        model_id,
         prediction_type=str(scheduler.get("prediction_type", "epsilon")),
     )
 
@@ -98,17 +105,26 @@ def _load_sd3(source: str, parts: set[str], options: LoadOptions, model_id: str)
     config = SD3Transformer2DModel.load_config(source, subfolder="transformer")
     if config.get("_class_name") != "SD3Transformer2DModel":
         raise ProbekitError(
-            f"{source} holds a {config.get('_class_name')} transformer: sd: reads SD3 (SD3Transformer2DModel) transformer pipelines only"
+            f"{source} holds a {config.get('_class_name')} transformer: sd: reads SD3 (SD3Transformer2DModel) "
+            "transformer pipelines only"
         )
     _require(source, parts, ("vae", "scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"), "SD3")
     net = _network(SD3Transformer2DModel, source, "transformer", options)
     vae = AutoencoderKL.from_pretrained(source, subfolder="vae")
-    clips = [CLIPTextModelWithProjection.from_pretrained(source, subfolder=name) for name in ("text_encoder", "text_encoder_2")]
+    clips = [
+        CLIPTextModelWithProjection.from_pretrained(source, subfolder=name)
+        for name in ("text_encoder", "text_encoder_2")
+    ]
     t5 = None
     if "text_encoder_3" in parts:
         _require(source, parts, ("tokenizer_3",), "SD3")
         t5 = (_tokenizer(source, "tokenizer_3"), T5EncoderModel.from_pretrained(source, subfolder="text_encoder_3"))
-    text = SD3Text([_tokenizer(source, "tokenizer"), _tokenizer(source, "tokenizer_2")], clips, int(net.config.joint_attention_dim), t5)
+    text = SD3Text(
+        [_tokenizer(source, "tokenizer"), _tokenizer(source, "tokenizer_2")],
+        clips,
+        int(net.config.joint_attention_dim),
+        t5,
+    )
     scheduler = FlowMatchEulerDiscreteScheduler.load_config(source, subfolder="scheduler")
     schedule = FlowMatchingSchedule(SD3_STEPS, input_scale=float(scheduler.get("num_train_timesteps", 1000)))
     return SD3Backbone(net, vae, text, schedule, model_id)
@@ -117,7 +133,12 @@ def _load_sd3(source: str, parts: set[str], options: LoadOptions, model_id: str)
 def _refuse_part_folder(source: str) -> None:
     """A local folder that is not a pipeline: name what it holds, and the folder above when it is a pipeline's part."""
     path = Path(source).expanduser()
-    if not path.is_dir() or (path / "model_index.json").is_file() or (path / "unet").is_dir() or (path / "transformer").is_dir():
+    if (
+        not path.is_dir()
+        or (path / "model_index.json").is_file()
+        or (path / "unet").is_dir()
+        or (path / "transformer").is_dir()
+    ):
         return
     holds = folder_contents(path)
     if (path.parent / "model_index.json").is_file():
@@ -127,7 +148,8 @@ def _refuse_part_folder(source: str) -> None:
         )
     raise ProbekitError(
         f"{source} holds {holds}, not a diffusers pipeline: sd: needs a pipeline folder with model_index.json, "
-        "unet/ or transformer/, vae/, text_encoder/, tokenizer/ and scheduler/ (a lone UNet2DModel folder loads as --model FOLDER)"
+        "unet/ or transformer/, vae/, text_encoder/, tokenizer/ and scheduler/ (a lone UNet2DModel folder loads as "
+        "--model FOLDER)"
     )
 
 
@@ -136,11 +158,17 @@ def load_sd(spec: str, options: LoadOptions) -> StableDiffusionBackbone | SD3Bac
     try:
         import transformers  # noqa: F401
     except ImportError:
-        raise ProbekitError("sd: models need the transformers package for their text encoders: pip install 'probekit[vision]'") from None
-    source = spec[len(PREFIX):]
+        raise ProbekitError(
+            "sd: models need the transformers package for their text encoders: pip install 'probekit[vision]'"
+        ) from None
+    source = spec[len(PREFIX) :]
     if not source:
         raise ProbekitError(f"{spec!r} names no pipeline: write sd:FOLDER or sd:OWNER/NAME")
-    require_existing_folder(source, PREFIX, "a saved diffusers pipeline (with model_index.json, unet/ or transformer/), or a hub id OWNER/NAME")
+    require_existing_folder(
+        source,
+        PREFIX,
+        "a saved diffusers pipeline (with model_index.json, unet/ or transformer/), or a hub id OWNER/NAME",
+    )
     _refuse_part_folder(source)
     model_id = twin_id(spec, options.random_init, options.seed)
     with quiet_diffusers():
@@ -152,6 +180,7 @@ def load_sd(spec: str, options: LoadOptions) -> StableDiffusionBackbone | SD3Bac
         except (OSError, ValueError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ProbekitError(
-                f"cannot load a Stable Diffusion pipeline from {source!r} ({first}): give a folder with unet/ (SD 1.x/2.x/XL) "
+                f"cannot load a Stable Diffusion pipeline from {source!r} ({first}): give a folder with unet/ (SD "
+                "1.x/2.x/XL) "
                 "or transformer/ (SD3), vae/, text_encoder(s)/, tokenizer(s)/ and scheduler/, or a hub id"
             ) from err

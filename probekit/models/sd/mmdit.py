@@ -26,7 +26,9 @@ class SD3Backbone(PromptConditioned, LatentTransformerBackbone):
     framework = "stable-diffusion-3"
     family = "SD3 transformer"
 
-    def __init__(self, net: nn.Module, vae: nn.Module, text: TextConditioning, schedule: NoiseSchedule, model_id: str) -> None:
+    def __init__(
+        self, net: nn.Module, vae: nn.Module, text: TextConditioning, schedule: NoiseSchedule, model_id: str
+    ) -> None:
         self._setup(net, vae, schedule, model_id)
         self._init_prompt(text)
 
@@ -44,7 +46,7 @@ class SD3Backbone(PromptConditioned, LatentTransformerBackbone):
     def _weight_modules(self) -> dict[str, nn.Module]:
         return {"transformer": self.net, "vae": self.vae, **self.text.modules()}
 
-    def to(self, device: torch.device | str) -> "SD3Backbone":
+    def to(self, device: torch.device | str) -> SD3Backbone:
         super().to(device)
         self._move_prompt(device)
         return self

@@ -8,7 +8,7 @@ its samples' labels. Conditioning on the true class name puts the label into the
 from __future__ import annotations
 
 import string
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -27,7 +27,9 @@ def class_prompts(template: str, class_names: Sequence[str]) -> list[str]:
     try:
         fields = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
     except ValueError as err:
-        raise ProbekitError(f"--prompt {template!r} is not a template ({err}): write e.g. 'a photo of a {{class}}'") from None
+        raise ProbekitError(
+            f"--prompt {template!r} is not a template ({err}): write e.g. 'a photo of a {{class}}'"
+        ) from None
     if PLACEHOLDER not in fields:
         raise ProbekitError(f"--prompt {template!r} has no {{class}} placeholder: write e.g. 'a photo of a {{class}}'")
     unknown = sorted(fields - {PLACEHOLDER})
@@ -43,7 +45,9 @@ def class_prompts(template: str, class_names: Sequence[str]) -> list[str]:
     try:
         return [template.format(**{PLACEHOLDER: name}) for name in names]
     except (ValueError, IndexError, KeyError, AttributeError) as err:
-        raise ProbekitError(f"--prompt {template!r} cannot be filled in ({err}): write e.g. 'a photo of a {{class}}'") from None
+        raise ProbekitError(
+            f"--prompt {template!r} cannot be filled in ({err}): write e.g. 'a photo of a {{class}}'"
+        ) from None
 
 
 class PromptConditioned:
@@ -81,7 +85,8 @@ class PromptConditioned:
         else:
             if labels is None:
                 raise ProbekitError(
-                    f"{self.model_id} is conditioned on the prompt {self.prompt!r}: pass each sample's class label (labels=...)"
+                    f"{self.model_id} is conditioned on the prompt {self.prompt!r}: pass each sample's class label "
+                    "(labels=...)"
                 )
             count = self._embeds.hidden.shape[0]
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= count):

@@ -15,8 +15,8 @@ clip skip: tokens padded to the tokenizer's ``model_max_length``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,15 +35,17 @@ class PromptEmbeds:
     hidden: torch.Tensor
     pooled: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "PromptEmbeds":
+    def to(self, device: torch.device | str) -> PromptEmbeds:
         return PromptEmbeds(self.hidden.to(device), None if self.pooled is None else self.pooled.to(device))
 
-    def rows(self, index: torch.Tensor) -> "PromptEmbeds":
+    def rows(self, index: torch.Tensor) -> PromptEmbeds:
         return PromptEmbeds(self.hidden[index], None if self.pooled is None else self.pooled[index])
 
 
 def _tokens(tokenizer: object, prompts: Sequence[str], length: int, device: torch.device) -> torch.Tensor:
-    ids = tokenizer(list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt"
+    ).input_ids
     return ids.to(device)
 
 
@@ -113,7 +115,10 @@ class SD3Text(TextConditioning):
     """SD3: two CLIPs (padded to ``joint_dim``) then T5 (or zeros) along the sequence; pooled = both projections."""
 
     def __init__(
-        self, tokenizers: Sequence[object], encoders: Sequence[nn.Module], joint_dim: int,
+        self,
+        tokenizers: Sequence[object],
+        encoders: Sequence[nn.Module],
+        joint_dim: int,
         t5: tuple[object, nn.Module] | None = None,
     ) -> None:
         self.tokenizers = list(tokenizers)
@@ -122,7 +127,9 @@ class SD3Text(TextConditioning):
         self.t5 = None if t5 is None else (t5[0], t5[1].eval().requires_grad_(False))
 
     def encode(self, prompts: Sequence[str]) -> PromptEmbeds:
-        (hidden_1, pooled_1), (hidden_2, pooled_2) = (_clip(t, e, prompts) for t, e in zip(self.tokenizers, self.encoders))
+        (hidden_1, pooled_1), (hidden_2, pooled_2) = (
+            _clip(t, e, prompts) for t, e in zip(self.tokenizers, self.encoders)
+        )
         clip = torch.cat([hidden_1, hidden_2], dim=-1)
         if self.t5 is None:
             t5 = clip.new_zeros(len(prompts), T5_TOKENS, self.joint_dim)

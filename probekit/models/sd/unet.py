@@ -34,8 +34,14 @@ class StableDiffusionBackbone(PromptConditioned, UNetBackbone):
     input_channels = 3
 
     def __init__(
-        self, unet: nn.Module, vae: nn.Module, text: TextConditioning, schedule: NoiseSchedule, model_id: str,
-        *, prediction_type: str,
+        self,
+        unet: nn.Module,
+        vae: nn.Module,
+        text: TextConditioning,
+        schedule: NoiseSchedule,
+        model_id: str,
+        *,
+        prediction_type: str,
     ) -> None:
         self.vae = vae.eval().requires_grad_(False)
         self.prediction_type = prediction_type
@@ -69,7 +75,7 @@ class StableDiffusionBackbone(PromptConditioned, UNetBackbone):
     def _weight_modules(self) -> dict[str, nn.Module]:
         return {"unet": self.net, "vae": self.vae, **self.text.modules()}
 
-    def to(self, device: torch.device | str) -> "StableDiffusionBackbone":
+    def to(self, device: torch.device | str) -> StableDiffusionBackbone:
         super().to(device)
         self._move_prompt(device)
         return self
@@ -81,16 +87,20 @@ def _time_ids(unet: nn.Module, text: TextConditioning, side: int, model_id: str)
     if kind is None:
         return None
     if kind != "text_time":
-        raise ProbekitError(f"{model_id} needs {kind!r} added conditioning: sd: reads SD 1.x/2.x/XL UNets (none or text_time) only")
+        raise ProbekitError(
+            f"{model_id} needs {kind!r} added conditioning: sd: reads SD 1.x/2.x/XL UNets (none or text_time) only"
+        )
     if not isinstance(text, SDXLText):
         raise ProbekitError(
-            f"{model_id} is an SDXL UNet (text_time conditioning) but the pipeline lacks text_encoder or text_encoder_2: "
+            f"{model_id} is an SDXL UNet (text_time conditioning) but the pipeline lacks text_encoder or "
+            "text_encoder_2: "
             "give an SDXL base pipeline with both text encoders (the refiner is not supported)"
         )
     expected = int(unet.config.addition_time_embed_dim) * TIME_IDS + text.pooled_dim
     if int(unet.config.projection_class_embeddings_input_dim) != expected:
         raise ProbekitError(
-            f"{model_id}: the UNet's added embedding takes {unet.config.projection_class_embeddings_input_dim} inputs, not "
+            f"{model_id}: the UNet's added embedding takes {unet.config.projection_class_embeddings_input_dim} inputs, "
+            "not "
             f"{TIME_IDS} time ids x {unet.config.addition_time_embed_dim} + {text.pooled_dim} pooled text features: "
             "only SDXL base conditioning (no aesthetic score) is supported"
         )

@@ -19,22 +19,43 @@ def _run(argv, capsys):
 
 def test_pairs_extract_correspond_and_compare(tmp_path, capsys):
     root = _translation_folder(tmp_path / "pairs")
-    code, _, err = _run(["extract", "--model", "pixels", "--data", root, "--pooling", "spatial16", "--quiet",
-                         "--out", tmp_path / "p.h5"], capsys)
+    code, _, err = _run(
+        [
+            "extract",
+            "--model",
+            "pixels",
+            "--data",
+            root,
+            "--pooling",
+            "spatial16",
+            "--quiet",
+            "--out",
+            tmp_path / "p.h5",
+        ],
+        capsys,
+    )
     assert code == 0, err
-    code, out, err = _run(["correspond", "--cache", tmp_path / "p.h5", "--data", root, "--out", tmp_path / "c.csv"], capsys)
+    code, out, err = _run(
+        ["correspond", "--cache", tmp_path / "p.h5", "--data", root, "--out", tmp_path / "c.csv"], capsys
+    )
     assert code == 0, err
     assert "pck=100.0 %" in out and (tmp_path / "c.dense.npz").is_file()
     code, out, _ = _run(["dense-compare", "--results", tmp_path / "c.csv", tmp_path / "c.csv", "--n-boot", 50], capsys)
     assert code == 0 and "difference +0.0 [+0.0, +0.0]" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["pairs", "--out", "x"], "exactly one of --warp"),
-    (["probe", "--cache", "missing.h5", "--out", "r.csv", "--labels-per-class", "0,5"], "at least 1 label per class"),
-    (["segment", "--cache", "missing.h5", "--data", ".", "--out", "s.csv"], "classes.txt"),
-    (["extract", "--model", "pixels", "--data", "digits", "--pooling", "spatial", "--out", "x.h5"], "spatialS"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["pairs", "--out", "x"], "exactly one of --warp"),
+        (
+            ["probe", "--cache", "missing.h5", "--out", "r.csv", "--labels-per-class", "0,5"],
+            "at least 1 label per class",
+        ),
+        (["segment", "--cache", "missing.h5", "--data", ".", "--out", "s.csv"], "classes.txt"),
+        (["extract", "--model", "pixels", "--data", "digits", "--pooling", "spatial", "--out", "x.h5"], "spatialS"),
+    ],
+)
 def test_bad_inputs_fail_in_one_line(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
     code, _, err = _run(argv, capsys)
@@ -43,10 +64,27 @@ def test_bad_inputs_fail_in_one_line(tmp_path, capsys, monkeypatch, argv, messag
 
 
 def test_label_budget_table_and_curve_through_the_cli(tmp_path, capsys):
-    code, _, err = _run(["extract", "--model", "pixels", "--data", "digits", "--quiet", "--out", tmp_path / "d.h5"], capsys)
+    code, _, err = _run(
+        ["extract", "--model", "pixels", "--data", "digits", "--quiet", "--out", tmp_path / "d.h5"], capsys
+    )
     assert code == 0, err
-    code, _, err = _run(["probe", "--cache", tmp_path / "d.h5", "--probes", "linear", "--labels-per-class", "1,5,all",
-                         "--budget-draws", "2", "--quiet", "--out", tmp_path / "b.csv"], capsys)
+    code, _, err = _run(
+        [
+            "probe",
+            "--cache",
+            tmp_path / "d.h5",
+            "--probes",
+            "linear",
+            "--labels-per-class",
+            "1,5,all",
+            "--budget-draws",
+            "2",
+            "--quiet",
+            "--out",
+            tmp_path / "b.csv",
+        ],
+        capsys,
+    )
     assert code == 0, err
     table = pd.read_csv(tmp_path / "b.csv")
     assert sorted(table["labels_per_class"].astype(str).unique()) == ["1", "5", "all"]

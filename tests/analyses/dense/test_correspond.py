@@ -1,5 +1,6 @@
 """Correspondence: PCK on hand-made pairs, an independent numpy matcher, the warp generator's exact
-ground truth, the SPair-71k / PF-Pascal readers, image frames, and paired comparisons."""
+ground truth, the SPair-71k / PF-Pascal readers, image frames, and paired comparisons.
+"""
 
 import json
 
@@ -9,7 +10,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from probekit.features.cache import FeatureCache
+from probekit.analyses.dense.correspond import correspond_cache
+from probekit.analyses.dense.frame import ImageFrame
+from probekit.analyses.dense.sidecar import compare_dense, write_dense_sidecar
+from probekit.core.errors import ProbekitError
 from probekit.data import load_dataset
 from probekit.data.pairs import (
     PairSet,
@@ -20,13 +24,10 @@ from probekit.data.pairs import (
     warp_pairs,
     write_pair_folder,
 )
-from probekit.analyses.dense.correspond import correspond_cache
-from probekit.analyses.dense.frame import ImageFrame
-from probekit.analyses.dense.sidecar import compare_dense, write_dense_sidecar
-from probekit.core.errors import ProbekitError
+from probekit.evaluate.results import write_table
+from probekit.features.cache import FeatureCache
 from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
-from probekit.evaluate.results import write_table
 
 SIDE = 16
 
@@ -47,12 +48,16 @@ def _translation_folder(root, *, shuffle=False, n=6, shift=(3, 2), seed=0):
         src_kps.append(np.stack([xs, ys], axis=1))
         trg_kps.append(np.stack([xs + dx, ys + dy], axis=1))
     ids = np.arange(n, dtype=np.int64)
-    pairs = PairSet(ids * 2, ids * 2 + 1, np.stack(src_kps).astype(float), np.stack(trg_kps).astype(float), np.full((n, 4), np.nan))
+    pairs = PairSet(
+        ids * 2, ids * 2 + 1, np.stack(src_kps).astype(float), np.stack(trg_kps).astype(float), np.full((n, 4), np.nan)
+    )
     return write_pair_folder(root, {"val": images, "test": images}, {"val": pairs, "test": pairs})
 
 
 def _pixels_cache(root, out, side=SIDE):
-    return extract(load_backbone("pixels"), load_dataset(str(root)), out, ExtractConfig(pooling=f"spatial{side}"), progress=False)
+    return extract(
+        load_backbone("pixels"), load_dataset(str(root)), out, ExtractConfig(pooling=f"spatial{side}"), progress=False
+    )
 
 
 def test_raw_pixels_reach_pck_1_under_an_integer_translation(tmp_path):
@@ -129,9 +134,17 @@ def test_spair_reader_on_a_fixture(tmp_path):
         Image.new("RGB", size).save(root / "JPEGImages" / category / name)
     for split in ("val", "test"):
         (root / "PairAnnotation" / split).mkdir(parents=True)
-        record = {"src_imname": "a.jpg", "trg_imname": "b.jpg", "category": "cat", "src_imsize": [40, 30, 3],
-                  "trg_imsize": [50, 20, 3], "src_kps": [[1, 2], [3, 4]], "trg_kps": [[5, 6], [7, 8]],
-                  "src_bndbox": [0, 0, 10, 10], "trg_bndbox": [2, 3, 30, 15]}
+        record = {
+            "src_imname": "a.jpg",
+            "trg_imname": "b.jpg",
+            "category": "cat",
+            "src_imsize": [40, 30, 3],
+            "trg_imsize": [50, 20, 3],
+            "src_kps": [[1, 2], [3, 4]],
+            "trg_kps": [[5, 6], [7, 8]],
+            "src_bndbox": [0, 0, 10, 10],
+            "trg_bndbox": [2, 3, 30, 15],
+        }
         (root / "PairAnnotation" / split / "000001-a-b:cat.json").write_text(json.dumps(record))
     out = convert_spair(root, tmp_path / "pairs")
     pairs = read_pairs(out, "test")
@@ -150,7 +163,9 @@ def test_pf_pascal_reader_on_a_fixture(tmp_path):
     for name in ("2009_1.jpg", "2009_2.jpg"):
         Image.new("RGB", (30, 20)).save(root / "JPEGImages" / name)
     header = "source_image,target_image,class,XA,YA,XB,YB\n"
-    row = "PF-dataset-PASCAL/JPEGImages/2009_2.jpg,PF-dataset-PASCAL/JPEGImages/2009_1.jpg,7,1;2;3,4;5;6,7;8;9,10;11;12\n"
+    row = (
+        "PF-dataset-PASCAL/JPEGImages/2009_2.jpg,PF-dataset-PASCAL/JPEGImages/2009_1.jpg,7,1;2;3,4;5;6,7;8;9,10;11;12\n"
+    )
     for split in ("val", "test"):
         (root / f"{split}_pairs_pf_pascal.csv").write_text(header + row)
     out = convert_pf_pascal(root, tmp_path / "pairs")
@@ -170,7 +185,9 @@ def test_frames_replay_pad_resize_and_centre_crop():
     resize = ImageFrame.from_fit({"fit": "resize", "from_size": [16, 16], "to_size": [32, 32]}, (16, 16))
     np.testing.assert_allclose(resize.to_frame([[0.5, 8.0]]), [[1.0, 16.0]])
     # a 40 x 20 (W x H) image: shorter side to 10 -> 20 x 10, centre crop 10 x 10 (5 columns cut left), then pad to 16
-    mixed = ImageFrame.from_fit({"fit": "pad", "from_size": [10, 10], "to_size": [16, 16], "resize": {"size": 10}}, (20, 40))
+    mixed = ImageFrame.from_fit(
+        {"fit": "pad", "from_size": [10, 10], "to_size": [16, 16], "resize": {"size": 10}}, (20, 40)
+    )
     np.testing.assert_allclose(mixed.to_frame([[10.0, 4.0]]), [[10 / 2 - 5 + 3, 2 + 3]])
     assert not mixed.inside(np.array([[2.0, 4.0]]))  # cut off by the crop
     with pytest.raises(ProbekitError, match="not what the cache fitted"):

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from probekit.analyses.dense.segment import SegmentConfig, segment_cache
+from probekit.core.errors import ProbekitError
 from probekit.data import load_dataset
 from probekit.data.base import ImageDataset, ImageSplit
 from probekit.data.segmentation import (
@@ -14,8 +16,6 @@ from probekit.data.segmentation import (
     write_fashion_mosaic,
     write_mask,
 )
-from probekit.analyses.dense.segment import SegmentConfig, segment_cache
-from probekit.core.errors import ProbekitError
 from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
 
@@ -87,8 +87,13 @@ def _folder(root, n_train=12, n_test=6, side=16):
 
 def test_segment_pixels_at_full_resolution_is_exact(tmp_path):
     root = _folder(tmp_path / "seg")
-    cache = extract(load_backbone("pixels"), load_dataset(str(root)), tmp_path / "p.h5",
-                    ExtractConfig(pooling="spatial16"), progress=False)
+    cache = extract(
+        load_backbone("pixels"),
+        load_dataset(str(root)),
+        tmp_path / "p.h5",
+        ExtractConfig(pooling="spatial16"),
+        progress=False,
+    )
     results = segment_cache(cache, root, SegmentConfig(pixels_per_image=32, val_fraction=0.25))
     table = results.table
     test = table[(table["split"] == "test")].set_index("metric")["value"]
@@ -103,12 +108,17 @@ def test_segment_coarse_maps_match_numpy_upsampling(tmp_path):
     import torch
     import torch.nn.functional as F
 
-    from probekit.features.cache import FeatureCache
     from probekit.analyses.dense.frame import ImageFrame, pixel_centres, read_maps
+    from probekit.features.cache import FeatureCache
 
     root = _folder(tmp_path / "seg")
-    cache = extract(load_backbone("pixels"), load_dataset(str(root)), tmp_path / "p.h5",
-                    ExtractConfig(pooling="spatial4"), progress=False)
+    cache = extract(
+        load_backbone("pixels"),
+        load_dataset(str(root)),
+        tmp_path / "p.h5",
+        ExtractConfig(pooling="spatial4"),
+        progress=False,
+    )
     with FeatureCache(cache) as c:
         maps = torch.from_numpy(c.feature_maps("test", "pixels", 0))
         frame = ImageFrame.from_fit(c.attrs["fit"], (16, 16))
@@ -117,5 +127,7 @@ def test_segment_coarse_maps_match_numpy_upsampling(tmp_path):
     read = read_maps(maps, points, frame.frame_hw)
     np.testing.assert_allclose(read.numpy().reshape(len(maps), 16, 16), upsampled[:, 0].numpy(), atol=1e-6)
     with pytest.raises(ProbekitError, match="spatialS"):
-        gap = extract(load_backbone("pixels"), load_dataset(str(root)), tmp_path / "g.h5", ExtractConfig(), progress=False)
+        gap = extract(
+            load_backbone("pixels"), load_dataset(str(root)), tmp_path / "g.h5", ExtractConfig(), progress=False
+        )
         segment_cache(gap, root)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
-from probekit.core.errors import ProbekitError
 from probekit.analyses.similarity import cka_matrix, cknna, hsic_unbiased, linear_cka, mutual_knn
+from probekit.core.errors import ProbekitError
 
 
 def _hsic_song(k, l):
@@ -107,7 +107,10 @@ def test_cknna_matches_formula(pair):
 def test_cka_matrix_equals_pairwise_formula():
     rng = np.random.default_rng(2)
     base = rng.normal(size=(40, 6))
-    cells = [base @ rng.normal(size=(6, w)) + s * rng.normal(size=(40, w)) for w, s in ((3, 0.1), (8, 1.0), (5, 3.0), (6, 0.0))]
+    cells = [
+        base @ rng.normal(size=(6, w)) + s * rng.normal(size=(40, w))
+        for w, s in ((3, 0.1), (8, 1.0), (5, 3.0), (6, 0.0))
+    ]
     expected = np.array([[_cka(a, b) for b in cells] for a in cells])
     for budget in (2**30, 2 * 4 * 780):  # everything in one block; one cell per block
         got = cka_matrix(cells, max_bytes=budget)

@@ -3,23 +3,30 @@
 import numpy as np
 import pytest
 
-from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
+from probekit.analyses.similarity import SimilarityConfig, similarity_table
 from probekit.cli import main
 from probekit.core.errors import ProbekitError
+from probekit.core.schedule import DDPMSchedule
+from probekit.evaluate.results import read_table
+from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
 from probekit.models import LayerInfo
 from probekit.plots.similarity import plot_similarity
-from probekit.evaluate.results import read_table
-from probekit.core.schedule import DDPMSchedule
-from probekit.analyses.similarity import SimilarityConfig, similarity_table
-from tests.plots.conftest import assert_png
 from tests.analyses.similarity.test_metrics import _cka, _cknna, _mutual_knn
+from tests.plots.conftest import assert_png
 
 
 def write_cache(path, feats, labels, ids, *, model="m", dataset="toy", timesteps=(1, 50)):
     """A complete cache whose test split holds ``feats[layer]`` of shape (T, N, D)."""
     layers = [LayerInfo(name, "down", depth, f.shape[-1], "1x1") for depth, (name, f) in enumerate(feats.items())]
     layout = CacheLayout(
-        attrs={"model_id": model, "model_sha256": "ab" * 32, "dataset": dataset, "fit": {}, "seed": 0, "pooling": "gap"},
+        attrs={
+            "model_id": model,
+            "model_sha256": "ab" * 32,
+            "dataset": dataset,
+            "fit": {},
+            "seed": 0,
+            "pooling": "gap",
+        },
         grid=DDPMSchedule().points(list(timesteps)),
         layers=layers,
         widths={name: f.shape[-1] for name, f in feats.items()},
@@ -48,8 +55,14 @@ def caches(tmp_path):
     # the reference lists the same images in another order, plus one more
     order = np.r_[rng.permutation(n), n]
     ref_full = np.r_[ref, rng.normal(size=(1, 6))]
-    reference = write_cache(tmp_path / "r.h5", {"pixels": ref_full[order][None]}, np.r_[labels, 0][order],
-                            np.r_[ids, 1000][order], model="pixels", timesteps=(0,))  # fmt: skip
+    reference = write_cache(
+        tmp_path / "r.h5",
+        {"pixels": ref_full[order][None]},
+        np.r_[labels, 0][order],
+        np.r_[ids, 1000][order],
+        model="pixels",
+        timesteps=(0,),
+    )
     return cache, reference, feats, ref, labels, ids
 
 
@@ -68,7 +81,9 @@ def test_rows_match_the_formulas_for_every_cell(caches):
     matrix = table[table["reference"] == "self"]
     assert len(matrix) == 4 * 5 // 2 and set(matrix["metric"]) == {"cka"}
     row = matrix[(matrix["t"] == 1) & (matrix["layer"] == "a") & (matrix["ref_t"] == 50) & (matrix["ref_layer"] == "b")]
-    assert row["value"].item() == pytest.approx(_cka(feats["a"][0].astype(np.float64), feats["b"][1].astype(np.float64)), abs=1e-5)
+    assert row["value"].item() == pytest.approx(
+        _cka(feats["a"][0].astype(np.float64), feats["b"][1].astype(np.float64)), abs=1e-5
+    )
     diagonal = matrix[(matrix["t"] == matrix["ref_t"]) & (matrix["layer"] == matrix["ref_layer"])]
     np.testing.assert_allclose(diagonal["value"], 1.0, atol=1e-5)
 
@@ -101,19 +116,58 @@ def test_reference_of_other_images_is_refused(caches, tmp_path):
 def test_cli_writes_table_and_figures(caches, tmp_path, capsys):
     cache, reference, *_ = caches
     out = tmp_path / "sim.csv"
-    assert main(["similarity", "--cache", str(cache), "--reference", str(reference), "--k", "4",
-                 "--out", str(out), "--figures", str(tmp_path / "fig")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "similarity",
+                "--cache",
+                str(cache),
+                "--reference",
+                str(reference),
+                "--k",
+                "4",
+                "--out",
+                str(out),
+                "--figures",
+                str(tmp_path / "fig"),
+            ]
+        )
+        == 0
+    )
     table = read_table(out)
     assert {"reference", "ref_t", "ref_layer", "params"} <= set(table.columns)
     names = sorted(p.name for p in (tmp_path / "fig").iterdir())
-    assert names == ["cka_matrix.png", "similarity_cka_pixels.png", "similarity_cknna_pixels.png",
-                     "similarity_mutual_knn_pixels.png"]  # fmt: skip
+    assert names == [
+        "cka_matrix.png",
+        "similarity_cka_pixels.png",
+        "similarity_cknna_pixels.png",
+        "similarity_mutual_knn_pixels.png",
+    ]
     for name in names:
         assert_png(tmp_path / "fig" / name)
     assert plot_similarity(table, tmp_path / "again")
     # a cache compared with itself, one cell picked
-    assert main(["similarity", "--cache", str(cache), "--reference", str(cache), "--reference-t", "1",
-                 "--reference-layer", "a", "--no-matrix", "--k", "4", "--out", str(tmp_path / "self.csv")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "similarity",
+                "--cache",
+                str(cache),
+                "--reference",
+                str(cache),
+                "--reference-t",
+                "1",
+                "--reference-layer",
+                "a",
+                "--no-matrix",
+                "--k",
+                "4",
+                "--out",
+                str(tmp_path / "self.csv"),
+            ]
+        )
+        == 0
+    )
     assert main(["similarity", "--cache", str(cache), "--k", "1", "--out", str(tmp_path / "x.csv")]) == 2
     assert "--k must be at least 2" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
@@ -133,7 +187,9 @@ def test_prh_preprocessing_matches_the_platonic_rep_pipeline(caches):
     cache, reference, feats, ref, *_ = caches
     table = similarity_table(cache, reference, SimilarityConfig(k=5, preprocess="prh", matrix=False))
     raw = similarity_table(cache, reference, SimilarityConfig(k=5, matrix=False))
-    assert (table["preprocess"] == "prh").all() and (raw["preprocess"] == "raw").all() and (table["draws"] == "mean").all()
+    assert (
+        (table["preprocess"] == "prh").all() and (raw["preprocess"] == "raw").all() and (table["draws"] == "mean").all()
+    )
     y = _prh_reference(ref)
     for t_index, t in enumerate((1, 50)):
         for layer in ("a", "b"):
@@ -152,8 +208,12 @@ def test_single_draw_or_the_mean_of_draws(tmp_path):
     draws = rng.normal(size=(1, 2, n, 4)).astype(np.float32)  # (T, draws, N, D)
     layout = CacheLayout(
         attrs={"model_id": "m", "model_sha256": "ab" * 32, "dataset": "toy", "fit": {}, "seed": 0, "pooling": "gap"},
-        grid=DDPMSchedule().points([10]), layers=[LayerInfo("a", "down", 0, 4, "1x1")], widths={"a": 4},
-        splits={"test": SplitLabels(labels, ids)}, class_names=["a", "b", "c"], draws=2,
+        grid=DDPMSchedule().points([10]),
+        layers=[LayerInfo("a", "down", 0, 4, "1x1")],
+        widths={"a": 4},
+        splits={"test": SplitLabels(labels, ids)},
+        class_names=["a", "b", "c"],
+        draws=2,
     )
     writer = CacheWriter(tmp_path / "d.h5", layout)
     writer.write_batch("test", 0, {"a": draws})
@@ -178,4 +238,3 @@ def read_ref(path):
             yield cache.features("test", "pixels", 0).astype(np.float64)
 
     return opened()
-

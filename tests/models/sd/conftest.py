@@ -1,5 +1,6 @@
 """Tiny random Stable Diffusion pipelines (1.x-style, XL, 3 with and without T5), saved with
-save_pretrained in the real pipeline layout. Every tokenizer pads to ``MAX_TOKENS``."""
+save_pretrained in the real pipeline layout. Every tokenizer pads to ``MAX_TOKENS``.
+"""
 
 from __future__ import annotations
 
@@ -34,17 +35,27 @@ def _save_tokenizer(folder: Path) -> None:
     folder.mkdir(parents=True)
     (folder / "vocab.json").write_text(json.dumps(VOCAB))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=MAX_TOKENS,
-                              pad_token="<|endoftext|>")
+    tokenizer = CLIPTokenizer(
+        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=MAX_TOKENS, pad_token="<|endoftext|>"
+    )
     tokenizer.save_pretrained(folder)
 
 
 def clip_text(hidden: int, projection: int | None = None):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    config = CLIPTextConfig(vocab_size=len(VOCAB), hidden_size=hidden, intermediate_size=16, num_hidden_layers=2,
-                            num_attention_heads=2, max_position_embeddings=MAX_TOKENS, eos_token_id=1, bos_token_id=0,
-                            pad_token_id=1, projection_dim=projection or hidden)
+    config = CLIPTextConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=hidden,
+        intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_TOKENS,
+        eos_token_id=1,
+        bos_token_id=0,
+        pad_token_id=1,
+        projection_dim=projection or hidden,
+    )
     return (CLIPTextModel if projection is None else CLIPTextModelWithProjection)(config).eval()
 
 
@@ -52,9 +63,17 @@ def vae(latent_channels: int = 4, shift: float | None = None):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16), layers_per_block=1, latent_channels=latent_channels, norm_num_groups=4, sample_size=16,
-        scaling_factor=SCALE, shift_factor=shift,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+        sample_size=16,
+        scaling_factor=SCALE,
+        shift_factor=shift,
     ).eval()
 
 
@@ -62,9 +81,17 @@ def _unet(cross_attention_dim: int, **extra):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=4, norm_num_groups=4, **extra,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=4,
+        norm_num_groups=4,
+        **extra,
     ).eval()
 
 
@@ -87,7 +114,9 @@ def sd_pipe(tmp_path_factory):
         torch.manual_seed(0)
         parts = {"unet": _unet(12), "vae": vae(), "text_encoder": clip_text(12)}
     _save(root, parts, "StableDiffusionPipeline")
-    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction").save_pretrained(root / "scheduler")
+    DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction"
+    ).save_pretrained(root / "scheduler")
     return root, parts
 
 
@@ -100,14 +129,20 @@ def sdxl_pipe(tmp_path_factory):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         parts = {
-            "unet": _unet(32, addition_embed_type="text_time", addition_time_embed_dim=4,
-                          projection_class_embeddings_input_dim=4 * 6 + 8),
+            "unet": _unet(
+                32,
+                addition_embed_type="text_time",
+                addition_time_embed_dim=4,
+                projection_class_embeddings_input_dim=4 * 6 + 8,
+            ),
             "vae": vae(),
             "text_encoder": clip_text(12),
             "text_encoder_2": clip_text(20, projection=8),
         }
     _save(root, parts, "StableDiffusionXLPipeline")
-    EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(root / "scheduler")
+    EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(
+        root / "scheduler"
+    )
     return root, parts
 
 
@@ -118,7 +153,9 @@ def _t5_tokenizer(folder: Path) -> None:
     words = ["<pad>", "</s>", "<unk>", "a", "photo", "of", "cat", "dog"]
     tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>").save_pretrained(folder)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    ).save_pretrained(folder)
 
 
 def _sd3(tmp_path_factory, t5: bool):
@@ -130,8 +167,16 @@ def _sd3(tmp_path_factory, t5: bool):
         torch.manual_seed(2)
         parts = {
             "transformer": SD3Transformer2DModel(
-                sample_size=8, patch_size=2, in_channels=4, num_layers=3, attention_head_dim=4, num_attention_heads=2,
-                joint_attention_dim=16, caption_projection_dim=8, pooled_projection_dim=6 + 10, out_channels=4,
+                sample_size=8,
+                patch_size=2,
+                in_channels=4,
+                num_layers=3,
+                attention_head_dim=4,
+                num_attention_heads=2,
+                joint_attention_dim=16,
+                caption_projection_dim=8,
+                pooled_projection_dim=6 + 10,
+                out_channels=4,
                 pos_embed_max_size=8,
             ).eval(),
             "vae": vae(shift=SHIFT),
@@ -139,8 +184,9 @@ def _sd3(tmp_path_factory, t5: bool):
             "text_encoder_2": clip_text(8, projection=10),
         }
         if t5:
-            parts["text_encoder_3"] = T5EncoderModel(T5Config(vocab_size=8, d_model=16, d_kv=4, d_ff=16, num_layers=1,
-                                                              num_heads=2)).eval()
+            parts["text_encoder_3"] = T5EncoderModel(
+                T5Config(vocab_size=8, d_model=16, d_kv=4, d_ff=16, num_layers=1, num_heads=2)
+            ).eval()
     _save(root, parts, "StableDiffusion3Pipeline")
     if t5:
         _t5_tokenizer(root / "tokenizer_3")

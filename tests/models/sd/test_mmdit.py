@@ -1,5 +1,6 @@
 """SD3 (MMDiT): features checked against a hand-written SD3Transformer2DModel call on the same
-latents, the conditioning assembled by hand as the SD3 pipeline does, pooled by hand."""
+latents, the conditioning assembled by hand as the SD3 pipeline does, pooled by hand.
+"""
 
 import numpy as np
 import pytest
@@ -7,10 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from probekit.core.errors import ProbekitError
+from probekit.core.pooling import Pooling
 from probekit.models import load_backbone
 from probekit.models.sd import SD3Backbone
-from probekit.core.pooling import Pooling
-
 from tests.models.sd.conftest import SCALE, SHIFT, clip_ids
 
 NAMES = ["transformer_blocks.0", "transformer_blocks.2"]  # the last block returns no text tokens
@@ -20,11 +20,19 @@ def _image_tokens(net, names, latents, timestep, context, pooled):
     """The image-token stream after each named block: the second entry of its (text, image) output."""
     captured, handles = {}, []
     for name in names:
-        handles.append(net.get_submodule(name).register_forward_hook(lambda _m, _a, out, name=name: captured.__setitem__(name, out[1])))
+        handles.append(
+            net.get_submodule(name).register_forward_hook(
+                lambda _m, _a, out, name=name: captured.__setitem__(name, out[1])
+            )
+        )
     try:
         with torch.no_grad():
-            net(hidden_states=latents, encoder_hidden_states=context, pooled_projections=pooled,
-                timestep=torch.full((latents.shape[0],), timestep))
+            net(
+                hidden_states=latents,
+                encoder_hidden_states=context,
+                pooled_projections=pooled,
+                timestep=torch.full((latents.shape[0],), timestep),
+            )
     finally:
         for handle in handles:
             handle.remove()
@@ -35,7 +43,9 @@ def _clips(parts, text):
     with torch.no_grad():
         a = parts["text_encoder"](clip_ids(text), output_hidden_states=True)
         b = parts["text_encoder_2"](clip_ids(text), output_hidden_states=True)
-    return torch.cat([a.hidden_states[-2], b.hidden_states[-2]], dim=-1), torch.cat([a.text_embeds, b.text_embeds], dim=-1)
+    return torch.cat([a.hidden_states[-2], b.hidden_states[-2]], dim=-1), torch.cat(
+        [a.text_embeds, b.text_embeds], dim=-1
+    )
 
 
 def test_features_equal_a_hand_written_transformer_call(sd3_pipe):
@@ -82,10 +92,15 @@ def test_t5_conditioning_and_class_prompt(sd3_t5_pipe):
             t5 = parts["text_encoder_3"](torch.tensor([word_ids + [0] * (256 - 5)]))[0]
         contexts.append(torch.cat([F.pad(clip, (0, 4)), t5], dim=1))
         pooleds.append(pooled)
-    tokens = _image_tokens(parts["transformer"], ["transformer_blocks.1"], latents, 50.0, torch.cat(contexts), torch.cat(pooleds))
-    feats = backbone.features(latents, backbone.schedule.point(50), ["transformer_blocks.1"], Pooling(), labels=torch.tensor([1, 0]))
-    np.testing.assert_allclose(feats["transformer_blocks.1"].numpy(), tokens["transformer_blocks.1"].mean(dim=1).numpy(),
-                               rtol=1e-5, atol=1e-6)
+    tokens = _image_tokens(
+        parts["transformer"], ["transformer_blocks.1"], latents, 50.0, torch.cat(contexts), torch.cat(pooleds)
+    )
+    feats = backbone.features(
+        latents, backbone.schedule.point(50), ["transformer_blocks.1"], Pooling(), labels=torch.tensor([1, 0])
+    )
+    np.testing.assert_allclose(
+        feats["transformer_blocks.1"].numpy(), tokens["transformer_blocks.1"].mean(dim=1).numpy(), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_unknown_layer_and_foreign_transformer_are_one_line(sd3_pipe, tmp_path):

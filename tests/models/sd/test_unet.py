@@ -1,15 +1,15 @@
 """SD 1.x / 2.x and SDXL UNets: features checked against hand-written calls of the diffusers UNet on
-the same latents, with the text conditioning (and SDXL's added_cond_kwargs) built by hand."""
+the same latents, with the text conditioning (and SDXL's added_cond_kwargs) built by hand.
+"""
 
 import numpy as np
 import pytest
 import torch
 
 from probekit.core.errors import ProbekitError
+from probekit.core.pooling import Pooling
 from probekit.models import load_backbone
 from probekit.models.sd import StableDiffusionBackbone
-from probekit.core.pooling import Pooling
-
 from tests.models.sd.conftest import SCALE, clip_ids
 
 
@@ -21,8 +21,10 @@ def _hooked_call(unet, modules, *args, **kwargs):
     """Run ``unet`` once and return the primary output tensor of each named sub-module."""
     captured, handles = {}, []
     for name in modules:
+
         def hook(_m, _a, out, name=name):
             captured[name] = out[0] if isinstance(out, tuple) else getattr(out, "sample", out)
+
         handles.append(unet.get_submodule(name).register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -47,8 +49,13 @@ def test_features_equal_a_hand_written_unet_call(sd_pipe):
         latents = parts["vae"].encode(images).latent_dist.mean * SCALE
         context = parts["text_encoder"](clip_ids("")).last_hidden_state.expand(2, -1, -1)
     torch.testing.assert_close(backbone.encode(images), latents)
-    captured = _hooked_call(parts["unet"], ["mid_block", "down_blocks.0.attentions.0"], latents, torch.full((2,), 300.0),
-                            encoder_hidden_states=context)
+    captured = _hooked_call(
+        parts["unet"],
+        ["mid_block", "down_blocks.0.attentions.0"],
+        latents,
+        torch.full((2,), 300.0),
+        encoder_hidden_states=context,
+    )
     feats = backbone.features(latents, backbone.schedule.point(300), LAYERS, Pooling())
     for name in LAYERS:
         np.testing.assert_allclose(feats[name].numpy(), captured[name].mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
@@ -64,18 +71,26 @@ def test_class_prompt_picks_each_samples_embedding(sd_pipe):
     labels = torch.tensor([2, 0, 2])
     latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        rows = {name: parts["text_encoder"](clip_ids(f"a photo of a {name}")).last_hidden_state for name in ("cat", "bird")}
+        rows = {
+            name: parts["text_encoder"](clip_ids(f"a photo of a {name}")).last_hidden_state for name in ("cat", "bird")
+        }
     context = torch.cat([rows["bird"], rows["cat"], rows["bird"]])
-    captured = _hooked_call(parts["unet"], ["mid_block"], latents, torch.full((3,), 40.0), encoder_hidden_states=context)
+    captured = _hooked_call(
+        parts["unet"], ["mid_block"], latents, torch.full((3,), 40.0), encoder_hidden_states=context
+    )
     feats = backbone.features(latents, backbone.schedule.point(40), ["mid_block"], Pooling(), labels=labels)
-    np.testing.assert_allclose(feats["mid_block"].numpy(), captured["mid_block"].mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        feats["mid_block"].numpy(), captured["mid_block"].mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6
+    )
     empty = load_backbone(f"sd:{root}").features(latents, backbone.schedule.point(40), ["mid_block"], Pooling())
     assert not torch.allclose(empty["mid_block"], feats["mid_block"])  # the prompt reaches the UNet
     assert backbone.cache_attrs() == {"prompt": "a photo of a {class}"}
     with pytest.raises(ProbekitError, match="pass each sample's class label"):
         backbone.features(latents, backbone.schedule.point(40), ["mid_block"], Pooling())
     with pytest.raises(ProbekitError, match="labels outside 0..2"):
-        backbone.features(latents, backbone.schedule.point(40), ["mid_block"], Pooling(), labels=torch.tensor([0, 1, 3]))
+        backbone.features(
+            latents, backbone.schedule.point(40), ["mid_block"], Pooling(), labels=torch.tensor([0, 1, 3])
+        )
 
 
 def test_sdxl_features_equal_a_hand_written_call_with_added_conditioning(sdxl_pipe):
@@ -92,8 +107,14 @@ def test_sdxl_features_equal_a_hand_written_call_with_added_conditioning(sdxl_pi
         pooled = second.text_embeds.expand(3, -1)  # (3, 8)
     time_ids = torch.tensor([[16.0, 16.0, 0.0, 0.0, 16.0, 16.0]]).expand(3, -1)  # original size, crop, target size
     names = ["down_blocks.0.attentions.0", "up_blocks.1.resnets.1"]
-    captured = _hooked_call(parts["unet"], names, latents, torch.full((3,), 500.0), encoder_hidden_states=context,
-                            added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids})
+    captured = _hooked_call(
+        parts["unet"],
+        names,
+        latents,
+        torch.full((3,), 500.0),
+        encoder_hidden_states=context,
+        added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
+    )
     feats = backbone.features(latents, backbone.schedule.point(500), names, Pooling.parse("avg2"))
     for name in names:
         expected = captured[name].reshape(3, -1, 2, captured[name].shape[2] // 2, 2, captured[name].shape[3] // 2)
@@ -107,15 +128,30 @@ def test_sdxl_class_prompt_conditions_the_pooled_embedding_too(sdxl_pipe):
     backbone.set_prompt("{class}", ["cat", "dog"])
     latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        out = [(parts["text_encoder"](clip_ids(w), output_hidden_states=True),
-                parts["text_encoder_2"](clip_ids(w), output_hidden_states=True)) for w in ("dog", "cat")]
+        out = [
+            (
+                parts["text_encoder"](clip_ids(w), output_hidden_states=True),
+                parts["text_encoder_2"](clip_ids(w), output_hidden_states=True),
+            )
+            for w in ("dog", "cat")
+        ]
     context = torch.cat([torch.cat([a.hidden_states[-2], b.hidden_states[-2]], dim=-1) for a, b in out])
     pooled = torch.cat([b.text_embeds for _, b in out])
     time_ids = torch.tensor([[16.0, 16.0, 0.0, 0.0, 16.0, 16.0]]).expand(2, -1)
-    captured = _hooked_call(parts["unet"], ["mid_block"], latents, torch.full((2,), 10.0), encoder_hidden_states=context,
-                            added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids})
-    feats = backbone.features(latents, backbone.schedule.point(10), ["mid_block"], Pooling(), labels=torch.tensor([1, 0]))
-    np.testing.assert_allclose(feats["mid_block"].numpy(), captured["mid_block"].mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    captured = _hooked_call(
+        parts["unet"],
+        ["mid_block"],
+        latents,
+        torch.full((2,), 10.0),
+        encoder_hidden_states=context,
+        added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
+    )
+    feats = backbone.features(
+        latents, backbone.schedule.point(10), ["mid_block"], Pooling(), labels=torch.tensor([1, 0])
+    )
+    np.testing.assert_allclose(
+        feats["mid_block"].numpy(), captured["mid_block"].mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_random_init_sdxl_differs_and_hashes_every_part(sdxl_pipe):
