@@ -1,11 +1,11 @@
 # The entry points: `make demo` (set up + main job: `probekit run` on the shipped checkpoint),
-# `make test` (set up + tests, the documentation site's strict build included) and `make docs`.
+# `make test` (set up + lint + tests, the documentation site's strict build included) and `make docs`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROBEKIT := $(VENV)/bin/probekit
 
-.PHONY: setup data demo test docs bench clean
+.PHONY: setup data demo test lint docs bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ data:
 demo: setup data
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" sh experiments/demo.sh
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q
+
+# style and architecture: the formatter's output, the linter, and the package's layer contract
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 docs: setup
 	$(PY) -m mkdocs build --strict

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the lazy exports below, spelled out for type checkers and t
     from probekit.core.errors import ProbekitError
     from probekit.data import ImageDataset, load_dataset, stratified_subset
     from probekit.evaluate.compare import compare_runs
-    from probekit.evaluate.results import best_cells, format_summary, read_table, write_table
+    from probekit.evaluate.results import best_cell, best_cells, format_summary, read_table, write_table
     from probekit.features.cache import FeatureCache
     from probekit.features.extraction import ExtractConfig, extract
     from probekit.models import Backbone, LayerInfo, load_backbone, select_layers
@@ -53,6 +53,7 @@ _EXPORTS = {
     "read_table": "probekit.evaluate.results",
     "write_table": "probekit.evaluate.results",
     "best_cells": "probekit.evaluate.results",
+    "best_cell": "probekit.evaluate.results",
     "format_summary": "probekit.evaluate.results",
     "plot_all": "probekit.plots",
     "plot_heatmap": "probekit.plots",
