@@ -10,7 +10,10 @@
 #   - probes the full cache (linear + knn) and compares the results CSVs byte for byte and the
 #     predictions sidecars array by array;
 #   - extracts over two torchrun shards (the merged master file) and compares it with the same;
-#   - this tree only: an extraction interrupted by SIGTERM and resumed equals the uninterrupted one.
+#   - this tree only: an extraction interrupted by SIGTERM and resumed equals the uninterrupted one;
+#   - on the main job's subset (experiments/demo.yaml: 1500 train + 500 test images, seed 0, fp32,
+#     every layer; MAIN_TIMESTEPS of its grid, default 0,100): the cache, and the linear + knn
+#     results table and predictions sidecar of probing it with the main job's k values.
 set -eu
 BASE=${1:?usage: sh experiments/check_refactor_identity.sh BASE_COMMIT}
 PY=${PYTHON:-$(command -v python || command -v python3)}
@@ -35,6 +38,9 @@ both() {  # both NAME ARGS...: the base's output is built once and kept
 both all.h5 extract $ARGS --out
 both early.h5 extract $ARGS --layers 0,2 --out
 both results.csv probe --cache "$WORK/base_all.h5" --probes linear,knn --k 5 --quiet --out
+MAIN="--model $ROOT/checkpoints/fashion-mnist-ddpm --data fashion-mnist --train-limit 1500 --test-limit 500 --seed 0 --precision fp32 --timesteps ${MAIN_TIMESTEPS:-0,100} --quiet --overwrite"
+both main.h5 extract $MAIN --out
+both main_results.csv probe --cache "$WORK/base_main.h5" --probes linear,knn --k 10,20,50 --quiet --out
 [ -f "$WORK/base_sharded.h5" ] || sharded "$WORK/tree" "$WORK/base_sharded.h5"
 sharded "$ROOT" "$WORK/new_sharded.h5"
 # Resume: stop an extraction mid-way with SIGTERM, run it again, compare with the full run.
@@ -73,14 +79,16 @@ same_cache(f"{work}/base_all.h5", f"{work}/new_all.h5", "all")
 same_cache(f"{work}/base_early.h5", f"{work}/new_early.h5", "early")
 same_cache(f"{work}/base_sharded.h5", f"{work}/new_sharded.h5", "sharded")
 same_cache(f"{work}/new_all.h5", f"{work}/resumed.h5", "resumed")
-with open(f"{work}/base_results.csv", "rb") as a, open(f"{work}/new_results.csv", "rb") as b:
-    same = a.read() == b.read()
-failures += not same
-print(f"results.csv {'identical' if same else 'DIFFERENT'}")
-with np.load(f"{work}/base_results.predictions.npz") as a, np.load(f"{work}/new_results.predictions.npz") as b:
-    same = sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
-failures += not same
-print(f"results.predictions.npz {'identical' if same else 'DIFFERENT'}")
+same_cache(f"{work}/base_main.h5", f"{work}/new_main.h5", "main")
+for name in ("results", "main_results"):
+    with open(f"{work}/base_{name}.csv", "rb") as a, open(f"{work}/new_{name}.csv", "rb") as b:
+        same = a.read() == b.read()
+    failures += not same
+    print(f"{name}.csv {'identical' if same else 'DIFFERENT'}")
+    with np.load(f"{work}/base_{name}.predictions.npz") as a, np.load(f"{work}/new_{name}.predictions.npz") as b:
+        same = sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+    failures += not same
+    print(f"{name}.predictions.npz {'identical' if same else 'DIFFERENT'}")
 print("RESULT:", "bit-identical" if failures == 0 else f"{failures} datasets differ")
 sys.exit(1 if failures else 0)
 PYEOF

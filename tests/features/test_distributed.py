@@ -126,7 +126,7 @@ def test_torchrun_two_processes_equal_one(tiny_unet_dir, tmp_path):
 
 def test_shards_of_a_folder_dataset_stay_lazy(tmp_path):
     from probekit.data import load_dataset
-    from tests.features.data.formats import write_image
+    from tests.data.formats import write_image
 
     rng = np.random.default_rng(5)
     pixels = rng.integers(0, 256, size=(10, 4, 4, 3), dtype=np.uint8)

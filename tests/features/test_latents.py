@@ -110,7 +110,9 @@ def test_logged_work_counts_the_encoder_and_matches_a_hand_count(pipe, tmp_path,
     latent = backbone.encode(image)
     point = backbone.schedule.points([10])[0]
     forward = _hand_flops(
-        lambda: backbone.features(latent, point, LAYERS, __import__("probekit").pooling.Pooling.parse("gap")),
+        lambda: backbone.features(
+            latent, point, LAYERS, __import__("probekit.core.pooling", fromlist=["Pooling"]).Pooling.parse("gap")
+        ),
         [backbone.net],
     )
     images = 6 + 4
