@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import pandas as pd
 from probekit.core.errors import ProbekitError
 from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet
-from probekit.evaluate.results import scores_to_table
+from probekit.evaluate.results import CellInfo, scores_to_table
 from probekit.features.group import CacheGroup, Cell
 from probekit.probes.protocol import ProbeTask
 from probekit.probes.registry import EPOCH_BASED, PROBES, ProbeSettings, run_probe
@@ -331,6 +331,19 @@ class ProbeResults:
     predictions: PredictionSet
 
 
+@dataclass
+class _Splits:
+    """Who fits and who chooses: positions in train of the fit rows and of the validation rows
+    (None: the cache's own "val" split), their labels, and the split choices are made on.
+    """
+
+    fit_pos: np.ndarray
+    val_pos: np.ndarray | None
+    y_fit: np.ndarray
+    y_evals: dict[str, np.ndarray]
+    select_on: str
+
+
 def probe_cache(
     cache_path: str | Path | Sequence[str | Path],
     config: ProbeRunConfig = ProbeRunConfig(),
@@ -355,116 +368,157 @@ def probe_cache(
     unknown = [name for name in config.probes if name not in PROBES]
     if unknown or not config.probes:
         raise ProbekitError(f"unknown probe(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(PROBES)}")
-    settings = config.settings
     paths = [cache_path] if isinstance(cache_path, (str, Path)) else list(cache_path)
-    outcomes: dict[str, dict[Cell, Any]] = {name: {} for name in config.probes}
-    seconds = dict.fromkeys(config.probes, 0.0)  # wall time per probe, summed over cell groups
     with CacheGroup(paths) as group:
         if "train" not in group.splits or "test" not in group.splits:
             raise ProbekitError(
                 f"{', '.join(map(str, paths))} need a train and a test split to be probed; found {group.splits}"
             )
-        y_all = group.labels("train")
-        if "val" in group.splits:
-            fit_pos, val_pos = np.arange(len(y_all)), None
-            log.info("choosing on the dataset's own validation split (%d images)", len(group.labels("val")))
-        else:
-            fit_pos, val_pos = stratified_val_split(y_all, config.val_fraction, config.seed)
-            if len(val_pos):
-                log.info(
-                    "validation split: %d of %d train images (stratified, seed %d)",
-                    len(val_pos),
-                    len(y_all),
-                    config.seed,
-                )
-        select_on = "val" if ("val" in group.splits or len(val_pos)) else "test"
-        if select_on == "test":
-            log.warning(
-                "no validation split (--val-fraction 0): every choice is made on test, so test scores are optimistic"
-            )
-        y_evals = {"test": group.labels("test")}
-        if select_on == "val":
-            y_evals["val"] = group.labels("val") if val_pos is None else y_all[val_pos]
-        if fit_subset is not None:
-            fit_pos = fit_pos[fit_subset(y_all[fit_pos])]
-        y_fit = y_all[fit_pos]
-        num_classes = len(group.class_names)
-        sample = config.train_features == "sample"
-        slots = group.slots(config.use_views) if sample else 1
+        splits = _splits(group, config, fit_subset)
         cells = group.cells
-        n_eval = len(y_evals["test"]) + len(y_evals.get("val", []))
         mine = list(cells)
         if rank is not None:
             first, last = len(mine) * rank[0] // rank[1], len(mine) * (rank[0] + 1) // rank[1]
             mine = mine[first:last]
-        costs = {
-            cell: probe_bytes(group.caches[0].width(cell[1]), len(y_fit), n_eval, num_classes, config.probes, slots)
-            for cell in mine
-        }
-        streamed = [cell for cell, cost in costs.items() if max_memory is not None and cost > max_memory]
-        if streamed:
-            _check_streamable(streamed, costs, config, max_memory)
-            log.info("%d cells exceed --max-memory: streaming their train rows from the cache", len(streamed))
-        groups = plan_groups({cell: cost for cell, cost in costs.items() if cell not in streamed}, max_memory)
-        groups = [members for members in groups if members]
-        if len(groups) > 1:
-            log.info("probing %d cells in %d groups to stay within --max-memory", len(cells), len(groups))
-        for cell in streamed:
-            for name, outcome in _probe_streamed(
-                group, cell, config, settings, fit_pos, val_pos, y_fit, y_evals, num_classes, select_on, max_memory
-            ).items():
-                outcomes[name].update(outcome)
-        for members in groups:
-            features = _read_group(group, members, config, fit_pos, val_pos, slots)
-            features = {split: values for split, values in features.items() if values}
-            finite = _finite_cells(features)
-            if not finite:
-                continue
-            task = ProbeTask(
-                train={cell: features["train"][cell] for cell in finite},
-                y_train=y_fit,
-                evals={
-                    split: {cell: values[cell] for cell in finite}
-                    for split, values in features.items()
-                    if split != "train"
-                },
-                y_evals=y_evals,
-                num_classes=num_classes,
-                select_on=select_on,
-            )
-            for name in config.probes:
-                flat = (
-                    task
-                    if (not sample or name in EPOCH_BASED)
-                    else ProbeTask(
-                        *task.stacked(),
-                        evals=task.evals,
-                        y_evals=task.y_evals,
-                        num_classes=num_classes,
-                        select_on=select_on,
-                    )
-                )
-                start = time.perf_counter()
-                outcomes[name].update(run_probe(name, flat, settings, device=config.device, progress=progress))
-                seconds[name] += time.perf_counter() - start
-            del features, task
-        attrs = group.attrs
-        test_index = group.index("test")
-        if val_pos is None:
+        outcomes, seconds = _probe_cells(group, mine, config, splits, max_memory=max_memory, progress=progress)
+        attrs, test_index = group.attrs, group.index("test")
+        if splits.val_pos is None:
             val_index, val_fraction = group.index("val"), float("nan")
         else:
-            val_index, val_fraction = group.index("train")[val_pos], config.val_fraction
+            val_index, val_fraction = group.index("train")[splits.val_pos], config.val_fraction
     if rank is not None:
         outcomes, seconds = _gather(outcomes, seconds)
     for name, spent in seconds.items():
         log.info("%s: %d cells in %.1f s", name, len(outcomes[name]), spent)
     if not any(outcomes.values()):
         raise ProbekitError("every cell has NaN/inf features: nothing to probe; check the model and --precision")
+    return _results(outcomes, cells, attrs, splits, test_index, val_index, val_fraction)
+
+
+def _splits(
+    group: CacheGroup, config: ProbeRunConfig, fit_subset: Callable[[np.ndarray], np.ndarray] | None
+) -> _Splits:
+    """The validation split (the cache's own, else a stratified share of train) and the fit rows."""
+    y_all = group.labels("train")
+    if "val" in group.splits:
+        fit_pos, val_pos = np.arange(len(y_all)), None
+        log.info("choosing on the dataset's own validation split (%d images)", len(group.labels("val")))
+    else:
+        fit_pos, val_pos = stratified_val_split(y_all, config.val_fraction, config.seed)
+        if len(val_pos):
+            log.info(
+                "validation split: %d of %d train images (stratified, seed %d)", len(val_pos), len(y_all), config.seed
+            )
+    select_on = "val" if ("val" in group.splits or len(val_pos)) else "test"
+    if select_on == "test":
+        log.warning(
+            "no validation split (--val-fraction 0): every choice is made on test, so test scores are optimistic"
+        )
+    y_evals = {"test": group.labels("test")}
+    if select_on == "val":
+        y_evals["val"] = group.labels("val") if val_pos is None else y_all[val_pos]
+    if fit_subset is not None:
+        fit_pos = fit_pos[fit_subset(y_all[fit_pos])]
+    return _Splits(fit_pos, val_pos, y_all[fit_pos], y_evals, select_on)
+
+
+def _probe_cells(
+    group: CacheGroup,
+    cells: list[Cell],
+    config: ProbeRunConfig,
+    splits: _Splits,
+    *,
+    max_memory: int | None,
+    progress: bool,
+) -> tuple[dict[str, dict[Cell, Any]], dict[str, float]]:
+    """Every probe's outcome on each of ``cells`` and its wall time: cells over the memory budget
+    streamed from the cache one by one, the others read in groups that fit it.
+    """
+    settings = config.settings
+    outcomes: dict[str, dict[Cell, Any]] = {name: {} for name in config.probes}
+    seconds = dict.fromkeys(config.probes, 0.0)  # wall time per probe, summed over cell groups
+    num_classes = len(group.class_names)
+    sample = config.train_features == "sample"
+    slots = group.slots(config.use_views) if sample else 1
+    n_eval = len(splits.y_evals["test"]) + len(splits.y_evals.get("val", []))
+    costs = {
+        cell: probe_bytes(group.caches[0].width(cell[1]), len(splits.y_fit), n_eval, num_classes, config.probes, slots)
+        for cell in cells
+    }
+    streamed = [cell for cell, cost in costs.items() if max_memory is not None and cost > max_memory]
+    if streamed:
+        _check_streamable(streamed, costs, config, max_memory)
+        log.info("%d cells exceed --max-memory: streaming their train rows from the cache", len(streamed))
+    groups = plan_groups({cell: cost for cell, cost in costs.items() if cell not in streamed}, max_memory)
+    groups = [members for members in groups if members]
+    if len(groups) > 1:
+        log.info("probing %d cells in %d groups to stay within --max-memory", len(group.cells), len(groups))
+    for cell in streamed:
+        for name, outcome in _probe_streamed(
+            group,
+            cell,
+            config,
+            settings,
+            splits.fit_pos,
+            splits.val_pos,
+            splits.y_fit,
+            splits.y_evals,
+            num_classes,
+            splits.select_on,
+            max_memory,
+        ).items():
+            outcomes[name].update(outcome)
+    for members in groups:
+        features = _read_group(group, members, config, splits.fit_pos, splits.val_pos, slots)
+        features = {split: values for split, values in features.items() if values}
+        finite = _finite_cells(features)
+        if not finite:
+            continue
+        task = ProbeTask(
+            train={cell: features["train"][cell] for cell in finite},
+            y_train=splits.y_fit,
+            evals={
+                split: {cell: values[cell] for cell in finite} for split, values in features.items() if split != "train"
+            },
+            y_evals=splits.y_evals,
+            num_classes=num_classes,
+            select_on=splits.select_on,
+        )
+        for name in config.probes:
+            flat = (
+                task
+                if (not sample or name in EPOCH_BASED)
+                else ProbeTask(
+                    *task.stacked(),
+                    evals=task.evals,
+                    y_evals=task.y_evals,
+                    num_classes=num_classes,
+                    select_on=splits.select_on,
+                )
+            )
+            start = time.perf_counter()
+            outcomes[name].update(run_probe(name, flat, settings, device=config.device, progress=progress))
+            seconds[name] += time.perf_counter() - start
+        del features, task
+    return outcomes, seconds
+
+
+def _results(
+    outcomes: dict[str, dict[Cell, Any]],
+    cells: Mapping[Cell, CellInfo],
+    attrs: dict,
+    splits: _Splits,
+    test_index: np.ndarray,
+    val_index: np.ndarray,
+    val_fraction: float,
+) -> ProbeResults:
+    """The tidy table (every cell's scores on val and test) and the test predictions sidecar."""
     model, dataset = str(attrs.get("model_id")), str(attrs.get("dataset"))
     scores = {
         name: {
             cell: {
-                split: score_predictions(y_evals[split], preds) for split, preds in per_cell[cell].predictions.items()
+                split: score_predictions(splits.y_evals[split], preds)
+                for split, preds in per_cell[cell].predictions.items()
             }
             for cell in cells
             if cell in per_cell
@@ -472,13 +526,13 @@ def probe_cache(
         for name, per_cell in outcomes.items()
     }
     params = {name: {cell: outcome.params for cell, outcome in per_cell.items()} for name, per_cell in outcomes.items()}
-    table = scores_to_table(scores, cells, model=model, dataset=dataset, n_train=len(y_fit), params=params)
+    table = scores_to_table(scores, cells, model=model, dataset=dataset, n_train=len(splits.y_fit), params=params)
     kept = [(name, cell) for name in scores for cell in scores[name]]
     predictions = PredictionSet(
         model=model,
         dataset=dataset,
         index=test_index,
-        labels=y_evals["test"],
+        labels=splits.y_evals["test"],
         probe=[name for name, _ in kept],
         t=[cell[0] for _, cell in kept],
         layer=[cell[1] for _, cell in kept],
