@@ -197,6 +197,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=_device(args.device),
         seed=args.seed,
+        timesteps=args.timesteps,
     )
     if args.labels_per_class:
         from .probes.label_budget import parse_budgets, probe_label_budgets
@@ -631,6 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "val; val and test fixed), e.g. 1,5,10,50,all; the table gets labels_per_class and budget_draw "
                         "columns and no predictions sidecar")
     p.add_argument("--budget-draws", type=int, default=3, help="seeded draws per label budget (default 3; 'all' has one)")
+    p.add_argument("--timesteps", type=_int_list,
+                   help="probe only the cells at these timesteps of the cache's grid, comma-separated (default: every cell)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): cuda when a GPU is visible, else cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_probe)

@@ -266,3 +266,24 @@ def test_unknown_config_keys_are_refused(tmp_path, capsys):
     assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "unknown setting(s) train_limt" in err and "train_limit" in err
+
+
+def test_probe_at_some_timesteps_gives_the_full_probes_rows_there(unet_run, tmp_path, capsys):
+    run = unet_run[0] / "run"
+    out = tmp_path / "t60.csv"
+    assert main(["probe", "--cache", str(run / "caches" / "m.h5"), "--probes", "linear", "--timesteps", "60", "--quiet",
+                 "--out", str(out)]) == 0  # fmt: skip
+    part = pd.read_csv(out)
+    assert set(part["t"]) == {60} and set(part["probe"]) == {"linear"}
+    full = pd.read_csv(run / "results_m.csv")
+    full = full[(full["probe"] == "linear") & (full["t"] == 60)].set_index(["layer", "metric", "split"])
+    part = part.set_index(["layer", "metric", "split"])
+    assert sorted(part.index) == sorted(full.index)
+    # the same fit, val split and C; cells solved in other batches may move by one image at most
+    top1 = full.xs("top1", level="metric", drop_level=False).index
+    moved = (part.loc[top1, "value"] - full.loc[top1, "value"]).abs() * full.loc[top1, "n_eval"]
+    assert moved.max() <= 1 + 1e-9
+    assert main(["probe", "--cache", str(run / "caches" / "m.h5"), "--timesteps", "7", "--out", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "--timesteps 7: the cache's grid is 2,60" in err and len(err.strip().splitlines()) == 1
+

@@ -43,6 +43,7 @@ class ProbeRunConfig:
         epochs, lr, weight_decay, batch_size: overrides of the epoch-based probes (sgd, mlp).
         device: where probes run.
         seed: seed of the validation split and of the probes.
+        timesteps: probe only the cells at these timesteps of the cache's grid (None: every cell).
     """
 
     probes: Sequence[str] = field(default=("linear", "knn"))
@@ -57,6 +58,7 @@ class ProbeRunConfig:
     batch_size: int | None = None
     device: str = "cpu"
     seed: int = 0
+    timesteps: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         if self.train_features not in ("mean", "sample"):
@@ -468,6 +470,12 @@ def probe_cache(
         sample = config.train_features == "sample"
         slots = group.slots(config.use_views) if sample else 1
         cells = group.cells
+        if config.timesteps is not None:
+            missing = sorted(set(config.timesteps) - {t for t, _ in cells})
+            if missing or not config.timesteps:
+                raise ProbekitError(f"--timesteps {','.join(map(str, config.timesteps))}: the cache's grid is "
+                                    f"{','.join(map(str, sorted({t for t, _ in cells})))}; choose timesteps from it")
+            cells = {cell: info for cell, info in cells.items() if cell[0] in set(config.timesteps)}
         n_eval = len(y_evals["test"]) + len(y_evals.get("val", []))
         mine = list(cells)
         if rank is not None:
