@@ -20,6 +20,7 @@ import io
 import json
 import re
 import shlex
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -62,6 +63,16 @@ class RunConfig:
     similarity: bool = True
     fusion: bool = True
     tsne: bool = True
+    dense: bool = False  # segmentation on mosaics and correspondence on warp pairs of `data` (grayscale)
+    dense_timesteps: list[int] | None = None  # the model's grid points for dense features (default: timesteps)
+    dense_layers: str | None = None  # layer selection for dense features (default: layers)
+    dense_side: int = 8  # feature maps kept at dense_side x dense_side
+    mosaics: list[int] = field(default_factory=lambda: [120, 40, 80])  # train, val, test mosaics
+    warp_pairs: list[int] = field(default_factory=lambda: [30, 80])  # val, test warp pairs
+    label_efficiency: bool = False  # linear probes on a few labels per class, from the same caches
+    labels_per_class: str = "1,5,10,50,all"
+    budget_draws: int = 3
+    label_timesteps: list[int] | None = None  # the model's grid points probed for it (default: every one)
     images: list[str] = field(default_factory=list)  # extra PNGs embedded in the report
     x: str = "sigma"
     n_boot: int = 10_000
@@ -93,6 +104,16 @@ class RunConfig:
                 raise ProbekitError(f"--{key.replace('_', '-')} must be a positive number of images, got {value}")
         if self.x not in ("t", "sigma", "logsnr"):
             raise ProbekitError(f"x: {self.x!r} is not a noise axis: use t, sigma or logsnr")
+        if len(self.mosaics) != 3 or min(self.mosaics) < 1:
+            raise ProbekitError(f"mosaics: {self.mosaics} must be three positive counts: train, val, test")
+        if len(self.warp_pairs) != 2 or min(self.warp_pairs) < 1:
+            raise ProbekitError(f"warp_pairs: {self.warp_pairs} must be two positive counts: val, test")
+        if self.dense_side < 1 or self.budget_draws < 1:
+            raise ProbekitError("dense_side and budget_draws must be positive")
+        if self.label_efficiency:  # refused before anything runs, not after the global steps
+            from probekit.probes.label_budget import parse_budgets
+
+            parse_budgets(self.labels_per_class)
 
     @property
     def label(self) -> str:
@@ -129,7 +150,19 @@ def _read_yaml(path: str) -> dict[str, Any]:
     for key in ("probes", "pixels_probes", "random_init_probes"):  # "linear,knn" or [linear, knn]
         if isinstance(values.get(key), str):
             values[key] = [p.strip() for p in values[key].split(",") if p.strip()]
-    for key in ("timesteps", "random_init_timesteps", "k", "baseline_k", "C"):
+    if isinstance(values.get("labels_per_class"), list):  # [1, 5, all] or "1,5,all"
+        values["labels_per_class"] = _join(values["labels_per_class"])
+    for key in (
+        "timesteps",
+        "random_init_timesteps",
+        "dense_timesteps",
+        "label_timesteps",
+        "k",
+        "baseline_k",
+        "C",
+        "mosaics",
+        "warp_pairs",
+    ):
         if isinstance(values.get(key), (int, float)):
             values[key] = [values[key]]
         elif isinstance(values.get(key), str):
@@ -175,6 +208,7 @@ class StepPlan:
     commands: list[Command]
     outputs: list[Path]
     capture: Path | None = None  # the commands' printed output is kept here (and shown)
+    fresh: tuple[Path, ...] = ()  # folders the commands write from scratch: an unfinished one is removed first
 
 
 @dataclass(frozen=True)
@@ -416,12 +450,214 @@ def _comparisons(c: RunConfig, p: RunPaths) -> StepPlan | None:
     return StepPlan(commands, [out], capture=out)
 
 
+def _dense_paths(p: RunPaths) -> tuple[Path, Path]:
+    """The mosaic segmentation folder and the warp-pair folder (beside the caches)."""
+    return p.caches / "mosaic", p.caches / "pairs"
+
+
+def _dense_data(c: RunConfig, p: RunPaths) -> StepPlan | None:
+    if not c.dense:
+        return None
+    mosaic, pairs = _dense_paths(p)
+    download = ["--no-download"] if c.no_download else []
+    train, val, test = c.mosaics
+    return StepPlan(
+        [
+            [
+                "mosaic",
+                "--data",
+                c.data,
+                "--out",
+                str(mosaic),
+                "--train",
+                str(train),
+                "--val",
+                str(val),
+                "--test",
+                str(test),
+                "--seed",
+                str(c.seed),
+                *download,
+            ],
+            [
+                "pairs",
+                "--warp",
+                c.data,
+                "--out",
+                str(pairs),
+                "--val",
+                str(c.warp_pairs[0]),
+                "--test",
+                str(c.warp_pairs[1]),
+                "--seed",
+                str(c.seed),
+                *download,
+            ],
+        ],
+        [mosaic / "classes.txt", pairs / "pairs.npz"],
+        fresh=(mosaic, pairs),
+    )
+
+
+def _extract_dense(task: str, run: str) -> Callable[[RunConfig, RunPaths], StepPlan | None]:
+    """Spatial features of the mosaics or the pairs (``task``) for the model, random-init twin or pixels."""
+
+    def plan(c: RunConfig, p: RunPaths) -> StepPlan | None:
+        if not c.dense or (run == "random-init" and not c.random_init) or (run == "pixels" and not c.pixels):
+            return None
+        data = _dense_paths(p)[task == "pairs"]
+        name = p.label if run == "model" else run
+        out = p.cache(f"{task}_{name}")
+        if run == "pixels":  # every pixel of the 32 x 32 mosaics (the gray value: segmentation only)
+            argv = ["extract", "--model", "pixels", "--data", str(data), "--pooling", "spatial32"]
+        else:
+            timesteps = c.random_init_timesteps if run == "random-init" else (c.dense_timesteps or c.timesteps)
+            argv = [
+                "extract",
+                "--model",
+                c.model,
+                *(["--random-init"] if run == "random-init" else []),
+                "--data",
+                str(data),
+                "--pooling",
+                f"spatial{c.dense_side}",
+                "--precision",
+                c.precision,
+                "--device",
+                c.device,
+            ]
+            argv += ["--timesteps", _join(timesteps)] if timesteps else []
+            layers = c.dense_layers or c.layers
+            argv += ["--layers", layers] if layers else []
+        argv += ["--seed", str(c.seed), "--batch-size", str(c.batch_size), "--out", str(out)]
+        return StepPlan([argv], [out])
+
+    return plan
+
+
+def _dense_results(p: RunPaths, task: str, run: str) -> Path:
+    return p.out / f"{task}_{run}.csv"
+
+
+def _dense_runs(c: RunConfig, p: RunPaths, task: str) -> list[str]:
+    """The runs scored on a dense task: the model, its random-init twin, and pixels for segmentation."""
+    return [p.label] + ["random-init"] * c.random_init + ["pixels"] * (c.pixels and task == "segment")
+
+
+def _dense_probe(task: str) -> Callable[[RunConfig, RunPaths], StepPlan | None]:
+    """``segment`` / ``correspond`` on each run's spatial cache, then the model's heatmaps over t x layer."""
+
+    def plan(c: RunConfig, p: RunPaths) -> StepPlan | None:
+        if not c.dense:
+            return None
+        data = _dense_paths(p)[task == "correspond"]
+        cache = "mosaic" if task == "segment" else "pairs"
+        commands: list[Command] = []
+        for run in _dense_runs(c, p, task):
+            argv = [
+                task,
+                "--cache",
+                str(p.cache(f"{cache}_{run}")),
+                "--data",
+                str(data),
+                "--out",
+                str(_dense_results(p, task, run)),
+            ]
+            commands.append(argv + (["--seed", str(c.seed)] if task == "segment" else []))
+        metric = "miou" if task == "segment" else "pck"
+        commands.append(
+            ["plot", "--results", str(_dense_results(p, task, p.label)), "--metric", metric, "--out", str(p.out / task)]
+        )
+        results = [_dense_results(p, task, run) for run in _dense_runs(c, p, task)]
+        return StepPlan(commands, results + [r.with_suffix(".dense.npz") for r in results])
+
+    return plan
+
+
+def _dense_comparisons(c: RunConfig, p: RunPaths) -> StepPlan | None:
+    """The model's val-chosen dense cell against each baseline's, paired on the same test mosaics / pairs."""
+    if not c.dense or not (c.random_init or c.pixels):
+        return None
+    commands = [
+        [
+            "dense-compare",
+            "--results",
+            str(_dense_results(p, task, p.label)),
+            str(_dense_results(p, task, run)),
+            "--n-boot",
+            str(c.n_boot),
+            "--seed",
+            str(c.seed),
+        ]
+        for task in ("segment", "correspond")
+        for run in _dense_runs(c, p, task)[1:]
+    ]
+    out = p.out / "dense_comparisons.txt"
+    return StepPlan(commands, [out], capture=out)
+
+
+def _labels_path(p: RunPaths, run: str) -> Path:
+    return p.out / f"labels_{run}.csv"
+
+
+def _label_runs(c: RunConfig, p: RunPaths) -> list[str]:
+    return [p.label] + ["random-init"] * c.random_init + ["pixels"] * c.pixels
+
+
+def _label_efficiency(c: RunConfig, p: RunPaths) -> StepPlan | None:
+    """Linear probes on a few labels per class from the main caches, then the curve (model, pixels, random init)."""
+    if not c.label_efficiency:
+        return None
+    commands: list[Command] = []
+    for run in _label_runs(c, p):
+        argv = [
+            "probe",
+            "--cache",
+            str(p.cache(run)),
+            "--probes",
+            "linear",
+            "--C",
+            _join(c.C),
+            "--labels-per-class",
+            c.labels_per_class,
+            "--budget-draws",
+            str(c.budget_draws),
+            "--seed",
+            str(c.seed),
+            "--device",
+            c.device,
+            "--max-memory",
+            c.max_memory,
+            "--out",
+            str(_labels_path(p, run)),
+        ]
+        commands.append(
+            argv + (["--timesteps", _join(c.label_timesteps)] if run == p.label and c.label_timesteps else [])
+        )
+    out = p.out / "labels"
+    commands.append(["plot", "--results", *[str(_labels_path(p, r)) for r in _label_runs(c, p)], "--out", str(out)])
+    return StepPlan(commands, [_labels_path(p, r) for r in _label_runs(c, p)] + [out / "label_efficiency.png"])
+
+
 def _report(c: RunConfig, p: RunPaths) -> StepPlan:
     runs = [p.label] + ["pixels"] * c.pixels + ["random-init"] * c.random_init
     results = [str(p.results(r)) for r in runs]
     results += [str(_fusion_path(p))] * c.fusion + [str(_similarity_path(p))] * (c.similarity and c.pixels)
+    if c.dense:
+        results += [
+            str(_dense_results(p, task, r)) for task in ("segment", "correspond") for r in _dense_runs(c, p, task)
+        ]
+    if c.label_efficiency:
+        results += [str(_labels_path(p, r)) for r in _label_runs(c, p)]
     images = ([str(p.out / "tsne_best_linear.png")] if _tsne(c, p) else []) + list(c.images)
-    argv = ["report", "--results", *results, "--cache", *[str(p.cache(r)) for r in runs]]
+    caches = [str(p.cache(r)) for r in runs]
+    if c.dense:
+        caches += [
+            str(p.cache(f"{data}_{r}"))
+            for data, task in (("mosaic", "segment"), ("pairs", "correspond"))
+            for r in _dense_runs(c, p, task)
+        ]
+    argv = ["report", "--results", *results, "--cache", *caches]
     argv += ["--images", *images] if images else []
     argv += [
         "--x",
@@ -451,6 +687,18 @@ STEPS: tuple[Step, ...] = (
     Step("similarity to pixels", _similarity),
     Step("fusion", _fusion),
     Step("paired comparisons", _comparisons),
+    # Dense probing and label efficiency come after the global question, so that turning them on
+    # leaves the steps above (and their records) as they were.
+    Step("dense data", _dense_data),
+    Step("extract mosaics model", _extract_dense("mosaic", "model"), resumable=True),
+    Step("extract mosaics random-init", _extract_dense("mosaic", "random-init"), resumable=True),
+    Step("extract mosaics pixels", _extract_dense("mosaic", "pixels"), resumable=True),
+    Step("extract pairs model", _extract_dense("pairs", "model"), resumable=True),
+    Step("extract pairs random-init", _extract_dense("pairs", "random-init"), resumable=True),
+    Step("segmentation", _dense_probe("segment")),
+    Step("correspondence", _dense_probe("correspond")),
+    Step("dense comparisons", _dense_comparisons),
+    Step("label efficiency", _label_efficiency),
     Step("report", _report),
 )
 
@@ -512,6 +760,10 @@ class Runner:
             _PRINT(header + (": resuming" if resume and any(o.exists() for o in plan.outputs) else ""))
             _write_atomic(stamp, json.dumps({"fingerprint": fingerprint, "state": "started"}))
             captured, started = [], time.perf_counter()
+            for folder in plan.fresh:  # written from scratch by the commands: a left-over is removed
+                if folder.exists():
+                    _PRINT(f"removing the unfinished {folder}")
+                    shutil.rmtree(folder)
             if resume and _cache_complete(plan):
                 plan = StepPlan([], plan.outputs)
             for argv in plan.commands:

@@ -355,3 +355,263 @@ def test_unknown_config_keys_are_refused(tmp_path, capsys):
     assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "unknown setting(s) train_limt" in err and "train_limit" in err
+
+
+def test_probe_at_some_timesteps_gives_the_full_probes_rows_there(unet_run, tmp_path, capsys):
+    run = unet_run[0] / "run"
+    out = tmp_path / "t60.csv"
+    assert (
+        main(
+            [
+                "probe",
+                "--cache",
+                str(run / "caches" / "m.h5"),
+                "--probes",
+                "linear",
+                "--timesteps",
+                "60",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    part = pd.read_csv(out)
+    assert set(part["t"]) == {60} and set(part["probe"]) == {"linear"}
+    full = pd.read_csv(run / "results_m.csv")
+    full = full[(full["probe"] == "linear") & (full["t"] == 60)].set_index(["layer", "metric", "split"])
+    part = part.set_index(["layer", "metric", "split"])
+    assert sorted(part.index) == sorted(full.index)
+    # the same fit, val split and C; cells solved in other batches may move by one image at most
+    top1 = full.xs("top1", level="metric", drop_level=False).index
+    moved = (part.loc[top1, "value"] - full.loc[top1, "value"]).abs() * full.loc[top1, "n_eval"]
+    assert moved.max() <= 1 + 1e-9
+    assert (
+        main(["probe", "--cache", str(run / "caches" / "m.h5"), "--timesteps", "7", "--out", str(tmp_path / "x.csv")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "--timesteps 7: the cache's grid is 2,60" in err and len(err.strip().splitlines()) == 1
+
+
+# Dense probing and label efficiency: steps after the global question, off unless asked for.
+
+DENSE_STEPS = [
+    "dense data",
+    "extract mosaics model",
+    "extract mosaics random-init",
+    "extract mosaics pixels",
+    "extract pairs model",
+    "extract pairs random-init",
+    "segmentation",
+    "correspondence",
+    "dense comparisons",
+    "label efficiency",
+]
+
+
+def _plans(**settings) -> dict[str, list[list[str]]]:
+    from probekit.pipeline import STEPS, RunConfig, RunPaths
+
+    config = RunConfig(model="M", data="fashion-mnist", out="o", name="m", cache_dir="c", **settings)
+    config.check()
+    paths = RunPaths(out=Path("o"), caches=Path("c"), label="m")
+    return {step.name: plan.commands for step in STEPS if (plan := step.plan(config, paths)) is not None}
+
+
+def test_dense_and_label_steps_are_off_by_default_and_plan_nothing():
+    plans = _plans()
+    assert not set(DENSE_STEPS) & set(plans)
+    assert list(plans) == STEP_NAMES
+    report = plans["report"][0]
+    assert not any(("segment" in a or "labels" in a or "mosaic" in a) for a in report)
+
+
+def test_dense_and_label_steps_plan_the_commands_a_user_would_type():
+    plans = _plans(
+        dense=True,
+        dense_timesteps=[0, 50],
+        dense_layers="a,b",
+        mosaics=[6, 4, 5],
+        warp_pairs=[3, 7],
+        label_efficiency=True,
+        labels_per_class="1,5,all",
+        budget_draws=2,
+        label_timesteps=[0],
+        timesteps=[0, 10, 50],
+    )
+    assert list(plans) == STEP_NAMES[:-1] + DENSE_STEPS + ["report"]
+    assert plans["dense data"] == [
+        [
+            "mosaic",
+            "--data",
+            "fashion-mnist",
+            "--out",
+            "c/mosaic",
+            "--train",
+            "6",
+            "--val",
+            "4",
+            "--test",
+            "5",
+            "--seed",
+            "0",
+        ],
+        ["pairs", "--warp", "fashion-mnist", "--out", "c/pairs", "--val", "3", "--test", "7", "--seed", "0"],
+    ]
+    model = plans["extract mosaics model"][0]
+    assert model[:3] == ["extract", "--model", "M"] and model[model.index("--data") + 1] == "c/mosaic"
+    assert model[model.index("--pooling") + 1] == "spatial8" and model[model.index("--timesteps") + 1] == "0,50"
+    assert model[model.index("--layers") + 1] == "a,b" and model[-2:] == ["--out", "c/mosaic_m.h5"]
+    twin = plans["extract pairs random-init"][0]
+    assert (
+        "--random-init" in twin and twin[twin.index("--timesteps") + 1] == "0" and twin[-1] == "c/pairs_random-init.h5"
+    )
+    pixels = plans["extract mosaics pixels"][0]
+    assert pixels[pixels.index("--pooling") + 1] == "spatial32" and "extract pairs pixels" not in plans
+    assert [c[:3] for c in plans["segmentation"][:3]] == [
+        ["segment", "--cache", f"c/mosaic_{r}.h5"] for r in ("m", "random-init", "pixels")
+    ]
+    assert plans["segmentation"][3] == [
+        "plot",
+        "--results",
+        "o/segment_m.csv",
+        "--metric",
+        "miou",
+        "--out",
+        "o/segment",
+    ]
+    # pixels are no correspondence baseline (one gray channel: every foreground pixel ties)
+    assert [c[:3] for c in plans["correspondence"][:2]] == [
+        ["correspond", "--cache", f"c/pairs_{r}.h5"] for r in ("m", "random-init")
+    ]
+    assert [c[2:4] for c in plans["dense comparisons"]] == [
+        ["o/segment_m.csv", "o/segment_random-init.csv"],
+        ["o/segment_m.csv", "o/segment_pixels.csv"],
+        ["o/correspond_m.csv", "o/correspond_random-init.csv"],
+    ]
+    labels = plans["label efficiency"]
+    assert [c[2] for c in labels[:3]] == ["c/m.h5", "c/random-init.h5", "c/pixels.h5"]
+    for argv in labels[:3]:
+        assert argv[argv.index("--labels-per-class") + 1] == "1,5,all" and argv[argv.index("--budget-draws") + 1] == "2"
+    assert labels[0][-2:] == ["--timesteps", "0"] and "--timesteps" not in labels[1] + labels[2]
+    assert labels[3] == [
+        "plot",
+        "--results",
+        "o/labels_m.csv",
+        "o/labels_random-init.csv",
+        "o/labels_pixels.csv",
+        "--out",
+        "o/labels",
+    ]
+    report = plans["report"][0]
+    for name in (
+        "o/segment_m.csv",
+        "o/segment_pixels.csv",
+        "o/correspond_random-init.csv",
+        "o/labels_pixels.csv",
+        "c/mosaic_m.h5",
+        "c/pairs_random-init.h5",
+    ):
+        assert name in report, name
+
+
+def test_dense_steps_follow_the_baselines_that_are_turned_off():
+    plans = _plans(dense=True, label_efficiency=True, pixels=False, random_init=False)
+    assert "extract mosaics pixels" not in plans and "extract mosaics random-init" not in plans
+    assert "dense comparisons" not in plans  # nothing to compare the model with
+    assert len(plans["segmentation"]) == 2 and len(plans["label efficiency"]) == 2  # the model's, and the plot
+    plans = _plans(dense=True, dense_timesteps=None, timesteps=[5, 9], dense_layers=None, layers="x")
+    model = plans["extract pairs model"][0]
+    assert model[model.index("--timesteps") + 1] == "5,9" and model[model.index("--layers") + 1] == "x"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("mosaics: [5, 5]\n", "three positive counts"),
+        ("warp_pairs: [0, 5]\n", "two positive counts"),
+        ("label_efficiency: true\nlabels_per_class: [0, 5]\n", "at least 1 label per class"),
+    ],
+)
+def test_bad_dense_sizes_are_refused(text, message, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("model: pixels\ndata: x.npz\nout: o\n" + text)
+    assert main(["run", "--config", str(config)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_turning_on_dense_and_label_efficiency_runs_only_the_new_steps(
+    unet_run, tiny_unet_dir, toy_npz, tmp_path, capsys
+):
+    import shutil
+
+    from probekit.evaluate.dense_sidecar import compare_dense
+    from probekit.evaluate.results import best_cells
+
+    shutil.copytree(unet_run[0] / "run", tmp_path / "run")
+    config = tmp_path / "dense.yaml"
+    config.write_text(
+        "mosaics: [8, 4, 8]\nwarp_pairs: [4, 6]\ndense_layers: mid_block,-1\nlabels_per_class: [1, 5, all]\n"
+        "budget_draws: 2\nlabel_timesteps: [2]\n"
+    )
+    out = _run_in(
+        tmp_path, _argv(tiny_unet_dir, toy_npz) + ["--config", str(config), "--dense", "--label-efficiency"], capsys
+    )
+    for name in STEP_NAMES[:-1]:  # the global question is left as it was
+        assert f"{name}: done already, skipped" in out, name
+    for name in DENSE_STEPS + ["report"]:
+        assert f"] {name}\n" in out, name
+    run = tmp_path / "run"
+    for name in (
+        "segment_m.csv",
+        "segment_random-init.csv",
+        "segment_pixels.csv",
+        "correspond_m.csv",
+        "correspond_random-init.csv",
+        "segment/heatmap_segment-linear.png",
+        "correspond/heatmap_correspond.png",
+        "labels/label_efficiency.png",
+        "labels/label_efficiency.csv",
+        "dense_comparisons.txt",
+    ):
+        assert (run / name).is_file(), name
+    assert not (run / "correspond_pixels.csv").exists()
+    segment = pd.read_csv(run / "segment_m.csv")
+    assert set(segment["t"]) == {2, 60} and set(segment["metric"]) == {"miou", "pixel_accuracy"}
+    assert len(set(segment["layer"])) == 2
+
+    # the printed dense comparisons are the model's val-chosen cell against each baseline's
+    text = (run / "dense_comparisons.txt").read_text()
+    assert text.count("difference") == 3
+    c = compare_dense(run / "segment_m.csv", run / "segment_pixels.csv", n_boot=10_000)
+    chosen = best_cells(segment, "miou").iloc[0]
+    assert (c.cell_a[0], c.cell_a[1]) == (chosen["t"], chosen["layer"])
+    assert c.value_a == pytest.approx(chosen["value"]) and f"difference {100 * c.diff:+.1f}" in text
+
+    # label efficiency: the model at the asked timesteps only; its 'all' budget is the global linear probe's fit
+    labels = pd.read_csv(run / "labels_m.csv")
+    assert set(labels["t"]) == {2} and sorted(set(labels["labels_per_class"].astype(str))) == ["1", "5", "all"]
+    full = pd.read_csv(run / "results_m.csv")
+    full = full[(full["probe"] == "linear") & (full["t"] == 2) & (full["metric"] == "top1")].set_index(
+        ["layer", "split"]
+    )
+    every = labels[(labels["labels_per_class"].astype(str) == "all") & (labels["metric"] == "top1")].set_index(
+        ["layer", "split"]
+    )
+    # the same fit, val split and C; cells solved in other batches may move by one image at most
+    moved = (every.loc[full.index, "value"] - full["value"]).abs() * full["n_eval"]
+    assert moved.max() <= 1 + 1e-9
+    assert (labels[labels["labels_per_class"].astype(str) == "1"]["n_train"] == 3).all()  # 1 per class, 3 classes
+
+    page = (run / "report.html").read_text()
+    for text in (
+        "Dense probes",
+        "Label efficiency",
+        "label efficiency: val-chosen",
+        "segment: heatmap segment-linear (miou)",
+        "dense-compare",
+        "The global linear probe&#x27;s val-chosen cell",
+    ):
+        assert text in page, text

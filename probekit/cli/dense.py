@@ -58,7 +58,7 @@ def cmd_pairs(args: argparse.Namespace) -> None:
 
 def cmd_segment(args: argparse.Namespace) -> None:
     from probekit.analyses.dense.segment import SegmentConfig, segment_cache
-    from probekit.analyses.dense.sidecar import write_dense_sidecar
+    from probekit.evaluate.dense_sidecar import write_dense_sidecar
     from probekit.evaluate.results import format_summary, write_table
 
     config = SegmentConfig(
@@ -73,7 +73,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
 
 def cmd_correspond(args: argparse.Namespace) -> None:
     from probekit.analyses.dense.correspond import CorrespondConfig, correspond_cache
-    from probekit.analyses.dense.sidecar import write_dense_sidecar
+    from probekit.evaluate.dense_sidecar import write_dense_sidecar
     from probekit.evaluate.results import format_summary, write_table
 
     results = correspond_cache(args.cache, args.data, CorrespondConfig(alpha=args.alpha))
@@ -84,7 +84,7 @@ def cmd_correspond(args: argparse.Namespace) -> None:
 
 
 def cmd_dense_compare(args: argparse.Namespace) -> None:
-    from probekit.analyses.dense.sidecar import compare_dense, format_dense_comparison
+    from probekit.evaluate.dense_sidecar import compare_dense, format_dense_comparison
 
     comparison = compare_dense(args.results[0], args.results[1], n_boot=args.n_boot, seed=args.seed)
     print(format_dense_comparison(comparison, *(Path(p).stem for p in args.results)))

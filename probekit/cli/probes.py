@@ -28,6 +28,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=resolve_device(args.device),
         seed=args.seed,
+        timesteps=args.timesteps,
     )
     if args.labels_per_class:
         from probekit.probes.label_budget import parse_budgets, probe_label_budgets
@@ -149,6 +150,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--budget-draws", type=int, default=3, help="seeded draws per label budget (default 3; 'all' has one)"
+    )
+    p.add_argument(
+        "--timesteps",
+        type=int_list,
+        help="probe only the cells at these timesteps of the cache's grid, comma-separated (default: every cell)",
     )
     p.add_argument(
         "--device",

@@ -82,6 +82,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-fusion", dest="fusion", action="store_const", const=False, help="skip the fusion probes")
     p.add_argument("--no-tsne", dest="tsne", action="store_const", const=False, help="skip the t-SNE of the best cell")
+    p.add_argument(
+        "--dense",
+        dest="dense",
+        action="store_const",
+        const=True,
+        help="also segmentation on mosaics and correspondence on warp pairs of --data (grayscale), over "
+        "dense_timesteps x dense_layers (sizes: see the guide's run page)",
+    )
+    p.add_argument("--no-dense", dest="dense", action="store_const", const=False, help="no dense probes (default)")
+    p.add_argument(
+        "--label-efficiency",
+        dest="label_efficiency",
+        action="store_const",
+        const=True,
+        help="also linear probes on labels_per_class labelled images per class, from the same caches",
+    )
+    p.add_argument(
+        "--no-label-efficiency",
+        dest="label_efficiency",
+        action="store_const",
+        const=False,
+        help="no label-efficiency curve (default)",
+    )
     p.add_argument("--images", nargs="*", help="extra PNGs to embed in the report (e.g. the model's samples)")
     p.add_argument("--x", choices=["t", "sigma", "logsnr"], help="noise axis of the report's curves (default sigma)")
     p.add_argument("--n-boot", type=int, help="bootstrap resamples of the paired comparisons (default 10000)")

@@ -9,9 +9,14 @@ embedded as a base64 ``data:`` URI; styles are inline. The page holds:
    fusion probes included;
 3. paired comparisons (``probekit compare``) of the first classification run against every other
    one, and of each fusion probe against the best single cell of its model;
-4. heatmaps, accuracy-vs-noise curves, similarity maps, the cell x cell CKA matrix, the fusion
-   mixture weights and the extra images;
-5. the commands: each cache's recorded ``command`` attribute and the lines of a commands file.
+4. dense probes, when ``segment`` / ``correspond`` tables are given: each run's val-chosen cell,
+   the paired comparisons (``probekit dense-compare``) of the first run of each task against the
+   others, and where the global probe's val-chosen cell scores on the dense tasks;
+5. label efficiency, when ``probe --labels-per-class`` tables are given: the val-chosen cell's
+   test accuracy per budget (mean, min and max over draws);
+6. heatmaps, accuracy-vs-noise curves (dense metrics included), similarity maps, the cell x cell
+   CKA matrix, the fusion mixture weights, the label-efficiency curve and the extra images;
+7. the commands: each cache's recorded ``command`` attribute and the lines of a commands file.
 
 Orchestration over results, compare and plots (it imports no models and no probes).
 """
@@ -63,10 +68,22 @@ window.addEventListener('load', function () {
 """
 
 
+# task: (metric the cell is chosen on, its second metric, what is scored, the unit a comparison resamples)
+_DENSE = {
+    "segment": ("miou", "pixel_accuracy", "pixels", "images"),
+    "correspond": ("pck", "pck_point", "pairs", "pairs"),
+}
+
+
 def _kind(table: pd.DataFrame) -> str:
-    """What a results table holds: "similarity", "fusion" or "probe". a results table holds."""
+    """What a results table holds: "similarity", "fusion", "labels", "segment", "correspond" or "probe"."""
     if (table["probe"] == "similarity").all():
         return "similarity"
+    if "labels_per_class" in table.columns:
+        return "labels"
+    for task, (metric, *_) in _DENSE.items():
+        if (table["metric"] == metric).any():
+            return task
     if (table["layer"] == _FUSED).any():
         return "fusion"
     return "probe"
@@ -103,6 +120,19 @@ def _protocol_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
             sizes = group.groupby("split")["n_eval"].max().to_dict()
             if kind == "similarity":
                 protocol = f"{int(sizes.get('test', max(sizes.values())))} images, seeded subsample"
+            elif kind in _DENSE:
+                unit = _DENSE[kind][2]
+                fit = f"fit on {int(group['n_train'].max())} {unit}, " if kind == "segment" else "nothing fitted, "
+                protocol = (
+                    f"{fit}val {int(sizes.get('val', 0))} {unit}, test {int(sizes.get('test', 0))} {unit}; "
+                    "chosen on val"
+                )
+            elif kind == "labels":
+                budgets = ", ".join(dict.fromkeys(group["labels_per_class"].astype(str)))
+                protocol = (
+                    f"fit on {budgets} labels per class ({int(group['budget_draw'].max()) + 1} draws each), "
+                    f"val {int(sizes.get('val', 0))}, test {int(sizes.get('test', 0))}; chosen on val per draw"
+                )
             else:
                 chosen = "val" if "val" in sizes else "test (no validation split)"
                 protocol = (
@@ -117,7 +147,7 @@ def _protocol_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
 def _best_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
     rows = []
     for table in tables.values():
-        if _kind(table) == "similarity":
+        if _kind(table) not in ("probe", "fusion"):
             continue
         for r in best_cells(table).itertuples(index=False):
             cell = getattr(r, "cells", "") if r.layer == _FUSED else f"t={r.t} (σ={r.sigma:.3g}) {r.layer}"
@@ -184,8 +214,128 @@ def _comparison_rows(tables: dict[Path, pd.DataFrame], n_boot: int) -> list[list
     return rows
 
 
+def _cell(t: object, layer: object) -> str:
+    return f"t={t} {layer}"
+
+
+def _dense_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
+    """Val-chosen cell of every dense run: its val and test metric and the task's second metric on test."""
+    rows = []
+    for table in tables.values():
+        kind = _kind(table)
+        if kind not in _DENSE:
+            continue
+        metric, second, *_ = _DENSE[kind]
+        for r in best_cells(table, metric).itertuples(index=False):
+            other = table[
+                (table["model"] == r.model)
+                & (table["t"] == r.t)
+                & (table["layer"] == r.layer)
+                & (table["split"] == "test")
+                & (table["metric"] == second)
+            ]["value"]
+            rows.append(
+                [
+                    kind,
+                    r.model,
+                    _cell(r.t, r.layer),
+                    metric,
+                    _percent(r.val_value),
+                    _percent(r.value),
+                    f"{second} {_percent(float(other.iloc[0]))}" if len(other) else "",
+                ]
+            )
+    return rows
+
+
+def _dense_comparison_rows(tables: dict[Path, pd.DataFrame], n_boot: int) -> list[list[object]]:
+    """A minus B at the val-chosen cells: the first run of each dense task against every other run of it."""
+    from probekit.evaluate.dense_sidecar import compare_dense, sidecar_path
+
+    rows = []
+    for task in _DENSE:
+        runs = [p for p, t in tables.items() if _kind(t) == task and sidecar_path(p).is_file()]
+        for other in runs[1:]:
+            name_a, name_b = (str(tables[r]["model"].iloc[0]) for r in (runs[0], other))
+            try:
+                c = compare_dense(runs[0], other, n_boot=n_boot)
+            except ProbekitError as err:
+                rows.append([task, name_a, name_b, "", "", "", f"not comparable: {err}"])
+                continue
+            rows.append(
+                [
+                    task,
+                    f"{name_a} ({_cell(*c.cell_a)})",
+                    f"{name_b} ({_cell(*c.cell_b)})",
+                    _percent(c.value_a),
+                    _percent(c.value_b),
+                    f"{100 * c.diff:+.1f}",
+                    f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}] over {c.n} test {_DENSE[task][3]}",
+                ]
+            )
+    return rows
+
+
+def _dense_vs_global(tables: dict[Path, pd.DataFrame]) -> str:
+    """Where the first probe run's val-chosen cell scores on each dense task of the same model."""
+    probes = [t for t in tables.values() if _kind(t) == "probe"]
+    if not probes:
+        return ""
+    table = probes[0]
+    probe = "linear" if "linear" in set(table["probe"]) else sorted(set(table["probe"]))[0]
+    best = best_cells(table[table["probe"] == probe]).iloc[0]
+    parts = []
+    for dense in (t for t in tables.values() if _kind(t) in _DENSE):
+        kind = _kind(dense)
+        metric = _DENSE[kind][0]
+        own = dense[dense["model"] == best["model"]]
+        if own.empty:
+            continue
+        chosen = best_cells(own, metric).iloc[0]
+        there = own[
+            (own["t"] == best["t"])
+            & (own["layer"] == best["layer"])
+            & (own["split"] == "test")
+            & (own["metric"] == metric)
+        ]["value"]
+        at_global = f"{_percent(float(there.iloc[0]))} % there" if len(there) else "not in the dense grid"
+        same = "the same cell" if (chosen["t"], chosen["layer"]) == (best["t"], best["layer"]) else "a different cell"
+        parts.append(
+            f"{kind}: val-chosen {_cell(chosen['t'], chosen['layer'])}, {same}, test {metric} "
+            f"{_percent(chosen['value'])} % (global cell: {at_global})"
+        )
+    if not parts:
+        return ""
+    return (
+        f"The global {probe} probe's val-chosen cell of {best['model']} is {_cell(best['t'], best['layer'])}. "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def _label_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
+    from probekit.plots.label_efficiency import label_efficiency_table
+
+    labelled = [t for t in tables.values() if _kind(t) == "labels"]
+    if not labelled:
+        return []
+    summary = label_efficiency_table(pd.concat(labelled, ignore_index=True))
+    return [
+        [
+            r.model,
+            r.labels_per_class,
+            r.n_train,
+            r.draws,
+            _percent(r.mean),
+            f"[{_percent(r.min)}, {_percent(r.max)}]",
+            r.cells,
+        ]
+        for r in summary.itertuples(index=False)
+    ]
+
+
 def _figures(tables: dict[Path, pd.DataFrame], folder: Path, x: str) -> list[tuple[Path, str]]:
-    from probekit.plots import plot_all
+    from probekit.plots import plot_all, plot_heatmap
     from probekit.plots.fusion import plot_mixture_weights
     from probekit.plots.similarity import plot_similarity
 
@@ -199,6 +349,29 @@ def _figures(tables: dict[Path, pd.DataFrame], folder: Path, x: str) -> list[tup
         if gridded:
             shown = combined[combined["model"].isin(gridded)]
             figures += [(p, p.stem.replace("_", " ")) for p in plot_all(shown, folder / "probes", x=x)]
+    for i, table in enumerate(t for t in tables.values() if _kind(t) in _DENSE):
+        # The t x layer heatmap of each run with a noise grid (a run at one noise level has its numbers
+        # in the dense table only); its curves are drawn by `probekit plot --metric`.
+        kind, metric = _kind(table), _DENSE[_kind(table)][0]
+        for (model, dataset, probe), own in table[table["metric"] == metric].groupby(["model", "dataset", "probe"]):
+            if own["t"].nunique() > 1:
+                path = plot_heatmap(
+                    table,
+                    probe,
+                    metric,
+                    folder / f"dense{i}" / f"heatmap_{len(figures)}.png",
+                    model=model,
+                    dataset=dataset,
+                )
+                figures.append((path, f"{kind}: heatmap {probe} ({metric}), {model}"))
+    labelled = [t for t in tables.values() if _kind(t) == "labels"]
+    if labelled:
+        from probekit.plots.label_efficiency import plot_label_efficiency
+
+        path, _ = plot_label_efficiency(
+            pd.concat(labelled, ignore_index=True), folder / "labels" / "label_efficiency.png"
+        )
+        figures.append((path, "label efficiency: val-chosen cell's test top-1 vs labels per class"))
     for i, table in enumerate(t for t in tables.values() if _kind(t) == "similarity"):
         figures += [(p, p.stem.replace("_", " ")) for p in plot_similarity(table, folder / f"similarity{i}")]
     for i, table in enumerate(t for t in tables.values() if _kind(t) == "fusion"):
@@ -301,6 +474,52 @@ def build_report(
             "on the discordant images (<code>probekit compare</code>).</p>",
             _table_html(
                 ["A", "B", "A %", "B %", "A − B (points)", "95 % interval", "McNemar"], comparisons, numeric=(2, 3, 4)
+            ),
+        ]
+    dense = _dense_rows(tables)
+    if dense:
+        parts += [
+            "<h2>Dense probes</h2>",
+            "<p class=note>Per-pixel linear segmentation (mIoU) and keypoint correspondence (PCK) of every "
+            "(t, layer) cell's feature map; the cell is chosen on val and scored on test.</p>",
+            _table_html(
+                ["task", "model", "val-chosen cell", "metric", "val %", "test %", "test, other metric %"],
+                dense,
+                numeric=(4, 5),
+            ),
+        ]
+        dense_comparisons = _dense_comparison_rows(tables, n_boot)
+        if dense_comparisons:
+            parts += [
+                "<p class=note>Paired bootstrap 95 % interval over the same test images or pairs "
+                "(<code>probekit dense-compare</code>).</p>",
+                _table_html(
+                    ["task", "A", "B", "A %", "B %", "A − B (points)", "95 % interval"],
+                    dense_comparisons,
+                    numeric=(3, 4, 5),
+                ),
+            ]
+        sentence = _dense_vs_global(tables)
+        if sentence:
+            parts.append(f"<p>{html.escape(sentence)}</p>")
+    labels = _label_rows(tables)
+    if labels:
+        parts += [
+            "<h2>Label efficiency</h2>",
+            "<p class=note>Linear probes fitted on k labelled train images per class (seeded draws); the cell "
+            "is chosen on the same val split for every draw and scored on the same test images.</p>",
+            _table_html(
+                [
+                    "model",
+                    "labels per class",
+                    "fit images",
+                    "draws",
+                    "test top-1 % (mean)",
+                    "min, max over draws",
+                    "val-chosen cell of each draw",
+                ],
+                labels,
+                numeric=(2, 3, 4),
             ),
         ]
     parts += ["<h2>Figures</h2>", figure_html or "<p class=note>no figures</p>"]

@@ -45,6 +45,7 @@ class ProbeRunConfig:
             folded into ``settings`` at construction, then None.
         device: where probes run.
         seed: seed of the validation split and of the probes.
+        timesteps: probe only the cells at these timesteps of the cache's grid (None: every cell).
     """
 
     probes: Sequence[str] = field(default=("linear", "knn"))
@@ -59,6 +60,7 @@ class ProbeRunConfig:
     batch_size: int | None = None
     device: str = "cpu"
     seed: int = 0
+    timesteps: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         if self.train_features not in ("mean", "sample"):
@@ -376,6 +378,14 @@ def probe_cache(
             )
         splits = _splits(group, config, fit_subset)
         cells = group.cells
+        if config.timesteps is not None:
+            missing = sorted(set(config.timesteps) - {t for t, _ in cells})
+            if missing or not config.timesteps:
+                raise ProbekitError(
+                    f"--timesteps {','.join(map(str, config.timesteps))}: the cache's grid is "
+                    f"{','.join(map(str, sorted({t for t, _ in cells})))}; choose timesteps from it"
+                )
+            cells = {cell: info for cell, info in cells.items() if cell[0] in set(config.timesteps)}
         mine = list(cells)
         if rank is not None:
             first, last = len(mine) * rank[0] // rank[1], len(mine) * (rank[0] + 1) // rank[1]

@@ -219,3 +219,116 @@ def test_the_shipped_report_renders_and_holds_the_shipped_results(tmp_path):
     images = re.search(r'data-images-nonblank="(\d+)/(\d+)"', dom).groups()
     assert int(images[1]) >= 10 and images[0] == images[1]
     _check_best_cells(dom, sorted(figures.glob("results_*.csv")) + [figures / "fusion_ddpm.csv"])
+
+
+def _dense_run(folder, name, kind, cells, seed):
+    """A segment / correspond results table with its sidecar, from random per-unit test outcomes."""
+    from probekit.analyses.dense.table import dense_rows
+    from probekit.evaluate.dense import segmentation_scores
+    from probekit.evaluate.dense_sidecar import write_dense_sidecar
+    from probekit.evaluate.results import CellInfo
+
+    rng = np.random.default_rng(seed)
+    infos = {(t, layer): CellInfo(t, 0.1 * (t + 1), 1.0, 0.9, layer, "down", d) for d, (t, layer) in enumerate(cells)}
+    values, scores = {}, {}
+    for cell in infos:
+        if kind == "confusion":
+            units = rng.integers(0, 30, size=(6, 3, 3))
+            test = segmentation_scores(units.sum(axis=0))
+            metrics, val = ("miou", "pixel_accuracy"), {"miou": rng.uniform(), "pixel_accuracy": rng.uniform()}
+        else:
+            total = rng.integers(4, 9, size=5)
+            units = np.stack([rng.integers(0, total + 1), total], axis=1)
+            test = {
+                "pck": float(np.mean(units[:, 0] / units[:, 1])),
+                "pck_point": float(units[:, 0].sum() / total.sum()),
+            }
+            metrics, val = ("pck", "pck_point"), {"pck": rng.uniform(), "pck_point": rng.uniform()}
+        values[cell] = units
+        scores[cell] = {"val": {**val, "n_eval": 4}, "test": {**test, "n_eval": len(units)}}
+    probe = "segment-linear" if kind == "confusion" else "correspond"
+    table = dense_rows(scores, infos, probe=probe, metrics=metrics, model=name, dataset="toy", n_train=99)
+    path = write_table(table, folder / f"{'segment' if kind == 'confusion' else 'correspond'}_{name}.csv")
+    write_dense_sidecar(path, table, kind, values, np.arange(len(next(iter(values.values())))))
+    return path, table, values
+
+
+def test_dense_and_label_efficiency_sections_hold_the_tables_numbers(report_inputs, tmp_path):
+    from probekit.evaluate.dense import segmentation_scores
+    from probekit.probes.label_budget import probe_label_budgets
+
+    _, cache, _, paths, _ = report_inputs
+    grid = [(1, "a"), (1, "b"), (50, "a"), (50, "b")]
+    seg_m, seg_table, seg_values = _dense_run(tmp_path, "m", "confusion", grid, 1)
+    seg_b, _, seg_values_b = _dense_run(tmp_path, "pixels", "confusion", [(0, "pixels")], 2)
+    cor_m, cor_table, _ = _dense_run(tmp_path, "m", "pck", grid, 3)
+    labels = probe_label_budgets(cache, ProbeRunConfig(probes=("linear",)), [1, 5, None], draws=2, progress=False)
+    labels_path = write_table(labels, tmp_path / "labels_m.csv")
+    out = tmp_path / "report.html"
+    assert (
+        main(
+            [
+                "report",
+                "--results",
+                str(paths["m"]),
+                str(seg_m),
+                str(seg_b),
+                str(cor_m),
+                str(labels_path),
+                "--n-boot",
+                "300",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    page = html.unescape(out.read_text())
+    assert "Dense probes" in page and "Label efficiency" in page and "not comparable" not in page
+
+    # each dense run's row: the cell of highest val metric (ties: lower t), its test value, read here with pandas
+    for table, metric in ((seg_table, "miou"), (cor_table, "pck")):
+        val = table[(table["split"] == "val") & (table["metric"] == metric)].sort_values(
+            ["value", "t"], ascending=[False, True]
+        )
+        t, layer = val.iloc[0][["t", "layer"]]
+        test = table[
+            (table["split"] == "test") & (table["metric"] == metric) & (table["t"] == t) & (table["layer"] == layer)
+        ]
+        row = f"<td>t={t} {layer}</td><td>{metric}</td><td class=num>{100 * val.iloc[0]['value']:.1f}</td>"
+        assert row + f"<td class=num>{100 * test['value'].item():.1f}</td>" in page, (metric, row)
+    # the paired comparison: mIoU of the summed test confusions at the two chosen cells, with numpy
+    chosen = (
+        seg_table[(seg_table["split"] == "val") & (seg_table["metric"] == "miou")]
+        .sort_values(["value", "t"], ascending=[False, True])
+        .iloc[0]
+    )
+    a = segmentation_scores(seg_values[(chosen["t"], chosen["layer"])].sum(axis=0))["miou"]
+    b = segmentation_scores(seg_values_b[(0, "pixels")].sum(axis=0))["miou"]
+    assert (
+        f"<td class=num>{100 * a:.1f}</td><td class=num>{100 * b:.1f}</td><td class=num>{100 * (a - b):+.1f}</td>"
+        in page
+    )
+    assert "over 6 test images" in page
+    assert "The global knn probe's val-chosen cell of m is" in page  # where the global cell scores on each task
+
+    # label efficiency: per budget, the mean over draws of each draw's val-chosen cell's test top-1
+    top1 = labels[labels["metric"] == "top1"]
+    for budget, group in top1.groupby(top1["labels_per_class"].astype(str)):
+        picks = []
+        for _, draw in group.groupby("budget_draw"):
+            val = (
+                draw[draw["split"] == "val"].sort_values(["value", "t", "depth"], ascending=[False, True, True]).iloc[0]
+            )
+            test = draw[(draw["split"] == "test") & (draw["t"] == val["t"]) & (draw["layer"] == val["layer"])]
+            picks.append(test["value"].item())
+        fit = int(group["n_train"].iloc[0])
+        row = f"<td>m</td><td>{budget}</td><td class=num>{fit}</td><td class=num>{len(picks)}</td>"
+        assert (
+            row
+            + f"<td class=num>{100 * np.mean(picks):.1f}</td><td>[{100 * min(picks):.1f}, {100 * max(picks):.1f}]</td>"
+            in page
+        ), budget
+    assert "label efficiency: val-chosen cell's test top-1 vs labels per class" in page
+    assert "segment: heatmap segment-linear (miou), m" in page and "correspond: heatmap correspond (pck), m" in page
+    assert "heatmap segment-linear (miou), pixels" not in page  # one noise level: no map to draw

@@ -12,7 +12,6 @@ from PIL import Image
 
 from probekit.analyses.dense.correspond import correspond_cache
 from probekit.analyses.dense.frame import ImageFrame
-from probekit.analyses.dense.sidecar import compare_dense, write_dense_sidecar
 from probekit.core.errors import ProbekitError
 from probekit.data import load_dataset
 from probekit.data.pairs import (
@@ -24,6 +23,7 @@ from probekit.data.pairs import (
     warp_pairs,
     write_pair_folder,
 )
+from probekit.evaluate.dense_sidecar import compare_dense, write_dense_sidecar
 from probekit.evaluate.results import write_table
 from probekit.features.cache import FeatureCache
 from probekit.features.extraction import ExtractConfig, extract
