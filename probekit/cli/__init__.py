@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from probekit.cli import analyses, dense, features, plots, probes, run, train
 from probekit.cli.common import Interrupted
-from probekit.core.errors import ProbekitError
+from probekit.core.errors import ConfigError, ProbekitError
 
 DESCRIPTION = """\
 Which layer, at which noise level, holds the most linearly separable features of a diffusion model?
@@ -62,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: config fields whose flag is not the field's own name with dashes
+FLAG_OF_FIELD = {"linear_C": "--C", "knn_k": "--k", "knn_temperature": "--temperature"}
+
+
+def _for_the_command_line(err: ProbekitError) -> str:
+    """The error's message, a config field named by the flag that sets it."""
+    if isinstance(err, ConfigError):
+        return err.naming(FLAG_OF_FIELD.get(err.field, "--" + err.field.replace("_", "-")))
+    return str(err)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -75,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProbekitError as err:
         if args.debug:
             raise
-        print(f"probekit: error: {err}", file=sys.stderr)
+        print(f"probekit: error: {_for_the_command_line(err)}", file=sys.stderr)
         return 2
     except Interrupted as err:
         print(f"probekit: interrupted: {err}", file=sys.stderr)

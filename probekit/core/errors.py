@@ -17,3 +17,20 @@ def first_line(err: BaseException) -> str:
     """
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours some messages
     return text.splitlines()[0].strip() if text else type(err).__name__
+
+
+class ConfigError(ProbekitError):
+    """A bad value of one field of a config (``ExtractConfig``, ``ProbeRunConfig``, ...).
+
+    The message is a template that names the field as ``{field}``: the library prints the field's
+    own name (``draws must be at least 1``); the command line prints the flag that sets it
+    (``--draws must be at least 1``), so neither speaks the other's vocabulary.
+    """
+
+    def __init__(self, field: str, template: str) -> None:
+        self.field, self.template = field, template
+        super().__init__(template.format(field=field))
+
+    def naming(self, name: str) -> str:
+        """The message with the field called ``name`` (for example its command-line flag)."""
+        return self.template.format(field=name)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from probekit.core.errors import ProbekitError, first_line
+from probekit.core.errors import ConfigError, ProbekitError, first_line
 from probekit.core.noise import sample_noise, split_seed
 from probekit.core.pooling import Pooling
 from probekit.core.precision import PRECISION_CHOICES, resolve_precision
@@ -134,18 +134,18 @@ class ExtractPlan:
 def plan_extraction(backbone: Backbone, config: ExtractConfig) -> ExtractPlan:
     """Validate and resolve the config against the backbone; raises ProbekitError on bad input."""
     if config.draws < 1:
-        raise ProbekitError(f"--draws must be at least 1, got {config.draws}")
+        raise ConfigError("draws", f"{{field}} must be at least 1, got {config.draws}")
     if config.views < 0:
-        raise ProbekitError(f"--views must be 0 (clean images only) or more, got {config.views}")
+        raise ConfigError("views", f"{{field}} must be 0 (clean images only) or more, got {config.views}")
     if config.batch_size < 1:
-        raise ProbekitError(f"--batch-size must be at least 1, got {config.batch_size}")
+        raise ConfigError("batch_size", f"{{field}} must be at least 1, got {config.batch_size}")
     if config.workers is not None and config.workers < 0:
-        raise ProbekitError(f"--workers must be 0 (decode in the main process) or more, got {config.workers}")
+        raise ConfigError("workers", f"{{field}} must be 0 (decode in the main process) or more, got {config.workers}")
     if config.precision not in PRECISION_CHOICES:
-        raise ProbekitError(f"unknown --precision {config.precision!r}: use {', '.join(PRECISION_CHOICES)}")
+        raise ConfigError("precision", f"unknown {{field}} {config.precision!r}: use {', '.join(PRECISION_CHOICES)}")
     timesteps = list(config.timesteps) if config.timesteps is not None else backbone.schedule.default_grid()
     if not timesteps:
-        raise ProbekitError("empty timestep list: give --timesteps t1,t2,... or --grid")
+        raise ConfigError("timesteps", "empty timestep list: give {field} t1,t2,... (or none, for the default grid)")
     if len(set(timesteps)) != len(timesteps):
         raise ProbekitError(f"repeated timesteps in {timesteps}: list each once")
     grid = sorted(backbone.schedule.points(timesteps), key=lambda point: point.t)
@@ -531,7 +531,9 @@ def _extract_locked(
     )
     if config.vae_memory is not None:
         if config.vae_memory < 1:
-            raise ProbekitError(f"--vae-memory must be a positive number of GiB, got {config.vae_memory / 2**30:g}")
+            raise ConfigError(
+                "vae_memory", f"{{field}} must be a positive budget, got {config.vae_memory / 2**30:g} GiB"
+            )
         backbone.vae_budget = config.vae_memory
     layout = CacheLayout(
         attrs={

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from probekit.core.errors import ProbekitError
+from probekit.core.errors import ConfigError, ProbekitError
 from probekit.probes.knn import knn_sweep
 from probekit.probes.linear import LinearProbeConfig, linear_probe_path
 from probekit.probes.logreg import LogRegConfig, logreg_probe
@@ -58,11 +58,11 @@ class ProbeSettings:
 
     def __post_init__(self) -> None:
         if not self.linear_C or any(c <= 0 for c in self.linear_C):
-            raise ProbekitError("--C needs one or more positive values, e.g. 0.1,1")
+            raise ConfigError("linear_C", "{field} needs one or more positive values, e.g. 0.1,1")
         if not self.knn_k or any(k < 1 for k in self.knn_k):
-            raise ProbekitError("--k needs one or more neighbour counts >= 1, e.g. 10,20,200")
+            raise ConfigError("knn_k", "{field} needs one or more neighbour counts >= 1, e.g. 10,20,200")
         if not self.knn_temperature or any(t <= 0 for t in self.knn_temperature):
-            raise ProbekitError("--temperature needs one or more positive values, e.g. 0.07")
+            raise ConfigError("knn_temperature", "{field} needs one or more positive values, e.g. 0.07")
 
 
 Adapter = Callable[[ProbeTask, ProbeSettings, torch.device, bool], dict[Hashable, ProbeOutcome]]

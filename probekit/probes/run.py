@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from probekit.core.errors import ProbekitError
+from probekit.core.errors import ConfigError, ProbekitError
 from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet
 from probekit.evaluate.results import CellInfo, scores_to_table
@@ -64,9 +64,9 @@ class ProbeRunConfig:
 
     def __post_init__(self) -> None:
         if self.train_features not in ("mean", "sample"):
-            raise ProbekitError(f"--train-features {self.train_features!r}: use mean or sample")
+            raise ConfigError("train_features", f"{{field}} {self.train_features!r}: use mean or sample")
         if self.test_features not in ("mean", "single"):
-            raise ProbekitError(f"--test-features {self.test_features!r}: use mean or single")
+            raise ConfigError("test_features", f"{{field}} {self.test_features!r}: use mean or single")
         # ``settings`` is the one home of every probe setting: the epoch-based overrides given
         # here are folded into its sgd and mlp recipes (with the run's seed) and cleared.
         overrides = {
