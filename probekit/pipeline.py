@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from probekit.core import interrupt
 from probekit.core.atomic import publish
 from probekit.core.errors import ProbekitError
 
@@ -771,6 +772,7 @@ class Runner:
                     argv = argv + ["--overwrite"]
                 if self.config.quiet and argv[0] in _QUIET:
                     argv = argv + ["--quiet"]
+                interrupt.check()  # a stop request swallowed inside the previous command stops the run here
                 _PRINT(format_command(argv), flush=True)
                 if plan.capture is None:
                     self.execute(argv)

@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from probekit.cli import analyses, dense, features, plots, probes, run, train
 from probekit.cli.common import Interrupted
+from probekit.core import interrupt
 from probekit.core.errors import ConfigError, ProbekitError
 
 DESCRIPTION = """\
@@ -77,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    interrupt.clear()  # a request handled by an earlier in-process run is not this one's
     # Progress messages go to stdout, so stderr carries errors only (one line each).
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     run: Callable[[argparse.Namespace], None] = args.run

@@ -9,6 +9,7 @@ import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from probekit.core import interrupt
 from probekit.core.errors import ProbekitError
 
 if TYPE_CHECKING:
@@ -70,8 +71,9 @@ class Interrupted(Exception):
     """Ctrl-C or SIGTERM, with what the user can do about it."""
 
 
-def raise_interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
+def raise_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM's handler: stop like Ctrl-C, and remember it (:mod:`probekit.core.interrupt`)."""
+    interrupt.request_stop(signum, frame)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:

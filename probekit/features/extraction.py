@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from probekit.core import interrupt
 from probekit.core.errors import ConfigError, ProbekitError, first_line
 from probekit.core.noise import sample_noise, split_seed
 from probekit.core.pooling import Pooling
@@ -657,6 +658,7 @@ def _extract_locked(
                     workers=workers,
                 )
                 for batch, views in batches:
+                    interrupt.check()  # a stop request swallowed since the last batch stops here
                     start, stop, ids = batch.start, batch.stop, batch.ids
                     labels = _labels(batch.labels, backbone.device)
                     per_view = []
