@@ -141,7 +141,8 @@ def plan_extraction(backbone: Backbone, config: ExtractConfig) -> ExtractPlan:
     if config.batch_size < 1:
         raise ConfigError("batch_size", f"{{field}} must be at least 1, got {config.batch_size}")
     if config.workers is not None and config.workers < 0:
-        raise ConfigError("workers", f"{{field}} must be 0 (decode in the main process) or more, got {config.workers}")
+        # named as the flag: host_batches (a function, not a config) gives this same message for its argument
+        raise ProbekitError(f"--workers must be 0 (decode in the main process) or more, got {config.workers}")
     if config.precision not in PRECISION_CHOICES:
         raise ConfigError("precision", f"unknown {{field}} {config.precision!r}: use {', '.join(PRECISION_CHOICES)}")
     timesteps = list(config.timesteps) if config.timesteps is not None else backbone.schedule.default_grid()
