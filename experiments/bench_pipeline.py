@@ -6,8 +6,9 @@ like photographs, in 10 class folders, train/ and test/.
 
 1. Host rate: batches decoded, resized (shorter side to ``--size``, centre crop) and converted
    to the model's float input by :func:`probekit.features.host_pipeline.host_batches`, serially in the
-   main process (``--workers 0``, one torch thread) and with 2 workers; the ratio is the speed-up,
-   and the serial time per image is the host cost per image per core.
+   main process (``--workers 0``, one torch thread) and with 2 workers, alternating, ``--repeats``
+   times each; the ratio of the medians is the speed-up, and the serial time per image is the host
+   cost per image per core.
 2. Overlap, with a real network (a random diffusers UNet2DModel at ``--size`` px, ``--width``
    channels): extraction wall time with 1 worker (host on one core, the forward on the other,
    one torch thread) against host alone (1 worker, no forward) and forward alone (the same
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help="where to write (or find) the JPEGs (default: a temporary folder)")
     parser.add_argument("--out", type=Path, help="CSV of the measurements")
     parser.add_argument("--skip-overlap", action="store_true", help="only the host rate")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating serial / 2-worker runs; medians compared")
     args = parser.parse_args()
 
     from probekit.core.precision import machine_description
@@ -112,9 +114,21 @@ def main() -> None:
         convert = Converter((args.size, args.size), 3, (-1.0, 1.0), "auto")
         print(machine_description())
         print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-        host_rate(split.take(slice(0, args.batch_size)), convert, args.batch_size, 0)  # warm the page cache
-        serial = host_rate(split, convert, args.batch_size, 0)
-        parallel = host_rate(split, convert, args.batch_size, 2)
+        host_rate(split, convert, args.batch_size, 0)  # warm the page cache and the decoder
+        # Serial and 2-worker runs alternate, and the medians are compared: a shared machine's
+        # speed drifts between runs by more than the effect measured.
+        serials, parallels = [], []
+        for _ in range(args.repeats):
+            serials.append(host_rate(split, convert, args.batch_size, 0))
+            parallels.append(host_rate(split, convert, args.batch_size, 2))
+        print(
+            "serial runs: "
+            + ", ".join(f"{r:.0f}" for r in serials)
+            + " images/s; 2 workers: "
+            + ", ".join(f"{r:.0f}" for r in parallels)
+            + " images/s"
+        )
+        serial, parallel = float(np.median(serials)), float(np.median(parallels))
         rows = [
             {"measure": "host_serial_images_per_s", "value": serial},
             {"measure": "host_2_workers_images_per_s", "value": parallel},
