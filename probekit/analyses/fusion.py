@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -377,13 +377,7 @@ def _weight_rows(
             {
                 "model": model,
                 "dataset": dataset,
-                "t": info.t,
-                "sigma": info.sigma,
-                "logsnr": info.logsnr,
-                "alpha_bar": info.alpha_bar,
-                "layer": info.layer,
-                "stage": info.stage,
-                "depth": info.depth,
+                **asdict(info),  # t, sigma, logsnr, alpha_bar, layer, stage, depth
                 "probe": MIXTURE,
                 "params": f"W={width}",
                 "metric": WEIGHT_METRIC,

@@ -37,7 +37,7 @@ import math
 import os
 import tempfile
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -145,13 +145,7 @@ def scores_to_table(
                         {
                             "model": model,
                             "dataset": dataset,
-                            "t": info.t,
-                            "sigma": info.sigma,
-                            "logsnr": info.logsnr,
-                            "alpha_bar": info.alpha_bar,
-                            "layer": info.layer,
-                            "stage": info.stage,
-                            "depth": info.depth,
+                            **asdict(info),  # t, sigma, logsnr, alpha_bar, layer, stage, depth
                             "probe": probe,
                             "params": setting,
                             "metric": metric,

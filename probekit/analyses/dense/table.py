@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 
 import pandas as pd
 
@@ -39,13 +40,7 @@ def dense_rows(
                     {
                         "model": model,
                         "dataset": dataset,
-                        "t": info.t,
-                        "sigma": info.sigma,
-                        "logsnr": info.logsnr,
-                        "alpha_bar": info.alpha_bar,
-                        "layer": info.layer,
-                        "stage": info.stage,
-                        "depth": info.depth,
+                        **asdict(info),  # t, sigma, logsnr, alpha_bar, layer, stage, depth
                         "probe": probe,
                         "params": params,
                         "metric": metric,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -166,13 +166,7 @@ def _row(
     return {
         "model": str(cache_attrs.get("model_id")),
         "dataset": str(cache_attrs.get("dataset")),
-        "t": cell.t,
-        "sigma": cell.sigma,
-        "logsnr": cell.logsnr,
-        "alpha_bar": cell.alpha_bar,
-        "layer": cell.layer,
-        "stage": cell.stage,
-        "depth": cell.depth,
+        **asdict(cell),  # t, sigma, logsnr, alpha_bar, layer, stage, depth
         "probe": PROBE,
         "params": "" if k is None else f"k={k}",
         "metric": metric,
