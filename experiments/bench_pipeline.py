@@ -10,7 +10,7 @@ like photographs, in 10 class folders, train/ and test/.
    ceiling, two independent processes started together, each running the serial loop over half
    the batches (no queue, no pipeline: what two cores give this work on this machine at this
    minute). The three alternate ``--repeats`` times; medians are compared, and the CPU seconds
-   per image (the process's own for serial, its children's for workers and pair) show whether a
+   per image (the main process's plus its children's) show whether a
    slowdown comes from the pipeline (more CPU per image than serial with one worker) or from the
    machine (more CPU per image whenever both cores are busy, pipeline or not).
 2. Overlap, with a real network (a random diffusers UNet2DModel at ``--size`` px, ``--width``
@@ -19,7 +19,7 @@ like photographs, in 10 class folders, train/ and test/.
    pixels held in memory at the model's size: no decoding). Perfect overlap takes
    max(host, forward); the report gives the ratio.
 
-    python experiments/bench_pipeline.py --images 1200 --size 64 --width 8 --repeats 5 \
+    python experiments/bench_pipeline.py --images 2400 --size 64 --width 8 --repeats 7 \
         --out experiments/results/bench_pipeline.csv
 """
 
