@@ -1,19 +1,29 @@
-"""Compute precision chosen by measurement: fp32 unless the device runs bf16 / fp16 natively *and* faster.
+"""Compute precision decided by what the hardware is, never by a stopwatch.
 
-``auto`` (the default of ``probekit extract`` and ``probekit train``) resolves once per process:
+``auto`` (the default of ``probekit extract`` and ``probekit train``) resolves from the device's
+kind alone, so the same command computes alike in every process on one machine, and a resume
+never re-decides (an unfinished cache's recorded precision is adopted, see
+:mod:`probekit.features.extraction`). The table, :data:`AUTO_TABLE`:
 
-* CUDA: bf16 when the GPU supports it (Ampere and later), else fp32. fp16 is never chosen
-  automatically: activations of diffusion UNets can overflow its range, and bf16 cannot.
-* CPU: bf16 only when torch reports native bf16 instructions (AVX512-BF16 or AMX) *and* a short
-  measured matmul probe (about 0.1 s) runs at least :data:`MIN_SPEEDUP` times faster than fp32.
-  Without native support bf16 is emulated and orders of magnitude slower than fp32.
-* anything else: fp32.
+=====================================  ======  ===================================================
+hardware                               auto    why
+=====================================  ======  ===================================================
+CUDA GPU with bf16 (Ampere and later)  bf16    tensor cores; fp16 is never chosen automatically:
+                                               diffusion UNet activations can overflow its range
+CUDA GPU without bf16                  fp32    bf16 would be emulated
+CPU with AMX tiles (Sapphire Rapids+)  bf16    measured 1.3x-5.9x faster matmuls than fp32
+CPU with AVX512-BF16 but no AMX        fp32    measured: the shipped UNet's forward is not
+                                               faster with bf16 autocast (experiments/
+                                               bench_precision.py, docs/guide/extraction.md)
+any other CPU (AVX2, AVX-512 only)     fp32    bf16 is emulated, orders of magnitude slower
+anything else                          fp32
+=====================================  ======  ===================================================
 
 An explicit ``bf16`` / ``fp16`` on a device that lacks it natively is honoured, with one warning per
 process that says why it will be slow. The environment variable ``PROBEKIT_AUTO_PRECISION``
 (fp32, bf16 or fp16) pins what ``auto`` resolves to, for runs that must compute alike on different
-machines (the test suite pins fp32); a pinned low precision is then treated as an explicit one.
-The module imports torch only inside its functions.
+machines (the test suite pins it for its whole session); a pinned low precision is then treated as
+an explicit one. The module imports torch only inside its functions.
 """
 
 from __future__ import annotations
@@ -34,8 +44,15 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 LOW_PRECISIONS = ("bf16", "fp16")
 #: environment variable that pins what ``auto`` resolves to
 AUTO_ENV = "PROBEKIT_AUTO_PRECISION"
-#: ``auto`` picks a low precision on the CPU only when its matmul is at least this many times faster.
-MIN_SPEEDUP = 1.2
+#: hardware kind -> what ``auto`` resolves to (see the module docstring for the measurements)
+AUTO_TABLE: dict[str, str] = {
+    "cuda-bf16": "bf16",
+    "cuda": "fp32",
+    "cpu-amx": "bf16",
+    "cpu-avx512-bf16": "fp32",
+    "cpu": "fp32",
+    "other": "fp32",
+}
 
 _warned: set[tuple[str, str]] = set()
 
@@ -114,20 +131,34 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
+def hardware_kind(device: Any) -> str:
+    """The row of :data:`AUTO_TABLE` that ``device`` falls in (``cuda-bf16``, ``cpu-amx``, ...).
+
+    Read from what torch reports the hardware supports, never from a timing.
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "cuda-bf16" if "bf16" in native_precisions(device) else "cuda"
+    if device.type == "cpu":
+        if _flag(torch.cpu, "_is_amx_tile_supported"):
+            return "cpu-amx"
+        if _flag(torch.cpu, "_is_avx512_bf16_supported"):
+            return "cpu-avx512-bf16"
+        return "cpu"
+    return "other"
+
+
 @functools.cache
 def _auto(device_type: str, device_index: int | None) -> str:
     import torch
 
     device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
-    native = native_precisions(device)
-    if device.type == "cuda":
-        return "bf16" if "bf16" in native else "fp32"
-    if device.type == "cpu" and "bf16" in native:
-        speedup = matmul_speedup(device, "bf16")
-        log.info("precision auto: bf16 matmul is %.2fx fp32 on this CPU", speedup)
-        if speedup >= MIN_SPEEDUP:
-            return "bf16"
-    return "fp32"
+    kind = hardware_kind(device)
+    chosen = AUTO_TABLE[kind]
+    log.info("precision auto: %s on this %s", chosen, kind)
+    return chosen
 
 
 def resolve_precision(requested: str, device: Any) -> str:

@@ -14,8 +14,8 @@ one pass of similarity products. The rule, exactly:
 * **Neighbour ties.** Neighbours are ranked by similarity, then by train index: of two train rows
   with equal similarity the one listed first ranks higher, also at the k-th place.
 * **Vote ties.** The lowest class index among the classes with the largest total wins.
-* **Precision.** Similarities are float32 products. Where the device runs bf16 / fp16 natively and
-  faster, candidates may be found in low precision and re-ranked exactly in float32; a row whose
+* **Precision.** Similarities are float32 products. On a GPU that runs bf16 / fp16 natively,
+  candidates may be found in low precision and re-ranked exactly in float32; a row whose
   candidates cannot be proven to contain the float32 top k is recomputed in float32, so the
   neighbours are those of the float32 rule. (Two float32 dot products that differ only in their
   last bit may still order differently between devices, as in any float32 kNN.)
@@ -24,9 +24,7 @@ one pass of similarity products. The rule, exactly:
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -42,7 +40,7 @@ from probekit.probes.metrics import CellScore, score_predictions
 
 K = TypeVar("K", bound=Hashable)
 
-#: similarity precisions of :func:`knn_sweep` (``auto``: low precision only where native and faster)
+#: similarity precisions of :func:`knn_sweep` (``auto``: low precision only on a GPU that runs it natively)
 SIMILARITY_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -129,7 +127,7 @@ def knn_sweep(
         chunk_size: query rows per similarity block (memory: chunk_size x N_train floats per cell).
         similarity: ``fp32`` computes every product in float32; ``bf16`` / ``fp16`` find candidates
             in that precision and re-rank them exactly in float32; ``auto`` uses a low precision
-            only where :func:`knn_similarity_precision` finds it native and faster.
+            only where :func:`knn_similarity_precision` says (a GPU that runs it natively).
         progress: show a progress bar over cells.
 
     Returns:
@@ -198,11 +196,12 @@ def knn_sweep(
 def knn_similarity_precision(similarity: str, device: torch.device, k: int = 20) -> torch.dtype | None:
     """The low-precision dtype that candidate search uses on ``device``, or None for pure float32.
 
-    ``auto`` chooses by measurement: a low precision the device runs natively (bf16, else fp16:
-    unit vectors cannot overflow fp16) is used only when one block of the kNN path with it
-    (products, candidate top-k, float32 re-rank) runs faster than the float32 block, timed once
-    per process and top-``k`` size. On CPUs the top-k over low-precision similarities is slow,
-    so float32 usually wins there even where the bf16 product itself is faster.
+    ``auto`` decides from the hardware, never from a timing: on a CUDA GPU that runs bf16 (else
+    fp16: unit vectors cannot overflow fp16) natively, candidates are found in that precision and
+    re-ranked exactly in float32; on CPUs it is float32, because the top-k over low-precision
+    similarities is slower there than the float32 path even where the bf16 product itself is
+    faster (measured on an AVX512-BF16 EPYC; ``experiments/bench_knn.py``). ``k`` is kept for
+    callers that pass it; the choice does not depend on it.
     """
     from probekit.core.precision import AUTO_ENV, native_precisions, resolve_precision, torch_dtype
 
@@ -215,34 +214,10 @@ def knn_similarity_precision(similarity: str, device: torch.device, k: int = 20)
     if os.environ.get(AUTO_ENV, "").strip():  # auto pinned for every computation
         pinned = resolve_precision("auto", device)
         return None if pinned == "fp32" else torch_dtype(pinned)
+    if device.type != "cuda":
+        return None
     native = native_precisions(device)
-    for name in ("bf16", "fp16"):
-        if name in native:
-            dtype = torch_dtype(name)
-            return dtype if _low_precision_is_faster(device.type, device.index, dtype, k) else None
-    return None
-
-
-@functools.cache
-def _low_precision_is_faster(device_type: str, device_index: int | None, dtype: torch.dtype, k: int) -> bool:
-    """Time one kNN block (512 queries x 16384 train rows x 128) in float32 and with ``dtype``."""
-    device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
-    generator = torch.Generator().manual_seed(0)
-    bank = F.normalize(torch.randn(1, 16384, 128, generator=generator), dim=-1).to(device)
-    q = F.normalize(torch.randn(1, 512, 128, generator=generator), dim=-1).to(device)
-    bank_low = bank.to(dtype)
-
-    def best(low: torch.Tensor | None) -> float:
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            _top_neighbours(q, bank, low, k)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - start)
-        return min(times[1:])
-
-    return best(bank_low) < best(None)
+    return next((torch_dtype(name) for name in ("bf16", "fp16") if name in native), None)
 
 
 def _labels(y_train: np.ndarray, train: Mapping[K, np.ndarray]) -> np.ndarray:
