@@ -55,6 +55,7 @@ import numpy as np
 
 from probekit._version import __version__
 from probekit.core.errors import ProbekitError, first_line
+from probekit.core.fields import changed_fields
 from probekit.core.types import GridPoint, LayerInfo
 from probekit.features.output_lock import created_by_lock, is_lock_placeholder, lock_replaced_output
 
@@ -417,7 +418,18 @@ def layout_plan(layout: CacheLayout) -> dict[str, object]:
         digest = hashlib.sha256(np.asarray(split.labels, dtype=np.int64).tobytes())
         digest.update(np.asarray(split.index, dtype=np.int64).tobytes())
         splits[name] = {"n": int(len(split.labels)), "labels_and_index_sha256": digest.hexdigest()}
-    keys = ("model_sha256", "framework", "schedule", "dataset", "fit", "seed", "pooling", "precision", "value_range")
+    keys = (
+        "model_sha256",
+        "model_fingerprint",
+        "framework",
+        "schedule",
+        "dataset",
+        "fit",
+        "seed",
+        "pooling",
+        "precision",
+        "value_range",
+    )
     return {
         **{key: layout.attrs.get(key) for key in keys},
         "draws": layout.draws,
@@ -429,6 +441,18 @@ def layout_plan(layout: CacheLayout) -> dict[str, object]:
         "layers": {layer.name: layout.widths[layer.name] for layer in layout.layers},
         "splits": splits,
     }
+
+
+def unfinished_precision(path: str | Path) -> str | None:
+    """The precision recorded by the unfinished probekit cache at ``path``, or None (no such cache)."""
+    try:
+        with h5py.File(path, "r", locking=False) as file:
+            if file.attrs.get("format") != FORMAT or bool(file.attrs.get("complete", False)):
+                return None
+            recorded = file.attrs.get("precision")
+    except (OSError, RuntimeError):
+        return None
+    return str(recorded) if recorded else None
 
 
 def _early_allocation(fill: bool = False) -> h5py.h5p.PropDCID:
@@ -465,6 +489,14 @@ def _open_for_resume(path: Path, layout: CacheLayout, *, locking: bool = True) -
         stored = json.loads(file.attrs.get("plan", "{}"))
         wanted = json.loads(json.dumps(layout_plan(layout)))
         differing = [key for key in wanted if stored.get(key) != wanted[key]]
+        if "model_fingerprint" in differing:
+            # name the config fields that changed (a model's description is stored beside its fingerprint)
+            before = json.loads(file.attrs.get("model_config", "{}"))
+            after = json.loads(str(layout.attrs.get("model_config", "{}")))
+            fields = changed_fields(before, after)
+            if fields:
+                named = ", ".join(fields[:6]) + (f" and {len(fields) - 6} more" if len(fields) > 6 else "")
+                differing[differing.index("model_fingerprint")] = f"model ({named})"
         if differing:
             raise ProbekitError(
                 f"{path} holds an unfinished extraction with a different {', '.join(differing)}: re-run its own "
@@ -873,7 +905,12 @@ class FeatureCache:
         lines = [
             f"{self.path}  ({self.path.stat().st_size / 2**20:.1f} MiB, format {a['format']} v{a['format_version']})",
             f"status: {'complete' if self.complete else 'INCOMPLETE'}",
-            f"model: {a.get('model_id')}  [{a.get('framework')}]  sha256 {str(a.get('model_sha256'))[:16]}...",
+            f"model: {a.get('model_id')}  [{a.get('framework')}]  weights sha256 {str(a.get('model_sha256'))[:16]}...",
+            *(
+                [f"model fingerprint (weights + configs): {str(a['model_fingerprint'])[:16]}..."]
+                if a.get("model_fingerprint")
+                else []
+            ),
             f"dataset: {a.get('dataset')}  fit: {a.get('fit')}",
             f"pooling: {a.get('pooling')}  draws: {a.get('draws')}  views: {a.get('views', 0)}  dtype: "
             f"{a.get('dtype')}  "

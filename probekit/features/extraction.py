@@ -9,6 +9,7 @@ Writes happen on a background thread while the next batch computes.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,12 +28,20 @@ from probekit.core.precision import PRECISION_CHOICES, resolve_precision
 from probekit.core.schedule import GridPoint
 from probekit.data import ImageDataset, fit_images
 from probekit.data.base import sized_dataset
-from probekit.features.cache import WRITE_BUFFER_BYTES, CacheLayout, CacheWriter, FeatureCache, SplitLabels
+from probekit.features.cache import (
+    WRITE_BUFFER_BYTES,
+    CacheLayout,
+    CacheWriter,
+    FeatureCache,
+    SplitLabels,
+    unfinished_precision,
+)
 from probekit.features.distributed import current_rank
 from probekit.features.host_pipeline import Converter, auto_workers, host_batches
 from probekit.features.latents import LatentStore, view_name
 from probekit.features.output_lock import exclusive_output
 from probekit.models.backbone import Backbone
+from probekit.models.fingerprint import describe_model, fingerprint
 from probekit.models.layers import select_layers
 
 log = logging.getLogger(__name__)
@@ -341,6 +350,32 @@ def _encoded(
     return latent, len(ids)
 
 
+def _work_left(
+    splits: dict,
+    done: dict[str, np.ndarray],
+    layout: CacheLayout,
+    points: int,
+    config: ExtractConfig,
+    store: LatentStore | None,
+) -> tuple[int, int]:
+    """(image x grid-point forwards, image-view encodes) this call will run: samples already in the
+    cache are skipped, and a batch's encode only where the latent store lacks one of its images.
+    """
+    forwards = encodes = 0
+    for name, split in splits.items():
+        views = layout.slots(name) // config.draws
+        for start in range(0, len(split.labels), config.batch_size):
+            stop = min(start + config.batch_size, len(split.labels))
+            if done[name][start:stop].all():
+                continue
+            forwards += (stop - start) * points * layout.slots(name)
+            ids = np.asarray(split.index[start:stop], dtype=np.int64)
+            for view in range(views):
+                stored = store is not None and store.has(name, view_name(view, config.seed), ids)
+                encodes += 0 if stored else stop - start
+    return forwards, encodes
+
+
 def _as_pair(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     if size is None:
         return None
@@ -457,9 +492,12 @@ def extract(
     """
     out = Path(out)
     plan = plan_extraction(backbone, config)
-    # Resolved once; the cache records the precision actually used (never "auto").
-    config = replace(config, precision=resolve_precision(config.precision, backbone.device))
-    log.info("precision: %s", config.precision)
+    # Resolved once; the cache records the precision actually used (never "auto"). A resume of an
+    # auto run adopts the unfinished cache's precision rather than deciding again (on another machine
+    # auto may resolve otherwise, and the resume would be refused).
+    recorded = None if overwrite or config.precision != "auto" else unfinished_precision(out)
+    config = replace(config, precision=recorded or resolve_precision(config.precision, backbone.device))
+    log.info("precision: %s%s", config.precision, f" (auto: as recorded by the unfinished {out})" if recorded else "")
     dataset, resized = sized_dataset(dataset, config.image_size, backbone.image_size)
     if resized is not None:
         log.info(
@@ -526,6 +564,7 @@ def _extract_locked(
 
     hashed_at = time.perf_counter()
     model_sha256 = backbone.weights_sha256()
+    description = json.loads(json.dumps(describe_model(backbone), default=str))  # as stored and read back
     log.info(
         "start-up: weights identified in %.2f s%s",
         time.perf_counter() - hashed_at,
@@ -542,6 +581,9 @@ def _extract_locked(
             "command": command,
             "model_id": backbone.model_id,
             "model_sha256": model_sha256,
+            # the weights and every config that shapes the features (probekit.models.fingerprint)
+            "model_fingerprint": fingerprint(description),
+            "model_config": json.dumps(description, sort_keys=True),
             "framework": backbone.framework,
             "schedule": backbone.schedule.describe(),
             "dataset": dataset.name,
@@ -611,16 +653,6 @@ def _extract_locked(
         ", ".join(f"{k}={len(v.labels)}" for k, v in splits.items()),
         out,
     )
-    encodes = sum(len(split.labels) * (layout.slots(name) // config.draws) for name, split in splits.items())
-    if flops_per_image:
-        encoder = f" + {encodes} image-view encodes x {encode_flops / 1e9:.3g} GFLOP" if encode_flops else ""
-        log.info(
-            "work: %d image x grid-point forwards x %.3g GFLOP%s = %.3g TFLOP",
-            total,
-            flops_per_image / 1e9,
-            encoder,
-            (total * flops_per_image + encodes * (encode_flops or 0)) / 1e12,
-        )
     store = _latent_store(backbone, config, out, fit_record, dataset)
     try:
         writer = CacheWriter(out, layout, resume=not overwrite, buffer_bytes=write_buffer, lock_fd=lock_fd)
@@ -637,6 +669,17 @@ def _extract_locked(
     end_attrs: dict[str, float] = {}
     started = time.perf_counter()
     try:
+        if flops_per_image:
+            forwards, encodes = _work_left(splits, done, layout, len(plan.grid), config, store)
+            encoder = f" + {encodes} image-view encodes x {encode_flops / 1e9:.3g} GFLOP" if encode_flops else ""
+            log.info(
+                "work: %d image x grid-point forwards x %.3g GFLOP%s = %.3g TFLOP%s",
+                forwards,
+                flops_per_image / 1e9,
+                encoder,
+                (forwards * flops_per_image + encodes * (encode_flops or 0)) / 1e12,
+                f" (of {total} forwards: the rest are on disk)" if forwards < total else "",
+            )
         with tqdm(total=total, unit="fwd", desc="extract", disable=not progress, smoothing=0.1) as bar:
             for split_name, split in splits.items():
                 bar.set_postfix_str(split_name)

@@ -41,6 +41,7 @@ def load_cells(cache: FeatureCache, split: str, cells: Sequence[Cell]) -> dict[C
 #: what must agree for caches to be probed together, with the word used to name it in errors
 _SAME_WORK = {
     "model_sha256": "model",
+    "model_fingerprint": "model configuration",
     "dataset": "dataset",
     "pooling": "pooling",
     "draws": "draws",

@@ -5,7 +5,8 @@ A latent diffusion model's encoder costs as much as a forward or more (Stable Di
 a resume, a second grid or a second layer set. :class:`LatentStore` keeps the posterior means
 (after shift and scaling, exactly what :meth:`Backbone.encode` returns) in one HDF5 file per key.
 
-The key is a SHA-256 over everything the latents depend on: the encoder's weight hash, how the
+The key is a SHA-256 over everything the latents depend on: the encoder's weights and config
+(``scaling_factor``, ``shift_factor``, ...: :meth:`Backbone.encoder_sha256`), how the
 pixels were fitted to it (image size, resize and crop, channels, value range), the dataset (name,
 source, provenance), the device type (a GPU's latents differ from a CPU's in the last bits, and a
 resumed cache must equal an uninterrupted one bit for bit), the memory format and the format
@@ -81,19 +82,24 @@ class LatentStore:
             raise ProbekitError(f"{self.path} holds latents of another key: delete it or choose another --latent-cache")
         return handle
 
-    def get(self, split: str, view: str, ids: np.ndarray) -> torch.Tensor | None:
-        """The stored latents of samples ``ids`` (all of them), else None."""
+    def has(self, split: str, view: str, ids: np.ndarray) -> bool:
+        """Whether the latents of every sample in ``ids`` are stored."""
         group = self.file.get(f"{split}/{view}")
         ids = np.asarray(ids, dtype=np.int64)
-        if group is None or int(ids.max()) >= len(group["done"]):
+        if group is None or len(ids) == 0 or int(ids.max()) >= len(group["done"]):
+            return False
+        return bool(group["done"][np.unique(ids)].all())
+
+    def get(self, split: str, view: str, ids: np.ndarray) -> torch.Tensor | None:
+        """The stored latents of samples ``ids`` (all of them), else None."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.has(split, view, ids):
             self.misses += len(ids)
             return None
+        group = self.file[f"{split}/{view}"]
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
         unique = np.unique(sorted_ids)
-        if not group["done"][unique].all():
-            self.misses += len(ids)
-            return None
         rows = group["latents"][unique][np.searchsorted(unique, sorted_ids)]
         out = np.empty_like(rows)
         out[order] = rows

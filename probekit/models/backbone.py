@@ -106,8 +106,20 @@ class Backbone(ABC):
         """Hash identifying the weights (see :func:`state_dict_sha256`)."""
 
     def encoder_sha256(self) -> str | None:
-        """Hash of the latent encoder's weights (keys stored latents), or None without an encoder."""
+        """Hash of the latent encoder's weights and config (keys stored latents), or None without an encoder."""
         return None
+
+    def configs(self) -> dict[str, object]:
+        """Every config besides the weights that decides the features, by role (see
+        :mod:`probekit.models.fingerprint`); none for backbones without one.
+        """
+        return {}
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the weights, the configs, the schedule and the prompt (:func:`.fingerprint.describe_model`)."""
+        from probekit.models.fingerprint import describe_model, fingerprint
+
+        return fingerprint(describe_model(self))
 
     def known_hashes(self) -> dict[str, str]:
         """The weight hashes computed so far (to hand to other processes of one launch)."""
@@ -247,7 +259,21 @@ class HookedBackbone(Backbone):
         return cache[role]
 
     def encoder_sha256(self) -> str | None:
-        return self.module_sha256("vae") if "vae" in self._weight_modules() else None
+        """The VAE's weights and its loaded config: ``scaling_factor``, ``shift_factor``, ``latents_mean``
+        and every other field shape the stored latents without changing a tensor.
+        """
+        modules = self._weight_modules()
+        if "vae" not in modules:
+            return None
+        from probekit.models.fingerprint import fingerprint, module_config
+
+        return fingerprint({"weights": self.module_sha256("vae"), "config": module_config(modules["vae"])})
+
+    def configs(self) -> dict[str, object]:
+        """Each weight module's loaded config, by role."""
+        from probekit.models.fingerprint import module_config
+
+        return {role: module_config(module) for role, module in self._weight_modules().items()}
 
     def known_hashes(self) -> dict[str, str]:
         roles = dict(self.__dict__.get("_role_sha256", {}))

@@ -106,6 +106,11 @@ class VisionEncoderBackbone(HookedBackbone):
     def _weight_modules(self) -> dict[str, nn.Module]:
         return {"net": self.net}
 
+    def configs(self) -> dict[str, object]:
+        """The encoder's config and the image processor's settings (resize, crop, mean and std)."""
+        processor = self.processor.to_dict() if hasattr(self.processor, "to_dict") else {"repr": repr(self.processor)}
+        return {**super().configs(), "processor": processor}
+
     def weights_sha256(self) -> str:
         """Weights and the preprocessing both decide the features: the hash covers the processor's settings."""
         if self._sha256 is None:

@@ -77,6 +77,13 @@ class PromptConditioned:
         """The prompt template ("" for the empty prompt)."""
         return {"prompt": self.prompt}
 
+    def configs(self) -> dict[str, object]:
+        """The weight modules' configs (:meth:`HookedBackbone.configs`) and every tokenizer's state."""
+        from probekit.models.fingerprint import tokenizer_state
+
+        found = super().configs()  # type: ignore[misc]
+        return {**found, **{role: tokenizer_state(tok) for role, tok in self.text.tokenizer_roles().items()}}
+
     def _conditioning(self, labels: torch.Tensor | None, like: torch.Tensor) -> PromptEmbeds:
         """The conditioning rows of a batch shaped like ``like`` (B, ...), on its device and dtype."""
         batch = like.shape[0]

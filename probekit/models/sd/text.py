@@ -77,6 +77,14 @@ class TextConditioning(ABC):
     def modules(self) -> dict[str, nn.Module]:
         """The text encoders by pipeline role (``text_encoder``, ``text_encoder_2``, ...)."""
 
+    def tokenizer_roles(self) -> dict[str, object]:
+        """The tokenizers by pipeline role (``tokenizer``, ``tokenizer_2``, ``tokenizer_3``)."""
+        found = [getattr(self, "tokenizer", None), *getattr(self, "tokenizers", [])]
+        t5 = getattr(self, "t5", None)
+        found.append(t5[0] if t5 is not None else None)
+        present = [tokenizer for tokenizer in found if tokenizer is not None]
+        return {("tokenizer" if i == 0 else f"tokenizer_{i + 1}"): tok for i, tok in enumerate(present)}
+
 
 class CLIPText(TextConditioning):
     """SD 1.x / 2.x: the last hidden state of ``text_encoder``."""
