@@ -5,14 +5,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROBEKIT := $(VENV)/bin/probekit
 
-.PHONY: setup data demo test lint docs bench clean
+.PHONY: setup data demo test lint docs bench clean lock
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# Every package, transitive ones included, comes from the lock (requirements/lock.txt, made by
+# `make lock` with uv from setup.cfg's extras and requirements/pins.in); setup.cfg keeps ranges for
+# users who `pip install -e .` without it.
+LOCK := requirements/lock.txt
+
+$(VENV)/.installed: setup.cfg pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c $(LOCK) pip
 	# torch first and pinned: the CPU wheel, rather than a CUDA build pulled in as a dependency
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,docs]'
+	$(PY) -m pip install -q -c $(LOCK) torch
+	$(PY) -m pip install -q -c $(LOCK) -e '.[test,docs]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -37,6 +42,14 @@ docs: setup
 
 bench: setup data
 	$(PY) experiments/bench.py
+
+# Refresh the lock after changing a dependency range in setup.cfg or a pin in requirements/pins.in,
+# or to move to newer releases on purpose; commit the result (docs/guide/dependencies.md).
+lock: setup
+	$(PY) -m pip install -q -c $(LOCK) uv
+	$(VENV)/bin/uv pip compile setup.cfg requirements/pins.in --extra test --extra docs --extra hf --extra vision \
+		--python-version 3.11 --python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" \
+		--upgrade -o $(LOCK)
 
 clean:
 	rm -rf $(VENV) out site

@@ -25,6 +25,7 @@ from PIL import Image
 
 from probekit.cli import main
 from probekit.evaluate.predictions import read_predictions
+from tests.budgets import PROCESS_BUDGET_S
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_NAMES = [
@@ -245,7 +246,7 @@ def test_a_killed_run_continues_to_the_files_of_an_uninterrupted_run(
     while _written(cache) < 8 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    proc.communicate(timeout=PROCESS_BUDGET_S)
     assert proc.returncode == -signal.SIGKILL
     assert 0 < _written(cache) < 90 + 45, "the run must be stopped part-way through the model's extraction"
     assert not (tmp_path / "run" / "report.html").exists()

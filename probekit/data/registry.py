@@ -155,8 +155,10 @@ def load_dataset(
         test_fraction: share of images held out as test, for data without a test split (folder
             with one pool, npz without ``x_test``, digits).
         seed: seed of that holdout.
-        image_column, label_column: for ``hf:``/``hf-disk:`` data, the columns to read instead of
-            the detected ones.
+        image_column: for ``hf:``/``hf-disk:`` data, the image column to read instead of the
+            detected one.
+        label_column: for ``hf:``/``hf-disk:`` data, the label column to read instead of the
+            detected one.
 
     The returned dataset's ``name`` is the name, or ``spec`` as given for a path.
     """

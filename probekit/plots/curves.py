@@ -51,7 +51,8 @@ def plot_accuracy_vs_t(
             "logsnr" (non-finite values,
             +inf for clean input, are dropped with a note).
         layers: layer names to draw (default: all), coloured by depth on a sequential colormap.
-        model, dataset: pick one when the table holds several.
+        model: pick one when the table holds several models.
+        dataset: pick one when the table holds several datasets.
         out_path: PNG path; defaults to ``acc_vs_t_<probe>.png`` in the working folder.
     """
     if x not in X_AXES:

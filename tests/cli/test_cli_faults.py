@@ -19,6 +19,7 @@ from probekit.cli import main
 from probekit.core.errors import ProbekitError
 from probekit.features.cache import FeatureCache
 from probekit.features.output_lock import exclusive_output
+from tests.budgets import PROCESS_BUDGET_S
 from tests.cli.test_cli_interrupt import _features, _written
 
 PYTHON = [sys.executable, "-m", "probekit"]
@@ -72,7 +73,7 @@ def _killed_part_way(argv, out) -> int:
     while _written(out) < 12 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.kill()
-    proc.wait(timeout=60)
+    proc.wait(timeout=PROCESS_BUDGET_S)
     written = _written(out)
     assert 0 < written < 160, "the process must be stopped part-way"
     return written
@@ -216,7 +217,7 @@ def test_lock_of_a_killed_process_does_not_outlive_it(tmp_path):
         with exclusive_output(out):
             pass
     holder.kill()
-    holder.wait(timeout=60)
+    holder.wait(timeout=PROCESS_BUDGET_S)
     with exclusive_output(out):  # taken at once: the kernel dropped the dead holder's lock
         pass
 

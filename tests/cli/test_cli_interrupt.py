@@ -11,6 +11,7 @@ import pytest
 
 from probekit.cli import main
 from probekit.features.cache import FeatureCache
+from tests.budgets import PROCESS_BUDGET_S
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def _run_and_signal(argv: list[str], out, sig: int) -> subprocess.CompletedProce
     while _written(out) < 20 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=PROCESS_BUDGET_S)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
@@ -136,7 +137,7 @@ def test_killed_at_many_moments_resumes_to_identical_cache(tiny_unet_dir, npz_50
             time.sleep(0.005)
         time.sleep(float(rng.uniform(0, 0.02)))  # anywhere inside the next block, not just at its edge
         proc.kill()
-        proc.wait(timeout=60)
+        proc.wait(timeout=PROCESS_BUDGET_S)
         progress.append(_written(part))
     assert progress[-1] < 160, f"the last kill must interrupt the run (samples written after each kill: {progress})"
     assert any(0 < p < 160 for p in progress), progress

@@ -165,9 +165,11 @@ def _interrupt_after(backbone, monkeypatch, forwards):
     return lambda: monkeypatch.setattr(backbone, "features", original)
 
 
-def test_interrupted_extraction_resumes_to_the_uninterrupted_result(tiny_unet_dir, tmp_path, monkeypatch):
+# Run-to-run comparisons hold in bf16 too (the suite pins auto to fp32; bf16 is asked for here).
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_interrupted_extraction_resumes_to_the_uninterrupted_result(tiny_unet_dir, tmp_path, monkeypatch, precision):
     backbone = load_backbone(str(tiny_unet_dir))
-    config = ExtractConfig(timesteps=[0, 30], layers=LAYERS, draws=2, batch_size=4)
+    config = ExtractConfig(timesteps=[0, 30], layers=LAYERS, draws=2, batch_size=4, precision=precision)
     extract(backbone, _dataset(), tmp_path / "whole.h5", config, progress=False)
 
     restore = _interrupt_after(backbone, monkeypatch, forwards=1 + 4 * 2 * 2)  # width probe + 4 batches x 2 t x 2 draws
@@ -190,7 +192,31 @@ def test_interrupted_extraction_resumes_to_the_uninterrupted_result(tiny_unet_di
     for key in whole:
         np.testing.assert_array_equal(whole[key], resumed[key])
     with FeatureCache(tmp_path / "part.h5") as cache:
-        assert cache.complete
+        assert cache.complete and cache.attrs["precision"] == precision
+
+
+def test_resume_of_an_auto_run_adopts_the_recorded_precision(tiny_unet_dir, tmp_path, monkeypatch):
+    """An unfinished cache made where auto meant bf16, resumed where it means fp32: bf16 is kept."""
+    backbone = load_backbone(str(tiny_unet_dir))
+    restore = _interrupt_after(backbone, monkeypatch, forwards=3)
+    with pytest.raises(KeyboardInterrupt):
+        extract(
+            backbone,
+            _dataset(),
+            tmp_path / "part.h5",
+            ExtractConfig(timesteps=[0, 30], layers=LAYERS, batch_size=4, precision="bf16"),
+            progress=False,
+        )
+    restore()
+    extract(
+        backbone,
+        _dataset(),
+        tmp_path / "part.h5",
+        ExtractConfig(timesteps=[0, 30], layers=LAYERS, batch_size=4),
+        progress=False,
+    )  # auto, pinned to fp32 in this session
+    with FeatureCache(tmp_path / "part.h5") as cache:
+        assert cache.complete and cache.attrs["precision"] == "bf16"
 
 
 def test_resume_refuses_different_work_and_complete_caches(tiny_unet_dir, tmp_path, monkeypatch):

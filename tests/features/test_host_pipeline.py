@@ -73,6 +73,19 @@ def test_two_workers_give_identical_features(tiny_unet_dir, reference, tmp_path)
     assert expected["train/mid_block.resnets.1"].shape[1] == 2  # the clean view and one augmented view
 
 
+def test_two_workers_give_identical_features_in_bf16(tiny_unet_dir, reference, tmp_path):
+    """The run-to-run comparison in bf16 as well (the suite pins auto to fp32)."""
+    root, _ = reference
+    runs = {}
+    for workers in (0, 2):
+        out = tmp_path / f"bf16-w{workers}.h5"
+        config = _config(workers=workers, precision="bf16")
+        extract(load_backbone(str(tiny_unet_dir)), load_dataset(str(root)), out, config, progress=False)
+        runs[workers] = _features(out)
+    for key in runs[0]:
+        np.testing.assert_array_equal(runs[2][key], runs[0][key])
+
+
 def test_another_batch_size_agrees_to_the_forwards_rounding(tiny_unet_dir, reference, tmp_path):
     root, expected = reference
     out = tmp_path / "b3.h5"
