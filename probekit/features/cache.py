@@ -60,6 +60,9 @@ from probekit.core.types import GridPoint, LayerInfo
 from probekit.features.output_lock import created_by_lock, is_lock_placeholder, lock_replaced_output
 
 FORMAT = "probekit-features"
+#: Fletcher-32 checksums on feature datasets (h5py ``fletcher32``); a switch for the benchmark that
+#: measures their cost (experiments/bench_checksum.py), always on otherwise
+FEATURE_CHECKSUM = True
 FORMAT_VERSION = 2
 #: the version of caches without a spatial grid (unchanged since version 1)
 _PLAIN_VERSION = 1
@@ -280,8 +283,15 @@ class CacheWriter:
                 # One chunk holds a block of samples of one (t, slot): a cell reads contiguously,
                 # and every layer's chunks end at the same sample, so a block of `rows` samples
                 # fills whole chunks of every layer at once (see CacheWriter).
+                # Fletcher-32 per chunk: a flipped byte on disk is a clear error when read, never a feature
+                # (4 bytes per chunk; its cost is in docs/reference/cache-format.md).
                 feats.create_dataset(
-                    layer.name, shape=shape, dtype=layout.dtype, chunks=(1, 1, rows, width), dcpl=_early_allocation()
+                    layer.name,
+                    shape=shape,
+                    dtype=layout.dtype,
+                    chunks=(1, 1, rows, width),
+                    fletcher32=FEATURE_CHECKSUM,
+                    dcpl=_early_allocation(),
                 )
 
     def write_batch(self, split: str, start: int, feats: Mapping[str, np.ndarray]) -> None:
@@ -615,6 +625,31 @@ def _finished(future: Future) -> bool:
     return False
 
 
+class _Checked:
+    """A feature dataset whose reads turn a failed Fletcher-32 checksum (or any HDF5 read error)
+    into one line naming the file and the dataset, instead of HDF5's error stack.
+    """
+
+    def __init__(self, dataset: h5py.Dataset, path: Path) -> None:
+        self._dataset, self._path = dataset, path
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._dataset, name)
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        try:
+            return self._dataset[key]
+        except OSError as err:
+            checksum = "filter returned failure" in str(err) or "checksum" in str(err).lower()
+            what = (
+                "does not match its Fletcher-32 checksum (the bytes on disk changed)" if checksum else "cannot be read"
+            )
+            raise ProbekitError(
+                f"{self._path}: dataset {self._dataset.name} {what} ({first_line(err)}): the cache is damaged; "
+                "extract it again (--overwrite)"
+            ) from err
+
+
 class FeatureCache:
     """Read-only view of a cache file. Use as a context manager or call :meth:`close`."""
 
@@ -821,7 +856,7 @@ class FeatureCache:
             raise ProbekitError(f"timestep {t} is not in {self.path} (its grid: {self._timesteps})") from None
         if layer not in self._layer_names:
             raise ProbekitError(f"layer {layer!r} is not in {self.path} (its layers: {', '.join(self._layer_names)})")
-        return self.file[split]["feats"][layer], t_index
+        return _Checked(self.file[split]["feats"][layer], self.path), t_index  # type: ignore[return-value]
 
     def features(self, split: str, layer: str, t: int, *, draws: str = "mean") -> np.ndarray:
         """(N, D) float32 features of one cell on the clean image (view 0).

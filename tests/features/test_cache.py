@@ -193,3 +193,27 @@ def test_info_prints_the_prompt_template(tmp_path, capsys):
     assert main(["info", str(tmp_path / "p.h5")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "prompt template: 'a photo of a {}'" in lines
+
+
+def test_a_flipped_byte_in_a_feature_chunk_is_one_line_naming_file_and_dataset(tmp_path, capsys):
+    from probekit.cli import main
+
+    path = tmp_path / "c.h5"
+    _fill(path, _layout(), np.random.default_rng(0))
+    with h5py.File(path, "r") as f:
+        dataset = f["train"]["feats"]["b"]
+        assert dataset.fletcher32
+        chunk = dataset.id.get_chunk_info(0)  # (t=0, draw 0, first rows)
+    raw = bytearray(path.read_bytes())
+    raw[chunk.byte_offset + 2] ^= 0x01  # one bit of one stored float
+    path.write_bytes(bytes(raw))
+    with FeatureCache(path) as cache:
+        np.testing.assert_array_equal(cache.features("train", "a", 1).shape, (5, 3))  # other datasets still read
+        with pytest.raises(ProbekitError, match=r"c\.h5: dataset /train/feats/b does not match its Fletcher-32"):
+            cache.features("train", "b", 1)
+    capsys.readouterr()
+    argv = ["probe", "--cache", str(path), "--out", str(tmp_path / "r.csv"), "--quiet", "--val-fraction", "0"]
+    assert main([*argv, "--probes", "knn"]) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "/train/feats/b" in err[0] and "Fletcher-32" in err[0], err
+    assert not (tmp_path / "r.csv").exists()
