@@ -127,3 +127,20 @@ def test_the_api_reference_names_every_public_export():
     page = (ROOT / "docs" / "reference" / "api.md").read_text()
     documented = set(re.findall(r"^::: probekit\.(\w+)$", page, flags=re.M))
     assert documented == set(probekit.__all__) - {"__version__"}
+
+
+def test_the_release_is_the_same_in_the_package_citation_readme_and_changelog():
+    """One release number, read independently from each file that states it."""
+    import re
+
+    import yaml
+
+    from probekit._version import RELEASE, __version__
+
+    root = Path(__file__).resolve().parents[1]
+    citation = yaml.safe_load((root / "CITATION.cff").read_text())
+    readme = re.search(r"@software\{probekit,.*?version = \{([^}]+)\}", (root / "README.md").read_text(), re.S)
+    changelog = re.findall(r"^## (\d+\.\d+\.\d+) ", (root / "CHANGELOG.md").read_text(), re.M)
+    assert str(citation["version"]) == readme.group(1) == changelog[0] == RELEASE
+    assert __version__.split("+")[0] == RELEASE
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\+g[0-9a-f]{7,}(\.dirty)?)?", __version__), __version__

@@ -54,6 +54,7 @@ from probekit.core.noise import noise_seed, sample_noise, split_seed
 from probekit.core.pooling import Pooling
 from probekit.core.precision import machine_description
 from probekit.core.schedule import GridPoint
+from probekit.core.verbosity import progress_enabled
 from probekit.data import ImageDataset, ImageSplit, fit_images
 from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet, predictions_path, write_predictions
@@ -359,7 +360,9 @@ class Finetuner:
         per_epoch = self.order.steps_per_epoch
         started = time.perf_counter()
         sums = [0.0, 0, 0]
-        with tqdm(total=self.total_steps, initial=step, unit="step", desc="finetune", disable=not progress) as bar:
+        with tqdm(
+            total=self.total_steps, initial=step, unit="step", desc="finetune", disable=not progress_enabled(progress)
+        ) as bar:
             while step < self.total_steps:
                 loss, correct, count = self._train_step(step)
                 sums = [sums[0] + loss, sums[1] + correct, sums[2] + count]

@@ -17,6 +17,7 @@ from probekit.cli import analyses, dense, features, plots, probes, run, train
 from probekit.cli.common import Interrupted
 from probekit.core import interrupt
 from probekit.core.errors import ConfigError, ProbekitError
+from probekit.core.verbosity import set_verbosity
 
 DESCRIPTION = """\
 Which layer, at which noise level, holds the most linearly separable features of a diffusion model?
@@ -59,8 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(sub)
     dense.register(sub)
     run.register(sub)
-
+    for command in sub.choices.values():
+        _add_verbosity(command)
     return parser
+
+
+def _add_verbosity(command: argparse.ArgumentParser) -> None:
+    """``--quiet`` and ``--verbose`` on every command (some commands declare ``--quiet`` themselves)."""
+    flags = {flag for action in command._actions for flag in action.option_strings}
+    if "--quiet" not in flags:
+        command.add_argument("--quiet", action="store_true", help="no progress bars (the level also follows $PROBEKIT_VERBOSITY)")
+    command.add_argument(
+        "--verbose", action="store_true", help="debug messages too (the level also follows $PROBEKIT_VERBOSITY)"
+    )
 
 
 #: config fields whose flag is not the field's own name with dashes
@@ -81,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupt.clear()  # a request handled by an earlier in-process run is not this one's
     # Progress messages go to stdout, so stderr carries errors only (one line each).
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    set_verbosity("debug" if args.verbose else "quiet" if getattr(args, "quiet", False) else None)
     run: Callable[[argparse.Namespace], None] = args.run
     try:
         run(args)

@@ -26,6 +26,7 @@ from probekit.core.noise import sample_noise, split_seed
 from probekit.core.pooling import Pooling
 from probekit.core.precision import PRECISION_CHOICES, resolve_precision
 from probekit.core.schedule import GridPoint
+from probekit.core.verbosity import progress_enabled
 from probekit.data import ImageDataset, fit_images
 from probekit.data.base import sized_dataset
 from probekit.features.cache import (
@@ -680,7 +681,9 @@ def _extract_locked(
                 (forwards * flops_per_image + encodes * (encode_flops or 0)) / 1e12,
                 f" (of {total} forwards: the rest are on disk)" if forwards < total else "",
             )
-        with tqdm(total=total, unit="fwd", desc="extract", disable=not progress, smoothing=0.1) as bar:
+        with tqdm(
+            total=total, unit="fwd", desc="extract", disable=not progress_enabled(progress), smoothing=0.1
+        ) as bar:
             for split_name, split in splits.items():
                 bar.set_postfix_str(split_name)
                 seed = split_seed(config.seed, split_name)

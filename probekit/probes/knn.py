@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from probekit.core.errors import ProbekitError
+from probekit.core.verbosity import progress_enabled
 from probekit.probes._inputs import as_float32_tensor, check_probe_inputs, resolve_num_classes
 from probekit.probes.metrics import CellScore, score_predictions
 
@@ -158,7 +159,7 @@ def knn_sweep(
     low = knn_similarity_precision(similarity, device, k_max)
 
     out: dict[tuple[int, float], dict[K, dict[str, np.ndarray]]] = {(k, t): {} for k in ks for t in temperatures}
-    bar = tqdm(total=len(train), desc="knn probe", unit="cell", disable=not progress)
+    bar = tqdm(total=len(train), desc="knn probe", unit="cell", disable=not progress_enabled(progress))
     for group in _cell_groups(train, device, chunk_size):
         banks, means = [], []
         for key in group:

@@ -53,6 +53,7 @@ import torch
 from tqdm.auto import tqdm
 
 from probekit.core.errors import ProbekitError
+from probekit.core.verbosity import progress_enabled
 from probekit.probes._inputs import as_float32_tensor, check_probe_inputs, resolve_num_classes
 from probekit.probes.metrics import CellScore, score_predictions
 
@@ -520,7 +521,7 @@ def _lbfgs(
     n_iter = torch.zeros(n_cells, dtype=torch.int64, device=device)
     first = True
 
-    bar = tqdm(total=config.max_iter, desc="linear probe", unit="iter", disable=not progress)
+    bar = tqdm(total=config.max_iter, desc="linear probe", unit="iter", disable=not progress_enabled(progress))
     for _ in range(config.max_iter):
         if not bool(active.any()):
             break

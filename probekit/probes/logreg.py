@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from probekit.core.errors import ProbekitError
+from probekit.core.verbosity import progress_enabled
 from probekit.probes._inputs import check_probe_inputs
 from probekit.probes.metrics import CellScore, score_predictions
 
@@ -63,7 +64,7 @@ def logreg_probe(
     """
     y_train, y_test = check_probe_inputs(train, y_train, test, y_test)
     scores: dict[K, CellScore] = {}
-    for key in tqdm(train, desc="logreg probe", unit="cell", disable=not progress):
+    for key in tqdm(train, desc="logreg probe", unit="cell", disable=not progress_enabled(progress)):
         model = make_pipeline(StandardScaler(), LogisticRegression(C=config.C, max_iter=config.max_iter))
         with warnings.catch_warnings(record=True) as caught:
             # Record instead of printing: one warning per cell would bury the progress bar.

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from probekit.core.errors import ProbekitError
+from probekit.core.verbosity import progress_enabled
 from probekit.probes._inputs import as_float32_tensor
 from probekit.probes.protocol import ProbeOutcome, ProbeTask, accuracy
 
@@ -141,7 +142,7 @@ def _train_group(
     best_acc = np.full(len(keys), -1.0)
     best_preds: list[dict[str, np.ndarray]] = [{} for _ in keys]
     step = 0
-    for epoch in tqdm(range(config.epochs), desc=desc, unit="epoch", disable=not progress):
+    for epoch in tqdm(range(config.epochs), desc=desc, unit="epoch", disable=not progress_enabled(progress)):
         for group in optimizer.param_groups:
             group["lr"] = config.lr * _lr_factor(config, epoch, step, steps_per_epoch)
         order = torch.randperm(n, generator=generator).to(device)

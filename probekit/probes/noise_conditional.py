@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from probekit.core.errors import ProbekitError
+from probekit.core.verbosity import progress_enabled
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def fit_noise_conditional(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs * steps_per_epoch)
     losses = []
     mean_d, std_d = mean.to(device), std.to(device)
-    for _ in tqdm(range(config.epochs), desc="noise-conditional", disable=not progress):
+    for _ in tqdm(range(config.epochs), desc="noise-conditional", disable=not progress_enabled(progress)):
         order = torch.randperm(n, generator=generator)
         level = torch.randint(levels, (n,), generator=generator)
         draw = torch.randint(draws, (n,), generator=generator)

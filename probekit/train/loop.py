@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from probekit.core.errors import ProbekitError
 from probekit.core.noise import noise_seed
 from probekit.core.precision import machine_description, resolve_precision
+from probekit.core.verbosity import progress_enabled
 from probekit.data import fit_images, load_dataset, stratified_subset
 from probekit.data.base import sized_dataset
 from probekit.train.config import TrainConfig
@@ -154,7 +155,9 @@ def train(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     end = min(config.total_steps, stop_at) if stop_at is not None else config.total_steps
     started, losses = time.perf_counter(), []
-    with tqdm(total=config.total_steps, initial=step, unit="step", desc="train", disable=not progress) as bar:
+    with tqdm(
+        total=config.total_steps, initial=step, unit="step", desc="train", disable=not progress_enabled(progress)
+    ) as bar:
         while step < end:
             index = order.batch(step).numpy()
             x0, _ = fit_images(images.read(index), size=size, channels=channels, value_range=(-1.0, 1.0))
