@@ -31,11 +31,13 @@ demo: setup data
 test: setup lint
 	$(PY) -m pytest -q
 
-# style and architecture: the formatter's output, the linter, and the package's layer contract
+# style, architecture and types: the formatter's output, the linter, the package's layer contract,
+# and mypy against its shrinking baseline (.ci/typecheck.py)
 lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(PY) .ci/typecheck.py
 
 docs: setup
 	$(PY) -m mkdocs build --strict
