@@ -69,7 +69,9 @@ def _add_verbosity(command: argparse.ArgumentParser) -> None:
     """``--quiet`` and ``--verbose`` on every command (some commands declare ``--quiet`` themselves)."""
     flags = {flag for action in command._actions for flag in action.option_strings}
     if "--quiet" not in flags:
-        command.add_argument("--quiet", action="store_true", help="no progress bars (the level also follows $PROBEKIT_VERBOSITY)")
+        command.add_argument(
+            "--quiet", action="store_true", help="no progress bars (the level also follows $PROBEKIT_VERBOSITY)"
+        )
     command.add_argument(
         "--verbose", action="store_true", help="debug messages too (the level also follows $PROBEKIT_VERBOSITY)"
     )

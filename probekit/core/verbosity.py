@@ -2,9 +2,10 @@
 
 Three levels: ``quiet`` (no progress bars: the plan, the work and what was written are still
 printed, as they are a command's output), ``info`` (the default: those messages with progress
-bars) and ``debug`` (debug messages too, for bug reports). The level comes from :func:`set_verbosity` (the command line's ``--quiet`` /
-``--verbose``, on every command), else from the environment variable ``PROBEKIT_VERBOSITY``;
-a function's own ``progress=False`` still turns its bar off.
+bars) and ``debug`` (debug messages too, for bug reports). The level comes from
+:func:`set_verbosity` (the command line's ``--quiet`` / ``--verbose``, on every command), else
+from the environment variable ``PROBEKIT_VERBOSITY``; a function's own ``progress=False`` still
+turns its bar off.
 """
 
 from __future__ import annotations
