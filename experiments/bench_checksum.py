@@ -25,8 +25,8 @@ import pandas as pd
 from probekit.core.precision import machine_description
 from probekit.core.schedule import DDPMSchedule
 from probekit.core.types import LayerInfo
-from probekit.features import cache as cache_module
 from probekit.features.cache import CacheLayout, CacheWriter, FeatureCache, SplitLabels
+from probekit.features.cache import writer as cache_module
 
 # The shipped UNet's 27 readable layers, by width (probekit layers --model checkpoints/fashion-mnist-ddpm).
 WIDTHS = [32] * 4 + [64] * 4 + [128] * 3 + [128] * 3 + [128] * 4 + [64] * 4 + [32] * 5
