@@ -165,7 +165,7 @@ def knn_sweep(
         for key in group:
             raw = as_float32_tensor(train[key]).to(device)
             mean = raw.double().mean(dim=0).float() if centre else None
-            banks.append(_unit_rows(raw, mean))
+            banks.append(unit_rows(raw, mean))
             means.append(mean)
         bank = torch.stack(banks)  # (G, N, C)
         bank_low = bank.to(low) if low is not None else None
@@ -174,17 +174,19 @@ def knn_sweep(
             for start in range(0, len(cells[group[0]]), chunk_size):
                 q = torch.stack(
                     [
-                        _unit_rows(as_float32_tensor(cells[key][start : start + chunk_size]).to(device), mean)
+                        unit_rows(as_float32_tensor(cells[key][start : start + chunk_size]).to(device), mean)
                         for key, mean in zip(group, means)
                     ]
                 )  # (G, B, C)
-                top_sim, top_idx = _top_neighbours(q, bank, bank_low, k_max)
+                top_sim, top_idx = top_neighbours(q, bank, bank_low, k_max)
                 sims.append(top_sim)
                 indices.append(top_idx)
             # One vote over the whole query set (G, N_q, k_max): few large ops rather than many
             # small ones, which on a busy CPU each pay a thread-synchronisation delay.
             with _one_cpu_thread(device):
-                votes = _votes(torch.cat(sims, dim=1), labels[torch.cat(indices, dim=1)], ks, temperatures, num_classes)
+                votes = weighted_votes(
+                    torch.cat(sims, dim=1), labels[torch.cat(indices, dim=1)], ks, temperatures, num_classes
+                )
             for kt, predictions in votes.items():
                 predictions = predictions.cpu().numpy()  # (G, N_q)
                 for g, key in enumerate(group):
@@ -266,7 +268,7 @@ def _cell_groups(train: Mapping[K, np.ndarray], device: torch.device, chunk_size
     return groups
 
 
-def _unit_rows(rows: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
+def unit_rows(rows: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
     """``rows`` (float32), minus ``mean`` when given, scaled to unit L2 norm (zero rows stay zero)."""
     if mean is not None:
         rows = rows - mean
@@ -274,7 +276,7 @@ def _unit_rows(rows: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _top_neighbours(
+def top_neighbours(
     q: torch.Tensor, bank: torch.Tensor, bank_low: torch.Tensor | None, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` nearest train rows of each query, ranked by (similarity desc, train index asc).
@@ -365,7 +367,7 @@ def _one_cpu_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _votes(
+def weighted_votes(
     top_sim: torch.Tensor, top_labels: torch.Tensor, ks: list[int], temperatures: list[float], num_classes: int
 ) -> dict[tuple[int, float], torch.Tensor]:
     """(G, B) predicted classes per (k, temperature) from ranked neighbours (G, B, k_max).

@@ -2,7 +2,7 @@
 
 ``linear``: the objective of :mod:`probekit.probes.linear` is a sum over rows, so its value and
 gradient are sums of per-block products; each L-BFGS evaluation is one pass over the blocks, and
-the solver (:func:`probekit.probes.linear._lbfgs`), its stopping rule and its preconditioner are
+the solver (:func:`probekit.probes.linear.lbfgs`), its stopping rule and its preconditioner are
 those of the in-memory probe. Standardisation takes one more pass (float64 sums), and the
 preconditioner reads the same 4096 evenly spaced rows the in-memory probe samples.
 
@@ -24,17 +24,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from probekit.probes.knn import _top_neighbours, _unit_rows, _votes
-from probekit.probes.linear import (
-    _PRECONDITION_MIN_ROWS_PER_FEATURE,
-    _PRECONDITION_ROWS,
+from probekit.probes.knn import top_neighbours, unit_rows, weighted_votes
+from probekit.probes.lbfgs import (
     CONSTANT_STD,
-    LinearHead,
-    LinearProbeConfig,
-    _lbfgs,
-    _Problem,
-    predict_linear_grid,
+    PRECONDITION_MIN_ROWS_PER_FEATURE,
+    PRECONDITION_ROWS,
+    Problem,
+    lbfgs,
 )
+from probekit.probes.linear import LinearHead, LinearProbeConfig, predict_linear_grid
 
 
 @dataclass
@@ -66,8 +64,8 @@ class TrainRows:
 
 
 @dataclass(eq=False)
-class _StreamedProblem(_Problem):
-    """One cell's :class:`~probekit.probes.linear._Problem` whose features stay on disk."""
+class _StreamedProblem(Problem):
+    """One cell's :class:`~probekit.probes.linear.Problem` whose features stay on disk."""
 
     source: TrainRows = field(default=None)  # type: ignore[assignment]
 
@@ -95,7 +93,7 @@ class _StreamedProblem(_Problem):
         """Mean (float64 sums, one pass) and std (of the float32-centred rows, one pass)."""
         n, width = source.n, source.width
         if precondition == "auto":
-            precondition = n >= _PRECONDITION_MIN_ROWS_PER_FEATURE * width
+            precondition = n >= PRECONDITION_MIN_ROWS_PER_FEATURE * width
         total = np.zeros(width, dtype=np.float64)
         for block in source.blocks():
             total += block.sum(axis=0, dtype=np.float64)
@@ -129,7 +127,7 @@ class _StreamedProblem(_Problem):
         self.l2 = 1.0 / (C * n)
         if not self.preconditioned:
             return
-        rows = torch.linspace(0, n - 1, min(n, _PRECONDITION_ROWS)).long().numpy()
+        rows = torch.linspace(0, n - 1, min(n, PRECONDITION_ROWS)).long().numpy()
         if not hasattr(self, "_sample"):
             self._sample = self.standardised(self.source.rows(rows))[0].T.double()
         sample = self._sample
@@ -147,7 +145,7 @@ class _StreamedProblem(_Problem):
         self.chol_inv = torch.linalg.solve_triangular(factor, identity, upper=False).float()[None]
 
     def evaluate(self, theta: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """F and its gradient, as :meth:`_Problem.evaluate`, summed over blocks read from disk."""
+        """F and its gradient, as :meth:`Problem.evaluate`, summed over blocks read from disk."""
         n = self.source.n
         f = torch.full((1,), float("nan"), dtype=torch.float64, device=theta.device)
         grad = torch.zeros_like(theta)
@@ -197,7 +195,7 @@ def fit_linear_streamed(
     theta = None
     for c in sorted({float(c) for c in Cs}):
         problem.set_C(c)
-        fitted, theta = _lbfgs(problem, config, False, theta)
+        fitted, theta = lbfgs(problem, config, False, theta)
         heads[c] = fitted[key]
     return {float(c): heads[float(c)] for c in Cs}
 
@@ -235,7 +233,7 @@ def knn_streamed(
             total += block.sum(axis=0, dtype=np.float64)
         mean = torch.from_numpy(total / source.n).float()
     units = {
-        name: _unit_rows(torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)), mean)
+        name: unit_rows(torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)), mean)
         for name, q in queries.items()
     }
     best = {
@@ -244,12 +242,12 @@ def knn_streamed(
     }
     start = 0
     for block in source.blocks():
-        bank = _unit_rows(torch.from_numpy(block), mean)[None]  # (1, b, C)
+        bank = unit_rows(torch.from_numpy(block), mean)[None]  # (1, b, C)
         m = min(k_max, len(block))
         for name, q in units.items():
             top_sims, top_idx = [], []
             for lo in range(0, len(q), chunk_size):
-                sim, idx = _top_neighbours(q[None, lo : lo + chunk_size], bank, None, m)
+                sim, idx = top_neighbours(q[None, lo : lo + chunk_size], bank, None, m)
                 top_sims.append(sim[0])
                 top_idx.append(idx[0] + start)
             # Running neighbours hold lower train indices than this block's: a stable sort by
@@ -261,7 +259,7 @@ def knn_streamed(
         start += len(block)
     out: dict[tuple[int, float], dict[str, np.ndarray]] = {(k, t): {} for k in ks for t in temperatures}
     for name, (sims, idx) in best.items():
-        votes = _votes(sims[None], y[idx][None], ks, temperatures, num_classes)
+        votes = weighted_votes(sims[None], y[idx][None], ks, temperatures, num_classes)
         for kt, predictions in votes.items():
             out[kt][name] = predictions[0].numpy().astype(np.int64)
     return out

@@ -16,7 +16,7 @@ from probekit.probes import (
     linear_probe_path,
     predict_linear_grid,
 )
-from probekit.probes.linear import _Problem
+from probekit.probes.lbfgs import Problem
 
 TIGHT = LinearProbeConfig(tol=1e-7, max_iter=3000)
 
@@ -242,7 +242,7 @@ def test_preconditioner_uses_every_rows_variance_for_a_feature_its_sample_misses
     x[:, -1] = 0.0
     x[rare, -1] = 7.0
     labels = torch.from_numpy(rng.integers(0, 3, n))
-    problem = _Problem.build([0], {0: x}, labels, 3, torch.device("cpu"), True)
+    problem = Problem.build([0], {0: x}, labels, 3, torch.device("cpu"), True)
     problem.set_C(1.0)
     inv_factor = problem.chol_inv[0].double().numpy()
     m = np.linalg.inv(inv_factor.T @ inv_factor)  # M = (L^-T L^-1)^-1
@@ -256,7 +256,7 @@ def test_auto_preconditions_only_with_four_rows_per_feature(n, width, expected):
     rng = np.random.default_rng(0)
     cells = {0: rng.standard_normal((n, width)).astype(np.float32)}
     labels = torch.from_numpy(rng.integers(0, 3, n))
-    problem = _Problem.build([0], cells, labels, 3, torch.device("cpu"), "auto")
+    problem = Problem.build([0], cells, labels, 3, torch.device("cpu"), "auto")
     problem.set_C(1.0)
     assert (problem.chol_inv is not None) is expected
 
@@ -275,7 +275,7 @@ def test_preconditioner_applies_the_inverse_of_the_curvature_bound():
     mixing = rng.standard_normal((width, width))
     x = (rng.standard_normal((n, width)) @ mixing + 3.0).astype(np.float32)  # correlated features
     labels = torch.from_numpy(rng.integers(0, classes, n))
-    problem = _Problem.build([0], {0: x}, labels, classes, torch.device("cpu"), True)
+    problem = Problem.build([0], {0: x}, labels, classes, torch.device("cpu"), True)
     problem.set_C(0.5)
     z = (x - x.astype(np.float64).mean(0)) / x.astype(np.float64).std(0)
     m = z.T @ z / n / 2 + np.eye(width) / (0.5 * n)
