@@ -54,11 +54,12 @@ from probekit.core.noise import noise_seed, sample_noise, split_seed
 from probekit.core.pooling import Pooling
 from probekit.core.precision import machine_description
 from probekit.core.schedule import GridPoint
+from probekit.core.types import CellInfo
 from probekit.core.verbosity import progress_enabled
 from probekit.data import ImageDataset, ImageSplit, fit_images
 from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet, predictions_path, write_predictions
-from probekit.evaluate.results import CellInfo, scores_to_table, write_table
+from probekit.evaluate.results import scores_to_table, write_table
 from probekit.models.backbone import Backbone
 from probekit.models.layers import select_layers
 from probekit.models.trace import StopForward, trace

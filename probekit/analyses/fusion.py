@@ -34,9 +34,10 @@ import pandas as pd
 import torch
 
 from probekit.core.errors import ProbekitError
+from probekit.core.types import CellInfo
 from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet
-from probekit.evaluate.results import COLUMNS, CellInfo, read_table, scores_to_table
+from probekit.evaluate.results import COLUMNS, read_table, scores_to_table
 from probekit.probes.protocol import ProbeTask, accuracy
 from probekit.probes.registry import ProbeSettings, run_probe
 

@@ -29,9 +29,10 @@ import pandas as pd
 
 from probekit.core.errors import ProbekitError
 from probekit.core.noise import sample_noise, split_seed
+from probekit.core.types import CellInfo
 from probekit.data import ImageDataset, fit_images
 from probekit.evaluate import score_predictions
-from probekit.evaluate.results import CellInfo, scores_to_table, write_table
+from probekit.evaluate.results import scores_to_table, write_table
 from probekit.features.cache import FeatureCache
 from probekit.features.extraction import ExtractConfig, extract, plan_extraction
 from probekit.models.backbone import Backbone

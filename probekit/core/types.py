@@ -31,3 +31,19 @@ class GridPoint:
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class CellInfo:
+    """Metadata of one (timestep, layer) cell of a results table: ``t`` the framework's timestep index,
+    ``sigma`` and ``logsnr`` of that noise level (sigma 0 / logsnr +inf: the clean input), ``alpha_bar``
+    the signal fraction, and the layer's name, stage and depth (forward order).
+    """
+
+    t: int
+    sigma: float
+    logsnr: float
+    alpha_bar: float
+    layer: str
+    stage: str
+    depth: int

@@ -37,13 +37,14 @@ import math
 import os
 import tempfile
 from collections.abc import Hashable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
 from probekit.core.atomic import publish
 from probekit.core.errors import ProbekitError
+from probekit.core.types import CellInfo
 from probekit.evaluate.metrics import CellScore, wilson_interval
 
 COLUMNS: tuple[str, ...] = (
@@ -93,19 +94,6 @@ _DTYPES = {
 # pandas < 3 parses floats with a fast, not always exact, parser unless asked; pandas 3 is exact
 # by default and deprecates the option.
 _EXACT_FLOATS = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
-
-
-@dataclass(frozen=True)
-class CellInfo:
-    """Metadata of one (timestep, layer) cell; units as in the module docstring."""
-
-    t: int
-    sigma: float
-    logsnr: float
-    alpha_bar: float
-    layer: str
-    stage: str
-    depth: int
 
 
 def scores_to_table(

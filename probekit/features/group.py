@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from probekit.core.errors import ProbekitError
-from probekit.evaluate.results import CellInfo
+from probekit.core.types import CellInfo
 from probekit.features.cache import FeatureCache
 
 Cell = tuple[int, str]  # (t, layer)

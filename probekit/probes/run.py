@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from probekit.core.errors import ConfigError, ProbekitError
+from probekit.core.types import CellInfo
 from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet
-from probekit.evaluate.results import CellInfo, scores_to_table
+from probekit.evaluate.results import scores_to_table
 from probekit.features.group import CacheGroup, Cell
 from probekit.probes.protocol import ProbeTask
 from probekit.probes.registry import EPOCH_BASED, PROBES, ProbeSettings, run_probe

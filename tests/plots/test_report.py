@@ -224,9 +224,9 @@ def test_the_shipped_report_renders_and_holds_the_shipped_results(tmp_path):
 def _dense_run(folder, name, kind, cells, seed):
     """A segment / correspond results table with its sidecar, from random per-unit test outcomes."""
     from probekit.analyses.dense.table import dense_rows
+    from probekit.core.types import CellInfo
     from probekit.evaluate.dense import segmentation_scores
     from probekit.evaluate.dense_sidecar import write_dense_sidecar
-    from probekit.evaluate.results import CellInfo
 
     rng = np.random.default_rng(seed)
     infos = {(t, layer): CellInfo(t, 0.1 * (t + 1), 1.0, 0.9, layer, "down", d) for d, (t, layer) in enumerate(cells)}

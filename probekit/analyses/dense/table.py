@@ -8,7 +8,8 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from probekit.evaluate.results import COLUMNS, CellInfo
+from probekit.core.types import CellInfo
+from probekit.evaluate.results import COLUMNS
 
 Cell = tuple[int, str]
 

@@ -39,7 +39,8 @@ from probekit.analyses.similarity.metrics import (
     u_center,
 )
 from probekit.core.errors import ProbekitError
-from probekit.evaluate.results import COLUMNS, CellInfo
+from probekit.core.types import CellInfo
+from probekit.evaluate.results import COLUMNS
 from probekit.features.cache import FeatureCache
 from probekit.features.group import cell_infos
 
