@@ -1,0 +1,172 @@
+"""The report page's own JavaScript and styles (plotly.js itself is inlined beside them).
+
+The script draws every figure from the page's JSON data, opens a cell's panel on a heatmap click
+(or a click on a table row that names a cell, or a ``#cell=KEY`` address), and builds the layer
+selector of each curves figure. It builds the panel with DOM calls and ``textContent`` only: names
+read from result files are never parsed as HTML.
+"""
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.2em auto;max-width:1400px;
+     padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em} th,td{border:1px solid #ddd;padding:.3em
+.6em;text-align:left}
+th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr[data-cell]{cursor:pointer} tr[data-cell]:hover{background:#eef4ff}
+figure{display:inline-block;margin:.6em;vertical-align:top;max-width:48%} figure
+img{max-width:100%;height:auto;border:1px solid #eee}
+figure.plot{display:block;max-width:none;margin:1em 0}
+figcaption{font-size:.85em;color:#555} pre{background:#f6f6f6;padding:.8em;font-size:.85em;white-space:pre-wrap;
+     overflow-wrap:anywhere}
+.note{color:#666;font-size:.9em} .warn{color:#a40}
+.answer{display:grid;grid-template-columns:minmax(300px,1fr) minmax(420px,1.5fr);gap:1.2em;align-items:start}
+@media (max-width:900px){.answer{grid-template-columns:1fr}}
+.card{border:1px solid #ddd;border-radius:6px;padding:.6em .9em;margin:.5em 0;background:#fafafa}
+.card .big{font-size:1.5em;font-weight:600} .card ul{margin:.3em 0;padding-left:1.2em}
+button.open{font-size:.85em;margin-left:.4em;cursor:pointer}
+details{margin:1em 0} summary{cursor:pointer;font-weight:600;font-size:1.15em}
+.layer-selector{font-size:.82em;columns:4 14em;margin:.3em 0 .8em} .layer-selector label{display:block}
+.layer-selector .buttons{column-span:all;margin-bottom:.3em}
+#cell-panel{position:fixed;top:0;right:0;bottom:0;width:min(620px,96vw);overflow:auto;background:#fff;
+     border-left:2px solid #888;box-shadow:-4px 0 12px rgba(0,0,0,.15);padding:.6em 1em;z-index:10}
+#cell-panel table{font-size:.82em} #cell-panel td,#cell-panel th{padding:.15em .35em}
+#cell-panel .close{float:right;font-size:1.1em;cursor:pointer}
+td.diag{font-weight:700;outline:1px solid #333}
+"""
+
+SCRIPT = r"""
+(function () {
+  'use strict';
+  var data = JSON.parse(document.getElementById('probekit-data').textContent);
+  var panel = document.getElementById('cell-panel');
+
+  function node(tag, text, attrs) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) { e.textContent = String(text); }
+    Object.keys(attrs || {}).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+    return e;
+  }
+  function table(id, header, rows, numeric) {
+    var t = node('table', null, {id: id}), tr = node('tr');
+    header.forEach(function (h) { tr.appendChild(node('th', h)); });
+    t.appendChild(tr);
+    rows.forEach(function (r) {
+      var row = node('tr');
+      r.forEach(function (v, i) { row.appendChild(node('td', v, numeric.indexOf(i) >= 0 ? {'class': 'num'} : {})); });
+      t.appendChild(row);
+    });
+    return t;
+  }
+
+  function confusionTable(c, names) {
+    var t = node('table', null, {id: 'cell-confusion'}), head = node('tr');
+    head.appendChild(node('th', 'true \\ predicted'));
+    names.forEach(function (n, j) { head.appendChild(node('th', j, {title: n})); });
+    t.appendChild(head);
+    c.confusion.forEach(function (row, i) {
+      var tr = node('tr');
+      tr.appendChild(node('th', i + ' ' + names[i]));
+      var total = c.support[i] || 1;
+      row.forEach(function (v, j) {
+        var td = node('td', v, {'class': 'num' + (i === j ? ' diag' : '')});
+        td.style.background = 'rgba(31,119,180,' + (0.85 * v / total).toFixed(3) + ')';
+        if (v / total > 0.5) { td.style.color = '#fff'; }
+        tr.appendChild(td);
+      });
+      t.appendChild(tr);
+    });
+    return t;
+  }
+
+  function openCell(key) {
+    var c = data.cells[key];
+    if (!c) { return false; }
+    panel.textContent = '';
+    var close = node('button', '×', {'class': 'close', title: 'close', id: 'cell-close'});
+    close.addEventListener('click', function () { panel.hidden = true; panel.removeAttribute('data-cell'); });
+    panel.appendChild(close);
+    panel.appendChild(node('h3', c.model + ' · ' + c.probe + ' · ' + c.cell));
+    if (c.noise) { panel.appendChild(node('p', c.noise + ' · ' + c.stage, {'class': 'note'})); }
+    panel.appendChild(table('cell-numbers', ['val top-1 %', 'test top-1 %', 'Wilson 95 %', 'mean class recall %',
+      'setting', 'test images', 'fit images'],
+      [[c.val, c.test, c.interval, c.recall_mean, c.setting, c.n_eval, c.n_train]], [0, 1, 3, 5, 6]));
+    panel.appendChild(node('p', 'from ' + c.file + ' (test split; the cell\u2019s setting was chosen on val)',
+      {'class': 'note'}));
+    var names = data.classes[c.dataset] || [];
+    if (c.confusion) {
+      panel.appendChild(node('h4', 'Confusion matrix (test; rows: true class, columns: predicted)'));
+      panel.appendChild(confusionTable(c, names));
+    }
+    if (c.recall) {
+      panel.appendChild(node('h4', 'Per-class recall (test)'));
+      panel.appendChild(table('cell-recall', ['class', 'recall %', 'images'],
+        c.recall.map(function (r, i) { return [i + ' ' + (names[i] || i), r, c.support[i]]; }), [1, 2]));
+    } else {
+      panel.appendChild(node('p', 'No predictions sidecar beside ' + c.file + ': no confusion matrix.',
+        {'class': 'note'}));
+    }
+    panel.hidden = false;
+    panel.setAttribute('data-cell', key);
+    return true;
+  }
+  window.probekitOpenCell = openCell;
+
+  var drawn = 0;
+  document.querySelectorAll('.plotly-fig').forEach(function (div) {
+    var fig = data.figures[div.id];
+    Plotly.newPlot(div, fig.data, fig.layout, {responsive: true, displaylogo: false}).then(function () {
+      drawn += 1;
+      document.body.setAttribute('data-plots-drawn', drawn + '/' + document.querySelectorAll('.plotly-fig').length);
+    });
+    if (fig.layout.meta && fig.layout.meta.clickable) {
+      div.on('plotly_click', function (ev) {
+        var p = ev.points && ev.points[0];
+        if (p && p.customdata && p.customdata[0]) { openCell(p.customdata[0]); }
+      });
+    }
+  });
+
+  document.querySelectorAll('.layer-selector').forEach(function (box) {
+    var div = document.getElementById(box.getAttribute('data-for'));
+    var fig = data.figures[div.id], initial = fig.data.map(function (tr) { return tr.visible !== false; });
+    var inputs = [];
+    function set(states) {
+      inputs.forEach(function (input, i) { input.checked = states[i]; });
+      Plotly.restyle(div, {visible: states}, states.map(function (_, i) { return i; }));
+    }
+    var buttons = node('div', null, {'class': 'buttons'});
+    [['all', function () { return initial.map(function () { return true; }); }],
+     ['none', function () { return initial.map(function () { return false; }); }],
+     ['default', function () { return initial.slice(); }]].forEach(function (b) {
+      var button = node('button', b[0], {type: 'button', 'data-action': b[0]});
+      button.addEventListener('click', function () { set(b[1]()); });
+      buttons.appendChild(button);
+    });
+    box.appendChild(buttons);
+    fig.data.forEach(function (tr, i) {
+      var label = node('label'), input = node('input', null, {type: 'checkbox', 'data-layer': tr.name});
+      input.checked = initial[i];
+      input.addEventListener('change', function () { Plotly.restyle(div, {visible: input.checked}, [i]); });
+      inputs.push(input);
+      label.appendChild(input);
+      label.appendChild(document.createTextNode(' ' + tr.name));
+      box.appendChild(label);
+    });
+  });
+
+  document.querySelectorAll('[data-cell]').forEach(function (e) {
+    if (e === panel) { return; }
+    e.addEventListener('click', function () { openCell(e.getAttribute('data-cell')); });
+  });
+  var hash = decodeURIComponent(location.hash || '');
+  if (hash.indexOf('#cell=') === 0) { openCell(hash.slice(6)); }
+
+  // Set once every image has decoded with a non-zero size (read by the browser tests).
+  window.addEventListener('load', function () {
+    var images = Array.prototype.slice.call(document.images);
+    var ok = images.filter(function (im) { return im.complete && im.naturalWidth > 0; }).length;
+    document.body.setAttribute('data-images-rendered', ok + '/' + images.length);
+  });
+})();
+"""
