@@ -205,6 +205,7 @@ def curves(
         xaxis={"title": {"text": X_AXES[x]}, "type": "log" if x == "sigma" else "linear"},
         yaxis={"title": {"text": f"test {METRIC_LABELS.get(metric, metric)}{' (%)' if percent else ''}"}},
         hovermode="closest",
+        showlegend=True,  # also with one layer shown, so that the legend always names what is drawn
         legend={"font": {"size": 10}},
     )
     return _to_json(fig), layers

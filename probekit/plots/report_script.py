@@ -10,8 +10,8 @@ STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.2em auto;max-width:1400px;
      padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em} th,td{border:1px solid #ddd;padding:.3em
-.6em;text-align:left}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em;display:block;overflow-x:auto;max-width:100%}
+th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left}
 th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr[data-cell]{cursor:pointer} tr[data-cell]:hover{background:#eef4ff}
 figure{display:inline-block;margin:.6em;vertical-align:top;max-width:48%} figure

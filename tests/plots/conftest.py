@@ -82,3 +82,66 @@ def table_factory():
 @pytest.fixture
 def check_png():
     return assert_png
+
+
+def _cache(path, splits, model, timesteps, widths):
+    from probekit.core.schedule import DDPMSchedule
+    from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
+    from probekit.models import LayerInfo
+
+    layout = CacheLayout(
+        attrs={
+            "model_id": model,
+            "model_sha256": "ab" * 32,
+            "dataset": "toy",
+            "fit": {},
+            "seed": 0,
+            "pooling": "gap",
+            "command": f"probekit extract --model {model} --data toy --out {path.name}",
+        },
+        grid=DDPMSchedule().points(timesteps),
+        layers=[LayerInfo(name, "down", d, w, "1x1") for d, (name, w) in enumerate(widths.items())],
+        widths=widths,
+        splits={s: SplitLabels(y, ids) for s, (_, y, ids) in splits.items()},
+        class_names=["neg", "pos"],
+        draws=1,
+    )
+    writer = CacheWriter(path, layout)
+    for s, (cells, _, _) in splits.items():
+        writer.write_batch(s, 0, {name: f[:, None].astype(np.float32) for name, f in cells.items()})
+    writer.close(complete=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def report_inputs(tmp_path_factory):
+    """Two probe runs (a gridded model m and a one-point pixels baseline) with sidecars, a fusion run,
+    a similarity table, the caches and a commands file.
+    """
+    from probekit.analyses.fusion import FusionConfig, fuse_cache
+    from probekit.analyses.similarity import SimilarityConfig, similarity_table
+    from probekit.evaluate.predictions import predictions_path, write_predictions
+    from probekit.evaluate.results import write_table
+    from probekit.probes.run import ProbeRunConfig, probe_cache
+    from tests.analyses.test_fusion import _split
+
+    tmp = tmp_path_factory.mktemp("report")
+    rng = np.random.default_rng(0)
+    splits = {"train": _split(rng, 300, 0), "test": _split(rng, 120, 10_000)}
+    cache = _cache(tmp / "m.h5", splits, "m", [1, 50], {"a": 4, "b": 6})
+    pixels = {
+        s: ({"pixels": (cells["a"][:1] + cells["b"][:1, :, :4])}, y, ids) for s, (cells, y, ids) in splits.items()
+    }
+    reference = _cache(tmp / "pixels.h5", pixels, "pixels", [0], {"pixels": 4})
+    paths = {}
+    for name, path in (("m", cache), ("pixels", reference)):
+        run = probe_cache(path, ProbeRunConfig(probes=("knn",)), progress=False)
+        paths[name] = write_table(run.table, tmp / f"results_{name}.csv")
+        write_predictions(predictions_path(paths[name]), run.predictions)
+    fused = fuse_cache(cache, paths["m"], FusionConfig(probe="knn", top_k=(2,), epochs=3))
+    paths["fusion"] = write_table(fused.table, tmp / "fusion.csv")
+    write_predictions(predictions_path(paths["fusion"]), fused.predictions)
+    paths["similarity"] = write_table(similarity_table(cache, reference, SimilarityConfig(k=5)), tmp / "sim.csv")
+    commands = tmp / "commands.txt"
+    commands.write_text("# main job\nprobekit fuse --cache m.h5 --results results_m.csv --out fusion.csv\n")
+    return tmp, cache, reference, paths, commands
