@@ -65,6 +65,10 @@ def _image_html(path: Path, caption: str) -> str:
     )
 
 
+def _probe_order(probe: str) -> tuple[int, str]:
+    return (_PREFERRED.index(probe) if probe in _PREFERRED else len(_PREFERRED), probe)
+
+
 def _preferred(probes: Sequence[str]) -> str:
     return next((p for p in _PREFERRED if p in probes), sorted(probes)[0])
 
@@ -94,7 +98,7 @@ def _probe_figures(figures: _Figures, tables: dict[Path, pd.DataFrame], x: str) 
     for table in (t for t in tables.values() if table_kind(t) == "probe"):
         for model in rf.gridded_models(table):
             own = table[table["model"] == model]
-            for probe in sorted(set(own["probe"]), key=lambda p: (p not in _PREFERRED, p)):
+            for probe in sorted(set(own["probe"]), key=_probe_order):
                 title = f"{model} · {probe} probe · test top-1 (red: val-chosen cell; click a cell)"
                 figures.add(
                     rf.grid_heatmap(own, model=model, probe=probe, metric="top1", title=title),

@@ -89,7 +89,7 @@ def cell_panels(tables: dict[Path, pd.DataFrame], caches: Sequence[Path] = ()) -
                 "model": str(model),
                 "dataset": str(dataset),
                 "probe": str(probe),
-                "cell": str(first.get("cells", "")) if fused else f"t={int(t)} {layer}",
+                "cell": str(first.get("cells", "")).replace(";", "; ") if fused else f"t={int(t)} {layer}",
                 "noise": "" if fused else noise_text(t, float(first["sigma"]), float(first["logsnr"])),
                 "stage": "" if fused else f"{first['stage']}, depth {int(first['depth'])}",
                 "setting": "" if pd.isna(first["params"]) else str(first["params"]),

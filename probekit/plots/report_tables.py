@@ -104,7 +104,11 @@ def best_rows(tables: dict[Path, pd.DataFrame]) -> tuple[list[list[object]], lis
         if table_kind(table) not in ("probe", "fusion"):
             continue
         for r in best_cells(table).itertuples(index=False):
-            cell = getattr(r, "cells", "") if r.layer == FUSED else f"t={r.t} (σ={r.sigma:.3g}) {r.layer}"
+            cell = (
+                str(getattr(r, "cells", "")).replace(";", "; ")
+                if r.layer == FUSED
+                else f"t={r.t} (σ={r.sigma:.3g}) {r.layer}"
+            )
             rows.append(
                 [
                     r.model,
