@@ -38,6 +38,7 @@ from probekit.evaluate.results import best_cells, read_table
 from probekit.plots import report_figures as rf
 from probekit.plots.curves import X_AXES
 from probekit.plots.report_cells import cell_panels
+from probekit.plots.report_neighbours import neighbour_panels
 from probekit.plots.report_script import SCRIPT, STYLE
 from probekit.plots.report_sections import dense_section, label_section
 from probekit.plots.report_tables import (
@@ -227,6 +228,23 @@ def _answer(tables: dict[Path, pd.DataFrame], comparisons: Sequence[Paired], fig
     )
 
 
+def _budget_note(heavy: dict[str, dict], missing: Sequence[str]) -> str:
+    """What the cell panels carry, so a reader knows why some cells have images and others not."""
+    text = (
+        "Cell panels: every cell of a probe or fusion run has its numbers, test confusion matrix and per-class "
+        "recall (from the predictions sidecar). To keep the page light only each model's val-chosen cell carries "
+        "images: a few test images with their nearest train images, and a 2-D embedding of the test images "
+        "with a thumbnail on hover"
+    )
+    if heavy:
+        text += f" ({len(heavy)} cell{'s' if len(heavy) > 1 else ''} here)."
+    else:
+        text += " (none here: give the models' pooled caches with --cache)."
+    if missing:
+        text += " Without images: " + "; ".join(missing) + "."
+    return f"<p class=note id=panel-budget>{html.escape(text)}</p>"
+
+
 def _write(page: str, out: Path) -> None:
     fd, tmp_path = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
@@ -283,12 +301,17 @@ def build_report(
         static = _static_figures(tables, Path(tmp), x) + [(Path(i), Path(i).stem.replace("_", " ")) for i in images]
         static_html = "\n".join(_image_html(path, caption) for path, caption in static)
     cells, classes = cell_panels(tables, cache_paths)
+    heavy, missing = neighbour_panels(tables, cache_paths)
+    for key, entry in heavy.items():
+        if key in cells:
+            cells[key]["neighbours"] = entry
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p class=note>probekit {__version__}, written {datetime.now(timezone.utc).isoformat(timespec='seconds')}. "
         "Every number below is read from the results tables listed under “What was run”; “best” means chosen on "
         "the validation split and reported on test. Click a heatmap cell or a table row to open that cell.</p>",
         answer,
+        _budget_note(heavy, missing),
     ]
     best, keys = best_rows(tables)
     if best:

@@ -33,6 +33,11 @@ details{margin:1em 0} summary{cursor:pointer;font-weight:600;font-size:1.15em}
 #cell-panel table{font-size:.82em} #cell-panel td,#cell-panel th{padding:.15em .35em}
 #cell-panel .close{float:right;font-size:1.1em;cursor:pointer}
 td.diag{font-weight:700;outline:1px solid #333}
+figure.thumb{margin:0;display:inline-block;text-align:center;max-width:none}
+figure.thumb img{width:56px;height:56px;image-rendering:pixelated;border:2px solid transparent}
+figure.thumb.query img{border-color:#333} figure.thumb.other img{border-color:#d62728}
+figure.thumb figcaption{font-size:.68em;max-width:76px;overflow:hidden;white-space:nowrap}
+.embedding{display:grid;grid-template-columns:1fr 90px;align-items:center}
 """
 
 SCRIPT = r"""
@@ -79,6 +84,59 @@ SCRIPT = r"""
     return t;
   }
 
+  function thumb(item, names, extra) {
+    var figure = node('figure', null, {'class': 'thumb' + (extra || ''), 'data-id': item.id});
+    figure.appendChild(node('img', null, {src: item.img, alt: names[item.label] || item.label}));
+    figure.appendChild(node('figcaption', (names[item.label] || item.label) + (item.sim ? ' ' + item.sim : '')));
+    return figure;
+  }
+
+  function neighbours(n, names) {
+    panel.appendChild(node('h4', 'Nearest train images (cosine similarity of this cell\u2019s centred features)'));
+    var t = node('table', null, {id: 'cell-neighbours'});
+    n.queries.forEach(function (q) {
+      var tr = node('tr'), first = node('td');
+      first.appendChild(thumb(q, names, ' query'));
+      tr.appendChild(first);
+      q.neighbours.forEach(function (m) {
+        var td = node('td');
+        td.appendChild(thumb(m, names, m.label === q.label ? '' : ' other'));
+        tr.appendChild(td);
+      });
+      t.appendChild(tr);
+    });
+    panel.appendChild(t);
+    panel.appendChild(node('p', 'First column: a test image; then its nearest train images with their similarity ' +
+      '(a red frame: another class).', {'class': 'note'}));
+    panel.appendChild(node('h4', '2-D embedding of the test images (first two principal components)'));
+    var box = node('div', null, {'class': 'embedding'});
+    box.appendChild(node('div', null, {id: 'cell-embedding'}));
+    var hover = node('figure', null, {'class': 'thumb', id: 'cell-embedding-thumb'});
+    hover.appendChild(node('img', null, {alt: ''}));
+    hover.appendChild(node('figcaption', 'hover a point'));
+    box.appendChild(hover);
+    panel.appendChild(box);
+  }
+
+  function embed(e, names) {
+    var div = document.getElementById('cell-embedding'), classes = {};
+    e.label.forEach(function (label, i) { (classes[label] = classes[label] || []).push(i); });
+    var traces = Object.keys(classes).map(function (label) {
+      var rows = classes[label];
+      return {type: 'scatter', mode: 'markers', name: names[label] || label, marker: {size: 5},
+              x: rows.map(function (i) { return e.x[i]; }), y: rows.map(function (i) { return e.y[i]; }),
+              customdata: rows, hovertemplate: '%{fullData.name}<extra></extra>'};
+    });
+    Plotly.newPlot(div, traces, {height: 360, margin: {l: 30, r: 10, t: 10, b: 30}, legend: {font: {size: 9}},
+      title: {text: ''}}, {displaylogo: false, responsive: true});
+    div.on('plotly_hover', function (ev) {
+      var i = ev.points[0].customdata, figure = document.getElementById('cell-embedding-thumb');
+      figure.querySelector('img').src = e.img[i];
+      figure.querySelector('figcaption').textContent = (names[e.label[i]] || e.label[i]) + ' (id ' + e.id[i] + ')';
+      figure.setAttribute('data-id', e.id[i]);
+    });
+  }
+
   function openCell(key) {
     var c = data.cells[key];
     if (!c) { return false; }
@@ -106,8 +164,10 @@ SCRIPT = r"""
       panel.appendChild(node('p', 'No predictions sidecar beside ' + c.file + ': no confusion matrix.',
         {'class': 'note'}));
     }
+    if (c.neighbours) { neighbours(c.neighbours, names); }
     panel.hidden = false;
     panel.setAttribute('data-cell', key);
+    if (c.neighbours) { embed(c.neighbours.embedding, names); }
     return true;
   }
   window.probekitOpenCell = openCell;

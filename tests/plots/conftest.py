@@ -84,7 +84,7 @@ def check_png():
     return assert_png
 
 
-def _cache(path, splits, model, timesteps, widths):
+def write_cache(path, splits, model, timesteps, widths, dataset="toy", class_names=("neg", "pos")):
     from probekit.core.schedule import DDPMSchedule
     from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
     from probekit.models import LayerInfo
@@ -93,17 +93,17 @@ def _cache(path, splits, model, timesteps, widths):
         attrs={
             "model_id": model,
             "model_sha256": "ab" * 32,
-            "dataset": "toy",
+            "dataset": dataset,
             "fit": {},
             "seed": 0,
             "pooling": "gap",
-            "command": f"probekit extract --model {model} --data toy --out {path.name}",
+            "command": f"probekit extract --model {model} --data {dataset} --out {path.name}",
         },
         grid=DDPMSchedule().points(timesteps),
         layers=[LayerInfo(name, "down", d, w, "1x1") for d, (name, w) in enumerate(widths.items())],
         widths=widths,
         splits={s: SplitLabels(y, ids) for s, (_, y, ids) in splits.items()},
-        class_names=["neg", "pos"],
+        class_names=list(class_names),
         draws=1,
     )
     writer = CacheWriter(path, layout)
@@ -128,11 +128,11 @@ def report_inputs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     rng = np.random.default_rng(0)
     splits = {"train": _split(rng, 300, 0), "test": _split(rng, 120, 10_000)}
-    cache = _cache(tmp / "m.h5", splits, "m", [1, 50], {"a": 4, "b": 6})
+    cache = write_cache(tmp / "m.h5", splits, "m", [1, 50], {"a": 4, "b": 6})
     pixels = {
         s: ({"pixels": (cells["a"][:1] + cells["b"][:1, :, :4])}, y, ids) for s, (cells, y, ids) in splits.items()
     }
-    reference = _cache(tmp / "pixels.h5", pixels, "pixels", [0], {"pixels": 4})
+    reference = write_cache(tmp / "pixels.h5", pixels, "pixels", [0], {"pixels": 4})
     paths = {}
     for name, path in (("m", cache), ("pixels", reference)):
         run = probe_cache(path, ProbeRunConfig(probes=("knn",)), progress=False)
@@ -145,3 +145,34 @@ def report_inputs(tmp_path_factory):
     commands = tmp / "commands.txt"
     commands.write_text("# main job\nprobekit fuse --cache m.h5 --results results_m.csv --out fusion.csv\n")
     return tmp, cache, reference, paths, commands
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A cache of scikit-learn's digits (loadable here, so the report can embed thumbnails): at t=0
+    each layer holds the pixels plus noise, at t=10 noise only; its knn results with the sidecar.
+    """
+    from probekit.data import load_dataset
+    from probekit.evaluate.predictions import predictions_path, write_predictions
+    from probekit.evaluate.results import write_table
+    from probekit.probes.run import ProbeRunConfig, probe_cache
+
+    tmp = tmp_path_factory.mktemp("digits")
+    data = load_dataset("digits")
+    rng = np.random.default_rng(0)
+    splits = {}
+    for name, n in (("train", 300), ("test", 90)):
+        part = data.splits[name]
+        pixels = part.images[:n].reshape(n, -1).astype(np.float32) / 16.0
+        cells = {
+            layer: np.stack([pixels + 0.3 * rng.normal(size=pixels.shape), rng.normal(size=pixels.shape)])
+            for layer in ("a", "b")
+        }
+        splits[name] = (cells, part.labels[:n], part.index[:n])
+    cache = write_cache(
+        tmp / "d.h5", splits, "d", [0, 10], {"a": 64, "b": 64}, dataset="digits", class_names=data.class_names
+    )
+    run = probe_cache(cache, ProbeRunConfig(probes=("knn",)), progress=False)
+    results = write_table(run.table, tmp / "results_d.csv")
+    write_predictions(predictions_path(results), run.predictions)
+    return cache, results, data

@@ -4,6 +4,7 @@
 
 import base64
 import html
+import io
 import json
 import re
 
@@ -273,3 +274,61 @@ def test_dense_and_label_efficiency_sections_hold_the_tables_numbers(report_inpu
     assert "label efficiency: val-chosen cell's test top-1 vs labels per class" in page
     assert "segment: heatmap segment-linear (miou), m" in page and "correspond: heatmap correspond (pck), m" in page
     assert "heatmap segment-linear (miou), pixels" not in page  # one noise level: no map to draw
+
+
+def _thumbnail_pixels(uri):
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
+def test_the_val_chosen_cell_carries_neighbours_and_an_embedding(digits_run, tmp_path):
+    import h5py
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    cache, results, data = digits_run
+    page = _build([results], tmp_path / "r.html", "--cache", cache)
+    cells = page_data(page)["cells"]
+    table = pd.read_csv(results)
+    val = table[(table["metric"] == "top1") & (table["split"] == "val")]
+    best = val.sort_values(["value", "t", "depth"], ascending=[False, True, True]).iloc[0]
+    key = f"d|knn|{best['t']}|{best['layer']}"
+    assert [k for k, c in cells.items() if "neighbours" in c] == [key]  # the val-chosen cell only
+    assert "(1 cell here)" in page
+    heavy = cells[key]["neighbours"]
+
+    with h5py.File(cache, "r") as f:  # the cell's features, read here without probekit
+        t_index = list(f["grid"]["t"][:]).index(best["t"])
+        feats = {s: f[s]["feats"][best["layer"]][t_index].mean(axis=0) for s in ("train", "test")}
+        ids = {s: f[s]["index"][:] for s in ("train", "test")}
+        labels = {s: f[s]["labels"][:] for s in ("train", "test")}
+    mean = feats["train"].astype(np.float64).mean(axis=0)
+    index = NearestNeighbors(n_neighbors=5, metric="cosine").fit(feats["train"] - mean)
+    firsts = [int(np.flatnonzero(labels["test"] == c)[0]) for c in range(10)][:6]
+    assert [q["id"] for q in heavy["queries"]] == ids["test"][firsts].tolist()
+    distances, found = index.kneighbors(feats["test"][firsts] - mean)
+    images = {s: data.splits[s] for s in ("train", "test")}
+    for query, row, dist in zip(heavy["queries"], found, distances):
+        assert [n["id"] for n in query["neighbours"]] == ids["train"][row].tolist()
+        assert [float(n["sim"]) for n in query["neighbours"]] == pytest.approx(1 - dist, abs=1e-3)
+        assert [n["label"] for n in query["neighbours"]] == labels["train"][row].tolist()
+        # each thumbnail is the dataset's image of that sample id
+        for item, split in [(query, "test")] + [(n, "train") for n in query["neighbours"]]:
+            position = int(np.flatnonzero(images[split].index == item["id"])[0])
+            assert np.array_equal(_thumbnail_pixels(item["img"]), images[split].images[position][..., 0])
+
+    embedding = heavy["embedding"]
+    assert embedding["id"] == ids["test"].tolist() and embedding["label"] == labels["test"].tolist()
+    reference = PCA(n_components=2).fit_transform(feats["test"].astype(np.float64))
+    for component, axis in ((0, "x"), (1, "y")):
+        mine = np.array(embedding[axis])
+        sign = np.sign(mine @ reference[:, component])  # a principal axis is defined up to its sign
+        assert mine == pytest.approx(sign * reference[:, component], abs=2e-4)
+
+
+def test_without_a_readable_dataset_the_page_says_why_there_are_no_images(report_inputs, tmp_path):
+    _, cache, reference, paths, _ = report_inputs
+    page = html.unescape(_build([paths["m"]], tmp_path / "r.html", "--cache", cache, reference))
+    assert "none here: give the models' pooled caches with --cache" in page
+    assert "m: dataset toy not readable here" in page

@@ -208,3 +208,32 @@ def test_the_shipped_report_opens_fast_and_holds_the_shipped_results():
         assert page.evaluate(_TABLE % "#cell-numbers")[0][1] == _fmt(row["value"].item())
         assert page.evaluate("document.querySelectorAll('#cell-confusion tr').length") == 1 + 10
         _assert_clean(page)
+
+
+def test_the_val_chosen_cells_panel_shows_neighbours_and_a_hoverable_embedding(digits_run, tmp_path):
+    assert browser_path(), "PROBEKIT_REQUIRE_BROWSER=1 but no chromium is installed (apt-get install chromium)"
+    cache, results, _ = digits_run
+    out = tmp_path / "digits.html"
+    assert main(["report", "--results", str(results), "--cache", str(cache), "--n-boot", "200", "--out", str(out)]) == 0
+    with Browser() as browser:
+        page, _ = _open(browser, out)
+        _click(page, ".card button.open")
+        key = page.wait_for("document.getElementById('cell-panel').getAttribute('data-cell')", timeout=10)
+        images = "Array.from(document.querySelectorAll('#cell-neighbours img'))"
+        assert page.wait_for(f"{images}.every(im => im.complete && im.naturalWidth === 8) && {images}.length") == 36
+        page.wait_for("!!document.querySelector('#cell-embedding .main-svg')", timeout=30)
+        for trace in (0, 3):
+            x, y = page.evaluate(
+                "(function () { var gd = document.getElementById('cell-embedding'); gd.scrollIntoView();"
+                " var xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();"
+                f" var d = gd.data[{trace}]; return [r.left + xa._offset + xa.l2p(d.x[0]),"
+                " r.top + ya._offset + ya.l2p(d.y[0])]; })()"
+            )
+            page.mouse("mouseMoved", x, y)
+            expected = page.evaluate(
+                f"JSON.parse(document.getElementById('probekit-data').textContent).cells[{json.dumps(key)}]"
+                f".neighbours.embedding.id[document.getElementById('cell-embedding').data[{trace}].customdata[0]]"
+            )
+            shown = "document.getElementById('cell-embedding-thumb').getAttribute('data-id')"
+            assert page.wait_for(f"{shown} === '{expected}' && {shown}", timeout=10) == str(expected)
+        _assert_clean(page)
