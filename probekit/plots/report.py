@@ -38,6 +38,7 @@ from probekit.evaluate.results import best_cells, read_table
 from probekit.plots import report_figures as rf
 from probekit.plots.curves import X_AXES
 from probekit.plots.report_cells import cell_panels
+from probekit.plots.report_dense_cells import dense_panels
 from probekit.plots.report_neighbours import neighbour_panels
 from probekit.plots.report_script import SCRIPT, STYLE
 from probekit.plots.report_sections import dense_section, label_section
@@ -114,12 +115,10 @@ def _probe_figures(figures: _Figures, tables: dict[Path, pd.DataFrame], x: str) 
         metric, second = DENSE[kind][:2]
         for model in rf.gridded_models(table[table["metric"] == metric]):
             for probe in sorted(set(table.loc[table["model"] == model, "probe"])):
-                title = f"{kind}: {model} · {probe} · test {metric} (red: val-chosen cell)"
+                title = f"{kind}: {model} · {probe} · test {metric} (red: val-chosen cell; click a cell)"
                 figures.add(
-                    rf.grid_heatmap(
-                        table, model=model, probe=probe, metric=metric, second=second, title=title, clickable=False
-                    ),
-                    f"{kind}: heatmap {probe} ({metric}), {model}",
+                    rf.grid_heatmap(table, model=model, probe=probe, metric=metric, second=second, title=title),
+                    f"{kind}: heatmap {probe} ({metric}), {model}: click a cell for its confusion or worst pairs",
                 )
     labelled = [t for t in tables.values() if table_kind(t) == "labels"]
     if labelled:
@@ -301,6 +300,9 @@ def build_report(
         static = _static_figures(tables, Path(tmp), x) + [(Path(i), Path(i).stem.replace("_", " ")) for i in images]
         static_html = "\n".join(_image_html(path, caption) for path, caption in static)
     cells, classes = cell_panels(tables, cache_paths)
+    dense_cells, mask_classes = dense_panels(tables)
+    cells.update(dense_cells)
+    classes.update(mask_classes)
     heavy, missing = neighbour_panels(tables, cache_paths)
     for key, entry in heavy.items():
         if key in cells:

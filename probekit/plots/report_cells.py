@@ -100,6 +100,12 @@ def cell_panels(tables: dict[Path, pd.DataFrame], caches: Sequence[Path] = ()) -
                 "n_eval": int(first["n_eval"]),
                 "n_train": int(first["n_train"]),
             }
+            entry["kind"] = "classify"
+            entry["numbers"] = {
+                "header": ["val top-1 %", "test top-1 %", "Wilson 95 %", "mean class recall %", "setting"]
+                + ["test images", "fit images"],
+                "row": [entry[k] for k in ("val", "test", "interval", "recall_mean", "setting", "n_eval", "n_train")],
+            }
             predicted = _row(predictions, str(probe), int(t), str(layer))
             if predicted is not None:
                 labels = predictions.labels

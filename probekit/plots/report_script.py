@@ -146,17 +146,24 @@ SCRIPT = r"""
     panel.appendChild(close);
     panel.appendChild(node('h3', c.model + ' · ' + c.probe + ' · ' + c.cell));
     if (c.noise) { panel.appendChild(node('p', c.noise + ' · ' + c.stage, {'class': 'note'})); }
-    panel.appendChild(table('cell-numbers', ['val top-1 %', 'test top-1 %', 'Wilson 95 %', 'mean class recall %',
-      'setting', 'test images', 'fit images'],
-      [[c.val, c.test, c.interval, c.recall_mean, c.setting, c.n_eval, c.n_train]], [0, 1, 3, 5, 6]));
+    panel.appendChild(table('cell-numbers', c.numbers.header, [c.numbers.row], []));
     panel.appendChild(node('p', 'from ' + c.file + ' (test split; the cell\u2019s setting was chosen on val)',
       {'class': 'note'}));
     var names = data.classes[c.dataset] || [];
     if (c.confusion) {
-      panel.appendChild(node('h4', 'Confusion matrix (test; rows: true class, columns: predicted)'));
+      panel.appendChild(node('h4', c.kind === 'segment'
+        ? 'Pixel confusion matrix (test images summed; rows: true class, columns: predicted)'
+        : 'Confusion matrix (test; rows: true class, columns: predicted)'));
       panel.appendChild(confusionTable(c, names));
     }
-    if (c.recall) {
+    if (c.iou) {
+      panel.appendChild(node('h4', 'IoU per class (test)'));
+      panel.appendChild(table('cell-iou', ['class', 'IoU %', 'pixels'],
+        c.iou.map(function (r, i) { return [i + ' ' + (names[i] || i), r, c.support[i]]; }), [1, 2]));
+    } else if (c.worst) {
+      panel.appendChild(node('h4', 'The test pairs where it goes most wrong'));
+      panel.appendChild(table('cell-worst', ['pair', 'keypoints within the threshold', 'PCK %'], c.worst, [2]));
+    } else if (c.recall) {
       panel.appendChild(node('h4', 'Per-class recall (test)'));
       panel.appendChild(table('cell-recall', ['class', 'recall %', 'images'],
         c.recall.map(function (r, i) { return [i + ' ' + (names[i] || i), r, c.support[i]]; }), [1, 2]));

@@ -275,6 +275,35 @@ def test_dense_and_label_efficiency_sections_hold_the_tables_numbers(report_inpu
     assert "segment: heatmap segment-linear (miou), m" in page and "correspond: heatmap correspond (pck), m" in page
     assert "heatmap segment-linear (miou), pixels" not in page  # one noise level: no map to draw
 
+    # every dense cell opens a panel: the summed pixel confusion and each class's IoU (numpy here), or the
+    # pairs of lowest PCK, and the table's numbers
+    cells = page_data(out.read_text())["cells"]
+    for (t, layer), units in seg_values.items():
+        cell = cells[f"m|segment-linear|{t}|{layer}"]
+        summed = units.sum(axis=0)
+        assert cell["confusion"] == summed.tolist()
+        union = summed.sum(axis=0) + summed.sum(axis=1) - np.diag(summed)
+        assert cell["iou"] == [f"{100 * summed[k, k] / union[k]:.1f}" for k in range(3)]
+        test = seg_table[(seg_table["t"] == t) & (seg_table["layer"] == layer) & (seg_table["split"] == "test")]
+        assert cell["numbers"]["row"][1] == f"{100 * test[test['metric'] == 'miou']['value'].item():.1f}"
+        assert cell["numbers"]["row"][3] == f"{100 * test[test['metric'] == 'pixel_accuracy']['value'].item():.1f}"
+    sidecar = np.load(cor_m.with_name(cor_m.stem + ".dense.npz"))
+    for t, layer, units in zip(sidecar["t"], sidecar["layer"], sidecar["values"]):
+        cell = cells[f"m|correspond|{t}|{layer}"]
+        pck = units[:, 0] / units[:, 1]
+        order = sorted(range(len(pck)), key=lambda i: (pck[i], i))
+        assert [row[0] for row in cell["worst"]] == sidecar["index"][order].tolist()
+        assert [row[1] for row in cell["worst"]] == [f"{units[i, 0]} / {units[i, 1]}" for i in order]
+    # the dense heatmaps are clickable: each of their cells names a panel of the page
+    keys = [
+        cell[0]
+        for figure in page_data(out.read_text())["figures"].values()
+        if figure["data"][0]["type"] == "heatmap"
+        for row in figure["data"][0]["customdata"]
+        for cell in row
+    ]
+    assert len(keys) == 4 * 4 and set(keys) <= set(cells)  # the answer's and knn of m, segment, correspond
+
 
 def _thumbnail_pixels(uri):
     from PIL import Image

@@ -207,6 +207,28 @@ def test_the_shipped_report_opens_fast_and_holds_the_shipped_results():
         ]
         assert page.evaluate(_TABLE % "#cell-numbers")[0][1] == _fmt(row["value"].item())
         assert page.evaluate("document.querySelectorAll('#cell-confusion tr').length") == 1 + 10
+        _click(page, "#cell-close")
+        # a dense heatmap: its cell's panel holds each class's IoU of the summed test confusions (numpy here)
+        name = page.evaluate(
+            "Array.from(document.querySelectorAll('.plotly-fig')).find(d => d.layout.title.text.startsWith("
+            "'segment: checkpoints/fashion-mnist-ddpm ')).id"
+        )
+        page.click(*page.evaluate(f"{_CELL_XY}({json.dumps(name)}, 0, 0)"))
+        key = page.wait_for(
+            "(function (k) { return k && k.indexOf('segment-linear') > 0 && k; })("
+            "document.getElementById('cell-panel').getAttribute('data-cell'))",
+            timeout=10,
+        )
+        _, _, t, layer = key.split("|")
+        with np.load(figures / "segment_ddpm.dense.npz") as sidecar:
+            m = [n for n, c in enumerate(zip(sidecar["t"], sidecar["layer"])) if c == (int(t), layer)][0]
+            summed = sidecar["values"][m].sum(axis=0)
+        union = summed.sum(axis=0) + summed.sum(axis=1) - np.diag(summed)
+        shown = page.evaluate(_TABLE % "#cell-iou")
+        assert [row[1] for row in shown] == [f"{100 * summed[k, k] / union[k]:.1f}" for k in range(len(summed))]
+        # class names from the mosaic folder's classes.txt where the page was built beside it, else indices
+        assert [row[0].split(" ", 1)[0] for row in shown] == [str(k) for k in range(len(summed))]
+        assert shown[0][0] in ("0 background", "0 0")
         _assert_clean(page)
 
 
