@@ -229,6 +229,8 @@ def _answer(tables: dict[Path, pd.DataFrame], comparisons: Sequence[Paired], fig
 
 def _budget_note(heavy: dict[str, dict], missing: Sequence[str]) -> str:
     """What the cell panels carry, so a reader knows why some cells have images and others not."""
+    if not heavy and not missing:
+        return ""  # no probe run: the panels hold numbers only, nothing to explain
     text = (
         "Cell panels: every cell of a probe or fusion run has its numbers, test confusion matrix and per-class "
         "recall (from the predictions sidecar). To keep the page light only each model's val-chosen cell carries "

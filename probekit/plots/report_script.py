@@ -226,6 +226,9 @@ SCRIPT = r"""
     if (e === panel) { return; }
     e.addEventListener('click', function () { openCell(e.getAttribute('data-cell')); });
   });
+  document.addEventListener('keydown', function (ev) {
+    if (ev.key === 'Escape' && !panel.hidden) { panel.hidden = true; panel.removeAttribute('data-cell'); }
+  });
   var hash = decodeURIComponent(location.hash || '');
   if (hash.indexOf('#cell=') === 0) { openCell(hash.slice(6)); }
 

@@ -9,6 +9,7 @@ import os
 import re
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,7 @@ def _click(page, selector):
 
 def _assert_clean(page):
     assert page.log.console_errors == [] and page.log.exceptions == []
+    assert any(u.startswith("file:") for u in page.log.requests)  # the recorder saw the page itself
     assert page.log.external() == [], page.log.external()
 
 
@@ -259,3 +261,31 @@ def test_the_val_chosen_cells_panel_shows_neighbours_and_a_hoverable_embedding(d
             shown = "document.getElementById('cell-embedding-thumb').getAttribute('data-id')"
             assert page.wait_for(f"{shown} === '{expected}' && {shown}", timeout=10) == str(expected)
         _assert_clean(page)
+        # an address naming the cell opens it at load; Escape closes it
+        page = browser.open(out.resolve().as_uri() + "#cell=" + quote(key))
+        assert page.wait_for("document.getElementById('cell-panel').getAttribute('data-cell')", timeout=30) == key
+        browser.send(
+            "Input.dispatchKeyEvent",
+            {"type": "keyDown", "key": "Escape", "code": "Escape", "windowsVirtualKeyCode": 27},
+            session=page.session,
+        )
+        assert page.wait_for("document.getElementById('cell-panel').hidden", timeout=10) is True
+        _assert_clean(page)
+
+
+def test_the_driver_records_console_errors_exceptions_and_external_requests(tmp_path):
+    """The checks above can fail: a page that logs an error, throws and requests an image from the network."""
+    assert browser_path(), "PROBEKIT_REQUIRE_BROWSER=1 but no chromium is installed (apt-get install chromium)"
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        "<!DOCTYPE html><html><body><img src='http://probekit.invalid/x.png'>"
+        "<script>console.error('broken'); throw new Error('thrown');</script></body></html>"
+    )
+    with Browser() as browser:
+        page = browser.open(bad.resolve().as_uri())
+        page.evaluate("0")
+        assert page.log.console_errors[:1] == ["broken"]
+        assert any("thrown" in e for e in page.log.exceptions)
+        assert page.log.external() == ["http://probekit.invalid/x.png"]
+        with pytest.raises(AssertionError):
+            _assert_clean(page)
