@@ -39,6 +39,7 @@ from probekit.plots import report_figures as rf
 from probekit.plots.curves import X_AXES
 from probekit.plots.report_cells import cell_panels
 from probekit.plots.report_dense_cells import dense_panels
+from probekit.plots.report_feature_maps import feature_map_panels
 from probekit.plots.report_neighbours import neighbour_panels
 from probekit.plots.report_script import SCRIPT, STYLE
 from probekit.plots.report_sections import dense_section, label_section
@@ -246,6 +247,19 @@ def _budget_note(heavy: dict[str, dict], missing: Sequence[str]) -> str:
     return f"<p class=note id=panel-budget>{html.escape(text)}</p>"
 
 
+def _maps_note(maps: dict[str, dict], missing: Sequence[str]) -> str:
+    """What the segmentation cells' panels carry besides numbers."""
+    if not maps and not missing:
+        return ""
+    text = (
+        "Segmentation panels: the val-chosen cell of each run also shows a few test images, their ground-truth "
+        f"masks and its spatial features as colours (first three principal components as RGB; {len(maps)} here)."
+    )
+    if missing:
+        text += " Without them: " + "; ".join(missing) + "."
+    return f"<p class=note id=maps-budget>{html.escape(text)}</p>"
+
+
 def _write(page: str, out: Path) -> None:
     fd, tmp_path = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
@@ -309,6 +323,10 @@ def build_report(
     for key, entry in heavy.items():
         if key in cells:
             cells[key]["neighbours"] = entry
+    maps, missing_maps = feature_map_panels(tables, cache_paths)
+    for key, entry in maps.items():
+        if key in cells:
+            cells[key]["maps"] = entry
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p class=note>probekit {__version__}, written {datetime.now(timezone.utc).isoformat(timespec='seconds')}. "
@@ -316,6 +334,7 @@ def build_report(
         "the validation split and reported on test. Click a heatmap cell or a table row to open that cell.</p>",
         answer,
         _budget_note(heavy, missing),
+        _maps_note(maps, missing_maps),
     ]
     best, keys = best_rows(tables)
     if best:

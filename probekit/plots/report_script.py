@@ -172,6 +172,20 @@ SCRIPT = r"""
         {'class': 'note'}));
     }
     if (c.neighbours) { neighbours(c.neighbours, names); }
+    if (c.maps) {
+      panel.appendChild(node('h4', 'Test images, ground truth and this cell\u2019s features (PCA to RGB)'));
+      var maps = node('table', null, {id: 'cell-maps'});
+      c.maps.rows.forEach(function (r) {
+        var tr = node('tr');
+        [['image', r.img], ['ground truth', r.mask], ['features', r.pca]].forEach(function (p) {
+          var td = node('td');
+          td.appendChild(thumb({id: r.id, img: p[1], label: p[0]}, {}, ''));
+          tr.appendChild(td);
+        });
+        maps.appendChild(tr);
+      });
+      panel.appendChild(maps);
+    }
     panel.hidden = false;
     panel.setAttribute('data-cell', key);
     if (c.neighbours) { embed(c.neighbours.embedding, names); }

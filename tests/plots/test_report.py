@@ -163,7 +163,7 @@ def test_bad_inputs_give_one_line_errors(report_inputs, tmp_path, capsys):
     assert any("is not a PNG file" in line for line in err) and not (tmp_path / "r.html").exists()
 
 
-def _dense_run(folder, name, kind, cells, seed):
+def _dense_run(folder, name, kind, cells, seed, dataset="toy"):
     """A segment / correspond results table with its sidecar, from random per-unit test outcomes."""
     from probekit.analyses.dense.table import dense_rows
     from probekit.evaluate.dense import segmentation_scores
@@ -189,7 +189,7 @@ def _dense_run(folder, name, kind, cells, seed):
         values[cell] = units
         scores[cell] = {"val": {**val, "n_eval": 4}, "test": {**test, "n_eval": len(units)}}
     probe = "segment-linear" if kind == "confusion" else "correspond"
-    table = dense_rows(scores, infos, probe=probe, metrics=metrics, model=name, dataset="toy", n_train=99)
+    table = dense_rows(scores, infos, probe=probe, metrics=metrics, model=name, dataset=dataset, n_train=99)
     path = write_table(table, folder / f"{'segment' if kind == 'confusion' else 'correspond'}_{name}.csv")
     write_dense_sidecar(path, table, kind, values, np.arange(len(next(iter(values.values())))))
     return path, table, values
@@ -361,3 +361,60 @@ def test_without_a_readable_dataset_the_page_says_why_there_are_no_images(report
     page = html.unescape(_build([paths["m"]], tmp_path / "r.html", "--cache", cache, reference))
     assert "none here: give the models' pooled caches with --cache" in page
     assert "m: dataset toy not readable here" in page
+
+
+def test_the_val_chosen_segmentation_cell_shows_masks_and_its_features_as_colours(tmp_path):
+    from PIL import Image
+    from sklearn.decomposition import PCA
+
+    from probekit.data.segmentation import write_mask
+    from tests.plots.conftest import write_cache
+
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "seg"
+    masks = {}
+    for split in ("train", "test"):
+        (folder / "images" / split).mkdir(parents=True)
+        (folder / "masks" / split).mkdir(parents=True)
+        for k in range(4):
+            Image.fromarray(rng.integers(0, 256, size=(8, 8), dtype=np.uint8)).save(
+                folder / "images" / split / f"{k}.png"
+            )
+            masks[split, k] = rng.integers(0, 3, size=(8, 8)).astype(np.uint8)
+            write_mask(folder / "masks" / split / f"{k}.png", masks[split, k])
+    (folder / "classes.txt").write_text("background\nx\ny\n")
+    side, channels = 2, 5
+    splits = {
+        s: ({l: rng.normal(size=(2, 4, channels * side * side)) for l in ("a", "b")}, np.zeros(4, int), np.arange(4))
+        for s in ("train", "test")
+    }
+    cache = write_cache(tmp_path / "spatial.h5", splits, "m", [1, 50], {"a": 20, "b": 20}, dataset=str(folder))
+    import h5py
+
+    with h5py.File(cache, "r+") as f:  # mark it spatial: (C, S, S) grids flattened, as spatial pooling writes them
+        f.attrs["spatial_side"] = side
+    seg, table, _ = _dense_run(tmp_path, "m", "confusion", [(1, "a"), (1, "b"), (50, "a"), (50, "b")], 1, str(folder))
+    page = _build([seg], tmp_path / "r.html", "--cache", cache)
+    data = page_data(page)
+    assert data["classes"][str(folder)] == ["background", "x", "y"]
+    val = table[(table["split"] == "val") & (table["metric"] == "miou")]
+    best = val.sort_values(["value", "t", "depth"], ascending=[False, True, True]).iloc[0]
+    key = f"m|segment-linear|{best['t']}|{best['layer']}"
+    assert [k for k, c in data["cells"].items() if "maps" in c] == [key]
+    rows = data["cells"][key]["maps"]["rows"]
+    assert [r["id"] for r in rows] == [0, 1, 2, 3]
+    decode = lambda uri: Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    for k, r in enumerate(rows):
+        assert np.array_equal(np.asarray(decode(r["mask"])), masks["test", k])  # palette indices = class ids
+        assert np.array_equal(
+            np.asarray(decode(r["img"])), np.asarray(Image.open(folder / "images" / "test" / f"{k}.png"))
+        )
+    # the colours: sklearn's first three principal components of every grid position's feature vector
+    maps = splits["test"][0][best["layer"]][[1, 50].index(best["t"])].reshape(4, channels, side, side)
+    vectors = maps.transpose(0, 2, 3, 1).reshape(-1, channels)
+    components = PCA(n_components=3).fit_transform(vectors)
+    scaled = 255 * (components - components.min(axis=0)) / (components.max(axis=0) - components.min(axis=0))
+    shown = np.stack([np.asarray(decode(r["pca"]).convert("RGB")) for r in rows]).reshape(-1, 3).astype(float)
+    for c in range(3):  # a principal axis is defined up to its sign: flipped, the scaled colour is 255 - v
+        assert min(np.abs(shown[:, c] - scaled[:, c]).max(), np.abs(shown[:, c] - (255 - scaled[:, c])).max()) <= 1
+    assert "(first three principal components as RGB; 1 here)" in page
