@@ -83,17 +83,17 @@ class _Figures:
         self.specs: dict[str, str] = {}
         self.html: list[str] = []
 
-    def add(self, spec: str, caption: str, selector: bool = False) -> str:
+    def add(self, spec: str, caption: str, selector: bool = False, *, in_section: bool = True) -> str:
+        """Register a figure and return its HTML block; ``in_section``: also list it in the figures section."""
         name = f"fig-{len(self.specs)}"
         self.specs[name] = spec
         extra = f'<div class=layer-selector data-for="{name}"></div>' if selector else ""
-        return self._append(
+        block = (
             f'<figure class=plot><div id="{name}" class=plotly-fig></div>{extra}'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
-
-    def _append(self, block: str) -> str:
-        self.html.append(block)
+        if in_section:
+            self.html.append(block)
         return block
 
 
@@ -207,8 +207,7 @@ def _answer(tables: dict[Path, pd.DataFrame], comparisons: Sequence[Paired], fig
     if gridded:
         own = first[first["model"] == gridded[0]]
         probe = _preferred(sorted(set(own["probe"])))
-        before = len(figures.html)
-        figures.add(
+        heatmap = figures.add(
             rf.grid_heatmap(
                 own,
                 model=gridded[0],
@@ -217,8 +216,8 @@ def _answer(tables: dict[Path, pd.DataFrame], comparisons: Sequence[Paired], fig
                 title=f"{gridded[0]} · {probe} probe · test top-1 (red: val-chosen; click a cell)",
             ),
             "hover a cell for its numbers; click it for its confusion matrix and per-class recall",
+            in_section=False,  # drawn here; the figures section has its own copy
         )
-        heatmap = figures.html.pop(before)  # drawn here, not in the figures section
     return (
         "<h2>The answer</h2><div class=answer><div>"
         + "".join(cards)

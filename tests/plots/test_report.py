@@ -70,6 +70,37 @@ def plotly_array(value) -> np.ndarray:
     return np.asarray(value, dtype=float)
 
 
+def test_the_answer_holds_each_models_chosen_cell_and_the_paired_differences(report_inputs, tmp_path):
+    from scipy.stats import binomtest
+
+    _, _, _, paths, _ = report_inputs
+    page = html.unescape(_build([paths["m"], paths["pixels"]], tmp_path / "r.html"))
+    answer = page.split("<h2>The answer</h2>", 1)[1].split("<h2>", 1)[0]
+    chosen = {}
+    for name in ("m", "pixels"):
+        top1 = pd.read_csv(paths[name])
+        top1 = top1[top1["metric"] == "top1"]
+        best = top1[top1["split"] == "val"].sort_values(["value", "t", "depth"], ascending=[False, True, True]).iloc[0]
+        test = top1[(top1["split"] == "test") & (top1["t"] == best["t"]) & (top1["layer"] == best["layer"])].iloc[0]
+        chosen[name] = best
+        card = answer.split(f'data-model="{name}"', 1)[1].split("</div></div>", 1)[0]
+        assert f"val-chosen cell <b>t={best['t']} {best['layer']}</b>" in card
+        assert f"<span class=big>{_fmt(test['value'])} %</span> test top-1 [{_fmt(test['ci_low'])}, " in card
+    # A - B on the same test images, and the exact McNemar test on the discordant ones (numpy and scipy here)
+    sides = {name: np.load(predictions_path(paths[name])) for name in ("m", "pixels")}
+    correct = {}
+    for name, side in sides.items():
+        row = [
+            i for i, k in enumerate(zip(side["t"], side["layer"])) if k == (chosen[name]["t"], chosen[name]["layer"])
+        ][0]
+        correct[name] = side["predictions"][row] == side["labels"]
+    diff = 100 * (correct["m"].mean() - correct["pixels"].mean())
+    only_a, only_b = int((correct["m"] & ~correct["pixels"]).sum()), int((~correct["m"] & correct["pixels"]).sum())
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue
+    assert f"vs pixels knn (t=0 pixels): <b>{diff:+.1f}</b> points [" in answer
+    assert f"McNemar p = {p:.3g} (knn probes, {len(correct['m'])} test images)" in answer
+
+
 def _fmt(value):
     return "–" if pd.isna(value) else f"{100 * value:.1f}"
 
