@@ -71,16 +71,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "report",
-        help="one self-contained HTML page: protocol, val-chosen cells, paired comparisons, figures and commands",
+        help="one self-contained HTML page: the answer first, interactive heatmaps whose cells open their "
+        "confusion matrix, the tables, figures and commands",
     )
     p.add_argument(
         "--results",
         required=True,
         nargs="+",
-        help="results CSVs: probe runs (with their sidecars), fusion runs and similarity tables",
+        help="results CSVs: probe runs (with their sidecars), fusion, similarity, segment, correspond and "
+        "label-budget tables",
     )
     p.add_argument("--out", required=True, help="HTML file to write")
-    p.add_argument("--cache", nargs="*", help="caches the results came from: their metadata and recorded commands")
+    p.add_argument(
+        "--cache",
+        nargs="*",
+        help="caches the results came from: their metadata, recorded commands, class names, and the images of "
+        "the val-chosen cells' panels (nearest neighbours, embedding, feature maps)",
+    )
     p.add_argument("--images", nargs="*", help="extra PNG figures to embed (e.g. a t-SNE from `probekit tsne`)")
     p.add_argument("--commands", help="text file of further commands to list (blank and # lines skipped)")
     p.add_argument("--title", default="probekit report", help="title of the page (default: probekit report)")

@@ -1,31 +1,28 @@
 """``probekit report``: one self-contained HTML page from results tables (no network needed to view).
 
-Every figure is drawn from the tables (plus any PNG given with ``images``, e.g. a t-SNE) and
-embedded as a base64 ``data:`` URI; styles are inline. The page holds:
+The page opens with the answer: per model, the val-chosen cell with its test top-1 and Wilson 95 %
+interval, the paired differences of the first model to every baseline (interval, McNemar p), and
+the first model's heatmap beside it. Then:
 
-1. what was run: models, dataset, the evaluation protocol (train / val / test sizes, where each
-   choice was made) and, from the caches given, framework, grid, layers, pooling and draws;
-2. the val-chosen best cell of every (model, probe), with its test top-1 and Wilson 95 % interval,
-   fusion probes included;
-3. paired comparisons (``probekit compare``) of the first classification run against every other
-   one, and of each fusion probe against the best single cell of its model;
-4. dense probes, when ``segment`` / ``correspond`` tables are given: each run's val-chosen cell,
-   the paired comparisons (``probekit dense-compare``) of the first run of each task against the
-   others, and where the global probe's val-chosen cell scores on the dense tasks;
-5. label efficiency, when ``probe --labels-per-class`` tables are given: the val-chosen cell's
-   test accuracy per budget (mean, min and max over draws);
-6. heatmaps, accuracy-vs-noise curves (dense metrics included), similarity maps, the cell x cell
-   CKA matrix, the fusion mixture weights, the label-efficiency curve and the extra images;
-7. the commands: each cache's recorded ``command`` attribute and the lines of a commands file.
+1. every val-chosen best cell (fusion probes included), the paired comparisons (``probekit compare``),
+   the dense probes and their comparisons (``probekit dense-compare``) and label efficiency;
+2. interactive figures (plotly, its JavaScript inlined): heatmaps over noise x depth whose hover
+   gives t, σ, log-SNR, layer, val and test value and interval, and whose click opens the cell's
+   panel; accuracy against noise with a layer selector; dense heatmaps; label efficiency;
+   similarity maps;
+3. static figures (the CKA matrix, fusion-mixture weights, the PNGs given with ``images``);
+4. collapsed: what was run (results files, protocol, caches) and the commands.
 
-Orchestration over results, compare and plots (it imports no models and no probes).
+A cell's panel (:mod:`probekit.plots.report_cells`) holds its numbers and, from the predictions
+sidecar, its test confusion matrix and per-class recall. Tables: :mod:`probekit.plots.report_tables`;
+figures: :mod:`probekit.plots.report_figures`. Orchestration only (it imports no models and no probes).
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import math
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -37,71 +34,30 @@ import pandas as pd
 from probekit._version import __version__
 from probekit.core.atomic import publish
 from probekit.core.errors import ProbekitError
-from probekit.evaluate.compare import compare_runs
-from probekit.evaluate.predictions import predictions_path
 from probekit.evaluate.results import best_cells, read_table
-from probekit.features.cache import FeatureCache
+from probekit.plots import report_figures as rf
+from probekit.plots.curves import X_AXES
+from probekit.plots.report_cells import cell_panels
+from probekit.plots.report_dense_cells import dense_panels
+from probekit.plots.report_feature_maps import feature_map_panels
+from probekit.plots.report_neighbours import neighbour_panels
+from probekit.plots.report_script import SCRIPT, STYLE
+from probekit.plots.report_sections import dense_section, label_section
+from probekit.plots.report_tables import (
+    DENSE,
+    Paired,
+    best_rows,
+    cache_rows,
+    chosen_name,
+    comparison_rows,
+    paired_comparisons,
+    percent,
+    protocol_rows,
+    table_html,
+    table_kind,
+)
 
-_FUSED = "fused"
-
-_STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
-     padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em} th,td{border:1px solid #ddd;padding:.3em
-.6em;text-align:left}
-th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
-figure{display:inline-block;margin:.6em;vertical-align:top;max-width:48%} figure
-img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.85em;color:#555} pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
-.note{color:#666;font-size:.9em} .warn{color:#a40}
-"""
-
-# Sets a marker on <body> once every image has decoded with a non-zero size (checked by the
-# browser test; harmless for a reader).
-_MARKER_SCRIPT = """
-window.addEventListener('load', function () {
-  var images = Array.prototype.slice.call(document.images);
-  var ok = images.filter(function (im) { return im.complete && im.naturalWidth > 0; }).length;
-  document.body.setAttribute('data-images-rendered', ok + '/' + images.length);
-});
-"""
-
-
-# task: (metric the cell is chosen on, its second metric, what is scored, the unit a comparison resamples)
-_DENSE = {
-    "segment": ("miou", "pixel_accuracy", "pixels", "images"),
-    "correspond": ("pck", "pck_point", "pairs", "pairs"),
-}
-
-
-def _kind(table: pd.DataFrame) -> str:
-    """What a results table holds: "similarity", "fusion", "labels", "segment", "correspond" or "probe"."""
-    if (table["probe"] == "similarity").all():
-        return "similarity"
-    if "labels_per_class" in table.columns:
-        return "labels"
-    for task, (metric, *_) in _DENSE.items():
-        if (table["metric"] == metric).any():
-            return task
-    if (table["layer"] == _FUSED).any():
-        return "fusion"
-    return "probe"
-
-
-def _percent(value: float) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
-
-
-def _table_html(header: Sequence[str], rows: Sequence[Sequence[object]], numeric: Sequence[int] = ()) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td{' class=num' if i in numeric else ''}>{html.escape(str(v))}</td>" for i, v in enumerate(r))
-        + "</tr>"
-        for r in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+_PREFERRED = ("linear", "logreg", "sgd", "mlp", "knn")
 
 
 def _image_html(path: Path, caption: str) -> str:
@@ -112,298 +68,217 @@ def _image_html(path: Path, caption: str) -> str:
     )
 
 
-def _protocol_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
-    rows = []
-    for path, table in tables.items():
-        kind = _kind(table)
-        for (model, dataset), group in table.groupby(["model", "dataset"], sort=False):
-            sizes = group.groupby("split")["n_eval"].max().to_dict()
-            if kind == "similarity":
-                protocol = f"{int(sizes.get('test', max(sizes.values())))} images, seeded subsample"
-            elif kind in _DENSE:
-                unit = _DENSE[kind][2]
-                fit = f"fit on {int(group['n_train'].max())} {unit}, " if kind == "segment" else "nothing fitted, "
-                protocol = (
-                    f"{fit}val {int(sizes.get('val', 0))} {unit}, test {int(sizes.get('test', 0))} {unit}; "
-                    "chosen on val"
-                )
-            elif kind == "labels":
-                budgets = ", ".join(dict.fromkeys(group["labels_per_class"].astype(str)))
-                protocol = (
-                    f"fit on {budgets} labels per class ({int(group['budget_draw'].max()) + 1} draws each), "
-                    f"val {int(sizes.get('val', 0))}, test {int(sizes.get('test', 0))}; chosen on val per draw"
-                )
-            else:
-                chosen = "val" if "val" in sizes else "test (no validation split)"
-                protocol = (
-                    f"fit on {int(group['n_train'].max())}, val {int(sizes.get('val', 0))}, "
-                    f"test {int(sizes.get('test', 0))}; chosen on {chosen}"
-                )
-            probes = ", ".join(sorted(set(group["probe"]) - {""}))
-            rows.append([path.name, kind, model, dataset, probes, protocol])
-    return rows
+def _probe_order(probe: str) -> tuple[int, str]:
+    return (_PREFERRED.index(probe) if probe in _PREFERRED else len(_PREFERRED), probe)
 
 
-def _best_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
-    rows = []
-    for table in tables.values():
-        if _kind(table) not in ("probe", "fusion"):
-            continue
-        for r in best_cells(table).itertuples(index=False):
-            cell = getattr(r, "cells", "") if r.layer == _FUSED else f"t={r.t} (σ={r.sigma:.3g}) {r.layer}"
-            rows.append(
-                [
-                    r.model,
-                    r.probe,
-                    cell,
-                    r.params,
-                    _percent(r.val_value),
-                    _percent(r.value),
-                    f"[{_percent(r.ci_low)}, {_percent(r.ci_high)}]",
-                    r.chosen_on,
-                ]
-            )
-    return rows
+def _preferred(probes: Sequence[str]) -> str:
+    return next((p for p in _PREFERRED if p in probes), sorted(probes)[0])
 
 
-def _common_probe(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
-    shared = set(a["probe"]) & set(b["probe"])
-    for preferred in ("linear", "logreg", "sgd", "mlp", "knn"):
-        if preferred in shared:
-            return preferred
-    return sorted(shared)[0] if shared else None
+class _Figures:
+    """The interactive figures of the page, in order, each with a unique div id."""
 
+    def __init__(self) -> None:
+        self.specs: dict[str, str] = {}
+        self.html: list[str] = []
 
-def _comparison_rows(tables: dict[Path, pd.DataFrame], n_boot: int) -> list[list[object]]:
-    """A minus B for: first probe run vs every other probe run; each fusion probe vs its model's run."""
-    runs = [p for p, t in tables.items() if _kind(t) == "probe" and predictions_path(p).is_file()]
-    pairs: list[tuple[Path, Path, str, str]] = []
-    for other in runs[1:]:
-        probe = _common_probe(tables[runs[0]], tables[other])
-        if probe:
-            pairs.append((runs[0], other, probe, probe))
-    for path, table in tables.items():
-        if _kind(table) != "fusion" or not predictions_path(path).is_file():
-            continue
-        model = table["model"].iloc[0]
-        same = [p for p in runs if model in set(tables[p]["model"])]
-        if not same:
-            continue
-        baseline = "linear" if "linear" in set(tables[same[0]]["probe"]) else sorted(set(tables[same[0]]["probe"]))[0]
-        for probe in sorted(set(table.loc[table["layer"] == _FUSED, "probe"])):
-            pairs.append((path, same[0], probe, baseline))
-    rows = []
-    for a, b, probe_a, probe_b in pairs:
-        try:
-            c = compare_runs(a, b, probe=probe_a, probe_b=probe_b, n_boot=n_boot)
-        except ProbekitError as err:
-            rows.append([f"{a.name} {probe_a}", f"{b.name} {probe_b}", "", "", "", "", f"not comparable: {err}"])
-            continue
-        p = c.paired
-        rows.append(
-            [
-                f"{c.a.model} {probe_a} ({'fused' if c.a.layer == _FUSED else f't={c.a.t} {c.a.layer}'})",
-                f"{c.b.model} {probe_b} ({'fused' if c.b.layer == _FUSED else f't={c.b.t} {c.b.layer}'})",
-                _percent(p.acc_a),
-                _percent(p.acc_b),
-                f"{100 * p.diff:+.1f}",
-                f"[{100 * p.ci_low:+.1f}, {100 * p.ci_high:+.1f}]",
-                f"p = {p.p_value:.3g} ({p.only_a} vs {p.only_b} discordant of {p.n})",
-            ]
+    def add(self, spec: str, caption: str, selector: bool = False, *, in_section: bool = True) -> str:
+        """Register a figure and return its HTML block; ``in_section``: also list it in the figures section."""
+        name = f"fig-{len(self.specs)}"
+        self.specs[name] = spec
+        extra = f'<div class=layer-selector data-for="{name}"></div>' if selector else ""
+        block = (
+            f'<figure class=plot><div id="{name}" class=plotly-fig></div>{extra}'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
-    return rows
+        if in_section:
+            self.html.append(block)
+        return block
 
 
-def _cell(t: object, layer: object) -> str:
-    return f"t={t} {layer}"
+def _probe_figures(figures: _Figures, tables: dict[Path, pd.DataFrame], x: str) -> None:
+    for table in (t for t in tables.values() if table_kind(t) == "probe"):
+        for model in rf.gridded_models(table):
+            own = table[table["model"] == model]
+            for probe in sorted(set(own["probe"]), key=_probe_order):
+                title = f"{model} · {probe} probe · test top-1 (red: val-chosen cell; click a cell)"
+                figures.add(
+                    rf.grid_heatmap(own, model=model, probe=probe, metric="top1", title=title),
+                    f"heatmap {probe}, {model}: hover for val and test top-1 and interval, click for the cell's panel",
+                )
+                spec, _ = rf.curves(
+                    own, model=model, probe=probe, metric="top1", x=x, title=f"{model} · {probe} probe · test top-1"
+                )
+                figures.add(spec, f"accuracy vs {x}, {probe}, {model}: tick layers to show their curves", True)
+    for table in (t for t in tables.values() if table_kind(t) in DENSE):
+        kind = table_kind(table)
+        metric, second = DENSE[kind][:2]
+        for model in rf.gridded_models(table[table["metric"] == metric]):
+            for probe in sorted(set(table.loc[table["model"] == model, "probe"])):
+                title = f"{kind}: {model} · {probe} · test {metric} (red: val-chosen cell; click a cell)"
+                figures.add(
+                    rf.grid_heatmap(table, model=model, probe=probe, metric=metric, second=second, title=title),
+                    f"{kind}: heatmap {probe} ({metric}), {model}: click a cell for its confusion or worst pairs",
+                )
+    labelled = [t for t in tables.values() if table_kind(t) == "labels"]
+    if labelled:
+        from probekit.plots.label_efficiency import label_efficiency_table
+
+        summary = label_efficiency_table(pd.concat(labelled, ignore_index=True))
+        figures.add(rf.label_efficiency(summary), "label efficiency: val-chosen cell's test top-1 vs labels per class")
+    for table in (t for t in tables.values() if table_kind(t) == "similarity"):
+        from probekit.plots.similarity import SIMILARITY_LABELS, similarity_references
+
+        for model, reference in similarity_references(table):
+            rows = table[(table["model"] == model) & (table["reference"] == reference)]
+            for metric in sorted(set(rows["metric"])):
+                label = SIMILARITY_LABELS.get(metric, metric)
+                figures.add(
+                    rf.similarity_heatmap(rows[rows["metric"] == metric], f"{model} vs {reference} · {label}", label),
+                    f"similarity {metric} {reference}, {model}",
+                )
 
 
-def _dense_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
-    """Val-chosen cell of every dense run: its val and test metric and the task's second metric on test."""
-    rows = []
-    for table in tables.values():
-        kind = _kind(table)
-        if kind not in _DENSE:
-            continue
-        metric, second, *_ = _DENSE[kind]
-        for r in best_cells(table, metric).itertuples(index=False):
-            other = table[
-                (table["model"] == r.model)
-                & (table["t"] == r.t)
-                & (table["layer"] == r.layer)
-                & (table["split"] == "test")
-                & (table["metric"] == second)
-            ]["value"]
-            rows.append(
-                [
-                    kind,
-                    r.model,
-                    _cell(r.t, r.layer),
-                    metric,
-                    _percent(r.val_value),
-                    _percent(r.value),
-                    f"{second} {_percent(float(other.iloc[0]))}" if len(other) else "",
-                ]
-            )
-    return rows
+def _static_figures(tables: dict[Path, pd.DataFrame], folder: Path, x: str) -> list[tuple[Path, str]]:
+    """PNG figures without an interactive twin: the CKA matrix, mixture weights, several models' curves."""
+    from probekit.plots.compare import plot_model_comparison
+    from probekit.plots.fusion import plot_mixture_weights
+    from probekit.plots.similarity import plot_cka_matrix
+
+    out: list[tuple[Path, str]] = []
+    probes = [t for t in tables.values() if table_kind(t) == "probe"]
+    if probes:
+        combined = pd.concat(probes, ignore_index=True)
+        gridded = rf.gridded_models(combined)
+        if len(gridded) > 1:
+            shown = combined[combined["model"].isin(gridded)]
+            for probe in sorted(set(shown["probe"])):
+                if shown[shown["probe"] == probe]["model"].nunique() > 1:
+                    path = plot_model_comparison(shown, probe, folder / f"compare_{probe}.png", x=x)
+                    out.append((path, f"compare acc vs {x} {probe}"))
+    for i, table in enumerate(t for t in tables.values() if table_kind(t) == "similarity"):
+        for model in sorted(set(table["model"])):
+            if "reference" in table.columns and ((table["reference"] == "self") & (table["model"] == model)).any():
+                out.append((plot_cka_matrix(table, folder / f"cka{i}_{len(out)}.png", model=model), "cka matrix"))
+    for i, table in enumerate(t for t in tables.values() if table_kind(t) == "fusion"):
+        if (table["metric"] == "mixture_weight").any():
+            path = plot_mixture_weights(table, folder / f"fusion{i}" / "fusion_weights.png")
+            out.append((path, f"fusion-mixture weights, {table['model'].iloc[0]}"))
+    return out
 
 
-def _dense_comparison_rows(tables: dict[Path, pd.DataFrame], n_boot: int) -> list[list[object]]:
-    """A minus B at the val-chosen cells: the first run of each dense task against every other run of it."""
-    from probekit.evaluate.dense_sidecar import compare_dense, sidecar_path
-
-    rows = []
-    for task in _DENSE:
-        runs = [p for p, t in tables.items() if _kind(t) == task and sidecar_path(p).is_file()]
-        for other in runs[1:]:
-            name_a, name_b = (str(tables[r]["model"].iloc[0]) for r in (runs[0], other))
-            try:
-                c = compare_dense(runs[0], other, n_boot=n_boot)
-            except ProbekitError as err:
-                rows.append([task, name_a, name_b, "", "", "", f"not comparable: {err}"])
-                continue
-            rows.append(
-                [
-                    task,
-                    f"{name_a} ({_cell(*c.cell_a)})",
-                    f"{name_b} ({_cell(*c.cell_b)})",
-                    _percent(c.value_a),
-                    _percent(c.value_b),
-                    f"{100 * c.diff:+.1f}",
-                    f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}] over {c.n} test {_DENSE[task][3]}",
-                ]
-            )
-    return rows
-
-
-def _dense_vs_global(tables: dict[Path, pd.DataFrame]) -> str:
-    """Where the first probe run's val-chosen cell scores on each dense task of the same model."""
-    probes = [t for t in tables.values() if _kind(t) == "probe"]
-    if not probes:
+def _answer(tables: dict[Path, pd.DataFrame], comparisons: Sequence[Paired], figures: _Figures) -> str:
+    """The first screen: a card per probed model (its val-chosen cell) and the first model's heatmap."""
+    runs = [t for t in tables.values() if table_kind(t) == "probe"]
+    if not runs:
         return ""
-    table = probes[0]
-    probe = "linear" if "linear" in set(table["probe"]) else sorted(set(table["probe"]))[0]
-    best = best_cells(table[table["probe"] == probe]).iloc[0]
-    parts = []
-    for dense in (t for t in tables.values() if _kind(t) in _DENSE):
-        kind = _kind(dense)
-        metric = _DENSE[kind][0]
-        own = dense[dense["model"] == best["model"]]
-        if own.empty:
-            continue
-        chosen = best_cells(own, metric).iloc[0]
-        there = own[
-            (own["t"] == best["t"])
-            & (own["layer"] == best["layer"])
-            & (own["split"] == "test")
-            & (own["metric"] == metric)
-        ]["value"]
-        at_global = f"{_percent(float(there.iloc[0]))} % there" if len(there) else "not in the dense grid"
-        same = "the same cell" if (chosen["t"], chosen["layer"]) == (best["t"], best["layer"]) else "a different cell"
-        parts.append(
-            f"{kind}: val-chosen {_cell(chosen['t'], chosen['layer'])}, {same}, test {metric} "
-            f"{_percent(chosen['value'])} % (global cell: {at_global})"
+    cards = []
+    for i, table in enumerate(runs):
+        for model, own in table.groupby("model", sort=False):
+            probe = _preferred(sorted(set(own["probe"])))
+            best = best_cells(own[own["probe"] == probe]).iloc[0]
+            key = rf.cell_key(model, probe, best["t"], best["layer"])
+            noise = rf.noise_text(best["t"], float(best["sigma"]), float(best["logsnr"]))
+            lines = ""
+            if i == 0:
+                items = []
+                for c in (c for c in comparisons if c.baseline and c.result is not None):
+                    p = c.result.paired
+                    items.append(
+                        f"<li>vs {html.escape(chosen_name(c.result.b))}: <b>{100 * p.diff:+.1f}</b> points "
+                        f"[{100 * p.ci_low:+.1f}, {100 * p.ci_high:+.1f}], McNemar p = {p.p_value:.3g} "
+                        f"({html.escape(c.result.a.probe)} probes, {p.n} test images)</li>"
+                    )
+                lines = f"<ul class=paired>{''.join(items)}</ul>" if items else ""
+            cards.append(
+                f'<div class=card data-model="{html.escape(str(model))}">'
+                f"<div><b>{html.escape(str(model))}</b> · {html.escape(probe)} probe</div>"
+                f"<div>val-chosen cell <b>t={int(best['t'])} {html.escape(str(best['layer']))}</b> "
+                f"<span class=note>({html.escape(noise)})</span>"
+                f'<button class=open type=button data-cell="{html.escape(key)}">open cell</button></div>'
+                f"<div><span class=big>{percent(best['value'])} %</span> test top-1 "
+                f"[{percent(best['ci_low'])}, {percent(best['ci_high'])}] "
+                f"<span class=note>(Wilson 95 %; val {percent(best['val_value'])} %)</span></div>{lines}</div>"
+            )
+    first = runs[0]
+    heatmap = ""
+    gridded = rf.gridded_models(first)
+    if gridded:
+        own = first[first["model"] == gridded[0]]
+        probe = _preferred(sorted(set(own["probe"])))
+        heatmap = figures.add(
+            rf.grid_heatmap(
+                own,
+                model=gridded[0],
+                probe=probe,
+                metric="top1",
+                title=f"{gridded[0]} · {probe} probe · test top-1 (red: val-chosen; click a cell)",
+            ),
+            "hover a cell for its numbers; click it for its confusion matrix and per-class recall",
+            in_section=False,  # drawn here; the figures section has its own copy
         )
-    if not parts:
-        return ""
     return (
-        f"The global {probe} probe's val-chosen cell of {best['model']} is {_cell(best['t'], best['layer'])}. "
-        + "; ".join(parts)
-        + "."
+        "<h2>The answer</h2><div class=answer><div>"
+        + "".join(cards)
+        + "<p class=note>Each cell is chosen on the validation split and reported on test; differences are "
+        "paired on the same test images (bootstrap 95 % interval, exact McNemar test).</p></div>"
+        + f"<div>{heatmap}</div></div>"
     )
 
 
-def _label_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
-    from probekit.plots.label_efficiency import label_efficiency_table
-
-    labelled = [t for t in tables.values() if _kind(t) == "labels"]
-    if not labelled:
-        return []
-    summary = label_efficiency_table(pd.concat(labelled, ignore_index=True))
-    return [
-        [
-            r.model,
-            r.labels_per_class,
-            r.n_train,
-            r.draws,
-            _percent(r.mean),
-            f"[{_percent(r.min)}, {_percent(r.max)}]",
-            r.cells,
-        ]
-        for r in summary.itertuples(index=False)
-    ]
+def _budget_note(heavy: dict[str, dict], missing: Sequence[str]) -> str:
+    """What the cell panels carry, so a reader knows why some cells have images and others not."""
+    if not heavy and not missing:
+        return ""  # no probe run: the panels hold numbers only, nothing to explain
+    text = (
+        "Cell panels: every cell of a probe or fusion run has its numbers, test confusion matrix and per-class "
+        "recall (from the predictions sidecar). To keep the page light only each model's val-chosen cell carries "
+        "images: a few test images with their nearest train images, and a 2-D embedding of the test images "
+        "with a thumbnail on hover"
+    )
+    if heavy:
+        text += f" ({len(heavy)} cell{'s' if len(heavy) > 1 else ''} here)."
+    else:
+        text += " (none here: give the models' pooled caches with --cache)."
+    if missing:
+        text += " Without images: " + "; ".join(missing) + "."
+    return f"<p class=note id=panel-budget>{html.escape(text)}</p>"
 
 
-def _figures(tables: dict[Path, pd.DataFrame], folder: Path, x: str) -> list[tuple[Path, str]]:
-    from probekit.plots import plot_all, plot_heatmap
-    from probekit.plots.fusion import plot_mixture_weights
-    from probekit.plots.similarity import plot_similarity
-
-    figures: list[tuple[Path, str]] = []
-    probe_tables = [t for t in tables.values() if _kind(t) == "probe"]
-    if probe_tables:
-        combined = pd.concat(probe_tables, ignore_index=True)
-        # A model probed at one noise level only (pixels, a control at t = 0) has no curve to draw:
-        # its numbers are in the tables above; the figures show the models with a noise grid.
-        gridded = [m for m, own in combined.groupby("model", sort=False) if own["t"].nunique() > 1]
-        if gridded:
-            shown = combined[combined["model"].isin(gridded)]
-            figures += [(p, p.stem.replace("_", " ")) for p in plot_all(shown, folder / "probes", x=x)]
-    for i, table in enumerate(t for t in tables.values() if _kind(t) in _DENSE):
-        # The t x layer heatmap of each run with a noise grid (a run at one noise level has its numbers
-        # in the dense table only); its curves are drawn by `probekit plot --metric`.
-        kind, metric = _kind(table), _DENSE[_kind(table)][0]
-        for (model, dataset, probe), own in table[table["metric"] == metric].groupby(["model", "dataset", "probe"]):
-            if own["t"].nunique() > 1:
-                path = plot_heatmap(
-                    table,
-                    probe,
-                    metric,
-                    folder / f"dense{i}" / f"heatmap_{len(figures)}.png",
-                    model=model,
-                    dataset=dataset,
-                )
-                figures.append((path, f"{kind}: heatmap {probe} ({metric}), {model}"))
-    labelled = [t for t in tables.values() if _kind(t) == "labels"]
-    if labelled:
-        from probekit.plots.label_efficiency import plot_label_efficiency
-
-        path, _ = plot_label_efficiency(
-            pd.concat(labelled, ignore_index=True), folder / "labels" / "label_efficiency.png"
-        )
-        figures.append((path, "label efficiency: val-chosen cell's test top-1 vs labels per class"))
-    for i, table in enumerate(t for t in tables.values() if _kind(t) == "similarity"):
-        figures += [(p, p.stem.replace("_", " ")) for p in plot_similarity(table, folder / f"similarity{i}")]
-    for i, table in enumerate(t for t in tables.values() if _kind(t) == "fusion"):
-        if (table["metric"] == "mixture_weight").any():
-            path = plot_mixture_weights(table, folder / f"fusion{i}" / "fusion_weights.png")
-            figures.append((path, f"fusion-mixture weights, {table['model'].iloc[0]}"))
-    return figures
+def _maps_note(maps: dict[str, dict], missing: Sequence[str]) -> str:
+    """What the segmentation cells' panels carry besides numbers."""
+    if not maps and not missing:
+        return ""
+    text = (
+        "Segmentation panels: the val-chosen cell of each run also shows a few test images, their ground-truth "
+        f"masks and its spatial features as colours (first three principal components as RGB; {len(maps)} here)."
+    )
+    if missing:
+        text += " Without them: " + "; ".join(missing) + "."
+    return f"<p class=note id=maps-budget>{html.escape(text)}</p>"
 
 
-def _cache_rows(caches: Sequence[Path]) -> tuple[list[list[object]], list[str]]:
-    rows, commands = [], []
-    for path in caches:
-        with FeatureCache(path) as cache:
-            a = cache.attrs
-            sizes = ", ".join(f"{s} {cache.progress(s)[1]}" for s in cache.splits)
-            rows.append(
-                [
-                    path.name,
-                    a.get("model_id"),
-                    a.get("framework"),
-                    a.get("dataset"),
-                    sizes,
-                    f"{len(cache.timesteps)} ({', '.join(map(str, cache.timesteps))})",
-                    len(cache.layers),
-                    a.get("pooling"),
-                    a.get("draws"),
-                    a.get("views", 0),
-                ]
-            )
-            if a.get("command"):
-                commands.append(str(a["command"]))
-    return rows, commands
+def _write(page: str, out: Path) -> None:
+    fd, tmp_path = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        publish(tmp_path, out)
+    except BaseException:
+        Path(tmp_path).unlink(missing_ok=True)
+        raise
+
+
+def _data_script(figures: _Figures, cells: dict, classes: dict) -> str:
+    """The page's data as one JSON block; ``</`` escaped so that no string can end the script element."""
+    blob = (
+        '{"figures": {'
+        + ", ".join(f"{json.dumps(name)}: {spec}" for name, spec in figures.specs.items())
+        + f'}}, "cells": {json.dumps(cells)}, "classes": {json.dumps(classes)}}}'
+    )
+    blob = blob.replace("</", "<\\/")
+    return f'<script type="application/json" id="probekit-data">{blob}</script>'
 
 
 def build_report(
@@ -418,126 +293,96 @@ def build_report(
     n_boot: int = 10_000,
 ) -> Path:
     """Write the report page to ``out`` (atomically) and return its path. See the module docstring."""
+    import plotly.offline
+
     if not results:
         raise ProbekitError("give at least one results CSV with --results")
+    if x not in X_AXES:
+        raise ProbekitError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
     tables = {Path(p): read_table(p) for p in results}
     for image in images:
         if not Path(image).is_file() or Path(image).read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
             raise ProbekitError(f"--images {image} is not a PNG file")
-    cache_rows, cache_commands = _cache_rows([Path(c) for c in caches])
+    cache_paths = [Path(c) for c in caches]
+    run_cache_rows, cache_commands = cache_rows(cache_paths)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    comparisons = paired_comparisons(tables, n_boot)
+    figures = _Figures()
+    answer = _answer(tables, comparisons, figures)
+    _probe_figures(figures, tables, x)
     with tempfile.TemporaryDirectory(prefix="probekit-report-") as tmp:
-        figures = _figures(tables, Path(tmp), x) + [(Path(i), Path(i).stem.replace("_", " ")) for i in images]
-        figure_html = "\n".join(_image_html(path, caption) for path, caption in figures)
+        static = _static_figures(tables, Path(tmp), x) + [(Path(i), Path(i).stem.replace("_", " ")) for i in images]
+        static_html = "\n".join(_image_html(path, caption) for path, caption in static)
+    cells, classes = cell_panels(tables, cache_paths)
+    dense_cells, mask_classes = dense_panels(tables)
+    cells.update(dense_cells)
+    classes.update(mask_classes)
+    heavy, missing = neighbour_panels(tables, cache_paths)
+    for key, entry in heavy.items():
+        if key in cells:
+            cells[key]["neighbours"] = entry
+    maps, missing_maps = feature_map_panels(tables, cache_paths)
+    for key, entry in maps.items():
+        if key in cells:
+            cells[key]["maps"] = entry
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p class=note>probekit {__version__}, written {datetime.now(timezone.utc).isoformat(timespec='seconds')}. "
-        "Every number below is read from the results tables listed; “best” means chosen on the validation split "
-        "and reported on test.</p>",
-        "<h2>What was run</h2>",
-        _table_html(["results", "kind", "model", "dataset", "probes / metrics", "protocol"], _protocol_rows(tables)),
+        "Every number below is read from the results tables listed under “What was run”; “best” means chosen on "
+        "the validation split and reported on test. Click a heatmap cell or a table row to open that cell.</p>",
+        answer,
+        _budget_note(heavy, missing),
+        _maps_note(maps, missing_maps),
     ]
-    if cache_rows:
-        parts.append(
-            _table_html(
-                [
-                    "cache",
-                    "model",
-                    "framework",
-                    "dataset",
-                    "images",
-                    "noise levels",
-                    "layers",
-                    "pooling",
-                    "draws",
-                    "views",
-                ],
-                cache_rows,
-            )
-        )
-    best = _best_rows(tables)
+    best, keys = best_rows(tables)
     if best:
         parts += [
             "<h2>Val-chosen best cells</h2>",
-            _table_html(
+            table_html(
                 ["model", "probe", "cell", "setting", "val top-1 %", "test top-1 %", "Wilson 95 %", "chosen on"],
                 best,
                 numeric=(4, 5),
+                keys=[k if k in cells else "" for k in keys],
             ),
         ]
-    comparisons = _comparison_rows(tables, n_boot)
     if comparisons:
         parts += [
             "<h2>Paired comparisons (A − B on the same test images)</h2>",
             "<p class=note>Paired bootstrap 95 % interval of the accuracy difference and exact McNemar test "
             "on the discordant images (<code>probekit compare</code>).</p>",
-            _table_html(
-                ["A", "B", "A %", "B %", "A − B (points)", "95 % interval", "McNemar"], comparisons, numeric=(2, 3, 4)
-            ),
-        ]
-    dense = _dense_rows(tables)
-    if dense:
-        parts += [
-            "<h2>Dense probes</h2>",
-            "<p class=note>Per-pixel linear segmentation (mIoU) and keypoint correspondence (PCK) of every "
-            "(t, layer) cell's feature map; the cell is chosen on val and scored on test.</p>",
-            _table_html(
-                ["task", "model", "val-chosen cell", "metric", "val %", "test %", "test, other metric %"],
-                dense,
-                numeric=(4, 5),
-            ),
-        ]
-        dense_comparisons = _dense_comparison_rows(tables, n_boot)
-        if dense_comparisons:
-            parts += [
-                "<p class=note>Paired bootstrap 95 % interval over the same test images or pairs "
-                "(<code>probekit dense-compare</code>).</p>",
-                _table_html(
-                    ["task", "A", "B", "A %", "B %", "A − B (points)", "95 % interval"],
-                    dense_comparisons,
-                    numeric=(3, 4, 5),
-                ),
-            ]
-        sentence = _dense_vs_global(tables)
-        if sentence:
-            parts.append(f"<p>{html.escape(sentence)}</p>")
-    labels = _label_rows(tables)
-    if labels:
-        parts += [
-            "<h2>Label efficiency</h2>",
-            "<p class=note>Linear probes fitted on k labelled train images per class (seeded draws); the cell "
-            "is chosen on the same val split for every draw and scored on the same test images.</p>",
-            _table_html(
-                [
-                    "model",
-                    "labels per class",
-                    "fit images",
-                    "draws",
-                    "test top-1 % (mean)",
-                    "min, max over draws",
-                    "val-chosen cell of each draw",
-                ],
-                labels,
+            table_html(
+                ["A", "B", "A %", "B %", "A − B (points)", "95 % interval", "McNemar"],
+                comparison_rows(comparisons),
                 numeric=(2, 3, 4),
             ),
         ]
-    parts += ["<h2>Figures</h2>", figure_html or "<p class=note>no figures</p>"]
+    parts += [dense_section(tables, n_boot), label_section(tables)]
+    parts += [
+        "<h2>Figures</h2>",
+        "\n".join(figures.html) or "<p class=note>no interactive figures (no run with a noise grid)</p>",
+    ]
+    if static_html:
+        parts += ["<h2>Static figures</h2>", static_html]
+    run = table_html(["results", "kind", "model", "dataset", "probes / metrics", "protocol"], protocol_rows(tables))
+    if run_cache_rows:
+        header = ["cache", "model", "framework", "dataset", "images", "noise levels", "layers", "pooling", "draws"]
+        run += table_html([*header, "views"], run_cache_rows)
+    parts.append(f"<details id=what-was-run><summary>What was run</summary>{run}</details>")
     all_commands = cache_commands + [c for c in commands if c.strip()]
     if all_commands:
-        parts += ["<h2>Commands</h2>", f"<pre>{html.escape(chr(10).join(all_commands))}</pre>"]
+        parts.append(
+            "<details id=commands><summary>Commands</summary>"
+            f"<pre>{html.escape(chr(10).join(all_commands))}</pre></details>"
+        )
+    parts.append("<aside id=cell-panel hidden></aside>")
     page = (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
-        + "\n".join(parts)
-        + f"\n<script>{_MARKER_SCRIPT}</script>\n</body></html>\n"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
+        + "\n".join(p for p in parts if p)
+        + "\n"
+        + _data_script(figures, cells, classes)
+        + f"\n<script>{plotly.offline.get_plotlyjs()}</script>\n<script>{SCRIPT}</script>\n</body></html>\n"
     )
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        publish(tmp_path, out)
-    except BaseException:
-        Path(tmp_path).unlink(missing_ok=True)
-        raise
+    _write(page, out)
     return out
