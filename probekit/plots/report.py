@@ -367,7 +367,7 @@ def build_report(
     run = table_html(["results", "kind", "model", "dataset", "probes / metrics", "protocol"], protocol_rows(tables))
     if run_cache_rows:
         header = ["cache", "model", "framework", "dataset", "images", "noise levels", "layers", "pooling", "draws"]
-        run += table_html([*header, "views"], run_cache_rows)
+        run += table_html([*header, "views", "precision", "model fingerprint"], run_cache_rows)
     parts.append(f"<details id=what-was-run><summary>What was run</summary>{run}</details>")
     all_commands = cache_commands + [c for c in commands if c.strip()]
     if all_commands:

@@ -324,7 +324,9 @@ def label_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
 
 
 def cache_rows(caches: Sequence[Path]) -> tuple[list[list[object]], list[str]]:
-    """One row per cache (model, framework, sizes, grid, layers, pooling, draws, views) and the commands they record."""
+    """One row per cache (model, framework, sizes, grid, layers, pooling, draws, views, the precision computed
+    in and the model fingerprint) and the commands they record.
+    """
     rows, commands = [], []
     for path in caches:
         with FeatureCache(path) as cache:
@@ -342,6 +344,8 @@ def cache_rows(caches: Sequence[Path]) -> tuple[list[list[object]], list[str]]:
                     a.get("pooling"),
                     a.get("draws"),
                     a.get("views", 0),
+                    a.get("precision", "fp32"),
+                    str(a.get("model_fingerprint", ""))[:12] or "(not recorded)",
                 ]
             )
             if a.get("command"):

@@ -8,6 +8,7 @@ import io
 import json
 import re
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,6 +58,8 @@ def test_page_is_self_contained_and_complete(report_inputs):
     ):
         assert text in page, text
     assert "# main job" not in page and "not comparable" not in page
+    with h5py.File(cache, "r") as f:  # the precision the cache was computed in, read without probekit
+        assert f"<td>{f.attrs.get('precision', 'fp32')}</td>" in page
     # the answer comes before every table of what was run
     assert page.index("The answer") < page.index("Val-chosen best cells") < page.index("<summary>What was run")
 
@@ -343,7 +346,6 @@ def _thumbnail_pixels(uri):
 
 
 def test_the_val_chosen_cell_carries_neighbours_and_an_embedding(digits_run, tmp_path):
-    import h5py
     from sklearn.decomposition import PCA
     from sklearn.neighbors import NearestNeighbors
 
@@ -420,7 +422,6 @@ def test_the_val_chosen_segmentation_cell_shows_masks_and_its_features_as_colour
         for s in ("train", "test")
     }
     cache = write_cache(tmp_path / "spatial.h5", splits, "m", [1, 50], {"a": 20, "b": 20}, dataset=str(folder))
-    import h5py
 
     with h5py.File(cache, "r+") as f:  # mark it spatial: (C, S, S) grids flattened, as spatial pooling writes them
         f.attrs["spatial_side"] = side
