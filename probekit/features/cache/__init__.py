@@ -6,6 +6,7 @@ master file of a multi-process extraction in :mod:`.master`. The names below are
 """
 
 from probekit.features.cache.layout import (
+    CHECKSUMS,
     CHUNK_BYTES,
     FORMAT,
     FORMAT_VERSION,
@@ -21,6 +22,7 @@ from probekit.features.cache.reader import FeatureCache
 from probekit.features.cache.writer import CacheWriter, unfinished_precision
 
 __all__ = [
+    "CHECKSUMS",
     "CHUNK_BYTES",
     "FORMAT",
     "FORMAT_VERSION",

@@ -53,6 +53,8 @@ GRID_FIELDS = ("t", "model_input", "alpha_bar", "sigma", "logsnr")
 STR_DTYPE = h5py.string_dtype()
 #: per-split dataset counting NaN / inf pooled feature values per (t, layer, sample)
 NONFINITE = "nonfinite"
+#: per-split group of Fletcher-32 sums, one (T, S, N) uint32 dataset per layer (.checksum)
+CHECKSUMS = "checksums"
 
 
 @dataclass

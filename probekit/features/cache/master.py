@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from probekit.features.cache.layout import NONFINITE
+from probekit.features.cache.layout import CHECKSUMS, NONFINITE
 
 
 def write_master(out: str | Path, shards: Sequence[str | Path], *, command: str = "") -> Path:
@@ -54,11 +54,14 @@ def _stitch_split(master: h5py.File, opened: list[h5py.File], shards: list[Path]
         ["labels", "index", "done"]
         + [NONFINITE] * (NONFINITE in opened[0][split])
         + [f"feats/{layer}" for layer in opened[0][split]["feats"]]
+        + [f"{CHECKSUMS}/{layer}" for layer in opened[0][split].get(CHECKSUMS, {})]
     )
     group.create_group("feats")
+    if CHECKSUMS in opened[0][split]:
+        group.create_group(CHECKSUMS)
     for name in names:
         parts = [f[split][name] for f in opened]
-        axis = {1: 0, 3: 2, 4: 2}[parts[0].ndim]  # feats are (T, K, N, D), nonfinite (T, L, N)
+        axis = {1: 0, 3: 2, 4: 2}[parts[0].ndim]  # feats are (T, K, N, D), nonfinite and checksums (T, ., N)
         shape = list(parts[0].shape)
         shape[axis] = sum(p.shape[axis] for p in parts)
         layout = h5py.VirtualLayout(shape=tuple(shape), dtype=parts[0].dtype)

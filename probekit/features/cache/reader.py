@@ -11,32 +11,42 @@ import numpy as np
 
 from probekit.core.errors import ProbekitError, first_line
 from probekit.core.types import GridPoint, LayerInfo
-from probekit.features.cache.layout import FORMAT, FORMAT_VERSION, GRID_FIELDS, NONFINITE
+from probekit.features.cache.checksum import fletcher32
+from probekit.features.cache.layout import CHECKSUMS, FORMAT, FORMAT_VERSION, GRID_FIELDS, NONFINITE
 
 
 class _Checked:
-    """A feature dataset whose reads turn a failed Fletcher-32 checksum (or any HDF5 read error)
-    into one line naming the file and the dataset, instead of HDF5's error stack.
+    """A feature dataset whose reads are checked against the stored Fletcher-32 of every vector
+    (:mod:`.checksum`), and whose HDF5 read errors become one line naming the file and dataset.
+
+    Caches written before checksums (no ``/{split}/checksums``) read as before, unchecked.
     """
 
-    def __init__(self, dataset: h5py.Dataset, path: Path) -> None:
-        self._dataset, self._path = dataset, path
+    def __init__(self, dataset: h5py.Dataset, sums: h5py.Dataset | None, path: Path) -> None:
+        self._dataset, self._sums, self._path = dataset, sums, path
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._dataset, name)
 
     def __getitem__(self, key: object) -> np.ndarray:
         try:
-            return self._dataset[key]
+            values = self._dataset[key]
+            # the key selects (t, slot, sample) and, for features, whole vectors: the same key selects their sums
+            expected = None if self._sums is None else self._sums[key]
         except OSError as err:
-            checksum = "filter returned failure" in str(err) or "checksum" in str(err).lower()
-            what = (
-                "does not match its Fletcher-32 checksum (the bytes on disk changed)" if checksum else "cannot be read"
-            )
             raise ProbekitError(
-                f"{self._path}: dataset {self._dataset.name} {what} ({first_line(err)}): the cache is damaged; "
-                "extract it again (--overwrite)"
+                f"{self._path}: dataset {self._dataset.name} cannot be read ({first_line(err)}): the cache is "
+                "damaged; extract it again (--overwrite)"
             ) from err
+        if expected is not None:
+            bad = np.flatnonzero(fletcher32(values).reshape(-1) != np.asarray(expected).reshape(-1))
+            if len(bad):
+                raise ProbekitError(
+                    f"{self._path}: dataset {self._dataset.name} does not match its Fletcher-32 checksums in "
+                    f"{len(bad)} vector(s) (the bytes on disk changed): the cache is damaged; extract it again "
+                    "(--overwrite)"
+                )
+        return values
 
 
 class FeatureCache:
@@ -245,7 +255,9 @@ class FeatureCache:
             raise ProbekitError(f"timestep {t} is not in {self.path} (its grid: {self._timesteps})") from None
         if layer not in self._layer_names:
             raise ProbekitError(f"layer {layer!r} is not in {self.path} (its layers: {', '.join(self._layer_names)})")
-        return _Checked(self.file[split]["feats"][layer], self.path), t_index  # type: ignore[return-value]
+        sums = self.file[split].get(CHECKSUMS)
+        checked = _Checked(self.file[split]["feats"][layer], None if sums is None else sums[layer], self.path)
+        return checked, t_index  # type: ignore[return-value]
 
     def features(self, split: str, layer: str, t: int, *, draws: str = "mean") -> np.ndarray:
         """(N, D) float32 features of one cell on the clean image (view 0).

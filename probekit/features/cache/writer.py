@@ -16,8 +16,10 @@ import numpy as np
 from probekit._version import __version__
 from probekit.core.errors import ProbekitError, first_line
 from probekit.core.fields import changed_fields
+from probekit.features.cache.checksum import fletcher32
 from probekit.features.cache.disk import close_after_error, require_size_limit, reserve, write_error
 from probekit.features.cache.layout import (
+    CHECKSUMS,
     FORMAT,
     FORMAT_VERSION,
     GRID_FIELDS,
@@ -31,8 +33,8 @@ from probekit.features.cache.layout import (
 )
 from probekit.features.output_lock import created_by_lock, is_lock_placeholder, lock_replaced_output
 
-#: Fletcher-32 checksums on feature datasets (h5py ``fletcher32``); a switch for the benchmark that
-#: measures their cost (experiments/bench_checksum.py), always on otherwise
+#: Fletcher-32 of every stored feature vector (.checksum); a switch for the benchmark that measures
+#: their cost (experiments/bench_checksum.py), always on otherwise
 FEATURE_CHECKSUM = True
 
 
@@ -120,6 +122,11 @@ class CacheWriter:
             split: {name: self.file[split]["feats"][name] for name in self.file[split]["feats"]}
             for split in layout.splits
         }
+        # none in caches created without checksums (resumed as they were made)
+        self._sums = {
+            split: {name: group[name] for name in group} if (group := self.file[split].get(CHECKSUMS)) else {}
+            for split in layout.splits
+        }
         self._done = {split: self.file[split]["done"] for split in layout.splits}
         self._counts = {split: self.file[split].get(NONFINITE) for split in layout.splits}
         self._layer_index = {layer.name: i for i, layer in enumerate(layout.layers)}
@@ -192,16 +199,19 @@ class CacheWriter:
                 # One chunk holds a block of samples of one (t, slot): a cell reads contiguously,
                 # and every layer's chunks end at the same sample, so a block of `rows` samples
                 # fills whole chunks of every layer at once (see CacheWriter).
-                # Fletcher-32 per chunk: a flipped byte on disk is a clear error when read, never a feature
-                # (4 bytes per chunk; its cost is in docs/reference/cache-format.md).
                 feats.create_dataset(
-                    layer.name,
-                    shape=shape,
-                    dtype=layout.dtype,
-                    chunks=(1, 1, rows, width),
-                    fletcher32=FEATURE_CHECKSUM,
-                    dcpl=_early_allocation(),
+                    layer.name, shape=shape, dtype=layout.dtype, chunks=(1, 1, rows, width), dcpl=_early_allocation()
                 )
+            if FEATURE_CHECKSUM:  # Fletcher-32 of every stored vector (see .checksum), in the same chunk rows
+                sums = g.create_group(CHECKSUMS)
+                for layer in layers:
+                    sums.create_dataset(
+                        layer.name,
+                        shape=(len(layout.grid), layout.slots(split), n),
+                        dtype=np.uint32,
+                        chunks=(1, 1, rows),
+                        dcpl=_early_allocation(),
+                    )
 
     def write_batch(self, split: str, start: int, feats: Mapping[str, np.ndarray]) -> None:
         """Queue ``feats[layer]`` of shape (T, K, B, D) for samples ``start .. start+B``."""
@@ -261,9 +271,12 @@ class CacheWriter:
         # killed at any instant leaves flags that only ever cover samples whose bytes are written.
         runs = _true_runs(block.filled)
         for layer, values in block.feats.items():
-            dataset = self._feats[split][layer]
+            dataset, sums = self._feats[split][layer], self._sums[split].get(layer)
+            stored = values.astype(self.layout.dtype, copy=False)  # the bytes on disk, checksummed as written
             for lo, hi in runs:
-                dataset[:, :, block.start + lo : block.start + hi, :] = values[:, :, lo:hi]
+                dataset[:, :, block.start + lo : block.start + hi, :] = stored[:, :, lo:hi]
+                if sums is not None:
+                    sums[:, :, block.start + lo : block.start + hi] = fletcher32(stored[:, :, lo:hi])
         counts = self._counts[split]
         if counts is not None:
             # NaN / inf per (t, layer, sample), over slots and channels: on this writer thread, off the forward's path.
