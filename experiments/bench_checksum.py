@@ -1,4 +1,4 @@
-"""What Fletcher-32 checksums on feature datasets cost: cache write and read time, with and without.
+"""What the per-vector Fletcher-32 checksums of a cache cost: write and read time, with and without.
 
 The shipped UNet's layer widths (``checkpoints/fashion-mnist-ddpm``: 27 layers) at the main job's 8
 noise levels, random float32 features for ``--samples`` train samples written batch by batch through

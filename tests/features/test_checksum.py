@@ -5,11 +5,11 @@ from probekit.features.cache.checksum import fletcher32
 
 
 def _by_definition(data: bytes) -> int:
-    """Fletcher-32 as its running sums define it, over little-endian 16-bit words."""
+    """Fletcher-32 (modulus 2**16) as its running sums define it, over little-endian 16-bit words."""
     s1 = s2 = 0
     for i in range(0, len(data), 2):
-        s1 = (s1 + int.from_bytes(data[i : i + 2], "little")) % 65535
-        s2 = (s2 + s1) % 65535
+        s1 = (s1 + int.from_bytes(data[i : i + 2], "little")) % 65536
+        s2 = (s2 + s1) % 65536
     return (s2 << 16) | s1
 
 
@@ -24,11 +24,12 @@ def test_every_vector_matches_the_running_sums(dtype):
         assert got[index] == _by_definition(values[index].astype(values.dtype.newbyteorder("<")).tobytes())
 
 
-def test_long_vectors_cross_the_product_segments():
+def test_long_vectors_and_many_rows_cross_the_blocks(monkeypatch):
+    monkeypatch.setattr("probekit.features.cache.checksum._WORDS_PER_BLOCK", 3000)
     rng = np.random.default_rng(1)
-    values = rng.integers(0, 65536, (2, (1 << 18) + 1001), dtype=np.uint16).view(np.float16)
+    values = rng.integers(0, 65536, (5, 1001), dtype=np.uint16).view(np.float16)  # 3 rows per block
     got = fletcher32(values)
-    for row in range(2):
+    for row in range(5):
         assert got[row] == _by_definition(values[row].tobytes())
 
 
@@ -39,3 +40,6 @@ def test_one_flipped_bit_changes_the_sum():
     flipped.view(np.uint8)[7, 9 * 4 + 1] ^= 0x08
     after = fletcher32(flipped)
     assert np.flatnonzero(before != after).tolist() == [7]
+    swapped = values.copy()
+    swapped[3, [0, 5]] = swapped[3, [5, 0]]  # the same words in another order
+    assert np.flatnonzero(fletcher32(swapped) != before).tolist() == [3]
