@@ -22,6 +22,7 @@ fingerprint: :data:`SCHEDULER_FIELDS_WITHOUT_EFFECT` lists them with the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -60,11 +61,16 @@ SCHEDULER_FIELDS_WITHOUT_EFFECT: dict[str, str] = {
 
 
 def module_config(module: object) -> dict[str, Any]:
-    """The loaded config of a diffusers or transformers module (bookkeeping keys removed), or {}."""
+    """The loaded config of a diffusers, transformers or DDAE module (bookkeeping keys removed), or {}."""
     config = getattr(module, "config", None)
     if config is None:
         return {}
-    raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    if hasattr(config, "to_dict"):  # transformers
+        raw = config.to_dict()
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):  # DDAE's own network configs
+        raw = dataclasses.asdict(config)
+    else:  # diffusers' FrozenDict
+        raw = dict(config)
     return {key: value for key, value in raw.items() if key not in BOOKKEEPING}
 
 
