@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROBEKIT := $(VENV)/bin/probekit
 
-.PHONY: setup data demo test lint docs bench clean lock
+.PHONY: setup data demo test test-fast lint docs bench clean lock
 
 # Every package, transitive ones included, comes from the lock (requirements/lock.txt, made by
 # `make lock` with uv from setup.cfg's extras and requirements/pins.in); setup.cfg keeps ranges for
@@ -30,6 +30,10 @@ demo: setup data
 
 test: setup lint
 	$(PY) -m pytest -q
+
+# every module's fast tests, on both cores: the tier to run while working (`make test` runs everything)
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not subprocess and not browser" -n 2
 
 # style, architecture and types: the formatter's output, the linter, the package's layer contract,
 # and mypy against its shrinking baseline (.ci/typecheck.py)

@@ -23,6 +23,7 @@ def device_check():
     return module
 
 
+@pytest.mark.slow
 def test_tiny_cpu_run_writes_every_row_and_passes(device_check, tmp_path):
     out = tmp_path / "check.csv"
     assert device_check.main(["--device", "cpu", "--tiny", "--out", str(out)]) == 0

@@ -121,6 +121,7 @@ def _accuracy(results_csv: Path, described: str) -> float:
     return 100 * float(np.mean(preds.predictions[rows[0]] == preds.labels))
 
 
+@pytest.mark.slow
 def test_run_answers_the_question_on_the_shipped_family(unet_run):
     folder, out = unet_run
     run = folder / "run"
@@ -227,6 +228,8 @@ def _written(cache: Path) -> int:
         return 0
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_a_killed_run_continues_to_the_files_of_an_uninterrupted_run(
     unet_run, tiny_unet_dir, toy_npz, tmp_path, capsys
 ):
@@ -314,6 +317,7 @@ def _tiny_dit_pipeline(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_run_on_a_tiny_random_dit_from_a_config_file(toy_npz, tmp_path, capsys):
     dit = _tiny_dit_pipeline(tmp_path / "dit")
     config = tmp_path / "run.yaml"
@@ -543,6 +547,7 @@ def test_bad_dense_sizes_are_refused(text, message, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_turning_on_dense_and_label_efficiency_runs_only_the_new_steps(
     unet_run, tiny_unet_dir, toy_npz, tmp_path, capsys
 ):

@@ -66,6 +66,7 @@ def two_draw_cache(tiny_unet_dir, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_cache_rows_equal_numpy(two_draw_cache):
     table = measure(two_draw_cache, AlignConfig(split="test"))
     assert set(table["metric"]) == {"alignment", "uniformity"} and len(table) == 2 * 2 * 2

@@ -41,6 +41,7 @@ def _config(**kw):
     return FinetuneConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_loss_goes_down_and_outputs_are_written(tiny_unet_dir, tmp_path):
     tuner = Finetuner(load_backbone(str(tiny_unet_dir)), _dataset(), tmp_path / "ft", _config(epochs=6))
     table = tuner.run(progress=False)

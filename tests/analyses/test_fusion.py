@@ -57,6 +57,7 @@ def run(tmp_path_factory):
     return cache, results_csv, fusion_csv, fused, results.table
 
 
+@pytest.mark.slow
 def test_fusion_beats_every_single_cell(run):
     _, _, fusion_csv, fused, single = run
     single_test = single[(single["metric"] == "top1") & (single["split"] == "test")]["value"]

@@ -35,6 +35,7 @@ def test_find_checkpoints_layouts(tmp_path):
         find_checkpoints(str(tmp_path / "ddae"))
 
 
+@pytest.mark.slow
 def test_sweep_summarises_each_checkpoint_and_resumes(tmp_path, monkeypatch):
     run = _train_run(tmp_path / "run")
     config = SweepConfig(timesteps=[0, 20], layers="down_blocks.0.resnets.0,mid_block", draws=2, probe="logreg")

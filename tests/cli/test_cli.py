@@ -31,6 +31,7 @@ def test_layers_lists_the_registry(tiny_unet_dir, capsys):
     assert "mid_block.resnets.1" in out and "down_blocks.0.resnets.0" in out and "t = diffusers index 0..199" in out
 
 
+@pytest.mark.slow
 def test_extract_probe_plot_tsne_info(tiny_unet_dir, npz_data, tmp_path, capsys):
     cache = tmp_path / "f.h5"
     assert (
@@ -235,6 +236,7 @@ def test_timesteps_must_be_integers(capsys):
     assert "comma-separated list of integers" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_then_probe_the_checkpoint(npz_data, tmp_path, capsys):
     import yaml
 
@@ -298,6 +300,7 @@ def test_train_then_probe_the_checkpoint(npz_data, tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(run)]) == 2
 
 
+@pytest.mark.subprocess
 def test_a_closed_stdout_pipe_ends_quietly():
     # `probekit layers ... | head -1`: the reader has gone; no BrokenPipeError traceback.
     read_end, write_end = os.pipe()

@@ -473,12 +473,15 @@ def _real_cli(
     )
 
 
+@pytest.mark.subprocess
 def test_real_process_prints_one_line(tmp_path):
     done = _real_cli(tmp_path, ["layers", "--model", tmp_path / "nope"])
     assert_one_line_error(done.returncode, done.stderr, "not found")
     assert done.stdout == ""
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_real_process_disk_full_prints_one_line(npz_data, tmp_path):
     done = _real_cli(
         tmp_path, extract_argv("pixels", npz_data, tmp_path / "f.h5", "--batch-size", 4), _DISK_FULL_DRIVER

@@ -22,6 +22,8 @@ from probekit.features.output_lock import exclusive_output
 from tests.budgets import PROCESS_BUDGET_S
 from tests.cli.test_cli_interrupt import _features, _written
 
+pytestmark = [pytest.mark.subprocess]
+
 PYTHON = [sys.executable, "-m", "probekit"]
 
 
@@ -108,6 +110,7 @@ def _feature_bytes(path) -> int:
         return sum(cache.file[s]["feats"][l.name].size * 4 for s in cache.splits for l in cache.layers)
 
 
+@pytest.mark.slow
 def test_file_size_limit_below_the_cache_refuses_and_the_cache_resumes(tiny_unet_dir, npz_160, uninterrupted, tmp_path):
     part = tmp_path / "part.h5"
     argv = _argv(tiny_unet_dir, npz_160, part)
@@ -125,6 +128,7 @@ def test_file_size_limit_below_the_cache_refuses_and_the_cache_resumes(tiny_unet
     _assert_identical(uninterrupted, part)
 
 
+@pytest.mark.slow
 def test_write_failing_mid_extraction_keeps_the_cache_resumable(tiny_unet_dir, npz_160, uninterrupted, tmp_path):
     part = tmp_path / "part.h5"
     argv = _argv(tiny_unet_dir, npz_160, part)
@@ -150,6 +154,7 @@ def _can_mount_tmpfs(where) -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.slow
 def test_full_disk_is_found_at_creation_in_one_line(tiny_unet_dir, npz_160, uninterrupted, tmp_path):
     """A real ENOSPC on a 64 KiB tmpfs, smaller than the cache: one line, no half-written file left."""
     small = tmp_path / "small"
@@ -180,6 +185,7 @@ def test_full_disk_is_found_at_creation_in_one_line(tiny_unet_dir, npz_160, unin
     _assert_identical(uninterrupted, spacious)
 
 
+@pytest.mark.slow
 def test_second_writer_refuses_at_once_and_neither_corrupts(tiny_unet_dir, npz_160, uninterrupted, tmp_path, capsys):
     out = tmp_path / "two.h5"
     argv = _argv(tiny_unet_dir, npz_160, out)
@@ -269,6 +275,7 @@ def overflowing_unet(tiny_unet_dir, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_non_finite_features_are_counted_warned_and_not_probed(overflowing_unet, npz_160, tmp_path, caplog):
     out = tmp_path / "nan.h5"
     with caplog.at_level("WARNING"):

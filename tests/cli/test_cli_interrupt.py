@@ -13,6 +13,8 @@ from probekit.cli import main
 from probekit.features.cache import FeatureCache
 from tests.budgets import PROCESS_BUDGET_S
 
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def npz_500(tmp_path_factory) -> str:

@@ -59,6 +59,8 @@ def test_cpu_auto_follows_the_hardware_table(monkeypatch, avx512_bf16, amx, amx_
     assert resolve_precision("auto", "cpu") == expected
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_auto_is_the_same_in_every_process_under_any_load(tmp_path):
     """Five fresh processes, the machine kept busy by a sixth: one answer, which the table gives."""
     import subprocess

@@ -25,7 +25,7 @@ def test_every_vector_matches_the_running_sums(dtype):
 
 
 def test_long_vectors_and_many_rows_cross_the_blocks(monkeypatch):
-    monkeypatch.setattr("probekit.features.cache.checksum._WORDS_PER_BLOCK", 3000)
+    monkeypatch.setattr("probekit.features.cache.checksum._WORDS_PER_BLOCK", 1500)
     rng = np.random.default_rng(1)
     values = rng.integers(0, 65536, (5, 1001), dtype=np.uint16).view(np.float16)  # 3 rows per block
     got = fletcher32(values)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from probekit.cli import main
 from probekit.features.cache import FeatureCache
@@ -14,6 +15,8 @@ from probekit.features.distributed import shard_bounds, shard_dataset, shard_pat
 from probekit.features.extraction import ExtractConfig, extract
 from probekit.models import load_backbone
 from tests.features.test_extraction import LAYERS, _dataset
+
+pytestmark = [pytest.mark.subprocess]
 
 
 def test_shard_bounds_cover_every_sample_once():
@@ -67,6 +70,7 @@ def test_master_of_an_unfinished_shard_is_not_complete(tiny_unet_dir, tmp_path):
         assert not cache.complete and cache.progress("test")[0] == 8
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one(tiny_unet_dir, tmp_path):
     rng = np.random.default_rng(0)
     data = tmp_path / "toy.npz"
@@ -158,6 +162,7 @@ def _hash_rank(rank, folder, init_file, counts):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_only_rank_zero_hashes_the_weights(tiny_unet_dir, tmp_path):
     import torch.multiprocessing as mp
 
@@ -219,6 +224,7 @@ def _single_and_two_nodes(argv: list[str], single_out: Path, multi_out: Path, rd
     return [out for out, _ in outputs]
 
 
+@pytest.mark.slow
 def test_two_nodes_c10d_on_localhost_equal_one_process(tiny_unet_dir, tmp_path):
     """Two torchrun launchers (--nnodes 2, one process each) meeting through a c10d rendezvous, as
     two machines of a cluster would, write the cache a single process writes, bit for bit.
@@ -260,6 +266,7 @@ def test_two_nodes_c10d_on_localhost_equal_one_process(tiny_unet_dir, tmp_path):
         np.testing.assert_array_equal(merged[key], expected[key])
 
 
+@pytest.mark.slow
 def test_two_nodes_c10d_probe_gives_the_single_process_table(tmp_path):
     """`probekit probe` under two c10d launchers (--nnodes 2): cells shared over the ranks, one
     table and one prediction file written by rank 0, equal to a single process's bit for bit.

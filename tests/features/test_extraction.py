@@ -29,6 +29,7 @@ def _dataset(n_train=20, n_test=9, size=12, seed=0):
 LAYERS = ["down_blocks.0.resnets.0", "mid_block", "up_blocks.1.resnets.1"]
 
 
+@pytest.mark.slow
 def test_cache_shapes_and_metadata(tiny_unet_dir, tmp_path):
     backbone = load_backbone(str(tiny_unet_dir))
     config = ExtractConfig(timesteps=[0, 10, 150], layers=LAYERS, draws=2, batch_size=8)
@@ -166,6 +167,7 @@ def _interrupt_after(backbone, monkeypatch, forwards):
 
 
 # Run-to-run comparisons hold in bf16 too (the suite pins auto to fp32; bf16 is asked for here).
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_interrupted_extraction_resumes_to_the_uninterrupted_result(tiny_unet_dir, tmp_path, monkeypatch, precision):
     backbone = load_backbone(str(tiny_unet_dir))
@@ -195,6 +197,7 @@ def test_interrupted_extraction_resumes_to_the_uninterrupted_result(tiny_unet_di
         assert cache.complete and cache.attrs["precision"] == precision
 
 
+@pytest.mark.slow
 def test_resume_of_an_auto_run_adopts_the_recorded_precision(tiny_unet_dir, tmp_path, monkeypatch):
     """An unfinished cache made where auto meant bf16, resumed where it means fp32: bf16 is kept."""
     backbone = load_backbone(str(tiny_unet_dir))
@@ -219,6 +222,7 @@ def test_resume_of_an_auto_run_adopts_the_recorded_precision(tiny_unet_dir, tmp_
         assert cache.complete and cache.attrs["precision"] == "bf16"
 
 
+@pytest.mark.slow
 def test_resume_refuses_different_work_and_complete_caches(tiny_unet_dir, tmp_path, monkeypatch):
     backbone = load_backbone(str(tiny_unet_dir))
     config = ExtractConfig(timesteps=[0, 30], layers=LAYERS, batch_size=4)
@@ -249,6 +253,7 @@ def test_resume_refuses_different_work_and_complete_caches(tiny_unet_dir, tmp_pa
     extract(backbone, _dataset(), tmp_path / "part.h5", config, overwrite=True, progress=False)
 
 
+@pytest.mark.slow
 def test_out_of_memory_halves_the_batch_and_gives_the_same_features(tiny_unet_dir, tmp_path, monkeypatch, caplog):
     backbone = load_backbone(str(tiny_unet_dir))
     config = ExtractConfig(timesteps=[0, 30], layers=LAYERS, batch_size=16)
@@ -354,6 +359,7 @@ def test_flops_count_attention_on_the_cpu(tiny_unet_dir, tmp_path):
         assert cache.attrs["flops_per_image"] == expected
 
 
+@pytest.mark.slow
 def test_views_are_deterministic_survive_resume_and_match_a_hand_augmented_forward(
     tiny_unet_dir, tmp_path, monkeypatch
 ):

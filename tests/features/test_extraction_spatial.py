@@ -83,6 +83,7 @@ def test_pixels_spatial_maps_are_the_averaged_image(tmp_path):
         np.testing.assert_allclose(cache.feature_maps("train", "pixels", 0), expected, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_budget_is_printed_and_max_memory_lowers_the_batch(tiny_unet_dir, tmp_path, caplog):
     backbone = load_backbone(str(tiny_unet_dir))
     # down_blocks.0.resnets.0: 8 channels x 4 x 4 = 128 values; mid_block: 16 x 16 = 256; per image 384 values

@@ -73,6 +73,7 @@ def test_two_workers_give_identical_features(tiny_unet_dir, reference, tmp_path)
     assert expected["train/mid_block.resnets.1"].shape[1] == 2  # the clean view and one augmented view
 
 
+@pytest.mark.slow
 def test_two_workers_give_identical_features_in_bf16(tiny_unet_dir, reference, tmp_path):
     """The run-to-run comparison in bf16 as well (the suite pins auto to fp32)."""
     root, _ = reference
@@ -86,6 +87,7 @@ def test_two_workers_give_identical_features_in_bf16(tiny_unet_dir, reference, t
         np.testing.assert_array_equal(runs[2][key], runs[0][key])
 
 
+@pytest.mark.slow
 def test_another_batch_size_agrees_to_the_forwards_rounding(tiny_unet_dir, reference, tmp_path):
     root, expected = reference
     out = tmp_path / "b3.h5"
@@ -101,6 +103,7 @@ def test_another_batch_size_agrees_to_the_forwards_rounding(tiny_unet_dir, refer
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_shards_with_workers_concatenate_to_the_serial_features(tiny_unet_dir, reference, tmp_path):
     root, expected = reference
     backbone = load_backbone(str(tiny_unet_dir))
@@ -113,6 +116,7 @@ def test_shards_with_workers_concatenate_to_the_serial_features(tiny_unet_dir, r
         np.testing.assert_array_equal(np.concatenate([part[key] for part in parts], axis=2), expected[key])
 
 
+@pytest.mark.slow
 def test_resume_with_workers_gives_the_serial_features(tiny_unet_dir, reference, tmp_path, monkeypatch):
     root, expected = reference
     backbone = load_backbone(str(tiny_unet_dir))

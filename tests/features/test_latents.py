@@ -93,6 +93,7 @@ def _logged_work(caplog):
     return float(re.search(r"= ([0-9.e+-]+) TFLOP", line).group(1)) * 1e12
 
 
+@pytest.mark.slow
 def test_logged_work_counts_the_encoder_and_matches_a_hand_count(pipe, tmp_path, caplog):
     backbone = load_backbone(f"sd:{pipe}")
     data, grid = _dataset(), [10, 500]
@@ -123,6 +124,7 @@ def test_logged_work_counts_the_encoder_and_matches_a_hand_count(pipe, tmp_path,
         assert cache.attrs["encode_flops_per_image"] == pytest.approx(encode, rel=0.05)
 
 
+@pytest.mark.slow
 def test_second_run_skips_the_encoder_and_gives_the_same_features(pipe, tmp_path, caplog):
     backbone = load_backbone(f"sd:{pipe}")
     config = ExtractConfig(timesteps=[10], layers=LAYERS, batch_size=4, views=1)
@@ -168,6 +170,7 @@ def test_second_run_skips_the_encoder_and_gives_the_same_features(pipe, tmp_path
                 )
 
 
+@pytest.mark.slow
 def test_another_vae_or_image_size_or_seed_is_never_served_stored_latents(pipe, tmp_path, caplog):
     other = _pipeline(tmp_path / "other", seed=1)
     config = ExtractConfig(timesteps=[10], layers=LAYERS, batch_size=4, views=1, latent_cache=str(tmp_path / "lat"))

@@ -104,6 +104,7 @@ def test_every_loaded_config_field_changes_the_fingerprint(pipe):
     assert fingerprint(describe_model(backbone)) == base
 
 
+@pytest.mark.slow
 def test_every_scheduler_config_field_is_covered_or_listed(pipe, tmp_path):
     """Editing each field of scheduler_config.json: a new fingerprint, a refusal, or a listed field (no effect)."""
     base = load_backbone(f"sd:{pipe}").fingerprint()
@@ -131,6 +132,7 @@ def test_every_scheduler_config_field_is_covered_or_listed(pipe, tmp_path):
         ("unet/config.json", {"norm_eps": 0.5}),
     ],
 )
+@pytest.mark.slow
 def test_a_config_edit_gives_a_new_fingerprint_fresh_latents_and_fresh_features(
     pipe, tmp_path, caplog, relative, change
 ):

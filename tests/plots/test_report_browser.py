@@ -19,6 +19,8 @@ from probekit.cli import main
 from probekit.evaluate.predictions import predictions_path
 from tests.plots.browser import Browser, browser_path
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 _NEED_BROWSER = os.environ.get("PROBEKIT_REQUIRE_BROWSER") == "1"
 pytestmark = pytest.mark.skipif(browser_path() is None and not _NEED_BROWSER, reason="no chromium / chrome installed")
 

@@ -6,6 +6,7 @@ from probekit.plots import plot_tsne
 from probekit.plots.tsne import stratified_subsample
 
 
+@pytest.mark.slow
 def test_tsne_three_classes(tmp_path, check_png):
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], 40)

@@ -62,6 +62,7 @@ def mixture():
     return overlapping_mixture(0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precondition", [True, False, "auto"])
 def test_top1_matches_sklearn_on_mid_accuracy_cells(mixture, precondition):
     train, y_train, test, y_test = mixture
@@ -78,6 +79,7 @@ def test_top1_matches_sklearn_on_mid_accuracy_cells(mixture, precondition):
     assert max(diffs) <= 0.005, diffs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("C", [1.0, 0.01])
 def test_tight_tolerance_reaches_sklearns_optimum(mixture, C):
     train, y_train, _, _ = mixture
@@ -101,6 +103,7 @@ def test_tight_tolerance_reaches_sklearns_optimum(mixture, C):
         np.testing.assert_allclose(bias - bias.mean(), model.intercept_ - model.intercept_.mean(), atol=1e-2, rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_path_solves_every_C_to_sklearns_optimum(mixture):
     train, y_train, test, y_test = mixture
     Cs = [1.0, 0.01, 0.1]  # out of order: the path sorts them, the result keeps this order
@@ -133,6 +136,7 @@ def test_path_rejects_non_positive_C(mixture):
         fit_linear_path(train, y_train, [])
 
 
+@pytest.mark.slow
 def test_batched_equals_each_cell_alone(mixture):
     train, y_train, _, _ = mixture
     together = fit_linear_grid(train, y_train, TIGHT)
@@ -193,6 +197,7 @@ def test_iteration_limit_is_reported_as_not_converged(mixture):
     assert all(head.n_iter <= 2 and not head.converged for head in heads.values())
 
 
+@pytest.mark.slow
 def test_explicit_num_classes_sets_output_width(separable_grid):
     g = separable_grid
     config = LinearProbeConfig(num_classes=g.num_classes + 3)

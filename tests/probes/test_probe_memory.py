@@ -14,6 +14,8 @@ from probekit.core.types import LayerInfo
 from probekit.features.cache import CacheLayout, CacheWriter, SplitLabels
 from probekit.probes.run import ProbeRunConfig, probe_cache
 
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parents[2]
 # The CLI in a fresh interpreter that prints its own peak resident set (VmHWM) when it is done.
 _DRIVER = """

@@ -59,6 +59,7 @@ def _weights(folder):
     return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
 
 
+@pytest.mark.slow
 def test_a_few_steps_write_model_samples_record_and_loss(tiny_npz, tmp_path):
     model_dir = train(_config(tiny_npz), tmp_path / "run", progress=False)
     assert (model_dir / "config.json").is_file() and (model_dir / "scheduler_config.json").is_file()
@@ -74,6 +75,7 @@ def test_a_few_steps_write_model_samples_record_and_loss(tiny_npz, tmp_path):
     assert state["step"] == 6
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_npz, tmp_path):
     config = _config(tiny_npz)
     train(config, tmp_path / "straight", progress=False)

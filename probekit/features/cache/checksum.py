@@ -19,22 +19,28 @@ from __future__ import annotations
 
 import numpy as np
 
-#: 16-bit words summed at once (bounds the temporary prefix sums to 64 MiB)
-_WORDS_PER_BLOCK = 1 << 24
+#: 16-bit words summed at once (bounds the temporary prefix sums to 256 KiB)
+_WORDS_PER_BLOCK = 1 << 16
 
 
 def fletcher32(vectors: np.ndarray) -> np.ndarray:
-    """The checksum of each vector along the last axis, over its bytes: shape ``vectors.shape[:-1]``, uint32."""
-    if vectors.dtype.byteorder == ">" or (vectors.dtype.byteorder == "=" and np.little_endian is False):
+    """The checksum of each vector along the last axis, over its bytes: shape ``vectors.shape[:-1]``, uint32.
+
+    Works on views (a block of rows of a larger array) without copying them whole: one 2-D slice
+    at a time, a bounded number of rows at a time.
+    """
+    if vectors.dtype.byteorder == ">" or (vectors.dtype.byteorder == "=" and not np.little_endian):
         vectors = vectors.astype(vectors.dtype.newbyteorder("<"))
-    words = np.ascontiguousarray(vectors).view(np.uint16)
-    n = words.shape[-1]
-    flat = words.reshape(-1, n)
-    out = np.empty(len(flat), dtype=np.uint32)
-    rows = max(1, _WORDS_PER_BLOCK // max(n, 1))
-    for lo in range(0, len(flat), rows):
-        prefix = np.cumsum(flat[lo : lo + rows], axis=1, dtype=np.uint32)  # wraps mod 2**32, a multiple of 2**16
-        s1 = prefix[:, -1] & np.uint32(0xFFFF)
-        s2 = prefix.sum(axis=1, dtype=np.uint32) & np.uint32(0xFFFF)
-        out[lo : lo + rows] = (s2 << np.uint32(16)) | s1
-    return out.reshape(words.shape[:-1])
+    if vectors.ndim == 1:
+        return fletcher32(vectors[None])[0]
+    out = np.empty(vectors.shape[:-1], dtype=np.uint32)
+    for lead in np.ndindex(vectors.shape[:-2]):
+        matrix = vectors[lead]  # (rows, D)
+        rows = max(1, _WORDS_PER_BLOCK * 2 // max(matrix.itemsize * matrix.shape[1], 1))
+        for lo in range(0, len(matrix), rows):
+            words = np.ascontiguousarray(matrix[lo : lo + rows]).view(np.uint16)
+            prefix = np.cumsum(words, axis=1, dtype=np.uint32)  # wraps mod 2**32, a multiple of 2**16
+            s1 = prefix[:, -1] & np.uint32(0xFFFF)
+            s2 = prefix.sum(axis=1, dtype=np.uint32) & np.uint32(0xFFFF)
+            out[(*lead, slice(lo, lo + rows))] = (s2 << np.uint32(16)) | s1
+    return out

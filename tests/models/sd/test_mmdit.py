@@ -48,6 +48,7 @@ def _clips(parts, text):
     )
 
 
+@pytest.mark.slow
 def test_features_equal_a_hand_written_transformer_call(sd3_pipe):
     root, parts = sd3_pipe
     backbone = load_backbone(f"sd:{root}")

@@ -53,6 +53,7 @@ def named_npz(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow
 def test_extract_conditions_each_image_on_its_class_name(sd_pipe, named_npz, tmp_path):
     root, _ = sd_pipe
     out, plain = tmp_path / "prompt.h5", tmp_path / "plain.h5"

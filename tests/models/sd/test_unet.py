@@ -93,6 +93,7 @@ def test_class_prompt_picks_each_samples_embedding(sd_pipe):
         )
 
 
+@pytest.mark.slow
 def test_sdxl_features_equal_a_hand_written_call_with_added_conditioning(sdxl_pipe):
     root, parts = sdxl_pipe
     backbone = load_backbone(f"sd:{root}")
@@ -179,6 +180,7 @@ def test_missing_parts_are_one_line(tmp_path):
         load_backbone(f"sd:{tmp_path}")
 
 
+@pytest.mark.slow
 def test_random_init_draws_a_fresh_unet_and_keeps_the_vae_and_text_encoder(sd_pipe, tmp_path):
     """--random-init re-initialises the denoiser only: same latents, same empty-prompt conditioning."""
     import shutil
