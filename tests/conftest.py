@@ -21,6 +21,12 @@ _CALLER_PRECISION = os.environ.get("PROBEKIT_AUTO_PRECISION")
 os.environ["PROBEKIT_AUTO_PRECISION"] = SESSION_PRECISION
 
 
+# Under pytest-xdist (make test-fast) each worker gets its share of the cores: two workers with
+# torch's default of one thread per core would run four spinning threads on two cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     caller = (
         f" (the caller's {_CALLER_PRECISION!r} overridden)"
