@@ -183,12 +183,13 @@ def _answer(tables: dict[Path, pd.DataFrame], comparisons: Sequence[Paired], fig
             lines = ""
             if i == 0:
                 items = []
-                for c in (c for c in comparisons if c.baseline and c.result is not None):
-                    p = c.result.paired
+                for result in (c.result for c in comparisons if c.baseline and c.result is not None):
+                    assert result is not None  # filtered above
+                    p = result.paired
                     items.append(
-                        f"<li>vs {html.escape(chosen_name(c.result.b))}: <b>{100 * p.diff:+.1f}</b> points "
+                        f"<li>vs {html.escape(chosen_name(result.b))}: <b>{100 * p.diff:+.1f}</b> points "
                         f"[{100 * p.ci_low:+.1f}, {100 * p.ci_high:+.1f}], McNemar p = {p.p_value:.3g} "
-                        f"({html.escape(c.result.a.probe)} probes, {p.n} test images)</li>"
+                        f"({html.escape(result.a.probe)} probes, {p.n} test images)</li>"
                     )
                 lines = f"<ul class=paired>{''.join(items)}</ul>" if items else ""
             cards.append(

@@ -107,10 +107,10 @@ def cell_panels(tables: dict[Path, pd.DataFrame], caches: Sequence[Path] = ()) -
                 "row": [entry[k] for k in ("val", "test", "interval", "recall_mean", "setting", "n_eval", "n_train")],
             }
             predicted = _row(predictions, str(probe), int(t), str(layer))
-            if predicted is not None:
+            if predicted is not None and predictions is not None:
                 labels = predictions.labels
                 k = int(max(labels.max(), predicted.max())) + 1
-                if dataset not in names:
+                if str(dataset) not in names:
                     names[str(dataset)] = class_names(str(dataset), k, caches)
                 k = max(k, len(names[str(dataset)]))
                 counts = confusion(labels, predicted, k)
@@ -119,5 +119,5 @@ def cell_panels(tables: dict[Path, pd.DataFrame], caches: Sequence[Path] = ()) -
                 entry["support"] = support.tolist()
                 if k <= MAX_CONFUSION_CLASSES:
                     entry["confusion"] = counts.tolist()
-            cells[entry["key"]] = entry
+            cells[str(entry["key"])] = entry
     return cells, names

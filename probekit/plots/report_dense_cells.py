@@ -106,5 +106,5 @@ def dense_panels(tables: dict[Path, pd.DataFrame]) -> tuple[dict[str, dict], dic
                     [int(index[i]), f"{int(units[i, 0])} / {int(units[i, 1])}", f"{100 * per_pair[i]:.1f}"]
                     for i in worst
                 ]
-            cells[entry["key"]] = entry
+            cells[str(entry["key"])] = entry
     return cells, names

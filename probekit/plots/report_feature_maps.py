@@ -76,13 +76,13 @@ def feature_map_panels(
     for table in (t for t in tables.values() if table_kind(t) == "segment"):
         for (model, dataset), own in table.groupby(["model", "dataset"], sort=False):
             best = best_cells(own, "miou").iloc[0]
-            path = spatial.get((str(model), str(dataset)))
-            if path is None:
+            cache_path = spatial.get((str(model), str(dataset)))
+            if cache_path is None:
                 notes.append(f"segment {model}: no spatial cache of it given with --cache")
                 continue
             try:
                 folder = load_dataset(str(dataset), download=False)
-                with FeatureCache(path) as cache:
+                with FeatureCache(cache_path) as cache:
                     ids = cache.index("test")[:images]
                     maps = cache.feature_maps("test", str(best["layer"]), int(best["t"]), np.arange(len(ids)))
                 masks = read_masks(str(dataset), "test", ids)

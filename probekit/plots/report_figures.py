@@ -27,12 +27,12 @@ _ROW_PX = 22
 _HEADER_PX = 120
 
 
-def cell_key(model: object, probe: object, t: object, layer: object) -> str:
+def cell_key(model: object, probe: object, t: int, layer: object) -> str:
     """The key of one cell in the page's data: ``model|probe|t|layer``."""
     return f"{model}|{probe}|{int(t)}|{layer}"
 
 
-def noise_text(t: object, sigma: float, logsnr: float) -> str:
+def noise_text(t: int, sigma: float, logsnr: float) -> str:
     """The noise point as the hover and the panel show it: "t=T, σ=S, log-SNR L" (+inf for a clean input)."""
     snr = f"{logsnr:.2f}" if math.isfinite(logsnr) else ("+inf" if logsnr > 0 else "-inf")
     return f"t={int(t)}, σ={sigma:.3g}, log-SNR {snr}"

@@ -18,6 +18,7 @@ import base64
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,9 @@ from probekit.core.errors import ProbekitError
 from probekit.evaluate.results import best_cells
 from probekit.plots.report_figures import cell_key
 from probekit.plots.report_tables import table_kind
+
+if TYPE_CHECKING:
+    from probekit.data import ImageDataset
 
 _PREFERRED = ("linear", "logreg", "sgd", "mlp", "knn")
 # Thumbnails are stored at most this many pixels on a side (the page enlarges them, pixelated).
@@ -67,7 +71,7 @@ def embedding(features: np.ndarray) -> np.ndarray:
     return centred @ axes.T
 
 
-def _images(dataset: object, split: str, ids: np.ndarray) -> np.ndarray:
+def _images(dataset: ImageDataset, split: str, ids: np.ndarray) -> np.ndarray:
     part = dataset.splits[split]
     order = np.argsort(part.index, kind="stable")
     found = np.searchsorted(part.index, ids, sorter=order)
@@ -98,16 +102,16 @@ def neighbour_panels(
                 by_model.setdefault(str(cache.attrs.get("model_id")), path)
     out: dict[str, dict] = {}
     notes: list[str] = []
-    datasets: dict[str, object] = {}
+    datasets: dict[str, ImageDataset | None] = {}
     for table in (t for t in tables.values() if table_kind(t) == "probe"):
         for model, own in table.groupby("model", sort=False):
             probe = next((p for p in _PREFERRED if p in set(own["probe"])), sorted(set(own["probe"]))[0])
             best = best_cells(own[own["probe"] == probe]).iloc[0]
-            path = by_model.get(str(model))
-            if path is None:
+            cache_path = by_model.get(str(model))
+            if cache_path is None:
                 notes.append(f"{model}: no pooled cache of it given with --cache")
                 continue
-            with FeatureCache(path) as cache:
+            with FeatureCache(cache_path) as cache:
                 name = str(cache.attrs.get("dataset"))
                 if name not in datasets:
                     try:
@@ -115,7 +119,8 @@ def neighbour_panels(
                     except (ProbekitError, OSError) as err:
                         datasets[name] = None
                         notes.append(f"{model}: dataset {name} not readable here ({str(err).splitlines()[0]})")
-                if datasets[name] is None:
+                dataset = datasets[name]
+                if dataset is None:
                     continue
                 t, layer = int(best["t"]), str(best["layer"])
                 train, test = cache.features("train", layer, t), cache.features("test", layer, t)
@@ -126,8 +131,8 @@ def neighbour_panels(
             chosen = (firsts + [i for i in range(len(test_ids)) if i not in firsts])[:queries]
             order, similarity = nearest(train, test[chosen], k)
             shown = np.arange(min(max_points, len(test_ids)))
-            query_images = _images(datasets[name], "test", test_ids[np.array(chosen)])
-            neighbour_images = _images(datasets[name], "train", train_ids[order.ravel()]).reshape(
+            query_images = _images(dataset, "test", test_ids[np.array(chosen)])
+            neighbour_images = _images(dataset, "train", train_ids[order.ravel()]).reshape(
                 len(chosen), k, *query_images.shape[1:]
             )
             points = embedding(test)[shown]
@@ -154,7 +159,7 @@ def neighbour_panels(
                     "y": [round(float(v), 4) for v in points[:, 1]],
                     "label": test_labels[shown].tolist(),
                     "id": test_ids[shown].tolist(),
-                    "img": [thumbnail(im) for im in _images(datasets[name], "test", test_ids[shown])],
+                    "img": [thumbnail(im) for im in _images(dataset, "test", test_ids[shown])],
                     "of": int(len(test_ids)),
                 },
             }

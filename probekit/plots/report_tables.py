@@ -240,7 +240,7 @@ def dense_comparison_rows(tables: dict[Path, pd.DataFrame], n_boot: int) -> list
     """A minus B at the val-chosen cells: the first run of each dense task against every other run of it."""
     from probekit.evaluate.dense_sidecar import compare_dense, sidecar_path
 
-    rows = []
+    rows: list[list[object]] = []
     for task in DENSE:
         runs = [p for p, t in tables.items() if table_kind(t) == task and sidecar_path(p).is_file()]
         for other in runs[1:]:

@@ -34,18 +34,17 @@ def reserve(path: Path, fd: int | None) -> None:
     into a run. File systems that cannot reserve space (EOPNOTSUPP, EINVAL) are left as they are.
     """
     own = fd is None
-    if own:
-        fd = os.open(path, os.O_RDWR)
+    handle = os.open(path, os.O_RDWR) if fd is None else fd
     try:
-        size = os.fstat(fd).st_size
+        size = os.fstat(handle).st_size
         if size:
-            os.posix_fallocate(fd, 0, size)
+            os.posix_fallocate(handle, 0, size)
     except OSError as err:
         if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
             raise
     finally:
         if own:
-            os.close(fd)
+            os.close(handle)
 
 
 def require_size_limit(path: Path, layout: CacheLayout) -> None:

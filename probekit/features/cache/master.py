@@ -22,8 +22,8 @@ def write_master(out: str | Path, shards: Sequence[str | Path], *, command: str 
     never leaves a half-written master file.
     """
     out = Path(out)
-    shards = [Path(s) for s in shards]
-    opened = [h5py.File(path, "r", locking=False) for path in shards]
+    shard_paths = [Path(s) for s in shards]
+    opened = [h5py.File(path, "r", locking=False) for path in shard_paths]
     tmp = out.with_name(out.name + ".tmp")
     try:
         first = opened[0]
@@ -31,13 +31,13 @@ def write_master(out: str | Path, shards: Sequence[str | Path], *, command: str 
             for key, value in first.attrs.items():
                 master.attrs[key] = value
             master.attrs["command"] = command or first.attrs.get("command", "")
-            master.attrs["shards"] = json.dumps([path.name for path in shards])
+            master.attrs["shards"] = json.dumps([path.name for path in shard_paths])
             master.attrs["complete"] = all(bool(f.attrs.get("complete", False)) for f in opened)
             for group in ("grid", "layers"):
                 first.copy(first[group], master, name=group)
             splits = [name for name in first if name not in ("grid", "layers")]
             for split in splits:
-                _stitch_split(master, opened, shards, split)
+                _stitch_split(master, opened, shard_paths, split)
         os.replace(tmp, out)
     finally:
         for f in opened:

@@ -133,7 +133,13 @@ class FeatureCache:
     def grid(self) -> list[GridPoint]:
         columns = {field: self.file["grid"][field][:] for field in GRID_FIELDS}
         return [
-            GridPoint(**{field: (int if field == "t" else float)(columns[field][i]) for field in GRID_FIELDS})
+            GridPoint(
+                t=int(columns["t"][i]),
+                model_input=float(columns["model_input"][i]),
+                alpha_bar=float(columns["alpha_bar"][i]),
+                sigma=float(columns["sigma"][i]),
+                logsnr=float(columns["logsnr"][i]),
+            )
             for i in range(len(columns["t"]))
         ]
 
