@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,13 @@ def assert_noise_axis(backbone, timesteps: list[int], data: str, noise_kind: str
         mirror = n - 1 - i
         if mirror != i:
             assert output[i, i] < output[i, mirror], f"noise of {points[i]} fits its mirror's point better: {output}"
+
+
+class Miswired:
+    """A backbone run at a wrong grid point (a reversed or rescaled t): the bug the guard is for."""
+
+    def __init__(self, backbone, wrong: Callable[[GridPoint], GridPoint]) -> None:
+        self.backbone, self.wrong, self.schedule = backbone, wrong, backbone.schedule
+
+    def forward(self, x: torch.Tensor, point: GridPoint) -> torch.Tensor:
+        return self.backbone.forward(x, self.wrong(point))

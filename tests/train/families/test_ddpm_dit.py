@@ -1,5 +1,7 @@
 """The epsilon families (DDPM UNet, DiT): one step's noising and loss, computed independently."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from torch import nn
 
 from probekit.train.families import get_family
 from probekit.train.loop import step_randomness
-from tests.train.families.conftest import assert_noise_axis, tiny_config, train_and_load
+from tests.train.families.conftest import Miswired, assert_noise_axis, tiny_config, train_and_load
 
 
 class _Echo(nn.Module):
@@ -53,6 +55,10 @@ def test_noise_axis_of_a_trained_epsilon_model(name, steps, blobs_npz, tmp_path)
     backbone = train_and_load(config, tmp_path / "run")
     # diffusers index 0..999: 30 .. 800 spans sigma 0.11 .. 26
     assert_noise_axis(backbone, [30, 150, 400, 800], blobs_npz, "vp", "eps")
+    # the guard catches what it is for: the same network fed a reversed t, or t rescaled to [0, 1]
+    for wrong in (lambda p: replace(p, model_input=999 - p.model_input), lambda p: replace(p, model_input=p.t / 1000)):
+        with pytest.raises(AssertionError):
+            assert_noise_axis(Miswired(backbone, wrong), [30, 150, 400, 800], blobs_npz, "vp", "eps")
 
 
 def test_a_resumed_dit_run_ends_with_the_same_weights(blobs_npz, tmp_path):

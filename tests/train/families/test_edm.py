@@ -14,7 +14,7 @@ from probekit.models.ddae import read_config
 from probekit.train.families import get_family
 from probekit.train.families.edm import network_config, preconditioning
 from probekit.train.loop import build_network, step_randomness
-from tests.train.families.conftest import assert_noise_axis, tiny_config, train_and_load
+from tests.train.families.conftest import Miswired, assert_noise_axis, tiny_config, train_and_load
 
 
 class _Echo(nn.Module):
@@ -96,3 +96,7 @@ def test_noise_axis_of_a_trained_edm(blobs_npz, tmp_path):
     backbone = train_and_load(config, tmp_path / "run")
     # DDAE's EDM index 1..18, sigma from 0.002 up: 4, 8, 11, 14 span sigma 0.06 .. 19
     assert_noise_axis(backbone, [4, 8, 11, 14], blobs_npz, "ve", "denoised")
+    # the Karras list read the wrong way round (index 19 - t), the same network fails the guard
+    with pytest.raises(AssertionError):
+        wrong = Miswired(backbone, lambda p: backbone.schedule.point(19 - p.t))
+        assert_noise_axis(wrong, [4, 8, 11, 14], blobs_npz, "ve", "denoised")

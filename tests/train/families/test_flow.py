@@ -1,5 +1,7 @@
 """Flow matching (SiT): the linear path and velocity target by hand, and probekit's axis for it."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from torch import nn
 from probekit.core.schedule import FlowMatchingSchedule
 from probekit.train.families import get_family
 from probekit.train.loop import step_randomness
-from tests.train.families.conftest import assert_noise_axis, tiny_config, train_and_load
+from tests.train.families.conftest import Miswired, assert_noise_axis, tiny_config, train_and_load
 
 
 class _Echo(nn.Module):
@@ -45,8 +47,12 @@ def test_probekits_flow_schedule_is_the_trained_path_read_the_other_way():
 
 def test_noise_axis_of_a_trained_flow_transformer(blobs_npz, tmp_path):
     # SiT feeds t in [0, 1] to an embedding made for 0..1000, so t is learnt slowly: a high learning rate
-    # and the latest weights (EMA 0.5) let a 120-step run tell noise levels apart.
-    config = tiny_config("flow", blobs_npz, total_steps=120, checkpoint_every=120, lr=1e-2, warmup_steps=10,
-                         ema_decay=0.5, log_every=120)  # fmt: skip
+    # and the latest weights (EMA 0.5) let a 300-step run tell noise levels apart.
+    config = tiny_config("flow", blobs_npz, total_steps=300, checkpoint_every=300, lr=1e-2, warmup_steps=10,
+                         ema_decay=0.5, log_every=300)  # fmt: skip
     backbone = train_and_load(config, tmp_path / "run")
     assert_noise_axis(backbone, [50, 200, 500, 800], blobs_npz, "linear", "velocity")
+    # fed probekit's noise fraction instead of SiT's time (data at 1), the same network fails the guard
+    with pytest.raises(AssertionError):
+        wrong = Miswired(backbone, lambda p: replace(p, model_input=1 - p.model_input))
+        assert_noise_axis(wrong, [50, 200, 500, 800], blobs_npz, "linear", "velocity")
