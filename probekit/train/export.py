@@ -121,7 +121,7 @@ def model_card(
         f"| images seen | {record['images_seen']} ({record['epochs']} epochs of {record['train_images']} images) |",
         f"| wall time | {record['wall_seconds'] / 3600:.2f} h ({images_per_second:.1f} images/s including checkpoints "
         "and sample grids) |",
-        f"| machine | {record['machine']}{', ' + record['cpu'] if record.get('cpu') else ''} |",
+        f"| machine | {record['machine']} |",
         f"| final training loss (mean of the last {len(last_losses)} logged) | "
         f"{sum(last_losses) / len(last_losses):.4f} |",
         "",
