@@ -86,7 +86,7 @@ def train_and_load(config: TrainConfig, out: Path):
 
 
 def clean_batch(data: str, n: int = 64) -> torch.Tensor:
-    """The first ``n`` test images in [-1, 1], (n, 1, 16, 16)."""
+    """The first ``n`` test images of an npz (``x_test``, uint8 (N, H, W)) in [-1, 1], (n, 1, H, W)."""
     x = np.load(data)["x_test"][:n].astype(np.float32) / 127.5 - 1.0
     return torch.from_numpy(x)[:, None]
 
