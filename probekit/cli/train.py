@@ -43,6 +43,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             args.ship,
             intermediate_steps=args.ship_intermediate,
             dtype=None if args.ship_dtype == "as-trained" else torch_dtype(args.ship_dtype),
+            note=args.ship_note,
         )
         print(f"shipped {dest} with its model card ({dest / 'README.md'})")
 
@@ -98,6 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="STEP",
         help="also ship the EMA checkpoints of these steps (float16) under DEST/intermediate/",
     )
+    p.add_argument("--ship-note", metavar="TEXT", help="a paragraph added to the shipped model card")
     p.add_argument(
         "--ship-only", action="store_true", help="do not train: only ship what the run folder holds (with --ship)"
     )

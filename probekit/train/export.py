@@ -22,11 +22,13 @@ def export_checkpoint(
     intermediate_steps: Sequence[int] = (),
     intermediate_dtype: torch.dtype = torch.float16,
     dtype: torch.dtype | None = None,
+    note: str | None = None,
 ) -> Path:
     """Copy the run's latest EMA model to ``dest`` (weights cast to ``dtype``, None: as saved) with its
     samples, loss curve, record and a model card; add the EMA checkpoints of ``intermediate_steps``
     under ``dest/intermediate/`` in ``intermediate_dtype`` (for accuracy-over-training plots).
     A run still in progress exports its last checkpoint, and the card says how many steps it had.
+    ``note`` is added to the card as a paragraph of its own (what a reader of these weights should know).
     """
     run, dest = Path(run), Path(dest)
     record_path = run / "record.json"
@@ -42,6 +44,7 @@ def export_checkpoint(
     files = family.export(run / "checkpoints" / f"step-{step:07d}", dest, dtype)
     shutil.copy2(run / "samples" / f"step-{step:07d}.png", dest / "samples.png")
     _copy_losses(run / "loss.csv", dest / "loss.csv", step)
+    plot_loss(dest / "loss.csv", dest / "loss.png", title=f"{record['recipe'].get('family', 'ddpm')} training loss")
     (dest / "record.json").write_text(json.dumps(record, indent=2))
     for s in intermediate_steps:
         source = run / "checkpoints" / f"step-{s:07d}"
@@ -52,6 +55,8 @@ def export_checkpoint(
             )
         family.export(source, dest / "intermediate" / f"step-{s:07d}", intermediate_dtype)
     card = model_card(record, run / "loss.csv", intermediate_steps, config, files, dtype, dest)
+    if note:
+        card += f"\n{note.strip()}\n"
     (dest / "README.md").write_text(card)
     return dest
 
@@ -62,6 +67,23 @@ def _copy_losses(source: Path, dest: Path, step: int) -> None:
         rows = list(csv.reader(f))
     with dest.open("w", newline="") as f:
         csv.writer(f).writerows([rows[0]] + [row for row in rows[1:] if int(row[0]) <= step])
+
+
+def plot_loss(loss_csv: Path, out: Path, *, title: str) -> Path:
+    """The logged training loss (mean over each logging interval) against the step, log scale."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with loss_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    fig = Figure(figsize=(5.0, 3.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], color="C0")
+    ax.set(xlabel="step", ylabel="loss", yscale="log", title=title)
+    ax.grid(alpha=0.3)
+    fig.savefig(out, format="png", dpi=120)
+    return out
 
 
 _TITLES = {"ddpm": "DDPM UNet", "dit": "DiT", "edm": "EDM UNet", "flow": "flow-matching transformer (SiT)"}
@@ -120,17 +142,22 @@ def model_card(
         f"| steps | {record['steps']} (recipe: {recipe['total_steps']}) |",
         f"| images seen | {record['images_seen']} ({record['epochs']} epochs of {record['train_images']} images) |",
         f"| wall time | {record['wall_seconds'] / 3600:.2f} h ({images_per_second:.1f} images/s including checkpoints "
-        "and sample grids) |",
+        "and sample grids; on a shared machine this includes waiting for other work, see docs/guide/training.md "
+        "for the CPU cost per step) |",
         f"| machine | {record['machine']} |",
         f"| final training loss (mean of the last {len(last_losses)} logged) | "
         f"{sum(last_losses) / len(last_losses):.4f} |",
+        "",
+        "Training loss (`loss.csv`):",
+        "",
+        "![loss](loss.png)",
         "",
         f"Samples of these weights ({recipe['sample_steps']} deterministic sampler steps):",
         "",
         "![samples](samples.png)",
         "",
         f"Files: {', '.join(f'`{name}`' for name in files)} (weights {weights}), `loss.csv` (step, loss, lr), "
-        "`record.json` (the full recipe), `samples.png`.",
+        "`record.json` (the full recipe), `samples.png`, `loss.png`.",
     ]
     if intermediate_steps:
         lines += [

@@ -136,12 +136,18 @@ def error_matrices(
     return clean, output
 
 
-def assert_noise_axis(backbone, timesteps: list[int], data: str, noise_kind: str, output_kind: str) -> None:
+def assert_noise_axis(
+    backbone, timesteps: list[int], data: str, noise_kind: str, output_kind: str, *, uses_t: bool = True
+) -> None:
     """The guard: along probekit's recorded axis (the points of ``timesteps``, in increasing recorded
     sigma) the trained model's denoising error rises, and each noise level is denoised better when
     the network is run at its own point than at the mirrored point of the grid (what a reversed t
     would feed it). A reversed or rescaled t, or recorded numbers that do not match the noise the
     network learned, fail one of the two.
+
+    ``uses_t=False`` states that the network ignores its noise input (it reads the noise level off
+    the image instead), so no t, right or wrong, changes its output by 1 %: that is asserted in
+    place of the mirror condition, and fails as soon as the network starts to use t.
     """
     points = [backbone.schedule.point(t) for t in timesteps]
     sigmas = [p.sigma for p in points]
@@ -149,6 +155,10 @@ def assert_noise_axis(backbone, timesteps: list[int], data: str, noise_kind: str
     clean, output = error_matrices(backbone, points, clean_batch(data), noise_kind, output_kind)
     diagonal = np.diag(clean)
     assert np.all(np.diff(diagonal) > 0), f"denoising error does not rise with recorded sigma {sigmas}: {diagonal}"
+    if not uses_t:
+        spread = (output.max(axis=1) - output.min(axis=1)) / output.min(axis=1)
+        assert np.all(spread < 0.01), f"the network uses its noise input (spread {spread}): guard it with uses_t=True"
+        return
     n = len(points)
     for i in range(n):
         mirror = n - 1 - i
