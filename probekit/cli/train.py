@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from probekit.cli.common import add_data_args, resolve_device
+from probekit.core.errors import ProbekitError
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from probekit.train import TrainConfig, train
+    from probekit.core.precision import torch_dtype
+    from probekit.train import TrainConfig, export_checkpoint, train
 
     overrides = {
         "data": args.data,
@@ -25,13 +29,31 @@ def cmd_train(args: argparse.Namespace) -> None:
         if args.config
         else TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
     )
-    model = train(config, args.out, device=resolve_device(args.device), progress=not args.quiet)
-    print(f"wrote {model} (probe it with: probekit extract --model {model} ...)")
+    if args.ship_only and not args.ship:
+        raise ProbekitError("--ship-only needs --ship DEST: the folder to pack the run into")
+    if not args.ship_only:
+        train(config, args.out, device=resolve_device(args.device), progress=not args.quiet)
+    record = (
+        json.loads((Path(args.out) / "record.json").read_text()) if (Path(args.out) / "record.json").is_file() else {}
+    )
+    print(f"wrote {args.out} (probe it with: probekit extract --model {record.get('model_spec', '?')} ...)")
+    if args.ship:
+        dest = export_checkpoint(
+            args.out,
+            args.ship,
+            intermediate_steps=args.ship_intermediate,
+            dtype=None if args.ship_dtype == "as-trained" else torch_dtype(args.ship_dtype),
+            note=args.ship_note,
+        )
+        print(f"shipped {dest} with its model card ({dest / 'README.md'})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's commands to the top-level parser."""
-    p = sub.add_parser("train", help="pretrain a diffusers UNet2DModel to denoise (DDPM, labels unused); resumes")
+    p = sub.add_parser(
+        "train",
+        help="pretrain a diffusion model to denoise (families ddpm, dit, edm, flow; labels unused); resumes",
+    )
     p.add_argument("--out", required=True, help="run folder; an existing run there is resumed")
     p.add_argument("--config", help="YAML recipe (see experiments/train/); settings below override it")
     add_data_args(
@@ -58,4 +80,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="auto (default): cuda when a GPU is visible, else cpu",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--ship",
+        metavar="DEST",
+        help="after training, pack the run's latest EMA model into DEST with samples, loss curve and a model card",
+    )
+    p.add_argument(
+        "--ship-dtype",
+        default="fp16",
+        choices=["fp16", "bf16", "fp32", "as-trained"],
+        help="weights dtype of the shipped model (default fp16; loaded back as float32)",
+    )
+    p.add_argument(
+        "--ship-intermediate",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="STEP",
+        help="also ship the EMA checkpoints of these steps (float16) under DEST/intermediate/",
+    )
+    p.add_argument("--ship-note", metavar="TEXT", help="a paragraph added to the shipped model card")
+    p.add_argument(
+        "--ship-only", action="store_true", help="do not train: only ship what the run folder holds (with --ship)"
+    )
     p.set_defaults(run=cmd_train)

@@ -11,6 +11,9 @@ import yaml
 
 from probekit.core.errors import ProbekitError
 
+#: the values of ``family`` (each a spec in :mod:`probekit.train.families`)
+FAMILY_NAMES = ("ddpm", "dit", "edm", "flow")
+
 # 3.7 M parameters, 32 x 32 x 1: the architecture of experiments/models/unet-small.
 SMALL_UNET: dict[str, Any] = {
     "sample_size": 32,
@@ -27,21 +30,37 @@ SMALL_UNET: dict[str, Any] = {
 
 @dataclass
 class TrainConfig:
-    """DDPM pretraining of a diffusers ``UNet2DModel`` (epsilon prediction). Class labels are never used.
+    """Diffusion pretraining of one model family (see :mod:`probekit.train.families`). Class labels are
+    never used.
 
-    ``unet`` holds ``UNet2DModel`` keyword arguments; ``sample_size`` and ``in_channels`` there set
-    the resolution and channels the images are fitted to (Fashion-MNIST 28 x 28 is padded to 32).
+    ``family``: ``ddpm`` (diffusers ``UNet2DModel``, epsilon prediction), ``dit`` (patch transformer,
+    epsilon prediction on the same DDPM schedule), ``edm`` (DDAE's UNet with EDM preconditioning)
+    or ``flow`` (SiT-style transformer, velocity on the linear path). ``unet`` holds the DDPM's
+    ``UNet2DModel`` keyword arguments; ``network`` the other families' architecture (DiT/SiT:
+    input_size, in_channels, patch_size, hidden_size, depth, num_heads; EDM: DDAE's ``network``
+    keys). The image size and channels there are what images are fitted to (Fashion-MNIST 28 x 28
+    is padded to 32).
     """
 
+    family: str = "ddpm"
     data: str = "fashion-mnist"
     image_column: str | None = None  # hf: data only (see probekit.data.hf)
     label_column: str | None = None
     train_limit: int | None = None
     unet: dict[str, Any] = field(default_factory=lambda: dict(SMALL_UNET))
+    network: dict[str, Any] | None = None
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
     beta_schedule: str = "linear"
+    # EDM (Karras et al. 2022, as DDAE's EDM configs): ln sigma ~ N(p_mean, p_std^2) in training,
+    # Karras sigmas sigma_max..sigma_min with exponent rho for sampling; pixel scale [-1, 1].
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_data: float = 0.5
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
     batch_size: int = 64
     total_steps: int = 10_000
     lr: float = 2e-4
@@ -53,7 +72,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto (bf16 where native and faster, see probekit.core.precision) | fp32 | bf16 (autocast)
     checkpoint_every: int = 1000
-    sample_steps: int = 50  # DDIM steps for the sample grid written at each checkpoint
+    sample_steps: int = 50  # sampler steps (DDIM, EDM Heun or Euler) for the grid written at each checkpoint
     sample_count: int = 64
     log_every: int = 50
 
@@ -80,13 +99,27 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
+        if self.family not in FAMILY_NAMES:
+            raise ProbekitError(f"unknown training family {self.family!r}: use one of {', '.join(FAMILY_NAMES)}")
+        if self.family != "ddpm" and not self.network:
+            raise ProbekitError(
+                f"the {self.family} family needs a `network` mapping in the recipe (see experiments/train/)"
+            )
+        if self.family == "ddpm" and self.network:
+            raise ProbekitError("the ddpm family takes its architecture from `unet`, not `network`: move it there")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ProbekitError(f"precision {self.precision!r} is not supported: use auto, fp32 or bf16")
-        for name in ("batch_size", "total_steps", "checkpoint_every", "log_every"):
+        for name in ("batch_size", "total_steps", "checkpoint_every", "log_every", "sample_steps"):
             if getattr(self, name) < 1:
                 raise ProbekitError(f"training setting {name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ProbekitError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not (0 < self.sigma_min < self.sigma_max and self.sigma_data > 0 and self.p_std > 0 and self.rho > 0):
+            raise ProbekitError(
+                "EDM settings need 0 < sigma_min < sigma_max and positive sigma_data, p_std and rho, got "
+                f"sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, sigma_data={self.sigma_data}, "
+                f"p_std={self.p_std}, rho={self.rho}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,19 +1,22 @@
-"""DDPM pretraining loop with exact resume.
+"""The pretraining loop of every family, with exact resume.
 
-Every random choice of step ``s`` (which images, their flips, timesteps and noise) is a pure
+The family (:mod:`probekit.train.families`) builds the network and turns a step's draws into a
+loss; everything else (data order, flips, optimiser, EMA, checkpoints, resume) is shared here.
+Every random choice of step ``s`` (which images, their flips, noise levels and noise) is a pure
 function of (seed, s), and the data order of an epoch a pure function of (seed, epoch). A run
 resumed from its last checkpoint therefore replays exactly the steps an uninterrupted run takes;
 the checkpoint holds the weights, the EMA, the optimizer and the learning-rate schedule.
 
 Output folder::
 
-    model/                  EMA weights (save_pretrained: config.json + safetensors) and
-                            scheduler_config.json: load it with ``probekit extract --model .../model``
+    model/                  EMA weights in the family's public layout (DDPM: diffusers folder; DiT / SiT:
+                            original .pt; EDM: DDAE's config.yaml + model.pth); record.json's
+                            ``model_spec`` is the ``--model`` string that loads it
     checkpoints/step-N/     EMA weights at each checkpoint (same layout as model/)
-    samples/step-N.png      DDIM samples of the EMA at each checkpoint
+    samples/step-N.png      samples of the EMA at each checkpoint
     state.pt                full training state of the last checkpoint (resume)
     loss.csv                step, loss, lr
-    record.json             steps, images seen, wall time, machine, recipe
+    record.json             steps, images seen, wall time, throughput, machine, recipe
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from probekit.core.errors import ProbekitError
@@ -40,7 +42,8 @@ from probekit.core.verbosity import progress_enabled
 from probekit.data import fit_images, load_dataset, stratified_subset
 from probekit.data.base import sized_dataset
 from probekit.train.config import TrainConfig
-from probekit.train.sampling import ddim_sample_grid
+from probekit.train.families import TrainFamily, get_family
+from probekit.train.sampling import sample_grid
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -64,38 +67,33 @@ class _Order:
         return self._perm[position * self.batch_size : (position + 1) * self.batch_size]
 
 
-def _step_randomness(
-    config: TrainConfig, step: int, shape: tuple[int, ...]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(timesteps, noise, flip mask) of one step: a pure function of (seed, step)."""
+def step_randomness(
+    family: TrainFamily, config: TrainConfig, step: int, shape: tuple[int, ...]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(the family's draws, flip mask) of one step: a pure function of (seed, step)."""
     generator = torch.Generator().manual_seed(noise_seed(config.seed, step, -2, 0))
-    timesteps = torch.randint(0, config.num_train_timesteps, (shape[0],), generator=generator)
-    noise = torch.randn(shape, generator=generator)
+    draws = family.draw(config, generator, shape)
     flips = torch.rand(shape[0], generator=generator) < 0.5
-    return timesteps, noise, flips
+    return draws, flips
 
 
 def _lr_factor(config: TrainConfig, step: int) -> float:
     return min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps > 0 else 1.0
 
 
-def _build_unet(config: TrainConfig) -> torch.nn.Module:
-    from diffusers import UNet2DModel
-
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            return UNet2DModel(**config.unet)
-    except (TypeError, ValueError) as err:
-        raise ProbekitError(f"cannot build the UNet from the config's `unet` settings: {err}") from err
+def build_network(family: TrainFamily, config: TrainConfig) -> torch.nn.Module:
+    """The family's network, initialised from ``config.seed`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return family.build(config)
 
 
-def _save_model(ema: torch.nn.Module, config: TrainConfig, folder: Path) -> None:
-    """EMA weights + scheduler config, written to a temporary folder and then renamed into place."""
+def _save_model(family: TrainFamily, ema, model, config: TrainConfig, folder: Path, step: int) -> None:
+    """The family's checkpoint layout, written to a temporary folder and then renamed into place."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    ema.save_pretrained(tmp)
-    (tmp / "scheduler_config.json").write_text(json.dumps(config.scheduler_config(), indent=2))
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    family.save(ema, model, config, tmp, step)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
@@ -108,16 +106,18 @@ def train(
     progress: bool = True,
     stop_at: int | None = None,
 ) -> Path:
-    """Train (or resume) into ``out``; returns ``out/model``. ``stop_at`` ends the run early at that
-    step with a checkpoint, as an interruption would (used to test resume).
+    """Train (or resume) into ``out``; returns ``out/model`` (``record.json``'s ``model_spec`` loads it).
+    ``stop_at`` ends the run early at that step with a checkpoint, as an interruption would (used to
+    test resume).
     """
     out, device = Path(out), torch.device(device)
     # Resolved once, before the recipe is saved or compared for resume: runs record what they used.
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, device))
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(config.data, image_column=config.image_column, label_column=config.label_column)
-    model = _build_unet(config).to(device).train()
-    size, channels = model.config.sample_size, model.config.in_channels
+    family = get_family(config.family)
+    model = build_network(family, config).to(device).train()
+    size, channels = family.image_shape(config)
     # Images of mixed sizes are decoded at the network's size (shorter side resized, centre crop).
     dataset, _ = sized_dataset(dataset, None, size if isinstance(size, int) else None)
     # Pixels are read per step (lazy datasets decode just the batch), so memory does not grow with N.
@@ -126,7 +126,6 @@ def train(
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(config, step))
-    alphas_cumprod = torch.tensor(_alphas_cumprod(config), dtype=torch.float32, device=device)
 
     step, wall_before = 0, 0.0
     state_path = out / STATE_FILE
@@ -161,15 +160,11 @@ def train(
         while step < end:
             index = order.batch(step).numpy()
             x0, _ = fit_images(images.read(index), size=size, channels=channels, value_range=(-1.0, 1.0))
-            timesteps, noise, flips = _step_randomness(config, step, tuple(x0.shape))
+            draws, flips = step_randomness(family, config, step, tuple(x0.shape))
             if config.hflip:
                 x0 = torch.where(flips[:, None, None, None], x0.flip(-1), x0)
-            x0, timesteps, noise = x0.to(device), timesteps.to(device), noise.to(device)
-            ab = alphas_cumprod[timesteps][:, None, None, None]
-            x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-            with autocast:
-                prediction = model(x_t, timesteps).sample
-            loss = F.mse_loss(prediction.float(), noise)
+            x0, draws = x0.to(device), {k: v.to(device) for k, v in draws.items()}
+            loss = family.loss(model, x0, draws, config, autocast)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -185,16 +180,8 @@ def train(
                 losses = []
             if step % config.checkpoint_every == 0 or step == end:
                 wall = wall_before + time.perf_counter() - started
-                _checkpoint(out, step, wall, config, model, ema, optimizer, scheduler, device, order.n)
+                _checkpoint(out, step, wall, config, family, model, ema, optimizer, scheduler, device, order.n)
     return out / "model"
-
-
-def _alphas_cumprod(config: TrainConfig) -> np.ndarray:
-    from probekit.core.schedule import betas_for
-
-    return np.cumprod(
-        1.0 - betas_for(config.beta_schedule, config.beta_start, config.beta_end, config.num_train_timesteps)
-    )
 
 
 @torch.no_grad()
@@ -208,13 +195,23 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step
 
 
 def _checkpoint(
-    out: Path, step: int, wall: float, config: TrainConfig, model, ema, optimizer, scheduler, device, n_images: int
+    out: Path,
+    step: int,
+    wall: float,
+    config: TrainConfig,
+    family: TrainFamily,
+    model,
+    ema,
+    optimizer,
+    scheduler,
+    device,
+    n_images: int,
 ) -> None:
     name = f"step-{step:07d}"
-    _save_model(ema, config, out / "checkpoints" / name)
-    _save_model(ema, config, out / "model")
+    _save_model(family, ema, model, config, out / "checkpoints" / name, step)
+    _save_model(family, ema, model, config, out / "model", step)
     (out / "samples").mkdir(exist_ok=True)
-    ddim_sample_grid(ema, config, out / "samples" / f"{name}.png", device=device)
+    sample_grid(family, ema, config, out / "samples" / f"{name}.png", device=device)
     state = {
         "step": step,
         "wall_seconds": wall,
@@ -233,13 +230,31 @@ def _checkpoint(
         "train_images": n_images,
         "epochs": round(step * config.batch_size / n_images, 3),
         "wall_seconds": round(wall, 1),
+        "images_per_second": round(step * config.batch_size / wall, 2) if wall > 0 else None,
         "machine": machine_description(device),
+        "cpu": cpu_model() if device.type == "cpu" else None,
         "device": str(device),
         "recipe": config.as_dict(),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "network": family.describe_network(config),
+        "objective": family.objective,
+        "model_spec": family.model_spec(out / "model", config),
     }
     (out / "record.json").write_text(json.dumps(record, indent=2))
     log.info("checkpoint %s (%.0f s of training)", name, wall)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (as lscpu reports it) and the instruction set torch's kernels use."""
+    name = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # not Linux: the capability alone still says which kernels ran
+        pass
+    return f"{name}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
 
 
 def _append_loss(path: Path, step: int, loss: float, lr: float) -> None:

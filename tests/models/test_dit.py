@@ -564,3 +564,18 @@ def test_diffusers_folder_with_absent_weights_is_refused(files, tmp_path):
     ) as info:
         load_backbone(f"dit:{folder}?vae={files['vae']}")
     assert "\n" not in str(info.value)
+
+
+def test_vae_none_runs_the_transformer_on_pixels(files, original):
+    """``vae=none``: no latent encoder; images are fed at the network's own size and channels."""
+    for spec in (f"dit:{files['pt']}?heads={HEADS}&vae=none", f"dit:{files['folder']}?vae=none"):
+        pixels = load_backbone(spec)
+        assert pixels.vae is None and pixels.input_channels == 4 and pixels.input_size == (LATENT, LATENT)
+        x = _latents()
+        assert torch.equal(pixels.encode(x), x)
+        assert pixels.weights_key is not None  # every weight is local: the hash can be remembered
+    pixels = load_backbone(f"dit:{files['pt']}?heads={HEADS}&vae=none")
+    point = pixels.schedule.point(100)
+    torch.testing.assert_close(pixels.forward(_latents(), point), original.forward(_latents(), point))
+    with pytest.raises(ProbekitError, match=f"image_size={LATENT}"):
+        load_backbone(f"dit:{files['pt']}?heads={HEADS}&vae=none&image_size={8 * LATENT}")

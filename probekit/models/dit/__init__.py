@@ -19,6 +19,8 @@ Options, joined with ``&``:
 * ``image_size=256`` -- optional check for a .pt: the pixel size its latents come from.
 * ``vae=HUB_ID_OR_FOLDER`` -- the AutoencoderKL. Default: the pipeline's own ``vae/`` when the
   source is a pipeline, else ``stabilityai/sd-vae-ft-ema`` (the VAE DiT trained with).
+* ``vae=none`` -- a transformer trained on pixels rather than latents (``probekit train``'s DiT and
+  flow-matching families): images are fed at the network's own size and channels, unencoded.
 * ``temb=original|diffusers`` -- timestep-embedding frequencies. DiT uses ``exp(-ln(1e4) i/128)``,
   diffusers' port uses ``i/127``. Default: ``original`` for a .pt, ``diffusers`` for diffusers
   folders (as DiTPipeline runs them); ``temb=original`` on facebook/DiT-XL-2-256 reproduces the

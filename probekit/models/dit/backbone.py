@@ -33,23 +33,28 @@ class LatentTransformerBackbone(HookedBackbone):
     family = "transformer"
     vae_hint = ""
 
-    def _setup(self, net: nn.Module, vae: nn.Module, schedule: NoiseSchedule, model_id: str) -> None:
+    def _setup(self, net: nn.Module, vae: nn.Module | None, schedule: NoiseSchedule, model_id: str) -> None:
+        """``vae`` None: the transformer runs on pixels (``vae=none``), images fed at its own size and channels."""
         self.net = net.eval().requires_grad_(False)
-        self.vae = vae.eval().requires_grad_(False)
+        self.vae = vae.eval().requires_grad_(False) if vae is not None else None
         self.schedule = schedule
         self.model_id = model_id
         config = net.config
-        if vae.config.latent_channels != config.in_channels:
-            raise ProbekitError(
-                f"the VAE makes {vae.config.latent_channels}-channel latents but the {self.family} reads "
-                f"{config.in_channels}: "
-                f"choose the VAE the {self.family} was trained with{self.vae_hint}"
-            )
         self.latent_size = int(config.sample_size)
-        side = self.latent_size * vae_scale_factor(vae)
-        self.input_size = (side, side)
-        self.scaling_factor = float(getattr(vae.config, "scaling_factor", None) or 0.18215)
-        self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        if vae is None:
+            self.input_channels = int(config.in_channels)
+            self.input_size = (self.latent_size, self.latent_size)
+        else:
+            if vae.config.latent_channels != config.in_channels:
+                raise ProbekitError(
+                    f"the VAE makes {vae.config.latent_channels}-channel latents but the {self.family} reads "
+                    f"{config.in_channels}: "
+                    f"choose the VAE the {self.family} was trained with{self.vae_hint}"
+                )
+            side = self.latent_size * vae_scale_factor(vae)
+            self.input_size = (side, side)
+            self.scaling_factor = float(getattr(vae.config, "scaling_factor", None) or 0.18215)
+            self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
         blocks = {f"transformer_blocks.{i}": block for i, block in enumerate(self.net.transformer_blocks)}
         tokens = (self.latent_size // int(config.patch_size)) ** 2
         hidden = int(config.num_attention_heads * config.attention_head_dim)
@@ -64,7 +69,10 @@ class LatentTransformerBackbone(HookedBackbone):
 
         The posterior mean, not a sample (the models' training samples), so features are
         deterministic and no random numbers are drawn outside :mod:`probekit.core.noise`.
+        A pixel-space transformer (no VAE) diffuses the images themselves.
         """
+        if self.vae is None:
+            return x0
         return encode_mean(self.vae, x0, self.vae_budget)
 
     def _unknown_layer(self, name: str) -> str:
@@ -87,7 +95,7 @@ class DiTBackbone(LatentTransformerBackbone):
     vae_hint = " (vae=...)"
 
     def __init__(
-        self, net: nn.Module, vae: nn.Module, schedule: NoiseSchedule, model_id: str, *, original_temb: bool
+        self, net: nn.Module, vae: nn.Module | None, schedule: NoiseSchedule, model_id: str, *, original_temb: bool
     ) -> None:
         self._setup(net, vae, schedule, model_id)
         self.original_temb = original_temb
@@ -107,7 +115,7 @@ class DiTBackbone(LatentTransformerBackbone):
 
     def _weight_modules(self) -> dict[str, nn.Module]:
         """The DiT's and the VAE's tensors both decide the features."""
-        return {"dit": self.net, "vae": self.vae}
+        return {"dit": self.net} if self.vae is None else {"dit": self.net, "vae": self.vae}
 
 
 class SiTBackbone(DiTBackbone):

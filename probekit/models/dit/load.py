@@ -17,7 +17,7 @@ from probekit.core.schedule import DDPMSchedule, FlowMatchingSchedule
 from probekit.models.dit.backbone import DiTBackbone, SiTBackbone, vae_scale_factor
 from probekit.models.dit.configs import OriginalShape, infer_original_shape, parse_config_name
 from probekit.models.dit.convert import check_original_keys, diffusers_config, few_keys, original_to_diffusers
-from probekit.models.dit.spec import DiTSpec, parse_spec, transformer_folder
+from probekit.models.dit.spec import NO_VAE, DiTSpec, parse_spec, transformer_folder
 from probekit.models.options import LoadOptions, quiet_diffusers
 from probekit.models.random_init import model_id, seeded
 
@@ -298,14 +298,14 @@ def _load(parsed: DiTSpec, spec: str, options: LoadOptions, *, sit: bool) -> DiT
         pipeline_vae = None
     else:
         net, schedule, pipeline_vae = _load_diffusers(parsed, options)
-    vae = _load_vae(*_vae_location(parsed, pipeline_vae))
+    vae = None if parsed.vae == NO_VAE else _load_vae(*_vae_location(parsed, pipeline_vae))
     if parsed.image_size is not None:
-        expected = net.config.sample_size * vae_scale_factor(vae)
+        expected = net.config.sample_size * (vae_scale_factor(vae) if vae is not None else 1)
         if parsed.image_size != expected:
             raise ProbekitError(
                 f"image_size={parsed.image_size} does not fit this DiT: its "
                 f"{net.config.sample_size}x{net.config.sample_size} "
-                f"latents come from {expected}x{expected} images; give image_size={expected} or leave it out"
+                f"inputs come from {expected}x{expected} images; give image_size={expected} or leave it out"
             )
     temb = parsed.temb or ("original" if parsed.is_original else "diffusers")
     name = model_id(spec, options.random_init, options.seed)

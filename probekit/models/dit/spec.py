@@ -17,6 +17,8 @@ TEMB_CHOICES = ("original", "diffusers")
 _ORIGINAL_ONLY = ("config", "heads", "image_size")
 _KNOWN = (*_ORIGINAL_ONLY, "vae", "temb")
 _ORIGINAL_SUFFIXES = (".pt", ".pth")
+#: ``vae=none``: a transformer trained on pixels (no latent encoder)
+NO_VAE = "none"
 
 
 @dataclass(frozen=True)
