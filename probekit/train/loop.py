@@ -98,6 +98,17 @@ def _save_model(family: TrainFamily, ema, model, config: TrainConfig, folder: Pa
     os.replace(tmp, folder)
 
 
+def _recorded_precision(out: Path) -> str | None:
+    """The precision an unfinished run in ``out`` was computing in (from its record), or None."""
+    try:
+        if not (out / STATE_FILE).exists():
+            return None
+        precision = json.loads((out / "record.json").read_text())["recipe"]["precision"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(precision) if precision in ("fp32", "bf16") else None
+
+
 def train(
     config: TrainConfig,
     out: str | Path,
@@ -112,7 +123,9 @@ def train(
     """
     out, device = Path(out), torch.device(device)
     # Resolved once, before the recipe is saved or compared for resume: runs record what they used.
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, device))
+    # A resumed auto run keeps the precision it started in (another machine may resolve auto otherwise).
+    recorded = _recorded_precision(out) if config.precision == "auto" else None
+    config = dataclasses.replace(config, precision=recorded or resolve_precision(config.precision, device))
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(config.data, image_column=config.image_column, label_column=config.label_column)
     family = get_family(config.family)

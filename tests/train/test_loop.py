@@ -163,3 +163,11 @@ def test_a_lazy_hf_dataset_trains_exactly_like_the_same_pixels_in_memory(tiny_np
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
+
+
+def test_an_auto_run_resumes_in_the_precision_it_started_in(tiny_npz, tmp_path):
+    """Started where auto meant bf16, resumed where it means fp32 (this session pins fp32): bf16 is kept."""
+    train(_config(tiny_npz, precision="bf16", total_steps=3), tmp_path / "run", progress=False, stop_at=2)
+    train(_config(tiny_npz, precision="auto", total_steps=3), tmp_path / "run", progress=False)
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["recipe"]["precision"] == "bf16" and record["steps"] == 3
