@@ -286,7 +286,8 @@ def test_the_driver_records_console_errors_exceptions_and_external_requests(tmp_
     with Browser() as browser:
         page = browser.open(bad.resolve().as_uri())
         page.evaluate("0")
-        assert page.log.console_errors[:1] == ["broken"]
+        # the failed image load may be logged before or after the script's error, as the resolver answers
+        assert "broken" in page.log.console_errors
         assert any("thrown" in e for e in page.log.exceptions)
         assert page.log.external() == ["http://probekit.invalid/x.png"]
         with pytest.raises(AssertionError):
