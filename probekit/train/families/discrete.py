@@ -26,7 +26,10 @@ class DiscreteEpsilon:
     objective = "epsilon prediction, t uniform over the T discrete DDPM steps"
 
     def predict(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The network's epsilon at step ``t``: each family using this mixin says how its network is
+        called (DDPM: ``UNet2DModel(x, t)``; DiT: the transformer with the null class), :meth:`sample` uses it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define predict(model, x, t)")
 
     def draw(self, config: TrainConfig, generator: torch.Generator, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
         # Order matters: the shipped DDPM run drew its timesteps, then its noise, from this generator.
