@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from probekit.cli import analyses, dense, features, plots, probes, run, train
 from probekit.cli.common import Interrupted
-from probekit.core import interrupt
+from probekit.core import interrupt, threads
 from probekit.core.errors import ConfigError, ProbekitError
 from probekit.core.verbosity import set_verbosity
 
@@ -89,6 +89,7 @@ def _for_the_command_line(err: ProbekitError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    threads.prepare_environment()  # before anything loads an OpenMP runtime (torch, scikit-learn)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from probekit.core import threads
 from probekit.core.errors import ProbekitError
 from probekit.data.augment import crop_flip_views
 from probekit.data.base import ImageSplit
@@ -140,6 +141,7 @@ def host_batches(
     """
     if workers < 0:
         raise ProbekitError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
+    threads.configure()  # the forward that consumes these batches runs on the process's thread counts
     on_device = device.type == "cuda"  # uint8 over the bus, converted by the GPU
     dataset = _SplitBatches(
         split, bounds, views, seed=seed, split_name=split_name, convert=None if on_device else convert
@@ -152,6 +154,7 @@ def host_batches(
         pin_memory=on_device,
         prefetch_factor=PREFETCH if workers else None,
         collate_fn=_identity,
+        worker_init_fn=threads.worker_init if workers else None,  # the workers are the parallelism
     )
     iterator = iter(loader)
     try:

@@ -23,9 +23,8 @@ one pass of similarity products. The rule, exactly:
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from probekit.core.errors import ProbekitError
+from probekit.core.threads import one_thread
 from probekit.core.verbosity import progress_enabled
 from probekit.probes._inputs import as_float32_tensor, check_probe_inputs, resolve_num_classes
 from probekit.probes.metrics import CellScore, score_predictions
@@ -183,7 +183,7 @@ def knn_sweep(
                 indices.append(top_idx)
             # One vote over the whole query set (G, N_q, k_max): few large ops rather than many
             # small ones, which on a busy CPU each pay a thread-synchronisation delay.
-            with _one_cpu_thread(device):
+            with one_thread(device.type == "cpu"):
                 votes = weighted_votes(
                     torch.cat(sims, dim=1), labels[torch.cat(indices, dim=1)], ks, temperatures, num_classes
                 )
@@ -294,7 +294,7 @@ def top_neighbours(
     else:
         top_sim, top_idx, unsure = _low_precision_candidates(q, bank, bank_low, m)
         full_row = lambda g, b: bank[g] @ q[g, b]  # noqa: E731
-    with _one_cpu_thread(q.device):
+    with one_thread(q.device.type == "cpu"):
         # topk returns values in descending order; only rows holding equal values need their tied
         # entries put in index order, and only a tie at the k-th place can change which rows are in.
         tied = (top_sim[..., 1:] == top_sim[..., :-1]).any(dim=-1)
@@ -346,25 +346,6 @@ def _low_precision_candidates(
     else:
         unsure = low_top[..., -1].float() + bound >= top_sim[..., -1]
     return top_sim, top_idx, unsure
-
-
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Run small elementwise ops (tie checks, votes) on one CPU thread.
-
-    They are memory-bound and short; split over threads, each op waits for every thread, and on a
-    loaded machine (more runnable processes than cores) that wait dominates: measured 14x slower
-    with 2 threads than with 1 on a 2-core machine at load 12.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def weighted_votes(

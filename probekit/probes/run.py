@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from probekit.core import threads
 from probekit.core.errors import ConfigError, ProbekitError
 from probekit.core.types import CellInfo
 from probekit.evaluate import score_predictions, stratified_val_split
@@ -371,6 +372,7 @@ def probe_cache(
     unknown = [name for name in config.probes if name not in PROBES]
     if unknown or not config.probes:
         raise ProbekitError(f"unknown probe(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(PROBES)}")
+    threads.configure()
     paths = [cache_path] if isinstance(cache_path, (str, Path)) else list(cache_path)
     with CacheGroup(paths) as group:
         if "train" not in group.splits or "test" not in group.splits:
