@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,9 +39,9 @@ REDUCED = {
     "model": str(ROOT / "checkpoints" / "fashion-mnist-ddpm"),
     "data": "fashion-mnist",
     "name": "ddpm",
-    "train_limit": 400,
-    "test_limit": 200,
-    "timesteps": [0, 100],
+    "train_limit": 200,
+    "test_limit": 100,
+    "timesteps": [0],
     "precision": "fp32",
     "probes": ["linear", "knn"],
     "k": [10, 20, 50],
@@ -51,11 +52,11 @@ REDUCED = {
     "dense_timesteps": [0],
     "dense_layers": "down_blocks.1.resnets.1,mid_block.resnets.1,up_blocks.1",
     "dense_side": 8,
-    "mosaics": [12, 8, 12],
-    "warp_pairs": [6, 10],
+    "mosaics": [6, 4, 6],
+    "warp_pairs": [4, 6],
     "label_efficiency": True,
-    "labels_per_class": "1,10,all",
-    "budget_draws": 3,
+    "labels_per_class": "1,all",
+    "budget_draws": 2,
     "label_timesteps": [0],
     "n_boot": 1000,
     "quiet": True,
@@ -74,8 +75,12 @@ def cpu_description() -> str:
     return f"{model}, {os.cpu_count()} logical CPUs"
 
 
-def run_job(tree: str, env_extra: dict[str, str], work: Path) -> tuple[dict[str, float], float]:
-    """(seconds per step, whole job) for one ``probekit run`` of the reduced job from empty caches."""
+def run_job(tree: str, env_extra: dict[str, str], work: Path, timeout: float) -> tuple[dict[str, float], float]:
+    """(seconds per step, whole job) for one ``probekit run`` of the reduced job from empty caches.
+
+    A job still running after ``timeout`` seconds is stopped: its unfinished step and the whole
+    job read as the time it had run (a lower bound, marked ">" in the table); later steps are absent.
+    """
     out = work / "out"
     subprocess.run(["rm", "-rf", str(out), str(work / "caches")], check=True)
     config = dict(REDUCED, out=str(out), cache_dir=str(work / "caches"))
@@ -94,12 +99,18 @@ def run_job(tree: str, env_extra: dict[str, str], work: Path) -> tuple[dict[str,
     assert process.stdout is not None
     marks: list[tuple[str, float]] = []
     lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("== ["):
-            marks.append((line.split("] ", 1)[1].split(":")[0].strip(), time.perf_counter()))
+    timer = threading.Timer(timeout, process.kill)
+    timer.start()
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("== ["):
+                marks.append((line.split("] ", 1)[1].split(":")[0].strip(), time.perf_counter()))
+    finally:
+        timer.cancel()
     end = time.perf_counter()
-    if process.wait() != 0:
+    code = process.wait()
+    if code != 0 and end - started < timeout:
         sys.exit("the job failed:\n" + "".join(lines[-30:]))
     steps = {name: (marks[i + 1][1] if i + 1 < len(marks) else end) - at for i, (name, at) in enumerate(marks)}
     return steps, end - started
@@ -114,6 +125,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True, help="NAME=TREE[,VAR=VALUE...]")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--busy", type=int, default=os.cpu_count() or 1, help="busy processes (default: one per CPU)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds after which a run is stopped")
     parser.add_argument("--out", type=Path, default=None, help="markdown table (default: print only)")
     args = parser.parse_args()
     variants = []
@@ -128,6 +140,7 @@ def main() -> None:
     steps: dict[tuple[str, str], dict[str, list[float]]] = {}
     totals: dict[tuple[str, str], list[float]] = {}
     order: list[str] = []
+    runs: list[str] = []  # one line per run, in the order they ran
     with tempfile.TemporaryDirectory() as tmp:
         for round_number in range(args.repeats):
             for condition in ("idle", "busy"):
@@ -136,7 +149,7 @@ def main() -> None:
                     try:
                         work = Path(tmp) / name
                         work.mkdir(exist_ok=True)
-                        per_step, total = run_job(tree, env_extra, work)
+                        per_step, total = run_job(tree, env_extra, work, args.timeout)
                     finally:
                         for process in busy:
                             process.kill()
@@ -146,7 +159,10 @@ def main() -> None:
                         if step not in order:
                             order.append(step)
                     totals.setdefault((name, condition), []).append(total)
-                    print(f"round {round_number + 1} {condition:4s} {name}: {total:.1f} s", flush=True)
+                    detail = ", ".join(f"{step} {seconds:.1f}" for step, seconds in per_step.items())
+                    stopped = " STOPPED at --timeout (lower bounds)" if total >= args.timeout else ""
+                    runs.append(f"round {round_number + 1} {condition} {name}: {total:.1f} s{stopped} ({detail})")
+                    print(runs[-1], flush=True)
 
     names = [name for name, _, _ in variants]
     header = "| step | " + " | ".join(f"{n} idle s | {n} busy s | {n} busy/idle" for n in names) + " |"
@@ -174,6 +190,7 @@ def main() -> None:
             )
         )
     lines.append(row("**whole job**", [totals[(n, "idle")] for n in names], [totals[(n, "busy")] for n in names]))
+    lines += ["", "Each run, in order (seconds per step):", ""] + [f"- {run}" for run in runs]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -16,8 +16,8 @@ The knobs, all respected when the user sets them:
 - ``OMP_WAIT_POLICY`` (default here ``PASSIVE``; read by every OpenMP runtime when it loads, so it
   is set before torch or scikit-learn is imported: :func:`prepare_environment`, called first by
   the ``probekit`` command); ``KMP_BLOCKTIME`` (default ``0``) is the same for Intel's OpenMP.
-- ``OMP_NUM_THREADS``: torch's intra-op threads; without it, the cores this process may run on
-  (its affinity mask, not the machine's count: a cpuset of 4 on a 64-core node gets 4).
+- ``OMP_NUM_THREADS``: torch's intra-op threads; without it, torch's own default capped at the
+  cores this process may run on (its affinity mask: a cpuset of 4 on a 64-core node gets 4).
 - BLAS threads (OpenBLAS, MKL) follow torch's count (:func:`configure`), so numpy and torch never
   ask for more threads than cores between them, and a DataLoader worker gets one of each
   (:func:`worker_init`): the workers are the parallelism there.
@@ -58,8 +58,10 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def intra_op_threads(environ: MutableMapping[str, str] | None = None) -> int:
-    """Torch's intra-op thread count: ``$OMP_NUM_THREADS`` when set (a positive integer), else the cores."""
+def intra_op_threads(torch_default: int, environ: MutableMapping[str, str] | None = None) -> int:
+    """Torch's intra-op thread count: ``$OMP_NUM_THREADS`` when set (a positive integer), else
+    ``torch_default`` (torch's own choice) capped at the cores of the affinity mask.
+    """
     environ = os.environ if environ is None else environ
     text = environ.get("OMP_NUM_THREADS", "").strip()
     if text:
@@ -69,7 +71,7 @@ def intra_op_threads(environ: MutableMapping[str, str] | None = None) -> int:
             value = 0
         if value >= 1:
             return value
-    return available_cores()
+    return max(1, min(torch_default, available_cores()))
 
 
 _configured: list[int] = []  # the count set by configure(), once per process
@@ -88,7 +90,7 @@ def configure() -> int:
     import torch
     from threadpoolctl import threadpool_limits
 
-    threads = intra_op_threads()
+    threads = intra_op_threads(torch.get_num_threads())
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     threadpool_limits(limits=threads, user_api="blas")  # process-wide until changed

@@ -47,7 +47,9 @@ def test_available_cores_is_the_affinity_mask():
 @pytest.mark.parametrize(("value", "expected"), [("3", 3), ("2,1", 2), ("", None), ("zero", None), ("0", None)])
 def test_intra_op_threads_follows_omp_num_threads_when_valid(value, expected):
     environ = {"OMP_NUM_THREADS": value}
-    assert threads.intra_op_threads(environ) == (expected or len(os.sched_getaffinity(0)))
+    cores = len(os.sched_getaffinity(0))
+    assert threads.intra_op_threads(64, environ) == (expected or cores)
+    assert threads.intra_op_threads(1, environ) == (expected or 1)  # torch's own smaller default stays
 
 
 def test_configure_gives_torch_and_blas_one_count_once(restore_threads, monkeypatch):
