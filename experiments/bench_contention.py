@@ -21,6 +21,7 @@ to a variant, for measuring a single knob.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -167,8 +168,9 @@ def main() -> None:
     names = [name for name, _, _ in variants]
     header = "| step | " + " | ".join(f"{n} idle s | {n} busy s | {n} busy/idle" for n in names) + " |"
     lines = [
-        f"CPU: {cpu_description()}; torch capability {capability}; {args.busy} busy processes in the busy runs; "
-        f"medians of {args.repeats} alternated runs",
+        f"CPU: {cpu_description()}; torch capability {capability}; idle: no process added by this script (the "
+        f"machine's other load stays), busy: {args.busy} busy processes added; medians of {args.repeats} "
+        "alternated runs; a run stopped at --timeout leaves its last step a lower bound",
         "",
         header,
         "|" + "---|" * (1 + 3 * len(names)),
@@ -178,7 +180,10 @@ def main() -> None:
         cells = []
         for idle, busy in zip(idle_values, busy_values):
             i, b = statistics.median(idle), statistics.median(busy)
-            cells.append(f"{i:.1f} | {b:.1f} | {b / i:.2f}x")
+            if math.isnan(b):  # the busy run was stopped before this step
+                cells.append(f"{i:.1f} | (not reached) | -")
+            else:
+                cells.append(f"{i:.1f} | {b:.1f} | {b / i:.2f}x")
         return f"| {label} | " + " | ".join(cells) + " |"
 
     for step in order:
