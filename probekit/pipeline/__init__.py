@@ -8,7 +8,7 @@ inputs are unchanged and redoes the rest. An extraction stopped part-way is resu
 (the cache format's own resume); any other interrupted step is redone from its start, which gives
 the same files because every command is deterministic for a given seed.
 
-To add a step, append a :class:`Step` to :data:`STEPS` in ``steps.py`` (its ``plan`` returns the
+To add a step, append a :class:`Step` to :func:`all_steps` in ``steps.py`` (its ``plan`` returns the
 commands, or ``None`` when the configuration turns it off). The package: ``config`` (settings and
 their YAML file), ``plan`` (the run's files, what a step is), ``steps`` and ``dense_steps`` (the
 planners), ``runner`` (stamps, resume, execution).
@@ -17,6 +17,17 @@ planners), ``runner`` (stamps, resume, execution).
 from probekit.pipeline.config import RunConfig
 from probekit.pipeline.plan import Command, RunPaths, Step, StepPlan
 from probekit.pipeline.runner import Runner, format_command, run_all
-from probekit.pipeline.steps import STEPS
+from probekit.pipeline.steps import STEPS, all_steps
 
-__all__ = ["Command", "RunConfig", "RunPaths", "Step", "StepPlan", "STEPS", "Runner", "run_all", "format_command"]
+__all__ = [
+    "all_steps",
+    "Command",
+    "RunConfig",
+    "RunPaths",
+    "Step",
+    "StepPlan",
+    "STEPS",
+    "Runner",
+    "run_all",
+    "format_command",
+]

@@ -18,7 +18,7 @@ from probekit.core.atomic import publish
 from probekit.core.errors import ProbekitError
 from probekit.pipeline.config import RunConfig
 from probekit.pipeline.plan import Command, RunPaths, Step, StepPlan
-from probekit.pipeline.steps import STEPS
+from probekit.pipeline.steps import all_steps
 
 _PRINT = print  # the runner's own messages (kept apart from a captured command's stdout)
 
@@ -49,16 +49,20 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 class Runner:
-    """Runs :data:`STEPS` for one configuration; ``execute`` runs one probekit command in-process."""
+    """Runs the steps (default :func:`all_steps`, with the registered dense tasks) for one
+    configuration; ``execute`` runs one probekit command in-process.
+    """
 
-    def __init__(self, config: RunConfig, execute: Callable[[Command], None], steps: Sequence[Step] = STEPS) -> None:
+    def __init__(
+        self, config: RunConfig, execute: Callable[[Command], None], steps: Sequence[Step] | None = None
+    ) -> None:
         self.config = config
         self.execute = execute
         out = Path(config.out)
         self.paths = RunPaths(
             out=out, caches=Path(config.cache_dir) if config.cache_dir else out / "caches", label=config.label
         )
-        self.steps = steps
+        self.steps = all_steps() if steps is None else steps
 
     def _stamp(self, step: Step) -> Path:
         return self.paths.steps / (re.sub(r"[^a-z0-9]+", "-", step.name.lower()) + ".json")

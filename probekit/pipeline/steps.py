@@ -1,5 +1,5 @@
 """The planners of the global steps (extract, probe, plots, t-SNE, similarity, fusion, comparisons,
-report) and :data:`STEPS`, every step in the order the runner takes them.
+report) and :func:`all_steps`, every step in the order the runner takes them.
 """
 
 from __future__ import annotations
@@ -7,17 +7,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from probekit.core.specs import DENSE_TASKS
 from probekit.pipeline.config import RunConfig, _join
 from probekit.pipeline.dense_steps import (
     _dense_comparisons,
     _dense_data,
-    _dense_probe,
     _dense_results,
     _dense_runs,
-    _extract_dense,
     _label_efficiency,
     _label_runs,
     _labels_path,
+    dense_extract_steps,
+    dense_task_steps,
 )
 from probekit.pipeline.plan import Command, RunPaths, Step, StepPlan, _sidecar
 
@@ -246,19 +247,16 @@ def _report(c: RunConfig, p: RunPaths) -> StepPlan:
     results = [str(p.results(r)) for r in runs]
     results += [str(_fusion_path(p))] * c.fusion + [str(_similarity_path(p))] * (c.similarity and c.pixels)
     if c.dense:
-        results += [
-            str(_dense_results(p, task, r)) for task in ("segment", "correspond") for r in _dense_runs(c, p, task)
-        ]
+        results += [str(_dense_results(p, task, r)) for task in DENSE_TASKS for r in _dense_runs(c, p, task)]
     if c.label_efficiency:
         results += [str(_labels_path(p, r)) for r in _label_runs(c, p)]
     images = ([str(p.out / "tsne_best_linear.png")] if _tsne(c, p) else []) + list(c.images)
     caches = [str(p.cache(r)) for r in runs]
     if c.dense:
-        caches += [
-            str(p.cache(f"{data}_{r}"))
-            for data, task in (("mosaic", "segment"), ("pairs", "correspond"))
-            for r in _dense_runs(c, p, task)
-        ]
+        # each dense data's caches once, whichever tasks read them
+        caches += dict.fromkeys(
+            str(p.cache(f"{spec.data}_{r}")) for task, spec in DENSE_TASKS.items() for r in _dense_runs(c, p, task)
+        )
     argv = ["report", "--results", *results, "--cache", *caches]
     argv += ["--images", *images] if images else []
     argv += [
@@ -274,32 +272,34 @@ def _report(c: RunConfig, p: RunPaths) -> StepPlan:
     return StepPlan([argv], [p.report])
 
 
-STEPS: tuple[Step, ...] = (
-    Step("extract pixels", _extract_pixels, resumable=True),
-    Step("extract random-init", _extract_random_init, resumable=True),
-    Step("extract model", _extract_model, resumable=True),
-    Step("probe pixels", _probe("pixels", lambda c: c.pixels_probes, lambda c: c.baseline_k, lambda c: c.pixels)),
-    Step(
-        "probe random-init",
-        _probe("random-init", lambda c: c.random_init_probes, lambda c: c.baseline_k, lambda c: c.random_init),
-    ),
-    Step("probe model", _probe("model", lambda c: c.probes, lambda c: c.k, lambda c: True)),
-    Step("plots", _plot),
-    Step("t-SNE", _tsne),
-    Step("similarity to pixels", _similarity),
-    Step("fusion", _fusion),
-    Step("paired comparisons", _comparisons),
-    # Dense probing and label efficiency come after the global question, so that turning them on
-    # leaves the steps above (and their records) as they were.
-    Step("dense data", _dense_data),
-    Step("extract mosaics model", _extract_dense("mosaic", "model"), resumable=True),
-    Step("extract mosaics random-init", _extract_dense("mosaic", "random-init"), resumable=True),
-    Step("extract mosaics pixels", _extract_dense("mosaic", "pixels"), resumable=True),
-    Step("extract pairs model", _extract_dense("pairs", "model"), resumable=True),
-    Step("extract pairs random-init", _extract_dense("pairs", "random-init"), resumable=True),
-    Step("segmentation", _dense_probe("segment")),
-    Step("correspondence", _dense_probe("correspond")),
-    Step("dense comparisons", _dense_comparisons),
-    Step("label efficiency", _label_efficiency),
-    Step("report", _report),
-)
+def all_steps() -> tuple[Step, ...]:
+    """Every step in the order the runner takes them; the dense ones follow the registered dense tasks."""
+    return (
+        Step("extract pixels", _extract_pixels, resumable=True),
+        Step("extract random-init", _extract_random_init, resumable=True),
+        Step("extract model", _extract_model, resumable=True),
+        Step("probe pixels", _probe("pixels", lambda c: c.pixels_probes, lambda c: c.baseline_k, lambda c: c.pixels)),
+        Step(
+            "probe random-init",
+            _probe("random-init", lambda c: c.random_init_probes, lambda c: c.baseline_k, lambda c: c.random_init),
+        ),
+        Step("probe model", _probe("model", lambda c: c.probes, lambda c: c.k, lambda c: True)),
+        Step("plots", _plot),
+        Step("t-SNE", _tsne),
+        Step("similarity to pixels", _similarity),
+        Step("fusion", _fusion),
+        Step("paired comparisons", _comparisons),
+        # Dense probing and label efficiency come after the global question, so that turning them on
+        # leaves the steps above (and their records) as they were.
+        Step("dense data", _dense_data),
+        *dense_extract_steps(),
+        *dense_task_steps(),
+        Step("dense comparisons", _dense_comparisons),
+        Step("label efficiency", _label_efficiency),
+        Step("report", _report),
+    )
+
+
+#: the steps with the dense tasks registered when probekit.pipeline was imported (the runner reads
+#: :func:`all_steps` anew)
+STEPS: tuple[Step, ...] = all_steps()
