@@ -52,29 +52,30 @@ class Registry(Mapping[str, Spec], Generic[Spec]):
         self.group = group
         self.spec_type = spec_type
         self._builtin = dict(builtin)
-        self._specs: dict[str, Spec] = dict(builtin)
+        self._specs: dict[str, Spec] = {}
         self._loaded = False
 
     def _load(self) -> dict[str, Spec]:
-        if not self._loaded:
-            self._loaded = True
-            for entry in metadata.entry_points(group=self.group):
-                if entry.name in self._builtin:
-                    raise ProbekitError(
-                        f"entry point {entry.name!r} of {self.group} ({entry.value}) takes a built-in name: rename it"
-                    )
-                spec = entry.load()
-                if not isinstance(spec, self.spec_type) or getattr(spec, "name", entry.name) != entry.name:
-                    raise ProbekitError(
-                        f"entry point {entry.name!r} of {self.group} ({entry.value}) is not a "
-                        f"{self.spec_type.__name__} named {entry.name!r}"
-                    )
-                self._specs[entry.name] = typing.cast(Spec, spec)
-        return self._specs
+        if self._loaded:
+            return self._specs
+        specs = dict(self._builtin)
+        for entry in metadata.entry_points(group=self.group):  # a broken one fails every use, not only the first
+            if entry.name in self._builtin:
+                raise ProbekitError(
+                    f"entry point {entry.name!r} of {self.group} ({entry.value}) takes a built-in name: rename it"
+                )
+            spec = entry.load()
+            if not isinstance(spec, self.spec_type) or getattr(spec, "name", entry.name) != entry.name:
+                raise ProbekitError(
+                    f"entry point {entry.name!r} of {self.group} ({entry.value}) is not a "
+                    f"{self.spec_type.__name__} named {entry.name!r}"
+                )
+            specs[entry.name] = typing.cast(Spec, spec)
+        self._specs, self._loaded = specs, True
+        return specs
 
     def reload(self) -> None:
         """Read the entry points again (after installing a package in a running process; tests)."""
-        self._specs = dict(self._builtin)
         self._loaded = False
 
     def __getitem__(self, name: str) -> Spec:

@@ -256,3 +256,19 @@ def test_entry_points_that_take_a_built_in_name_or_are_no_spec_are_refused(monke
     monkeypatch.undo()
     PROBE_SPECS.reload()
     assert list(PROBE_SPECS) == ["linear", "logreg", "sgd", "mlp", "knn"]
+
+
+def test_references_resolve_lazily_with_one_line_errors():
+    from probekit.core.registry import resolve
+    from probekit.core.specs import epoch_based_probes, streamable_probes
+
+    assert resolve("probekit.core.specs:PROBE_SPECS") is PROBE_SPECS
+    assert resolve("probekit.core.specs:ProbeSpec.__name__") == "ProbeSpec"
+    for target, message in (
+        ("probekit.nowhere:x", "cannot import probekit.nowhere"),
+        ("probekit.core.specs:nothing", "has no 'nothing'"),
+        ("probekit.core.specs", "is not a 'module:attr' reference"),
+    ):
+        with pytest.raises(ProbekitError, match=message):
+            resolve(target)
+    assert streamable_probes() == {"linear", "knn"} and epoch_based_probes() == {"sgd", "mlp"}
