@@ -11,6 +11,7 @@
 #     predictions sidecars array by array;
 #   - extracts over two torchrun shards (the merged master file) and compares it with the same;
 #   - this tree only: an extraction interrupted by SIGTERM and resumed equals the uninterrupted one;
+#   - `probekit run`'s step plans for four settings and experiments/demo.yaml read as settings;
 #   - on the main job's subset (experiments/demo.yaml: 1500 train + 500 test images, seed 0, fp32,
 #     every layer; MAIN_TIMESTEPS of its grid, default 0,100): the cache, and the linear + knn
 #     results table and predictions sidecar of probing it with the main job's k values.
@@ -50,6 +51,41 @@ pid=$!
 while [ ! -f "$WORK/resumed.h5" ] && kill -0 $pid 2>/dev/null; do sleep 0.2; done
 sleep 1; kill -TERM $pid 2>/dev/null || true; wait $pid || true
 (cd "$ROOT" && PYTHONPATH=$ROOT "$PY" -m probekit extract $(echo "$ARGS" | sed 's/--overwrite//') --batch-size 8 --out "$WORK/resumed.h5" >/dev/null)
+# `probekit run`'s plans (every step's name, commands, outputs and folders, for settings with dense
+# probes and label efficiency on and off) and the main job's YAML read as settings, from both trees.
+plans() {  # plans TREE OUT
+    (cd "$1" && PYTHONPATH=$1 "$PY" - "$ROOT/experiments/demo.yaml" >"$2" <<'PLANEOF'
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from probekit.pipeline import STEPS, RunConfig, RunPaths
+
+settings = [
+    {},
+    dict(dense=True, label_efficiency=True, dense_timesteps=[0, 50], dense_layers="a,b", timesteps=[0, 5],
+         layers="0,-1", label_timesteps=[0], images=["x.png"], no_download=True, train_limit=10, test_limit=5,
+         C=[0.1, 1.0], k=[5, 10]),
+    dict(dense=True, pixels=False),
+    dict(dense=True, random_init=False, fusion=False, tsne=False, similarity=False),
+]
+paths = RunPaths(out=Path("o"), caches=Path("c"), label="m")
+out = []
+for extra in settings:
+    config = RunConfig(model="M", data="fashion-mnist", out="o", name="m", cache_dir="c", **extra)
+    out.append([
+        [s.name, s.resumable, None if (p := s.plan(config, paths)) is None
+         else [p.commands, [str(o) for o in p.outputs], str(p.capture), [str(f) for f in p.fresh]]]
+        for s in STEPS
+    ])
+out.append(dataclasses.asdict(RunConfig.from_sources(sys.argv[1], {})))
+print(json.dumps(out, sort_keys=True))
+PLANEOF
+    )
+}
+plans "$WORK/tree" "$WORK/base_plans.json"
+plans "$ROOT" "$WORK/new_plans.json"
 "$PY" - "$WORK" <<'PYEOF'
 import sys
 import h5py
@@ -89,6 +125,10 @@ for name in ("results", "main_results"):
         same = sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
     failures += not same
     print(f"{name}.predictions.npz {'identical' if same else 'DIFFERENT'}")
+with open(f"{work}/base_plans.json", "rb") as a, open(f"{work}/new_plans.json", "rb") as b:
+    same = a.read() == b.read()
+failures += not same
+print(f"run plans and demo.yaml settings {'identical' if same else 'DIFFERENT'}")
 print("RESULT:", "bit-identical" if failures == 0 else f"{failures} datasets differ")
 sys.exit(1 if failures else 0)
 PYEOF

@@ -75,9 +75,28 @@ def render(parser: argparse.ArgumentParser) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_settings() -> str:
+    """Markdown: the settings of `probekit run`, from the fields of its config dataclass."""
+    from probekit.core.settings import markdown_table
+    from probekit.pipeline import RunConfig
+
+    return "\n".join(
+        [
+            "",
+            "## Settings of `probekit run`",
+            "",
+            "Each is a key of the `--config` YAML file (underscores or dashes) and a flag; flags given override "
+            "the file. Generated from the fields of `probekit.pipeline.RunConfig`; a key that is not one of "
+            "these is refused, naming the closest.",
+            "",
+            markdown_table(RunConfig),
+        ]
+    )
+
+
 def on_files(files: Files, config) -> Files:  # noqa: ANN001 -- mkdocs' hook signature
     sys.path.insert(0, str(ROOT))
     from probekit.cli import build_parser
 
-    files.append(File.generated(config, PAGE, content=render(build_parser())))
+    files.append(File.generated(config, PAGE, content=render(build_parser()) + render_settings()))
     return files

@@ -35,7 +35,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -50,10 +49,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from probekit.core.errors import ProbekitError
-from probekit.core.noise import noise_seed, sample_noise, split_seed
+from probekit.core.noise import sample_noise, split_seed
 from probekit.core.pooling import Pooling
 from probekit.core.precision import machine_description
 from probekit.core.schedule import GridPoint
+from probekit.core.training import EpochOrder, atomic_save, load_state, lr_factor, step_generator
 from probekit.core.types import CellInfo
 from probekit.core.verbosity import progress_enabled
 from probekit.data import ImageDataset, ImageSplit, fit_images
@@ -67,6 +67,8 @@ from probekit.models.trace import StopForward, trace
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 PROBE = "finetune"
+# noise_seed streams of fine-tuning's draws (pretraining has its own: -1, -2)
+_ORDER_STREAM, _STEP_STREAM = -4, -3
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -146,13 +148,6 @@ def used_body_parameters(model: TruncatedClassifier, example: torch.Tensor, poin
     return used
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
 def augment(x0: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int, low: float) -> torch.Tensor:
     """Random crop of the ``padding``-padded image at ``offsets`` (B, 2) in 0..2*padding, then flip where ``flips``."""
     if padding > 0:
@@ -168,28 +163,11 @@ def _step_randomness(
     seed: int, step: int, shape: tuple[int, ...], padding: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(crop offsets, flips, noise) of one step: a pure function of (seed, step)."""
-    generator = torch.Generator().manual_seed(noise_seed(seed, step, -3, 0))
+    generator = step_generator(seed, step, _STEP_STREAM)
     offsets = torch.randint(0, 2 * padding + 1, (shape[0], 2), generator=generator)
     flips = torch.rand(shape[0], generator=generator) < 0.5
     noise = torch.randn(shape, generator=generator)
     return offsets, flips, noise
-
-
-class _Order:
-    """A fresh permutation per epoch drawn from (seed, epoch); the last partial batch is kept."""
-
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.steps_per_epoch = math.ceil(n / batch_size)
-
-        self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
-
-    def batch(self, step: int) -> np.ndarray:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(noise_seed(self.seed, epoch, -4, 0))
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=generator).numpy()
-        return self._perm[position * self.batch_size : (position + 1) * self.batch_size]
 
 
 def _take(split: ImageSplit, positions: np.ndarray) -> ImageSplit:
@@ -256,11 +234,14 @@ class Finetuner:
             ],
             weight_decay=config.weight_decay,
         )
-        self.order = _Order(len(self.splits["train"]), config.batch_size, config.seed)
+        # The last partial batch is kept: every image is seen once per epoch.
+        self.order = EpochOrder(
+            len(self.splits["train"]), config.batch_size, config.seed, stream=_ORDER_STREAM, drop_last=False
+        )
         self.total_steps = config.epochs * self.order.steps_per_epoch
         warmup = int(round(config.warmup_epochs * self.order.steps_per_epoch))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: _lr_factor(s, warmup, self.total_steps)
+            self.optimizer, lambda s: lr_factor(s, warmup, self.total_steps)
         )
         fp16 = config.precision == "fp16"
         if fp16 and self.device.type != "cuda":
@@ -304,7 +285,7 @@ class Finetuner:
         """One optimiser step; returns (summed loss, correct, images) over its batch."""
         self.model.train()
         data, cfg = self.splits["train"], self.config
-        rows = self.order.batch(step)
+        rows = self.order.batch(step).numpy()
         x0 = self._inputs(data.images[rows])
         offsets, flips, noise = _step_randomness(cfg.seed, step, tuple(x0.shape), cfg.crop_padding)
         x0 = augment(
@@ -397,7 +378,7 @@ class Finetuner:
                             "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
                         }
                     wall = wall_before + time.perf_counter() - started
-                    _atomic_save(self._state(step, wall, best, curves), state_path)
+                    atomic_save(self._state(step, wall, best, curves), state_path)
                     _write_curves(curves, self.out)
                     if stop_at_epoch is not None and epoch >= stop_at_epoch and step < self.total_steps:
                         return None
@@ -405,12 +386,7 @@ class Finetuner:
         return self._finish(best, curves, wall)
 
     def _resume(self, path: Path) -> tuple[int, float, dict, list[dict]]:
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as err:  # noqa: BLE001 -- truncated zip, refused pickle, ...: all mean "unusable"
-            raise ProbekitError(
-                f"cannot resume from {path} ({str(err).splitlines()[0][:160]}): delete it or choose another --out"
-            ) from err
+        state = load_state(path, self.device)
         if (
             state["config"] != self.config.as_dict()
             or state["model_sha256"] != self.model_sha256
@@ -436,7 +412,7 @@ class Finetuner:
     def _finish(self, best: dict, curves: list[dict], wall: float) -> pd.DataFrame:
         self.model.load_state_dict(best["model"])
         self.chosen_epoch = int(best["epoch"])
-        _atomic_save(best["model"], self.out / "best.pt")
+        atomic_save(best["model"], self.out / "best.pt")
         _, test_pred = self.evaluate("test")
         self.test_predictions = test_pred
         y_test = self.splits["test"].labels
@@ -493,12 +469,6 @@ class Finetuner:
             pd.DataFrame(curves), self.out / "curves.png", title=f"{self.backbone.model_id} · t={p.t} · {self.layer}"
         )
         return table
-
-
-def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _atomic_text(text: str, path: Path) -> None:

@@ -37,7 +37,7 @@ from probekit.core.errors import ProbekitError
 from probekit.core.types import CellInfo
 from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet
-from probekit.evaluate.results import COLUMNS, read_table, scores_to_table
+from probekit.evaluate.results import COLUMNS, read_table, scores_to_table, with_kind
 from probekit.probes.protocol import ProbeTask, accuracy
 from probekit.probes.registry import ProbeSettings, run_probe
 
@@ -314,6 +314,7 @@ def fuse_cache(
         table = pd.concat(
             [table, _weight_rows(weights, infos, model_id, dataset, len(y_fit), config.width)], ignore_index=True
         )
+    table = with_kind(table, "fusion")
     names = list(outcomes)
     predictions = PredictionSet(
         model=model_id,

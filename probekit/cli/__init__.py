@@ -17,6 +17,8 @@ from probekit.cli import analyses, dense, features, plots, probes, run, train
 from probekit.cli.common import Interrupted
 from probekit.core import interrupt, threads
 from probekit.core.errors import ConfigError, ProbekitError
+from probekit.core.registry import resolve
+from probekit.core.specs import DENSE_TASKS
 from probekit.core.verbosity import set_verbosity
 
 DESCRIPTION = """\
@@ -60,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(sub)
     dense.register(sub)
     run.register(sub)
+    for spec in DENSE_TASKS.values():  # dense tasks added by other packages bring their command
+        if spec.cli is not None:
+            resolve(spec.cli)(sub)
     for command in sub.choices.values():
         _add_verbosity(command)
     return parser

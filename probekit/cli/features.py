@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import signal
+from collections.abc import Callable
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
 
 from probekit.cli.common import (
     Interrupted,
@@ -17,6 +20,9 @@ from probekit.cli.common import (
     resolve_device,
 )
 from probekit.core.errors import ProbekitError
+
+if TYPE_CHECKING:
+    from probekit.features.extraction import ExtractConfig
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
@@ -36,33 +42,38 @@ def cmd_layers(args: argparse.Namespace) -> None:
         )
 
 
-def cmd_extract(args: argparse.Namespace) -> None:
+#: ExtractConfig fields that are not the value of the flag of the same name, and how the flags give them
+_EXTRACT_FIELDS_READ_OTHERWISE: dict[str, Callable[[argparse.Namespace], Any]] = {
+    "store_latents": lambda args: not args.no_latent_cache,
+    "vae_memory": lambda args: None if args.vae_memory is None else int(args.vae_memory * 2**30),
+    "max_memory": lambda args: memory_budget(args.max_memory) if args.max_memory else None,
+}
+#: ExtractConfig fields that no flag of extract sets (their defaults hold)
+EXTRACT_FIELDS_WITHOUT_FLAG = ("splits",)
+
+
+def extract_config(args: argparse.Namespace) -> ExtractConfig:
+    """The ExtractConfig that extract's parsed flags give: each field from the flag of its name,
+    or through :data:`_EXTRACT_FIELDS_READ_OTHERWISE`.
+    """
     from probekit.features.extraction import ExtractConfig
+
+    values = {}
+    for spec in fields(ExtractConfig):
+        if spec.name in _EXTRACT_FIELDS_READ_OTHERWISE:
+            values[spec.name] = _EXTRACT_FIELDS_READ_OTHERWISE[spec.name](args)
+        elif spec.name not in EXTRACT_FIELDS_WITHOUT_FLAG:
+            values[spec.name] = getattr(args, spec.name)
+    return ExtractConfig(**values)
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
     from probekit.features.launch import extract_launched
     from probekit.models import load_backbone
 
     if args.timesteps is not None and args.grid:
         raise ProbekitError("give either --timesteps or --grid, not both")
-    config = ExtractConfig(
-        timesteps=args.timesteps,
-        layers=args.layers,
-        draws=args.draws,
-        views=args.views,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        pooling=args.pooling,
-        dtype=args.dtype,
-        fit=args.fit,
-        image_size=args.image_size,
-        precision=args.precision,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        workers=args.workers,
-        latent_cache=args.latent_cache,
-        store_latents=not args.no_latent_cache,
-        vae_memory=None if args.vae_memory is None else int(args.vae_memory * 2**30),
-        max_memory=memory_budget(args.max_memory) if args.max_memory else None,
-    )
+    config = extract_config(args)
 
     def open_job():  # runs once the output is held: a second extraction into it refuses before loading a model
         backbone = load_backbone(

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from probekit.core.errors import ProbekitError
+from probekit.core.specs import DENSE_TASKS
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -65,7 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metric",
         default="top1",
-        help="metric drawn (default top1; miou / pixel_accuracy for segment, pck / pck_point for correspond)",
+        help="metric drawn (default top1; "
+        + ", ".join(f"{spec.metric} / {spec.second} for {name}" for name, spec in DENSE_TASKS.items())
+        + ")",
     )
     p.set_defaults(run=cmd_plot)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from probekit.cli.common import float_list, int_list, memory_budget, resolve_device
+from probekit.core.specs import PROBE_SPECS
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
@@ -95,7 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the cache in groups that fit (default auto: half the machine's memory)",
     )
     p.add_argument(
-        "--probes", default="linear,knn", help="comma-separated: linear, logreg, sgd, mlp, knn (default linear,knn)"
+        "--probes",
+        default="linear,knn",
+        help=f"comma-separated, of the registered probes: {', '.join(PROBE_SPECS)} (default linear,knn)",
     )
     p.add_argument(
         "--val-fraction",

@@ -24,10 +24,12 @@ import numpy as np
 import pandas as pd
 
 from probekit.core.errors import ProbekitError
+from probekit.core.specs import DENSE_TASKS
 from probekit.evaluate.dense import segmentation_scores
-from probekit.evaluate.results import best_cells
+from probekit.evaluate.results import best_cells, table_kind
 
 Cell = tuple[int, str]
+#: what each sidecar kind's units sum to: the metric recomputed on every bootstrap draw
 METRIC_OF_KIND = {"confusion": "miou", "pck": "pck"}
 
 
@@ -75,6 +77,14 @@ def _metric(kind: str, values: np.ndarray) -> float:
     return float(np.mean(values[:, 0] / values[:, 1]))
 
 
+def _selection_metric(table: pd.DataFrame, kind: str) -> str:
+    """The metric the table's cells are chosen on: its dense task's (:data:`DENSE_TASKS`), or, for a
+    table that records no task, the metric of its sidecar's kind.
+    """
+    task = DENSE_TASKS.get(table_kind(table))
+    return task.metric if task is not None else METRIC_OF_KIND[kind]
+
+
 def _chosen(results: str | Path, table: pd.DataFrame) -> tuple[str, Cell, np.ndarray, np.ndarray]:
     path = sidecar_path(results)
     if not path.is_file():
@@ -82,7 +92,7 @@ def _chosen(results: str | Path, table: pd.DataFrame) -> tuple[str, Cell, np.nda
     with np.load(path, allow_pickle=False) as data:
         kind, index = str(data["kind"]), data["index"]
         cells = list(zip(data["t"].tolist(), data["layer"].tolist()))
-        best = best_cells(table, METRIC_OF_KIND[kind]).iloc[0]
+        best = best_cells(table, _selection_metric(table, kind)).iloc[0]
         cell = (int(best["t"]), str(best["layer"]))
         return kind, cell, index, data["values"][cells.index(cell)]
 

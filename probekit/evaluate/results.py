@@ -24,6 +24,12 @@ n_train    samples the probe was fitted on (train minus the validation split)
 n_eval     samples this row was scored on (the size of its split)
 ========== ==========================================================================
 
+A table that is not a probe run's records its kind in an extra column ``kind`` ("segment",
+"similarity", "fusion", "labels", or a registered dense task's name; :func:`with_kind`), and
+:func:`table_kind` reads it; a probe table has no such column (it is the default kind, and its
+bytes stay those of earlier versions), and tables written before the column existed are
+recognised by their columns and metrics.
+
 "Best" always means chosen on val: :func:`best_cells` picks the cell with the highest val value
 and reports its test row. A table without val rows (``--val-fraction 0``) is chosen on test, and
 says so (column ``chosen_on``).
@@ -307,6 +313,36 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         raise ProbekitError(f"{path} has a column of the wrong type ({err}); is it a probekit results table?") from err
     extra = [c for c in table.columns if c not in COLUMNS]
     return table[list(COLUMNS) + extra]
+
+
+#: the column where a table records what it holds (absent: a probe table, or an older file)
+KIND_COLUMN = "kind"
+
+
+def with_kind(table: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """``table`` recording that it holds ``kind`` ("segment", "similarity", "fusion", "labels", ...)."""
+    return table.assign(**{KIND_COLUMN: kind})
+
+
+def table_kind(table: pd.DataFrame) -> str:
+    """What a results table holds: its recorded kind, else "probe"; for a table written before
+    kinds were recorded, the kind its columns and metrics show.
+    """
+    from probekit.core.specs import DENSE_TASKS
+
+    if KIND_COLUMN in table.columns and len(table):
+        return str(table[KIND_COLUMN].iloc[0])
+    # Tables of earlier versions: recognised by what they hold.
+    if (table["probe"] == "similarity").all():
+        return "similarity"
+    if "labels_per_class" in table.columns:
+        return "labels"
+    for task in ("segment", "correspond"):
+        if (table["metric"] == DENSE_TASKS[task].metric).any():
+            return task
+    if (table["layer"] == "fused").any():
+        return "fusion"
+    return "probe"
 
 
 def check_columns(table: pd.DataFrame, *, where: str = "the table") -> None:

@@ -34,6 +34,7 @@ import pandas as pd
 from probekit._version import __version__
 from probekit.core.atomic import publish
 from probekit.core.errors import ProbekitError
+from probekit.core.specs import probe_order
 from probekit.evaluate.results import best_cells, read_table
 from probekit.plots import report_figures as rf
 from probekit.plots.curves import X_AXES
@@ -57,8 +58,6 @@ from probekit.plots.report_tables import (
     table_kind,
 )
 
-_PREFERRED = ("linear", "logreg", "sgd", "mlp", "knn")
-
 
 def _image_html(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
@@ -68,12 +67,8 @@ def _image_html(path: Path, caption: str) -> str:
     )
 
 
-def _probe_order(probe: str) -> tuple[int, str]:
-    return (_PREFERRED.index(probe) if probe in _PREFERRED else len(_PREFERRED), probe)
-
-
 def _preferred(probes: Sequence[str]) -> str:
-    return next((p for p in _PREFERRED if p in probes), sorted(probes)[0])
+    return probe_order(probes)[0]
 
 
 class _Figures:
@@ -101,7 +96,7 @@ def _probe_figures(figures: _Figures, tables: dict[Path, pd.DataFrame], x: str) 
     for table in (t for t in tables.values() if table_kind(t) == "probe"):
         for model in rf.gridded_models(table):
             own = table[table["model"] == model]
-            for probe in sorted(set(own["probe"]), key=_probe_order):
+            for probe in probe_order(own["probe"]):
                 title = f"{model} · {probe} probe · test top-1 (red: val-chosen cell; click a cell)"
                 figures.add(
                     rf.grid_heatmap(own, model=model, probe=probe, metric="top1", title=title),
@@ -113,7 +108,7 @@ def _probe_figures(figures: _Figures, tables: dict[Path, pd.DataFrame], x: str) 
                 figures.add(spec, f"accuracy vs {x}, {probe}, {model}: tick layers to show their curves", True)
     for table in (t for t in tables.values() if table_kind(t) in DENSE):
         kind = table_kind(table)
-        metric, second = DENSE[kind][:2]
+        metric, second = DENSE[kind].metric, DENSE[kind].second
         for model in rf.gridded_models(table[table["metric"] == metric]):
             for probe in sorted(set(table.loc[table["model"] == model, "probe"])):
                 title = f"{kind}: {model} · {probe} · test {metric} (red: val-chosen cell; click a cell)"

@@ -53,7 +53,7 @@ def dense_panels(tables: dict[Path, pd.DataFrame]) -> tuple[dict[str, dict], dic
         kind = table_kind(table)
         if kind not in DENSE:
             continue
-        metric, second = DENSE[kind][:2]
+        metric, second = DENSE[kind].metric, DENSE[kind].second
         sidecar = sidecar_path(path)
         values: dict[tuple[int, str], np.ndarray] = {}
         index = np.zeros(0, dtype=np.int64)
@@ -92,7 +92,7 @@ def dense_panels(tables: dict[Path, pd.DataFrame]) -> tuple[dict[str, dict], dic
                 },
             }
             units = values.get((int(t), str(layer)))
-            if units is not None and kind == "segment":
+            if units is not None and DENSE[kind].sidecar_kind == "confusion":
                 summed = units.sum(axis=0)
                 if str(dataset) not in names:
                     names[str(dataset)] = segment_classes(str(dataset), len(summed))

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from probekit.core.errors import ProbekitError
+from probekit.core.specs import probe_order
 from probekit.evaluate.results import best_cells
 from probekit.plots.report_figures import cell_key
 from probekit.plots.report_tables import table_kind
@@ -31,7 +32,6 @@ from probekit.plots.report_tables import table_kind
 if TYPE_CHECKING:
     from probekit.data import ImageDataset
 
-_PREFERRED = ("linear", "logreg", "sgd", "mlp", "knn")
 # Thumbnails are stored at most this many pixels on a side (the page enlarges them, pixelated).
 THUMB_SIDE = 32
 
@@ -105,7 +105,7 @@ def neighbour_panels(
     datasets: dict[str, ImageDataset | None] = {}
     for table in (t for t in tables.values() if table_kind(t) == "probe"):
         for model, own in table.groupby("model", sort=False):
-            probe = next((p for p in _PREFERRED if p in set(own["probe"])), sorted(set(own["probe"]))[0])
+            probe = probe_order(own["probe"])[0]
             best = best_cells(own[own["probe"] == probe]).iloc[0]
             cache_path = by_model.get(str(model))
             if cache_path is None:

@@ -15,31 +15,16 @@ from pathlib import Path
 import pandas as pd
 
 from probekit.core.errors import ProbekitError
+from probekit.core.specs import DENSE_TASKS, probe_order
 from probekit.evaluate.compare import ChosenCell, RunComparison, compare_runs
 from probekit.evaluate.predictions import predictions_path
-from probekit.evaluate.results import best_cells
+from probekit.evaluate.results import best_cells, table_kind
 from probekit.features.cache import FeatureCache
 
 FUSED = "fused"
 
-DENSE = {
-    "segment": ("miou", "pixel_accuracy", "pixels", "images"),
-    "correspond": ("pck", "pck_point", "pairs", "pairs"),
-}
-
-
-def table_kind(table: pd.DataFrame) -> str:
-    """What a results table holds: "similarity", "fusion", "labels", "segment", "correspond" or "probe"."""
-    if (table["probe"] == "similarity").all():
-        return "similarity"
-    if "labels_per_class" in table.columns:
-        return "labels"
-    for task, (metric, *_) in DENSE.items():
-        if (table["metric"] == metric).any():
-            return task
-    if (table["layer"] == FUSED).any():
-        return "fusion"
-    return "probe"
+#: the dense tasks by name (their metrics and units); a table whose kind is one of them is a dense run
+DENSE = DENSE_TASKS
 
 
 def percent(value: float) -> str:
@@ -74,8 +59,8 @@ def protocol_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
             if kind == "similarity":
                 protocol = f"{int(sizes.get('test', max(sizes.values())))} images, seeded subsample"
             elif kind in DENSE:
-                unit = DENSE[kind][2]
-                fit = f"fit on {int(group['n_train'].max())} {unit}, " if kind == "segment" else "nothing fitted, "
+                unit = DENSE[kind].count_unit
+                fit = f"fit on {int(group['n_train'].max())} {unit}, " if DENSE[kind].fits else "nothing fitted, "
                 protocol = (
                     f"{fit}val {int(sizes.get('val', 0))} {unit}, test {int(sizes.get('test', 0))} {unit}; "
                     "chosen on val"
@@ -127,10 +112,7 @@ def best_rows(tables: dict[Path, pd.DataFrame]) -> tuple[list[list[object]], lis
 
 def _common_probe(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
     shared = set(a["probe"]) & set(b["probe"])
-    for preferred in ("linear", "logreg", "sgd", "mlp", "knn"):
-        if preferred in shared:
-            return preferred
-    return sorted(shared)[0] if shared else None
+    return probe_order(shared)[0] if shared else None
 
 
 @dataclass(frozen=True)
@@ -213,7 +195,7 @@ def dense_rows(tables: dict[Path, pd.DataFrame]) -> list[list[object]]:
         kind = table_kind(table)
         if kind not in DENSE:
             continue
-        metric, second, *_ = DENSE[kind]
+        metric, second = DENSE[kind].metric, DENSE[kind].second
         for r in best_cells(table, metric).itertuples(index=False):
             other = table[
                 (table["model"] == r.model)
@@ -258,7 +240,7 @@ def dense_comparison_rows(tables: dict[Path, pd.DataFrame], n_boot: int) -> list
                     percent(c.value_a),
                     percent(c.value_b),
                     f"{100 * c.diff:+.1f}",
-                    f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}] over {c.n} test {DENSE[task][3]}",
+                    f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}] over {c.n} test {DENSE[task].test_unit}",
                 ]
             )
     return rows
@@ -275,7 +257,7 @@ def dense_vs_global(tables: dict[Path, pd.DataFrame]) -> str:
     parts = []
     for dense in (t for t in tables.values() if table_kind(t) in DENSE):
         kind = table_kind(dense)
-        metric = DENSE[kind][0]
+        metric = DENSE[kind].metric
         own = dense[dense["model"] == best["model"]]
         if own.empty:
             continue

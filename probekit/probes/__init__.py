@@ -28,7 +28,7 @@ from probekit.probes.linear import (
 from probekit.probes.logreg import LogRegConfig, logreg_probe
 from probekit.probes.minibatch import MinibatchConfig, train_minibatch_heads
 from probekit.probes.protocol import ProbeOutcome, ProbeTask, choose_per_cell
-from probekit.probes.registry import EPOCH_BASED, PROBES, ProbeSettings, run_probe
+from probekit.probes.registry import PROBES, ProbeSettings, run_probe
 
 __all__ = [
     "PROBES",
@@ -37,7 +37,6 @@ __all__ = [
     "LinearHead",
     "LinearProbeConfig",
     "LogRegConfig",
-    "EPOCH_BASED",
     "MinibatchConfig",
     "ProbeOutcome",
     "ProbeSettings",

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from probekit.core.errors import ProbekitError
+from probekit.evaluate.results import with_kind
 from probekit.probes.run import ProbeRunConfig, probe_cache
 
 ALL = "all"
@@ -94,4 +95,4 @@ def probe_label_budgets(
             table["labels_per_class"] = ALL if per_class is None else str(per_class)
             table["budget_draw"] = draw
             tables.append(table)
-    return pd.concat(tables, ignore_index=True)
+    return with_kind(pd.concat(tables, ignore_index=True), "labels")

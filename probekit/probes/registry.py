@@ -1,7 +1,8 @@
 """The probes by name (``--probes linear,logreg,sgd,mlp,knn``), each called on a ProbeTask.
 
-A loader registry keyed by name, not an if-chain: each entry adapts one probe implementation to
-the protocol (:mod:`probekit.probes.protocol`): it predicts every split of the task and, where it
+A loader registry keyed by name, not an if-chain (:data:`probekit.core.specs.PROBE_SPECS`, which
+other packages extend by entry points): each entry adapts one probe implementation to the
+protocol (:mod:`probekit.probes.protocol`): it predicts every split of the task and, where it
 searches a setting, chooses it per cell on the task's selection split.
 
 - ``linear``: multinomial logistic regression on standardised features, all cells batched
@@ -15,7 +16,7 @@ searches a setting, chooses it per cell on the task's selection split.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ import numpy as np
 import torch
 
 from probekit.core.errors import ConfigError, ProbekitError
+from probekit.core.registry import resolve
+from probekit.core.specs import PROBE_SPECS
 from probekit.probes.knn import knn_sweep
 from probekit.probes.linear import LinearProbeConfig, linear_probe_path
 from probekit.probes.logreg import LogRegConfig, logreg_probe
@@ -102,7 +105,7 @@ def _with_C(config: Any, c: float) -> Any:
     return config
 
 
-def _linear(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool) -> dict:
+def linear_adapter(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool) -> dict:
     # One regularisation path over every C: features standardised once, each C warm-started.
     config = dataclasses.replace(s.linear, num_classes=task.num_classes)
     train, y_train = task.stacked()
@@ -111,7 +114,7 @@ def _linear(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: b
     return choose_per_cell(task, [(f"C={c:g}", cut(path[float(c)])) for c in s.linear_C])
 
 
-def _logreg(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool) -> dict:
+def logreg_adapter(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool) -> dict:
     candidates = [
         (f"C={c:g}", _joint_predictions(logreg_probe, task, _with_C(s.logreg, c), progress=progress))
         for c in s.linear_C
@@ -119,7 +122,7 @@ def _logreg(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: b
     return choose_per_cell(task, candidates)
 
 
-def _knn(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool) -> dict:
+def knn_adapter(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool) -> dict:
     # One top-max(k) pass per cell serves every (k, T) and both splits.
     train, y_train = task.stacked()
     sweep = knn_sweep(
@@ -138,23 +141,30 @@ def _knn(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool
     return choose_per_cell(task, candidates)
 
 
-def _sgd(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool) -> dict:
+def sgd_adapter(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool) -> dict:
     return train_minibatch_heads(task, s.sgd, device=device, progress=progress, desc="sgd probe")
 
 
-def _mlp(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool) -> dict:
+def mlp_adapter(task: ProbeTask, s: ProbeSettings, device: torch.device, progress: bool) -> dict:
     return train_minibatch_heads(task, s.mlp, device=device, progress=progress, desc="mlp probe")
 
 
-PROBES: dict[str, Adapter] = {
-    "linear": _linear,
-    "logreg": _logreg,
-    "sgd": _sgd,
-    "mlp": _mlp,
-    "knn": _knn,
-}
-#: probes that train on one (view, draw) slot per image per epoch under --train-features sample
-EPOCH_BASED = frozenset({"sgd", "mlp"})
+class _Adapters(Mapping[str, Adapter]):
+    """Every registered probe's adapter by name (:data:`probekit.core.specs.PROBE_SPECS`, entry points
+    included), imported when first called for.
+    """
+
+    def __getitem__(self, name: str) -> Adapter:
+        return resolve(PROBE_SPECS[name].adapter)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(PROBE_SPECS)
+
+    def __len__(self) -> int:
+        return len(PROBE_SPECS)
+
+
+PROBES: Mapping[str, Adapter] = _Adapters()
 
 
 def run_probe(

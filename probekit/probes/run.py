@@ -14,13 +14,15 @@ import pandas as pd
 
 from probekit.core import threads
 from probekit.core.errors import ConfigError, ProbekitError
+from probekit.core.specs import epoch_based_probes, streamable_probes
 from probekit.core.types import CellInfo
 from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet
 from probekit.evaluate.results import scores_to_table
 from probekit.features.group import CacheGroup, Cell
+from probekit.probes.memory import probe_bytes
 from probekit.probes.protocol import ProbeTask
-from probekit.probes.registry import EPOCH_BASED, PROBES, ProbeSettings, run_probe
+from probekit.probes.registry import PROBES, ProbeSettings, run_probe
 
 log = logging.getLogger(__name__)
 
@@ -86,37 +88,6 @@ class ProbeRunConfig:
             s, sgd=replace(s.sgd, seed=self.seed, **overrides), mlp=replace(s.mlp, seed=self.seed, **overrides)
         )
         self.epochs = self.lr = self.weight_decay = self.batch_size = None
-
-
-def probe_bytes(width: int, n_fit: int, n_eval: int, num_classes: int, probes: Sequence[str], slots: int = 1) -> int:
-    """Bytes that probing one cell holds at its peak: its float32 features (``slots`` rows per
-    fit image, one per val / test image) plus the largest working set of ``probes``, which run
-    one after the other.
-
-    - linear: the standardised, transposed copy of the fit rows, the (K + 1, N) logits buffers,
-      the val + test rows joined into one evaluation set, the C x C preconditioner (float64 while
-      it is built) and the L-BFGS history;
-    - knn: the unit-row train bank, one (1024, N) block of similarities and its top-k copy, the
-      unit-row queries;
-    - sgd / mlp / logreg: one more copy of the features (minibatch tensors, scikit-learn's copy).
-
-    The model was checked against the peak RSS of ``probekit probe`` (tests/probes/test_probe_memory.py).
-    """
-    rows = slots * n_fit
-    features = 4 * width * (rows + n_eval)
-    extra = {
-        "linear": 4 * width * (rows + n_eval)
-        + 4 * (num_classes + 1) * rows
-        + 8 * 3 * width * width
-        + 2 * 10 * 4 * (width + 1) * num_classes
-        + (4 * width * rows if slots > 1 else 0),
-        "knn": 4 * width * (rows + n_eval) + 2 * 4 * 1024 * rows + (4 * width * rows if slots > 1 else 0),
-    }
-    return features + max(extra.get(name, features) for name in probes)
-
-
-#: probes that can read a cell larger than the budget from disk, block by block
-STREAMABLE = frozenset({"linear", "knn"})
 
 
 def plan_groups(cell_bytes: dict[Cell, int], budget: int | None) -> list[list[Cell]]:
@@ -188,11 +159,12 @@ def _check_streamable(streamed: list[Cell], costs: dict[Cell, int], config: Prob
         f"cell {cell[1]} at t={cell[0]} needs {costs[cell] / 2**20:.0f} MiB to probe in memory, more than --max-memory "
         f"{budget / 2**20:.0f} MiB"
     )
-    others = [name for name in config.probes if name not in STREAMABLE]
+    streamable = streamable_probes()
+    others = [name for name in config.probes if name not in streamable]
     if others:
         raise ProbekitError(
             f"{where}, and {', '.join(others)} cannot stream it from disk: raise --max-memory or probe "
-            f"with {', '.join(sorted(STREAMABLE))} only"
+            f"with {', '.join(sorted(streamable))} only"
         )
     if config.train_features == "sample":
         raise ProbekitError(f"{where}, and --train-features sample is not streamed: raise --max-memory or use mean")
@@ -481,6 +453,7 @@ def _probe_cells(
             max_memory,
         ).items():
             outcomes[name].update(outcome)
+    epoch_based = epoch_based_probes()
     for members in groups:
         features = _read_group(group, members, config, splits.fit_pos, splits.val_pos, slots)
         features = {split: values for split, values in features.items() if values}
@@ -500,7 +473,7 @@ def _probe_cells(
         for name in config.probes:
             flat = (
                 task
-                if (not sample or name in EPOCH_BASED)
+                if (not sample or name in epoch_based)
                 else ProbeTask(
                     *task.stacked(),
                     evals=task.evals,

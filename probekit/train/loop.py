@@ -36,8 +36,8 @@ import torch
 from tqdm.auto import tqdm
 
 from probekit.core.errors import ProbekitError
-from probekit.core.noise import noise_seed
 from probekit.core.precision import machine_description, resolve_precision
+from probekit.core.training import EpochOrder, atomic_save, load_state, lr_factor, step_generator
 from probekit.core.verbosity import progress_enabled
 from probekit.data import fit_images, load_dataset, stratified_subset
 from probekit.data.base import sized_dataset
@@ -47,38 +47,18 @@ from probekit.train.sampling import sample_grid
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
-
-
-class _Order:
-    """Data order: a fresh permutation per epoch, drawn from (seed, epoch); the last partial batch is dropped."""
-
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        if n < batch_size:
-            raise ProbekitError(f"{n} training images is fewer than one batch of {batch_size}: lower batch_size")
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.steps_per_epoch = n // batch_size
-        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
-
-    def batch(self, step: int) -> torch.Tensor:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(noise_seed(self.seed, epoch, -1, 0))
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=generator)
-        return self._perm[position * self.batch_size : (position + 1) * self.batch_size]
+# noise_seed streams of pretraining's draws (fine-tuning has its own: -3, -4)
+_ORDER_STREAM, _STEP_STREAM = -1, -2
 
 
 def step_randomness(
     family: TrainFamily, config: TrainConfig, step: int, shape: tuple[int, ...]
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """(the family's draws, flip mask) of one step: a pure function of (seed, step)."""
-    generator = torch.Generator().manual_seed(noise_seed(config.seed, step, -2, 0))
+    generator = step_generator(config.seed, step, _STEP_STREAM)
     draws = family.draw(config, generator, shape)
     flips = torch.rand(shape[0], generator=generator) < 0.5
     return draws, flips
-
-
-def _lr_factor(config: TrainConfig, step: int) -> float:
-    return min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps > 0 else 1.0
 
 
 def build_network(family: TrainFamily, config: TrainConfig) -> torch.nn.Module:
@@ -135,21 +115,16 @@ def train(
     dataset, _ = sized_dataset(dataset, None, size if isinstance(size, int) else None)
     # Pixels are read per step (lazy datasets decode just the batch), so memory does not grow with N.
     images = stratified_subset(dataset.splits["train"], config.train_limit, seed=config.seed)
-    order = _Order(len(images), config.batch_size, config.seed)
+    # The last partial batch is dropped: every step sees batch_size images.
+    order = EpochOrder(len(images), config.batch_size, config.seed, stream=_ORDER_STREAM, drop_last=True)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(config, step))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config.warmup_steps))
 
     step, wall_before = 0, 0.0
     state_path = out / STATE_FILE
     if state_path.exists():
-        try:
-            state = torch.load(state_path, map_location=device, weights_only=True)
-        except Exception as err:  # noqa: BLE001 -- truncated zip, refused pickle, ...: all mean "unusable"
-            raise ProbekitError(
-                f"cannot resume from {state_path} ({str(err).splitlines()[0][:160]}): delete it to start the run "
-                f"over, or choose another --out"
-            ) from err
+        state = load_state(state_path, device)
         # Settings added since a run was saved take their defaults, so older runs still resume.
         saved = {k: v for k, v in {**TrainConfig().as_dict(), **state["config"]}.items() if k != "total_steps"}
         if saved != {k: v for k, v in config.as_dict().items() if k != "total_steps"}:
@@ -234,9 +209,7 @@ def _checkpoint(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
     }
-    tmp = out / (STATE_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out / STATE_FILE)
+    atomic_save(state, out / STATE_FILE)
     record = {
         "steps": step,
         "images_seen": step * config.batch_size,

@@ -30,6 +30,7 @@ from probekit.core.errors import ProbekitError
 from probekit.data.images import image_header
 from probekit.data.pairs import DATASET_SPLIT, PairSet, image_paths, read_pairs
 from probekit.evaluate.dense import keypoints_correct, pck_threshold
+from probekit.evaluate.results import with_kind
 from probekit.features.cache import FeatureCache
 from probekit.features.group import cell_infos
 
@@ -123,15 +124,18 @@ def correspond_cache(
                 if split == "test":
                     counts[cell] = per_pair
         attrs = cache.attrs
-    table = dense_rows(
-        scores,
-        cells,
-        probe="correspond",
-        metrics=("pck", "pck_point"),
-        model=str(attrs.get("model_id")),
-        dataset=str(attrs.get("dataset")),
-        n_train=0,
-        params=f"alpha={config.alpha:g}",
+    table = with_kind(
+        dense_rows(
+            scores,
+            cells,
+            probe="correspond",
+            metrics=("pck", "pck_point"),
+            model=str(attrs.get("model_id")),
+            dataset=str(attrs.get("dataset")),
+            n_train=0,
+            params=f"alpha={config.alpha:g}",
+        ),
+        "correspond",
     )
     return CorrespondResults(table=table, test_counts=counts, test_pairs=scored["test"])
 

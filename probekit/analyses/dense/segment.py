@@ -26,6 +26,7 @@ from probekit.analyses.dense.table import dense_rows
 from probekit.core.errors import ProbekitError
 from probekit.data.segmentation import IGNORE_INDEX, read_masks, segmentation_classes
 from probekit.evaluate.dense import confusion_matrix, segmentation_scores
+from probekit.evaluate.results import with_kind
 from probekit.features.cache import FeatureCache
 from probekit.features.group import cell_infos
 from probekit.probes.linear import (
@@ -144,15 +145,18 @@ def segment_cache(
                 confusions[cell] = per_split["test"][cell]
         attrs = cache.attrs
         test_index = cache.index("test")
-    table = dense_rows(
-        scores,
-        cells,
-        probe="segment-linear",
-        metrics=("miou", "pixel_accuracy"),
-        model=str(attrs.get("model_id")),
-        dataset=str(attrs.get("dataset")),
-        n_train=len(y_train),
-        params=f"C={config.C:g},pixels={config.pixels_per_image}",
+    table = with_kind(
+        dense_rows(
+            scores,
+            cells,
+            probe="segment-linear",
+            metrics=("miou", "pixel_accuracy"),
+            model=str(attrs.get("model_id")),
+            dataset=str(attrs.get("dataset")),
+            n_train=len(y_train),
+            params=f"C={config.C:g},pixels={config.pixels_per_image}",
+        ),
+        "segment",
     )
     return SegmentResults(table=table, test_confusions=confusions, test_index=test_index)
 

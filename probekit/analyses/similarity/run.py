@@ -40,7 +40,7 @@ from probekit.analyses.similarity.metrics import (
 )
 from probekit.core.errors import ProbekitError
 from probekit.core.types import CellInfo
-from probekit.evaluate.results import COLUMNS
+from probekit.evaluate.results import COLUMNS, with_kind
 from probekit.features.cache import FeatureCache
 from probekit.features.group import cell_infos
 
@@ -250,7 +250,7 @@ def similarity_table(
     table = pd.DataFrame(rows)
     table["preprocess"], table["draws"] = config.preprocess, config.draws  # what every number was computed on
     ordered = [c for c in COLUMNS if c in table.columns]
-    return table[ordered + [c for c in table.columns if c not in ordered]]
+    return with_kind(table[ordered + [c for c in table.columns if c not in ordered]], "similarity")
 
 
 def _against_reference(
