@@ -40,6 +40,9 @@ class RunConfig:
     """Everything ``probekit run`` needs; YAML keys and flags have these names (``-`` for ``_`` on flags)."""
 
     model: str = ""
+    # several models in one run (see probekit.multirun): "SPEC", "NAME=SPEC" or a mapping of model, name
+    # and any of timesteps, layers, random_init_timesteps; they share the data and the baselines
+    models: list[str | dict[str, Any]] = field(default_factory=list)
     data: str = ""
     out: str = ""
     name: str | None = None  # label of the model in file names (default: from --model)
@@ -94,7 +97,9 @@ class RunConfig:
         return config
 
     def check(self) -> None:
-        for key in ("model", "data", "out"):
+        if self.models and self.model:
+            raise ProbekitError("give the models either as one --model / `model:` or as a list, not both")
+        for key in ("data", "out") if self.models else ("model", "data", "out"):
             if not getattr(self, key):
                 raise ProbekitError(f"probekit run needs --{key} (or `{key}:` in the --config file)")
         if not self.probes:
@@ -143,6 +148,8 @@ def _read_yaml(path: str) -> dict[str, Any]:
         raise ProbekitError(f"--config {path} must be a mapping of setting: value")
     known = {f.name for f in fields(RunConfig)}
     values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    if isinstance(values.get("model"), list):  # `model: [a, b]` is the list of models
+        values["models"] = values.pop("model")
     unknown = sorted(set(values) - known)
     if unknown:
         raise ProbekitError(
@@ -178,12 +185,16 @@ class RunPaths:
     out: Path
     caches: Path
     label: str
+    # baselines ("pixels", "random-init") shared by several models: run -> (cache, results); those in
+    # `borrowed` were computed by an earlier model of the run and are only read here
+    shared: Mapping[str, tuple[Path, Path]] = field(default_factory=dict)
+    borrowed: frozenset[str] = frozenset()
 
     def cache(self, run: str) -> Path:
-        return self.caches / f"{run}.h5"
+        return self.shared[run][0] if run in self.shared else self.caches / f"{run}.h5"
 
     def results(self, run: str) -> Path:
-        return self.out / f"results_{run}.csv"
+        return self.shared[run][1] if run in self.shared else self.out / f"results_{run}.csv"
 
     @property
     def steps(self) -> Path:
@@ -248,7 +259,7 @@ def _extract_model(c: RunConfig, p: RunPaths) -> StepPlan:
 
 
 def _extract_pixels(c: RunConfig, p: RunPaths) -> StepPlan | None:
-    if not c.pixels:
+    if not c.pixels or "pixels" in p.borrowed:
         return None
     return StepPlan(
         [["extract", "--model", "pixels", *_data_args(c), "--out", str(p.cache("pixels"))]], [p.cache("pixels")]
@@ -256,7 +267,7 @@ def _extract_pixels(c: RunConfig, p: RunPaths) -> StepPlan | None:
 
 
 def _extract_random_init(c: RunConfig, p: RunPaths) -> StepPlan | None:
-    if not c.random_init:
+    if not c.random_init or "random-init" in p.borrowed:
         return None
     argv = [
         "extract",
@@ -282,7 +293,7 @@ def _probe(
     enabled: Callable[[RunConfig], bool],
 ) -> Callable[[RunConfig, RunPaths], StepPlan | None]:
     def plan(c: RunConfig, p: RunPaths) -> StepPlan | None:
-        if not enabled(c):
+        if not enabled(c) or run in p.borrowed:
             return None
         name = p.label if run == "model" else run
         out = p.results(name)

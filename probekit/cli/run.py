@@ -21,10 +21,18 @@ def cmd_run(args: argparse.Namespace) -> None:
     from probekit.pipeline import RunConfig, run_all
 
     settings = {key: value for key, value in vars(args).items() if key in RunConfig.__dataclass_fields__}
+    if args.model:  # repeated --model: several models (they replace the config file's model or list)
+        several = len(args.model) > 1
+        settings.update(model="" if several else args.model[0], models=args.model if several else [])
     config = RunConfig.from_sources(args.config, settings)
     signal.signal(signal.SIGTERM, raise_interrupt)
     try:
-        report = run_all(config, run_command)
+        if config.models:
+            from probekit.multirun import run_models
+
+            report = run_models(config, run_command)
+        else:
+            report = run_all(config, run_command)
     except KeyboardInterrupt:
         raise Interrupted(
             f"{config.out} is unfinished: run the same command again to continue where it stopped"
@@ -43,7 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--config",
         help="YAML file of the settings below (underscored names, e.g. train_limit: 1500); flags given override it",
     )
-    p.add_argument("--model", help="the model, as for extract (required here or in --config)")
+    p.add_argument(
+        "--model",
+        action="append",
+        help="the model, as for extract (required here or in --config); repeat it, optionally as NAME=SPEC, to "
+        "compare several models on the same data and baselines (a leaderboard and one report)",
+    )
     p.add_argument("--data", help="the dataset, as for extract (required here or in --config)")
     p.add_argument("--out", help="folder of the results tables, figures, comparisons.txt and report.html")
     p.add_argument("--name", help="the model's label in file names (default: from --model)")
