@@ -107,7 +107,8 @@ def twin_key(config: RunConfig) -> str:
 
 def plan_models(config: RunConfig, *, key: Callable[[RunConfig], str] = twin_key) -> list[ModelRun]:
     """Each model's run and which baselines it computes (the first of each) or reads."""
-    runs, owners = [], {}
+    runs: list[ModelRun] = []
+    owners: dict[str, str] = {}
     for i, single in enumerate(model_configs(config)):
         arch = key(single) if single.random_init else single.label
         twin = owners.setdefault(arch, f"random-init-{single.label}")
