@@ -61,3 +61,14 @@ def test_runs_need_two_results_and_unique_names(tmp_path):
         parse_runs([tmp_path / "a.csv", tmp_path / "b.csv"], ["x", "x"])
     with pytest.raises(ProbekitError, match="one per file"):
         parse_runs([tmp_path / "a.csv", tmp_path / "b.csv"], ["x"])
+
+
+def test_a_missing_or_foreign_leaderboard_is_a_one_line_error(tmp_path):
+    from probekit.evaluate.leaderboard import read_leaderboard
+
+    with pytest.raises(ProbekitError, match="does not exist"):
+        read_leaderboard(tmp_path / "none.csv")
+    other = tmp_path / "other.csv"
+    pd.DataFrame({"model": ["m"], "value": [0.5]}).to_csv(other, index=False)
+    with pytest.raises(ProbekitError, match="not a probekit leaderboard"):
+        read_leaderboard(other)
