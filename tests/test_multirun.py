@@ -170,3 +170,15 @@ def test_a_yaml_list_under_model_is_the_list_of_models(tmp_path):
     assert config.models == ["a=x", "b=y"] and config.model == ""
     with pytest.raises(ProbekitError, match="not both"):
         RunConfig.from_sources(str(path), {"model": "z"})
+
+
+def test_a_repeated_model_flag_is_the_list_and_replaces_the_files_model(tmp_path, monkeypatch, capsys):
+    import probekit.multirun
+    from probekit.cli import main
+
+    seen: list[RunConfig] = []
+    monkeypatch.setattr(probekit.multirun, "run_models", lambda config, execute: seen.append(config) or Path("r"))
+    path = tmp_path / "run.yaml"
+    path.write_text("model: z\ndata: d\nout: o\n")
+    assert main(["run", "--config", str(path), "--model", "a=x", "--model", "b=y"]) == 0
+    assert seen[0].models == ["a=x", "b=y"] and seen[0].model == ""
