@@ -18,6 +18,7 @@ from probekit.evaluate.leaderboard import best_per_level
 from probekit.plots import report_figures as rf
 from probekit.plots.report_tables import percent, table_html
 
+_PRIMARY = ("linear", "logreg", "sgd", "mlp", "knn")
 AddFigure = Callable[..., str]  # the report's figure registry: add(spec, caption, in_section=...) -> HTML
 
 
@@ -113,6 +114,9 @@ def models_section(board: pd.DataFrame, tables: Mapping[str, pd.DataFrame], add:
     ``tables``: each results table of the leaderboard by its model (the table's ``model`` column);
     ``add``: registers a figure and returns its HTML block.
     """
+    order = {probe: i for i, probe in enumerate(_PRIMARY)}  # the linear probe first: the answer
+    probes = sorted(set(board["probe"]), key=lambda p: (order.get(p, len(order)), p))
+    board = pd.concat([board[board["probe"] == p] for p in probes], ignore_index=True)
     names = dict(zip(board["model"], board["name"]))
     models = {names[m]: t for m, t in tables.items() if m in names and not is_baseline(m)}
     parts = [
@@ -128,7 +132,7 @@ def models_section(board: pd.DataFrame, tables: Mapping[str, pd.DataFrame], add:
             numeric=(4, 5, 7),
         ),
     ]
-    for probe in sorted(set(board["probe"])):
+    for probe in probes:
         references = {
             str(r.name): float(r.test_top1)
             for r in board[board["probe"] == probe].itertuples()
