@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from probekit.cli import analyses, dense, features, plots, probes, run, train
+from probekit.cli import analyses, dense, features, leaderboard, plots, probes, run, train
 from probekit.cli.common import Interrupted
 from probekit.core import interrupt, threads
 from probekit.core.errors import ConfigError, ProbekitError
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     probes.register(sub)
     analyses.register(sub)
     plots.register(sub)
+    leaderboard.register(sub)
     train.register(sub)
     dense.register(sub)
     run.register(sub)

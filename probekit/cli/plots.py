@@ -53,6 +53,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         title=args.title,
         x=args.x,
         n_boot=args.n_boot,
+        leaderboard=args.leaderboard,
     )
     print(f"wrote {out}")
 
@@ -96,4 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--title", default="probekit report", help="title of the page (default: probekit report)")
     p.add_argument("--x", default="t", choices=["t", "sigma", "logsnr"], help="noise axis of the curves")
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples of the paired comparisons")
+    p.add_argument(
+        "--leaderboard",
+        help="a leaderboard CSV (`probekit leaderboard`): the page opens on the models compared, on one log-SNR axis",
+    )
     p.set_defaults(run=cmd_report)

@@ -6,7 +6,7 @@ import argparse
 import signal
 
 from probekit.cli.common import Interrupted, raise_interrupt
-from probekit.core.settings import add_arguments, values_from_args
+from probekit.core.settings import add_arguments
 
 
 def run_command(argv: list[str]) -> None:
@@ -21,10 +21,15 @@ def run_command(argv: list[str]) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     from probekit.pipeline import RunConfig, run_all
 
-    config = RunConfig.from_sources(args.config, values_from_args(args, RunConfig))
+    config = RunConfig.from_args(args)
     signal.signal(signal.SIGTERM, raise_interrupt)
     try:
-        report = run_all(config, run_command)
+        if config.models:
+            from probekit.multirun import run_models
+
+            report = run_models(config, run_command)
+        else:
+            report = run_all(config, run_command)
     except KeyboardInterrupt:
         raise Interrupted(
             f"{config.out} is unfinished: run the same command again to continue where it stopped"

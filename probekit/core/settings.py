@@ -41,12 +41,16 @@ def setting(
     cli: bool = True,
     default_text: str | None = None,
     default_factory: Callable[[], Any] | None = None,
+    repeatable: bool = False,
+    yaml_as_is: str | None = None,
 ) -> Any:
     """A dataclass field with its help and flag: ``flag`` when not ``--`` + the name with dashes,
     ``negate`` the switch that turns a boolean off (default ``--no-NAME``; ``""`` for none),
     ``nargs="*"`` for a list given as separate words (paths) rather than comma-separated,
     ``cli=False`` for a setting read from YAML only, ``default_text`` for a default that the help
-    should describe in words (e.g. "every layer" for None).
+    should describe in words (e.g. "every layer" for None), ``repeatable`` for a flag that may be
+    given several times (its values arrive as a list), ``yaml_as_is`` for a YAML value passed on
+    unchecked to the code that reads it (the text names its type in the reference table).
     """
     metadata = {
         "help": help,
@@ -56,6 +60,8 @@ def setting(
         "nargs": nargs,
         "cli": cli,
         "default_text": default_text,
+        "repeatable": repeatable,
+        "yaml_as_is": yaml_as_is,
     }
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=metadata)
@@ -129,6 +135,8 @@ class Setting:
         """A YAML value as this setting's value: lists from ``a,b`` or one item, checked types."""
         if value is None and self.optional:
             return None
+        if self.meta.get("yaml_as_is"):
+            return value
         where = f"{source}: {self.name}"
         if self.is_bool:
             if not isinstance(value, bool):
@@ -216,6 +224,8 @@ def add_arguments(
                 )
             continue
         kwargs: dict[str, Any] = {"dest": item.name, "default": default, "help": text}
+        if item.meta.get("repeatable"):
+            kwargs["action"] = "append"
         if item.choices is not None:
             kwargs["choices"] = item.choices
         elif item.meta.get("nargs"):
@@ -240,7 +250,8 @@ def to_argv(config: object) -> list[str]:
     """Flags that, parsed by :func:`add_arguments`' flags, give ``config`` back (defaults left out)."""
     argv: list[str] = []
     for item in settings_of(type(config)):
-        argv += item.to_argv(getattr(config, item.name))
+        if item.meta.get("cli", True):  # a YAML-only setting has no flag to give it
+            argv += item.to_argv(getattr(config, item.name))
     return argv
 
 
@@ -248,6 +259,11 @@ def read_yaml(path: str, config_class: type, *, flag: str = "--config") -> dict[
     """The settings of a YAML mapping (``name: value``, dashes or underscores), checked against
     ``config_class``: an unknown key is refused with the closest known name.
     """
+    return values_from_mapping(load_yaml_mapping(path, flag=flag), config_class, f"{flag} {path}")
+
+
+def load_yaml_mapping(path: str, *, flag: str = "--config") -> dict[Any, Any]:
+    """The mapping a YAML settings file holds, unchecked (a missing file or another shape refused)."""
     import yaml
 
     source = Path(path)
@@ -259,7 +275,7 @@ def read_yaml(path: str, config_class: type, *, flag: str = "--config") -> dict[
         raise ProbekitError(f"{flag} {path} is not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ProbekitError(f"{flag} {path} must be a mapping of setting: value")
-    return values_from_mapping(raw, config_class, f"{flag} {path}")
+    return raw
 
 
 def values_from_mapping(raw: Mapping[Any, Any], config_class: type, source: str) -> dict[str, Any]:
@@ -286,7 +302,9 @@ def markdown_table(config_class: type) -> str:
         if item.is_bool and item.negate and item.meta.get("cli", True):
             flags += f", `{item.negate}`"
         kind = (
-            " / ".join(item.choices)
+            str(item.meta["yaml_as_is"])
+            if item.meta.get("yaml_as_is")
+            else " / ".join(item.choices)
             if item.choices
             else f"list of {_ITEM_WORDS[item.item]}"
             if item.item
@@ -305,6 +323,7 @@ __all__ = [
     "values_from_args",
     "to_argv",
     "read_yaml",
+    "load_yaml_mapping",
     "values_from_mapping",
     "markdown_table",
 ]

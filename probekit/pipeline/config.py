@@ -4,6 +4,7 @@ its YAML loading and the settings table of the CLI reference (:mod:`probekit.cor
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -11,14 +12,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 from probekit.core.errors import ProbekitError
-from probekit.core.settings import read_yaml, setting
+from probekit.core.settings import load_yaml_mapping, setting, values_from_args, values_from_mapping
 
 
 @dataclass
 class RunConfig:
     """Everything ``probekit run`` needs; YAML keys and flags have these names (``-`` for ``_`` on flags)."""
 
-    model: str = setting("", help="the model, as for extract", default_text="required here or in --config")
+    model: str = setting(
+        "",
+        help="the model, as for extract; repeat the flag, optionally as NAME=SPEC, to compare several models "
+        "on the same data and baselines (a leaderboard and one report)",
+        default_text="required here or in --config",
+        repeatable=True,
+    )
+    # several models in one run (probekit.multirun): "SPEC", "NAME=SPEC" or a mapping of model, name and
+    # any of timesteps, layers, random_init_timesteps; they share the data and the baselines
+    models: list[str | dict[str, Any]] = setting(
+        help="several models compared in one run: each SPEC, NAME=SPEC or a mapping of model, name and any of "
+        "timesteps, layers, random_init_timesteps (`model: [a, b]` is read as this list)",
+        cli=False,
+        yaml_as_is="list of models",
+        default_factory=list,
+    )
     data: str = setting("", help="the dataset, as for extract", default_text="required here or in --config")
     out: str = setting(
         "",
@@ -91,14 +107,29 @@ class RunConfig:
         """Defaults, then the YAML file, then every override that is not None (the flags given)."""
         values: dict[str, Any] = {}
         if yaml_path:
-            values.update(read_yaml(yaml_path, cls))
+            raw = load_yaml_mapping(yaml_path)
+            if isinstance(raw.get("model"), list):  # `model: [a, b]` is the list of models
+                raw["models"] = raw.pop("model")
+            values.update(values_from_mapping(raw, cls, f"--config {yaml_path}"))
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)
         config.check()
         return config
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunConfig:
+        """The configuration that ``probekit run``'s parsed flags (and their ``--config`` file) give."""
+        settings = values_from_args(args, cls)
+        given = settings.pop("model", None)
+        if given:  # --model once or repeated: it replaces the config file's model or list of models
+            several = len(given) > 1
+            settings.update(model="" if several else given[0], models=given if several else [])
+        return cls.from_sources(getattr(args, "config", None), settings)
+
     def check(self) -> None:
-        for key in ("model", "data", "out"):
+        if self.models and self.model:
+            raise ProbekitError("give the models either as one --model / `model:` or as a list, not both")
+        for key in ("data", "out") if self.models else ("model", "data", "out"):
             if not getattr(self, key):
                 raise ProbekitError(f"probekit run needs --{key} (or `{key}:` in the --config file)")
         if not self.probes:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from probekit.pipeline.config import RunConfig
@@ -18,12 +18,16 @@ class RunPaths:
     out: Path
     caches: Path
     label: str
+    # baselines ("pixels", "random-init") shared by several models: run -> (cache, results); those in
+    # `borrowed` were computed by an earlier model of the run and are only read here
+    shared: Mapping[str, tuple[Path, Path]] = field(default_factory=dict)
+    borrowed: frozenset[str] = frozenset()
 
     def cache(self, run: str) -> Path:
-        return self.caches / f"{run}.h5"
+        return self.shared[run][0] if run in self.shared else self.caches / f"{run}.h5"
 
     def results(self, run: str) -> Path:
-        return self.out / f"results_{run}.csv"
+        return self.shared[run][1] if run in self.shared else self.out / f"results_{run}.csv"
 
     @property
     def steps(self) -> Path:

@@ -39,7 +39,7 @@ def _extract_model(c: RunConfig, p: RunPaths) -> StepPlan:
 
 
 def _extract_pixels(c: RunConfig, p: RunPaths) -> StepPlan | None:
-    if not c.pixels:
+    if not c.pixels or "pixels" in p.borrowed:
         return None
     return StepPlan(
         [["extract", "--model", "pixels", *_data_args(c), "--out", str(p.cache("pixels"))]], [p.cache("pixels")]
@@ -47,7 +47,7 @@ def _extract_pixels(c: RunConfig, p: RunPaths) -> StepPlan | None:
 
 
 def _extract_random_init(c: RunConfig, p: RunPaths) -> StepPlan | None:
-    if not c.random_init:
+    if not c.random_init or "random-init" in p.borrowed:
         return None
     argv = [
         "extract",
@@ -73,7 +73,7 @@ def _probe(
     enabled: Callable[[RunConfig], bool],
 ) -> Callable[[RunConfig, RunPaths], StepPlan | None]:
     def plan(c: RunConfig, p: RunPaths) -> StepPlan | None:
-        if not enabled(c):
+        if not enabled(c) or run in p.borrowed:
             return None
         name = p.label if run == "model" else run
         out = p.results(name)

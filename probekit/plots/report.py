@@ -287,6 +287,7 @@ def build_report(
     title: str = "probekit report",
     x: str = "t",
     n_boot: int = 10_000,
+    leaderboard: str | os.PathLike | None = None,
 ) -> Path:
     """Write the report page to ``out`` (atomically) and return its path. See the module docstring."""
     import plotly.offline
@@ -305,6 +306,18 @@ def build_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     comparisons = paired_comparisons(tables, n_boot)
     figures = _Figures()
+    models = ""
+    if leaderboard is not None:  # several models: their comparison comes first
+        from probekit.evaluate.leaderboard import read_leaderboard
+        from probekit.plots.report_models import models_section
+
+        by_model = {
+            str(m): own
+            for t in tables.values()
+            if table_kind(t) == "probe"
+            for m, own in t.groupby("model", sort=False)
+        }
+        models = models_section(read_leaderboard(leaderboard), by_model, figures.add)
     answer = _answer(tables, comparisons, figures)
     _probe_figures(figures, tables, x)
     with tempfile.TemporaryDirectory(prefix="probekit-report-") as tmp:
@@ -327,6 +340,7 @@ def build_report(
         f"<p class=note>probekit {__version__}, written {datetime.now(timezone.utc).isoformat(timespec='seconds')}. "
         "Every number below is read from the results tables listed under “What was run”; “best” means chosen on "
         "the validation split and reported on test. Click a heatmap cell or a table row to open that cell.</p>",
+        models,
         answer,
         _budget_note(heavy, missing),
         _maps_note(maps, missing_maps),

@@ -13,7 +13,7 @@ import yaml
 
 from probekit.cli import build_parser
 from probekit.cli.features import EXTRACT_FIELDS_WITHOUT_FLAG, extract_config
-from probekit.core.settings import to_argv, values_from_args
+from probekit.core.settings import to_argv
 from probekit.features.extraction import ExtractConfig
 from probekit.pipeline import STEPS, RunConfig, RunPaths, format_command
 
@@ -64,7 +64,7 @@ def _printed_lines() -> list[tuple[str, list[str]]]:
 
 def test_run_settings_round_trip_through_the_generated_flags():
     args = build_parser().parse_args(["run", *to_argv(CONFIG)])
-    assert RunConfig.from_sources(None, values_from_args(args, RunConfig)) == CONFIG
+    assert RunConfig.from_args(args) == CONFIG
 
 
 def test_every_printed_command_parses_with_the_real_parser():
