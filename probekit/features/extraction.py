@@ -26,6 +26,7 @@ from probekit.core.noise import sample_noise, split_seed
 from probekit.core.pooling import Pooling
 from probekit.core.precision import PRECISION_CHOICES, resolve_precision
 from probekit.core.schedule import GridPoint
+from probekit.core.types import LayerInfo
 from probekit.core.verbosity import progress_enabled
 from probekit.data import ImageDataset, fit_images
 from probekit.data.base import sized_dataset
@@ -43,7 +44,7 @@ from probekit.features.latents import LatentStore, view_name
 from probekit.features.output_lock import exclusive_output
 from probekit.models.backbone import Backbone
 from probekit.models.fingerprint import describe_model, fingerprint
-from probekit.models.layers import select_layers
+from probekit.models.layers import select_layers, wants_kinds
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,8 @@ class ExtractPlan:
     grid: list[GridPoint]
     layers: list[str]
     pooling: Pooling
+    #: the records of ``layers`` (block outputs and activation kinds), in the order of ``layers``
+    infos: list[LayerInfo] = field(default_factory=list)
 
 
 def plan_extraction(backbone: Backbone, config: ExtractConfig) -> ExtractPlan:
@@ -161,8 +164,12 @@ def plan_extraction(backbone: Backbone, config: ExtractConfig) -> ExtractPlan:
     if len(set(timesteps)) != len(timesteps):
         raise ProbekitError(f"repeated timesteps in {timesteps}: list each once")
     grid = sorted(backbone.schedule.points(timesteps), key=lambda point: point.t)
-    layers = select_layers(backbone.layers(), config.layers)
-    return ExtractPlan(grid=grid, layers=layers, pooling=Pooling.parse(config.pooling))
+    available = backbone.layers() + (backbone.kind_layers() if wants_kinds(config.layers) else [])
+    layers = select_layers(available, config.layers)
+    by_name = {layer.name: layer for layer in available}
+    return ExtractPlan(
+        grid=grid, layers=layers, pooling=Pooling.parse(config.pooling), infos=[by_name[name] for name in layers]
+    )
 
 
 def _batch_features(
@@ -560,7 +567,7 @@ def _extract_locked(
     probe = _probe_forward(backbone, x_probe, plan, config.precision, _labels(first.labels[:1], backbone.device))
     widths, flops_per_image, encode_flops = probe.widths, probe.forward_flops, probe.encode_flops
     log.info("start-up: FLOPs counted in %.2f s", time.perf_counter() - counted_at)
-    layer_infos = [layer for layer in backbone.layers() if layer.name in plan.layers]
+    layer_infos = plan.infos
     dtype = config.dtype or ("float16" if plan.pooling.spatial else "float32")
 
     hashed_at = time.perf_counter()
