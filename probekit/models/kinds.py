@@ -183,8 +183,10 @@ def _plain_resnet(module: nn.Module, _path: str) -> bool:
 
 
 def _image_stream(output: object) -> torch.Tensor:
-    """The image tokens of a block's output: the second of a dual-stream block's (text, image)."""
-    if isinstance(output, tuple) and len(output) == 2 and all(isinstance(x, torch.Tensor) for x in output):
+    """The image tokens of a block's output: the second of a dual-stream block's (text, image)
+    (the text entry is None after SD3's last block).
+    """
+    if isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], torch.Tensor):
         return output[1]
     return primary_output(output)
 
