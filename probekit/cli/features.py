@@ -111,9 +111,23 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     from probekit.features.cache import FeatureCache
+    from probekit.features.massive import ATTR, RULE, cache_massive
 
     with FeatureCache(args.cache) as cache:
         print(cache.summary())
+        recorded = ATTR in cache.attrs
+        found = (
+            {cell: channels for cell, channels in cache_massive(cache).items() if len(channels)}
+            if cache.complete
+            else {}
+        )
+    if not found:
+        print(f"massive channels: none ({RULE})" if recorded or cache.complete else "")
+        return
+    print(f"massive channels ({RULE}{'' if recorded else '; computed now, not recorded'}): {len(found)} cells")
+    for (t, layer), channels in sorted(found.items(), key=lambda item: (item[0][0], item[0][1])):
+        shown = ",".join(map(str, channels[:12])) + (f",... ({len(channels)})" if len(channels) > 12 else "")
+        print(f"  t={t:<5} {layer:<40} channels {shown}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -38,7 +38,8 @@ def select_layers(available: Sequence[LayerInfo], spec: str | Sequence[str] | No
     ``spec`` is None / ``"all"`` (every block output), or comma-separated items (or a list of items),
     each an exact name or alias (``mid_block``), a glob (``up_blocks.*``), an index (``3``, ``-1``)
     or an index range (``2:5``) into the forward-ordered block outputs, or an activation kind
-    ``HOST:KIND`` or a glob over those names (``*attn1:q``, ``*:q``). Names, globs and indices
+    ``HOST:KIND`` or a glob over those names (``*attn1:q``, ``*:q``); ``all,*:*`` is every block
+    output and every kind. Names, globs and indices
     without a kind select block outputs only; ``available`` may list kind layers too.
     """
     everything = sorted(available, key=lambda layer: layer.depth)
@@ -76,6 +77,8 @@ def _resolve_kinds(item: str, kinds: Sequence[str]) -> list[str]:
 
 
 def _resolve(item: str, ordered: Sequence[LayerInfo], by_name: dict[str, str]) -> list[str]:
+    if item == "all":  # beside kinds: every block output
+        return [layer.name for layer in ordered]
     if item in by_name:
         return [by_name[item]]
     if re.fullmatch(r"-?\d+", item):

@@ -125,6 +125,7 @@ def test_unet_kind_table_and_selection(unet):
     assert select_layers(everything, "*attentions.0:[kv]") == [
         n for n in names if n.split(":")[0].endswith("attentions.0") and n[-2:] in (":k", ":v")
     ]
+    assert select_layers(everything, "all,*:*") == [layer.name for layer in sorted(everything, key=lambda x: x.depth)]
     picked = select_layers(everything, "mid_block,*:attn_out")
     depth = {layer.name: layer.depth for layer in everything}
     assert "mid_block.resnets.1" in picked and len(picked) == 5  # the canonical name of mid_block
