@@ -87,3 +87,43 @@ def test_info_lists_and_probe_drops_the_massive_channels(cache_path, tmp_path, m
     table = pd.read_csv(results)
     dropped = table.set_index(["t", "layer"])["massive_dropped"]
     assert set(dropped.loc[(50, "mid_block.resnets.1")]) == {2} and set(dropped.loc[(0, "mid_block.resnets.1")]) == {0}
+
+
+def test_similarity_drops_the_massive_channels_of_cache_and_reference(cache_path, tmp_path):
+    import shutil
+
+    from probekit.analyses.similarity import SimilarityConfig, similarity_table
+
+    copy = tmp_path / "c.h5"
+    shutil.copy(cache_path, copy)
+    cell, reference_cell = (50, "down_blocks.0.resnets.0"), (0, "mid_block.resnets.1")
+    with FeatureCache(copy) as cache:
+        found = cache_massive(cache)
+        x = cache.features("test", cell[1], cell[0]).astype(np.float64)
+        y = cache.features("test", reference_cell[1], reference_cell[0]).astype(np.float64)
+    found[cell], found[reference_cell] = np.array([0, 5]), np.array([2])
+    cells = {f"{t}|{layer}": channels.tolist() for (t, layer), channels in found.items()}
+    with h5py.File(copy, "r+", locking=False) as f:
+        f.attrs[ATTR] = json.dumps({"rule": "test", "ratio": 100.0, "cells": cells})
+    config = SimilarityConfig(
+        k=3, matrix=False, reference_t=reference_cell[0], reference_layer=reference_cell[1], drop_massive=True
+    )
+    table = similarity_table(copy, copy, config)
+    row = table[(table["t"] == cell[0]) & (table["layer"] == cell[1]) & (table["metric"] == "cka")]
+
+    def u_centre(k):  # the unbiased HSIC's centring (Song et al. 2012), written out
+        n = len(k)
+        k = k - np.diag(np.diag(k))
+        rows, total = k.sum(axis=1), k.sum()
+        u = k - rows[:, None] / (n - 2) - rows[None, :] / (n - 2) + total / ((n - 1) * (n - 2))
+        return u - np.diag(np.diag(u))
+
+    def cka(a, b):  # debiased linear CKA, as the similarity table defines it
+        ka, kb = u_centre(a @ a.T), u_centre(b @ b.T)
+        return np.sum(ka * kb) / np.sqrt(np.sum(ka * ka) * np.sum(kb * kb))
+
+    x_kept = np.delete(x, [0, 5], axis=1)
+    y_kept = np.delete(y, [2], axis=1)
+    assert float(row["value"].iloc[0]) == pytest.approx(cka(x_kept, y_kept), rel=1e-6)
+    assert float(row["value"].iloc[0]) != pytest.approx(cka(x, y), rel=1e-6)
+    assert bool(row["massive_dropped"].iloc[0])
