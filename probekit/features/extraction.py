@@ -126,6 +126,9 @@ def plan_extraction(backbone: Backbone, config: ExtractConfig) -> ExtractPlan:
     if len(set(timesteps)) != len(timesteps):
         raise ProbekitError(f"repeated timesteps in {timesteps}: list each once")
     grid = sorted(backbone.schedule.points(timesteps), key=lambda point: point.t)
+    if config.compile and wants_kinds(config.layers):
+        # compiled layers inline their sub-modules, whose hooks the kinds live on
+        raise ProbekitError("--compile does not combine with activation kinds (HOST:KIND): drop one of them")
     available = backbone.layers() + (backbone.kind_layers() if wants_kinds(config.layers) else [])
     layers = select_layers(available, config.layers)
     by_name = {layer.name: layer for layer in available}

@@ -232,3 +232,11 @@ def test_kinds_extract_into_the_cache_beside_block_outputs(unet, tmp_path):
     noise = sample_noise(x0.shape[1:], train.index, seed=split_seed(0, "train"), t=10, draw=0)
     direct = unet.features(unet.schedule.add_noise(x0, noise, point), point, [q], Pooling(1))[q]
     np.testing.assert_allclose(stored, direct.numpy(), atol=1e-6)
+
+
+def test_compile_and_kinds_are_refused_together(unet):
+    from probekit.features.extraction import ExtractConfig, plan_extraction
+
+    with pytest.raises(ProbekitError, match="--compile does not combine with activation kinds"):
+        plan_extraction(unet, ExtractConfig(layers="*:q", compile=True))
+    assert plan_extraction(unet, ExtractConfig(layers="*:q")).infos[0].name.endswith(":q")
