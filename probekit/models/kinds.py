@@ -175,7 +175,7 @@ def _attn_out(module: nn.Module, _path: str, _context: KindContext) -> Capture:
 def _resnet_increment(module: nn.Module, _path: str, _context: KindContext) -> Capture:
     shortcut = getattr(module, "conv_shortcut", None)
     skip = Tap(shortcut, _output) if isinstance(shortcut, nn.Module) else Tap(module, _input, pre=True)
-    return Capture((Tap(module, _output), skip), _difference)
+    return Capture((Tap(module, _output), skip), _difference, linear=True)
 
 
 def _plain_resnet(module: nn.Module, _path: str) -> bool:
@@ -195,6 +195,7 @@ def _block_increment(module: nn.Module, _path: str, _context: KindContext) -> Ca
     return Capture(
         (Tap(module, lambda m, a, k, o: _image_stream(o)), Tap(module, _input, pre=True)),
         _difference,
+        linear=True,
     )
 
 

@@ -68,6 +68,9 @@ class Capture:
 
     taps: tuple[Tap, ...]
     combine: Callable[[Sequence[torch.Tensor]], torch.Tensor] = _single
+    #: ``combine`` is linear (a difference): each tap's tensor is pooled as it arrives and the pooled
+    #: parts combined (pooling is linear), so no full-size part waits and no full-size result is made
+    linear: bool = False
 
 
 def module_capture(module: nn.Module, select: Callable[[object], torch.Tensor] = primary_output) -> Capture:
@@ -106,12 +109,14 @@ def trace(
         stop = False
         for name, index, tap in taps:
             parts = partial.setdefault(name, {})
-            parts[index] = tap.read(module, args, kwargs, output)
             capture = captures[name]
+            tensor = tap.read(module, args, kwargs, output)
+            early = capture.linear and pooling is not None
+            parts[index] = pooling(tensor) if early else tensor  # type: ignore[misc]
             if len(parts) == len(capture.taps):
                 tensor = capture.combine([parts[i] for i in range(len(capture.taps))])
                 del partial[name]
-                captured[name] = tensor if pooling is None else pooling(tensor)
+                captured[name] = tensor if pooling is None or early else pooling(tensor)
                 stop = stop or name == stop_after
         if stop:
             raise StopForward
