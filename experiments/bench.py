@@ -295,7 +295,7 @@ def forward_breakdown(
     """
     from torch.profiler import ProfilerActivity, profile
 
-    from probekit.features.extraction import flop_counter
+    from probekit.features.flops import flop_counter
 
     with torch.no_grad():
         backbone.forward(*inputs[0])  # warm-up outside the profile

@@ -76,7 +76,8 @@ def build(folder: Path) -> None:
 def open_once(folder: Path, real_forward: bool) -> dict[str, float]:
     import torch
 
-    from probekit.features.extraction import ExtractConfig, _probe_forward, plan_extraction
+    from probekit.features.extraction import ExtractConfig, plan_extraction
+    from probekit.features.flops import _probe_forward
     from probekit.models import load_backbone
 
     timings: dict[str, float] = {}

@@ -235,7 +235,7 @@ def forward_flops(net: torch.nn.Module, args: tuple) -> int:
     """FLOPs of one forward, counted on fake tensors (no arithmetic is done)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from probekit.features.extraction import flop_counter
+    from probekit.features.flops import flop_counter
 
     with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True) as mode:
         fake = tuple(mode.from_tensor(arg) for arg in args)

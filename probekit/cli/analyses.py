@@ -36,6 +36,7 @@ def cmd_similarity(args: argparse.Namespace) -> None:
         reference_layer=args.reference_layer,
         preprocess=args.preprocess,
         draws=args.draws,
+        drop_massive=args.drop_massive,
     )
     table = similarity_table(args.cache, args.reference, config)
     write_table(table, args.out)
@@ -241,6 +242,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=10, help="neighbours of CKNNA and mutual k-NN (default 10, as REPA)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsample (default 0)")
     p.add_argument("--no-matrix", action="store_true", help="skip the cell x cell CKA matrix")
+    p.add_argument(
+        "--drop-massive",
+        action="store_true",
+        help="drop each cell's massive channels (mean |x| > 100 x the median channel's, listed by `probekit info`) "
+        "in the cache and the reference first; recorded in the massive_dropped column",
+    )
     p.add_argument(
         "--preprocess",
         default="raw",

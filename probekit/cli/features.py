@@ -40,6 +40,23 @@ def cmd_layers(args: argparse.Namespace) -> None:
             f"{layer.depth:>5}  {layer.name:<34} {layer.stage:<6} {layer.channels:>8}  {layer.resolution:<10} "
             f"{','.join(layer.aliases)}"
         )
+    if args.kinds:
+        _print_kinds(backbone.kind_layers())
+
+
+def _print_kinds(kinds: list) -> None:
+    """The activation kinds inside the blocks, each with the block depth it belongs to and its shape."""
+    from collections import Counter
+
+    from probekit.models.kinds import KINDS
+
+    print(f"\nactivation kinds ({len(kinds)}; select with --layers 'HOST:KIND' or a glob such as '*:q'):")
+    print(f"{'depth':>5}  {'name':<60} {'stage':<6} {'channels':>8}  resolution")
+    for layer in kinds:
+        print(f"{layer.depth:>5}  {layer.name:<60} {layer.stage:<6} {layer.channels:>8}  {layer.resolution}")
+    counts = Counter(layer.name.rsplit(":", 1)[1] for layer in kinds)
+    described = {spec.name: spec.description for spec in reversed(KINDS)}
+    print("\nkinds: " + "; ".join(f"{kind} x{count} ({described[kind]})" for kind, count in counts.items()))
 
 
 #: ExtractConfig fields that are not the value of the flag of the same name, and how the flags give them
@@ -105,15 +122,35 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     from probekit.features.cache import FeatureCache
+    from probekit.features.massive import ATTR, RULE, cache_massive
 
     with FeatureCache(args.cache) as cache:
         print(cache.summary())
+        recorded = ATTR in cache.attrs
+        found = (
+            {cell: channels for cell, channels in cache_massive(cache).items() if len(channels)}
+            if cache.complete
+            else {}
+        )
+    if not found:
+        print(f"massive channels: none ({RULE})" if recorded or cache.complete else "")
+        return
+    print(f"massive channels ({RULE}{'' if recorded else '; computed now, not recorded'}): {len(found)} cells")
+    for (t, layer), channels in sorted(found.items(), key=lambda item: (item[0][0], item[0][1])):
+        shown = ",".join(map(str, channels[:12])) + (f",... ({len(channels)})" if len(channels) > 12 else "")
+        print(f"  t={t:<5} {layer:<40} channels {shown}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's commands to the top-level parser."""
     p = sub.add_parser("layers", help="list a model's readable layers")
     add_model_args(p)
+    p.add_argument(
+        "--kinds",
+        action="store_true",
+        help="also list the activation kinds inside the blocks (q, k, v, attention outputs, residual increments, "
+        "feed-forward, AdaLN modulation, text stream) with their shapes",
+    )
     p.set_defaults(run=cmd_layers)
 
     p = sub.add_parser("extract", help="extract pooled features over layers x noise grid into an HDF5 cache")

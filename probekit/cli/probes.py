@@ -30,6 +30,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         device=resolve_device(args.device),
         seed=args.seed,
         timesteps=args.timesteps,
+        drop_massive=args.drop_massive,
     )
     if args.labels_per_class:
         from probekit.probes.label_budget import parse_budgets, probe_label_budgets
@@ -158,6 +159,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--timesteps",
         type=int_list,
         help="probe only the cells at these timesteps of the cache's grid, comma-separated (default: every cell)",
+    )
+    p.add_argument(
+        "--drop-massive",
+        action="store_true",
+        help="drop each cell's massive channels (mean |x| > 100 x the median channel's, listed by `probekit info`) "
+        "before probing; each results row records how many were dropped (massive_dropped)",
     )
     p.add_argument(
         "--device",

@@ -8,11 +8,10 @@ Writes happen on a background thread while the next batch computes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,14 +20,23 @@ import torch
 from tqdm.auto import tqdm
 
 from probekit.core import interrupt
-from probekit.core.errors import ConfigError, ProbekitError, first_line
+from probekit.core.errors import ConfigError, ProbekitError
 from probekit.core.noise import sample_noise, split_seed
 from probekit.core.pooling import Pooling
 from probekit.core.precision import PRECISION_CHOICES, resolve_precision
 from probekit.core.schedule import GridPoint
+from probekit.core.types import LayerInfo
 from probekit.core.verbosity import progress_enabled
 from probekit.data import ImageDataset, fit_images
 from probekit.data.base import sized_dataset
+from probekit.features.budget import (
+    _BATCHES_IN_FLIGHT,
+    _fit_batch_size,
+    _size,
+    feature_budget,
+    kind_budget,
+    work_left,
+)
 from probekit.features.cache import (
     WRITE_BUFFER_BYTES,
     CacheLayout,
@@ -38,12 +46,13 @@ from probekit.features.cache import (
     unfinished_precision,
 )
 from probekit.features.distributed import current_rank
+from probekit.features.flops import _probe_forward, autocast_for
 from probekit.features.host_pipeline import Converter, auto_workers, host_batches
-from probekit.features.latents import LatentStore, view_name
+from probekit.features.latents import encode_or_read, store_for, view_name
 from probekit.features.output_lock import exclusive_output
 from probekit.models.backbone import Backbone
 from probekit.models.fingerprint import describe_model, fingerprint
-from probekit.models.layers import select_layers
+from probekit.models.layers import select_layers, wants_kinds
 
 log = logging.getLogger(__name__)
 
@@ -87,52 +96,6 @@ class ExtractConfig:
     max_memory: int | None = None
 
 
-#: batches whose features can be held at once: the one computing and the writer's queue
-_BATCHES_IN_FLIGHT = 3
-
-
-def feature_budget(
-    widths: Mapping[str, int],
-    grid_points: int,
-    slots: Mapping[str, int],
-    samples: Mapping[str, int],
-    dtype: str,
-    draws: int,
-    batch_size: int,
-) -> tuple[int, int]:
-    """(disk bytes of the features, float32 bytes one batch of features holds in memory).
-
-    A train batch holds every grid point x (view, draw) slot of the split with the most slots;
-    up to :data:`_BATCHES_IN_FLIGHT` such batches are held at once (the activations of the
-    forward itself are not counted).
-    """
-    width = sum(widths.values())
-    disk = grid_points * width * np.dtype(dtype).itemsize * sum(slots[s] * samples[s] for s in samples)
-    batch = grid_points * max(slots.values()) * batch_size * width * 4
-    return disk, batch
-
-
-def _size(num_bytes: int) -> str:
-    return f"{num_bytes / 2**30:.2f} GiB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.1f} MiB"
-
-
-def _fit_batch_size(batch_bytes_per_image: int, batch_size: int, budget: int | None) -> int:
-    """The largest batch size <= ``batch_size`` whose in-flight features fit ``budget`` bytes."""
-    if budget is None:
-        return batch_size
-    fitting = budget // (_BATCHES_IN_FLIGHT * batch_bytes_per_image)
-    if fitting < 1:
-        raise ProbekitError(
-            f"--max-memory {budget / 2**20:.0f} MiB cannot hold the features of even one image in flight "
-            f"({_BATCHES_IN_FLIGHT} x {batch_bytes_per_image / 2**20:.1f} MiB): raise it, or select fewer --layers, "
-            "grid points or a smaller spatialS"
-        )
-    return int(min(batch_size, fitting))
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 @dataclass
 class ExtractPlan:
     """The resolved grid and layers (what ``extract`` will actually run)."""
@@ -140,6 +103,8 @@ class ExtractPlan:
     grid: list[GridPoint]
     layers: list[str]
     pooling: Pooling
+    #: the records of ``layers`` (block outputs and activation kinds), in the order of ``layers``
+    infos: list[LayerInfo] = field(default_factory=list)
 
 
 def plan_extraction(backbone: Backbone, config: ExtractConfig) -> ExtractPlan:
@@ -161,8 +126,15 @@ def plan_extraction(backbone: Backbone, config: ExtractConfig) -> ExtractPlan:
     if len(set(timesteps)) != len(timesteps):
         raise ProbekitError(f"repeated timesteps in {timesteps}: list each once")
     grid = sorted(backbone.schedule.points(timesteps), key=lambda point: point.t)
-    layers = select_layers(backbone.layers(), config.layers)
-    return ExtractPlan(grid=grid, layers=layers, pooling=Pooling.parse(config.pooling))
+    if config.compile and wants_kinds(config.layers):
+        # compiled layers inline their sub-modules, whose hooks the kinds live on
+        raise ProbekitError("--compile does not combine with activation kinds (HOST:KIND): drop one of them")
+    available = backbone.layers() + (backbone.kind_layers() if wants_kinds(config.layers) else [])
+    layers = select_layers(available, config.layers)
+    by_name = {layer.name: layer for layer in available}
+    return ExtractPlan(
+        grid=grid, layers=layers, pooling=Pooling.parse(config.pooling), infos=[by_name[name] for name in layers]
+    )
 
 
 def _batch_features(
@@ -197,7 +169,7 @@ def _batch_features(
                     x0.shape[1:], ids, seed=seed, t=point.t, draw=noise_draw(view, draw), device=x0.device
                 )
                 x_noisy = backbone.schedule.add_noise(x0, noise, point)
-            with _autocast(x0.device, precision):
+            with autocast_for(x0.device, precision):
                 feats = backbone.features(x_noisy, point, plan.layers, plan.pooling, labels)
             for name in plan.layers:
                 per_layer[name].append(feats[name].float())
@@ -215,166 +187,6 @@ def noise_draw(view: int, draw: int) -> int:
     as DDAE draws for each augmented image).
     """
     return draw if view == 0 else (view << 32) | draw
-
-
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    try:
-        return torch.autocast(device_type=device.type, dtype=dtype)
-    except RuntimeError as err:
-        raise ProbekitError(f"--precision {precision} is not supported on {device.type} ({err}); use fp32") from err
-
-
-def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:  # noqa: ANN001
-    """FLOPs of softmax(Q K^T) V in the CPU fused-attention kernel: 2 B H L S E for Q K^T plus
-    2 B H L S Ev for the product with V, the count torch gives its GPU attention kernels.
-    """
-    batch, heads, queries, dim = query_shape
-    return 2 * batch * heads * queries * key_shape[-2] * (dim + value_shape[-1])
-
-
-# Kernels that torch.utils.flop_counter does not list: without this, every attention layer of a
-# model run on the CPU counts as zero FLOPs (8 % of the shipped UNet's work, 30 % of its time).
-_UNLISTED_FLOPS = {
-    op: _cpu_attention_flops
-    for op in [getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)]
-    if op is not None
-}
-
-
-def flop_counter() -> torch.utils.flop_counter.FlopCounterMode:
-    """``torch.utils.flop_counter.FlopCounterMode`` (no display) that also counts the kernels
-    torch does not list (CPU attention): the counter ``probekit extract`` records FLOPs with.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    return FlopCounterMode(display=False, custom_mapping=_UNLISTED_FLOPS)
-
-
-@dataclass
-class Probe:
-    """What extraction learns before its first batch: pooled widths per layer, and the FLOPs per
-    image of one hooked forward (at one grid point) and of the latent encoder (0 for pixel-space
-    models); FLOPs are None when they could not be counted.
-    """
-
-    widths: dict[str, int]
-    forward_flops: int | None
-    encode_flops: int | None
-
-
-def _probe_forward(
-    backbone: Backbone, x0: torch.Tensor, plan: ExtractPlan, precision: str, labels: torch.Tensor | None = None
-) -> Probe:
-    """Widths and FLOPs per image from the forward extraction runs, on one image ``x0``.
-
-    Counted by ``torch.utils.flop_counter`` (matmuls, convolutions, attention, including the CPU
-    attention kernel it does not list) on fake tensors: shapes flow through the network but no
-    arithmetic is done and no activation memory is taken, so opening a large model costs no extra
-    forward. The encoder (run once per image and view) and the hooked forward (once per grid
-    point and draw, stopping after the deepest requested layer) are counted apart. Where fake
-    tensors cannot trace the model, one real forward of ``x0`` is counted instead (with a log line);
-    where that cannot be counted either, FLOPs are None and the widths come from a plain forward.
-    """
-    try:
-        return _count(backbone, x0, plan, precision, labels, fake=True)
-    except (ProbekitError, KeyboardInterrupt):
-        raise
-    except Exception as err:  # noqa: BLE001 -- counting is a report, never a reason to fail extraction
-        log.info("fake tensors could not trace the model (%s): counting on one real forward", first_line(err))
-    try:
-        return _count(backbone, x0, plan, precision, labels, fake=False)
-    except (ProbekitError, torch.OutOfMemoryError, KeyboardInterrupt):
-        raise
-    except Exception as err:  # noqa: BLE001
-        log.info("could not count the forward's FLOPs (%s)", first_line(err))
-    with torch.no_grad(), _autocast(x0.device, precision):
-        feats = backbone.features(backbone.encode(x0), plan.grid[0], plan.layers, plan.pooling, labels)
-    return Probe({name: int(values.shape[-1]) for name, values in feats.items()}, None, None)
-
-
-def _count(
-    backbone: Backbone, x0: torch.Tensor, plan: ExtractPlan, precision: str, labels: torch.Tensor | None, *, fake: bool
-) -> Probe:
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
-    with torch.no_grad(), mode:
-        x = torch.empty_like(x0) if fake else x0
-        with flop_counter() as counter:
-            latent = backbone.encode(x)
-        encode = int(counter.get_total_flops()) // len(x0)
-        with _autocast(x.device, precision), flop_counter() as counter:
-            feats = backbone.features(latent, plan.grid[0], plan.layers, plan.pooling, labels)
-        forward = int(counter.get_total_flops()) // len(x0)
-        widths = {name: int(values.shape[-1]) for name, values in feats.items()}
-    return Probe(widths, forward, encode)
-
-
-def _latent_store(
-    backbone: Backbone, config: ExtractConfig, out: Path, fit_record: dict, dataset: ImageDataset
-) -> LatentStore | None:
-    """The store of this backbone's latents for these images, or None (no encoder, or not wanted)."""
-    encoder = backbone.encoder_sha256()
-    if encoder is None or not config.store_latents:
-        return None
-    fields = {
-        "encoder_sha256": encoder,
-        "input": fit_record,
-        "channels_last": config.channels_last,
-        "dataset": dataset.name,
-        "dataset_source": dataset.source,
-        "dataset_info": dataset.info,
-        "device": backbone.device.type,
-    }
-    rank = current_rank()
-    suffix = "" if rank is None else f".rank{rank.rank}-of-{rank.world_size}"
-    store = LatentStore(Path(config.latent_cache) if config.latent_cache else out.parent / "latents", fields, suffix)
-    log.info("latents: stored in %s", store.path)
-    return store
-
-
-def _encoded(
-    backbone: Backbone, x0: torch.Tensor, store: LatentStore | None, split: str, view: str, ids: np.ndarray
-) -> tuple[torch.Tensor, int]:
-    """The encoding of ``x0`` and how many images the encoder ran on (0 when the store had them all)."""
-    if store is not None:
-        found = store.get(split, view, ids)
-        if found is not None:
-            return found.to(x0.device), 0
-    with torch.no_grad():
-        latent = backbone.encode(x0)
-    if store is not None:
-        store.put(split, view, ids, latent)
-    return latent, len(ids)
-
-
-def _work_left(
-    splits: dict,
-    done: dict[str, np.ndarray],
-    layout: CacheLayout,
-    points: int,
-    config: ExtractConfig,
-    store: LatentStore | None,
-) -> tuple[int, int]:
-    """(image x grid-point forwards, image-view encodes) this call will run: samples already in the
-    cache are skipped, and a batch's encode only where the latent store lacks one of its images.
-    """
-    forwards = encodes = 0
-    for name, split in splits.items():
-        views = layout.slots(name) // config.draws
-        for start in range(0, len(split.labels), config.batch_size):
-            stop = min(start + config.batch_size, len(split.labels))
-            if done[name][start:stop].all():
-                continue
-            forwards += (stop - start) * points * layout.slots(name)
-            ids = np.asarray(split.index[start:stop], dtype=np.int64)
-            for view in range(views):
-                stored = store is not None and store.has(name, view_name(view, config.seed), ids)
-                encodes += 0 if stored else stop - start
-    return forwards, encodes
 
 
 def _as_pair(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -560,7 +372,7 @@ def _extract_locked(
     probe = _probe_forward(backbone, x_probe, plan, config.precision, _labels(first.labels[:1], backbone.device))
     widths, flops_per_image, encode_flops = probe.widths, probe.forward_flops, probe.encode_flops
     log.info("start-up: FLOPs counted in %.2f s", time.perf_counter() - counted_at)
-    layer_infos = [layer for layer in backbone.layers() if layer.name in plan.layers]
+    layer_infos = plan.infos
     dtype = config.dtype or ("float16" if plan.pooling.spatial else "float32")
 
     hashed_at = time.perf_counter()
@@ -635,6 +447,8 @@ def _extract_locked(
         batch_size,
         _BATCHES_IN_FLIGHT,
     )
+    if any(":" in name for name in widths):  # activation kinds: what each kind adds to the file
+        log.info("budget per kind: %s", kind_budget(widths, disk))
     total = sum(len(split.labels) * layout.slots(name) for name, split in splits.items()) * len(plan.grid)
     workers = auto_workers(list(splits.values())) if config.workers is None else config.workers
     convert = Converter(
@@ -654,7 +468,15 @@ def _extract_locked(
         ", ".join(f"{k}={len(v.labels)}" for k, v in splits.items()),
         out,
     )
-    store = _latent_store(backbone, config, out, fit_record, dataset)
+    store = store_for(
+        backbone,
+        out,
+        fit_record,
+        dataset,
+        latent_cache=config.latent_cache,
+        store_latents=config.store_latents,
+        channels_last=config.channels_last,
+    )
     try:
         writer = CacheWriter(out, layout, resume=not overwrite, buffer_bytes=write_buffer, lock_fd=lock_fd)
     except BaseException:
@@ -671,7 +493,9 @@ def _extract_locked(
     started = time.perf_counter()
     try:
         if flops_per_image:
-            forwards, encodes = _work_left(splits, done, layout, len(plan.grid), config, store)
+            forwards, encodes = work_left(
+                splits, done, layout, len(plan.grid), config.batch_size, config.draws, config.seed, store
+            )
             encoder = f" + {encodes} image-view encodes x {encode_flops / 1e9:.3g} GFLOP" if encode_flops else ""
             log.info(
                 "work: %d image x grid-point forwards x %.3g GFLOP%s = %.3g TFLOP%s",
@@ -710,7 +534,9 @@ def _extract_locked(
                     labels = _labels(batch.labels, backbone.device)
                     per_view = []
                     for view, x0 in enumerate(views):
-                        latent, fresh = _encoded(backbone, x0, store, split_name, view_name(view, config.seed), ids)
+                        latent, fresh = encode_or_read(
+                            backbone, x0, store, split_name, view_name(view, config.seed), ids
+                        )
                         encoded += fresh
                         per_view.append(
                             _features_halving_on_oom(backbone, latent, ids, plan, config, seed, bar, view, labels, True)
@@ -747,7 +573,26 @@ def _extract_locked(
             store.close()
     log.info("wrote %s in %.1f s", out, time.perf_counter() - started)
     _warn_nonfinite(out)
+    if current_rank() is None:  # a shard's master is read whole later: its cells are found on demand
+        _record_massive(out)
     return out
+
+
+def _record_massive(out: Path) -> None:
+    """Find and record the cells' massive channels (:mod:`probekit.features.massive`), and say where there are any."""
+    from probekit.features.massive import RATIO, record
+
+    found = {cell: channels for cell, channels in record(out).items() if len(channels)}
+    if found:
+        shown = ", ".join(f"t={t} {layer} ({len(c)})" for (t, layer), c in sorted(found.items())[:4])
+        log.info(
+            "massive channels (mean |x| > %g x the median channel's) in %d cells: %s%s; `probekit info` lists them, "
+            "`probekit probe --drop-massive` drops them",
+            RATIO,
+            len(found),
+            shown,
+            f" and {len(found) - 4} more" if len(found) > 4 else "",
+        )
 
 
 def _warn_nonfinite(out: Path) -> None:

@@ -30,6 +30,9 @@ import numpy as np
 import torch
 
 from probekit.core.errors import ProbekitError
+from probekit.data import ImageDataset
+from probekit.features.distributed import current_rank
+from probekit.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +145,48 @@ class LatentStore:
     def close(self) -> None:
         if self.file.id.valid:
             self.file.close()
+
+
+def store_for(
+    backbone: Backbone,
+    out: Path,
+    fit_record: dict,
+    dataset: ImageDataset,
+    *,
+    latent_cache: str | None,
+    store_latents: bool,
+    channels_last: bool,
+) -> LatentStore | None:
+    """The store of this backbone's latents for these images, or None (no encoder, or not wanted)."""
+    encoder = backbone.encoder_sha256()
+    if encoder is None or not store_latents:
+        return None
+    fields = {
+        "encoder_sha256": encoder,
+        "input": fit_record,
+        "channels_last": channels_last,
+        "dataset": dataset.name,
+        "dataset_source": dataset.source,
+        "dataset_info": dataset.info,
+        "device": backbone.device.type,
+    }
+    rank = current_rank()
+    suffix = "" if rank is None else f".rank{rank.rank}-of-{rank.world_size}"
+    store = LatentStore(Path(latent_cache) if latent_cache else out.parent / "latents", fields, suffix)
+    log.info("latents: stored in %s", store.path)
+    return store
+
+
+def encode_or_read(
+    backbone: Backbone, x0: torch.Tensor, store: LatentStore | None, split: str, view: str, ids: np.ndarray
+) -> tuple[torch.Tensor, int]:
+    """The encoding of ``x0`` and how many images the encoder ran on (0 when the store had them all)."""
+    if store is not None:
+        found = store.get(split, view, ids)
+        if found is not None:
+            return found.to(x0.device), 0
+    with torch.no_grad():
+        latent = backbone.encode(x0)
+    if store is not None:
+        store.put(split, view, ids, latent)
+    return latent, len(ids)

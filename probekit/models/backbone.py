@@ -23,7 +23,8 @@ from probekit.core.errors import ProbekitError
 from probekit.core.pooling import Pooling
 from probekit.core.schedule import NoiseSchedule
 from probekit.core.types import GridPoint, LayerInfo
-from probekit.models.trace import primary_output, run_traced
+from probekit.models.kinds import SEPARATOR, KindContext, find_kinds
+from probekit.models.trace import Capture, module_capture, primary_output, run_traced
 from probekit.models.weight_hash import remembered
 
 __all__ = ["Backbone", "HookedBackbone", "LayerInfo", "state_dict_sha256"]
@@ -53,6 +54,13 @@ class Backbone(ABC):
     @abstractmethod
     def layers(self) -> list[LayerInfo]:
         """Every readable layer, in forward order."""
+
+    def kind_layers(self) -> list[LayerInfo]:
+        """Every activation kind inside the blocks (``HOST:KIND``, :mod:`probekit.models.kinds`), in
+        forward order; each has the depth and stage of the block output that contains it. None for
+        backbones without kinds.
+        """
+        return []
 
     def default_layers(self) -> list[str]:
         return [layer.name for layer in self.layers()]
@@ -194,8 +202,13 @@ class HookedBackbone(Backbone):
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         canonical = {name: self._canonical_name(name) for name in layers}
-        wanted = {name: self._modules[name] for name in canonical.values()}
-        deepest = max(wanted, key=lambda name: self._depth[name])
+        if not any(SEPARATOR in name for name in canonical.values()):
+            wanted: dict[str, nn.Module | Capture] = {name: self._modules[name] for name in canonical.values()}
+            deepest = max(wanted, key=lambda name: self._depth[name])
+        else:  # kinds: ordered by the completion order recorded when they were found
+            kinds = self._kinds()
+            wanted = {name: kinds[name] if SEPARATOR in name else self._modules[name] for name in canonical.values()}
+            deepest = max(wanted, key=lambda name: self._kind_order[name])
         captured = run_traced(
             lambda: self._run(x_noisy, point, labels),
             wanted,
@@ -204,6 +217,49 @@ class HookedBackbone(Backbone):
             select=self._output,
         )
         return {name: captured[canonical[name]] for name in layers}
+
+    def kind_layers(self) -> list[LayerInfo]:
+        self._kinds()
+        return list(self._kind_infos)
+
+    def _kind_context(self) -> KindContext:
+        """What kind captures need to know about the input (families with joint token sequences override it)."""
+        return KindContext()
+
+    def _blank_input(self) -> torch.Tensor:
+        """A (1, C, H, W) zero input of what :meth:`_run` reads (latents for latent models)."""
+        raise ProbekitError(f"{self.model_id} ({self.framework}) lists no activation kinds: select block outputs")
+
+    def _kinds(self) -> dict[str, Capture]:
+        """The captures of every kind, found on first use (one blank forward records which kinds
+        fire, their shapes and their order), so models used for block outputs only pay nothing.
+        """
+        found = self.__dict__.get("_kind_captures")
+        if found is not None:
+            return found
+        captures = {name: capture for name, _, capture in find_kinds(self.net, self._kind_context())}
+        blocks = {layer.name: module_capture(self._modules[layer.name], self._output) for layer in self._layers}
+        blank = self._blank_input().to(self.device)
+        point = self.schedule.point(self.schedule.default_grid()[0])
+        shapes = run_traced(
+            lambda: self._run(blank, point), {**captures, **blocks}, pooling=lambda tensor: torch.tensor(tensor.shape)
+        )
+        self._kind_order = {name: order for order, name in enumerate(shapes)}
+        infos: list[LayerInfo] = []
+        waiting: list[tuple[str, torch.Tensor]] = []
+        by_block = {layer.name: layer for layer in self._layers}
+        for name, shape in shapes.items():
+            if SEPARATOR in name:
+                waiting.append((name, shape))
+                continue
+            # Kinds that finished before this block output belong to it (its depth and stage).
+            infos.extend(_kind_info(kind, kind_shape, by_block[name]) for kind, kind_shape in waiting)
+            waiting = []
+        last = max(self._layers, key=lambda layer: layer.depth)
+        infos.extend(_kind_info(kind, kind_shape, last) for kind, kind_shape in waiting)
+        self._kind_infos = infos
+        self._kind_captures = {info.name: captures[info.name] for info in infos}
+        return self._kind_captures
 
     def module_of(self, name: str) -> nn.Module:
         """The module whose output is layer ``name`` (a name or an alias)."""
@@ -222,11 +278,15 @@ class HookedBackbone(Backbone):
             return self._run(x_noisy, point, labels)
 
     def _canonical_name(self, name: str) -> str:
+        if SEPARATOR in name and name in self._kinds():
+            return name
         if name not in self._canonical:
             raise ProbekitError(self._unknown_layer(name))
         return self._canonical[name]
 
     def _unknown_layer(self, name: str) -> str:
+        if SEPARATOR in name:
+            return f"unknown activation {name!r}: run `probekit layers --kinds --model {self.model_id}` to list them"
         return f"unknown layer {name!r}: run `probekit layers --model {self.model_id}` to list them"
 
     def _weight_modules(self) -> dict[str, nn.Module]:
@@ -294,6 +354,18 @@ class HookedBackbone(Backbone):
         for module in self._weight_modules().values():
             module.to(device)
         return self
+
+
+def _kind_info(name: str, shape: torch.Tensor, block: LayerInfo) -> LayerInfo:
+    """The layer record of kind ``name`` of activation ``shape``, inside ``block``."""
+    dims = [int(size) for size in shape]
+    if len(dims) == 4:
+        channels, resolution = dims[1], f"{dims[2]}x{dims[3]}"
+    elif len(dims) == 3:
+        channels, resolution = dims[2], f"{dims[1]} tokens"
+    else:
+        channels, resolution = dims[-1], "vector"
+    return LayerInfo(name=name, stage=block.stage, depth=block.depth, channels=channels, resolution=resolution)
 
 
 def state_dict_sha256(module: nn.Module) -> str:

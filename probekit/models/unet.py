@@ -78,6 +78,9 @@ class UNetBackbone(HookedBackbone):
         """(C, H, W) of what the network itself reads (pixel-space here; latents for latent models)."""
         return (self.input_channels, *self.input_size)
 
+    def _blank_input(self) -> torch.Tensor:
+        return torch.zeros(1, *self._network_input_shape())
+
     def _run(self, x: torch.Tensor, point: GridPoint, labels: torch.Tensor | None = None) -> torch.Tensor:
         timesteps = torch.full((x.shape[0],), point.model_input, device=x.device, dtype=torch.float32)
         return self.net(x, timesteps).sample

@@ -50,6 +50,8 @@ class ProbeRunConfig:
         device: where probes run.
         seed: seed of the validation split and of the probes.
         timesteps: probe only the cells at these timesteps of the cache's grid (None: every cell).
+        drop_massive: drop each cell's massive channels (:mod:`probekit.features.massive`) before
+            probing; the results table then has a ``massive_dropped`` column (channels dropped per cell).
     """
 
     probes: Sequence[str] = field(default=("linear", "knn"))
@@ -65,6 +67,7 @@ class ProbeRunConfig:
     device: str = "cpu"
     seed: int = 0
     timesteps: Sequence[int] | None = None
+    drop_massive: bool = False
 
     def __post_init__(self) -> None:
         if self.train_features not in ("mean", "sample"):
@@ -168,6 +171,8 @@ def _check_streamable(streamed: list[Cell], costs: dict[Cell, int], config: Prob
         )
     if config.train_features == "sample":
         raise ProbekitError(f"{where}, and --train-features sample is not streamed: raise --max-memory or use mean")
+    if config.drop_massive:
+        raise ProbekitError(f"{where}, and --drop-massive is not streamed: raise --max-memory")
 
 
 def _probe_streamed(
@@ -366,6 +371,7 @@ def probe_cache(
             first, last = len(mine) * rank[0] // rank[1], len(mine) * (rank[0] + 1) // rank[1]
             mine = mine[first:last]
         outcomes, seconds = _probe_cells(group, mine, config, splits, max_memory=max_memory, progress=progress)
+        massive = _massive(group) if config.drop_massive else {}
         attrs, test_index = group.attrs, group.index("test")
         if splits.val_pos is None:
             val_index, val_fraction = group.index("val"), float("nan")
@@ -377,7 +383,12 @@ def probe_cache(
         log.info("%s: %d cells in %.1f s", name, len(outcomes[name]), spent)
     if not any(outcomes.values()):
         raise ProbekitError("every cell has NaN/inf features: nothing to probe; check the model and --precision")
-    return _results(outcomes, cells, attrs, splits, test_index, val_index, val_fraction)
+    results = _results(outcomes, cells, attrs, splits, test_index, val_index, val_fraction)
+    if config.drop_massive:
+        results.table["massive_dropped"] = [
+            len(massive.get((int(t), str(layer)), ())) for t, layer in zip(results.table["t"], results.table["layer"])
+        ]
+    return results
 
 
 def _splits(
@@ -454,9 +465,12 @@ def _probe_cells(
         ).items():
             outcomes[name].update(outcome)
     epoch_based = epoch_based_probes()
+    massive = _massive(group) if config.drop_massive else {}
     for members in groups:
         features = _read_group(group, members, config, splits.fit_pos, splits.val_pos, slots)
         features = {split: values for split, values in features.items() if values}
+        if config.drop_massive:
+            features = {split: _without_massive(values, group, massive) for split, values in features.items()}
         finite = _finite_cells(features)
         if not finite:
             continue
@@ -487,6 +501,31 @@ def _probe_cells(
             seconds[name] += time.perf_counter() - start
         del features, task
     return outcomes, seconds
+
+
+def _massive(group: CacheGroup) -> dict[Cell, np.ndarray]:
+    """Every cell's massive channels, as the group's first cache records them (or computed now)."""
+    from probekit.features.massive import cache_massive
+
+    return cache_massive(group.caches[0])
+
+
+def _without_massive(
+    values: dict[Cell, np.ndarray], group: CacheGroup, massive: Mapping[Cell, np.ndarray]
+) -> dict[Cell, np.ndarray]:
+    """Each cell's features without the columns of its massive channels."""
+    from probekit.features.massive import keep_columns
+
+    channels = {layer.name: layer.channels for layer in group.caches[0].layers}
+    kept = {}
+    for cell, array in values.items():
+        found = massive.get(cell, np.zeros(0, dtype=np.int64))
+        width = array.shape[-1]
+        count = channels.get(cell[1]) or width
+        kept[cell] = (
+            array[..., keep_columns(width, count if width % count == 0 else width, found)] if len(found) else array
+        )
+    return kept
 
 
 def _results(

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 PROBE = "similarity"
 METRICS = ("cka", "cknna", "mutual_knn")
 SELF = "self"
-EXTRA_COLUMNS = ("reference", "ref_t", "ref_layer", "ref_depth", "preprocess", "draws")
+EXTRA_COLUMNS = ("reference", "ref_t", "ref_layer", "ref_depth", "preprocess", "draws", "massive_dropped")
 #: ``raw``: the features as cached (as the probes see them); ``prh``: clipped at the 0.95 quantile and
 #: rows L2-normalised, as the platonic-representation and REPA code does before every metric
 PREPROCESS = ("raw", "prh")
@@ -73,7 +73,32 @@ class SimilarityConfig:
     reference_t: int | None = None
     reference_layer: str | None = None
     preprocess: str = "raw"
+    #: drop each cell's massive channels (probekit.features.massive) first, in the cache and the reference
+    drop_massive: bool = False
     draws: str = "mean"
+
+
+def _massive(cache: FeatureCache) -> dict[tuple[int, str], np.ndarray]:
+    from probekit.features.massive import cache_massive
+
+    return cache_massive(cache)
+
+
+def _channels(cache: FeatureCache, layer: str) -> int:
+    return next(info.channels for info in cache.layers if info.name == layer)
+
+
+def _without(
+    x: np.ndarray, massive: dict[tuple[int, str], np.ndarray], cell: tuple[int, str], channels: int
+) -> np.ndarray:
+    """``x`` without the columns of the cell's massive channels (as is when it has none)."""
+    from probekit.features.massive import keep_columns
+
+    found = massive.get(cell)
+    if found is None or not len(found):
+        return x
+    width = x.shape[1]
+    return x[:, keep_columns(width, channels if channels and width % channels == 0 else width, found)]
 
 
 def _open(path: str | Path, split: str) -> FeatureCache:
@@ -224,8 +249,10 @@ def similarity_table(
             "similarity over %d %s images (seeded subsample, seed %d) of %s", n, config.split, config.seed, cache_path
         )
         features = {}
+        massive = _massive(cache) if config.drop_massive else {}
         for cell in cells:
             x = cache.features(config.split, cell.layer, cell.t, draws=config.draws)[positions]
+            x = _without(x, massive, (cell.t, cell.layer), _channels(cache, cell.layer))
             if _finite(x, cell):
                 features[(cell.t, cell.layer)] = _prepared(x, config)
         if reference_path is not None:
@@ -235,6 +262,8 @@ def similarity_table(
                 y = reference.features(config.split, ref.layer, ref.t, draws=config.draws)[ref_positions].astype(
                     np.float64
                 )
+                if config.drop_massive:
+                    y = _without(y, _massive(reference), (ref.t, ref.layer), _channels(reference, ref.layer))
                 ref_name = str(reference.attrs.get("model_id"))
             if not np.isfinite(y).all():
                 raise ProbekitError(f"the reference cell t={ref.t} {ref.layer} holds NaN/inf features: re-extract it")
@@ -249,6 +278,7 @@ def similarity_table(
         raise ProbekitError("every cell has NaN/inf features: nothing to compare")
     table = pd.DataFrame(rows)
     table["preprocess"], table["draws"] = config.preprocess, config.draws  # what every number was computed on
+    table["massive_dropped"] = config.drop_massive
     ordered = [c for c in COLUMNS if c in table.columns]
     return with_kind(table[ordered + [c for c in table.columns if c not in ordered]], "similarity")
 

@@ -75,7 +75,13 @@ class LatentTransformerBackbone(HookedBackbone):
             return x0
         return encode_mean(self.vae, x0, self.vae_budget)
 
+    def _blank_input(self) -> torch.Tensor:
+        channels = int(getattr(self.net, "config").in_channels)  # noqa: B009 (diffusers' config is untyped)
+        return torch.zeros(1, channels, self.latent_size, self.latent_size)
+
     def _unknown_layer(self, name: str) -> str:
+        if ":" in name:
+            return f"unknown activation {name!r}: run `probekit layers --kinds --model {self.model_id}` to list them"
         return (
             f"unknown layer {name!r}: {self.family} layers are transformer_blocks.0..{len(self._layers) - 1} (or "
             "layer-i)"

@@ -1,7 +1,9 @@
-"""``sd:FOLDER_OR_HUB_ID`` -> the Backbone of that Stable Diffusion pipeline's generation.
+"""``sd:FOLDER_OR_HUB_ID[?size=PIXELS]`` -> the Backbone of that diffusers pipeline's generation.
 
-The pipeline's parts decide which: a ``transformer/`` folder is SD3 (``SD3Transformer2DModel``);
+The pipeline's parts decide which: a ``transformer/`` folder is SD3 (``SD3Transformer2DModel``),
+Flux (``FluxTransformer2DModel``) or PixArt (``PixArtTransformer2DModel``), by its config's class;
 otherwise the ``unet/`` is SD 1.x / 2.x, or SDXL when ``text_encoder_2/`` is there too.
+``size`` (Flux only, whose transformer config has no sample size) sets the image side.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from probekit.core.schedule import DDPMSchedule, FlowMatchingSchedule
 from probekit.models.options import LoadOptions, quiet_diffusers
 from probekit.models.random_init import model_id as twin_id
 from probekit.models.random_init import seeded
+from probekit.models.sd.flux import DEFAULT_SIZE, FluxBackbone
 from probekit.models.sd.mmdit import SD3Backbone
-from probekit.models.sd.text import CLIPText, SD3Text, SDXLText, TextConditioning
+from probekit.models.sd.pixart import T5_TOKENS, PixArtBackbone
+from probekit.models.sd.text import CLIPText, FluxText, PixArtText, SD3Text, SDXLText, TextConditioning
 from probekit.models.sd.unet import StableDiffusionBackbone
 from probekit.models.sources import folder_contents, require_existing_folder
 
@@ -98,16 +102,73 @@ def _load_unet(source: str, parts: set[str], options: LoadOptions, model_id: str
     )
 
 
+#: the transformer classes sd: reads, and what their pipelines are called
+TRANSFORMERS = {
+    "SD3Transformer2DModel": "SD3",
+    "FluxTransformer2DModel": "Flux",
+    "PixArtTransformer2DModel": "PixArt",
+}
+
+
+def _load_transformer(
+    source: str, parts: set[str], options: LoadOptions, model_id: str, size: int | None
+) -> SD3Backbone | FluxBackbone | PixArtBackbone:
+    from diffusers import SD3Transformer2DModel
+
+    # load_config reads config.json whatever the class: the class name in it picks the family
+    name = SD3Transformer2DModel.load_config(source, subfolder="transformer").get("_class_name")
+    if name not in TRANSFORMERS:
+        supported = ", ".join(f"{family} ({cls})" for cls, family in TRANSFORMERS.items())
+        raise ProbekitError(f"{source} holds a {name} transformer: sd: reads {supported} transformer pipelines only")
+    if size is not None and name != "FluxTransformer2DModel":
+        raise ProbekitError(
+            f"size= applies to Flux pipelines only: the {TRANSFORMERS[name]} transformer of {source} has its own "
+            "sample size; drop it"
+        )
+    if name == "FluxTransformer2DModel":
+        return _load_flux(source, parts, options, model_id, size or DEFAULT_SIZE)
+    if name == "PixArtTransformer2DModel":
+        return _load_pixart(source, parts, options, model_id)
+    return _load_sd3(source, parts, options, model_id)
+
+
+def _load_flux(source: str, parts: set[str], options: LoadOptions, model_id: str, size: int) -> FluxBackbone:
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5EncoderModel
+
+    _require(source, parts, ("vae", "scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"), "Flux")
+    net = _network(FluxTransformer2DModel, source, "transformer", options)
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae")
+    text = FluxText(
+        (_tokenizer(source, "tokenizer"), CLIPTextModel.from_pretrained(source, subfolder="text_encoder")),
+        (_tokenizer(source, "tokenizer_2"), T5EncoderModel.from_pretrained(source, subfolder="text_encoder_2")),
+    )
+    FlowMatchEulerDiscreteScheduler.load_config(source, subfolder="scheduler")  # a flow-matching pipeline
+    # The transformer reads the noise fraction s itself (it scales by 1000 inside).
+    return FluxBackbone(net, vae, text, FlowMatchingSchedule(SD3_STEPS), model_id, size=size)
+
+
+def _load_pixart(source: str, parts: set[str], options: LoadOptions, model_id: str) -> PixArtBackbone:
+    from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, PixArtTransformer2DModel
+    from transformers import T5EncoderModel
+
+    _require(source, parts, ("vae", "scheduler", "text_encoder", "tokenizer"), "PixArt")
+    pipeline = str(DiffusionPipeline.load_config(source).get("_class_name", "PixArtSigmaPipeline"))
+    net = _network(PixArtTransformer2DModel, source, "transformer", options)
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae")
+    text = PixArtText(
+        _tokenizer(source, "tokenizer"),
+        T5EncoderModel.from_pretrained(source, subfolder="text_encoder"),
+        T5_TOKENS.get(pipeline, T5_TOKENS["PixArtSigmaPipeline"]),
+    )
+    schedule = DDPMSchedule.from_config(dict(DDPMScheduler.load_config(source, subfolder="scheduler")))
+    return PixArtBackbone(net, vae, text, schedule, model_id)
+
+
 def _load_sd3(source: str, parts: set[str], options: LoadOptions, model_id: str) -> SD3Backbone:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import CLIPTextModelWithProjection, T5EncoderModel
 
-    config = SD3Transformer2DModel.load_config(source, subfolder="transformer")
-    if config.get("_class_name") != "SD3Transformer2DModel":
-        raise ProbekitError(
-            f"{source} holds a {config.get('_class_name')} transformer: sd: reads SD3 (SD3Transformer2DModel) "
-            "transformer pipelines only"
-        )
     _require(source, parts, ("vae", "scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"), "SD3")
     net = _network(SD3Transformer2DModel, source, "transformer", options)
     vae = AutoencoderKL.from_pretrained(source, subfolder="vae")
@@ -153,15 +214,29 @@ def _refuse_part_folder(source: str) -> None:
     )
 
 
-def load_sd(spec: str, options: LoadOptions) -> StableDiffusionBackbone | SD3Backbone:
-    """Load ``sd:FOLDER_OR_HUB_ID`` (SD 1.x / 2.x / XL / 3): see :mod:`probekit.models.sd`."""
+def _size_option(spec: str, query: str) -> int | None:
+    """The ``size=PIXELS`` option of an ``sd:`` spec (the only one), or None."""
+    size = None
+    for item in filter(None, query.split("&")):
+        key, _, value = item.partition("=")
+        if key != "size":
+            raise ProbekitError(f"unknown sd: option {key!r} in {spec!r}: the only option is size=PIXELS (Flux)")
+        if not value.isdigit() or int(value) < 1:
+            raise ProbekitError(f"sd: option size={value!r} is not a positive integer: give e.g. size=512")
+        size = int(value)
+    return size
+
+
+def load_sd(spec: str, options: LoadOptions) -> StableDiffusionBackbone | SD3Backbone | FluxBackbone | PixArtBackbone:
+    """Load ``sd:FOLDER_OR_HUB_ID`` (SD 1.x / 2.x / XL / 3, Flux, PixArt): see :mod:`probekit.models.sd`."""
     try:
         import transformers  # noqa: F401
     except ImportError:
         raise ProbekitError(
             "sd: models need the transformers package for their text encoders: pip install 'probekit[vision]'"
         ) from None
-    source = spec[len(PREFIX) :]
+    source, _, query = spec[len(PREFIX) :].partition("?")
+    size = _size_option(spec, query)
     if not source:
         raise ProbekitError(f"{spec!r} names no pipeline: write sd:FOLDER or sd:OWNER/NAME")
     require_existing_folder(
@@ -175,12 +250,14 @@ def load_sd(spec: str, options: LoadOptions) -> StableDiffusionBackbone | SD3Bac
         try:
             parts = _components(source)
             if "transformer" in parts:
-                return _load_sd3(source, parts, options, model_id)
+                return _load_transformer(source, parts, options, model_id, size)
+            if size is not None:
+                raise ProbekitError(f"size= applies to Flux pipelines only; {source} is a UNet pipeline: drop it")
             return _load_unet(source, parts, options, model_id)
         except (OSError, ValueError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ProbekitError(
                 f"cannot load a Stable Diffusion pipeline from {source!r} ({first}): give a folder with unet/ (SD "
                 "1.x/2.x/XL) "
-                "or transformer/ (SD3), vae/, text_encoder(s)/, tokenizer(s)/ and scheduler/, or a hub id"
+                "or transformer/ (SD3, Flux, PixArt), vae/, text_encoder(s)/, tokenizer(s)/ and scheduler/, or a hub id"
             ) from err

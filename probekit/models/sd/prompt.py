@@ -100,7 +100,8 @@ class PromptConditioned:
                 raise ProbekitError(f"labels outside 0..{count - 1}: the prompt was filled in for {count} class names")
             rows = self._embeds.rows(labels.to(self._embeds.hidden.device).long())
         pooled = None if rows.pooled is None else rows.pooled.to(device=like.device, dtype=like.dtype)
-        return PromptEmbeds(rows.hidden.to(device=like.device, dtype=like.dtype), pooled)
+        mask = None if rows.mask is None else rows.mask.to(device=like.device)
+        return PromptEmbeds(rows.hidden.to(device=like.device, dtype=like.dtype), pooled, mask)
 
     def _move_prompt(self, device: torch.device | str) -> None:
         self._embeds = self._embeds.to(device)

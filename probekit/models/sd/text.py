@@ -7,6 +7,10 @@ clip skip: tokens padded to the tokenizer's ``model_max_length``.
 * :class:`SDXLText`: the penultimate hidden states of CLIP ``text_encoder`` and
   ``text_encoder_2`` (with projection) concatenated along features, and the projected pooled
   embedding of ``text_encoder_2``.
+* :class:`FluxText`: T5's last hidden state (``max_sequence_length`` 512 tokens); pooled = the
+  CLIP text encoder's pooled output (``pooler_output``, 77 tokens).
+* :class:`PixArtText`: T5's last hidden state and its attention mask (120 tokens for PixArt-alpha,
+  300 for PixArt-Sigma, the pipelines' defaults); no pooled embedding.
 * :class:`SD3Text`: the two CLIPs as for SDXL, zero-padded to the T5 width and followed along the
   sequence by T5's last hidden state (``max_sequence_length`` 256 tokens), or by 256 zero tokens
   when the pipeline has no ``text_encoder_3``; pooled = both CLIPs' projections concatenated.
@@ -17,6 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,16 +35,27 @@ T5_TOKENS = 256
 
 @dataclass
 class PromptEmbeds:
-    """One row per prompt: ``hidden`` (P, L, D) encoder hidden states, ``pooled`` (P, D') or None."""
+    """One row per prompt: ``hidden`` (P, L, D) encoder hidden states, ``pooled`` (P, D') or None,
+    ``mask`` (P, L) the tokens' attention mask where the denoiser reads one (PixArt), else None.
+    """
 
     hidden: torch.Tensor
     pooled: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> PromptEmbeds:
-        return PromptEmbeds(self.hidden.to(device), None if self.pooled is None else self.pooled.to(device))
+        return PromptEmbeds(
+            self.hidden.to(device),
+            None if self.pooled is None else self.pooled.to(device),
+            None if self.mask is None else self.mask.to(device),
+        )
 
     def rows(self, index: torch.Tensor) -> PromptEmbeds:
-        return PromptEmbeds(self.hidden[index], None if self.pooled is None else self.pooled[index])
+        return PromptEmbeds(
+            self.hidden[index],
+            None if self.pooled is None else self.pooled[index],
+            None if self.mask is None else self.mask[index],
+        )
 
 
 def _tokens(tokenizer: object, prompts: Sequence[str], length: int, device: torch.device) -> torch.Tensor:
@@ -67,7 +83,8 @@ class TextConditioning(ABC):
         with torch.no_grad():
             parts = [self.encode(prompts[i : i + TEXT_BATCH]) for i in range(0, len(prompts), TEXT_BATCH)]
         pooled = None if parts[0].pooled is None else torch.cat([part.pooled for part in parts])  # type: ignore[misc]
-        return PromptEmbeds(torch.cat([part.hidden for part in parts]), pooled)
+        mask = None if parts[0].mask is None else torch.cat([part.mask for part in parts])  # type: ignore[misc]
+        return PromptEmbeds(torch.cat([part.hidden for part in parts]), pooled, mask)
 
     @abstractmethod
     def encode(self, prompts: Sequence[str]) -> PromptEmbeds:
@@ -150,3 +167,51 @@ class SD3Text(TextConditioning):
     def modules(self) -> dict[str, nn.Module]:
         roles = {"text_encoder": self.encoders[0], "text_encoder_2": self.encoders[1]}
         return roles if self.t5 is None else {**roles, "text_encoder_3": self.t5[1]}
+
+
+#: Flux's T5 sequence length (FluxPipeline's default ``max_sequence_length``)
+FLUX_T5_TOKENS = 512
+
+
+class FluxText(TextConditioning):
+    """Flux: T5 (``text_encoder_2``) hidden states; pooled = CLIP (``text_encoder``) ``pooler_output``."""
+
+    def __init__(self, clip: tuple[Any, nn.Module], t5: tuple[Any, nn.Module]) -> None:
+        self.tokenizers = [clip[0], t5[0]]
+        self.encoders = [clip[1].eval().requires_grad_(False), t5[1].eval().requires_grad_(False)]
+
+    def encode(self, prompts: Sequence[str]) -> PromptEmbeds:
+        (clip_tokenizer, t5_tokenizer), (clip, t5) = self.tokenizers, self.encoders
+        pooled = clip(_tokens(clip_tokenizer, prompts, clip_tokenizer.model_max_length, _device(clip))).pooler_output
+        hidden = t5(_tokens(t5_tokenizer, prompts, FLUX_T5_TOKENS, _device(t5)))[0]
+        return PromptEmbeds(hidden.to(pooled.device), pooled)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"text_encoder": self.encoders[0], "text_encoder_2": self.encoders[1]}
+
+
+class PixArtText(TextConditioning):
+    """PixArt: T5 hidden states of ``tokens`` tokens and their attention mask (no pooled embedding).
+
+    The pipelines' caption cleaning (``clean_caption``, which needs bs4 and ftfy) is not applied:
+    class prompts are embedded as written.
+    """
+
+    def __init__(self, tokenizer: Any, encoder: nn.Module, tokens: int) -> None:
+        self.tokenizer, self.encoder, self.tokens = tokenizer, encoder.eval().requires_grad_(False), int(tokens)
+
+    def encode(self, prompts: Sequence[str]) -> PromptEmbeds:
+        inputs = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokens,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        )
+        device = _device(self.encoder)
+        mask = inputs.attention_mask.to(device)
+        return PromptEmbeds(self.encoder(inputs.input_ids.to(device), attention_mask=mask)[0], None, mask)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"text_encoder": self.encoder}
