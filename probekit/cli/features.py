@@ -127,13 +127,10 @@ def cmd_info(args: argparse.Namespace) -> None:
     with FeatureCache(args.cache) as cache:
         print(cache.summary())
         recorded = ATTR in cache.attrs
-        found = (
-            {cell: channels for cell, channels in cache_massive(cache).items() if len(channels)}
-            if cache.complete
-            else {}
-        )
+        complete = cache.complete
+        found = {cell: channels for cell, channels in cache_massive(cache).items() if len(channels)} if complete else {}
     if not found:
-        print(f"massive channels: none ({RULE})" if recorded or cache.complete else "")
+        print(f"massive channels: none ({RULE})" if recorded or complete else "")
         return
     print(f"massive channels ({RULE}{'' if recorded else '; computed now, not recorded'}): {len(found)} cells")
     for (t, layer), channels in sorted(found.items(), key=lambda item: (item[0][0], item[0][1])):

@@ -35,9 +35,17 @@ ATTR = "massive_channels"
 
 def massive_channels(features: np.ndarray, channels: int, ratio: float = RATIO) -> np.ndarray:
     """Indices of the massive channels of ``features`` (N, D), D = ``channels`` x positions, channel-major."""
+    return _above_ratio(channel_sums(features, channels) / max(1, features.size // channels), ratio)
+
+
+def channel_sums(features: np.ndarray, channels: int) -> np.ndarray:
+    """Per channel, the float64 sum of |feature| over the rows and positions of ``features`` (N, D)."""
     if features.shape[1] % channels:
         raise ValueError(f"width {features.shape[1]} is not a multiple of {channels} channels")
-    magnitude = np.abs(features.reshape(len(features), channels, -1).astype(np.float64)).mean(axis=(0, 2))
+    return np.abs(features.reshape(len(features), channels, -1)).sum(axis=(0, 2), dtype=np.float64)
+
+
+def _above_ratio(magnitude: np.ndarray, ratio: float) -> np.ndarray:
     median = float(np.median(magnitude))
     if not np.isfinite(median) or median <= 0:
         return np.zeros(0, dtype=np.int64)
@@ -103,9 +111,18 @@ def compute(cache: FeatureCache) -> dict[tuple[int, str], np.ndarray]:
     found: dict[tuple[int, str], np.ndarray] = {}
     for point in cache.grid:
         for layer in cache.layers:
-            features = cache.features(split, layer.name, point.t)[:rows]
-            channels = (
-                layer.channels if layer.channels and features.shape[1] % layer.channels == 0 else features.shape[1]
+            # summed block by block: the memory held is one block and one sum per channel, whatever the split's size
+            sums: np.ndarray | None = None
+            count = 0
+            channels = 0
+            for _, block in cache.row_chunks(split, layer.name, point.t, stop=rows, block_bytes=1 << 20):
+                if sums is None:
+                    width = block.shape[1]
+                    channels = layer.channels if layer.channels and width % layer.channels == 0 else width
+                    sums = np.zeros(channels)
+                sums += channel_sums(block, channels)
+                count += block.size // channels
+            found[(point.t, layer.name)] = (
+                np.zeros(0, dtype=np.int64) if sums is None else _above_ratio(sums / max(1, count), RATIO)
             )
-            found[(point.t, layer.name)] = massive_channels(features, channels)
     return found

@@ -118,7 +118,13 @@ class FeatureCache:
     @property
     def attrs(self) -> dict[str, object]:
         out: dict[str, object] = {}
-        for key, value in self.file.attrs.items():
+        try:
+            items = list(self.file.attrs.items())
+        except (OSError, KeyError) as err:  # a damaged attribute heap (e.g. an overwritten file tail)
+            raise ProbekitError(
+                f"{self.path} is damaged: its attributes cannot be read ({err}); re-run the extraction"
+            ) from None
+        for key, value in items:
             if isinstance(value, (np.generic,)):
                 value = value.item()
             if isinstance(value, str) and value[:1] in "[{":
