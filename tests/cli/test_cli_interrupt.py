@@ -58,10 +58,20 @@ def _written(path) -> int:
         return 0
 
 
+def _default_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run_and_signal(argv: list[str], out, sig: int) -> subprocess.CompletedProcess:
     """Start the CLI in a subprocess, send ``sig`` once some (not all) samples are on disk."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "probekit", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "probekit", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a suite started as a background job of a shell without job control inherits an ignored
+        # SIGINT, which Python keeps ignoring: the child gets the default a terminal would give it
+        preexec_fn=_default_interrupt,
     )
     deadline = time.monotonic() + 300  # generous: a loaded machine starts slowly
     while _written(out) < 20 and proc.poll() is None and time.monotonic() < deadline:
