@@ -32,7 +32,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.ship_only and not args.ship:
         raise ProbekitError("--ship-only needs --ship DEST: the folder to pack the run into")
     if not args.ship_only:
-        train(config, args.out, device=resolve_device(args.device), progress=not args.quiet)
+        train(
+            config,
+            args.out,
+            device=resolve_device(args.device),
+            progress=not args.quiet,
+            continue_from=args.continue_from,
+        )
     record = (
         json.loads((Path(args.out) / "record.json").read_text()) if (Path(args.out) / "record.json").is_file() else {}
     )
@@ -64,6 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         download=False,
     )
     p.add_argument("--total-steps", type=int, help="training steps (overrides the recipe)")
+    p.add_argument(
+        "--continue-from",
+        metavar="SHIPPED",
+        help="start a new run from a folder --ship wrote (same recipe), at its step: weights and EMA from its "
+        "EMA weights, fresh optimizer moments, the data order and schedule going on",
+    )
     p.add_argument("--batch-size", type=int, help="images per step (overrides the recipe)")
     p.add_argument(
         "--checkpoint-every", type=int, help="steps between checkpoints, samples and records (overrides the recipe)"

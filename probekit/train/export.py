@@ -159,6 +159,14 @@ def model_card(
         f"Files: {', '.join(f'`{name}`' for name in files)} (weights {weights}), `loss.csv` (step, loss, lr), "
         "`record.json` (the full recipe), `samples.png`, `loss.png`.",
     ]
+    origin = record.get("continued_from")
+    if origin:
+        lines += [
+            "",
+            f"Continued at step {origin['step']} from the shipped `{origin['folder']}` (`--continue-from`): "
+            f"{origin['how']}. The steps, data order, noise draws and learning rate went on as in one run; "
+            "the wall time counts both parts.",
+        ]
     if intermediate_steps:
         lines += [
             "",

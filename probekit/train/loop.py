@@ -96,10 +96,12 @@ def train(
     device: str | torch.device = "cpu",
     progress: bool = True,
     stop_at: int | None = None,
+    continue_from: str | Path | None = None,
 ) -> Path:
     """Train (or resume) into ``out``; returns ``out/model`` (``record.json``'s ``model_spec`` loads it).
     ``stop_at`` ends the run early at that step with a checkpoint, as an interruption would (used to
-    test resume).
+    test resume). ``continue_from``: a folder shipped by ``probekit train --ship`` of the same recipe,
+    from whose step a new run in ``out`` goes on (see :func:`_seed_from_shipped`).
     """
     out, device = Path(out), torch.device(device)
     # Resolved once, before the recipe is saved or compared for resume: runs record what they used.
@@ -121,8 +123,11 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config.warmup_steps))
 
-    step, wall_before = 0, 0.0
+    step, wall_before, origin = 0, 0.0, None
     state_path = out / STATE_FILE
+    if continue_from is not None and not state_path.exists():
+        # Seeded once; from then on the run resumes like any other (its state says where it came from).
+        _seed_from_shipped(Path(continue_from), config, family, model, ema, optimizer, out, device)
     if state_path.exists():
         state = load_state(state_path, device)
         # Settings added since a run was saved take their defaults, so older runs still resume.
@@ -136,6 +141,7 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, wall_before = int(state["step"]), float(state["wall_seconds"])
+        origin = state.get("continued_from")
         log.info("resuming %s from step %d", out, step)
     _truncate_loss_log(out / "loss.csv", step)
 
@@ -168,8 +174,81 @@ def train(
                 losses = []
             if step % config.checkpoint_every == 0 or step == end:
                 wall = wall_before + time.perf_counter() - started
-                _checkpoint(out, step, wall, config, family, model, ema, optimizer, scheduler, device, order.n)
+                _checkpoint(
+                    out, step, wall, config, family, model, ema, optimizer, scheduler, device, order.n, origin
+                )
     return out / "model"
+
+
+def _seed_from_shipped(
+    shipped: Path,
+    config: TrainConfig,
+    family: TrainFamily,
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    out: Path,
+    device: torch.device,
+) -> None:
+    """Write the state a run of ``config`` would resume from at the shipped folder's step.
+
+    A shipped folder keeps only the EMA weights (rounded to its dtype) and the loss log, so the
+    continued run starts its weights *and* its EMA from those, with fresh AdamW moments; the step
+    counter, data order, per-step draws and learning-rate schedule go on from the shipped step as
+    in an uninterrupted run. The record says so (``continued_from``) and so does the model card.
+    """
+    try:
+        record = json.loads((shipped / "record.json").read_text())
+        shipped_config = TrainConfig.from_dict(record["recipe"])
+        step = int(record["steps"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ProbekitError(
+            f"{shipped} is not a folder shipped by probekit train (record.json unreadable: {err}): "
+            "give --continue-from the folder that --ship wrote"
+        ) from err
+    ignore = ("total_steps", "checkpoint_every")
+    theirs = {k: v for k, v in shipped_config.as_dict().items() if k not in ignore}
+    ours = {k: v for k, v in config.as_dict().items() if k not in ignore}
+    if theirs != ours:
+        differing = sorted(k for k in ours if theirs.get(k) != ours[k])
+        raise ProbekitError(
+            f"{shipped} was trained with another recipe ({', '.join(differing)} differ): "
+            "continue it with the recipe in its record.json"
+        )
+    if step >= config.total_steps:
+        raise ProbekitError(f"{shipped} already has {step} steps: raise --total-steps above {step} to continue it")
+    try:
+        family.load_weights(model, shipped)
+    except (OSError, RuntimeError, KeyError) as err:
+        raise ProbekitError(f"cannot load the weights of {shipped} into the recipe's network: {err}") from err
+    ema.load_state_dict(model.state_dict())
+    for group in optimizer.param_groups:  # the schedule's base rate, as LambdaLR records it
+        group.setdefault("initial_lr", group["lr"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.warmup_steps), last_epoch=step - 1
+    )
+    origin = {
+        "folder": str(shipped),
+        "step": step,
+        "how": "weights and EMA started from the shipped EMA weights; AdamW moments fresh",
+    }
+    shutil.copy2(shipped / "loss.csv", out / "loss.csv")
+    name = f"step-{step:07d}"
+    _save_model(family, ema, model, config, out / "checkpoints" / name, step)
+    (out / "samples").mkdir(exist_ok=True)
+    shutil.copy2(shipped / "samples.png", out / "samples" / f"{name}.png")
+    state = {
+        "step": step,
+        "wall_seconds": float(record.get("wall_seconds") or 0.0),
+        "config": config.as_dict(),
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "continued_from": origin,
+    }
+    atomic_save(state, out / STATE_FILE)
+    log.info("continuing %s from step %d into %s", shipped, step, out)
 
 
 @torch.no_grad()
@@ -194,6 +273,7 @@ def _checkpoint(
     scheduler,
     device,
     n_images: int,
+    origin: dict | None = None,
 ) -> None:
     name = f"step-{step:07d}"
     _save_model(family, ema, model, config, out / "checkpoints" / name, step)
@@ -208,6 +288,7 @@ def _checkpoint(
         "ema": ema.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
+        **({"continued_from": origin} if origin else {}),
     }
     atomic_save(state, out / STATE_FILE)
     record = {
@@ -225,6 +306,7 @@ def _checkpoint(
         "network": family.describe_network(config),
         "objective": family.objective,
         "model_spec": family.model_spec(out / "model", config),
+        **({"continued_from": origin} if origin else {}),
     }
     (out / "record.json").write_text(json.dumps(record, indent=2))
     log.info("checkpoint %s (%.0f s of training)", name, wall)

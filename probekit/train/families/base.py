@@ -53,6 +53,12 @@ class TrainFamily(ABC):
         """Write ``folder`` (which does not exist yet) in the family's public checkpoint layout."""
 
     @abstractmethod
+    def load_weights(self, model: nn.Module, folder: Path) -> None:
+        """Load the weights of a folder written by :meth:`save` or :meth:`export` into ``model``
+        (any float dtype, cast to the model's; a mismatching architecture is an error).
+        """
+
+    @abstractmethod
     def model_spec(self, folder: Path, config: TrainConfig) -> str:
         """The ``--model`` string that loads a folder written by :meth:`save`."""
 

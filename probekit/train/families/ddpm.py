@@ -53,6 +53,9 @@ class DDPMFamily(DiscreteEpsilon, TrainFamily):
         ema.save_pretrained(folder)
         (folder / "scheduler_config.json").write_text(json.dumps(config.scheduler_config(), indent=2))
 
+    def load_weights(self, model: nn.Module, folder: Path) -> None:
+        model.load_state_dict({k: v.float() for k, v in load_file(str(folder / WEIGHTS)).items()})
+
     def model_spec(self, folder: Path, config: TrainConfig) -> str:
         return str(folder)
 

@@ -153,6 +153,12 @@ class EDMFamily(TrainFamily):
         }
         torch.save(checkpoint, folder / CHECKPOINT)
 
+    def load_weights(self, model: nn.Module, folder: Path) -> None:
+        """The EMA entry (what :meth:`export` keeps), under DDAE's ``ema_model.nn_model.`` prefix."""
+        ema = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)["EMA"]
+        prefix = "ema_model.nn_model."
+        model.load_state_dict({k[len(prefix) :]: v.float() for k, v in ema.items() if k.startswith(prefix)})
+
     def model_spec(self, folder: Path, config: TrainConfig) -> str:
         return f"ddae:{folder / CONFIG}:{folder / CHECKPOINT}"
 

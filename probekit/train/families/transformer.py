@@ -60,6 +60,10 @@ class TransformerFiles:
         folder.mkdir(parents=True)
         torch.save({k: v.detach().clone() for k, v in ema.state_dict().items()}, folder / self.checkpoint)
 
+    def load_weights(self, model: nn.Module, folder: Path) -> None:
+        state = torch.load(folder / self.checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+
     def model_spec(self, folder: Path, config: TrainConfig) -> str:
         heads = int((config.network or {})["num_heads"])
         return f"{self.prefix}{folder / self.checkpoint}?heads={heads}&vae=none"
