@@ -174,9 +174,7 @@ def train(
                 losses = []
             if step % config.checkpoint_every == 0 or step == end:
                 wall = wall_before + time.perf_counter() - started
-                _checkpoint(
-                    out, step, wall, config, family, model, ema, optimizer, scheduler, device, order.n, origin
-                )
+                _checkpoint(out, step, wall, config, family, model, ema, optimizer, scheduler, device, order.n, origin)
     return out / "model"
 
 

@@ -12,8 +12,7 @@ from probekit.core.errors import ProbekitError
 from probekit.train import export_checkpoint, train
 from probekit.train.families import get_family
 from probekit.train.loop import build_network
-
-from .conftest import tiny_config
+from tests.train.families.conftest import tiny_config
 
 FAMILIES = ["ddpm", "dit", "edm", "flow"]
 
