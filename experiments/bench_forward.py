@@ -137,7 +137,7 @@ def forward_flops(backbone: Backbone, x: torch.Tensor, point) -> float:  # noqa:
 
 
 def variants(name: str, backbone: Backbone, x: torch.Tensor) -> dict[str, tuple[Backbone, torch.Tensor, bool]]:
-    """variant -> (backbone, input, autocast bf16)."""
+    """The variants to time: name -> (backbone, input, bf16 autocast)."""
     out = {"eager": (backbone, x, False)}
     if x.dim() == 4 and name != "dit":
         channels_last = copy.deepcopy(backbone)
