@@ -1,12 +1,15 @@
 """The figures and numbers of docs/results/families.md, from the families job's tables.
 
-    python experiments/families_figures.py [--run out/families] [--out docs/figures/families]
+    python experiments/families_figures.py [--config experiments/families.yaml] [--run out/families]
+        [--out docs/figures/families]
 
-Reads the leaderboard and every model's results (``probekit run --config experiments/families.yaml``)
-and writes small PNGs: test top-1 against log-SNR per model (the val-chosen layer at each noise
-level, the paper's figure), the heatmaps side by side, the relative depth of the chosen layer per
-noise level; then prints the paired comparisons the page quotes (each model against its
-random-init twin, EDM against the DDPM at equal budget, the budgets of the DDPM against each other).
+Reads the job's models and their random-init twins from its YAML (``probekit run --config
+experiments/families.yaml``), the leaderboard and every model's results, and writes small PNGs:
+test top-1 against log-SNR per model (the val-chosen layer at each noise level, the paper's
+figure), the heatmaps side by side, the relative depth of the chosen layer per noise level; then
+prints the paired comparisons the page quotes: each model against its random-init twin, and
+every pair of models trained for the same number of steps (names ``FAMILY-BUDGET``, e.g.
+``edm-2k``), and each family's budgets against each other.
 """
 
 from __future__ import annotations
@@ -25,34 +28,49 @@ import pandas as pd  # noqa: E402
 from probekit.evaluate.compare import compare_runs, format_comparison  # noqa: E402
 from probekit.evaluate.leaderboard import best_per_level, read_leaderboard  # noqa: E402
 from probekit.evaluate.results import best_cells, read_table  # noqa: E402
+from probekit.multirun import plan_models  # noqa: E402
+from probekit.pipeline.config import RunConfig  # noqa: E402
 
-MODELS = ("ddpm-1k", "edm-1k", "dit-1k", "flow-1k", "ddpm-3k")
-TWINS = {"ddpm-1k": "random-init-ddpm-1k", "edm-1k": "random-init-edm-1k", "dit-1k": "random-init-dit-1k"}
-TWINS |= {"flow-1k": "random-init-flow-1k", "ddpm-3k": "random-init-ddpm-1k"}
-STYLE = {"ddpm-1k": "C0", "edm-1k": "C1", "dit-1k": "C2", "flow-1k": "C3", "ddpm-3k": "C0"}
+#: run name -> its random-init twin's run name, in the YAML's order (set by main)
+TWINS: dict[str, str] = {}
+COLOURS = {"ddpm": "C0", "edm": "C1", "dit": "C2", "flow": "C3"}
+
+
+def family(name: str) -> str:
+    return name.split("-")[0]
+
+
+def budget(name: str) -> str:
+    return name.split("-", 1)[1] if "-" in name else ""
+
+
+def _style(name: str) -> tuple[str, str]:
+    """(colour by family, line style by budget: the largest budget of the job dashed)."""
+    largest = max((budget(m) for m in TWINS), key=lambda b: float(b.rstrip("k") or 0))
+    return COLOURS.get(family(name), "C7"), "--" if budget(name) == largest else "-"
 
 
 def _results(run: Path, name: str) -> Path:
-    return run / name / f"results_{name}.csv" if name in MODELS else run / f"results_{name}.csv"
+    return run / name / f"results_{name}.csv" if name in TWINS else run / f"results_{name}.csv"
 
 
 def curves(run: Path, out: Path, probe: str, board: pd.DataFrame) -> Path:
     fig, (ax, depth_ax) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
-    for name in MODELS:
+    for name in TWINS:
         table = read_table(_results(run, name))
         best = best_per_level(table, probe)
         best = best[best["logsnr"].map(math.isfinite)]
-        style = "--" if name == "ddpm-3k" else "-"
-        ax.plot(best["logsnr"], 100 * best["value"], style, marker="o", ms=4, color=STYLE[name], label=name)
+        colour, style = _style(name)
+        ax.plot(best["logsnr"], 100 * best["value"], style, marker="o", ms=4, color=colour, label=name)
         max_depth = table["depth"].max()
-        depth_ax.plot(best["logsnr"], best["depth"] / max_depth, style, marker="o", ms=4, color=STYLE[name], label=name)
+        depth_ax.plot(best["logsnr"], best["depth"] / max_depth, style, marker="o", ms=4, color=colour, label=name)
     rows = board[board["probe"] == probe].set_index("name")
     if "pixels" in rows.index:
         ax.axhline(100 * rows.loc["pixels", "test_top1"], color="k", ls=":", lw=1, label="pixels")
     for twin in sorted(set(TWINS.values())):
         if twin in rows.index:
             model = next(m for m, t in TWINS.items() if t == twin)
-            ax.axhline(100 * rows.loc[twin, "test_top1"], color=STYLE[model], ls=":", lw=0.8, alpha=0.7)
+            ax.axhline(100 * rows.loc[twin, "test_top1"], color=_style(model)[0], ls=":", lw=0.8, alpha=0.7)
     for axis in (ax, depth_ax):
         axis.invert_xaxis()
         axis.set_xlabel("log-SNR (recorded per grid point; more noise to the right)")
@@ -70,8 +88,8 @@ def curves(run: Path, out: Path, probe: str, board: pd.DataFrame) -> Path:
 
 
 def heatmaps(run: Path, out: Path, probe: str) -> Path:
-    fig, axes = plt.subplots(1, len(MODELS), figsize=(3.4 * len(MODELS), 5.6), gridspec_kw={"wspace": 1.0})
-    for ax, name in zip(axes, MODELS):
+    fig, axes = plt.subplots(1, len(TWINS), figsize=(3.4 * len(TWINS), 5.6), gridspec_kw={"wspace": 1.0})
+    for ax, name in zip(axes, TWINS):
         table = read_table(_results(run, name))
         rows = table[(table["probe"] == probe) & (table["metric"] == "top1") & (table["split"] == "test")]
         grid = rows.pivot_table(index=["depth", "layer"], columns="logsnr", values="value").sort_index()
@@ -96,20 +114,24 @@ def heatmaps(run: Path, out: Path, probe: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="experiments/families.yaml")
     parser.add_argument("--run", default="out/families")
     parser.add_argument("--out", default="docs/figures/families")
     args = parser.parse_args()
     run, out = Path(args.run), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    TWINS.update({r.config.label: r.twin for r in plan_models(RunConfig.from_sources(args.config, {}))})
     board = read_leaderboard(run / "leaderboard.csv")
     for probe in ("linear", "knn"):
         print("wrote", curves(run, out, probe, board), heatmaps(run, out, probe))
-    pairs = [(m, TWINS[m]) for m in MODELS] + [("edm-1k", "ddpm-1k"), ("ddpm-3k", "ddpm-1k"), ("dit-1k", "ddpm-1k")]
-    pairs += [("flow-1k", "dit-1k"), ("edm-1k", "dit-1k")]
+    names = list(TWINS)
+    pairs = [(m, TWINS[m]) for m in names]
+    pairs += [(a, b) for i, a in enumerate(names) for b in names[i + 1 :] if budget(a) == budget(b)]
+    pairs += [(b, a) for i, a in enumerate(names) for b in names[i + 1 :] if family(a) == family(b)]
     for a, b in pairs:
         print(f"\n## {a} vs {b}")
         print(format_comparison(compare_runs(_results(run, a), _results(run, b), probe="linear", n_boot=10_000)))
-    for name in MODELS:  # the chosen level's place on the grid: is it the noisiest end?
+    for name in names:  # the chosen level's place on the grid: is it the noisiest end?
         table = read_table(_results(run, name))
         top = best_cells(table[table["probe"] == "linear"]).iloc[0]
         levels = np.sort(table["logsnr"].unique())
