@@ -163,7 +163,8 @@ def model_card(
     if origin:
         lines += [
             "",
-            f"Continued at step {origin['step']} from the shipped `{origin['folder']}` (`--continue-from`): "
+            f"Continued at step {origin['step']} from `{origin['folder']}` as it was shipped at that step "
+            "(`--continue-from`): "
             f"{origin['how']}. The steps, data order, noise draws and learning rate went on as in one run; "
             "the wall time counts both parts.",
         ]
