@@ -112,6 +112,29 @@ def heatmaps(run: Path, out: Path, probe: str) -> Path:
     return path
 
 
+def leaderboard_markdown(board: pd.DataFrame, probe: str) -> str:
+    """The leaderboard of one probe as the page's table (rank, cell, val, test with interval, paired to the best)."""
+    rows = board[board["probe"] == probe].sort_values("rank")
+    lines = [
+        "| rank | run | val-chosen cell | log-SNR | val % | test top-1 % [95 % bootstrap] "
+        "| - best, points [paired 95 %] | McNemar p | Holm p |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows.itertuples():
+        level = "clean" if not math.isfinite(r.logsnr) else f"{r.logsnr:.1f}"
+        params = f" ({r.params})" if isinstance(r.params, str) and r.params.startswith("k=") else ""
+        if r.name == r.best:
+            paired, p, holm = "best on val", "", ""
+        else:
+            paired = f"{100 * r.diff:+.1f} [{100 * r.diff_low:+.1f}, {100 * r.diff_high:+.1f}]"
+            p, holm = f"{r.p_value:.2g}", f"{r.p_holm:.2g}"
+        lines.append(
+            f"| {r.rank} | `{r.name}` | t={r.t} `{r.layer}`{params} | {level} | {100 * r.val_top1:.1f} | "
+            f"{100 * r.test_top1:.1f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}] | {paired} | {p} | {holm} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="experiments/families.yaml")
@@ -124,6 +147,7 @@ def main() -> None:
     board = read_leaderboard(run / "leaderboard.csv")
     for probe in ("linear", "knn"):
         print("wrote", curves(run, out, probe, board), heatmaps(run, out, probe))
+        print(f"\n**{probe}**\n\n{leaderboard_markdown(board, probe)}\n")
     names = list(TWINS)
     pairs = [(m, TWINS[m]) for m in names]
     pairs += [(a, b) for i, a in enumerate(names) for b in names[i + 1 :] if budget(a) == budget(b)]
