@@ -127,7 +127,7 @@ def train(
     state_path = out / STATE_FILE
     if continue_from is not None and not state_path.exists():
         # Seeded once; from then on the run resumes like any other (its state says where it came from).
-        _seed_from_shipped(Path(continue_from), config, family, model, ema, optimizer, out, device)
+        _seed_from_shipped(Path(continue_from), config, family, model, ema, optimizer, out)
     if state_path.exists():
         state = load_state(state_path, device)
         # Settings added since a run was saved take their defaults, so older runs still resume.
@@ -186,7 +186,6 @@ def _seed_from_shipped(
     ema: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     out: Path,
-    device: torch.device,
 ) -> None:
     """Write the state a run of ``config`` would resume from at the shipped folder's step.
 
@@ -235,17 +234,8 @@ def _seed_from_shipped(
     _save_model(family, ema, model, config, out / "checkpoints" / name, step)
     (out / "samples").mkdir(exist_ok=True)
     shutil.copy2(shipped / "samples.png", out / "samples" / f"{name}.png")
-    state = {
-        "step": step,
-        "wall_seconds": float(record.get("wall_seconds") or 0.0),
-        "config": config.as_dict(),
-        "model": model.state_dict(),
-        "ema": ema.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "continued_from": origin,
-    }
-    atomic_save(state, out / STATE_FILE)
+    wall = float(record.get("wall_seconds") or 0.0)
+    atomic_save(_state(step, wall, config, model, ema, optimizer, scheduler, origin), out / STATE_FILE)
     log.info("continuing %s from step %d into %s", shipped, step, out)
 
 
@@ -278,17 +268,7 @@ def _checkpoint(
     _save_model(family, ema, model, config, out / "model", step)
     (out / "samples").mkdir(exist_ok=True)
     sample_grid(family, ema, config, out / "samples" / f"{name}.png", device=device)
-    state = {
-        "step": step,
-        "wall_seconds": wall,
-        "config": config.as_dict(),
-        "model": model.state_dict(),
-        "ema": ema.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        **({"continued_from": origin} if origin else {}),
-    }
-    atomic_save(state, out / STATE_FILE)
+    atomic_save(_state(step, wall, config, model, ema, optimizer, scheduler, origin), out / STATE_FILE)
     record = {
         "steps": step,
         "images_seen": step * config.batch_size,
@@ -308,6 +288,20 @@ def _checkpoint(
     }
     (out / "record.json").write_text(json.dumps(record, indent=2))
     log.info("checkpoint %s (%.0f s of training)", name, wall)
+
+
+def _state(step: int, wall: float, config: TrainConfig, model, ema, optimizer, scheduler, origin: dict | None) -> dict:
+    """The training state a run resumes from (``state.pt``)."""
+    return {
+        "step": step,
+        "wall_seconds": wall,
+        "config": config.as_dict(),
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        **({"continued_from": origin} if origin else {}),
+    }
 
 
 def cpu_model() -> str:
