@@ -10,6 +10,8 @@ from probekit.core.errors import ProbekitError
 
 @pytest.fixture(autouse=True)
 def restore():
+    # An in-process CLI call of an earlier test on this worker may have left a level set (--quiet).
+    verbosity.set_verbosity(None)
     yield
     verbosity.set_verbosity(None)
 
