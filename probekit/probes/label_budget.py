@@ -6,12 +6,17 @@ seeded by ``(seed, k, d)``; the validation split and the test split stay the sam
 and draw, so val-chosen cells and test scores are comparable across budgets. Budget ``None``
 ("all") fits on the whole fit part once.
 
+Every budget and draw is probed in one pass over the cache (:func:`probe_cache_subsets`): each
+cell is read once, and the draws of one budget, whose fit rows are grouped by class and so carry
+the same labels in the same order, are solved as one batched problem with every cell.
+
 The results table is :func:`probekit.probes.run.probe_cache`'s, with two more columns:
 ``labels_per_class`` ("1", "5", ..., "all") and ``budget_draw`` (0-based draw number).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +25,7 @@ import pandas as pd
 
 from probekit.core.errors import ProbekitError
 from probekit.evaluate.results import with_kind
-from probekit.probes.run import ProbeRunConfig, probe_cache
+from probekit.probes.run import ProbeRunConfig, probe_cache_subsets
 
 ALL = "all"
 
@@ -51,10 +56,12 @@ def parse_budgets(text: str) -> list[int | None]:
 
 
 def budget_positions(labels: np.ndarray, per_class: int, seed: int, draw: int) -> np.ndarray:
-    """Sorted positions into ``labels`` of ``per_class`` samples of every class.
+    """Positions into ``labels`` of ``per_class`` samples of every class, grouped by class.
 
     Drawn without replacement by ``numpy.random.default_rng([seed, per_class, draw])``: the
-    same arguments give the same positions; each draw is an independent choice.
+    same arguments give the same positions; each draw is an independent choice. The positions
+    come class by class (classes ascending, positions ascending within each), so every draw of a
+    budget has the same labels in the same order and the draws batch into one problem.
     """
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
@@ -67,7 +74,7 @@ def budget_positions(labels: np.ndarray, per_class: int, seed: int, draw: int) -
         )
     rng = np.random.default_rng([seed, per_class, draw])
     chosen = [rng.choice(np.flatnonzero(labels == label), size=per_class, replace=False) for label in classes]
-    return np.sort(np.concatenate(chosen)).astype(np.int64)
+    return np.concatenate([np.sort(part) for part in chosen]).astype(np.int64)
 
 
 def probe_label_budgets(
@@ -82,17 +89,18 @@ def probe_label_budgets(
     """Probe every cell under every label budget (``draws`` seeded draws each; one for "all")."""
     if draws < 1:
         raise ProbekitError(f"--budget-draws must be at least 1, got {draws}")
+    plan = [(per_class, draw) for per_class in budgets for draw in range(1 if per_class is None else draws)]
+    subsets = [
+        None
+        if per_class is None
+        else functools.partial(budget_positions, per_class=per_class, seed=config.seed, draw=draw)
+        for per_class, draw in plan
+    ]
+    runs = probe_cache_subsets(cache_path, config, subsets, progress=progress, max_memory=max_memory)
     tables = []
-    for per_class in budgets:
-        for draw in range(1 if per_class is None else draws):
-            subset = None
-            if per_class is not None:
-
-                def subset(y: np.ndarray, k: int = per_class, d: int = draw) -> np.ndarray:
-                    return budget_positions(y, k, config.seed, d)
-
-            table = probe_cache(cache_path, config, progress=progress, max_memory=max_memory, fit_subset=subset).table
-            table["labels_per_class"] = ALL if per_class is None else str(per_class)
-            table["budget_draw"] = draw
-            tables.append(table)
+    for (per_class, draw), run in zip(plan, runs):
+        table = run.table
+        table["labels_per_class"] = ALL if per_class is None else str(per_class)
+        table["budget_draw"] = draw
+        tables.append(table)
     return with_kind(pd.concat(tables, ignore_index=True), "labels")

@@ -269,13 +269,13 @@ def _probe_streamed(
     return out
 
 
-def _gather(outcomes: dict[str, dict[Cell, Any]], seconds: dict[str, float]) -> tuple[dict, dict]:
+def _gather(outcomes: dict[str, dict[Any, Any]], seconds: dict[str, float]) -> tuple[dict, dict]:
     """Every rank's outcomes (and summed probe times), on every rank."""
     import torch.distributed as dist
 
     parts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, (outcomes, seconds))
-    merged: dict[str, dict[Cell, Any]] = {name: {} for name in outcomes}
+    merged: dict[str, dict[Any, Any]] = {name: {} for name in outcomes}
     total = dict.fromkeys(seconds, 0.0)
     for part_outcomes, part_seconds in parts:
         for name in merged:
@@ -346,6 +346,28 @@ def probe_cache(
     probes a contiguous share of the cells and every process returns the results of all of them
     (each cell's probe does not depend on the others, so the table is the single-process one).
     """
+    return probe_cache_subsets(cache_path, config, [fit_subset], progress=progress, max_memory=max_memory, rank=rank)[0]
+
+
+def probe_cache_subsets(
+    cache_path: str | Path | Sequence[str | Path],
+    config: ProbeRunConfig,
+    fit_subsets: Sequence[Callable[[np.ndarray], np.ndarray] | None],
+    *,
+    progress: bool = True,
+    max_memory: int | None = None,
+    rank: tuple[int, int] | None = None,
+) -> list[ProbeResults]:
+    """:func:`probe_cache` once per fit subset (None: the whole fit part), in one batched pass.
+
+    The cache is opened once and each cell's rows are read once (the union of the subsets' rows,
+    val and test); subsets whose fit labels are equal, in the same order (the draws of one label
+    budget, :func:`.label_budget.budget_positions`), are probed as one batched problem, each
+    (cell, subset) pair a cell of it. Each result is what :func:`probe_cache` with that
+    ``fit_subset`` returns, up to the solvers' tolerance (a batched sum adds in another order).
+    """
+    if not fit_subsets:
+        raise ProbekitError("no fit subset to probe: pass [None] for the whole fit part")
     unknown = [name for name in config.probes if name not in PROBES]
     if unknown or not config.probes:
         raise ProbekitError(f"unknown probe(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(PROBES)}")
@@ -356,7 +378,8 @@ def probe_cache(
             raise ProbekitError(
                 f"{', '.join(map(str, paths))} need a train and a test split to be probed; found {group.splits}"
             )
-        splits = _splits(group, config, fit_subset)
+        whole = _splits(group, config)
+        subsets = [whole if subset is None else _narrowed(whole, subset) for subset in fit_subsets]
         cells = group.cells
         if config.timesteps is not None:
             missing = sorted(set(config.timesteps) - {t for t, _ in cells})
@@ -370,30 +393,34 @@ def probe_cache(
         if rank is not None:
             first, last = len(mine) * rank[0] // rank[1], len(mine) * (rank[0] + 1) // rank[1]
             mine = mine[first:last]
-        outcomes, seconds = _probe_cells(group, mine, config, splits, max_memory=max_memory, progress=progress)
+        outcomes, seconds = _probe_cells(group, mine, config, subsets, max_memory=max_memory, progress=progress)
         massive = _massive(group) if config.drop_massive else {}
         attrs, test_index = group.attrs, group.index("test")
-        if splits.val_pos is None:
+        if whole.val_pos is None:
             val_index, val_fraction = group.index("val"), float("nan")
         else:
-            val_index, val_fraction = group.index("train")[splits.val_pos], config.val_fraction
+            val_index, val_fraction = group.index("train")[whole.val_pos], config.val_fraction
     if rank is not None:
         outcomes, seconds = _gather(outcomes, seconds)
+    fit_sets = f" under each of {len(subsets)} fit subsets" if len(subsets) > 1 else ""
     for name, spent in seconds.items():
-        log.info("%s: %d cells in %.1f s", name, len(outcomes[name]), spent)
+        log.info("%s: %d cells%s in %.1f s", name, len({cell for cell, _ in outcomes[name]}), fit_sets, spent)
     if not any(outcomes.values()):
         raise ProbekitError("every cell has NaN/inf features: nothing to probe; check the model and --precision")
-    results = _results(outcomes, cells, attrs, splits, test_index, val_index, val_fraction)
-    if config.drop_massive:
-        results.table["massive_dropped"] = [
-            len(massive.get((int(t), str(layer)), ())) for t, layer in zip(results.table["t"], results.table["layer"])
-        ]
-    return results
+    runs = []
+    for i, splits in enumerate(subsets):
+        mine_only = {name: {cell: o for (cell, j), o in per.items() if j == i} for name, per in outcomes.items()}
+        results = _results(mine_only, cells, attrs, splits, test_index, val_index, val_fraction)
+        if config.drop_massive:
+            results.table["massive_dropped"] = [
+                len(massive.get((int(t), str(layer)), ()))
+                for t, layer in zip(results.table["t"], results.table["layer"])
+            ]
+        runs.append(results)
+    return runs
 
 
-def _splits(
-    group: CacheGroup, config: ProbeRunConfig, fit_subset: Callable[[np.ndarray], np.ndarray] | None
-) -> _Splits:
+def _splits(group: CacheGroup, config: ProbeRunConfig) -> _Splits:
     """The validation split (the cache's own, else a stratified share of train) and the fit rows."""
     y_all = group.labels("train")
     if "val" in group.splits:
@@ -413,94 +440,189 @@ def _splits(
     y_evals = {"test": group.labels("test")}
     if select_on == "val":
         y_evals["val"] = group.labels("val") if val_pos is None else y_all[val_pos]
-    if fit_subset is not None:
-        fit_pos = fit_pos[fit_subset(y_all[fit_pos])]
     return _Splits(fit_pos, val_pos, y_all[fit_pos], y_evals, select_on)
+
+
+def _narrowed(whole: _Splits, fit_subset: Callable[[np.ndarray], np.ndarray]) -> _Splits:
+    """``whole`` fitting only on the positions ``fit_subset`` picks from its fit rows' labels."""
+    chosen = np.asarray(fit_subset(whole.y_fit))
+    return replace(whole, fit_pos=whole.fit_pos[chosen], y_fit=whole.y_fit[chosen])
+
+
+def _same_labels(subsets: Sequence[_Splits]) -> list[list[int]]:
+    """Indices of ``subsets`` grouped by equal fit labels in equal order: each group is one
+    batched problem (the probes take one label vector for all the cells of a task).
+    """
+    groups: dict[bytes, list[int]] = {}
+    for i, splits in enumerate(subsets):
+        groups.setdefault(np.ascontiguousarray(splits.y_fit, dtype=np.int64).tobytes(), []).append(i)
+    return list(groups.values())
 
 
 def _probe_cells(
     group: CacheGroup,
     cells: list[Cell],
     config: ProbeRunConfig,
-    splits: _Splits,
+    subsets: Sequence[_Splits],
     *,
     max_memory: int | None,
     progress: bool,
-) -> tuple[dict[str, dict[Cell, Any]], dict[str, float]]:
-    """Every probe's outcome on each of ``cells`` and its wall time: cells over the memory budget
-    streamed from the cache one by one, the others read in groups that fit it.
+) -> tuple[dict[str, dict[Any, Any]], dict[str, float]]:
+    """Every probe's outcome on each of ``cells`` under each fit subset, keyed (cell, subset
+    index), and each probe's wall time. Cells are read in groups that fit the memory budget, each
+    cell's rows once for every subset; a cell over the budget is probed one batch of subsets at
+    a time, in memory where that batch fits and streamed from the cache where it does not.
     """
-    settings = config.settings
-    outcomes: dict[str, dict[Cell, Any]] = {name: {} for name in config.probes}
-    seconds = dict.fromkeys(config.probes, 0.0)  # wall time per probe, summed over cell groups
-    num_classes = len(group.class_names)
-    sample = config.train_features == "sample"
-    slots = group.slots(config.use_views) if sample else 1
-    n_eval = len(splits.y_evals["test"]) + len(splits.y_evals.get("val", []))
-    costs = {
-        cell: probe_bytes(group.caches[0].width(cell[1]), len(splits.y_fit), n_eval, num_classes, config.probes, slots)
-        for cell in cells
-    }
-    streamed = [cell for cell, cost in costs.items() if max_memory is not None and cost > max_memory]
-    if streamed:
-        _check_streamable(streamed, costs, config, max_memory)
-        log.info("%d cells exceed --max-memory: streaming their train rows from the cache", len(streamed))
-    groups = plan_groups({cell: cost for cell, cost in costs.items() if cell not in streamed}, max_memory)
+    run = _CellRun(group, config, subsets, progress)
+    batches = _same_labels(subsets)
+    costs = {cell: run.cost(cell, batches) for cell in cells}
+    oversize = [cell for cell, size in costs.items() if max_memory is not None and size > max_memory]
+    groups = plan_groups({cell: size for cell, size in costs.items() if cell not in oversize}, max_memory)
     groups = [members for members in groups if members]
     if len(groups) > 1:
         log.info("probing %d cells in %d groups to stay within --max-memory", len(group.cells), len(groups))
-    for cell in streamed:
-        for name, outcome in _probe_streamed(
-            group,
-            cell,
-            config,
-            settings,
-            splits.fit_pos,
-            splits.val_pos,
-            splits.y_fit,
-            splits.y_evals,
-            num_classes,
-            splits.select_on,
-            max_memory,
-        ).items():
-            outcomes[name].update(outcome)
-    epoch_based = epoch_based_probes()
-    massive = _massive(group) if config.drop_massive else {}
+    if oversize:
+        assert max_memory is not None
+        streamed = {cell: [b for b in batches if run.cost(cell, [b]) > max_memory] for cell in oversize}
+        streamed = {cell: parts for cell, parts in streamed.items() if parts}
+        if streamed:
+            _check_streamable(list(streamed), costs, config, max_memory)
+            log.info("%d cells exceed --max-memory: streaming their train rows from the cache", len(streamed))
+        for cell in oversize:
+            for batch in batches:
+                if batch in streamed.get(cell, []):
+                    run.streamed(cell, batch, max_memory)
+                else:
+                    run.in_memory([cell], [batch])
     for members in groups:
-        features = _read_group(group, members, config, splits.fit_pos, splits.val_pos, slots)
+        run.in_memory(members, batches)
+    return run.outcomes, run.seconds
+
+
+class _CellRun:
+    """The probes of one :func:`probe_cache_subsets` call, run on cells batch by batch, with their
+    outcomes keyed (cell, subset index) and their wall times summed.
+    """
+
+    def __init__(self, group: CacheGroup, config: ProbeRunConfig, subsets: Sequence[_Splits], progress: bool):
+        self.group, self.config, self.subsets, self.progress = group, config, subsets, progress
+        self.outcomes: dict[str, dict[Any, Any]] = {name: {} for name in config.probes}
+        self.seconds = dict.fromkeys(config.probes, 0.0)
+        self.num_classes = len(group.class_names)
+        self.sample = config.train_features == "sample"
+        self.slots = group.slots(config.use_views) if self.sample else 1
+        self.first = subsets[0]  # val and test are the same under every subset
+        self.n_eval = len(self.first.y_evals["test"]) + len(self.first.y_evals.get("val", []))
+        self.massive = _massive(group) if config.drop_massive else {}
+        self._rows_cache: dict[tuple, tuple[np.ndarray, dict[int, np.ndarray | None]]] = {}
+
+    def _rows(self, batches: Sequence[list[int]]) -> tuple[np.ndarray, dict[int, np.ndarray | None]]:
+        """The train rows to read for ``batches`` (every subset's fit rows, once) and each subset's
+        rows within them; None for a subset that is all of them (no copy is taken).
+        """
+        key = tuple(tuple(batch) for batch in batches)
+        if key in self._rows_cache:
+            return self._rows_cache[key]
+        members = [i for batch in batches for i in batch]
+        union = np.unique(np.concatenate([self.subsets[i].fit_pos for i in members]))
+        rows = {
+            i: None
+            if np.array_equal(self.subsets[i].fit_pos, union)
+            else np.searchsorted(union, self.subsets[i].fit_pos)
+            for i in members
+        }
+        self._rows_cache[key] = union, rows
+        return union, rows
+
+    def cost(self, cell: Cell, batches: Sequence[list[int]]) -> int:
+        """Bytes held probing ``cell`` under ``batches``, one batch at a time: its train rows, the
+        eval rows and its probes' working set, plus the rows read where the batch copies from them.
+        """
+        width = self.group.caches[0].width(cell[1])
+        union, rows = self._rows(batches)
+        return max(
+            probe_bytes(
+                width,
+                sum(len(self.subsets[i].fit_pos) for i in batch),
+                self.n_eval,
+                self.num_classes,
+                self.config.probes,
+                self.slots,
+            )
+            + (0 if all(rows[i] is None for i in batch) else 4 * width * self.slots * len(union))
+            for batch in batches
+        )
+
+    def in_memory(self, members: Sequence[Cell], batches: Sequence[list[int]]) -> None:
+        """Read ``members`` once (the batches' fit rows, val and test) and probe every batch."""
+        config, first = self.config, self.first
+        union, rows = self._rows(batches)
+        features = _read_group(self.group, members, config, union, first.val_pos, self.slots)
         features = {split: values for split, values in features.items() if values}
         if config.drop_massive:
-            features = {split: _without_massive(values, group, massive) for split, values in features.items()}
+            features = {split: _without_massive(values, self.group, self.massive) for split, values in features.items()}
         finite = _finite_cells(features)
         if not finite:
-            continue
-        task = ProbeTask(
-            train={cell: features["train"][cell] for cell in finite},
-            y_train=splits.y_fit,
-            evals={
-                split: {cell: values[cell] for cell in finite} for split, values in features.items() if split != "train"
-            },
-            y_evals=splits.y_evals,
-            num_classes=num_classes,
-            select_on=splits.select_on,
-        )
-        for name in config.probes:
-            flat = (
-                task
-                if (not sample or name in epoch_based)
-                else ProbeTask(
-                    *task.stacked(),
-                    evals=task.evals,
-                    y_evals=task.y_evals,
-                    num_classes=num_classes,
-                    select_on=splits.select_on,
-                )
+            return
+        epoch_based = epoch_based_probes()
+        for batch in batches:
+            keys = [(cell, i) for i in batch for cell in finite]
+            task = ProbeTask(
+                train={(cell, i): _fit_rows(features["train"][cell], rows[i]) for cell, i in keys},
+                y_train=self.subsets[batch[0]].y_fit,
+                evals={
+                    split: {(cell, i): values[cell] for cell, i in keys}
+                    for split, values in features.items()
+                    if split != "train"
+                },
+                y_evals=first.y_evals,
+                num_classes=self.num_classes,
+                select_on=first.select_on,
             )
-            start = time.perf_counter()
-            outcomes[name].update(run_probe(name, flat, settings, device=config.device, progress=progress))
-            seconds[name] += time.perf_counter() - start
-        del features, task
-    return outcomes, seconds
+            for name in config.probes:
+                flat = (
+                    task
+                    if (not self.sample or name in epoch_based)
+                    else ProbeTask(
+                        *task.stacked(),
+                        evals=task.evals,
+                        y_evals=task.y_evals,
+                        num_classes=self.num_classes,
+                        select_on=first.select_on,
+                    )
+                )
+                start = time.perf_counter()
+                self.outcomes[name].update(
+                    run_probe(name, flat, config.settings, device=config.device, progress=self.progress)
+                )
+                self.seconds[name] += time.perf_counter() - start
+            del task
+
+    def streamed(self, cell: Cell, batch: list[int], budget: int) -> None:
+        """Probe ``cell`` under each subset of ``batch``, its fit rows streamed from the cache."""
+        for i in batch:
+            splits = self.subsets[i]
+            # Streaming reads train in position order: hand the fit rows over sorted.
+            order = np.argsort(splits.fit_pos, kind="stable")
+            for name, outcome in _probe_streamed(
+                self.group,
+                cell,
+                self.config,
+                self.config.settings,
+                splits.fit_pos[order],
+                splits.val_pos,
+                splits.y_fit[order],
+                splits.y_evals,
+                self.num_classes,
+                splits.select_on,
+                budget,
+            ).items():
+                self.outcomes[name].update({(key, i): value for key, value in outcome.items()})
+
+
+def _fit_rows(train: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    """A subset's rows of the train features read ((N, C), or (S, N, C) with slots); None: all."""
+    return train if rows is None else np.take(train, rows, axis=-2)
 
 
 def _massive(group: CacheGroup) -> dict[Cell, np.ndarray]:

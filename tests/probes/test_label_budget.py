@@ -39,6 +39,16 @@ def test_budget_positions_stratified_seeded_and_distinct_per_draw():
         budget_positions(labels, 21, seed=0, draw=0)
 
 
+def test_budget_positions_come_class_by_class_so_draws_share_their_labels():
+    labels = np.random.default_rng(0).integers(0, 4, size=200)
+    draws = [budget_positions(labels, 3, seed=0, draw=d) for d in range(3)]
+    for positions in draws:
+        np.testing.assert_array_equal(labels[positions], np.repeat(np.arange(4), 3))
+        for label in range(4):  # ascending within each class
+            part = positions[labels[positions] == label]
+            np.testing.assert_array_equal(part, np.sort(part))
+
+
 def _dataset():
     rng = np.random.default_rng(3)
 
@@ -109,3 +119,32 @@ def test_plot_label_efficiency(cache, tmp_path):
     assert one["mean"] == pytest.approx(np.mean(picks))
     assert one["min"] == pytest.approx(min(picks)) and one["max"] == pytest.approx(max(picks))
     assert summary[summary["labels_per_class"] == "all"]["per_class"].iloc[0] == pytest.approx(48 / 3)
+
+
+def test_every_budget_and_draw_matches_scikit_learn_on_its_own_images(cache):
+    """The draws of a budget are solved as one batched problem; each must still be the fit on its
+    own images: every (budget, draw) of one cell against scikit-learn's fit on those images.
+    """
+    config = ProbeRunConfig(probes=("linear",), val_fraction=0.2, seed=3)
+    table = probe_label_budgets(cache, config, [2, 5, None], draws=3, progress=False)
+    with FeatureCache(cache) as c:
+        y = c.labels("train")
+        x = c.features("train", "down_blocks.0.resnets.0", 0)
+        x_test, y_test = c.features("test", "down_blocks.0.resnets.0", 0), c.labels("test")
+    fit_pos, _ = stratified_val_split(y, 0.2, 3)
+    for per_class, draw in [(2, 0), (2, 1), (2, 2), (5, 0), (5, 1), (5, 2), (None, 0)]:
+        chosen = fit_pos if per_class is None else fit_pos[budget_positions(y[fit_pos], per_class, seed=3, draw=draw)]
+        scaler = StandardScaler().fit(x[chosen])
+        clf = LogisticRegression(C=1.0, tol=1e-6, max_iter=10_000).fit(scaler.transform(x[chosen]), y[chosen])
+        expected = (clf.predict(scaler.transform(x_test)) == y_test).mean()
+        row = table[
+            (table["labels_per_class"] == ("all" if per_class is None else str(per_class)))
+            & (table["budget_draw"] == draw)
+            & (table["t"] == 0)
+            & (table["layer"] == "down_blocks.0.resnets.0")
+            & (table["split"] == "test")
+            & (table["metric"] == "top1")
+        ]
+        assert len(row) == 1
+        assert row["value"].iloc[0] == pytest.approx(expected, abs=1 / len(y_test) + 1e-9), (per_class, draw)
+

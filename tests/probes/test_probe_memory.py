@@ -120,6 +120,24 @@ def test_a_cell_streamed_from_disk_predicts_as_in_memory(tmp_path):
     pd.testing.assert_frame_equal(streamed.table, memory.table)
 
 
+def test_label_budgets_streamed_from_disk_give_the_in_memory_table(tmp_path, caplog):
+    import logging
+
+    from probekit.probes.label_budget import probe_label_budgets
+
+    path = synthetic_cache(tmp_path / "c.h5", 3000, 800, [48, 96], classes=6, separation=0.25)
+    config = ProbeRunConfig(probes=("linear", "knn"))
+    memory = probe_label_budgets(path, config, [20, None], draws=2, progress=False)
+    with caplog.at_level(logging.INFO, logger="probekit.probes.run"):
+        streamed = probe_label_budgets(path, config, [20, None], draws=2, progress=False, max_memory=12 << 20)
+    assert "cells exceed --max-memory" in caplog.text
+    key = ["labels_per_class", "budget_draw", "t", "layer", "probe", "split", "metric"]
+    merged = memory.merge(streamed, on=key, suffixes=("_memory", "_streamed"))
+    assert len(merged) == len(memory) == len(streamed)
+    assert set(merged["labels_per_class"]) == {"20", "all"}
+    np.testing.assert_array_equal(merged["value_memory"], merged["value_streamed"])
+
+
 def test_streaming_refuses_probes_that_cannot_stream(tmp_path):
     from probekit.core.errors import ProbekitError
 
