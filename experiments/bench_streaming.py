@@ -1,122 +1,88 @@
-"""A cell larger than memory: time per pass over its train rows read from the cache, and the projection
-for ImageNet's 1.28 M x 1280 cell.
+"""Streamed probing against in-memory probing of the same cell, in one process, alternating.
 
-Writes one cell of ``--rows`` x ``--width`` float32 features (plus a test split of ``--rows // 10``)
-and times, over the train rows read block by block from the file (as ``probekit probe`` reads a
-cell that exceeds ``--max-memory``):
+Writes one cell of ``--rows`` x ``--width`` float32 train features (plus ``--rows // 10`` test rows)
+and probes it with the linear probe through :func:`probekit.probes.run.probe_cache` twice per round:
+in memory (no budget) and with ``max_memory`` set to the train features' bytes / ``--ratio`` (so
+the cell goes to the streamed path, :mod:`probekit.probes.streamed`). The two alternate, ``--rounds``
+times, so that both see the same load on a shared machine; the ratio streamed / in-memory is taken
+per round. Prints the CPU model, torch's CPU capability and the load average, and how many test
+predictions differ between the two.
 
-1. a read pass (HDF5 -> float32 blocks);
-2. one evaluation of the linear probe's objective and gradient (read + standardise + the two
-   products), what each L-BFGS step costs, beside the same evaluation on the cell held in memory;
-3. the kNN pass (top-20 of every val / test query against the train blocks).
-
-Each is scaled linearly in rows to 1.28 M x 1280 (a pass is linear in N; the products are linear in
-the width, reads too). The page cache may hold the file here; on a cluster file system, reads run at
-its bandwidth instead, which the read pass shows separately.
-
-Usage (defaults: 40 000 x 1280, about 2 minutes on a 2-core CPU):
-    PYTHONPATH=. python experiments/bench_streaming.py [--rows 40000] [--width 1280] [--repeats 2]
-Writes experiments/results/bench_streaming.csv (measure, seconds, projected seconds at 1.28 M x 1280, machine).
+Usage (defaults: 60 000 x 512, 10 classes, ratio 1.6; about 1 minute per round on a loaded 2-core CPU):
+    PYTHONPATH=. python experiments/bench_streaming.py [--rows 60000] [--width 512] [--rounds 2]
+Writes experiments/results/bench_streaming.csv (round, mode, seconds, differing test predictions, machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from probekit.core.precision import machine_description
-from probekit.features.cache import FeatureCache
-from probekit.probes.linear import LinearProbeConfig, _Problem
-from probekit.probes.streamed import TrainRows, _StreamedProblem, knn_streamed
+from probekit.probes.run import ProbeRunConfig, probe_cache
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGENET_ROWS, IMAGENET_WIDTH = 1_281_167, 1280
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=40_000)
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--block", default="64M", help="bytes of train rows per block (default 64M)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=60_000)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--ratio", type=float, default=1.6, help="train features' bytes / --max-memory")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--probes", default="linear", help="comma-separated, e.g. linear,knn")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_streaming.csv"))
     args = parser.parse_args()
-    import sys
-
     sys.path.insert(0, str(ROOT))
-    from tests.test_probe_memory import synthetic_cache
+    from tests.probes.test_probe_memory import synthetic_cache
 
-    block_bytes = int(args.block.rstrip("M")) << 20
     machine = machine_description()
-    scale = IMAGENET_ROWS / args.rows * IMAGENET_WIDTH / args.width
-    rows = []
+    header = (
+        f"CPU: {machine}\ncapability: {torch.backends.cpu.get_cpu_capability()}\n"
+        f"load average at start: {os.getloadavg()}"
+    )
+    print(header, flush=True)
+    budget = int(4 * args.rows * args.width / args.ratio)
+    config = ProbeRunConfig(probes=tuple(args.probes.split(",")))
+    records = []
     with tempfile.TemporaryDirectory() as tmp:
         path = synthetic_cache(
             Path(tmp) / "cell.h5", args.rows, args.rows // 10, [args.width], timesteps=(0,), classes=args.classes
         )
-        with FeatureCache(path) as cache:
-            layer = cache.layers[0].name
-            y = cache.labels("train")
-
-            def blocks():
-                for _, block in cache.row_chunks("train", layer, 0, block_bytes=block_bytes):
-                    yield block
-
-            source = TrainRows(args.rows, args.width, blocks)
-            queries = {"test": cache.features("test", layer, 0)}
-            problem = _StreamedProblem.stream(
-                "cell", source, torch.from_numpy(y), args.classes, torch.device("cpu"), LinearProbeConfig().precondition
+        for round_ in range(args.rounds):
+            predictions = {}
+            for mode, max_memory in (("in memory", None), (f"streamed, --max-memory {budget >> 20} MiB", budget)):
+                start = time.perf_counter()
+                results = probe_cache(path, config, progress=False, max_memory=max_memory)
+                seconds = time.perf_counter() - start
+                predictions[mode] = results.predictions.predictions
+                records.append({"round": round_, "mode": mode, "seconds": seconds, "load": os.getloadavg()[0]})
+                print(f"round {round_}: {mode:>32}: {seconds:7.2f} s (load {os.getloadavg()[0]:.2f})", flush=True)
+            memory, streamed = predictions.values()
+            differ = int((np.asarray(memory) != np.asarray(streamed)).sum())
+            ratio = records[-1]["seconds"] / records[-2]["seconds"]
+            for record in records[-2:]:
+                record.update(differing_test_predictions=differ, ratio=ratio)
+            print(
+                f"round {round_}: streamed / in memory {ratio:.2f}x; {differ} of {memory.size} test predictions differ"
             )
-            problem.set_C(1.0)
-            theta = torch.zeros((1, problem.n_params))
-            active = torch.ones(1, dtype=torch.bool)
-            in_memory = _Problem.build(
-                ["cell"],
-                {"cell": cache.features("train", layer, 0)},
-                torch.from_numpy(y),
-                args.classes,
-                torch.device("cpu"),
-                LinearProbeConfig().precondition,
-            )
-            in_memory.set_C(1.0)
-            measures = {
-                "read pass": lambda: sum(len(b) for b in source.blocks()),
-                "linear evaluation, in memory (reference)": lambda: in_memory.evaluate(theta, active),
-                "linear evaluation, streamed (one L-BFGS step)": lambda: problem.evaluate(theta, active),
-                "knn pass (top-20 of every query)": lambda: knn_streamed(source, y, queries, [20], [0.07]),
-            }
-            for name, fn in measures.items():
-                times = []
-                for _ in range(args.repeats):
-                    start = time.perf_counter()
-                    fn()
-                    times.append(time.perf_counter() - start)
-                seconds = min(times)
-                # kNN also scales with the queries: ImageNet's 10 % validation split of train + 50 000 test
-                # images, against rows // 10 here
-                queries_ratio = (IMAGENET_ROWS // 10 + 50_000) / (args.rows // 10)
-                projected = seconds * scale * (queries_ratio if name.startswith("knn") else 1.0)
-                rows.append(
-                    {
-                        "measure": name,
-                        "seconds": seconds,
-                        "projected_imagenet_seconds": projected,
-                        "setup": f"{args.rows} x {args.width} float32, {args.classes} classes, blocks of {args.block}",
-                        "machine": machine,
-                    }
-                )
-                print(
-                    f"{name:>40}: {seconds:7.2f} s here; projected {projected / 60:7.1f} min at 1.28 M x 1280",
-                    flush=True,
-                )
-    pd.DataFrame(rows).to_csv(args.out, index=False)
-    print(f"machine: {machine}\nwrote {args.out}")
+    frame = pd.DataFrame(records)
+    frame["setup"] = (
+        f"{args.rows} x {args.width} float32, {args.classes} classes, budget {budget} B (cell / {args.ratio}), "
+        f"probes {args.probes}"
+    )
+    frame["machine"] = machine
+    frame.to_csv(args.out, index=False)
+    print(f"load average at end: {os.getloadavg()}\nwrote {args.out}")
 
 
 if __name__ == "__main__":

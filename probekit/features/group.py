@@ -115,14 +115,16 @@ class CacheGroup:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def row_chunks(
-        self, split: str, cell: Cell, draws: str = "mean", block_bytes: int = 16 << 20
+        self, split: str, cell: Cell, draws: str = "mean", block_bytes: int = 16 << 20, *, check: bool = True
     ) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, float32 block) over the caches holding ``split``, rows numbered as in
         :meth:`labels` (see :meth:`FeatureCache.row_chunks`; "slots" blocks are (S, b, D)).
         """
         offset = 0
         for cache in self._parts[split]:
-            for start, rows in cache.row_chunks(split, cell[1], cell[0], draws=draws, block_bytes=block_bytes):
+            for start, rows in cache.row_chunks(
+                split, cell[1], cell[0], draws=draws, block_bytes=block_bytes, check=check
+            ):
                 yield offset + start, rows
             offset += len(cache.labels(split))
 
@@ -133,14 +135,16 @@ class CacheGroup:
         targets: Sequence[tuple[np.ndarray, np.ndarray]],
         draws: str = "mean",
         use_views: int | None = None,
+        block_bytes: int = 16 << 20,
     ) -> None:
         """Read one cell of ``split`` straight into preallocated float32 arrays, block by block.
 
         ``targets``: (out, positions): ``out[i] = row positions[i]`` (``out[:, i]`` for
-        ``draws="slots"``); positions ascending. No whole-cell temporary is made.
+        ``draws="slots"``); positions ascending. No whole-cell temporary is made; the blocks read
+        are about ``block_bytes`` each.
         """
         keep = self.slots(use_views) if draws == "slots" else None
-        for start, rows in self.row_chunks(split, cell, draws):
+        for start, rows in self.row_chunks(split, cell, draws, block_bytes):
             stop = start + rows.shape[-2]
             for out, positions in targets:
                 lo, hi = np.searchsorted(positions, [start, stop])

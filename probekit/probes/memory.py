@@ -49,3 +49,46 @@ def probe_bytes(width: int, n_fit: int, n_eval: int, num_classes: int, probes: S
         return int(resolve(spec.memory)(width, rows, n_eval, num_classes, slots))
 
     return features + max(working(name) for name in probes)
+
+
+#: the fewest train rows per block a streamed cell is read in
+STREAM_MIN_BLOCK_ROWS = 256
+
+
+def streamed_block_rows(
+    budget: int,
+    width: int,
+    n_fit: int,
+    eval_bytes: int,
+    num_classes: int,
+    probes: Sequence[str],
+    *,
+    after_another: bool = False,
+) -> tuple[int, int]:
+    """(rows per block, bytes that blocks of :data:`STREAM_MIN_BLOCK_ROWS` rows need) when one
+    cell's ``n_fit`` train rows are streamed within ``budget`` bytes.
+
+    Held besides the blocks: the val + test rows (``eval_bytes``; twice where kNN runs, for its
+    unit-row copy) and, where linear runs, its solver state: the preconditioner's float64 C x C
+    matrices (the covariance kept and, while factorising, the penalised copy, its factor, the
+    identity and the inverse factor), its float32 inverse factor, the float32 sample of rows the
+    covariance is estimated on, and the L-BFGS history. Per block row (float32): the row as read,
+    its copy taken by row index, its standardised copy and its K + 1 logits, with a factor 2 for
+    the allocator and temporaries; where kNN runs, its similarities to 1024 queries and their
+    top-k copy, with a factor 5 (measured: 4 peaked at the budget).
+
+    ``after_another``: a probe that streams the cell after another probe did gets half the room
+    for its blocks: the heap keeps part of what the first probe's blocks used (measured at
+    width 512: linear then kNN peaked 6 MiB over a 56 MiB budget that each alone kept).
+    """
+    from probekit.probes.lbfgs import PRECONDITION_ROWS
+
+    knn = "knn" in probes
+    held = eval_bytes * (2 if knn else 1)
+    if "linear" in probes:
+        params = (width + 1) * num_classes
+        held += 8 * 5 * width * width + 4 * width * width + 4 * min(n_fit, PRECONDITION_ROWS) * width
+        held += 4 * params * (2 * 10 + 8)
+    per_row = 4 * (3 * (3 * width + num_classes + 1) + (5 * 2 * 1024 if knn else 0))
+    share = 2 if after_another else 1
+    return max(0, (budget - held) // (share * per_row)), held + share * STREAM_MIN_BLOCK_ROWS * per_row

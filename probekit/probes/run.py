@@ -20,7 +20,7 @@ from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet
 from probekit.evaluate.results import scores_to_table
 from probekit.features.group import CacheGroup, Cell
-from probekit.probes.memory import probe_bytes
+from probekit.probes.memory import STREAM_MIN_BLOCK_ROWS, probe_bytes, streamed_block_rows
 from probekit.probes.protocol import ProbeTask
 from probekit.probes.registry import PROBES, ProbeSettings, run_probe
 
@@ -123,6 +123,7 @@ def _read_group(
     fit_pos: np.ndarray,
     val_pos: np.ndarray | None,
     slots: int,
+    block_bytes: int = 16 << 20,
 ) -> dict[str, dict[Cell, np.ndarray]]:
     """Train (fit rows), val and test features of ``members``, each read straight from the cache
     into its own preallocated float32 array: the validation split is taken by row index while
@@ -142,17 +143,17 @@ def _read_group(
             if eval_mode == "mean":
                 train_targets.append((features["val"][cell], val_pos))
             else:
-                group.fill("train", cell, [(features["val"][cell], val_pos)], eval_mode)
+                group.fill("train", cell, [(features["val"][cell], val_pos)], eval_mode, block_bytes=block_bytes)
         elif val_pos is None:
             n_val = len(group.labels("val"))
             features["val"][cell] = np.empty((n_val, width), dtype=np.float32)
-            group.fill("val", cell, [(features["val"][cell], np.arange(n_val))], eval_mode)
+            group.fill("val", cell, [(features["val"][cell], np.arange(n_val))], eval_mode, block_bytes=block_bytes)
         if train_targets:
-            group.fill("train", cell, train_targets, "mean")
+            group.fill("train", cell, train_targets, "mean", block_bytes=block_bytes)
         if sample:
-            group.fill("train", cell, [(fit, fit_pos)], "slots", config.use_views)
+            group.fill("train", cell, [(fit, fit_pos)], "slots", config.use_views, block_bytes)
         features["test"][cell] = np.empty((n_test, width), dtype=np.float32)
-        group.fill("test", cell, [(features["test"][cell], np.arange(n_test))], eval_mode)
+        group.fill("test", cell, [(features["test"][cell], np.arange(n_test))], eval_mode, block_bytes=block_bytes)
     return features
 
 
@@ -194,26 +195,36 @@ def _probe_streamed(
     from probekit.probes.protocol import choose_per_cell
     from probekit.probes.streamed import TrainRows, fit_linear_streamed, knn_streamed, predict_linear_streamed
 
-    features = _read_group(group, [cell], replace(config, train_features="mean"), fit_pos[:0], val_pos, 1)
+    # the val and test rows are read in blocks small beside the budget: the heap keeps part of
+    # what a read used, under what the probes then hold
+    features = _read_group(
+        group, [cell], replace(config, train_features="mean"), fit_pos[:0], val_pos, 1, min(16 << 20, budget // 16)
+    )
     evals = {split: values[cell] for split, values in features.items() if split != "train" and values}
     width = group.caches[0].width(cell[1])
-    # Blocks sized from what the budget leaves after the eval sets (held twice: kNN's unit-row
-    # copy): per block row, the row, its standardised copy, its logits and kNN's similarities to
-    # 1024 queries (and their top-k copy), each float32, with a factor 4 for temporaries and the
-    # allocator (measured: factor 2 peaked 5 MiB over a 64 MiB budget).
-    left = budget - 2 * sum(values.nbytes for values in evals.values())
-    per_row = 4 * 4 * (2 * width + 2 * 1024 + 2 * (num_classes + 1))
-    if left < 256 * per_row:
-        raise ProbekitError(
-            f"--max-memory {budget / 2**20:.0f} MiB is too small even to stream cell {cell[1]} at t={cell[0]}: its val "
-            "and "
-            f"test rows and blocks of 256 train rows need {(budget - left + 256 * per_row) / 2**20:.0f} MiB; raise "
-            "--max-memory"
+    # The probes run one after the other, so each reads blocks sized from its own working set.
+    eval_bytes = sum(values.nbytes for values in evals.values())
+    block_rows = {}
+    for name in config.probes:
+        rows, needed = streamed_block_rows(
+            budget, width, len(fit_pos), eval_bytes, num_classes, [name], after_another=name != config.probes[0]
         )
-    block_bytes = 4 * width * min(left // per_row, (256 << 20) // (4 * width))
+        if rows < STREAM_MIN_BLOCK_ROWS:
+            raise ProbekitError(
+                f"--max-memory {budget / 2**20:.0f} MiB is too small even to stream cell {cell[1]} at t={cell[0]} "
+                f"with {name}: its val and test rows, its working state and blocks of {STREAM_MIN_BLOCK_ROWS} train "
+                f"rows need {needed / 2**20:.0f} MiB; raise --max-memory"
+            )
+        block_rows[name] = min(rows, (256 << 20) // (4 * width))
+    running = [config.probes[0]]
 
     def blocks():
-        for start, rows in group.row_chunks("train", cell, "mean", block_bytes):
+        # The checksums are checked on the first pass; the solver's later passes read the same
+        # rows of the same open file again, and checking them each time took as long as the
+        # reads themselves (benchmarks.md, "Streamed probing").
+        check = source.passes <= 1
+        block_bytes = 4 * width * block_rows[running[0]]
+        for start, rows in group.row_chunks("train", cell, "mean", block_bytes, check=check):
             lo, hi = np.searchsorted(fit_pos, [start, start + len(rows)])
             if hi > lo:
                 yield rows[fit_pos[lo:hi] - start]
@@ -229,6 +240,8 @@ def _probe_streamed(
     )
     out: dict[str, dict[Cell, Any]] = {}
     for name in config.probes:
+        running[0] = name
+        _trim_heap()
         start = time.perf_counter()
         if name == "linear":
             linear = replace(settings.linear, num_classes=num_classes)
@@ -267,6 +280,26 @@ def _probe_streamed(
         )
         source.passes = 0
     return out
+
+
+def _trim_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc's ``malloc_trim``; nothing elsewhere).
+
+    glibc keeps freed blocks in its arenas, so the resident size after one streamed probe stays at
+    its peak and the next probe's allocations land on top of it: measured on a 60 000 x 784 cell,
+    linear then kNN peaked 39 MiB over the budget that each alone kept.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _gather(outcomes: dict[str, dict[Any, Any]], seconds: dict[str, float]) -> tuple[dict, dict]:

@@ -127,22 +127,37 @@ class _StreamedProblem(Problem):
         self.l2 = 1.0 / (C * n)
         if not self.preconditioned:
             return
-        rows = torch.linspace(0, n - 1, min(n, PRECONDITION_ROWS)).long().numpy()
-        if not hasattr(self, "_sample"):
-            self._sample = self.standardised(self.source.rows(rows))[0].T.double()
-        sample = self._sample
-        cov = sample.T @ sample / len(rows)
+        if not hasattr(self, "_cov"):
+            self._cov = self._sample_covariance()
+        cov = self._cov.clone()
         sample_var = cov.diagonal().clone()
         scale = torch.where(
             sample_var > 0, (self.full_var / sample_var.clamp(min=1e-300)).sqrt(), torch.zeros_like(sample_var)
         )
         cov.mul_(scale[:, None]).mul_(scale[None, :])
         cov.diagonal().copy_(self.full_var)
-        m = cov / 2
+        m = cov.div_(2)
         m.diagonal().add_(self.l2)
         factor = torch.linalg.cholesky(m)
+        del cov, m
         identity = torch.eye(width, dtype=torch.float64, device=self.device)
         self.chol_inv = torch.linalg.solve_triangular(factor, identity, upper=False).float()[None]
+
+    def _sample_covariance(self) -> torch.Tensor:
+        """(C, C) float64 second moment of the standardised rows the in-memory probe samples
+        (the same evenly spaced rows), summed 512 rows at a time: the float64 copy of the whole
+        sample is never held, and it does not depend on C, so it is computed once.
+        """
+        n = self.source.n
+        rows = torch.linspace(0, n - 1, min(n, PRECONDITION_ROWS)).long().numpy()
+        # standardised in place (the same float32 operations as :meth:`standardised`), row-major
+        sample = torch.from_numpy(self.source.rows(rows)).to(self.device)
+        sample.sub_(self.mean).div_(self.std)
+        cov = torch.zeros((self.width, self.width), dtype=torch.float64, device=self.device)
+        for lo in range(0, len(sample), 512):
+            part = sample[lo : lo + 512].double()
+            cov.addmm_(part.T, part)
+        return cov.div_(len(rows))
 
     def evaluate(self, theta: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """F and its gradient, as :meth:`Problem.evaluate`, summed over blocks read from disk."""

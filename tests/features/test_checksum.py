@@ -25,11 +25,22 @@ def test_every_vector_matches_the_running_sums(dtype):
 
 
 def test_long_vectors_and_many_rows_cross_the_blocks(monkeypatch):
-    monkeypatch.setattr("probekit.features.cache.checksum._WORDS_PER_BLOCK", 1500)
+    monkeypatch.setattr("probekit.features.cache.checksum._WORDS_PER_BLOCK", 3003)
+    monkeypatch.setattr("probekit.features.cache.checksum._WORDS_PER_DOT", 256)
     rng = np.random.default_rng(1)
-    values = rng.integers(0, 65536, (5, 1001), dtype=np.uint16).view(np.float16)  # 3 rows per block
+    values = rng.integers(0, 65536, (5, 1001), dtype=np.uint16).view(np.float16)  # 3 rows per block, 4 dots per row
     got = fletcher32(values)
     for row in range(5):
+        assert got[row] == _by_definition(values[row].tobytes())
+
+
+def test_vectors_longer_than_the_modulus():
+    """Over 2**16 words, the positional weights wrap: every word at its maximum tests exactness."""
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 65536, (2, 70_001), dtype=np.uint16)
+    values[1] = 65535
+    got = fletcher32(values.view(np.float16))
+    for row in range(2):
         assert got[row] == _by_definition(values[row].tobytes())
 
 

@@ -74,7 +74,7 @@ def test_info_lists_and_probe_drops_the_massive_channels(cache_path, tmp_path, m
     real = probe_run.run_probe
 
     def spy(name, task, settings, **kwargs):
-        widths.update({cell: array.shape[-1] for cell, array in task.train.items()})
+        widths.update({cell: array.shape[-1] for (cell, _subset), array in task.train.items()})
         return real(name, task, settings, **kwargs)
 
     monkeypatch.setattr(probe_run, "run_probe", spy)

@@ -78,7 +78,7 @@ def _peak_rss(tmp_path: Path, argv: list[str]) -> tuple[int, str]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     peak = [line for line in done.stdout.splitlines() if line.startswith("PEAK ")]
-    return int(peak[0].split()[1]), done.stderr
+    return int(peak[0].split()[1]), done.stdout + done.stderr
 
 
 def test_probe_keeps_max_memory_within_the_import_footprint(tmp_path):
@@ -107,13 +107,28 @@ def test_probe_keeps_max_memory_within_the_import_footprint(tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.parametrize("probe", ["linear", "knn"])
+def test_a_streamed_cell_keeps_max_memory(tmp_path, probe):
+    # one 40 000 x 512 cell: 70 MiB of fit rows, 1.1x the budget
+    big = synthetic_cache(tmp_path / "big.h5", 40_000, 4_000, [512], timesteps=(0,))
+    tiny = synthetic_cache(tmp_path / "tiny.h5", 120, 40, [512], timesteps=(0,))
+    argv = ["probe", "--probes", probe, "--cache"]
+    footprint, _ = _peak_rss(tmp_path, [*argv, str(tiny), "--out", "tiny.csv", "--quiet"])
+    budget = 64 << 20
+    peak, log = _peak_rss(tmp_path, [*argv, str(big), "--out", "streamed.csv", "--max-memory", "64M"])
+    assert "1 cells exceed --max-memory: streaming" in log
+    assert peak <= footprint + budget, (
+        f"peak {peak / 2**20:.0f} MiB > footprint {footprint / 2**20:.0f} MiB + budget {budget / 2**20:.0f} MiB"
+    )
+
+
 def test_a_cell_streamed_from_disk_predicts_as_in_memory(tmp_path):
-    path = synthetic_cache(tmp_path / "c.h5", 3000, 800, [48, 96], classes=6, separation=0.25)
+    path = synthetic_cache(tmp_path / "c.h5", 6000, 800, [48, 96], classes=6, separation=0.25)
     config = ProbeRunConfig(
         probes=("linear", "knn"), settings=ProbeRunConfig().settings.__class__(linear_C=(0.1, 1.0), knn_k=(5, 20))
     )
     memory = probe_cache(path, config, progress=False)
-    streamed = probe_cache(path, config, progress=False, max_memory=12 << 20)  # every cell needs over 12 MiB in memory
+    streamed = probe_cache(path, config, progress=False, max_memory=30 << 20)  # every cell needs over 40 MiB in memory
     acc = memory.table[(memory.table.metric == "top1") & (memory.table.split == "test")]["value"]
     assert 0.3 < acc.min() and acc.max() < 0.99, "the problem must be hard enough for mistakes to be possible"
     np.testing.assert_array_equal(streamed.predictions.predictions, memory.predictions.predictions)
@@ -125,11 +140,11 @@ def test_label_budgets_streamed_from_disk_give_the_in_memory_table(tmp_path, cap
 
     from probekit.probes.label_budget import probe_label_budgets
 
-    path = synthetic_cache(tmp_path / "c.h5", 3000, 800, [48, 96], classes=6, separation=0.25)
+    path = synthetic_cache(tmp_path / "c.h5", 6000, 800, [48, 96], classes=6, separation=0.25)
     config = ProbeRunConfig(probes=("linear", "knn"))
     memory = probe_label_budgets(path, config, [20, None], draws=2, progress=False)
     with caplog.at_level(logging.INFO, logger="probekit.probes.run"):
-        streamed = probe_label_budgets(path, config, [20, None], draws=2, progress=False, max_memory=12 << 20)
+        streamed = probe_label_budgets(path, config, [20, None], draws=2, progress=False, max_memory=30 << 20)
     assert "cells exceed --max-memory" in caplog.text
     key = ["labels_per_class", "budget_draw", "t", "layer", "probe", "split", "metric"]
     merged = memory.merge(streamed, on=key, suffixes=("_memory", "_streamed"))

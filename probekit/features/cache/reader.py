@@ -260,14 +260,14 @@ class FeatureCache:
         maps = block.mean(axis=0) if self.draws > 1 else block[0]
         return maps.reshape(len(maps), -1, side, side)
 
-    def _block(self, split: str, layer: str, t: int) -> tuple[h5py.Dataset, int]:
+    def _block(self, split: str, layer: str, t: int, *, check: bool = True) -> tuple[h5py.Dataset, int]:
         try:
             t_index = self._timesteps.index(int(t))
         except ValueError:
             raise ProbekitError(f"timestep {t} is not in {self.path} (its grid: {self._timesteps})") from None
         if layer not in self._layer_names:
             raise ProbekitError(f"layer {layer!r} is not in {self.path} (its layers: {', '.join(self._layer_names)})")
-        sums = self.file[split].get(CHECKSUMS)
+        sums = self.file[split].get(CHECKSUMS) if check else None
         checked = _Checked(self.file[split]["feats"][layer], None if sums is None else sums[layer], self.path)
         return checked, t_index  # type: ignore[return-value]
 
@@ -293,9 +293,13 @@ class FeatureCache:
         block_bytes: int = 16 << 20,
         start: int = 0,
         stop: int | None = None,
+        check: bool = True,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, float32 rows) of one cell, consecutive blocks of whole chunks of at most
         about ``block_bytes`` (float32), for samples ``start .. stop``.
+
+        ``check=False`` skips the checksums: only for a caller that reads the same rows again
+        after a checked pass (a streamed probe's later passes).
 
         ``draws``: "mean" (clean image, mean over noise draws: (b, D)), "single" (draw 0: (b, D))
         or "slots" (every slot a sampling probe draws from, :meth:`train_slots`: (S, b, D)).
@@ -304,7 +308,7 @@ class FeatureCache:
         """
         if draws not in ("mean", "single", "slots"):
             raise ProbekitError(f"unknown draws mode {draws!r}: use mean or single")
-        data, t_index = self._block(split, layer, t)
+        data, t_index = self._block(split, layer, t, check=check)
         if draws == "slots":
             first = self.draws if (split == "train" and self.views > 0) else 0
             slots = slice(first, data.shape[1])
