@@ -147,4 +147,3 @@ def test_every_budget_and_draw_matches_scikit_learn_on_its_own_images(cache):
         ]
         assert len(row) == 1
         assert row["value"].iloc[0] == pytest.approx(expected, abs=1 / len(y_test) + 1e-9), (per_class, draw)
-
