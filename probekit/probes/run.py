@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,293 +13,21 @@ import numpy as np
 import pandas as pd
 
 from probekit.core import threads
-from probekit.core.errors import ConfigError, ProbekitError
-from probekit.core.specs import epoch_based_probes, streamable_probes
+from probekit.core.errors import ProbekitError
+from probekit.core.specs import epoch_based_probes
 from probekit.core.types import CellInfo
 from probekit.evaluate import score_predictions, stratified_val_split
 from probekit.evaluate.predictions import PredictionSet
 from probekit.evaluate.results import scores_to_table
 from probekit.features.group import CacheGroup, Cell
-from probekit.probes.memory import STREAM_MIN_BLOCK_ROWS, probe_bytes, streamed_block_rows
+from probekit.probes.cell_reads import finite_cells, plan_groups, read_group
+from probekit.probes.memory import probe_bytes
 from probekit.probes.protocol import ProbeTask
-from probekit.probes.registry import PROBES, ProbeSettings, run_probe
+from probekit.probes.registry import PROBES, run_probe
+from probekit.probes.run_config import ProbeRunConfig
+from probekit.probes.streamed_cells import check_streamable, probe_streamed
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ProbeRunConfig:
-    """Which probes to run, on which features, and the validation split every choice is made on.
-
-    Attributes:
-        probes: names from :data:`probekit.probes.PROBES`.
-        val_fraction: share of train held out (class-stratified, seeded) as the validation
-            split; a cache with its own "val" split uses that instead. 0 chooses on test.
-        train_features: "mean" (one vector per image: the mean over the clean image's noise
-            draws) or "sample" (epoch-based probes draw one (view, draw) slot per image per
-            epoch; the others train on every slot as a row).
-        test_features: "mean" over the noise draws of the clean image, or "single" (draw 0),
-            for val and test alike.
-        use_views: sample from the first ``use_views`` augmented views only (None: all); views
-            are keyed by their number, so the first A views of a cache with more views are the
-            views a cache extracted with ``--views A`` holds.
-        settings: every probe's own settings (see :class:`ProbeSettings`), the one place
-            probes read them from.
-        epochs, lr, weight_decay, batch_size: shorthands for the epoch-based probes (sgd, mlp):
-            folded into ``settings`` at construction, then None.
-        device: where probes run.
-        seed: seed of the validation split and of the probes.
-        timesteps: probe only the cells at these timesteps of the cache's grid (None: every cell).
-        drop_massive: drop each cell's massive channels (:mod:`probekit.features.massive`) before
-            probing; the results table then has a ``massive_dropped`` column (channels dropped per cell).
-    """
-
-    probes: Sequence[str] = field(default=("linear", "knn"))
-    val_fraction: float = 0.1
-    train_features: str = "mean"
-    test_features: str = "mean"
-    use_views: int | None = None
-    settings: ProbeSettings = field(default_factory=ProbeSettings)
-    epochs: int | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    batch_size: int | None = None
-    device: str = "cpu"
-    seed: int = 0
-    timesteps: Sequence[int] | None = None
-    drop_massive: bool = False
-
-    def __post_init__(self) -> None:
-        if self.train_features not in ("mean", "sample"):
-            raise ConfigError("train_features", f"{{field}} {self.train_features!r}: use mean or sample")
-        if self.test_features not in ("mean", "single"):
-            raise ConfigError("test_features", f"{{field}} {self.test_features!r}: use mean or single")
-        # ``settings`` is the one home of every probe setting: the epoch-based overrides given
-        # here are folded into its sgd and mlp recipes (with the run's seed) and cleared.
-        overrides = {
-            k: v
-            for k, v in (
-                ("epochs", self.epochs),
-                ("lr", self.lr),
-                ("weight_decay", self.weight_decay),
-                ("batch_size", self.batch_size),
-            )
-            if v is not None
-        }
-        s = self.settings
-        self.settings = replace(
-            s, sgd=replace(s.sgd, seed=self.seed, **overrides), mlp=replace(s.mlp, seed=self.seed, **overrides)
-        )
-        self.epochs = self.lr = self.weight_decay = self.batch_size = None
-
-
-def plan_groups(cell_bytes: dict[Cell, int], budget: int | None) -> list[list[Cell]]:
-    """Consecutive cells packed into groups whose probing bytes (:func:`probe_bytes`) fit
-    ``budget`` (all in one group when None). A cell that alone exceeds the budget is refused
-    here; :func:`probe_cache` streams such cells from the cache instead.
-    """
-    if budget is None:
-        return [list(cell_bytes)]
-    groups: list[list[Cell]] = [[]]
-    used = 0
-    for cell, size in cell_bytes.items():
-        if size > budget:
-            raise ProbekitError(
-                f"one cell ({cell[1]} at t={cell[0]}) needs {size / 2**20:.0f} MiB to probe, more than "
-                f"--max-memory {budget / 2**20:.0f} MiB: raise --max-memory"
-            )
-        if groups[-1] and used + size > budget:
-            groups.append([])
-            used = 0
-        groups[-1].append(cell)
-        used += size
-    return groups
-
-
-def _read_group(
-    group: CacheGroup,
-    members: Sequence[Cell],
-    config: ProbeRunConfig,
-    fit_pos: np.ndarray,
-    val_pos: np.ndarray | None,
-    slots: int,
-    block_bytes: int = 16 << 20,
-) -> dict[str, dict[Cell, np.ndarray]]:
-    """Train (fit rows), val and test features of ``members``, each read straight from the cache
-    into its own preallocated float32 array: the validation split is taken by row index while
-    reading, so no whole-cell copy exists besides the arrays returned.
-    """
-    features: dict[str, dict[Cell, np.ndarray]] = {"train": {}, "val": {}, "test": {}}
-    sample = config.train_features == "sample"
-    eval_mode = config.test_features
-    n_test = len(group.labels("test"))
-    for cell in members:
-        width = group.caches[0].width(cell[1])
-        fit = np.empty((slots, len(fit_pos), width) if sample else (len(fit_pos), width), dtype=np.float32)
-        features["train"][cell] = fit
-        train_targets = [] if sample else [(fit, fit_pos)]
-        if val_pos is not None and len(val_pos):
-            features["val"][cell] = np.empty((len(val_pos), width), dtype=np.float32)
-            if eval_mode == "mean":
-                train_targets.append((features["val"][cell], val_pos))
-            else:
-                group.fill("train", cell, [(features["val"][cell], val_pos)], eval_mode, block_bytes=block_bytes)
-        elif val_pos is None:
-            n_val = len(group.labels("val"))
-            features["val"][cell] = np.empty((n_val, width), dtype=np.float32)
-            group.fill("val", cell, [(features["val"][cell], np.arange(n_val))], eval_mode, block_bytes=block_bytes)
-        if train_targets:
-            group.fill("train", cell, train_targets, "mean", block_bytes=block_bytes)
-        if sample:
-            group.fill("train", cell, [(fit, fit_pos)], "slots", config.use_views, block_bytes)
-        features["test"][cell] = np.empty((n_test, width), dtype=np.float32)
-        group.fill("test", cell, [(features["test"][cell], np.arange(n_test))], eval_mode, block_bytes=block_bytes)
-    return features
-
-
-def _check_streamable(streamed: list[Cell], costs: dict[Cell, int], config: ProbeRunConfig, budget: int) -> None:
-    cell = streamed[0]
-    where = (
-        f"cell {cell[1]} at t={cell[0]} needs {costs[cell] / 2**20:.0f} MiB to probe in memory, more than --max-memory "
-        f"{budget / 2**20:.0f} MiB"
-    )
-    streamable = streamable_probes()
-    others = [name for name in config.probes if name not in streamable]
-    if others:
-        raise ProbekitError(
-            f"{where}, and {', '.join(others)} cannot stream it from disk: raise --max-memory or probe "
-            f"with {', '.join(sorted(streamable))} only"
-        )
-    if config.train_features == "sample":
-        raise ProbekitError(f"{where}, and --train-features sample is not streamed: raise --max-memory or use mean")
-    if config.drop_massive:
-        raise ProbekitError(f"{where}, and --drop-massive is not streamed: raise --max-memory")
-
-
-def _probe_streamed(
-    group: CacheGroup,
-    cell: Cell,
-    config: ProbeRunConfig,
-    settings: ProbeSettings,
-    fit_pos: np.ndarray,
-    val_pos: np.ndarray | None,
-    y_fit: np.ndarray,
-    y_evals: dict[str, np.ndarray],
-    num_classes: int,
-    select_on: str,
-    budget: int,
-) -> dict[str, dict[Cell, Any]]:
-    """Probe one cell whose train rows do not fit in memory: val and test are read into memory,
-    the fit rows are read block by block on every pass (:mod:`probekit.probes.streamed`).
-    """
-    from probekit.probes.protocol import choose_per_cell
-    from probekit.probes.streamed import TrainRows, fit_linear_streamed, knn_streamed, predict_linear_streamed
-
-    # the val and test rows are read in blocks small beside the budget: the heap keeps part of
-    # what a read used, under what the probes then hold
-    features = _read_group(
-        group, [cell], replace(config, train_features="mean"), fit_pos[:0], val_pos, 1, min(16 << 20, budget // 16)
-    )
-    evals = {split: values[cell] for split, values in features.items() if split != "train" and values}
-    width = group.caches[0].width(cell[1])
-    # The probes run one after the other, so each reads blocks sized from its own working set.
-    eval_bytes = sum(values.nbytes for values in evals.values())
-    block_rows = {}
-    for name in config.probes:
-        rows, needed = streamed_block_rows(
-            budget, width, len(fit_pos), eval_bytes, num_classes, [name], after_another=name != config.probes[0]
-        )
-        if rows < STREAM_MIN_BLOCK_ROWS:
-            raise ProbekitError(
-                f"--max-memory {budget / 2**20:.0f} MiB is too small even to stream cell {cell[1]} at t={cell[0]} "
-                f"with {name}: its val and test rows, its working state and blocks of {STREAM_MIN_BLOCK_ROWS} train "
-                f"rows need {needed / 2**20:.0f} MiB; raise --max-memory"
-            )
-        block_rows[name] = min(rows, (256 << 20) // (4 * width))
-    running = [config.probes[0]]
-
-    def blocks():
-        # The checksums are checked on the first pass; the solver's later passes read the same
-        # rows of the same open file again, and checking them each time took as long as the
-        # reads themselves (benchmarks.md, "Streamed probing").
-        check = source.passes <= 1
-        block_bytes = 4 * width * block_rows[running[0]]
-        for start, rows in group.row_chunks("train", cell, "mean", block_bytes, check=check):
-            lo, hi = np.searchsorted(fit_pos, [start, start + len(rows)])
-            if hi > lo:
-                yield rows[fit_pos[lo:hi] - start]
-
-    source = TrainRows(len(fit_pos), width, blocks)
-    task = ProbeTask(
-        train={cell: evals[select_on][:0]},
-        y_train=y_fit[:0],
-        evals={s: {cell: v} for s, v in evals.items()},
-        y_evals=y_evals,
-        num_classes=num_classes,
-        select_on=select_on,
-    )
-    out: dict[str, dict[Cell, Any]] = {}
-    for name in config.probes:
-        running[0] = name
-        _trim_heap()
-        start = time.perf_counter()
-        if name == "linear":
-            linear = replace(settings.linear, num_classes=num_classes)
-            heads = fit_linear_streamed(cell, source, y_fit, list(settings.linear_C), linear, device=config.device)
-            candidates = [
-                (
-                    f"C={c:g}",
-                    {cell: {s: predict_linear_streamed({c: heads[float(c)]}, cell, q)[c] for s, q in evals.items()}},
-                )
-                for c in settings.linear_C
-            ]
-        else:
-            sweep = knn_streamed(
-                source,
-                y_fit,
-                evals,
-                list(settings.knn_k),
-                list(settings.knn_temperature),
-                centre=settings.knn_centre,
-                num_classes=num_classes,
-            )
-            centred = ",centred" if settings.knn_centre else ""
-            candidates = [
-                (f"k={k},T={t:g}{centred}", {cell: sweep[(k, float(t))]})
-                for k in settings.knn_k
-                for t in settings.knn_temperature
-            ]
-        out[name] = choose_per_cell(task, candidates)
-        log.info(
-            "%s: cell t=%s %s streamed: %d passes over its train rows in %.1f s",
-            name,
-            cell[0],
-            cell[1],
-            source.passes,
-            time.perf_counter() - start,
-        )
-        source.passes = 0
-    return out
-
-
-def _trim_heap() -> None:
-    """Hand freed heap memory back to the OS (glibc's ``malloc_trim``; nothing elsewhere).
-
-    glibc keeps freed blocks in its arenas, so the resident size after one streamed probe stays at
-    its peak and the next probe's allocations land on top of it: measured on a 60 000 x 784 cell,
-    linear then kNN peaked 39 MiB over the budget that each alone kept.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
 
 
 def _gather(outcomes: dict[str, dict[Any, Any]], seconds: dict[str, float]) -> tuple[dict, dict]:
@@ -315,26 +43,6 @@ def _gather(outcomes: dict[str, dict[Any, Any]], seconds: dict[str, float]) -> t
             merged[name].update(part_outcomes[name])
             total[name] += part_seconds[name]
     return merged, total
-
-
-def _finite_cells(features: dict[str, dict[Cell, np.ndarray]]) -> list[Cell]:
-    """Cells with only finite features in every split; each other cell is logged and left out."""
-    keep = []
-    for cell in next(iter(features.values())):
-        bad = {
-            split: int((~np.isfinite(values[cell])).reshape(-1, values[cell].shape[-1]).any(axis=1).sum())
-            for split, values in features.items()
-        }
-        if any(bad.values()):
-            log.warning(
-                "cell t=%s %s skipped: NaN/inf features in %s (the other cells are probed)",
-                cell[0],
-                cell[1],
-                ", ".join(f"{n} {split} rows" for split, n in bad.items() if n),
-            )
-        else:
-            keep.append(cell)
-    return keep
 
 
 @dataclass
@@ -519,7 +227,7 @@ def _probe_cells(
         streamed = {cell: [b for b in batches if run.cost(cell, [b]) > max_memory] for cell in oversize}
         streamed = {cell: parts for cell, parts in streamed.items() if parts}
         if streamed:
-            _check_streamable(list(streamed), costs, config, max_memory)
+            check_streamable(list(streamed), costs, config, max_memory)
             log.info("%d cells exceed --max-memory: streaming their train rows from the cache", len(streamed))
         for cell in oversize:
             for batch in batches:
@@ -590,11 +298,11 @@ class _CellRun:
         """Read ``members`` once (the batches' fit rows, val and test) and probe every batch."""
         config, first = self.config, self.first
         union, rows = self._rows(batches)
-        features = _read_group(self.group, members, config, union, first.val_pos, self.slots)
+        features = read_group(self.group, members, config, union, first.val_pos, self.slots)
         features = {split: values for split, values in features.items() if values}
         if config.drop_massive:
             features = {split: _without_massive(values, self.group, self.massive) for split, values in features.items()}
-        finite = _finite_cells(features)
+        finite = finite_cells(features)
         if not finite:
             return
         epoch_based = epoch_based_probes()
@@ -637,7 +345,7 @@ class _CellRun:
             splits = self.subsets[i]
             # Streaming reads train in position order: hand the fit rows over sorted.
             order = np.argsort(splits.fit_pos, kind="stable")
-            for name, outcome in _probe_streamed(
+            for name, outcome in probe_streamed(
                 self.group,
                 cell,
                 self.config,
