@@ -73,9 +73,10 @@ def streamed_block_rows(
     matrices (the covariance kept and, while factorising, the penalised copy, its factor, the
     identity and the inverse factor), its float32 inverse factor, the float32 sample of rows the
     covariance is estimated on, and the L-BFGS history. Per block row (float32): the row as read,
-    its copy taken by row index, its standardised copy and its K + 1 logits, with a factor 2 for
-    the allocator and temporaries; where kNN runs, its similarities to 1024 queries and their
-    top-k copy, with a factor 5 (measured: 4 peaked at the budget).
+    its copy taken by row index, its standardised copy and its K + 1 logits, with a factor 4 for
+    the allocator and temporaries (measured: 3 peaked 4 MiB over a 64 MiB budget in one run);
+    where kNN runs, its similarities to 1024 queries and their top-k copy, with a factor 5
+    (measured: 4 peaked at the budget).
 
     ``after_another``: a probe that streams the cell after another probe did gets half the room
     for its blocks: the heap keeps part of what the first probe's blocks used (measured at
@@ -89,6 +90,6 @@ def streamed_block_rows(
         params = (width + 1) * num_classes
         held += 8 * 5 * width * width + 4 * width * width + 4 * min(n_fit, PRECONDITION_ROWS) * width
         held += 4 * params * (2 * 10 + 8)
-    per_row = 4 * (3 * (3 * width + num_classes + 1) + (5 * 2 * 1024 if knn else 0))
+    per_row = 4 * (4 * (3 * width + num_classes + 1) + (5 * 2 * 1024 if knn else 0))
     share = 2 if after_another else 1
     return max(0, (budget - held) // (share * per_row)), held + share * STREAM_MIN_BLOCK_ROWS * per_row

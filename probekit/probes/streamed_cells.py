@@ -112,6 +112,7 @@ def probe_streamed(
         if name == "linear":
             linear = replace(settings.linear, num_classes=num_classes)
             heads = fit_linear_streamed(cell, source, y_fit, list(settings.linear_C), linear, device=config.device)
+            trim_heap()  # the blocks' memory, before the predictions' chunks
             candidates = [
                 (
                     f"C={c:g}",
