@@ -134,8 +134,10 @@ def probe_cache_subsets(
         if rank is not None:
             first, last = len(mine) * rank[0] // rank[1], len(mine) * (rank[0] + 1) // rank[1]
             mine = mine[first:last]
-        outcomes, seconds = _probe_cells(group, mine, config, subsets, max_memory=max_memory, progress=progress)
         massive = _massive(group) if config.drop_massive else {}
+        outcomes, seconds = _probe_cells(
+            group, mine, config, subsets, massive, max_memory=max_memory, progress=progress
+        )
         attrs, test_index = group.attrs, group.index("test")
         if whole.val_pos is None:
             val_index, val_fraction = group.index("val"), float("nan")
@@ -205,6 +207,7 @@ def _probe_cells(
     cells: list[Cell],
     config: ProbeRunConfig,
     subsets: Sequence[_Splits],
+    massive: Mapping[Cell, np.ndarray],
     *,
     max_memory: int | None,
     progress: bool,
@@ -214,7 +217,7 @@ def _probe_cells(
     cell's rows once for every subset; a cell over the budget is probed one batch of subsets at
     a time, in memory where that batch fits and streamed from the cache where it does not.
     """
-    run = _CellRun(group, config, subsets, progress)
+    run = _CellRun(group, config, subsets, massive, progress)
     batches = _same_labels(subsets)
     costs = {cell: run.cost(cell, batches) for cell in cells}
     oversize = [cell for cell, size in costs.items() if max_memory is not None and size > max_memory]
@@ -245,8 +248,16 @@ class _CellRun:
     outcomes keyed (cell, subset index) and their wall times summed.
     """
 
-    def __init__(self, group: CacheGroup, config: ProbeRunConfig, subsets: Sequence[_Splits], progress: bool):
+    def __init__(
+        self,
+        group: CacheGroup,
+        config: ProbeRunConfig,
+        subsets: Sequence[_Splits],
+        massive: Mapping[Cell, np.ndarray],
+        progress: bool,
+    ):
         self.group, self.config, self.subsets, self.progress = group, config, subsets, progress
+        self.massive = massive  # each cell's massive channels, where --drop-massive drops them
         self.outcomes: dict[str, dict[Any, Any]] = {name: {} for name in config.probes}
         self.seconds = dict.fromkeys(config.probes, 0.0)
         self.num_classes = len(group.class_names)
@@ -254,7 +265,6 @@ class _CellRun:
         self.slots = group.slots(config.use_views) if self.sample else 1
         self.first = subsets[0]  # val and test are the same under every subset
         self.n_eval = len(self.first.y_evals["test"]) + len(self.first.y_evals.get("val", []))
-        self.massive = _massive(group) if config.drop_massive else {}
         self._rows_cache: dict[tuple, tuple[np.ndarray, dict[int, np.ndarray | None]]] = {}
 
     def _rows(self, batches: Sequence[list[int]]) -> tuple[np.ndarray, dict[int, np.ndarray | None]]:

@@ -82,20 +82,23 @@ def probe_streamed(
                 f"rows need {needed / 2**20:.0f} MiB; raise --max-memory"
             )
         block_rows[name] = min(rows, (256 << 20) // (4 * width))
-    running = [config.probes[0]]
 
-    def blocks():
-        # The checksums are checked on the first pass; the solver's later passes read the same
-        # rows of the same open file again, and checking them each time took as long as the
-        # reads themselves (benchmarks.md, "Streamed probing").
-        check = source.passes <= 1
-        block_bytes = 4 * width * block_rows[running[0]]
-        for start, rows in group.row_chunks("train", cell, "mean", block_bytes, check=check):
-            lo, hi = np.searchsorted(fit_pos, [start, start + len(rows)])
-            if hi > lo:
-                yield rows[fit_pos[lo:hi] - start]
+    def rows_source(rows_per_block: int) -> TrainRows:
+        """The fit rows of ``cell``, read in blocks of ``rows_per_block`` rows on every pass."""
 
-    source = TrainRows(len(fit_pos), width, blocks)
+        def blocks():
+            # The checksums are checked on the first pass; the solver's later passes read the
+            # same rows of the same open file again, and checking them each time took as long as
+            # the reads themselves (benchmarks.md, "Streamed probing").
+            check = source.passes <= 1
+            for start, rows in group.row_chunks("train", cell, "mean", 4 * width * rows_per_block, check=check):
+                lo, hi = np.searchsorted(fit_pos, [start, start + len(rows)])
+                if hi > lo:
+                    yield rows[fit_pos[lo:hi] - start]
+
+        source = TrainRows(len(fit_pos), width, blocks)
+        return source
+
     task = ProbeTask(
         train={cell: evals[select_on][:0]},
         y_train=y_fit[:0],
@@ -106,7 +109,7 @@ def probe_streamed(
     )
     out: dict[str, dict[Cell, Any]] = {}
     for name in config.probes:
-        running[0] = name
+        source = rows_source(block_rows[name])
         trim_heap()
         start = time.perf_counter()
         if name == "linear":
@@ -145,7 +148,6 @@ def probe_streamed(
             source.passes,
             time.perf_counter() - start,
         )
-        source.passes = 0
     return out
 
 
